@@ -1,0 +1,3 @@
+"""kilowatch: edge metering agent and central collector."""
+
+__version__ = "0.1.0"

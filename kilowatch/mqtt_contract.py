@@ -1,0 +1,160 @@
+"""The MQTT contract between agents and collectors: topics and wire messages, defined once.
+
+Topics live under ``kilowatch/v1/<site>/<gateway>/``:
+
+- ``readings``: a :class:`ReadingsBatch` (QoS 1, not retained);
+- ``status``: a :class:`GatewayStatus` (retained; the agent's birth message and last will).
+
+The JSON Schema of every message is exported to ``docs/mqtt/`` by ``kilowatch schemas`` and tests check
+both sides (agent output, collector input) against those files, so the documentation cannot drift.
+"""
+
+from __future__ import annotations
+
+import math
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from kilowatch.quantities import is_quantity
+
+TOPIC_ROOT = "kilowatch/v1"
+SCHEMA_VERSION = 1
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
+"""Site, gateway and meter ids: lower-case, no MQTT wildcard or separator characters, at most 64 long."""
+
+Ident = Annotated[str, Field(pattern=ID_PATTERN, description="Lower-case id: a-z, 0-9, '_', '-', '.'")]
+
+
+class Channel(StrEnum):
+    """The last topic level, which says what a message is."""
+
+    READINGS = "readings"
+    STATUS = "status"
+
+
+def topic(site: str, gateway: str, channel: Channel, *, root: str = TOPIC_ROOT) -> str:
+    """The topic one gateway publishes `channel` on."""
+    return f"{root}/{site}/{gateway}/{channel.value}"
+
+
+def subscription(channel: Channel, *, root: str = TOPIC_ROOT) -> str:
+    """The wildcard topic a collector subscribes to for `channel` from every site and gateway."""
+    return f"{root}/+/+/{channel.value}"
+
+
+def parse_topic(name: str, *, root: str = TOPIC_ROOT) -> tuple[str, str, Channel]:
+    """Split a contract topic into (site, gateway, channel); ValueError when it is not one."""
+    prefix = root + "/"
+    if not name.startswith(prefix):
+        raise ValueError(f"topic {name!r} is not under {root!r}")
+    parts = name[len(prefix) :].split("/")
+    if len(parts) != 3:
+        raise ValueError(f"topic {name!r} is not <root>/<site>/<gateway>/<channel>")
+    site, gateway, channel = parts
+    try:
+        return site, gateway, Channel(channel)
+    except ValueError:
+        raise ValueError(f"topic {name!r} has unknown channel {channel!r}") from None
+
+
+class Quality(StrEnum):
+    """How far a value (or a whole reading) can be trusted."""
+
+    GOOD = "good"
+    """Read from the meter in this cycle and decoded without complaint."""
+    ERROR = "error"
+    """Could not be read or decoded (timeout, exception, NaN sentinel); no value is sent."""
+    STALE = "stale"
+    """The value is an older one repeated (e.g. a frozen register); sent, but not fresh."""
+
+
+class ClockState(StrEnum):
+    """What the gateway knew about its own clock when it stamped a reading."""
+
+    SYNCED = "synced"
+    """The system clock was synchronised (NTP or an RTC); the timestamp is trustworthy."""
+    UNSYNCED = "unsynced"
+    """The clock was known not to be synchronised (e.g. a Raspberry Pi before NTP): do not trust it."""
+    UNKNOWN = "unknown"
+    """The gateway could not tell."""
+
+
+def _check_values(values: dict[str, float]) -> dict[str, float]:
+    for name, value in values.items():
+        if not is_quantity(name):
+            raise ValueError(f"unknown quantity {name!r} (see kilowatch.quantities)")
+        if not math.isfinite(value):
+            raise ValueError(f"quantity {name!r} is not a finite number")
+    return values
+
+
+def _check_quality_names(qualities: dict[str, Quality]) -> dict[str, Quality]:
+    for name in qualities:
+        if not is_quantity(name):
+            raise ValueError(f"unknown quantity {name!r} (see kilowatch.quantities)")
+    return qualities
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Reading(_Message):
+    """One poll of one meter."""
+
+    meter: Ident = Field(description="Meter id, unique across the deployment")
+    profile: str = Field(min_length=1, max_length=64, description="Device profile id, e.g. eastron-sdm630")
+    ts: int = Field(ge=0, description="Event time: when the meter was read, UTC, milliseconds since the epoch")
+    values: Annotated[dict[str, float], AfterValidator(_check_values)] = Field(
+        description="Good (and stale) values by canonical quantity name; unreadable values are absent"
+    )
+    quality: Quality = Field(description="good when every value is good, else the worst value quality")
+    value_quality: Annotated[dict[str, Quality], AfterValidator(_check_quality_names)] = Field(
+        default_factory=dict,
+        description="Quality of each value that is not good (absent names are good)",
+    )
+    clock: ClockState = Field(description="The gateway's clock state when it stamped `ts`")
+
+    @model_validator(mode="after")
+    def _quality_consistent(self) -> Reading:
+        if self.quality is Quality.GOOD and self.value_quality:
+            raise ValueError("quality is 'good' but value_quality lists values that are not")
+        return self
+
+
+class ReadingsBatch(_Message):
+    """What a gateway publishes on ``.../readings``: readings from one or more meters."""
+
+    schema_version: Literal[1] = Field(description="Version of this message format")
+    site: Ident
+    gateway: Ident
+    seq: int = Field(ge=0, description="Per-gateway batch sequence number, increasing by one per batch")
+    sent_at: int = Field(ge=0, description="When the batch was published, UTC ms (gateway clock)")
+    readings: list[Reading] = Field(min_length=1, max_length=10_000)
+
+
+class GatewayState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+class GatewayStatus(_Message):
+    """What a gateway publishes, retained, on ``.../status``: its birth message and its last will."""
+
+    schema_version: Literal[1]
+    site: Ident
+    gateway: Ident
+    state: GatewayState
+    ts: int = Field(ge=0, description="UTC ms, gateway clock")
+    agent_version: str
+    meters: list[Ident] = Field(default_factory=list, description="Meters this gateway polls")
+
+
+MESSAGES: dict[str, type[BaseModel]] = {
+    "readings-batch": ReadingsBatch,
+    "gateway-status": GatewayStatus,
+}
+"""Every wire message by the file stem its JSON Schema is exported under (docs/mqtt/<stem>.schema.json)."""

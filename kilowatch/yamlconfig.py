@@ -1,0 +1,101 @@
+"""Load a YAML file into a pydantic model with errors that name the file, the line and the key.
+
+Every YAML boundary (agent config, collector config, device profiles) goes through :func:`load`, so a
+technician always reads something like ``agent.yaml:14 buses[0].meters[2].unit: Input should be less
+than or equal to 247`` and never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(Exception):
+    """A configuration or data file is unusable; `problems` holds one line per problem."""
+
+    def __init__(self, path: Path | str, problems: list[str]) -> None:
+        self.path = Path(path)
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the deepest YAML node that `loc` reaches."""
+    if node is None:
+        return None
+    line = node.start_mark.line + 1
+    for part in loc:
+        child: yaml.Node | None = None
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if key.value == part:
+                    child = value
+                    line = key.start_mark.line + 1
+                    break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+            line = child.start_mark.line + 1
+        if child is None:
+            break
+        node = child
+    return line
+
+
+def _describe(error: dict[str, Any]) -> str:
+    msg = str(error["msg"])
+    if error["type"] in {"missing", "extra_forbidden"}:
+        return msg.lower()
+    value = error.get("input")
+    if isinstance(value, dict | list) or value is None:
+        return msg
+    return f"{value!r}: {msg}"
+
+
+def validate(model: type[M], data: Any, path: Path | str, node: yaml.Node | None = None) -> M:
+    """Validate already-parsed data, turning a ValidationError into a ConfigError with line numbers."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            line = _line_of(node, loc)
+            where = f"{Path(path).name}:{line}" if line else Path(path).name
+            problems.append(f"{where} {_format_loc(loc)}: {_describe(dict(error))}")
+        raise ConfigError(path, problems) from exc
+
+
+def load(model: type[M], path: Path | str) -> M:
+    """Read `path` as YAML and validate it as `model`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(path, [f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path.name}:{mark.line + 1}" if mark else path.name
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(path, [f"{where}: not valid YAML: {problem}"]) from exc
+    if data is None:
+        raise ConfigError(path, [f"{path.name}: the file is empty"])
+    return validate(model, data, path, node)

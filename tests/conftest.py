@@ -1,0 +1,26 @@
+"""Fixtures that start real services; see tests/services.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import Mosquitto, VictoriaMetrics
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A fresh Mosquitto on a free loopback port, anonymous, no persistence."""
+    broker = Mosquitto.start(tmp_path / "mosquitto")
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    """A fresh VictoriaMetrics single node (dedup on) on a free loopback port."""
+    vm = VictoriaMetrics.start(tmp_path / "victoria-metrics")
+    yield vm
+    vm.stop()
