@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from kilowatch.quantities import is_quantity
+from kilowatch.quantities import QUANTITIES, is_quantity
 
 TOPIC_ROOT = "kilowatch/v1"
 SCHEMA_VERSION = 1
@@ -98,6 +98,10 @@ def _check_quality_names(qualities: dict[str, Quality]) -> dict[str, Quality]:
     return qualities
 
 
+_QUANTITY_KEYS: dict[str, object] = {"propertyNames": {"enum": sorted(QUANTITIES)}}
+"""Puts the vocabulary into the exported JSON Schema, so non-Python consumers check names too."""
+
+
 class _Message(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -109,12 +113,14 @@ class Reading(_Message):
     profile: str = Field(min_length=1, max_length=64, description="Device profile id, e.g. eastron-sdm630")
     ts: int = Field(ge=0, description="Event time: when the meter was read, UTC, milliseconds since the epoch")
     values: Annotated[dict[str, float], AfterValidator(_check_values)] = Field(
-        description="Good (and stale) values by canonical quantity name; unreadable values are absent"
+        description="Good (and stale) values by canonical quantity name; unreadable values are absent",
+        json_schema_extra=_QUANTITY_KEYS,
     )
     quality: Quality = Field(description="good when every value is good, else the worst value quality")
     value_quality: Annotated[dict[str, Quality], AfterValidator(_check_quality_names)] = Field(
         default_factory=dict,
         description="Quality of each value that is not good (absent names are good)",
+        json_schema_extra=_QUANTITY_KEYS,
     )
     clock: ClockState = Field(description="The gateway's clock state when it stamped `ts`")
 

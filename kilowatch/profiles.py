@@ -204,20 +204,40 @@ def load_file(path: Path) -> Profile:
     return profile
 
 
-@cache
 def load_builtin(profile_id: str) -> Profile:
-    """Load a shipped profile by id or alias (cached: profiles are immutable)."""
+    """Load a shipped profile by id or alias (case-insensitive); KeyError lists the shipped ids."""
     directory = builtin_dir()
     path = directory / f"{profile_id}.yaml"
     if path.is_file():
-        return load_file(path)
+        return _load_cached(path)
     for candidate in sorted(directory.glob("*.yaml")):
-        profile = load_file(candidate)
+        profile = _load_cached(candidate)
         if profile_id.lower() in (alias.lower() for alias in profile.aliases):
             return profile
-    known = ", ".join(p.stem for p in sorted(directory.glob("*.yaml")))
-    raise KeyError(f"no device profile {profile_id!r}; shipped profiles: {known}")
+    raise KeyError(f"no device profile {profile_id!r}; shipped profiles: {', '.join(builtin_ids())}")
+
+
+@cache
+def _load_cached(path: Path) -> Profile:
+    """Profiles are immutable, so each file is parsed once per process."""
+    return load_file(path)
 
 
 def builtin_ids() -> list[str]:
     return sorted(p.stem for p in builtin_dir().glob("*.yaml"))
+
+
+def vector_failures(profile: Profile) -> list[str]:
+    """Decode every test vector of `profile`; one message per value that differs from what it expects."""
+    failures = []
+    for i, vector in enumerate(profile.test_vectors):
+        got = profile.decode_words(vector.words)
+        for quantity, expected in vector.expect.items():
+            actual = got.get(quantity, "not decoded")
+            if expected is None or actual is None or isinstance(actual, str):
+                ok = actual is expected
+            else:
+                ok = math.isclose(actual, expected, rel_tol=vector.tolerance, abs_tol=1e-9)
+            if not ok:
+                failures.append(f"{profile.id}: test_vectors[{i}] {quantity}: expected {expected}, got {actual}")
+    return failures

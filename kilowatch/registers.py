@@ -93,7 +93,7 @@ def encode(
         raw = str(value).encode("ascii")[: 2 * n].ljust(2 * n, b"\x00")
     else:
         fmt = _FORMATS[data_type]
-        number = value if data_type in (DataType.FLOAT32, DataType.FLOAT64) else round(float(value))
+        number = value if data_type in (DataType.FLOAT32, DataType.FLOAT64) or isinstance(value, int) else round(value)
         raw = struct.pack(fmt, number)
     wire = _reorder(raw, order)
     return [int.from_bytes(wire[i : i + 2], "big") for i in range(0, len(wire), 2)]

@@ -1,0 +1,243 @@
+"""`kilowatch demo`: the whole path on one machine with embedded defaults.
+
+Simulator (3 SDM630 meters over Modbus TCP) -> agent -> MQTT broker -> collector (SQLite, no TSDB) -> API on
+loopback. Each part runs as its own process with the same commands a real installation uses, so the demo
+exercises the product, not a shortcut. Mosquitto is used when installed; otherwise an embedded broker (amqtt,
+MQTT 3.1.1) stands in and the demo says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from kilowatch.cli_support import fail
+
+SITE = "demo-office"
+GATEWAY = "gw-demo"
+PROFILE = "eastron-sdm630"
+UNITS = (1, 2, 3)
+
+
+class BrokerChoice(StrEnum):
+    AUTO = "auto"
+    MOSQUITTO = "mosquitto"
+    EMBEDDED = "embedded"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_or_free(port: int) -> int:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return _free_port()
+    return port
+
+
+def _mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL we built
+        return json.load(response)
+
+
+class _Children:
+    """Child processes with their logs; all of them are stopped on the way out."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: dict[str, asyncio.subprocess.Process] = {}
+
+    async def start(self, name: str, *args: str) -> asyncio.subprocess.Process:
+        log = (self.workdir / f"{name}.log").open("ab")
+        proc = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=asyncio.subprocess.STDOUT)
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def dead(self) -> list[str]:
+        return [name for name, proc in self.procs.items() if proc.returncode is not None]
+
+    async def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def _embedded_broker(port: int) -> AsyncIterator[None]:
+    from amqtt.broker import Broker
+
+    broker = Broker(
+        {
+            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
+        }
+    )
+    await broker.start()
+    try:
+        yield
+    finally:
+        await broker.shutdown()
+
+
+async def _wait_for(what: str, check: Any, children: _Children, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if dead := children.dead():
+            raise RuntimeError(f"{', '.join(dead)} exited while waiting for {what}")
+        with contextlib.suppress(OSError, ValueError):
+            if result := check():
+                return result
+        await asyncio.sleep(0.3)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _write_configs(
+    workdir: Path, *, broker_port: int, modbus_port: int, api_port: int, protocol: str, poll_s: float
+) -> tuple[Path, Path]:
+    mqtt = {"host": "127.0.0.1", "port": broker_port, "protocol": protocol}
+    agent = {
+        "site": SITE,
+        "gateway": GATEWAY,
+        "poll_interval_s": poll_s,
+        "mqtt": mqtt,
+        "buses": [
+            {
+                "name": "sim-tcp",
+                "transport": "tcp",
+                "host": "127.0.0.1",
+                "port": modbus_port,
+                "meters": [
+                    {"id": name, "profile": PROFILE, "unit": unit}
+                    for name, unit in zip(("main", "floor-1", "floor-2"), UNITS, strict=True)
+                ],
+            }
+        ],
+    }
+    collector = {
+        "mqtt": {**mqtt, "client_id": "kilowatch-demo-collector"},
+        "ledger": {"path": str(workdir / "ledger.db")},
+        "api": {"host": "127.0.0.1", "port": api_port},
+    }
+    agent_path, collector_path = workdir / "agent.yaml", workdir / "collector.yaml"
+    agent_path.write_text(yaml.safe_dump(agent, sort_keys=False))
+    collector_path.write_text(yaml.safe_dump(collector, sort_keys=False))
+    return agent_path, collector_path
+
+
+async def _run(
+    workdir: Path, broker: BrokerChoice, api_port: int, duration: float | None,
+    poll_s: float,
+) -> None:
+    workdir.mkdir(parents=True, exist_ok=True)
+    mosquitto = _mosquitto_binary() if broker is not BrokerChoice.EMBEDDED else None
+    if broker is BrokerChoice.MOSQUITTO and mosquitto is None:
+        fail("--broker mosquitto: mosquitto is not installed (apt-get install mosquitto)")
+    broker_port, modbus_port, api_port = _free_port(), _free_port(), _port_or_free(api_port)
+    protocol = "5" if mosquitto else "3.1.1"
+    agent_cfg, collector_cfg = _write_configs(
+        workdir, broker_port=broker_port, modbus_port=modbus_port, api_port=api_port, protocol=protocol,
+        poll_s=poll_s,
+    )
+    children = _Children(workdir)
+    kilowatch = [sys.executable, "-m", "kilowatch"]
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(children.stop)
+        if mosquitto:
+            conf = workdir / "mosquitto.conf"
+            conf.write_text(f"listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+            await children.start("mosquitto", mosquitto, "-c", str(conf))
+            typer.echo(f"broker     mosquitto on 127.0.0.1:{broker_port}")
+        else:
+            await stack.enter_async_context(_embedded_broker(broker_port))
+            typer.echo(
+                f"broker     mosquitto is not installed: using the embedded amqtt broker (MQTT 3.1.1) on "
+                f"127.0.0.1:{broker_port}; install mosquitto for the real thing"
+            )
+        units = ",".join(map(str, UNITS))
+        await children.start(
+            "sim", *kilowatch, "sim", "serve", "--profile", PROFILE, "--units", units,
+            "--tcp", f"127.0.0.1:{modbus_port}",
+        )
+        typer.echo(f"simulator  {len(UNITS)} x {PROFILE} on Modbus TCP 127.0.0.1:{modbus_port} (units {units})")
+        await children.start("collector", *kilowatch, "collector", "run", "--config", str(collector_cfg))
+        await children.start("agent", *kilowatch, "agent", "run", "--config", str(agent_cfg))
+        base = f"http://127.0.0.1:{api_port}"
+        await _wait_for("the collector's API", lambda: _get_json(f"{base}/healthz"), children, 60)
+        meters = await _wait_for(
+            "readings from all meters",
+            lambda: (m := _get_json(f"{base}/api/v1/meters")) and len(m) >= len(UNITS) and m,
+            children, 60 + 3 * poll_s,
+        )
+        typer.echo(f"collector  ledger {workdir / 'ledger.db'} (SQLite, no TSDB); logs in {workdir}/")
+        typer.echo(f"\n{len(meters)} meters reporting. Open:")
+        for path in ("/api/v1/meters", f"/api/v1/meters/{meters[0]['id']}/latest",
+                     f"/api/v1/meters/{meters[0]['id']}/intervals", "/docs", "/metrics", "/healthz"):
+            typer.echo(f"  {base}{path}")
+        typer.echo("\nCtrl-C stops everything." if duration is None else f"\nStopping in {duration:.0f}s.")
+        await _watch(base, meters[0]["id"], children, duration, poll_s)
+
+
+async def _watch(base: str, meter: str, children: _Children, duration: float | None, poll_s: float) -> None:
+    """Print the main meter's power now and then, until the duration is up or a part dies."""
+    stop_at = None if duration is None else time.monotonic() + duration
+    while stop_at is None or time.monotonic() < stop_at:
+        if dead := children.dead():
+            raise RuntimeError(f"{', '.join(dead)} exited unexpectedly; see its log in {children.workdir}")
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            latest = _get_json(f"{base}/api/v1/meters/{meter}/latest")
+            values = latest["values"]
+            typer.echo(
+                f"{latest['ts']}  {meter}: {values['active_power_w'] / 1000:.2f} kW, "
+                f"{values['energy_import_kwh']:.3f} kWh imported"
+            )
+        await asyncio.sleep(max(poll_s, 5.0))
+
+
+def demo(
+    workdir: Annotated[Path, typer.Option(help="Where configs, logs and the SQLite ledger go")] = Path("var/demo"),
+    broker: Annotated[
+        BrokerChoice, typer.Option(help="auto: Mosquitto if installed, else the embedded broker")
+    ] = BrokerChoice.AUTO,
+    api_port: Annotated[int, typer.Option(help="API port on 127.0.0.1 (a free one if taken)")] = 8000,
+    poll_interval: Annotated[float, typer.Option(help="Agent poll interval, seconds")] = 2.0,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C)")] = None,
+) -> None:
+    """Run simulator, broker, agent, collector and API together on loopback, and print the URLs."""
+    try:
+        asyncio.run(_run(workdir, broker, api_port, duration, poll_interval))
+    except KeyboardInterrupt:
+        typer.echo("stopped")
+    except (RuntimeError, TimeoutError) as exc:
+        fail(f"demo failed: {exc}")
