@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from enum import StrEnum
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
@@ -27,3 +29,33 @@ def load_config(model: type[M], path: Path) -> M:
         return yamlconfig.load(model, path)
     except yamlconfig.ConfigError as exc:
         fail(f"{path}: invalid configuration\n" + "\n".join(f"  {p}" for p in exc.problems), EXIT_CONFIG)
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+
+
+def setup_logging(level: LogLevel) -> None:
+    """One log format for every long-running command."""
+    logging.basicConfig(level=level.value, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level is not LogLevel.DEBUG:
+        # Every pymodbus failure reaches us as an exception that we log with bus, unit and address.
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+
+def parse_host_port(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` -> (host, port); ValueError saying what is wrong.
+
+    `allow_zero` admits port 0 (the operating system picks a free port) for servers.
+    """
+    host, sep, port_text = text.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    lowest = 0 if allow_zero else 1
+    if not sep or not host or not port_text.isdigit() or not lowest <= int(port_text) <= 65535:
+        raise ValueError(
+            f"{text!r} is not HOST:PORT with a port from {lowest} to 65535 (e.g. 127.0.0.1:5020)"
+        )
+    return host, int(port_text)

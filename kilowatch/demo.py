@@ -18,8 +18,8 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator
-from pathlib import Path
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -31,6 +31,7 @@ SITE = "demo-office"
 GATEWAY = "gw-demo"
 PROFILE = "eastron-sdm630"
 UNITS = (1, 2, 3)
+MAIN = "main"
 
 
 class BrokerChoice(StrEnum):
@@ -47,6 +48,7 @@ def _free_port() -> int:
 
 def _port_or_free(port: int) -> int:
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn will: TIME_WAIT is no conflict
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -83,10 +85,10 @@ class _Children:
         return [name for name, proc in self.procs.items() if proc.returncode is not None]
 
     async def stop(self) -> None:
-        for proc in self.procs.values():
+        """Stop in reverse start order: the agent before the collector, the broker last."""
+        for proc in reversed(self.procs.values()):
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
             try:
                 await asyncio.wait_for(proc.wait(), 10)
             except TimeoutError:
@@ -111,8 +113,8 @@ async def _embedded_broker(port: int) -> AsyncIterator[None]:
         await broker.shutdown()
 
 
-async def _wait_for(what: str, check: Any, children: _Children, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
+async def _wait_for(what: str, check: Any, children: _Children, limit_s: float) -> Any:
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if dead := children.dead():
             raise RuntimeError(f"{', '.join(dead)} exited while waiting for {what}")
@@ -120,7 +122,7 @@ async def _wait_for(what: str, check: Any, children: _Children, timeout: float) 
             if result := check():
                 return result
         await asyncio.sleep(0.3)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+    raise TimeoutError(f"timed out after {limit_s:.0f}s waiting for {what}")
 
 
 def _write_configs(
@@ -132,6 +134,9 @@ def _write_configs(
         "gateway": GATEWAY,
         "poll_interval_s": poll_s,
         "mqtt": mqtt,
+        # Simulator, agent and collector share this machine's clock, so the readings' times agree with each
+        # other whether or not NTP has synchronised it (on a real gateway, leave the mode on auto).
+        "clock": {"mode": "synced"},
         "buses": [
             {
                 "name": "sim-tcp",
@@ -140,7 +145,7 @@ def _write_configs(
                 "port": modbus_port,
                 "meters": [
                     {"id": name, "profile": PROFILE, "unit": unit}
-                    for name, unit in zip(("main", "floor-1", "floor-2"), UNITS, strict=True)
+                    for name, unit in zip((MAIN, "floor-1", "floor-2"), UNITS, strict=True)
                 ],
             }
         ],
@@ -157,22 +162,30 @@ def _write_configs(
 
 
 async def _run(
-    workdir: Path, broker: BrokerChoice, api_port: int, duration: float | None,
+    workdir: Path,
+    broker: BrokerChoice,
+    api_port: int,
+    duration: float | None,
     poll_s: float,
 ) -> None:
-    workdir.mkdir(parents=True, exist_ok=True)
     mosquitto = _mosquitto_binary() if broker is not BrokerChoice.EMBEDDED else None
     if broker is BrokerChoice.MOSQUITTO and mosquitto is None:
         fail("--broker mosquitto: mosquitto is not installed (apt-get install mosquitto)")
     broker_port, modbus_port, api_port = _free_port(), _free_port(), _port_or_free(api_port)
     protocol = "5" if mosquitto else "3.1.1"
     agent_cfg, collector_cfg = _write_configs(
-        workdir, broker_port=broker_port, modbus_port=modbus_port, api_port=api_port, protocol=protocol,
+        workdir,
+        broker_port=broker_port,
+        modbus_port=modbus_port,
+        api_port=api_port,
+        protocol=protocol,
         poll_s=poll_s,
     )
     children = _Children(workdir)
     kilowatch = [sys.executable, "-m", "kilowatch"]
     async with contextlib.AsyncExitStack() as stack:
+        if not mosquitto:
+            await stack.enter_async_context(_embedded_broker(broker_port))
         stack.push_async_callback(children.stop)
         if mosquitto:
             conf = workdir / "mosquitto.conf"
@@ -180,17 +193,26 @@ async def _run(
             await children.start("mosquitto", mosquitto, "-c", str(conf))
             typer.echo(f"broker     mosquitto on 127.0.0.1:{broker_port}")
         else:
-            await stack.enter_async_context(_embedded_broker(broker_port))
             typer.echo(
                 f"broker     mosquitto is not installed: using the embedded amqtt broker (MQTT 3.1.1) on "
                 f"127.0.0.1:{broker_port}; install mosquitto for the real thing"
             )
         units = ",".join(map(str, UNITS))
         await children.start(
-            "sim", *kilowatch, "sim", "serve", "--profile", PROFILE, "--units", units,
-            "--tcp", f"127.0.0.1:{modbus_port}",
+            "sim",
+            *kilowatch,
+            "sim",
+            "serve",
+            "--profile",
+            PROFILE,
+            "--units",
+            units,
+            "--tcp",
+            f"127.0.0.1:{modbus_port}",
         )
-        typer.echo(f"simulator  {len(UNITS)} x {PROFILE} on Modbus TCP 127.0.0.1:{modbus_port} (units {units})")
+        typer.echo(
+            f"simulator  {len(UNITS)} x {PROFILE} on Modbus TCP 127.0.0.1:{modbus_port} (units {units})"
+        )
         await children.start("collector", *kilowatch, "collector", "run", "--config", str(collector_cfg))
         await children.start("agent", *kilowatch, "agent", "run", "--config", str(agent_cfg))
         base = f"http://127.0.0.1:{api_port}"
@@ -198,15 +220,22 @@ async def _run(
         meters = await _wait_for(
             "readings from all meters",
             lambda: (m := _get_json(f"{base}/api/v1/meters")) and len(m) >= len(UNITS) and m,
-            children, 60 + 3 * poll_s,
+            children,
+            60 + 3 * poll_s,
         )
         typer.echo(f"collector  ledger {workdir / 'ledger.db'} (SQLite, no TSDB); logs in {workdir}/")
         typer.echo(f"\n{len(meters)} meters reporting. Open:")
-        for path in ("/api/v1/meters", f"/api/v1/meters/{meters[0]['id']}/latest",
-                     f"/api/v1/meters/{meters[0]['id']}/intervals", "/docs", "/metrics", "/healthz"):
+        for path in (
+            "/api/v1/meters",
+            f"/api/v1/meters/{MAIN}/latest",
+            f"/api/v1/meters/{MAIN}/intervals",
+            "/docs",
+            "/metrics",
+            "/healthz",
+        ):
             typer.echo(f"  {base}{path}")
         typer.echo("\nCtrl-C stops everything." if duration is None else f"\nStopping in {duration:.0f}s.")
-        await _watch(base, meters[0]["id"], children, duration, poll_s)
+        await _watch(base, MAIN, children, duration, poll_s)
 
 
 async def _watch(base: str, meter: str, children: _Children, duration: float | None, poll_s: float) -> None:
@@ -226,15 +255,20 @@ async def _watch(base: str, meter: str, children: _Children, duration: float | N
 
 
 def demo(
-    workdir: Annotated[Path, typer.Option(help="Where configs, logs and the SQLite ledger go")] = Path("var/demo"),
+    workdir: Annotated[Path, typer.Option(help="Where configs, logs and the SQLite ledger go")] = Path(
+        "var/demo"
+    ),
     broker: Annotated[
         BrokerChoice, typer.Option(help="auto: Mosquitto if installed, else the embedded broker")
     ] = BrokerChoice.AUTO,
     api_port: Annotated[int, typer.Option(help="API port on 127.0.0.1 (a free one if taken)")] = 8000,
     poll_interval: Annotated[float, typer.Option(help="Agent poll interval, seconds")] = 2.0,
-    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C)")] = None,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: Ctrl-C)")
+    ] = None,
 ) -> None:
     """Run simulator, broker, agent, collector and API together on loopback, and print the URLs."""
+    workdir.mkdir(parents=True, exist_ok=True)
     try:
         asyncio.run(_run(workdir, broker, api_port, duration, poll_interval))
     except KeyboardInterrupt:

@@ -15,7 +15,7 @@ import math
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from kilowatch.quantities import QUANTITIES, is_quantity
 
@@ -98,7 +98,7 @@ def _check_quality_names(qualities: dict[str, Quality]) -> dict[str, Quality]:
     return qualities
 
 
-_QUANTITY_KEYS: dict[str, object] = {"propertyNames": {"enum": sorted(QUANTITIES)}}
+_QUANTITY_KEYS: dict[str, JsonValue] = {"propertyNames": {"enum": list[JsonValue](sorted(QUANTITIES))}}
 """Puts the vocabulary into the exported JSON Schema, so non-Python consumers check names too."""
 
 
@@ -111,7 +111,9 @@ class Reading(_Message):
 
     meter: Ident = Field(description="Meter id, unique across the deployment")
     profile: str = Field(min_length=1, max_length=64, description="Device profile id, e.g. eastron-sdm630")
-    ts: int = Field(ge=0, description="Event time: when the meter was read, UTC, milliseconds since the epoch")
+    ts: int = Field(
+        ge=0, description="Event time: when the meter was read, UTC, milliseconds since the epoch"
+    )
     values: Annotated[dict[str, float], AfterValidator(_check_values)] = Field(
         description="Good (and stale) values by canonical quantity name; unreadable values are absent",
         json_schema_extra=_QUANTITY_KEYS,

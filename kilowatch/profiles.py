@@ -138,8 +138,8 @@ class Profile(_Strict):
     model: str
     aliases: list[str] = Field(default_factory=list, description="Rebadged or equivalent model names")
     source: str = Field(min_length=10, description="The document the map was built from, with its version")
-    connection: Connection = Connection()  # type: ignore[call-arg]
-    quirks: Quirks = Quirks()  # type: ignore[call-arg]
+    connection: Connection = Connection()
+    quirks: Quirks = Quirks()
     registers: list[Register] = Field(min_length=1)
     test_vectors: list[TestVector] = Field(default_factory=list)
 
@@ -172,7 +172,9 @@ class Profile(_Strict):
                 return reg
         raise KeyError(quantity)
 
-    def decode_words(self, words: dict[int, list[int]], table: Table = Table.INPUT) -> dict[str, float | None]:
+    def decode_words(
+        self, words: dict[int, list[int]], table: Table = Table.INPUT
+    ) -> dict[str, float | None]:
         """Decode every register found in `words` (wire address -> consecutive words starting there)."""
         flat: dict[int, int] = {}
         for start, run in words.items():
@@ -239,5 +241,7 @@ def vector_failures(profile: Profile) -> list[str]:
             else:
                 ok = math.isclose(actual, expected, rel_tol=vector.tolerance, abs_tol=1e-9)
             if not ok:
-                failures.append(f"{profile.id}: test_vectors[{i}] {quantity}: expected {expected}, got {actual}")
+                failures.append(
+                    f"{profile.id}: test_vectors[{i}] {quantity}: expected {expected}, got {actual}"
+                )
     return failures

@@ -47,8 +47,14 @@ def show(profile_id: Annotated[str, typer.Argument(help="Profile id or alias")])
     table = RichTable("quantity", "unit", "table", "address", "manual", "type", "order", "scale")
     for r in p.registers:
         table.add_row(
-            r.quantity, QUANTITIES[r.quantity].unit, r.table.value, f"{r.address:#06x}",
-            str(r.manual_address or ""), r.type.value, r.word_order.value, f"{r.scale:g}",
+            r.quantity,
+            QUANTITIES[r.quantity].unit,
+            r.table.value,
+            f"{r.address:#06x}",
+            str(r.manual_address or ""),
+            r.type.value,
+            r.word_order.value,
+            f"{r.scale:g}",
         )
     console.print(table)
 
@@ -71,8 +77,10 @@ def check(
         failures = vector_failures(profile)
         problems.extend(failures)
         if not failures:
-            console.print(f"ok  {path.name}: {len(profile.registers)} registers, "
-                          f"{len(profile.test_vectors)} test vectors")
+            console.print(
+                f"ok  {path.name}: {len(profile.registers)} registers, "
+                f"{len(profile.test_vectors)} test vectors"
+            )
     if problems:
         fail("\n".join(problems), EXIT_CONFIG)
 
@@ -88,7 +96,9 @@ def schema_documents() -> dict[str, dict[str, object]]:
 
 def schemas(
     out: Annotated[Path, typer.Option(help="Docs folder to write into")] = Path("docs"),
-    check_only: Annotated[bool, typer.Option("--check", help="Only report files that are out of date")] = False,
+    check_only: Annotated[
+        bool, typer.Option("--check", help="Only report files that are out of date")
+    ] = False,
 ) -> None:
     """Export the JSON Schemas of the MQTT messages and of device profiles into the docs."""
     stale = []

@@ -85,15 +85,20 @@ def decode(words: list[int], data_type: DataType, order: WordOrder = WordOrder.A
 
 
 def encode(
-    value: float | int | str, data_type: DataType, order: WordOrder = WordOrder.ABCD, length: int | None = None
+    value: float | int | str,
+    data_type: DataType,
+    order: WordOrder = WordOrder.ABCD,
+    length: int | None = None,
 ) -> list[int]:
     """Encode a value into register words in wire order: the exact inverse of :func:`decode`."""
     if data_type is DataType.STRING:
         n = register_count(data_type, length)
         raw = str(value).encode("ascii")[: 2 * n].ljust(2 * n, b"\x00")
+    elif isinstance(value, str):
+        raise TypeError(f"{data_type} needs a number, got a string")
     else:
         fmt = _FORMATS[data_type]
-        number = value if data_type in (DataType.FLOAT32, DataType.FLOAT64) or isinstance(value, int) else round(value)
-        raw = struct.pack(fmt, number)
+        floating = data_type in (DataType.FLOAT32, DataType.FLOAT64)
+        raw = struct.pack(fmt, value if floating or isinstance(value, int) else round(value))
     wire = _reorder(raw, order)
     return [int.from_bytes(wire[i : i + 2], "big") for i in range(0, len(wire), 2)]

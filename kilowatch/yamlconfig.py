@@ -7,6 +7,7 @@ than or equal to 247`` and never a traceback.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,14 +58,21 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
+_SECRET_KEY = re.compile(r"password|token|secret|key", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+
+
 def _describe(error: dict[str, Any]) -> str:
+    """The problem, quoting the offending value unless it may be a secret (those never reach a terminal)."""
     msg = str(error["msg"])
     if error["type"] in {"missing", "extra_forbidden"}:
         return msg.lower()
     value = error.get("input")
     if isinstance(value, dict | list) or value is None:
         return msg
-    return f"{value!r}: {msg}"
+    if any(isinstance(part, str) and _SECRET_KEY.search(part) for part in error["loc"]):
+        return f"(value hidden): {msg}"
+    return f"{_URL_CREDENTIALS.sub('***@', repr(value))}: {msg}"
 
 
 def validate(model: type[M], data: Any, path: Path | str, node: yaml.Node | None = None) -> M:

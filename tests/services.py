@@ -6,6 +6,7 @@ them through `make test`, and a suite that quietly skips its real-service tests 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import socket
@@ -49,6 +50,17 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval
             last_error = exc
         time.sleep(interval)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last error: {last_error!r}")
+
+
+async def eventually(predicate: Callable[[], Any], what: str, within_s: float = 15.0) -> Any:
+    """`wait_until` for async tests: yields to the event loop so the code under test keeps running."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not (result := predicate()):
+        if loop.time() > deadline:
+            raise TimeoutError(f"timed out after {within_s}s waiting for {what}")
+        await asyncio.sleep(0.05)
+    return result
 
 
 def port_open(host: str, port: int) -> bool:
@@ -106,9 +118,7 @@ class Mosquitto:
         port = free_port()
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_conf}\n"
-        )
+        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_conf}\n")
         process = Process("mosquitto", [binary, "-c", str(conf)], workdir / "mosquitto.log").start()
         broker = cls("127.0.0.1", port, process)
         wait_until(lambda: port_open("127.0.0.1", port) or not process.alive(), 10, "mosquitto to listen")
@@ -120,9 +130,21 @@ class Mosquitto:
         """Publish with the real `mosquitto_pub` client."""
         data = payload.encode() if isinstance(payload, str) else payload
         subprocess.run(
-            [require_binary("mosquitto_pub"), "-h", self.host, "-p", str(self.port),
-             "-q", str(qos), "-t", topic, "-s"],
-            input=data, check=True, timeout=10,
+            [
+                require_binary("mosquitto_pub"),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-q",
+                str(qos),
+                "-t",
+                topic,
+                "-s",
+            ],
+            input=data,
+            check=True,
+            timeout=10,
         )
 
     def stop(self) -> None:
@@ -143,8 +165,15 @@ class VictoriaMetrics:
         workdir.mkdir(parents=True, exist_ok=True)
         process = Process(
             "victoria-metrics",
-            [binary, f"-storageDataPath={workdir / 'data'}", f"-httpListenAddr=127.0.0.1:{port}",
-             "-dedup.minScrapeInterval=1ms", "-retentionPeriod=100y", "-search.latencyOffset=0s", "-loggerLevel=WARN"],
+            [
+                binary,
+                f"-storageDataPath={workdir / 'data'}",
+                f"-httpListenAddr=127.0.0.1:{port}",
+                "-dedup.minScrapeInterval=1ms",
+                "-retentionPeriod=100y",
+                "-search.latencyOffset=0s",
+                "-loggerLevel=WARN",
+            ],
             workdir / "victoria-metrics.log",
         ).start()
         vm = cls(f"http://127.0.0.1:{port}", process)
@@ -158,7 +187,12 @@ class VictoriaMetrics:
             return bool(response.status == 200)
 
     def export(self, match: str = '{__name__=~".+"}') -> list[dict[str, Any]]:
-        """Every series matching `match`, as /api/v1/export's JSON lines (metric, values, timestamps)."""
+        """Every series matching `match`, as /api/v1/export's JSON lines (metric, values, timestamps).
+
+        Flushes first: without it, fresh series become searchable only after several seconds.
+        """
+        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=5):  # noqa: S310 - loopback
+            pass
         query = urllib.parse.urlencode({"match[]": match})
         with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=10) as response:  # noqa: S310
             text = response.read().decode()

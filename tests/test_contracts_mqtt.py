@@ -22,20 +22,49 @@ from kilowatch.profiles_cli import schema_documents
 from kilowatch.quantities import QUANTITIES
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
-REQUIRED_NAMES = """voltage_l1_v voltage_l2_v voltage_l3_v voltage_l1_l2_v voltage_l2_l3_v voltage_l3_l1_v current_l1_a
-current_l2_a current_l3_a active_power_w active_power_l1_w active_power_l2_w active_power_l3_w reactive_power_var
-apparent_power_va power_factor frequency_hz energy_import_kwh energy_export_kwh reactive_energy_import_kvarh
-reactive_energy_export_kvarh""".split()
+REQUIRED_NAMES = [
+    "voltage_l1_v",
+    "voltage_l2_v",
+    "voltage_l3_v",
+    "voltage_l1_l2_v",
+    "voltage_l2_l3_v",
+    "voltage_l3_l1_v",
+    "current_l1_a",
+    "current_l2_a",
+    "current_l3_a",
+    "active_power_w",
+    "active_power_l1_w",
+    "active_power_l2_w",
+    "active_power_l3_w",
+    "reactive_power_var",
+    "apparent_power_va",
+    "power_factor",
+    "frequency_hz",
+    "energy_import_kwh",
+    "energy_export_kwh",
+    "reactive_energy_import_kvarh",
+    "reactive_energy_export_kvarh",
+]
 
 
 def batch(**overrides: Any) -> dict[str, Any]:
     reading = {
-        "meter": "main", "profile": "eastron-sdm630", "ts": 1_795_000_000_000,
-        "values": {"active_power_w": 1234.5, "energy_import_kwh": 100.25}, "quality": "good", "clock": "synced",
+        "meter": "main",
+        "profile": "eastron-sdm630",
+        "ts": 1_795_000_000_000,
+        "values": {"active_power_w": 1234.5, "energy_import_kwh": 100.25},
+        "quality": "good",
+        "clock": "synced",
     }
     reading.update(overrides.pop("reading", {}))
-    doc = {"schema_version": 1, "site": "office-1", "gateway": "gw-1", "seq": 7, "sent_at": 1_795_000_000_100,
-           "readings": [reading]}
+    doc = {
+        "schema_version": 1,
+        "site": "office-1",
+        "gateway": "gw-1",
+        "seq": 7,
+        "sent_at": 1_795_000_000_100,
+        "readings": [reading],
+    }
     doc.update(overrides)
     return doc
 
@@ -55,7 +84,9 @@ def test_vocabulary_has_the_required_names() -> None:
 
 def test_published_schemas_are_up_to_date() -> None:
     for name, schema in schema_documents().items():
-        assert json.loads((DOCS / name).read_text()) == schema, f"docs/{name} is stale: run `kilowatch schemas`"
+        assert json.loads((DOCS / name).read_text()) == schema, (
+            f"docs/{name} is stale: run `kilowatch schemas`"
+        )
     assert set(MESSAGES) == {p.name.removesuffix(".schema.json") for p in (DOCS / "mqtt").glob("*.json")}
 
 
@@ -63,7 +94,10 @@ def test_a_valid_batch_passes_both_the_model_and_the_published_schema() -> None:
     doc = batch()
     jsonschema.validate(doc, published_schema("readings-batch"))
     parsed = ReadingsBatch.model_validate(doc)
-    assert json.loads(parsed.model_dump_json()) == {**doc, "readings": [{**doc["readings"][0], "value_quality": {}}]}
+    assert json.loads(parsed.model_dump_json()) == {
+        **doc,
+        "readings": [{**doc["readings"][0], "value_quality": {}}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -100,7 +134,11 @@ def test_topics_round_trip() -> None:
     assert name == "kilowatch/v1/office-1/gw-1/readings"
     assert parse_topic(name) == ("office-1", "gw-1", Channel.READINGS)
     assert subscription(Channel.STATUS) == "kilowatch/v1/+/+/status"
-    for bad in ("other/v1/a/b/readings", "kilowatch/v1/a/readings", "kilowatch/v1/a/b/c/readings",
-                "kilowatch/v1/a/b/nonsense"):
+    for bad in (
+        "other/v1/a/b/readings",
+        "kilowatch/v1/a/readings",
+        "kilowatch/v1/a/b/c/readings",
+        "kilowatch/v1/a/b/nonsense",
+    ):
         with pytest.raises(ValueError, match="topic"):
             parse_topic(bad)

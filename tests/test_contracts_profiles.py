@@ -33,11 +33,11 @@ def test_profile_test_vectors_decode(path: Path) -> None:
 def test_a_wrong_vector_is_reported() -> None:
     profile = load_builtin("eastron-sdm630")
     bad = profile.model_copy(
-        update={"test_vectors": [profile.test_vectors[0].model_copy(update={"expect": {"voltage_l1_v": 231.0}})]}
+        update={
+            "test_vectors": [profile.test_vectors[0].model_copy(update={"expect": {"voltage_l1_v": 231.0}})]
+        }
     )
-    assert vector_failures(bad) == [
-        "eastron-sdm630: test_vectors[0] voltage_l1_v: expected 231.0, got 230.0"
-    ]
+    assert vector_failures(bad) == ["eastron-sdm630: test_vectors[0] voltage_l1_v: expected 231.0, got 230.0"]
 
 
 def _write(tmp_path: Path, body: str, name: str = "acme-x1") -> Path:
@@ -52,13 +52,26 @@ HEADER = "id: acme-x1\nmanufacturer: Acme\nmodel: X1\nsource: Acme X1 manual v1.
 @pytest.mark.parametrize(
     ("registers", "expected"),
     [
-        ("  - {quantity: volts, address: 0}\n", "acme-x1.yaml:6 registers[0].quantity: 'volts': Value error, unknown quantity"),
-        ("  - {quantity: voltage_l1_v, address: 0, manual_address: 30003}\n",
-         "acme-x1.yaml:6 registers[0]: Value error, manual_address 30003 does not match input register 0x0000"),
-        ("  - {quantity: voltage_l1_v, address: 0}\n  - {quantity: voltage_l2_v, address: 1}\n",
-         "acme-x1.yaml:1 (top level): Value error, 'voltage_l2_v' overlaps 'voltage_l1_v'"),
-        ("  - {quantity: voltage_l1_v, address: 0, type: float33}\n", "acme-x1.yaml:6 registers[0].type: 'float33'"),
-        ("  - {quantity: voltage_l1_v, address: 0, colour: red}\n", "acme-x1.yaml:6 registers[0].colour: extra inputs"),
+        (
+            "  - {quantity: volts, address: 0}\n",
+            "acme-x1.yaml:6 registers[0].quantity: 'volts': Value error, unknown quantity",
+        ),
+        (
+            "  - {quantity: voltage_l1_v, address: 0, manual_address: 30003}\n",
+            "acme-x1.yaml:6 registers[0]: Value error, manual_address 30003 does not match input register 0x0000",
+        ),
+        (
+            "  - {quantity: voltage_l1_v, address: 0}\n  - {quantity: voltage_l2_v, address: 1}\n",
+            "acme-x1.yaml:1 (top level): Value error, 'voltage_l2_v' overlaps 'voltage_l1_v'",
+        ),
+        (
+            "  - {quantity: voltage_l1_v, address: 0, type: float33}\n",
+            "acme-x1.yaml:6 registers[0].type: 'float33'",
+        ),
+        (
+            "  - {quantity: voltage_l1_v, address: 0, colour: red}\n",
+            "acme-x1.yaml:6 registers[0].colour: extra inputs",
+        ),
     ],
 )
 def test_broken_profiles_name_file_line_and_key(tmp_path: Path, registers: str, expected: str) -> None:

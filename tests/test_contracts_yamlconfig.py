@@ -26,6 +26,8 @@ class Conf(BaseModel):
     model_config = ConfigDict(extra="forbid")
     site: str
     buses: list[Bus]
+    password: int | None = None
+    url: str = Field("http://localhost", pattern="^https://")
 
 
 GOOD = """site: s1
@@ -71,3 +73,13 @@ def test_valid_file_loads(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
     path.write_text(GOOD.replace("unit: 300", "unit: 3"))
     assert [m.unit for m in load(Conf, path).buses[0].meters] == [1, 2, 3]
+
+
+def test_secrets_are_never_quoted(tmp_path: Path) -> None:
+    text = GOOD.replace("unit: 300", "unit: 3") + "password: hunter2\nurl: http://bob:hunter2@tsdb:8086\n"
+    problems = _load(tmp_path, text)
+    assert problems == [
+        "agent.yaml:10 password: (value hidden): Input should be a valid integer, unable to parse string as an integer",
+        "agent.yaml:11 url: 'http://***@tsdb:8086': String should match pattern '^https://'",
+    ]
+    assert not any("hunter2" in p for p in problems)

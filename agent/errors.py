@@ -1,0 +1,89 @@
+"""The agent's exceptions: one base, and one subclass per way a meter read can fail.
+
+Each carries the data a technician needs (bus, unit, address) and builds its own message, so a log line
+says where to look. Library exceptions (pymodbus) are translated into these at one boundary, the
+transport, and chained with ``from``; nothing above the transport sees a pymodbus type.
+"""
+
+from __future__ import annotations
+
+MODBUS_EXCEPTION_NAMES: dict[int, str] = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+
+
+GATEWAY_FAILURES = frozenset({10, 11})
+"""Exception codes a TCP-to-RS-485 gateway sends for a meter it cannot reach."""
+
+
+class AgentError(Exception):
+    """Base of every error the agent raises on purpose."""
+
+    @property
+    def unreachable(self) -> bool:
+        """The meter cannot be reached at all, so its other registers need not be tried in this poll."""
+        return False
+
+
+class BusUnavailable(AgentError):
+    """The bus itself cannot be used (TCP connection refused or lost, serial port missing)."""
+
+    def __init__(self, bus: str, reason: str) -> None:
+        self.bus = bus
+        self.reason = reason
+        super().__init__(f"bus {bus!r} unavailable: {reason}")
+
+    @property
+    def unreachable(self) -> bool:
+        return True
+
+
+class ModbusTimeout(AgentError):
+    """A meter did not answer a read request in time."""
+
+    def __init__(self, bus: str, unit: int, address: int) -> None:
+        self.bus = bus
+        self.unit = unit
+        self.address = address
+        super().__init__(f"bus {bus!r} unit {unit}: no answer reading register {address:#06x}")
+
+    @property
+    def unreachable(self) -> bool:
+        return True
+
+
+class ModbusExceptionResponse(AgentError):
+    """A meter answered a read request with a Modbus exception code."""
+
+    def __init__(self, bus: str, unit: int, address: int, code: int) -> None:
+        self.bus = bus
+        self.unit = unit
+        self.address = address
+        self.code = code
+        name = MODBUS_EXCEPTION_NAMES.get(code, "unknown exception")
+        super().__init__(
+            f"bus {bus!r} unit {unit}: exception {code} ({name}) reading register {address:#06x}"
+        )
+
+    @property
+    def unreachable(self) -> bool:
+        return self.code in GATEWAY_FAILURES
+
+
+class MalformedResponse(AgentError):
+    """A meter answered, but not with what was asked for (e.g. fewer registers than requested)."""
+
+    def __init__(self, bus: str, unit: int, address: int, reason: str) -> None:
+        self.bus = bus
+        self.unit = unit
+        self.address = address
+        self.reason = reason
+        super().__init__(f"bus {bus!r} unit {unit}: bad answer reading register {address:#06x}: {reason}")

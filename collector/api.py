@@ -1,0 +1,246 @@
+"""The collector's HTTP API: meters, their latest values and 15-minute intervals; health and metrics.
+
+Every request reads the ledger through a read-only connection of its own (endpoints are plain ``def``,
+run in FastAPI's thread pool), so reads never wait for ingestion. Response models are the public
+contract and independent of the ledger's rows; times are ISO 8601 in UTC.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import AwareDatetime, BaseModel, Field
+
+from collector.intervals import HOURS_PER_INTERVAL, INTERVAL_MS
+from collector.ledger import IntervalRow, LedgerReader
+from collector.metrics import CollectorMetrics
+from kilowatch import __version__
+from kilowatch.mqtt_contract import ClockState, Quality
+
+DEFAULT_RANGE = timedelta(hours=24)
+MAX_RANGE = timedelta(days=31)
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _to_datetime(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _to_ms(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+class MeterOut(BaseModel):
+    id: str
+    site: str
+    gateway: str
+    profile: str = Field(description="Device profile id")
+    first_seen: datetime = Field(description="Event time of the oldest reading received")
+    last_seen: datetime = Field(description="Event time of the newest reading received")
+
+
+class LatestOut(BaseModel):
+    meter: str
+    ts: datetime = Field(description="When the meter was read")
+    values: dict[str, float] = Field(description="By canonical quantity name")
+    quality: Quality
+    value_quality: dict[str, Quality] = Field(description="Quality of each value that is not good")
+    clock: ClockState = Field(description="The gateway's clock state when it stamped `ts`")
+
+
+class IntervalOut(BaseModel):
+    start: datetime
+    end: datetime
+    energy_import_kwh: float | None = Field(description="Imported energy; null = no counter data")
+    energy_export_kwh: float | None = Field(description="Exported energy; null = no counter data")
+    mean_kw: float | None = Field(description="Mean active power: (import - export) kWh / 0.25 h")
+    max_kw: float | None = Field(description="Highest active power sampled in the interval")
+    samples: int = Field(description="Readings whose time falls in the interval")
+
+
+class IntervalsOut(BaseModel):
+    meter: str
+    start: datetime = Field(description="Start of the requested range")
+    end: datetime = Field(description="End of the requested range (exclusive)")
+    intervals: list[IntervalOut] = Field(
+        description="15-minute intervals overlapping the range, oldest first"
+    )
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded", "failing"] = Field(
+        description="ok; degraded = no MQTT connection (the API still serves); failing = ledger unreadable"
+    )
+    mqtt_connected: bool
+    ledger_ok: bool
+
+
+class ErrorOut(BaseModel):
+    detail: str
+
+
+class ApiError(Exception):
+    """A request the API refuses; `status_code` is its HTTP status."""
+
+    status_code = 400
+
+
+class UnknownMeter(ApiError):
+    status_code = 404
+
+    def __init__(self, meter_id: str) -> None:
+        super().__init__(f"unknown meter {meter_id!r}")
+
+
+class InvalidRange(ApiError):
+    status_code = 422
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """What the endpoints need from the running collector."""
+
+    ledger_path: Path
+    metrics: CollectorMetrics
+    mqtt_connected: Callable[[], bool]
+
+
+def _context(request: Request) -> ApiContext:
+    context = request.app.state.context
+    assert isinstance(context, ApiContext)
+    return context
+
+
+def _reader(context: Annotated[ApiContext, Depends(_context)]) -> Iterator[LedgerReader]:
+    with LedgerReader(context.ledger_path) as reader:
+        yield reader
+
+
+Context = Annotated[ApiContext, Depends(_context)]
+Reader = Annotated[LedgerReader, Depends(_reader)]
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "Unknown meter"}}
+
+meters = APIRouter(prefix="/api/v1/meters", tags=["meters"])
+
+
+@meters.get("")
+def list_meters(reader: Reader) -> list[MeterOut]:
+    return [
+        MeterOut(
+            id=m.meter_id,
+            site=m.site,
+            gateway=m.gateway,
+            profile=m.profile,
+            first_seen=_to_datetime(m.first_seen),
+            last_seen=_to_datetime(m.last_seen),
+        )
+        for m in reader.meters()
+    ]
+
+
+@meters.get("/{meter_id}/latest", responses=_NOT_FOUND)
+def latest(meter_id: str, reader: Reader) -> LatestOut:
+    row = reader.latest(meter_id)
+    if row is None:
+        raise UnknownMeter(meter_id)
+    return LatestOut(
+        meter=row.meter_id,
+        ts=_to_datetime(row.ts),
+        values=row.values,
+        quality=row.quality,
+        value_quality=row.value_quality,
+        clock=row.clock,
+    )
+
+
+@meters.get(
+    "/{meter_id}/intervals",
+    responses={**_NOT_FOUND, 422: {"model": ErrorOut, "description": "Invalid range"}},
+)
+def intervals(
+    meter_id: str,
+    reader: Reader,
+    start: Annotated[
+        AwareDatetime | None, Query(alias="from", description="ISO 8601 with offset; default: `to` - 24 h")
+    ] = None,
+    end: Annotated[
+        AwareDatetime | None, Query(alias="to", description="ISO 8601 with offset; default: now")
+    ] = None,
+) -> IntervalsOut:
+    end = end or datetime.now(UTC)
+    start = start or end - DEFAULT_RANGE
+    if start >= end:
+        raise InvalidRange(f"'from' ({start.isoformat()}) must be before 'to' ({end.isoformat()})")
+    if end - start > MAX_RANGE:
+        raise InvalidRange(f"the range is longer than {MAX_RANGE.days} days; ask in pieces")
+    if reader.meter(meter_id) is None:
+        raise UnknownMeter(meter_id)
+    return IntervalsOut(
+        meter=meter_id,
+        start=start.astimezone(UTC),
+        end=end.astimezone(UTC),
+        intervals=[_interval_out(row) for row in reader.intervals(meter_id, _to_ms(start), _to_ms(end))],
+    )
+
+
+def _interval_out(row: IntervalRow) -> IntervalOut:
+    imported, exported = row.energy_import_kwh, row.energy_export_kwh
+    return IntervalOut(
+        start=_to_datetime(row.start_ms),
+        end=_to_datetime(row.start_ms + INTERVAL_MS),
+        energy_import_kwh=imported,
+        energy_export_kwh=exported,
+        mean_kw=None if imported is None else (imported - (exported or 0.0)) / HOURS_PER_INTERVAL,
+        max_kw=row.max_kw,
+        samples=row.samples,
+    )
+
+
+operations = APIRouter(tags=["operations"])
+
+
+@operations.get("/healthz", responses={503: {"model": HealthOut, "description": "The ledger is unreadable"}})
+def healthz(context: Context, response: Response) -> HealthOut:
+    try:
+        with LedgerReader(context.ledger_path) as reader:
+            ledger_ok = reader.ping()
+    except sqlite3.Error:
+        ledger_ok = False
+    mqtt_connected = context.mqtt_connected()
+    if not ledger_ok:
+        response.status_code = 503
+    status: Literal["ok", "degraded", "failing"] = (
+        "failing" if not ledger_ok else "ok" if mqtt_connected else "degraded"
+    )
+    return HealthOut(status=status, mqtt_connected=mqtt_connected, ledger_ok=ledger_ok)
+
+
+@operations.get("/metrics", response_class=Response)
+def prometheus_metrics(context: Context) -> Response:
+    return Response(generate_latest(context.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return JSONResponse(ErrorOut(detail=str(exc)).model_dump(), status_code=exc.status_code)
+
+
+def create_app(
+    *, ledger_path: Path, metrics: CollectorMetrics, mqtt_connected: Callable[[], bool]
+) -> FastAPI:
+    """The API over the ledger at `ledger_path` (which must exist: the :class:`Ledger` creates it)."""
+    app = FastAPI(title="kilowatch collector", version=__version__)
+    app.state.context = ApiContext(ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected)
+    app.include_router(meters)
+    app.include_router(operations)
+    app.add_exception_handler(ApiError, _api_error)
+    return app

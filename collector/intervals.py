@@ -1,0 +1,111 @@
+"""Interval energy from cumulative counters: pure arithmetic, no database.
+
+A meter's energy register only says how much has flowed since it was installed; consumption is the
+difference between two readings. That difference is spread linearly over the 15-minute buckets the two
+readings span, so a reading at 10:14 and one at 10:16 give the 10:00 and the 10:15 bucket half each.
+A counter that goes backwards (a reset, a replaced meter) is a :class:`CounterStep` with ``reset`` set and
+contributes nothing, never negative energy. A step longer than :data:`MAX_SPREAD_MS` is a ``gap``: when
+the energy flowed is unknown, so it is not put in any bucket (and a reading stamped years off cannot make
+the ledger write a row for every quarter hour in between).
+
+Buckets are aligned to 15 minutes in UTC. Vietnam is UTC+7 (whole hours, no daylight saving), so UTC
+alignment is local alignment too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+INTERVAL_MS = 15 * 60 * 1000
+"""Length of one interval (bucket), milliseconds."""
+
+HOURS_PER_INTERVAL = INTERVAL_MS / 3_600_000
+"""0.25: mean kW over a bucket is its kWh divided by this."""
+
+MAX_SPREAD_MS = 24 * 3_600_000
+"""The longest step whose energy is spread over buckets; a longer one is a gap."""
+
+
+def bucket_start(ts_ms: int) -> int:
+    """Start (UTC ms) of the 15-minute bucket that contains `ts_ms`."""
+    return ts_ms - ts_ms % INTERVAL_MS
+
+
+def spread(
+    start_ms: int, end_ms: int, amount: float, *, window: tuple[int, int] | None = None
+) -> list[tuple[int, float]]:
+    """Share `amount`, accrued from `start_ms` to `end_ms`, over the buckets that span covers.
+
+    Each bucket gets the fraction of the span that falls inside it. With `window` (bucket-aligned
+    ``(lo, hi)``), only the buckets inside it are returned, with the same shares they get without it,
+    so a long span can be recomputed piece by piece.
+    """
+    if end_ms <= start_ms:
+        raise ValueError(f"span must move forward: start {start_ms} >= end {end_ms}")
+    lo, hi = start_ms, end_ms
+    if window is not None:
+        lo, hi = max(lo, window[0]), min(hi, window[1])
+    span = end_ms - start_ms
+    shares = []
+    bucket = bucket_start(lo)
+    while bucket < hi:
+        overlap = min(bucket + INTERVAL_MS, hi) - max(bucket, lo)
+        if overlap > 0:
+            shares.append((bucket, amount * overlap / span))
+        bucket += INTERVAL_MS
+    return shares
+
+
+@dataclass(frozen=True)
+class CounterSample:
+    """One reading of one cumulative counter."""
+
+    ts: int
+    value: float
+
+
+@dataclass(frozen=True)
+class CounterStep:
+    """Two consecutive readings of one counter."""
+
+    start: CounterSample
+    end: CounterSample
+
+    @property
+    def reset(self) -> bool:
+        """The counter went backwards: the meter was reset or replaced."""
+        return self.end.value < self.start.value
+
+    @property
+    def gap(self) -> bool:
+        """Too long between the readings to say when the energy flowed."""
+        return self.end.ts - self.start.ts > MAX_SPREAD_MS
+
+    @property
+    def energy(self) -> float:
+        """What flowed between the two readings; 0 across a reset (the amount before it is unknown)."""
+        return 0.0 if self.reset else self.end.value - self.start.value
+
+
+def steps(samples: Sequence[CounterSample]) -> Iterator[CounterStep]:
+    """Consecutive pairs of `samples`, which must be sorted by time without repeats."""
+    for start, end in pairwise(samples):
+        yield CounterStep(start, end)
+
+
+def interval_energy(samples: Sequence[CounterSample], window: tuple[int, int]) -> dict[int, float]:
+    """Energy per bucket inside `window` from time-sorted counter samples.
+
+    A bucket that a step covers appears even when nothing flowed (0.0 = measured nothing), so a missing
+    bucket means "no data" rather than "no consumption"; gaps cover no bucket. Summing in time order
+    makes the result depend only on the set of samples, not on the order they arrived in.
+    """
+    energy: dict[int, float] = {}
+    for step in steps(samples):
+        if step.gap:
+            continue
+        for bucket, share in spread(step.start.ts, step.end.ts, step.energy, window=window):
+            energy[bucket] = energy.get(bucket, 0.0) + share
+    return energy

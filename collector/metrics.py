@@ -1,0 +1,65 @@
+"""The collector's Prometheus metrics, on a registry per instance so tests and replicas never share state."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class RejectReason(StrEnum):
+    """Why an MQTT message was refused; the ``reason`` label and the ``rejected.reason`` column."""
+
+    INVALID_JSON = "invalid_json"
+    INVALID_SCHEMA = "invalid_schema"
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    TOPIC_MISMATCH = "topic_mismatch"
+    BAD_TOPIC = "bad_topic"
+
+
+class CollectorMetrics:
+    """Every counter the collector keeps, registered on its own `registry` (served at /metrics)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.rejected = Counter(
+            "kilowatch_collector_rejected_messages",
+            "MQTT messages refused (stored in the ledger's rejected table), by reason",
+            ["reason"],
+            registry=r,
+        )
+        for reason in RejectReason:
+            self.rejected.labels(reason=reason.value)  # every reason is exported from the start, at 0
+        self.accepted_readings = Counter(
+            "kilowatch_collector_readings_accepted", "Readings newly stored in the ledger", registry=r
+        )
+        self.duplicate_readings = Counter(
+            "kilowatch_collector_readings_duplicate",
+            "Readings ignored because the ledger already had that (meter, ts)",
+            registry=r,
+        )
+        self.counter_resets = Counter(
+            "kilowatch_collector_counter_resets",
+            "Energy counters that went backwards (meter reset or replacement)",
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "kilowatch_collector_store_errors",
+            "Messages the ledger could not store (database errors)",
+            registry=r,
+        )
+        self.tsdb_errors = Counter(
+            "kilowatch_collector_tsdb_errors", "TSDB write requests that failed", registry=r
+        )
+        self.tsdb_points_written = Counter(
+            "kilowatch_collector_tsdb_points_written", "Points the TSDB accepted", registry=r
+        )
+        self.tsdb_points_dropped = Counter(
+            "kilowatch_collector_tsdb_points_dropped",
+            "Points not written to the TSDB (write failed or queue full); the ledger still has them",
+            registry=r,
+        )
+        self.mqtt_connected = Gauge(
+            "kilowatch_collector_mqtt_connected", "1 while connected to the MQTT broker", registry=r
+        )

@@ -1,0 +1,123 @@
+"""The running collector: MQTT ingestion, the TSDB writer and the HTTP API as named tasks in one event loop.
+
+SIGTERM or SIGINT stops it gracefully: ingestion stops taking messages, the TSDB writer gets a few
+seconds to write what is queued, the API finishes its requests, the ledger is closed; then it returns
+normally (exit 0). The broker may be down at start: the API comes up anyway and ingestion keeps retrying.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sqlite3
+from collections.abc import Iterator
+
+import uvicorn
+
+from collector.api import create_app
+from collector.config import CollectorConfig
+from collector.ingest import Ingestor
+from collector.ledger import Ledger
+from collector.metrics import CollectorMetrics
+from collector.tsdb import TsdbWriter
+from kilowatch import __version__
+
+log = logging.getLogger(__name__)
+
+DRAIN_TIMEOUT_S = 5.0
+"""How long shutdown waits for the TSDB writer to empty its queue."""
+
+
+class ServiceError(Exception):
+    """The collector cannot start or one of its tasks died; the message says which and why."""
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handlers: the service owns SIGTERM and SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise ServiceError(f"the API cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+async def serve(config: CollectorConfig) -> None:
+    """Run until SIGTERM/SIGINT; raise :class:`ServiceError` when it cannot start or a task dies."""
+    try:
+        ledger = await asyncio.to_thread(Ledger, config.ledger.path)
+    except sqlite3.Error as exc:
+        raise ServiceError(f"cannot open the ledger {config.ledger.path}: {exc}") from exc
+    try:
+        await _run(config, ledger)
+    finally:
+        await asyncio.to_thread(ledger.close)
+
+
+async def _run(config: CollectorConfig, ledger: Ledger) -> None:
+    metrics = CollectorMetrics()
+    writer = TsdbWriter(settings=config.tsdb, metrics=metrics) if config.tsdb else None
+    ingestor = Ingestor(
+        settings=config.mqtt, ledger=ledger, metrics=metrics, sink=writer.submit if writer else None
+    )
+    app = create_app(
+        ledger_path=config.ledger.path, metrics=metrics, mqtt_connected=lambda: ingestor.connected
+    )
+    api = config.api
+    sock = _listen(api.host, api.port)
+    server = _EmbeddedServer(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    log.info(
+        "kilowatch collector %s: API http://%s:%d, ledger %s, %s, broker %s",
+        __version__,
+        api.host,
+        api.port,
+        config.ledger.path.absolute(),
+        f"TSDB {writer.url}" if writer else "no TSDB",
+        config.mqtt.address,
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ingest_task = asyncio.create_task(ingestor.run(), name="mqtt-ingest")
+    api_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-api")
+    writer_task = asyncio.create_task(writer.run(), name="tsdb-writer") if writer else None
+    workers = [t for t in (ingest_task, api_task, writer_task) if t is not None]
+    stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
+    try:
+        done, _ = await asyncio.wait([*workers, stop_task], return_when=asyncio.FIRST_COMPLETED)
+        log.info("stopping: %s", "signal received" if stop_task in done else "a task ended")
+        ingest_task.cancel()
+        server.should_exit = True
+        if writer is not None and writer_task is not None and not writer_task.done():
+            try:
+                await asyncio.wait_for(writer.drain(), DRAIN_TIMEOUT_S)
+            except TimeoutError:
+                log.warning(
+                    "the TSDB writer did not empty its queue in %.0f s; the ledger keeps it all",
+                    DRAIN_TIMEOUT_S,
+                )
+    finally:
+        for task in [*workers, stop_task]:
+            if task is not api_task:
+                task.cancel()
+        await asyncio.gather(*workers, stop_task, return_exceptions=True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        sock.close()
+    died = [t for t in workers if t in done]
+    if died:
+        task = died[0]
+        cause = task.exception() if not task.cancelled() else None
+        raise ServiceError(f"task {task.get_name()} stopped unexpectedly: {cause!r}") from cause
+    log.info("stopped")

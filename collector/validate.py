@@ -1,0 +1,76 @@
+"""Turning an MQTT message (topic + bytes) into a contract model, or a :class:`Rejected` saying why not.
+
+Pure: no broker, no database. The ingest loop stores whatever this refuses, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from pydantic import ValidationError
+
+from collector.metrics import RejectReason
+from kilowatch.mqtt_contract import (
+    ID_PATTERN,
+    SCHEMA_VERSION,
+    Channel,
+    GatewayStatus,
+    ReadingsBatch,
+    parse_topic,
+)
+
+_MAX_ERRORS_SHOWN = 5
+
+
+class Rejected(Exception):
+    """A message that cannot be accepted; `detail` never quotes the payload beyond a field name."""
+
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}")
+
+
+def parse_message(topic: str, payload: bytes, *, root: str) -> ReadingsBatch | GatewayStatus:
+    """Validate one message against the topic it came on; raise :class:`Rejected` otherwise."""
+    try:
+        site, gateway, channel = parse_topic(topic, root=root)
+    except ValueError as exc:
+        raise Rejected(RejectReason.BAD_TOPIC, str(exc)) from exc
+    for kind, ident in (("site", site), ("gateway", gateway)):
+        if not re.fullmatch(ID_PATTERN, ident):
+            raise Rejected(RejectReason.BAD_TOPIC, f"topic {kind} {ident!r} does not match {ID_PATTERN}")
+    try:
+        data = json.loads(payload)
+    except (ValueError, RecursionError) as exc:  # ValueError covers bad UTF-8 and bad JSON
+        raise Rejected(RejectReason.INVALID_JSON, f"{type(exc).__name__}: {exc}") from exc
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if type(version) is int and version != SCHEMA_VERSION:
+        raise Rejected(
+            RejectReason.UNSUPPORTED_SCHEMA_VERSION,
+            f"schema_version {version} is not supported (this collector speaks {SCHEMA_VERSION})",
+        )
+    model = ReadingsBatch if channel is Channel.READINGS else GatewayStatus
+    try:
+        message = model.model_validate(data)
+    except ValidationError as exc:
+        raise Rejected(RejectReason.INVALID_SCHEMA, _summarise(exc)) from exc
+    if (message.site, message.gateway) != (site, gateway):
+        raise Rejected(
+            RejectReason.TOPIC_MISMATCH,
+            f"topic is for {site}/{gateway} but the payload says {message.site}/{message.gateway}",
+        )
+    return message
+
+
+def _summarise(exc: ValidationError) -> str:
+    """The first few validation errors as ``loc: message``, without the offending input."""
+    errors = exc.errors(include_input=False, include_url=False)
+    lines = [
+        f"{'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+        for e in errors[:_MAX_ERRORS_SHOWN]
+    ]
+    if len(errors) > _MAX_ERRORS_SHOWN:
+        lines.append(f"... and {len(errors) - _MAX_ERRORS_SHOWN} more")
+    return f"{exc.title}: " + "; ".join(lines)

@@ -1,0 +1,33 @@
+"""Helpers for the agent's tests: register maps holding chosen values, and waiting inside asyncio."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import aiomqtt
+
+from kilowatch.profiles import Profile, Table
+from kilowatch.registers import encode
+
+
+def register_map(profile: Profile, values: Mapping[str, float]) -> dict[tuple[Table, int], int]:
+    """The words a meter with `profile` holds when it shows `values` (registers not in `values` absent)."""
+    words: dict[tuple[Table, int], int] = {}
+    for name, value in values.items():
+        reg = profile.register(name)
+        raw = (value - reg.offset) / reg.scale
+        for i, word in enumerate(encode(raw, reg.type, reg.word_order)):
+            words[(reg.table, reg.address + i)] = word
+    return words
+
+
+def full_map(profile: Profile, base: float = 1.0) -> tuple[dict[str, float], dict[tuple[Table, int], int]]:
+    """Every register of `profile` holding a distinct exactly-representable value, and its words."""
+    values = {reg.quantity: base + i * 0.5 for i, reg in enumerate(profile.registers)}
+    return values, register_map(profile, values)
+
+
+def payload(message: aiomqtt.Message) -> bytes:
+    """An MQTT message's payload as bytes (what a broker always delivers)."""
+    assert isinstance(message.payload, bytes)
+    return message.payload

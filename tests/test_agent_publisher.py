@@ -1,0 +1,145 @@
+"""The publisher against a real Mosquitto: birth and offline status, ordered batches, credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from agent.config import MqttSettings
+from agent.publisher import Publisher
+from kilowatch.mqtt_contract import (
+    Channel,
+    ClockState,
+    GatewayState,
+    GatewayStatus,
+    Quality,
+    Reading,
+    ReadingsBatch,
+    topic,
+)
+from tests.agent_support import payload
+from tests.services import Mosquitto, eventually, free_port, require_binary
+
+pytestmark = pytest.mark.services
+
+STATUS = topic("s1", "g1", Channel.STATUS)
+USER = "agent"
+PASSWORD = "s3cret-pw"  # noqa: S105 - a throwaway broker's test password
+WRONG = "wrong-pw"
+READINGS = topic("s1", "g1", Channel.READINGS)
+
+
+def reading(n: int) -> Reading:
+    return Reading(
+        meter="m1",
+        profile="eastron-sdm630",
+        ts=1_700_000_000_000 + n,
+        values={"active_power_w": float(n)},
+        quality=Quality.GOOD,
+        clock=ClockState.SYNCED,
+    )
+
+
+@asynccontextmanager
+async def subscriber(broker: Mosquitto, *topics: str) -> AsyncIterator[aiomqtt.Client]:
+    async with aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V5) as client:
+        for name in topics:
+            await client.subscribe(name, qos=1)
+        yield client
+
+
+async def receive(client: aiomqtt.Client, count: int, within: float = 15) -> list[aiomqtt.Message]:
+    messages: list[aiomqtt.Message] = []
+    async with asyncio.timeout(within):
+        async for message in client.messages:
+            messages.append(message)
+            if len(messages) == count:
+                return messages
+    raise AssertionError("unreachable")
+
+
+def status_of(message: aiomqtt.Message) -> GatewayStatus:
+    return GatewayStatus.model_validate_json(payload(message))
+
+
+async def test_birth_batches_in_order_and_offline_on_close(mosquitto: Mosquitto) -> None:
+    settings = MqttSettings(host=mosquitto.host, port=mosquitto.port)
+    async with subscriber(mosquitto, READINGS, STATUS) as sub:
+        async with Publisher(settings, site="s1", gateway="g1", meters=["m1"]) as publisher:
+            first = publisher.submit([reading(1)])
+            publisher.submit([reading(2), reading(3)])
+            birth, *batches = await receive(sub, 3)
+            async with subscriber(mosquitto, STATUS) as late:  # the birth message is retained
+                [retained] = await receive(late, 1)
+        [offline] = await receive(sub, 1)
+
+    assert (str(birth.topic), status_of(birth).state, status_of(birth).meters) == (
+        STATUS,
+        GatewayState.ONLINE,
+        ["m1"],
+    )
+    assert retained.retain
+    assert status_of(retained).state is GatewayState.ONLINE
+    received = [ReadingsBatch.model_validate_json(payload(m)) for m in batches]
+    assert all(str(m.topic) == READINGS for m in batches)
+    assert all(m.qos == 1 for m in batches)
+    assert [b.seq for b in received] == [first.seq, first.seq + 1] == [0, 1]
+    assert [len(b.readings) for b in received] == [1, 2]
+    assert received[1].readings[1] == reading(3)
+    assert received[0].sent_at >= first.sent_at
+    assert (str(offline.topic), status_of(offline).state) == (STATUS, GatewayState.OFFLINE)
+    assert (publisher.published, publisher.pending) == (2, 0)
+
+
+async def test_full_queue_evicts_the_oldest_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    settings = MqttSettings(port=free_port(), reconnect_min_s=30, reconnect_max_s=30)  # nobody listens
+    async with Publisher(settings, site="s1", gateway="g1", queue_size=2, flush_timeout_s=0.1) as publisher:
+        batches = [publisher.submit([reading(n)]) for n in range(5)]
+        assert [b.seq for b in batches] == [0, 1, 2, 3, 4]
+        assert (publisher.pending, publisher.evicted, publisher.connected) == (2, 3, False)
+    assert "publish queue full (2 batches): dropped the oldest, seq 2 (3 dropped so far)" in caplog.text
+    assert "stopped with 2 unsent batches (seq 3 and after)" in caplog.text
+
+
+@pytest.fixture
+def auth_broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto that only lets USER in with PASSWORD."""
+    passwords = tmp_path / "passwd"
+    subprocess.run(
+        [require_binary("mosquitto_passwd"), "-c", "-b", str(passwords), USER, PASSWORD], check=True
+    )
+    # `user root` keeps a root-started Mosquitto able to read the file (it has no effect otherwise).
+    conf = f"allow_anonymous false\nuser root\npassword_file {passwords}"
+    broker = Mosquitto.start(tmp_path / "broker", extra_conf=conf)
+    yield broker
+    broker.stop()
+
+
+async def test_credentials_work_and_are_never_logged(
+    auth_broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = auth_broker.port
+    wrong = MqttSettings.model_validate(
+        {"port": port, "username": USER, "password": WRONG, "reconnect_min_s": 0.05, "reconnect_max_s": 0.1}
+    )
+    async with Publisher(wrong, site="s1", gateway="g1", flush_timeout_s=0.1) as refused:
+        await eventually(lambda: "Not authorized" in caplog.text, "the broker to refuse the password", 10)
+        assert not refused.connected
+    right = MqttSettings.model_validate({"port": port, "username": USER, "password": PASSWORD})
+    async with aiomqtt.Client(auth_broker.host, port, username=USER, password=PASSWORD) as sub:
+        await sub.subscribe(READINGS, qos=1)
+        async with Publisher(right, site="s1", gateway="g1") as publisher:
+            publisher.submit([reading(1)])
+            [message] = await receive(sub, 1)
+    assert ReadingsBatch.model_validate_json(payload(message)).seq == 0
+    assert PASSWORD not in caplog.text
+    assert WRONG not in caplog.text

@@ -1,0 +1,151 @@
+"""The agent's main loop against a real Mosquitto: one batch per cycle, bad meters, a late broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from agent.config import AgentConfig
+from agent.runner import next_tick, run
+from agent.transport import MemoryReader
+from kilowatch.mqtt_contract import Channel, GatewayState, GatewayStatus, Quality, ReadingsBatch, topic
+from kilowatch.profiles import load_builtin
+from tests.agent_support import full_map, payload
+from tests.services import Mosquitto, Process, eventually, free_port, port_open, require_binary, wait_until
+
+pytestmark = pytest.mark.services
+
+SDM = load_builtin("eastron-sdm630")
+READINGS = topic("s1", "g1", Channel.READINGS)
+STATUS = topic("s1", "g1", Channel.STATUS)
+
+
+def config(mqtt_port: int, **mqtt: float) -> AgentConfig:
+    return AgentConfig.model_validate(
+        {
+            "site": "s1",
+            "gateway": "g1",
+            "poll_interval_s": 0.1,
+            "mqtt": {"port": mqtt_port, **mqtt},
+            "clock": {"mode": "synced"},
+            "buses": [
+                {
+                    "name": "bus-a",
+                    "transport": "tcp",
+                    "host": "192.0.2.1",  # never contacted: the tests read from memory
+                    "meters": [
+                        {"id": "m1", "profile": "eastron-sdm630", "unit": 1},
+                        {"id": "m2", "profile": "sdm630", "unit": 2},
+                    ],
+                },
+                {
+                    "name": "bus-b",
+                    "transport": "tcp",
+                    "host": "192.0.2.2",
+                    "meters": [{"id": "m3", "profile": "eastron-sdm630", "unit": 1}],
+                },
+            ],
+        }
+    )
+
+
+def test_ticks_are_aligned_to_the_interval() -> None:
+    assert next_tick(1_700_000_003.2, 10) == 1_700_000_010
+    assert next_tick(1_700_000_010.0, 10) == 1_700_000_020
+    assert next_tick(12.34, 0.5) == 12.5
+
+
+async def batches(client: aiomqtt.Client, count: int) -> list[ReadingsBatch]:
+    out: list[ReadingsBatch] = []
+    async with asyncio.timeout(20):
+        async for message in client.messages:
+            if str(message.topic) == READINGS:
+                out.append(ReadingsBatch.model_validate_json(payload(message)))
+                if len(out) == count:
+                    return out
+    raise AssertionError("unreachable")
+
+
+async def test_one_batch_per_cycle_and_a_silent_meter_does_not_stop_the_others(mosquitto: Mosquitto) -> None:
+    values_a, words_a = full_map(SDM, base=1)
+    values_b, words_b = full_map(SDM, base=100)
+    readers = {"bus-a": MemoryReader({1: words_a}), "bus-b": MemoryReader({1: words_b})}  # m2 never answers
+    stop = asyncio.Event()
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as sub:
+        await sub.subscribe(f"{READINGS[: -len('readings')]}#", qos=1)
+        agent = asyncio.create_task(
+            run(config(mosquitto.port), open_reader=lambda bus: readers[bus.name], stop=stop)
+        )
+        received = await batches(sub, 3)
+        stop.set()
+        await asyncio.wait_for(agent, 20)
+        async with asyncio.timeout(20):
+            statuses = [GatewayStatus.model_validate_json(payload(m)) async for m in _status_messages(sub)]
+
+    assert [b.seq for b in received] == [0, 1, 2]
+    for batch in received:
+        m1, m2, m3 = batch.readings
+        assert [r.meter for r in batch.readings] == ["m1", "m2", "m3"]
+        assert (m1.values, m1.quality, m3.values, m3.quality) == (
+            values_a,
+            Quality.GOOD,
+            values_b,
+            Quality.GOOD,
+        )
+        assert (m2.values, m2.quality) == ({}, Quality.ERROR)
+        assert set(m2.value_quality) == {reg.quantity for reg in SDM.registers}
+    assert statuses[-1].state is GatewayState.OFFLINE
+
+
+async def _status_messages(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Message]:
+    """Status messages until the offline one."""
+    async for message in client.messages:
+        if str(message.topic) == STATUS:
+            yield message
+            if GatewayStatus.model_validate_json(payload(message)).state is GatewayState.OFFLINE:
+                return
+
+
+async def test_broker_down_at_start_then_queued_batches_arrive_in_order(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """The agent polls with no broker; once one answers on its port, every batch arrives, oldest first.
+
+    The broker "appears" as a real TCP forwarder (socat) opened later on the agent's port towards the
+    running Mosquitto: that lets the test subscribe before the agent can reach the broker, without a race.
+    """
+    _, words = full_map(SDM)
+    reader = MemoryReader({1: words, 2: words})
+    agent_port = free_port()
+    stop = asyncio.Event()
+    cfg = config(agent_port, reconnect_min_s=0.05, reconnect_max_s=0.2)
+    agent = asyncio.create_task(run(cfg, open_reader=lambda bus: reader, stop=stop))
+
+    def cycles() -> int:
+        return sum(1 for request in reader.requests if request[1] == 0) // 3  # three meters per cycle
+
+    await eventually(lambda: cycles() >= 4, "four poll cycles without a broker", 20)
+    forwarder = Process(
+        "socat",
+        [require_binary("socat"), f"TCP-LISTEN:{agent_port},bind=127.0.0.1,reuseaddr,fork",
+         f"TCP:{mosquitto.host}:{mosquitto.port}"],
+        tmp_path / "socat.log",
+    )  # fmt: skip
+    try:
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as sub:
+            await sub.subscribe(READINGS, qos=1)
+            forwarder.start()
+            await asyncio.to_thread(
+                wait_until, lambda: port_open("127.0.0.1", agent_port), 10, "socat to listen"
+            )
+            received = await batches(sub, 6)
+        stop.set()
+        await asyncio.wait_for(agent, 20)
+    finally:
+        forwarder.stop()
+    assert [b.seq for b in received] == [0, 1, 2, 3, 4, 5]
+    assert all(len(b.readings) == 3 for b in received)

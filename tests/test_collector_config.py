@@ -1,0 +1,100 @@
+"""collector.yaml: defaults, errors that name file, line and key, and the example file kept in step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import BaseModel
+from typer.testing import CliRunner
+
+from collector.cli import app
+from collector.config import CollectorConfig, TsdbSettings
+from kilowatch import yamlconfig
+
+EXAMPLE = Path(__file__).parent.parent / "deploy" / "collector.example.yaml"
+
+
+def load_text(tmp_path: Path, text: str) -> CollectorConfig:
+    path = tmp_path / "collector.yaml"
+    path.write_text(text)
+    return yamlconfig.load(CollectorConfig, path)
+
+
+def test_the_example_loads_and_equals_the_defaults() -> None:
+    assert yamlconfig.load(CollectorConfig, EXAMPLE) == CollectorConfig()
+
+
+def test_the_example_shows_every_key_including_the_commented_tsdb_block() -> None:
+    text = EXAMPLE.read_text()
+
+    def keys(model: type[BaseModel]) -> set[str]:
+        return set(model.model_fields)
+
+    for section in ("mqtt", "ledger", "api"):
+        model = CollectorConfig.model_fields[section].annotation
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
+        for key in keys(model):
+            assert f"\n  {key}:" in text, f"{section}.{key} missing from {EXAMPLE.name}"
+    for key in keys(TsdbSettings):
+        assert f"\n#   {key}:" in text, f"tsdb.{key} missing from {EXAMPLE.name}"
+    uncommented = "\n".join(
+        line[2:] if line.startswith("# tsdb:") or line.startswith("#   ") else line
+        for line in text.splitlines()
+        if line != "tsdb: null"
+    )
+    config = CollectorConfig.model_validate(yaml.safe_load(uncommented))
+    assert config.tsdb == TsdbSettings(url="http://127.0.0.1:8428")
+
+
+def test_a_tsdb_section_with_a_token(tmp_path: Path) -> None:
+    config = load_text(tmp_path, "tsdb:\n  url: http://influx:8086\n  token: s3cret\n")
+    assert config.tsdb is not None
+    assert config.tsdb.token is not None
+    assert config.tsdb.token.get_secret_value() == "s3cret"
+    assert "s3cret" not in repr(config)
+    assert "s3cret" not in config.model_dump_json()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "mqtt:\n  host: broker\n  prot: 1884\n",
+            "collector.yaml:3 mqtt.prot: extra inputs are not permitted",
+        ),
+        (
+            "api:\n  port: 70000\n",
+            "collector.yaml:2 api.port: 70000: Input should be less than or equal to 65535",
+        ),
+        (
+            "mqtt:\n  password: hunter2\n",
+            "collector.yaml:2 mqtt.password: (value hidden): password is set but username is not",
+        ),
+        ("tsdb:\n  token: t\n", "collector.yaml:1 tsdb.url: field required"),
+        (
+            "tsdb:\n  url: influx:8086\n",
+            "collector.yaml:2 tsdb.url: 'influx:8086': String should match pattern",
+        ),
+        (
+            "tsdb:\n  url: http://u:pw@influx\n",
+            "collector.yaml:2 tsdb.url: 'http://***@influx': Value error, the URL must not carry credential",
+        ),
+        ("mqtt:\n  topic_root: kilowatch/#\n", "collector.yaml:2 mqtt.topic_root: 'kilowatch/#'"),
+    ],
+)
+def test_errors_name_the_line_and_the_key(tmp_path: Path, text: str, problem: str) -> None:
+    with pytest.raises(yamlconfig.ConfigError) as caught:
+        load_text(tmp_path, text)
+    assert any(p.startswith(problem) for p in caught.value.problems), caught.value.problems
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_cli_exits_2_with_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "collector.yaml"
+    path.write_text("ledger:\n  path: x.db\n  size: 3\n")
+    result = CliRunner().invoke(app, ["run", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "collector.yaml:3 ledger.size: extra inputs are not permitted" in result.output

@@ -1,0 +1,82 @@
+"""Pure interval arithmetic: spreading a counter delta over 15-minute buckets."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from collector.intervals import (
+    INTERVAL_MS,
+    MAX_SPREAD_MS,
+    CounterSample,
+    CounterStep,
+    bucket_start,
+    interval_energy,
+    spread,
+)
+from tests.collector_support import at
+
+
+def test_a_span_across_a_boundary_is_split_by_time() -> None:
+    assert spread(at(10, 14), at(10, 16), 2.0) == [(at(10, 0), 1.0), (at(10, 15), 1.0)]
+
+
+def test_a_span_ending_on_a_boundary_gives_the_next_bucket_nothing() -> None:
+    assert spread(at(10, 15), at(10, 30), 3.0) == [(at(10, 15), 3.0)]
+
+
+def test_a_span_over_three_buckets_is_shared_in_proportion() -> None:
+    shares = spread(at(10, 10), at(10, 40), 6.0)
+    assert [bucket for bucket, _ in shares] == [at(10, 0), at(10, 15), at(10, 30)]
+    assert [share for _, share in shares] == pytest.approx([1.0, 3.0, 2.0])
+    assert sum(share for _, share in shares) == pytest.approx(6.0)
+
+
+def test_a_window_returns_the_same_shares_as_the_whole_span() -> None:
+    whole = dict(spread(at(9, 50), at(11, 5), 7.5))
+    window = (at(10, 15), at(10, 45))
+    assert dict(spread(at(9, 50), at(11, 5), 7.5, window=window)) == {
+        b: s for b, s in whole.items() if window[0] <= b < window[1]
+    }
+
+
+def test_a_span_must_move_forward() -> None:
+    with pytest.raises(ValueError, match="forward"):
+        spread(at(10), at(10), 1.0)
+
+
+def test_buckets_are_aligned_to_15_minutes_which_is_also_local_time_in_vietnam() -> None:
+    assert bucket_start(at(10, 14, 59)) == at(10, 0)
+    assert bucket_start(at(10, 15)) == at(10, 15)
+    local = datetime(2024, 5, 1, 17, 45, tzinfo=timezone(timedelta(hours=7)))  # 10:45 UTC
+    assert bucket_start(int(local.timestamp() * 1000) + 1) == int(local.timestamp() * 1000)
+    assert INTERVAL_MS == 900_000
+
+
+def test_a_counter_going_backwards_is_a_reset_worth_nothing() -> None:
+    step = CounterStep(CounterSample(at(10), 120.0), CounterSample(at(10, 5), 3.0))
+    assert step.reset
+    assert step.energy == 0.0
+
+
+def test_interval_energy_keeps_zero_buckets_and_skips_resets() -> None:
+    samples = [
+        CounterSample(at(10, 0), 100.0),
+        CounterSample(at(10, 15), 100.0),  # nothing flowed
+        CounterSample(at(10, 30), 2.0),  # reset
+        CounterSample(at(10, 45), 3.5),
+    ]
+    assert interval_energy(samples, (at(10), at(11))) == {
+        at(10, 0): 0.0,
+        at(10, 15): 0.0,
+        at(10, 30): 1.5,
+    }
+
+
+def test_a_step_longer_than_a_day_is_a_gap_in_no_bucket() -> None:
+    long = CounterStep(CounterSample(at(10), 1.0), CounterSample(at(10) + MAX_SPREAD_MS + 1, 9.0))
+    day = CounterStep(CounterSample(at(10), 1.0), CounterSample(at(10) + MAX_SPREAD_MS, 9.0))
+    assert (long.gap, day.gap) == (True, False)
+    assert interval_energy([long.start, long.end], (at(0), at(23, day=3))) == {}
+    assert sum(interval_energy([day.start, day.end], (at(0), at(23, day=3))).values()) == pytest.approx(8.0)

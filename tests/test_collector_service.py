@@ -1,0 +1,89 @@
+"""The collector as a process: config file in, MQTT to ledger, TSDB and API, SIGTERM out with exit 0."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import sys
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from collector.cli import app
+from kilowatch.mqtt_contract import Channel, topic
+from tests.collector_support import at, batch, reading
+from tests.services import Mosquitto, Process, VictoriaMetrics, free_port, wait_until
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
+        return json.loads(response.read())
+
+
+@pytest.mark.services
+def test_runs_ingests_serves_and_stops_on_sigterm(
+    tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics
+) -> None:
+    api_port = free_port()
+    host, port = victoria.url.removeprefix("http://").split(":")
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        f"mqtt:\n  host: {mosquitto.host}\n  port: {mosquitto.port}\n"
+        "  username: collector\n  password: pw-s3cret\n"
+        f"ledger:\n  path: {tmp_path / 'kilowatch.db'}\n"
+        f"tsdb:\n  url: http://{host}:{port}\n  token: tok-s3cret\n"
+        f"api:\n  port: {api_port}\n"
+    )
+    collector = Process(
+        "collector",
+        [sys.executable, "-c", "from collector.cli import app; app()", "run", "--config", str(config)],
+        tmp_path / "collector.log",
+    ).start()
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        wait_until(lambda: get_json(f"{base}/healthz")["mqtt_connected"], 20, "the collector to connect")
+        message = batch(reading(at(10), imp=5.0, power_w=1500.0), reading(at(10, 20), imp=6.0), seq=9)
+        mosquitto.publish(topic("site1", "gw1", Channel.READINGS), message.model_dump_json())
+        wait_until(lambda: get_json(f"{base}/api/v1/meters"), 20, "the meter in the API")
+        latest = get_json(f"{base}/api/v1/meters/m1/latest")
+        assert (latest["ts"], latest["values"]) == ("2024-05-01T10:20:00Z", {"energy_import_kwh": 6.0})
+        intervals = get_json(
+            f"{base}/api/v1/meters/m1/intervals?from=2024-05-01T10:00:00Z&to=2024-05-01T11:00:00Z"
+        )
+        assert [i["energy_import_kwh"] for i in intervals["intervals"]] == [0.75, 0.25]
+        with urllib.request.urlopen(f"{base}/metrics", timeout=2) as response:  # noqa: S310 - loopback
+            assert "kilowatch_collector_readings_accepted_total 2.0" in response.read().decode()
+        [series] = wait_until(
+            lambda: victoria.export('{__name__="meter_energy_import_kwh"}'),
+            20,
+            "the points in the TSDB",
+        )
+        assert (series["values"], series["timestamps"]) == ([5.0, 6.0], [at(10), at(10, 20)])
+        assert collector.proc is not None
+        collector.proc.send_signal(signal.SIGTERM)
+        assert collector.proc.wait(timeout=20) == 0, collector.log()
+    finally:
+        collector.stop()
+    log = collector.log()
+    assert f"API http://127.0.0.1:{api_port}" in log
+    assert str(tmp_path / "kilowatch.db") in log
+    assert f"TSDB http://{host}:{port}" in log
+    assert f"broker mqtt://{mosquitto.host}:{mosquitto.port}" in log
+    assert "stopped" in log
+    assert "s3cret" not in log
+
+
+def test_an_api_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = tmp_path / "collector.yaml"
+        config.write_text(
+            f"mqtt:\n  port: {free_port()}\nledger:\n  path: {tmp_path / 'k.db'}\napi:\n  port: {port}\n"
+        )
+        result = CliRunner().invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 1
+    assert f"the API cannot listen on 127.0.0.1:{port}" in result.output
