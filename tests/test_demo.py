@@ -1,0 +1,34 @@
+"""`kilowatch demo` (what `make demo` runs) works with Mosquitto and with the embedded fallback broker."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.services import free_port, require_binary
+
+
+@pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
+def test_demo_runs_every_part_and_prints_the_urls(tmp_path: Path, broker: str) -> None:
+    if broker == "mosquitto":
+        require_binary("mosquitto")  # fails, never skips, when it is missing
+    port = free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "kilowatch", "demo", "--broker", broker, "--workdir", str(tmp_path),
+         "--api-port", str(port), "--poll-interval", "1", "--duration", "4"],
+        capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert ("embedded amqtt broker" in out) is (broker == "embedded")
+    assert "3 meters reporting" in out
+    for path in ("/api/v1/meters", "/api/v1/meters/main/latest", "/api/v1/meters/main/intervals", "/docs"):
+        assert f"http://127.0.0.1:{port}{path}\n" in out
+    assert re.search(r"main: \d+\.\d\d kW, \d+\.\d{3} kWh imported", out), out
+    assert (tmp_path / "ledger.db").stat().st_size > 0
+    for log in ("agent.log", "collector.log", "sim.log"):
+        assert "Traceback" not in (tmp_path / log).read_text(), log
