@@ -30,6 +30,7 @@ SITE, GATEWAY = "e2e-office", "gw-e2e"
 METERS = {"main": 1, "floor-1": 2, "floor-2": 3}
 UPDATE_S = 10  # the simulated meters refresh their registers every 10 s; the agent polls every second
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+MBPOLL_REL = 5.1e-6  # mbpoll prints 6 significant digits: at most half a unit of the 6th off, relatively
 # What mbpoll reads of unit 1 (wire address, number of float32 values) and the quantities found there.
 MBPOLL_READS = [
     (0x00, ["voltage_l1_v", "voltage_l2_v", "voltage_l3_v", "current_l1_a", "current_l2_a", "current_l3_a"]),
@@ -177,7 +178,8 @@ def test_meter_to_api_end_to_end(
             return None
         for ts, stored in samples_by_ts(victoria, "main").items():
             if all(
-                math.isclose(stored.get(q, math.nan), v, rel_tol=2e-6, abs_tol=1e-4) for q, v in seen.items()
+                math.isclose(stored.get(q, math.nan), v, rel_tol=MBPOLL_REL, abs_tol=1e-4)
+                for q, v in seen.items()
             ):
                 return ts
         return None
@@ -198,14 +200,18 @@ def test_meter_to_api_end_to_end(
     )
 
     # 3. Interval energy in the ledger adds up to the counter's movement stored in VictoriaMetrics.
-    samples = samples_by_ts(victoria, "main")
-    energy = [samples[t]["energy_import_kwh"] for t in sorted(samples)]
+    def counter_moved() -> list[float] | None:
+        samples = samples_by_ts(victoria, "main")
+        energy = [samples[t]["energy_import_kwh"] for t in sorted(samples)]
+        return energy if energy[-1] > energy[0] else None
+
+    # The simulated counter integrates power; at float32 (2 Wh steps near 30 MWh) that shows within a minute.
+    energy = wait_until(counter_moved, 90, "the energy counter to move", interval=1.0)
     now = datetime.now(UTC)
     window = {"from": (now - timedelta(hours=1)).isoformat(), "to": (now + timedelta(hours=1)).isoformat()}
     query = urllib.parse.urlencode(window)
     intervals = get(f"{api}/api/v1/meters/main/intervals?{query}")["intervals"]
     total = sum(i["energy_import_kwh"] or 0 for i in intervals)
-    assert energy[-1] > energy[0], "the simulated counter integrates power"
     # The ledger may hold a newer reading than the export taken just before; bound it both ways.
     latest_energy = get(f"{api}/api/v1/meters/main/latest")["values"]["energy_import_kwh"]
     assert energy[-1] - energy[0] - 1e-6 <= total <= latest_energy - energy[0] + 1e-6
