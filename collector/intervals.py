@@ -14,9 +14,7 @@ alignment is local alignment too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 INTERVAL_MS = 15 * 60 * 1000
 """Length of one interval (bucket), milliseconds."""
@@ -33,27 +31,19 @@ def bucket_start(ts_ms: int) -> int:
     return ts_ms - ts_ms % INTERVAL_MS
 
 
-def spread(
-    start_ms: int, end_ms: int, amount: float, *, window: tuple[int, int] | None = None
-) -> list[tuple[int, float]]:
+def spread(start_ms: int, end_ms: int, amount: float) -> list[tuple[int, float]]:
     """Share `amount`, accrued from `start_ms` to `end_ms`, over the buckets that span covers.
 
-    Each bucket gets the fraction of the span that falls inside it. With `window` (bucket-aligned
-    ``(lo, hi)``), only the buckets inside it are returned, with the same shares they get without it,
-    so a long span can be recomputed piece by piece.
+    Each bucket gets the fraction of the span that falls inside it.
     """
     if end_ms <= start_ms:
         raise ValueError(f"span must move forward: start {start_ms} >= end {end_ms}")
-    lo, hi = start_ms, end_ms
-    if window is not None:
-        lo, hi = max(lo, window[0]), min(hi, window[1])
     span = end_ms - start_ms
     shares = []
-    bucket = bucket_start(lo)
-    while bucket < hi:
-        overlap = min(bucket + INTERVAL_MS, hi) - max(bucket, lo)
-        if overlap > 0:
-            shares.append((bucket, amount * overlap / span))
+    bucket = bucket_start(start_ms)
+    while bucket < end_ms:
+        overlap = min(bucket + INTERVAL_MS, end_ms) - max(bucket, start_ms)
+        shares.append((bucket, amount * overlap / span))
         bucket += INTERVAL_MS
     return shares
 
@@ -88,24 +78,10 @@ class CounterStep:
         """What flowed between the two readings; 0 across a reset (the amount before it is unknown)."""
         return 0.0 if self.reset else self.end.value - self.start.value
 
+    def shares(self) -> list[tuple[int, float]]:
+        """The step's energy per bucket it covers; a gap covers none.
 
-def steps(samples: Sequence[CounterSample]) -> Iterator[CounterStep]:
-    """Consecutive pairs of `samples`, which must be sorted by time without repeats."""
-    for start, end in pairwise(samples):
-        yield CounterStep(start, end)
-
-
-def interval_energy(samples: Sequence[CounterSample], window: tuple[int, int]) -> dict[int, float]:
-    """Energy per bucket inside `window` from time-sorted counter samples.
-
-    A bucket that a step covers appears even when nothing flowed (0.0 = measured nothing), so a missing
-    bucket means "no data" rather than "no consumption"; gaps cover no bucket. Summing in time order
-    makes the result depend only on the set of samples, not on the order they arrived in.
-    """
-    energy: dict[int, float] = {}
-    for step in steps(samples):
-        if step.gap:
-            continue
-        for bucket, share in spread(step.start.ts, step.end.ts, step.energy, window=window):
-            energy[bucket] = energy.get(bucket, 0.0) + share
-    return energy
+        A covered bucket appears even when nothing flowed (0.0 = measured nothing, also across a reset),
+        so a missing bucket means "no data" rather than "no consumption".
+        """
+        return [] if self.gap else spread(self.start.ts, self.end.ts, self.energy)

@@ -5,13 +5,15 @@ callers run them with ``asyncio.to_thread``. :class:`LedgerReader` opens its own
 so API requests read concurrently with ingestion (WAL lets readers and one writer overlap).
 
 Every sink is idempotent on (meter, ts): a reading that is already stored is ignored and counted, so an
-at-least-once resend never double-counts energy. Interval energy is recomputed for the buckets a new
-reading touches from the stored counter readings themselves, which makes a late or out-of-order reading
-give exactly the result in-order arrival gives: the prev->next step is replaced by prev->new and
-new->next. Steps left out of intervals (a counter going backwards, a gap longer than a day) are kept
-in ``counter_events``. Readings stamped by a gateway whose clock was not synchronised are stored but
-kept out of intervals, because their time could put energy in the wrong bucket; the counter being
-cumulative, the energy is not lost but attributed by the trusted readings around them.
+at-least-once resend never double-counts energy. Intervals are kept up to date step by step: a new
+reading of a counter either extends the series (its step from the previous reading is added) or lands
+between two stored readings, whose step prev->next is taken out again and replaced by prev->new and
+new->next. Each reading costs a couple of indexed look-ups and an UPSERT per bucket its steps span, and a
+late or out-of-order reading gives the in-order result up to floating-point rounding. Steps left out of
+intervals (a counter going backwards, a gap longer than a day) are kept in ``counter_events``. Readings
+stamped by a gateway whose clock was not synchronised are stored but kept out of intervals, because their
+time could put energy in the wrong bucket; the counter being cumulative, the energy is not lost but
+attributed by the trusted readings around them.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Literal, Self
 
-from collector.intervals import INTERVAL_MS, CounterSample, CounterStep, bucket_start, interval_energy, steps
+from collector.intervals import INTERVAL_MS, CounterSample, CounterStep, bucket_start
 from kilowatch.mqtt_contract import ClockState, GatewayStatus, Quality, Reading, ReadingsBatch
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
 
@@ -39,6 +41,8 @@ MAX_REJECTED_PAYLOAD = 256 * 1024
 
 _TRUSTED = f"clock != '{ClockState.UNSYNCED.value}'"
 
+# `readings` keeps its rowid: its rows carry every value as JSON (~1 kB), too big for a WITHOUT ROWID
+# b-tree, and a batch appends them in rowid order instead of into one leaf per meter.
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meters (
     meter_id TEXT PRIMARY KEY,
@@ -58,7 +62,7 @@ CREATE TABLE IF NOT EXISTS readings (
     quality TEXT NOT NULL,
     clock TEXT NOT NULL,
     PRIMARY KEY (meter_id, ts)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS latest (
     meter_id TEXT PRIMARY KEY,
     ts INTEGER NOT NULL,
@@ -108,31 +112,32 @@ CREATE TABLE IF NOT EXISTS gateways (
 """
 
 # Column names below come from the COUNTERS constant, never from input.
-_SAMPLES_SQL = {
-    q: f"""
-    SELECT ts, {q} FROM readings
-    WHERE meter_id = :meter AND {q} IS NOT NULL AND {_TRUSTED}
-      AND ts >= coalesce((SELECT max(ts) FROM readings WHERE meter_id = :meter AND {q} IS NOT NULL
-                          AND {_TRUSTED} AND ts < :lo), :lo)
-      AND ts <= coalesce((SELECT min(ts) FROM readings WHERE meter_id = :meter AND {q} IS NOT NULL
-                          AND {_TRUSTED} AND ts >= :hi), :hi)
-    ORDER BY ts
-    """  # noqa: S608
-    for q in COUNTERS
-}
 _INSERT_READING = (
     f"INSERT OR IGNORE INTO readings (meter_id, ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER},"  # noqa: S608
     ' "values", quality, clock) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'
 )
 _NEIGHBOURS_SQL = {
     q: f"""
-    SELECT (SELECT max(ts) FROM readings WHERE meter_id = :meter AND {q} IS NOT NULL AND {_TRUSTED}
-            AND ts < :ts),
-           (SELECT min(ts) FROM readings WHERE meter_id = :meter AND {q} IS NOT NULL AND {_TRUSTED}
-            AND ts > :ts)
+    SELECT * FROM (SELECT ts, {q} FROM readings WHERE meter_id = :meter AND {q} IS NOT NULL AND {_TRUSTED}
+                   AND ts < :ts ORDER BY ts DESC LIMIT 1)
+    UNION ALL
+    SELECT * FROM (SELECT ts, {q} FROM readings WHERE meter_id = :meter AND {q} IS NOT NULL AND {_TRUSTED}
+                   AND ts > :ts ORDER BY ts LIMIT 1)
     """  # noqa: S608
     for q in COUNTERS
 }
+# Taking a step out can leave rounding residue; energy is never negative, so it stops at 0.
+_ADD_ENERGY_SQL = {
+    q: f"INSERT INTO intervals (meter_id, start_ms, {q}, samples) VALUES (?, ?, ?, 0)"  # noqa: S608
+    f" ON CONFLICT (meter_id, start_ms) DO UPDATE SET {q} = max(coalesce({q}, 0.0) + excluded.{q}, 0.0)"
+    for q in COUNTERS
+}
+# SQLite's max(a, b) is NULL when either is: keep the known one.
+_ADD_SAMPLE_SQL = (
+    "INSERT INTO intervals (meter_id, start_ms, max_kw, samples) VALUES (?, ?, ?, 1)"
+    " ON CONFLICT (meter_id, start_ms) DO UPDATE SET samples = samples + 1,"
+    " max_kw = coalesce(max(max_kw, excluded.max_kw), max_kw, excluded.max_kw)"
+)
 
 
 @dataclass(frozen=True)
@@ -269,13 +274,18 @@ class Ledger(_Closing):
     def ingest(self, batch: ReadingsBatch) -> IngestResult:
         """Store a batch in one transaction: readings, meters, latest values and the intervals it changes."""
         with self._transaction() as db:
-            new = [r for r in batch.readings if _insert_reading(db, r)]
+            new: list[Reading] = []
+            resets = 0
+            # One at a time, so each finds its stored neighbours, earlier ones of this batch included;
+            # in time order (stable: the first of two equal readings is kept), most of them only append.
+            for reading in sorted(batch.readings, key=lambda r: r.ts):
+                if _insert_reading(db, reading):
+                    new.append(reading)
+                    if reading.clock is not ClockState.UNSYNCED:
+                        resets += _add_to_intervals(db, reading)
             for readings in _by_meter(new).values():
                 _upsert_latest(db, max(readings, key=lambda r: r.ts))
                 _upsert_meter(db, batch, readings)
-            resets = 0
-            for meter_id, (lo, hi) in _windows(db, new):
-                resets += _recompute(db, meter_id, lo, hi)
         duplicates = len(batch.readings) - len(new)
         return IngestResult(accepted=len(new), duplicates=duplicates, counter_resets=resets)
 
@@ -408,18 +418,12 @@ def _by_meter(readings: list[Reading]) -> dict[str, list[Reading]]:
 
 def _upsert_latest(db: sqlite3.Connection, reading: Reading) -> None:
     db.execute(
-        'INSERT INTO latest (meter_id, ts, "values", quality, value_quality, clock) VALUES (?, ?, ?, ?, ?, ?)'
+        'INSERT INTO latest (meter_id, ts, "values", quality, value_quality, clock)'
+        ' SELECT meter_id, ts, "values", quality, ?, clock FROM readings WHERE meter_id = ? AND ts = ?'
         ' ON CONFLICT (meter_id) DO UPDATE SET ts = excluded.ts, "values" = excluded."values",'
         " quality = excluded.quality, value_quality = excluded.value_quality, clock = excluded.clock"
         " WHERE excluded.ts > latest.ts",
-        (
-            reading.meter,
-            reading.ts,
-            json.dumps(reading.values),
-            reading.quality.value,
-            json.dumps({k: v.value for k, v in reading.value_quality.items()}),
-            reading.clock.value,
-        ),
+        (json.dumps({k: v.value for k, v in reading.value_quality.items()}), reading.meter, reading.ts),
     )
 
 
@@ -438,88 +442,59 @@ def _upsert_meter(db: sqlite3.Connection, batch: ReadingsBatch, readings: list[R
     )
 
 
-def _windows(db: sqlite3.Connection, new: list[Reading]) -> Iterator[tuple[str, tuple[int, int]]]:
-    """Bucket-aligned [lo, hi) ranges per meter whose intervals the new readings change.
+def _add_to_intervals(db: sqlite3.Connection, reading: Reading) -> int:
+    """Fold a newly stored trusted reading into its meter's intervals and counter events.
 
-    A new reading changes the steps from its previous to its next trusted reading of each counter (those
-    neighbours may be other new readings), and the sample statistics of its own bucket.
+    The reading is a sample of its bucket. For each counter it carries, the step between its stored
+    neighbours (if it lands between two) is taken out and the steps from the previous reading to it and
+    from it to the next are put in. Returns the change in the number of resets.
     """
-    spans: dict[str, list[tuple[int, int]]] = {}
-    for reading in new:
-        if reading.clock is ClockState.UNSYNCED:
-            continue
-        lo = hi = reading.ts
-        for quantity in COUNTERS:
-            if quantity in reading.values:
-                prev, nxt = db.execute(
-                    _NEIGHBOURS_SQL[quantity], {"meter": reading.meter, "ts": reading.ts}
-                ).fetchone()
-                lo = min(lo, prev if prev is not None else lo)
-                hi = max(hi, nxt if nxt is not None else hi)
-        spans.setdefault(reading.meter, []).append((bucket_start(lo), bucket_start(hi) + INTERVAL_MS))
-    for meter_id, ranges in spans.items():
-        ranges.sort()
-        merged = [ranges[0]]
-        for lo, hi in ranges[1:]:
-            if lo <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-            else:
-                merged.append((lo, hi))
-        for window in merged:
-            yield meter_id, window
-
-
-def _recompute(db: sqlite3.Connection, meter_id: str, lo: int, hi: int) -> int:
-    """Rebuild the meter's intervals in [lo, hi) and its counter events ending in (lo, hi] from the
-    stored readings; returns how many more resets there are than before."""
-    energy: dict[str, dict[int, float]] = {}
-    events: list[CounterEvent] = []
-    for quantity in COUNTERS:
-        samples = [
-            CounterSample(ts, value)
-            for ts, value in db.execute(_SAMPLES_SQL[quantity], {"meter": meter_id, "lo": lo, "hi": hi})
-        ]
-        energy[quantity] = interval_energy(samples, (lo, hi))
-        events += [
-            event
-            for step in steps(samples)
-            if lo < step.end.ts <= hi and (event := _event(meter_id, quantity, step)) is not None
-        ]
-    stats = {
-        bucket: (count, max_w)
-        for bucket, count, max_w in db.execute(
-            f"SELECT ts - ts % {INTERVAL_MS} AS bucket, count(*), max({ACTIVE_POWER}) FROM readings"  # noqa: S608
-            f" WHERE meter_id = ? AND ts >= ? AND ts < ? AND {_TRUSTED} GROUP BY bucket",
-            (meter_id, lo, hi),
-        )
-    }
+    max_kw = reading.values.get(ACTIVE_POWER)
     db.execute(
-        "DELETE FROM intervals WHERE meter_id = ? AND start_ms >= ? AND start_ms < ?", (meter_id, lo, hi)
+        _ADD_SAMPLE_SQL,
+        (reading.meter, bucket_start(reading.ts), None if max_kw is None else max_kw / 1000),
     )
-    imports, exports = energy[ENERGY_IMPORT], energy[ENERGY_EXPORT]
-    for bucket in sorted(imports.keys() | exports.keys() | stats.keys()):
-        count, max_w = stats.get(bucket, (0, None))
-        db.execute(
-            "INSERT INTO intervals VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                meter_id,
-                bucket,
-                imports.get(bucket),
-                exports.get(bucket),
-                None if max_w is None else max_w / 1000,
-                count,
-            ),
-        )
-    removed = db.execute(
-        "DELETE FROM counter_events WHERE meter_id = ? AND ts > ? AND ts <= ? RETURNING kind",
-        (meter_id, lo, hi),
-    ).fetchall()
+    resets = 0
+    for quantity in COUNTERS:
+        value = reading.values.get(quantity)
+        if value is None:
+            continue
+        new = CounterSample(reading.ts, value)
+        prev = nxt = None
+        for ts, stored in db.execute(_NEIGHBOURS_SQL[quantity], {"meter": reading.meter, "ts": reading.ts}):
+            if ts < reading.ts:
+                prev = CounterSample(ts, stored)
+            else:
+                nxt = CounterSample(ts, stored)
+        if prev is not None and nxt is not None:
+            resets += _apply_step(db, reading.meter, quantity, CounterStep(prev, nxt), -1)
+        if prev is not None:
+            resets += _apply_step(db, reading.meter, quantity, CounterStep(prev, new), 1)
+        if nxt is not None:
+            resets += _apply_step(db, reading.meter, quantity, CounterStep(new, nxt), 1)
+    return resets
+
+
+def _apply_step(
+    db: sqlite3.Connection, meter_id: str, quantity: str, step: CounterStep, sign: Literal[1, -1]
+) -> int:
+    """Add (sign 1) or take out (sign -1) a step's energy and its counter event; returns its resets."""
     db.executemany(
-        "INSERT INTO counter_events VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(e.meter_id, e.quantity, e.kind.value, e.prev_ts, e.prev_value, e.ts, e.value) for e in events],
+        _ADD_ENERGY_SQL[quantity], [(meter_id, bucket, sign * share) for bucket, share in step.shares()]
     )
-    added = sum(e.kind is CounterEventKind.RESET for e in events)
-    return added - sum(1 for (kind,) in removed if kind == CounterEventKind.RESET.value)
+    if (event := _event(meter_id, quantity, step)) is None:
+        return 0
+    if sign > 0:
+        db.execute(
+            "INSERT INTO counter_events VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (meter_id, quantity, event.kind.value, event.prev_ts, event.prev_value, event.ts, event.value),
+        )
+    else:
+        db.execute(
+            "DELETE FROM counter_events WHERE meter_id = ? AND quantity = ? AND ts = ?",
+            (meter_id, quantity, event.ts),
+        )
+    return sign * (event.kind is CounterEventKind.RESET)
 
 
 def _event(meter_id: str, quantity: str, step: CounterStep) -> CounterEvent | None:

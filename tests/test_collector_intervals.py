@@ -12,7 +12,6 @@ from collector.intervals import (
     CounterSample,
     CounterStep,
     bucket_start,
-    interval_energy,
     spread,
 )
 from tests.collector_support import at
@@ -31,14 +30,6 @@ def test_a_span_over_three_buckets_is_shared_in_proportion() -> None:
     assert [bucket for bucket, _ in shares] == [at(10, 0), at(10, 15), at(10, 30)]
     assert [share for _, share in shares] == pytest.approx([1.0, 3.0, 2.0])
     assert sum(share for _, share in shares) == pytest.approx(6.0)
-
-
-def test_a_window_returns_the_same_shares_as_the_whole_span() -> None:
-    whole = dict(spread(at(9, 50), at(11, 5), 7.5))
-    window = (at(10, 15), at(10, 45))
-    assert dict(spread(at(9, 50), at(11, 5), 7.5, window=window)) == {
-        b: s for b, s in whole.items() if window[0] <= b < window[1]
-    }
 
 
 def test_a_span_must_move_forward() -> None:
@@ -60,23 +51,20 @@ def test_a_counter_going_backwards_is_a_reset_worth_nothing() -> None:
     assert step.energy == 0.0
 
 
-def test_interval_energy_keeps_zero_buckets_and_skips_resets() -> None:
-    samples = [
-        CounterSample(at(10, 0), 100.0),
-        CounterSample(at(10, 15), 100.0),  # nothing flowed
-        CounterSample(at(10, 30), 2.0),  # reset
-        CounterSample(at(10, 45), 3.5),
-    ]
-    assert interval_energy(samples, (at(10), at(11))) == {
-        at(10, 0): 0.0,
-        at(10, 15): 0.0,
-        at(10, 30): 1.5,
-    }
+def test_a_step_covers_its_buckets_even_when_nothing_flowed_or_the_counter_reset() -> None:
+    flat = CounterStep(CounterSample(at(10, 10), 100.0), CounterSample(at(10, 20), 100.0))
+    reset = CounterStep(CounterSample(at(10, 20), 100.0), CounterSample(at(10, 40), 2.0))
+    rising = CounterStep(CounterSample(at(10, 40), 2.0), CounterSample(at(10, 50), 3.5))
+    # 0.0 = measured nothing; a bucket no step covers would be "no data".
+    assert flat.shares() == [(at(10, 0), 0.0), (at(10, 15), 0.0)]
+    assert reset.shares() == [(at(10, 15), 0.0), (at(10, 30), 0.0)]
+    assert rising.shares() == [(at(10, 30), pytest.approx(0.75)), (at(10, 45), pytest.approx(0.75))]
 
 
 def test_a_step_longer_than_a_day_is_a_gap_in_no_bucket() -> None:
     long = CounterStep(CounterSample(at(10), 1.0), CounterSample(at(10) + MAX_SPREAD_MS + 1, 9.0))
     day = CounterStep(CounterSample(at(10), 1.0), CounterSample(at(10) + MAX_SPREAD_MS, 9.0))
     assert (long.gap, day.gap) == (True, False)
-    assert interval_energy([long.start, long.end], (at(0), at(23, day=3))) == {}
-    assert sum(interval_energy([day.start, day.end], (at(0), at(23, day=3))).values()) == pytest.approx(8.0)
+    assert long.shares() == []
+    assert len(day.shares()) == MAX_SPREAD_MS // INTERVAL_MS
+    assert sum(share for _, share in day.shares()) == pytest.approx(8.0)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from collector.intervals import INTERVAL_MS
 from collector.ledger import (
     MAX_REJECTED_PAYLOAD,
     CounterEvent,
@@ -15,8 +16,11 @@ from collector.ledger import (
     Ledger,
     LedgerReader,
 )
-from kilowatch.mqtt_contract import SCHEMA_VERSION, ClockState, GatewayState, GatewayStatus
+from kilowatch.mqtt_contract import SCHEMA_VERSION, ClockState, GatewayState, GatewayStatus, Reading
 from tests.collector_support import at, batch, reading
+
+IntervalTuple = tuple[int, float | None, float | None, float | None, int]
+"""(start_ms, import kWh, export kWh, max kW, samples) of one bucket."""
 
 
 @pytest.fixture
@@ -24,14 +28,29 @@ def ledger(tmp_path: Path) -> Ledger:
     return Ledger(tmp_path / "ledger.db")
 
 
-def intervals(
-    ledger: Ledger, meter: str = "m1"
-) -> list[tuple[int, float | None, float | None, float | None, int]]:
+def intervals(ledger: Ledger, meter: str = "m1") -> list[IntervalTuple]:
     with ledger.reader() as r:
         return [
             (i.start_ms, i.energy_import_kwh, i.energy_export_kwh, i.max_kw, i.samples)
             for i in r.intervals(meter, at(0), at(23, 59))
         ]
+
+
+def assert_same_intervals(got: list[IntervalTuple], want: list[IntervalTuple]) -> None:
+    """Equal up to floating-point rounding: buckets, samples, max_kw and which energies are known exactly.
+
+    A late reading takes its neighbours' step out of the intervals again and puts its own two in, so the
+    sums differ from in-order arrival by rounding only.
+    """
+
+    def known(rows: list[IntervalTuple]) -> list[tuple[int, bool, bool, float | None, int]]:
+        return [(start, imp is None, exp is None, max_kw, n) for start, imp, exp, max_kw, n in rows]
+
+    def energy(rows: list[IntervalTuple]) -> list[float]:
+        return [x for _, imp, exp, *_ in rows for x in (imp, exp) if x is not None]
+
+    assert known(got) == known(want)
+    assert energy(got) == pytest.approx(energy(want), rel=1e-9, abs=1e-12)
 
 
 def events(ledger: Ledger, meter: str = "m1") -> list[CounterEvent]:
@@ -88,7 +107,7 @@ def test_one_batch_fills_meters_latest_readings_and_intervals(ledger: Ledger) ->
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_any_arrival_order_gives_exactly_the_in_order_result(tmp_path: Path, seed: int) -> None:
+def test_any_arrival_order_gives_the_in_order_result(tmp_path: Path, seed: int) -> None:
     in_order = Ledger(tmp_path / "in-order.db")
     for i, r in enumerate(MORNING):
         in_order.ingest(batch(r, seq=i))
@@ -100,7 +119,7 @@ def test_any_arrival_order_gives_exactly_the_in_order_result(tmp_path: Path, see
         size = random.Random(seed + len(readings)).randint(1, 3)
         resets += shuffled.ingest(batch(*readings[:size])).counter_resets
         readings = readings[size:]
-    assert intervals(shuffled) == intervals(in_order)  # exact: recomputed from the same readings
+    assert_same_intervals(intervals(shuffled), intervals(in_order))
     assert events(shuffled) == events(in_order)
     assert resets == len(events(in_order)) == 2
 
@@ -227,3 +246,152 @@ def test_steps_longer_than_a_day_are_gaps_in_no_interval(ledger: Ledger) -> None
         (CounterEventKind.GAP, 5_000, at(10)),
         (CounterEventKind.GAP, at(10), at(10, day=4)),
     ]
+
+
+def test_a_reading_between_two_splits_their_step_as_if_it_had_come_in_order(tmp_path: Path) -> None:
+    late = Ledger(tmp_path / "late.db")
+    late.ingest(batch(reading(at(10, 0), imp=10.0), reading(at(11, 0), imp=14.0)))
+    assert [imp for _, imp, *_ in intervals(late)] == [1.0, 1.0, 1.0, 1.0, None]
+    late.ingest(batch(reading(at(10, 20), imp=13.0)))  # 3 kWh in the first 20 minutes, 1 in the other 40
+    rows = intervals(late)
+    assert [(start, n) for start, _, _, _, n in rows] == [
+        (at(10, 0), 1),
+        (at(10, 15), 1),
+        (at(10, 30), 0),
+        (at(10, 45), 0),
+        (at(11, 0), 1),
+    ]
+    assert [imp for _, imp, *_ in rows[:4]] == pytest.approx([2.25, 0.75 + 0.25, 0.375, 0.375])
+    assert rows[4][1] is None  # a sample, no step after it yet
+    in_order = Ledger(tmp_path / "in-order.db")
+    for ts, imp in ((at(10, 0), 10.0), (at(10, 20), 13.0), (at(11, 0), 14.0)):
+        in_order.ingest(batch(reading(ts, imp=imp)))
+    assert_same_intervals(rows, intervals(in_order))
+    assert events(late) == events(in_order) == []
+
+
+def test_a_bucket_a_split_leaves_with_nothing_reads_zero_not_no_data(ledger: Ledger) -> None:
+    ledger.ingest(batch(reading(at(10, 0), imp=10.0), reading(at(10, 30), imp=11.0)))
+    ledger.ingest(batch(reading(at(10, 15), imp=11.0)))  # all of it flowed before 10:15
+    assert [imp for _, imp, *_ in intervals(ledger)] == [1.0, 0.0, None]
+
+
+def test_a_reading_that_splits_a_reset_keeps_the_reset_count_exact(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "late.db")
+    assert (
+        ledger.ingest(batch(reading(at(10, 0), imp=500.0), reading(at(10, 30), imp=2.0))).counter_resets == 1
+    )
+    # Below both: the counter went back twice (500 -> 300 -> 2), one more reset than known.
+    assert ledger.ingest(batch(reading(at(10, 10), imp=300.0))).counter_resets == 1
+    assert [(e.kind, e.prev_value, e.value) for e in events(ledger)] == [
+        (CounterEventKind.RESET, 500.0, 300.0),
+        (CounterEventKind.RESET, 300.0, 2.0),
+    ]
+    # Then the 300 -> 2 reset happened before 10:20: it moves, and 1 kWh flowed from 10:20 to 10:30.
+    assert ledger.ingest(batch(reading(at(10, 20), imp=1.0))).counter_resets == 0
+    assert [(e.prev_ts, e.ts) for e in events(ledger)] == [(at(10, 0), at(10, 10)), (at(10, 10), at(10, 20))]
+    assert [imp for _, imp, *_ in intervals(ledger)] == [0.0, pytest.approx(1.0), None]
+    in_order = Ledger(tmp_path / "in-order.db")
+    resets = sum(
+        in_order.ingest(batch(reading(ts, imp=imp))).counter_resets
+        for ts, imp in ((at(10, 0), 500.0), (at(10, 10), 300.0), (at(10, 20), 1.0), (at(10, 30), 2.0))
+    )
+    assert resets == 1 + 1 + 0 == len([e for e in events(ledger) if e.kind is CounterEventKind.RESET])
+    assert_same_intervals(intervals(ledger), intervals(in_order))
+    assert events(ledger) == events(in_order)
+
+
+def test_readings_that_split_a_gap_put_its_energy_into_intervals(ledger: Ledger) -> None:
+    def energy() -> dict[int, float | None]:
+        with ledger.reader() as r:
+            return {i.start_ms: i.energy_import_kwh for i in r.intervals("m1", at(0), at(0, day=3))}
+
+    ledger.ingest(batch(reading(at(0), imp=10.0), reading(at(12, day=2), imp=46.0)))  # 36 h apart
+    assert energy() == {at(0): None, at(12, day=2): None}
+    [gap] = events(ledger)
+    assert (gap.kind, gap.prev_ts, gap.ts) == (CounterEventKind.GAP, at(0), at(12, day=2))
+    # One hour in: 1 kWh over the first four buckets; the remaining 35 h are still a gap.
+    assert ledger.ingest(batch(reading(at(1), imp=11.0))).counter_resets == 0
+    assert energy() == {
+        at(0): 0.25,
+        at(0, 15): 0.25,
+        at(0, 30): 0.25,
+        at(0, 45): 0.25,
+        at(1): None,
+        at(12, day=2): None,
+    }
+    [gap] = events(ledger)
+    assert (gap.kind, gap.prev_ts, gap.ts) == (CounterEventKind.GAP, at(1), at(12, day=2))
+    # Splitting the rest into 17 h and 18 h: every bucket of the 36 h gets its 0.25 kWh and the gap is gone.
+    ledger.ingest(batch(reading(at(18), imp=28.0)))
+    rows = energy()
+    assert sorted(rows) == [at(0) + i * INTERVAL_MS for i in range(36 * 4 + 1)]
+    assert [rows[start] for start in sorted(rows)[:-1]] == pytest.approx([0.25] * 36 * 4)
+    assert rows[at(12, day=2)] is None
+    assert events(ledger) == []
+
+
+def test_duplicates_within_one_batch_keep_the_first_and_are_counted(ledger: Ledger) -> None:
+    readings = [
+        reading(at(10, 30), imp=2.0),
+        reading(at(10, 0), imp=1.0),
+        reading(at(10, 0), imp=99.0, power_w=5000),  # same (meter, ts), other values: ignored
+        reading(at(10, 15), imp=1.5),
+        reading(at(10, 30), imp=2.0),
+        reading(at(10, 15), meter="m2", imp=7.0),  # same ts, another meter: not a duplicate
+    ]
+    assert ledger.ingest(batch(*readings)) == IngestResult(accepted=4, duplicates=2, counter_resets=0)
+    expected = [
+        (at(10, 0), 0.5, None, None, 1),
+        (at(10, 15), 0.5, None, None, 1),
+        (at(10, 30), None, None, None, 1),
+    ]
+    assert intervals(ledger) == expected
+    assert intervals(ledger, "m2") == [(at(10, 15), None, None, None, 1)]
+    random.Random(1).shuffle(readings)
+    assert ledger.ingest(batch(*readings)) == IngestResult(accepted=0, duplicates=6, counter_resets=0)
+    assert intervals(ledger) == expected
+
+
+def test_an_hour_of_one_second_readings_sums_to_the_counter_deltas(tmp_path: Path) -> None:
+    """Two meters polled every second, as a gateway sends them; then the same readings shuffled."""
+    rng = random.Random(7)
+    series: dict[str, list[tuple[int, float, float, float]]] = {}
+    for meter in ("m1", "m2"):
+        imp, exp, rows = 1000.0, 50.0, []
+        for second in range(3600):
+            imp += rng.choice([0.0, rng.uniform(0, 0.01)])
+            exp += rng.choice([0.0, 0.0, rng.uniform(0, 0.002)])
+            rows.append((at(10) + second * 1000, imp, exp, rng.uniform(-3000, 20000)))
+        series[meter] = rows
+
+    def readings(first: int, last: int) -> list[Reading]:
+        return [
+            reading(ts, meter=meter, imp=imp, exp=exp, power_w=power)
+            for meter, rows in series.items()
+            for ts, imp, exp, power in rows[first:last]
+        ]
+
+    in_order = Ledger(tmp_path / "in-order.db")
+    for second in range(0, 3600, 10):  # a batch every 10 s with both meters' readings
+        in_order.ingest(batch(*readings(second, second + 10)))
+    for meter, rows in series.items():
+        got = intervals(in_order, meter)
+        assert [(start, n) for start, *_, n in got] == [(at(10, m), 900) for m in (0, 15, 30, 45)]
+        for (_, imp, exp, max_kw, _), first in zip(got, range(0, 3600, 900), strict=True):
+            # Every bucket starts on a reading, so its energy is the counter's rise from that reading to
+            # the next bucket's first (the last bucket ends at the last reading).
+            last = min(first + 900, 3599)
+            assert imp == pytest.approx(rows[last][1] - rows[first][1], rel=1e-9)
+            assert exp == pytest.approx(rows[last][2] - rows[first][2], rel=1e-9)
+            assert max_kw == max(power for _, _, _, power in rows[first : first + 900]) / 1000
+        total = sum(imp for _, imp, *_ in got if imp is not None)
+        assert total == pytest.approx(rows[-1][1] - rows[0][1], rel=1e-9)
+        assert events(in_order, meter) == []
+    shuffled = Ledger(tmp_path / "shuffled.db")
+    late = readings(0, 3600)
+    rng.shuffle(late)
+    for start in range(0, len(late), 500):
+        shuffled.ingest(batch(*late[start : start + 500]))
+    for meter in series:
+        assert_same_intervals(intervals(shuffled, meter), intervals(in_order, meter))
