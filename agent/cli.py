@@ -9,19 +9,27 @@ from __future__ import annotations
 import asyncio
 import json
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from agent.config import AgentConfig
+from agent.errors import AgentError, BusUnavailable
 from agent.poller import Poll, poll
-from agent.transport import ModbusTcpReader
+from agent.transport import ModbusReader, SerialPortLink, TcpLink
 from kilowatch.cli_support import EXIT_CONFIG, LogLevel, fail, load_config, parse_host_port, setup_logging
-from kilowatch.profiles import Profile, load_builtin
+from kilowatch.profiles import Connection, Profile, Table, load_builtin
 from kilowatch.quantities import QUANTITIES
 
 app = typer.Typer(no_args_is_help=True)
+
+
+class Parity(StrEnum):
+    N = "N"
+    E = "E"
+    O = "O"  # noqa: E741 - the letter every serial tool uses
 
 
 def _iso_ms(ts_ms: int) -> str:
@@ -42,11 +50,93 @@ def _print_table(result: Poll, profile: Profile, title: str) -> None:
     Console().print(table)
 
 
+def _reader_for(
+    tcp: str | None,
+    rtu: str | None,
+    baud: int | None,
+    parity: Parity | None,
+    defaults: Connection,
+    timeout: float,
+) -> ModbusReader:
+    """The reader `--tcp` or `--rtu` asks for; exactly one of them, and serial settings only with --rtu."""
+    if (tcp is None) == (rtu is None):
+        raise typer.BadParameter(
+            "give exactly one of --tcp HOST:PORT and --rtu DEVICE", param_hint="--tcp/--rtu"
+        )
+    if tcp is not None:
+        if baud is not None or parity is not None:
+            raise typer.BadParameter("--baud and --parity apply to --rtu only", param_hint="--baud/--parity")
+        try:
+            host, port = parse_host_port(tcp)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--tcp") from None
+        return ModbusReader(TcpLink(host, port), bus=tcp, timeout_s=timeout)
+    assert rtu is not None
+    link = SerialPortLink(
+        device=rtu,
+        baud=baud or defaults.baud,
+        parity=(parity or Parity(defaults.parity)).value,
+        stopbits=defaults.stopbits,
+        bytesize=defaults.bytesize,
+    )
+    return ModbusReader(link, bus=rtu, timeout_s=timeout)
+
+
+def _print_raw(address: int, table: Table, words: list[int]) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    from agent.raw_decode import decodings
+
+    console = Console()
+    listing = RichTable("address", "manual", "hex", "uint16", "int16", title=f"{table.value} registers")
+    for i, word in enumerate(words):
+        signed = word - 0x10000 if word & 0x8000 else word
+        listing.add_row(
+            f"{address + i:#06x}",
+            str(table.modicon_base + address + i),
+            f"{word:04x}",
+            str(word),
+            str(signed),
+        )
+    console.print(listing)
+    candidates = RichTable("words", "type", "order", "value", title="every decoding")
+    for d in decodings(words):
+        value = (
+            f"{d.value:.7g}"
+            if isinstance(d.value, float)
+            else repr(d.value)
+            if isinstance(d.value, str)
+            else str(d.value)
+        )
+        candidates.add_row(f"{d.offset}-{d.offset + d.count - 1}", d.type.value, d.order.value, value)
+    console.print(candidates)
+
+
 @app.command()
 def read(
-    tcp: Annotated[str, typer.Option("--tcp", help="Modbus TCP meter or gateway as HOST:PORT")],
     unit: Annotated[int, typer.Option(min=1, max=247, help="Modbus unit (slave) id")],
-    profile: Annotated[str, typer.Option(help="Device profile id or alias, e.g. eastron-sdm630")],
+    tcp: Annotated[str | None, typer.Option("--tcp", help="Modbus TCP meter or gateway as HOST:PORT")] = None,
+    rtu: Annotated[
+        str | None, typer.Option("--rtu", help="Serial port of an RS-485 line, e.g. /dev/ttyUSB0")
+    ] = None,
+    baud: Annotated[
+        int | None, typer.Option(min=1, help="Baud rate with --rtu (default: the profile's)")
+    ] = None,
+    parity: Annotated[
+        Parity | None, typer.Option(case_sensitive=False, help="Parity with --rtu (default: the profile's)")
+    ] = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="Device profile id or alias, e.g. eastron-sdm630 (not needed with --raw)"),
+    ] = None,
+    raw: Annotated[
+        int | None, typer.Option(min=0, max=0xFFFF, help="Read raw registers from this 0-based wire address")
+    ] = None,
+    count: Annotated[int, typer.Option(min=1, max=125, help="Registers to read with --raw")] = 2,
+    table: Annotated[
+        Table, typer.Option(case_sensitive=False, help="Register table with --raw")
+    ] = Table.INPUT,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
     timeout: Annotated[
         float | None, typer.Option(min=0.01, help="Response timeout in seconds (default: the profile's)")
@@ -54,28 +144,50 @@ def read(
 ) -> None:
     """Read one meter once and print its values: the first thing to try on a new installation.
 
-    Values that cannot be read are shown with the reason; the exit code is 1 only when none could be.
+    With --raw, print the register words and every way to decode them (all types, all word orders), to
+    find the one that matches the meter's display. Values that cannot be read are shown with the reason;
+    the exit code is 1 when none could be, 2 when the port cannot be used.
     """
+    if profile is None and raw is None:
+        raise typer.BadParameter(
+            "give --profile, or --raw ADDRESS to read raw registers", param_hint="--profile"
+        )
     try:
-        host, port = parse_host_port(tcp)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--tcp") from None
-    try:
-        meter_profile = load_builtin(profile)
+        meter_profile = None if profile is None else load_builtin(profile)
     except KeyError as exc:
         fail(str(exc.args[0]), EXIT_CONFIG)
+    defaults = Connection() if meter_profile is None else meter_profile.connection
+    reader = _reader_for(tcp, rtu, baud, parity, defaults, timeout or defaults.timeout_s)
     setup_logging(LogLevel.ERROR)
 
-    async def _read() -> Poll:
-        timeout_s = timeout or meter_profile.connection.timeout_s
-        async with ModbusTcpReader(bus=tcp, host=host, port=port, timeout_s=timeout_s) as reader:
+    async def _read() -> Poll | list[int]:
+        async with reader:
+            if raw is not None:
+                return await reader.read(table, raw, count, unit)
+            assert meter_profile is not None
             return await poll(reader, meter_profile, unit)
 
-    result = asyncio.run(_read())
+    try:
+        result = asyncio.run(_read())
+    except BusUnavailable as exc:
+        fail(str(exc), EXIT_CONFIG if rtu else 1)
+    except AgentError as exc:
+        fail(f"cannot read the meter: {exc}")
+    if isinstance(result, list):
+        assert raw is not None
+        if as_json:
+            typer.echo(json.dumps({"table": table.value, "address": raw, "unit": unit, "words": result}))
+        else:
+            _print_raw(raw, table, result)
+        return
+    assert meter_profile is not None
+    down = next((f for f in result.failures if isinstance(f, BusUnavailable)), None)
+    if down is not None and rtu:
+        fail(str(down), EXIT_CONFIG)
     if not result.values and result.failures:
         fail(f"cannot read the meter: {result.failures[0]}")
     if not as_json:
-        _print_table(result, meter_profile, f"{meter_profile.id}, unit {unit} at {host}:{port}")
+        _print_table(result, meter_profile, f"{meter_profile.id}, unit {unit} at {reader.link}")
         return
     out: dict[str, object] = {
         "profile": meter_profile.id,
@@ -101,3 +213,62 @@ def run(
     agent_config = load_config(AgentConfig, config)
     setup_logging(log_level)
     asyncio.run(run_agent(agent_config))
+
+
+TurnaroundMs = Annotated[
+    float, typer.Option("--turnaround-ms", min=0, help="Meter response latency assumed per request, in ms")
+]
+
+
+@app.command("plan")
+def plan_command(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Agent configuration file (YAML)")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text")] = False,
+    turnaround_ms: TurnaroundMs = 10.0,
+) -> None:
+    """Print each meter's read requests and the estimated bus time per poll cycle, without touching a bus."""
+    from agent.plan_report import agent_plan, over_budget_message, render
+
+    report = agent_plan(load_config(AgentConfig, config), turnaround_s=turnaround_ms / 1000)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        typer.echo("\n".join(render(report)))
+    for bus in report.buses:
+        if bus.over_budget:
+            typer.secho(f"warning: {over_budget_message(bus)}", err=True, fg=typer.colors.YELLOW)
+
+
+@app.command()
+def check(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Agent configuration file (YAML)")],
+    turnaround_ms: TurnaroundMs = 10.0,
+) -> None:
+    """Validate the configuration, its profiles' test vectors and the read plan, without touching a bus.
+
+    Exit 2 with one line per problem. A bus whose estimated cycle exceeds the poll interval is a problem
+    when the line's baud rate is known, and a warning when it is assumed (a gateway's line).
+    """
+    from agent.plan_report import agent_plan, over_budget_message
+    from kilowatch.profiles import vector_failures
+
+    agent_config = load_config(AgentConfig, config)
+    profile_ids = sorted({load_builtin(m.profile).id for bus in agent_config.buses for m in bus.meters})
+    problems = [f for pid in profile_ids for f in vector_failures(load_builtin(pid))]
+    report = agent_plan(agent_config, turnaround_s=turnaround_ms / 1000)
+    for bus in report.buses:
+        if bus.over_budget and bus.known_line:
+            problems.append(over_budget_message(bus))
+        elif bus.over_budget:
+            typer.secho(
+                f"warning: {over_budget_message(bus)} (assumed baud)", err=True, fg=typer.colors.YELLOW
+            )
+    if problems:
+        fail(f"{config}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems), EXIT_CONFIG)
+    meters = [m for bus in report.buses for m in bus.meters]
+    busiest = max(report.buses, key=lambda b: b.share)
+    typer.echo(
+        f"ok {config}: {len(report.buses)} bus(es), {len(meters)} meter(s), {len(profile_ids)} profile(s), "
+        f"{sum(len(m.requests) for m in meters)} requests per cycle; busiest bus {busiest.name} at "
+        f"{busiest.share:.1%} of the {agent_config.poll_interval_s:g} s poll interval"
+    )

@@ -6,8 +6,10 @@ offending key, not at the enclosing list, so ``kilowatch.yamlconfig`` can point 
 
 from __future__ import annotations
 
+import logging
+from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
-from typing import Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -19,10 +21,13 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from agent.bus_time import SerialLine
 from kilowatch.broker import BrokerSettings
 from kilowatch.mqtt_contract import ID_PATTERN
-from kilowatch.profiles import load_builtin
+from kilowatch.profiles import Profile, load_builtin
 from kilowatch.yamlconfig import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class _Strict(BaseModel):
@@ -64,12 +69,65 @@ class ClockSettings(_Strict):
     mode: ClockMode = Field(ClockMode.AUTO, description="How the gateway decides whether its clock is right")
 
 
+class Timing(_Strict):
+    """How patiently one meter is asked: one value object, set per bus and overridden per meter.
+
+    A key left out (null) inherits: meter, then bus, then the profile's ``connection.timeout_s`` (for
+    the timeout), then the built-in default (:data:`BUILT_IN_TIMING`). A pause of 0 disables it, which
+    is distinct from inheriting one.
+    """
+
+    timeout_s: float | None = Field(
+        None, gt=0, le=30, description="Response timeout per request in seconds; null: inherit"
+    )
+    retries: int | None = Field(
+        None, ge=0, le=5, description="Extra attempts after a timeout or a garbled answer; null: inherit"
+    )
+    pause_after_connect_s: float | None = Field(
+        None, ge=0, le=60, description="Wait after opening the port or connection; 0: none; null: inherit"
+    )
+    pause_between_requests_s: float | None = Field(
+        None, ge=0, le=10, description="Bus silence before each request to this meter; 0: none; null: inherit"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EffectiveTiming:
+    """A :class:`Timing` with everything inherited filled in."""
+
+    timeout_s: float
+    retries: int
+    pause_after_connect_s: float
+    pause_between_requests_s: float
+
+    @property
+    def budget_s(self) -> float:
+        """The longest one request to this meter can hold the bus (every attempt timing out)."""
+        return (self.timeout_s + self.pause_between_requests_s) * (self.retries + 1)
+
+
+BUILT_IN_TIMING = EffectiveTiming(
+    timeout_s=1.0, retries=1, pause_after_connect_s=0.0, pause_between_requests_s=0.0
+)
+
+
+def effective_timing(meter: Timing, bus: Timing, profile: Profile) -> EffectiveTiming:
+    """Meter over bus over profile over built-in, key by key."""
+    base = replace(BUILT_IN_TIMING, timeout_s=profile.connection.timeout_s)
+    chosen = {
+        name: next((v for v in (getattr(meter, name), getattr(bus, name)) if v is not None), default)
+        for name, default in asdict(base).items()
+    }
+    return EffectiveTiming(**chosen)
+
+
 class Meter(_Strict):
     """One meter on a bus."""
 
     id: str = Field(pattern=ID_PATTERN, description="Meter id, unique across the deployment")
     profile: str = Field(description="Device profile id or alias (see `kilowatch profiles list`)")
     unit: int = Field(ge=1, le=247, description="Modbus unit (slave) id on this bus")
+    timing: Timing = Field(default_factory=Timing, description="Overrides the bus's timing for this meter")
 
     @field_validator("profile")
     @classmethod
@@ -82,13 +140,36 @@ class Meter(_Strict):
             raise PydanticCustomError("broken_profile", "; ".join(exc.problems)) from None
         return name
 
+    @field_validator("timing", mode="before")
+    @classmethod
+    def _empty_timing(cls, value: Any) -> Any:
+        return {} if value is None else value
+
 
 class _BusBase(_Strict):
     """What every bus has, whatever its transport."""
 
     name: str = Field(pattern=ID_PATTERN, description="Bus name, used in logs and errors")
-    timeout_s: float = Field(1.0, gt=0, le=30, description="Response timeout per request in seconds")
+    timing: Timing = Field(default_factory=Timing, description="Timing for every meter on this bus")
     meters: list[Meter] = Field(min_length=1, description="Meters on this bus, polled one after another")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_timeout(cls, data: Any) -> Any:
+        """``timeout_s`` on a bus (issue-2 configs) keeps working as ``timing.timeout_s``."""
+        if isinstance(data, dict) and "timeout_s" in data:
+            data = dict(data)
+            timeout = data.pop("timeout_s")
+            timing = dict(data.get("timing") or {})
+            timing.setdefault("timeout_s", timeout)
+            data["timing"] = timing
+            log.warning("bus %s: timeout_s is deprecated; write timing: {timeout_s: ...}", data.get("name"))
+        return data
+
+    @field_validator("timing", mode="before")
+    @classmethod
+    def _empty_timing(cls, value: Any) -> Any:
+        return {} if value is None else value
 
     @model_validator(mode="after")
     def _units_unique(self) -> Self:
@@ -101,6 +182,9 @@ class _BusBase(_Strict):
         _raise_if_any("Bus", errors)
         return self
 
+    def timing_of(self, meter: Meter) -> EffectiveTiming:
+        return effective_timing(meter.timing, self.timing, load_builtin(meter.profile))
+
 
 class TcpBus(_BusBase):
     """Meters reached over Modbus TCP (a meter with Ethernet, or a TCP-to-RS-485 gateway in TCP mode)."""
@@ -110,9 +194,82 @@ class TcpBus(_BusBase):
     port: int = Field(502, ge=1, le=65535, description="Modbus TCP port")
 
 
-Bus = TcpBus
-"""A bus of any transport. Serial transports will make this ``Annotated[TcpBus | RtuBus | ...,
-Field(discriminator="transport")]``; `transport` is already required so today's files stay valid."""
+LINE_KEYS = ("baud", "parity", "stopbits", "bytesize")
+"""The character format of a serial line, as the profile's `connection` names it."""
+
+
+class _SerialLineBus(_BusBase):
+    """A bus that is an RS-485 line somewhere: its character format comes from the config, else from
+    the meters' profiles (which must then agree), else from the built-in 9600 8N1."""
+
+    configurable: ClassVar[tuple[str, ...]] = ("baud",)
+    """The line keys this kind of bus lets the config set."""
+
+    baud: int | None = Field(
+        None, gt=0, le=4_000_000, description="Line speed; null: the meters' profile default"
+    )
+
+    @model_validator(mode="after")
+    def _profiles_agree(self) -> Self:
+        errors = []
+        for key in self.configurable:
+            if getattr(self, key) is not None:
+                continue
+            first: tuple[int, Any] | None = None
+            for i, meter in enumerate(self.meters):
+                value = getattr(load_builtin(meter.profile).connection, key)
+                if first is None:
+                    first = (i, value)
+                elif value != first[1]:
+                    errors.append(
+                        InitErrorDetails(
+                            type=PydanticCustomError(
+                                "line_mismatch",
+                                "its profile's {key} {value} differs from meters[{i}]'s {other}; "
+                                "set {key} on the bus",
+                                {"key": key, "value": value, "i": first[0], "other": first[1]},
+                            ),
+                            loc=("meters", i, "profile"),
+                            input=meter.profile,
+                        )
+                    )
+                    break
+        _raise_if_any("Bus", errors)
+        return self
+
+    @property
+    def line(self) -> SerialLine:
+        """The character format on the wire: config over the meters' profile over built-in."""
+        profile = load_builtin(self.meters[0].profile).connection
+        chosen = {key: getattr(self, key) if key in self.configurable else None for key in LINE_KEYS}
+        return SerialLine(**{k: getattr(profile, k) if v is None else v for k, v in chosen.items()})
+
+
+class RtuBus(_SerialLineBus):
+    """An RS-485 line on a serial port of the gateway (a USB adapter, a HAT)."""
+
+    configurable: ClassVar[tuple[str, ...]] = LINE_KEYS
+
+    transport: Literal["rtu"] = Field(description="How the bus is reached")
+    port: str = Field(min_length=1, description="Serial device, e.g. /dev/ttyUSB0")
+    parity: Literal["N", "E", "O"] | None = Field(None, description="N, E or O; null: the profiles'")
+    stopbits: Literal[1, 2] | None = Field(None, description="1 or 2; null: the profiles'")
+    bytesize: Literal[7, 8] | None = Field(None, description="7 or 8; null: the profiles'")
+
+
+class RtuOverTcpBus(_SerialLineBus):
+    """An RS-485 line behind a serial server that forwards raw RTU frames over TCP (transparent mode).
+
+    Its serial side is configured on the converter; ``baud`` here only feeds bus-time estimates.
+    """
+
+    transport: Literal["rtu-over-tcp"] = Field(description="How the bus is reached")
+    host: str = Field(min_length=1, description="Host name or address of the serial server")
+    port: int = Field(ge=1, le=65535, description="The serial server's TCP port for this line")
+
+
+Bus = Annotated[TcpBus | RtuBus | RtuOverTcpBus, Field(discriminator="transport")]
+"""A bus of any transport, told apart by its `transport` key."""
 
 
 class AgentConfig(_Strict):

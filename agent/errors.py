@@ -32,6 +32,11 @@ class AgentError(Exception):
         """The meter cannot be reached at all, so its other registers need not be tried in this poll."""
         return False
 
+    @property
+    def retryable(self) -> bool:
+        """Asking again at once may succeed (the answer was lost or garbled, not refused)."""
+        return False
+
 
 class BusUnavailable(AgentError):
     """The bus itself cannot be used (TCP connection refused or lost, serial port missing)."""
@@ -57,6 +62,10 @@ class ModbusTimeout(AgentError):
 
     @property
     def unreachable(self) -> bool:
+        return True
+
+    @property
+    def retryable(self) -> bool:
         return True
 
 
@@ -87,3 +96,54 @@ class MalformedResponse(AgentError):
         self.address = address
         self.reason = reason
         super().__init__(f"bus {bus!r} unit {unit}: bad answer reading register {address:#06x}: {reason}")
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class CrcError(AgentError):
+    """Bytes came back but formed no valid RTU frame: noise, a wiring or termination fault, two units
+    with the same id, or a baud rate or parity that does not match the meter's."""
+
+    def __init__(self, bus: str, unit: int, address: int, heard: bytes) -> None:
+        self.bus = bus
+        self.unit = unit
+        self.address = address
+        self.heard = heard
+        super().__init__(
+            f"bus {bus!r} unit {unit}: garbled answer (bad CRC or framing, {len(heard)} bytes: "
+            f"{heard[:16].hex(' ')}{' ...' if len(heard) > 16 else ''}) reading register {address:#06x}"
+        )
+
+    @property
+    def unreachable(self) -> bool:
+        """Still garbled after the retries: the rest of the poll would only spend the bus's time."""
+        return True
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class WrongUnit(AgentError):
+    """A valid answer came back from another unit id than the one asked (misconfigured meter address,
+    or a late answer from a slow meter)."""
+
+    def __init__(self, bus: str, unit: int, address: int, answered: int) -> None:
+        self.bus = bus
+        self.unit = unit
+        self.address = address
+        self.answered = answered
+        super().__init__(
+            f"bus {bus!r} unit {unit}: unit {answered} answered instead, reading register {address:#06x}"
+        )
+
+    @property
+    def unreachable(self) -> bool:
+        """The unit asked did not answer, whoever else did."""
+        return True
+
+    @property
+    def retryable(self) -> bool:
+        return True

@@ -3,22 +3,20 @@
 A failed request costs only the values it would have carried; the rest of the meter is still reported.
 A meter that cannot be reached (timeout, bus down, gateway reports it absent) is not asked again in
 the same poll: on a slow bus every further timeout would delay every other meter. Failures are kept
-per quantity with their reason, for logs and for ``kilowatch agent read``.
+per quantity with their reason, for the bus worker's logs and for ``kilowatch agent read``.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agent.clock import now_ms
 from agent.errors import AgentError
-from agent.planner import plan
+from agent.planner import Request, plan
 from agent.transport import RegisterReader
 from kilowatch.mqtt_contract import ClockState, Quality, Reading
 from kilowatch.profiles import Profile
-
-log = logging.getLogger(__name__)
 
 NOT_AVAILABLE = "not available (NaN or sentinel value)"
 
@@ -35,12 +33,22 @@ class Poll:
     failures: list[AgentError] = field(default_factory=list)
     """Every failed request, in order."""
 
+    @classmethod
+    def unread(cls, profile: Profile, reason: str) -> Poll:
+        """A poll that asked nothing (the meter is skipped, the bus is down): every quantity errs."""
+        return cls(ts=now_ms(), errors=dict.fromkeys((reg.quantity for reg in profile.registers), reason))
 
-async def poll(reader: RegisterReader, profile: Profile, unit: int) -> Poll:
-    """Read and decode every register of `profile` from `unit`; never raises an AgentError."""
+
+async def poll(
+    reader: RegisterReader, profile: Profile, unit: int, requests: Sequence[Request] | None = None
+) -> Poll:
+    """Read and decode every register of `profile` from `unit`; never raises an AgentError.
+
+    `requests` is the read plan when the caller keeps one (the bus worker plans each meter once).
+    """
     result = Poll(ts=now_ms())
     silent: AgentError | None = None
-    for request in plan(profile):
+    for request in plan(profile) if requests is None else requests:
         if silent is not None:
             result.errors.update((reg.quantity, str(silent)) for reg in request.registers)
             continue
@@ -62,13 +70,8 @@ async def poll(reader: RegisterReader, profile: Profile, unit: int) -> Poll:
     return result
 
 
-async def read_meter(
-    reader: RegisterReader, profile: Profile, unit: int, meter_id: str, clock_state: ClockState
-) -> Reading:
-    """Poll one meter into the wire :class:`Reading`; failures become per-value ERROR quality."""
-    result = await poll(reader, profile, unit)
-    for failure in result.failures:
-        log.warning("meter %s: %s", meter_id, failure)
+def to_reading(result: Poll, profile: Profile, meter_id: str, clock_state: ClockState) -> Reading:
+    """A poll as the wire :class:`Reading`; what could not be read gets per-value ERROR quality."""
     return Reading(
         meter=meter_id,
         profile=profile.id,

@@ -1,9 +1,8 @@
-"""The agent's main loop: poll every meter on clock-aligned ticks, one batch per cycle, until a signal.
+"""The agent's main loop: one worker per bus, each polling on clock-aligned ticks, until a signal.
 
-Buses are polled concurrently (they are separate wires or connections); meters on one bus one after
-another (a Modbus bus carries one request at a time). Ticks are aligned to the interval on the wall
-clock (every 10 s: at :00, :10, ...) so readings from different gateways line up. A cycle that overruns
-skips the ticks it missed instead of bunching polls together.
+Buses are polled concurrently and independently (they are separate wires or connections): each bus worker
+has its own cycle and hands its readings to the publisher as one batch, so a slow bus never delays a
+fast one. Within a bus the worker serialises every transaction (see :mod:`agent.bus_worker`).
 """
 
 from __future__ import annotations
@@ -11,97 +10,67 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import signal
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 
+from agent.bus_worker import BusWorker, slots
 from agent.clock import clock_state
-from agent.config import AgentConfig, Bus
-from agent.poller import read_meter
+from agent.config import AgentConfig, Bus, ClockMode, RtuBus, RtuOverTcpBus, TcpBus
 from agent.publisher import Publisher
-from agent.transport import ModbusTcpReader, RegisterReader
-from kilowatch.mqtt_contract import ClockState, Quality, Reading
-from kilowatch.profiles import Profile, load_builtin
+from agent.transport import Link, ModbusReader, RegisterReader, RtuOverTcpLink, SerialPortLink, TcpLink
+from kilowatch.mqtt_contract import ClockState
 
 log = logging.getLogger(__name__)
 
 ReaderFactory = Callable[[Bus], AbstractAsyncContextManager[RegisterReader]]
 
 
-def open_bus(bus: Bus) -> ModbusTcpReader:
-    """The reader for a configured bus."""
-    return ModbusTcpReader(bus=bus.name, host=bus.host, port=bus.port, timeout_s=bus.timeout_s)
-
-
-def next_tick(now: float, interval: float) -> float:
-    """The first multiple of `interval` (seconds since the epoch) strictly after `now`."""
-    return (math.floor(now / interval) + 1) * interval
-
-
-async def poll_bus(
-    bus: Bus, reader: RegisterReader, profiles: Mapping[str, Profile], clock: ClockState
-) -> list[Reading]:
-    """Read every meter on one bus in turn; a meter that fails in an unexpected way is logged and skipped."""
-    readings = []
-    for meter in bus.meters:
-        try:
-            readings.append(await read_meter(reader, profiles[meter.id], meter.unit, meter.id, clock))
-        except Exception:  # one meter's bug must not stop the others; logged with its traceback
-            log.exception("meter %s on bus %s: unexpected error; no reading this cycle", meter.id, bus.name)
-    return readings
-
-
-async def poll_all(
-    config: AgentConfig,
-    readers: Mapping[str, RegisterReader],
-    profiles: Mapping[str, Profile],
-    clock: ClockState,
-) -> list[Reading]:
-    """One cycle: every bus concurrently, readings in configuration order."""
-    async with asyncio.TaskGroup() as group:
-        tasks = [
-            group.create_task(
-                poll_bus(bus, readers[bus.name], profiles, clock), name=f"kilowatch-bus-{bus.name}"
+def link_of(bus: Bus) -> Link:
+    """Where a configured bus is."""
+    match bus:
+        case TcpBus():
+            return TcpLink(bus.host, bus.port)
+        case RtuOverTcpBus():
+            return RtuOverTcpLink(bus.host, bus.port)
+        case RtuBus():
+            line = bus.line
+            return SerialPortLink(
+                device=bus.port,
+                baud=line.baud,
+                parity=line.parity,
+                stopbits=line.stopbits,
+                bytesize=line.bytesize,
             )
-            for bus in config.buses
-        ]
-    return [reading for task in tasks for reading in task.result()]
 
 
-async def _poll_forever(
-    config: AgentConfig,
-    readers: Mapping[str, RegisterReader],
-    profiles: Mapping[str, Profile],
-    publisher: Publisher,
-) -> None:
-    interval = config.poll_interval_s
-    last_clock: ClockState | None = None
-    while True:
-        await asyncio.sleep(max(0.0, next_tick(time.time(), interval) - time.time()))
-        started = time.monotonic()
-        clock = clock_state(config.clock.mode)
-        if clock is not last_clock:
-            level = logging.INFO if clock is ClockState.SYNCED else logging.WARNING
-            log.log(level, "system clock is %s; readings are marked so", clock.value)
-            last_clock = clock
-        readings = await poll_all(config, readers, profiles, clock)
-        if readings:
-            batch = publisher.submit(readings)
-            log.debug(
-                "cycle seq %d: %d readings, %d with errors, %.2f s; %d batches queued",
-                batch.seq,
-                len(readings),
-                sum(r.quality is Quality.ERROR for r in readings),
-                time.monotonic() - started,
-                publisher.pending,
-            )
-        elapsed = time.monotonic() - started
-        if elapsed > interval:
-            log.warning(
-                "poll cycle took %.1f s, longer than poll_interval_s %s; ticks skipped", elapsed, interval
-            )
+def open_bus(bus: Bus) -> ModbusReader:
+    """The reader for a configured bus, with each meter's timeout; the longest pause after connect of
+    its meters applies to the whole link."""
+    timings = {meter.unit: bus.timing_of(meter) for meter in bus.meters}
+    return ModbusReader(
+        link_of(bus),
+        bus=bus.name,
+        timeout_s=max(t.timeout_s for t in timings.values()),
+        unit_timeouts={unit: t.timeout_s for unit, t in timings.items()},
+        pause_after_connect_s=max(t.pause_after_connect_s for t in timings.values()),
+    )
+
+
+class ClockWatch:
+    """The gateway's clock state for each cycle, logged when it changes."""
+
+    def __init__(self, mode: ClockMode) -> None:
+        self.mode = mode
+        self.last: ClockState | None = None
+
+    def __call__(self) -> ClockState:
+        state = clock_state(self.mode)
+        if state is not self.last:
+            level = logging.INFO if state is ClockState.SYNCED else logging.WARNING
+            log.log(level, "system clock is %s; readings are marked so", state.value)
+            self.last = state
+        return state
 
 
 @contextlib.contextmanager
@@ -125,10 +94,9 @@ async def run(
 ) -> None:
     """Run the agent until SIGTERM, SIGINT or `stop` is set; then publish what it can and go offline."""
     stop = stop or asyncio.Event()
-    profiles = {meter.id: load_builtin(meter.profile) for bus in config.buses for meter in bus.meters}
     log.info(
         "polling %d meters on %d buses every %s s; publishing to %s:%d as %s/%s",
-        len(profiles),
+        len(config.meter_ids),
         len(config.buses),
         config.poll_interval_s,
         config.mqtt.host,
@@ -137,22 +105,32 @@ async def run(
         config.gateway,
     )
     publisher = Publisher(config.mqtt, site=config.site, gateway=config.gateway, meters=config.meter_ids)
+    clock = ClockWatch(config.clock.mode)
     with _stop_on_signals(stop):
         async with contextlib.AsyncExitStack() as stack:
-            readers = {bus.name: await stack.enter_async_context(open_reader(bus)) for bus in config.buses}
+            workers = [
+                BusWorker(
+                    name=bus.name, reader=await stack.enter_async_context(open_reader(bus)), meters=slots(bus)
+                )
+                for bus in config.buses
+            ]
             await stack.enter_async_context(publisher)
-            polling = asyncio.create_task(
-                _poll_forever(config, readers, profiles, publisher), name="kilowatch-poll-loop"
-            )
+            polling = {
+                asyncio.create_task(
+                    worker.run(config.poll_interval_s, clock, publisher.submit),
+                    name=f"kilowatch-bus-{worker.name}",
+                )
+                for worker in workers
+            }
             stopping = asyncio.create_task(stop.wait(), name="kilowatch-stop-signal")
-            tasks = {polling, stopping}
+            tasks = {*polling, stopping}
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 for task in tasks:
                     task.cancel()
                 await asyncio.wait(tasks)
-            crash = None if polling.cancelled() else polling.exception()
-            if crash is not None:
-                raise crash  # a bug in the poll loop: the exit stack still stops the publisher cleanly
+            crashes = [exc for t in polling if not t.cancelled() and (exc := t.exception()) is not None]
+            if crashes:
+                raise crashes[0]  # a bug in a bus loop: the exit stack still stops the publisher cleanly
     log.info("stopped")

@@ -1,23 +1,56 @@
-"""Reading registers off a bus: a one-method interface, its Modbus TCP implementation and a test double.
+"""Reading registers off a bus: a one-method interface, its Modbus implementations and a test double.
 
-Everything above this module (poller, runner, CLI) depends only on :class:`RegisterReader`, so unit
-tests feed canned register maps and the serial transports plug in later without touching the poller.
-This is the one place where pymodbus exceptions become :mod:`agent.errors` exceptions.
+Everything above this module (bus worker, poller, runner, CLI) depends only on :class:`RegisterReader`,
+so unit tests feed canned register maps without sockets. Three transports share one reader: Modbus TCP,
+Modbus RTU on a serial port, and RTU frames tunnelled through a serial server's TCP port. This is the one
+place where pymodbus exceptions become :mod:`agent.errors` exceptions.
+
+A timeout of one unit never closes the port or connection: on a shared RS-485 line that would cost every
+other meter a reconnect. Only a lost link (port gone, connection reset) closes it, and the next read
+reopens it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import errno
+import logging
+import termios
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, ClassVar, Protocol, Self
 
-from agent.errors import BusUnavailable, MalformedResponse, ModbusExceptionResponse, ModbusTimeout
+from agent.errors import (
+    AgentError,
+    BusUnavailable,
+    CrcError,
+    MalformedResponse,
+    ModbusExceptionResponse,
+    ModbusTimeout,
+    WrongUnit,
+)
 from kilowatch.profiles import Table
 
 if TYPE_CHECKING:
-    from pymodbus.client import AsyncModbusTcpClient
+    from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+
+    ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
+
+Trace = Callable[[bool, bytes], bytes]
 
 ILLEGAL_DATA_ADDRESS = 2
+
+BACKSTOP_TIMEOUT_S = 60.0
+"""pymodbus' own response timeout, above any configured one: the reader times requests out itself (per
+unit), so pymodbus never counts a silent unit towards closing the shared connection."""
+
+RTU_MIN_FRAME = 4
+"""Unit, function code and CRC: the shortest RTU frame."""
+
+OPEN_ERRORS = (OSError, ValueError, termios.error)
+"""What opening a port raises: missing, busy or forbidden (OSError, pyserial's SerialException among
+them), settings pyserial rejects (ValueError) or the driver refuses (termios.error)."""
 
 
 class RegisterReader(Protocol):
@@ -26,20 +59,174 @@ class RegisterReader(Protocol):
     async def read(self, table: Table, address: int, count: int, unit: int) -> list[int]: ...
 
 
-class ModbusTcpReader:
-    """A Modbus TCP connection to one bus, opened by the first read and reopened by the next read after a
-    failure, so a meter that is down at start-up or drops its connection costs one cycle, not the agent.
+def crc16(data: bytes) -> int:
+    """The Modbus RTU CRC of `data`, as the two bytes that follow it on the wire (low byte first)."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return int.from_bytes(crc.to_bytes(2, "little"), "big")
 
-    pymodbus' own reconnection and retries are switched off: the agent's poll cycle is the retry, and a
-    dead meter must cost one timeout per cycle, not several.
+
+def rtu_silence_error(bus: str, unit: int, address: int, heard: bytes) -> AgentError:
+    """What a timed-out RTU request heard, as an error: nothing, another unit's valid frame, or garbage."""
+    if not heard:
+        return ModbusTimeout(bus, unit, address)
+    body, check = heard[:-2], heard[-2:]
+    if len(heard) >= RTU_MIN_FRAME and crc16(body) == int.from_bytes(check, "big") and heard[0] != unit:
+        return WrongUnit(bus, unit, address, heard[0])
+    return CrcError(bus, unit, address, heard)
+
+
+def serial_open_problem(exc: BaseException) -> str:
+    """A technician's reading of why a serial port did not open."""
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code == errno.ENOENT or "No such file" in text:
+        return "no such serial port"
+    if code == errno.EACCES or "Permission denied" in text:
+        return "permission denied (is the user in the dialout group?)"
+    if code in {errno.EBUSY, errno.EAGAIN} or "lock" in text.lower():
+        return "the port is busy (another program has it open)"
+    if isinstance(exc, ValueError | termios.error) or "baud" in text.lower():
+        return f"the port refused the settings ({text})"
+    return text
+
+
+@dataclass(frozen=True)
+class TcpLink:
+    """Modbus TCP: a meter with Ethernet, or a TCP-to-RS-485 gateway that speaks Modbus TCP."""
+
+    host: str
+    port: int = 502
+
+    rtu_framing: ClassVar[bool] = False
+    """Whether answers are RTU frames (CRC, no transaction id), so a timeout can be diagnosed."""
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def client(self, trace: Trace) -> ModbusClient:
+        from pymodbus import FramerType
+        from pymodbus.client import AsyncModbusTcpClient
+
+        return AsyncModbusTcpClient(
+            self.host,
+            port=self.port,
+            framer=FramerType.RTU if self.rtu_framing else FramerType.SOCKET,
+            timeout=BACKSTOP_TIMEOUT_S,
+            retries=0,
+            reconnect_delay=0,
+            trace_packet=trace,
+        )
+
+    def open_problem(self) -> str:
+        """Why opening failed (pymodbus only logs it): for TCP, refused or unreachable."""
+        return f"cannot connect to {self}"
+
+
+@dataclass(frozen=True)
+class RtuOverTcpLink(TcpLink):
+    """RTU frames through a serial server's TCP port (a converter in transparent / raw mode)."""
+
+    rtu_framing: ClassVar[bool] = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class SerialPortLink:
+    """Modbus RTU on a serial port of this machine."""
+
+    device: str
+    baud: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+
+    rtu_framing: ClassVar[bool] = True
+
+    def __str__(self) -> str:
+        return f"{self.device} at {self.baud} {self.bytesize}{self.parity}{self.stopbits}"
+
+    def client(self, trace: Trace) -> ModbusClient:
+        from pymodbus import FramerType
+        from pymodbus.client import AsyncModbusSerialClient
+
+        return AsyncModbusSerialClient(
+            self.device,
+            framer=FramerType.RTU,
+            baudrate=self.baud,
+            parity=self.parity,
+            stopbits=self.stopbits,
+            bytesize=self.bytesize,
+            timeout=BACKSTOP_TIMEOUT_S,
+            retries=0,
+            reconnect_delay=0,
+            trace_packet=trace,
+        )
+
+    def open_problem(self) -> str:
+        """Open the port again with pyserial, which pymodbus uses, to learn why it failed."""
+        import serial
+
+        try:
+            serial.serial_for_url(
+                self.device,
+                exclusive=True,
+                baudrate=self.baud,
+                parity=self.parity,
+                stopbits=self.stopbits,
+                bytesize=self.bytesize,
+            ).close()
+        except OPEN_ERRORS as exc:
+            return f"{self.device}: {serial_open_problem(exc)}"
+        return f"{self.device}: could not open it (it opens now: try again)"
+
+
+Link = TcpLink | SerialPortLink
+
+
+class ModbusReader:
+    """One Modbus link, opened by the first read and reopened by the next read after it was lost.
+
+    pymodbus' own reconnection and retries are switched off: the bus worker retries, per meter.
+
+    Args:
+        link: Where the bus is and how it is framed.
+        bus: Bus name, for errors and logs.
+        timeout_s: Response timeout of a unit not in `unit_timeouts`, and the connect timeout.
+        unit_timeouts: Response timeout per unit (meters on one bus may need different patience).
+        pause_after_connect_s: Silence after opening the link (some converters drop the first frame).
     """
 
-    def __init__(self, *, bus: str, host: str, port: int = 502, timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        link: Link,
+        *,
+        bus: str,
+        timeout_s: float = 1.0,
+        unit_timeouts: Mapping[int, float] | None = None,
+        pause_after_connect_s: float = 0.0,
+    ) -> None:
+        # pymodbus logs, at ERROR, what this class reports itself (a late answer it skips, a frame with a
+        # bad CRC); its lines would repeat every cycle without naming the meter.
+        logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+        self.link = link
         self.bus = bus
-        self.host = host
-        self.port = port
         self.timeout_s = timeout_s
-        self._client: AsyncModbusTcpClient | None = None
+        self.unit_timeouts = dict(unit_timeouts or {})
+        self.pause_after_connect_s = pause_after_connect_s
+        self.opens = 0
+        """How often the link was opened: a figure for health, and proof in tests that a silent unit
+        did not cost the others a reconnect."""
+        self._client: ModbusClient | None = None
+        self._heard = b""
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus packet hook: remember what came back, to tell silence from garbage on a timeout."""
+        if not sending:
+            self._heard = data
+        return data
 
     async def __aenter__(self) -> Self:
         return self
@@ -54,19 +241,23 @@ class ModbusTcpReader:
             self._client.close()
             self._client = None
 
-    async def _connected(self) -> AsyncModbusTcpClient:
-        from pymodbus.client import AsyncModbusTcpClient
-
+    async def _connected(self) -> ModbusClient:
         if self._client is not None and self._client.connected:
             return self._client
         self.close()
-        client = AsyncModbusTcpClient(
-            self.host, port=self.port, timeout=self.timeout_s, retries=0, reconnect_delay=0
-        )
-        if not await client.connect():
+        try:
+            client = self.link.client(self._trace)
+            async with asyncio.timeout(self.timeout_s):
+                opened = await client.connect()
+        except (TimeoutError, *OPEN_ERRORS) as exc:
+            raise BusUnavailable(self.bus, f"{self.link}: {serial_open_problem(exc)}") from exc
+        if not opened:
             client.close()
-            raise BusUnavailable(self.bus, f"cannot connect to {self.host}:{self.port}")
+            raise BusUnavailable(self.bus, self.link.open_problem())
         self._client = client
+        self.opens += 1
+        if self.pause_after_connect_s:
+            await asyncio.sleep(self.pause_after_connect_s)
         return client
 
     async def read(self, table: Table, address: int, count: int, unit: int) -> list[int]:
@@ -74,14 +265,22 @@ class ModbusTcpReader:
 
         client = await self._connected()
         call = client.read_input_registers if table is Table.INPUT else client.read_holding_registers
+        self._heard = b""
         try:
-            response = await call(address, count=count, device_id=unit)
-        except ModbusIOException as exc:
-            self.close()
+            async with asyncio.timeout(self.unit_timeouts.get(unit, self.timeout_s)):
+                response = await call(address, count=count, device_id=unit)
+        except TimeoutError as exc:
+            if self.link.rtu_framing:
+                raise rtu_silence_error(self.bus, unit, address, self._heard) from exc
             raise ModbusTimeout(self.bus, unit, address) from exc
+        except ModbusIOException as exc:  # an answer pymodbus could not decode, or the link dropped
+            if not client.connected:
+                self.close()
+                raise BusUnavailable(self.bus, f"{self.link}: {exc}") from exc
+            raise MalformedResponse(self.bus, unit, address, str(exc)) from exc
         except (ModbusException, OSError) as exc:  # ConnectionException and the rest: the link is gone
             self.close()
-            raise BusUnavailable(self.bus, f"{self.host}:{self.port}: {exc}") from exc
+            raise BusUnavailable(self.bus, f"{self.link}: {exc}") from exc
         if response.isError():
             raise ModbusExceptionResponse(self.bus, unit, address, int(response.exception_code))
         registers = list(response.registers)

@@ -54,6 +54,24 @@ class Connection(_Strict):
     timeout_s: float = Field(1.0, gt=0, le=30, description="Response timeout in seconds")
 
 
+class ForbiddenRange(_Strict):
+    """Registers a meter must never be asked for (some firmwares hang or reset when they are read)."""
+
+    table: Table = Field(Table.INPUT, description="Register table the range is in")
+    start: int = Field(ge=0, le=0xFFFF, description="First forbidden wire address")
+    end: int = Field(ge=0, le=0xFFFF, description="Last forbidden wire address (inclusive)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end:#06x} is before start {self.start:#06x}")
+        return self
+
+    def overlaps(self, table: Table, address: int, count: int) -> bool:
+        """Whether reading `count` registers of `table` from `address` touches this range."""
+        return table is self.table and address <= self.end and self.start < address + count
+
+
 class Quirks(_Strict):
     """How this model deviates from a textbook Modbus slave."""
 
@@ -61,6 +79,14 @@ class Quirks(_Strict):
         125, ge=1, le=125, description="Largest register count the meter answers in one request"
     )
     single_register_reads: bool = Field(False, description="The meter only answers one value per request")
+    fill_gaps: bool = Field(
+        False,
+        description="The meter answers for unmapped registers, so one request may span a gap between "
+        "mapped ones when that is quicker than two (most meters answer illegal data address instead)",
+    )
+    forbidden_ranges: list[ForbiddenRange] = Field(
+        default_factory=list, description="Registers no request may touch, even to fill a gap"
+    )
 
 
 class Register(_Strict):
@@ -160,6 +186,12 @@ class Profile(_Strict):
                 used[(reg.table, addr)] = reg.quantity
             if reg.count > self.quirks.max_registers_per_request:
                 raise ValueError(f"{reg.quantity!r} needs more registers than one request may read")
+            for forbidden in self.quirks.forbidden_ranges:
+                if forbidden.overlaps(reg.table, reg.address, reg.count):
+                    raise ValueError(
+                        f"{reg.quantity!r} lies in the forbidden {reg.table.value} range "
+                        f"{forbidden.start:#06x}-{forbidden.end:#06x}"
+                    )
         for i, vector in enumerate(self.test_vectors):
             unknown = set(vector.expect) - seen_quantities
             if unknown:

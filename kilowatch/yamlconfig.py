@@ -36,6 +36,24 @@ def _format_loc(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+def _strip_tags(data: Any, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """`loc` without the parts that name no key of the data: pydantic inserts a union's tag (``tcp`` in
+    ``buses[0].tcp.meters[2]``) that the file does not contain. The last part is always kept, since a
+    missing key is, by definition, absent from the mapping."""
+    kept: list[int | str] = []
+    for i, part in enumerate(loc):
+        if isinstance(data, dict) and part not in data and i < len(loc) - 1:
+            continue
+        kept.append(part)
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            data = None
+    return tuple(kept)
+
+
 def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     """1-based line of the deepest YAML node that `loc` reaches."""
     if node is None:
@@ -83,6 +101,7 @@ def validate(model: type[M], data: Any, path: Path | str, node: yaml.Node | None
         problems = []
         for error in exc.errors():
             loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            loc = _strip_tags(data, loc)
             line = _line_of(node, loc)
             where = f"{Path(path).name}:{line}" if line else Path(path).name
             problems.append(f"{where} {_format_loc(loc)}: {_describe(dict(error))}")

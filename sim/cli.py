@@ -8,14 +8,19 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar, cast
 
 import typer
 
 from kilowatch.cli_support import EXIT_CONFIG, fail, parse_host_port
-from kilowatch.profiles import Profile, load_builtin
+from kilowatch.profiles import load_builtin
+from sim.faults import Fault, parse_fault
 from sim.register_image import MAX_UNIT
 
+if TYPE_CHECKING:
+    from sim.server import Parity, SimServer
+
+S = TypeVar("S")
 T = TypeVar("T")
 
 app = typer.Typer(no_args_is_help=True)
@@ -60,8 +65,30 @@ def serve(
     profile: Annotated[str, typer.Option(help="Device profile id or alias, e.g. eastron-sdm630.")],
     units: Annotated[str, typer.Option(help="Unit ids to serve: 1-3, 1,2,5 or 1-3,7.")] = "1",
     tcp: Annotated[
-        str, typer.Option(help="host:port to listen on; port 0 picks a free one.")
-    ] = "127.0.0.1:5020",
+        str | None,
+        typer.Option(
+            help="Serve Modbus TCP on host:port; port 0 picks a free one. The default, on 127.0.0.1:5020, "
+            "when neither --rtu nor --rtu-over-tcp is given."
+        ),
+    ] = None,
+    rtu: Annotated[
+        str | None, typer.Option(help="Serve Modbus RTU on this serial device (e.g. a pseudo-terminal).")
+    ] = None,
+    rtu_over_tcp: Annotated[
+        str | None,
+        typer.Option(help="Serve RTU frames over TCP on host:port, as a serial-to-Ethernet converter."),
+    ] = None,
+    baud: Annotated[int, typer.Option(min=1, help="Baud rate of the --rtu line.")] = 9600,
+    parity: Annotated[
+        str, typer.Option(help="Parity of the --rtu line: N, E or O (8 data bits, 1 stop).")
+    ] = "N",
+    fault: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Make a unit misbehave: UNIT:dead, UNIT:slow=SECONDS, UNIT:crc (RTU framing only), "
+            "UNIT:exception=CODE or UNIT:garbage. Repeatable."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Scenario seed; the same seed replays the same loads.")] = 1,
     speed: Annotated[float, typer.Option(min=0.001, help="Simulated seconds per real second.")] = 1.0,
     update_interval: Annotated[
@@ -71,63 +98,82 @@ def serve(
         str | None, typer.Option(help="Simulated start time, ISO 8601 with timezone (default: now).")
     ] = None,
 ) -> None:
-    """Serve simulated meters over Modbus TCP until SIGINT or SIGTERM.
+    """Serve simulated meters over Modbus TCP, an RTU serial line or RTU-over-TCP until SIGINT or SIGTERM.
 
     Prints one line starting with "serving" once it listens.
     """
+    given = [
+        name
+        for name, value in (("--tcp", tcp), ("--rtu", rtu), ("--rtu-over-tcp", rtu_over_tcp))
+        if value is not None
+    ]
+    if len(given) > 1:
+        raise typer.BadParameter(f"{' and '.join(given)} exclude each other; give one", param_hint=given[-1])
     unit_ids = _option(parse_units, units, "--units")
-    host, port = _option(partial(parse_host_port, allow_zero=True), tcp, "--tcp")
+    address = rtu_over_tcp or tcp or "127.0.0.1:5020"
+    host, port = _option(partial(parse_host_port, allow_zero=True), address, given[0] if given else "--tcp")
     start_time = None if start is None else _option(parse_start, start, "--start")
+    line_parity = _option(parse_parity, parity, "--parity")
+    faults = _option(parse_faults, fault or [], "--fault")
     try:
         device_profile = load_builtin(profile)
     except KeyError as exc:
         fail(str(exc.args[0]), EXIT_CONFIG)
-    asyncio.run(
-        _serve(
-            device_profile, unit_ids, host, port,
-            seed=seed, speed=speed, update_interval=update_interval, start=start_time,
-        )
-    )  # fmt: skip
+    from sim.server import SimServer
 
-
-def _option(parse: Callable[[str], T], text: str, name: str) -> T:
-    """Parse an option's text, turning a ValueError into typer's usage error (exit 2) naming the option."""
     try:
-        return parse(text)
+        server = SimServer(
+            profile=device_profile, units=unit_ids, host=host, port=port, rtu=rtu, baud=baud,
+            parity=line_parity, rtu_over_tcp=rtu_over_tcp is not None, faults=faults,
+            seed=seed, speed=speed, update_interval=update_interval, start=start_time,
+        )  # fmt: skip
+    except ValueError as exc:  # options that are fine alone but not together, e.g. a crc fault on TCP
+        fail(str(exc), EXIT_CONFIG)
+    asyncio.run(_serve(server))
+
+
+def parse_parity(text: str) -> Parity:
+    """N, E or O, as serial settings are written (9600 8N1); lower case is fine."""
+    if text.upper() not in ("N", "E", "O"):
+        raise ValueError(f"{text!r} is not N (none), E (even) or O (odd)")
+    return cast("Parity", text.upper())
+
+
+def parse_faults(texts: list[str]) -> dict[int, Fault]:
+    """``--fault`` values -> {unit: fault}; ValueError if one is malformed or a unit has two faults."""
+    faults: dict[int, Fault] = {}
+    for text in texts:
+        unit, fault = parse_fault(text)
+        if unit in faults:
+            raise ValueError(f"unit {unit} has two faults; give at most one per unit")
+        faults[unit] = fault
+    return faults
+
+
+def _option(parse: Callable[[S], T], given: S, name: str) -> T:
+    """Parse an option's value, turning a ValueError into typer's usage error (exit 2) naming the option."""
+    try:
+        return parse(given)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint=name) from None
 
 
-async def _serve(
-    profile: Profile,
-    units: list[int],
-    host: str,
-    port: int,
-    *,
-    seed: int,
-    speed: float,
-    update_interval: float,
-    start: datetime | None,
-) -> None:
-    from sim.server import SimServer, SimServerError
+async def _serve(server: SimServer) -> None:
+    from sim.server import SimServerError
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
-    server = SimServer(
-        profile=profile, units=units, host=host, port=port,
-        seed=seed, speed=speed, update_interval=update_interval, start=start,
-    )  # fmt: skip
     try:
         await server.start()
     except SimServerError as exc:
         fail(str(exc))
     try:
+        units = server.units
         listed = ",".join(map(str, units))
         noun = "meter" if len(units) == 1 else "meters"
-        shown_host = f"[{host}]" if ":" in host else host
-        print(f"serving {len(units)} {noun} ({profile.id}, units {listed}) on tcp {shown_host}:{server.port}")
+        print(f"serving {len(units)} {noun} ({server.profile.id}, units {listed}) on {server.endpoint}")
         sys.stdout.flush()
         await stopping.wait()
     finally:

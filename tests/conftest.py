@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.serial_link import SerialLink, serial_pair
 from tests.services import Mosquitto, VictoriaMetrics
 
 
@@ -24,3 +25,10 @@ def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
     vm = VictoriaMetrics.start(tmp_path / "victoria-metrics")
     yield vm
     vm.stop()
+
+
+@pytest.fixture
+def serial_link(tmp_path: Path) -> Iterator[SerialLink]:
+    """A fresh socat pseudo-terminal pair (a serial cable): serve on ``.a``, open ``.b`` as the master."""
+    with serial_pair(tmp_path / "serial") as link:
+        yield link

@@ -19,13 +19,35 @@ class MbpollError(RuntimeError):
 
 
 def read_floats(host: str, port: int, unit: int, address0: int, count: int, *, table: int = 3) -> list[float]:
-    """Read `count` big-endian float32 values starting at 0-based wire `address0` of `unit`.
+    """Read `count` big-endian float32 values starting at 0-based wire `address0` of `unit` over Modbus TCP.
 
     `table` is mbpoll's: 3 = input registers (function 04), 4 = holding registers (function 03).
     """
+    return _read_floats(["-m", "tcp", "-p", str(port), "-o", "5"], host, unit, address0, count, table)
+
+
+def read_floats_rtu(
+    device: str,
+    unit: int,
+    address0: int,
+    count: int,
+    *,
+    baud: int = 9600,
+    parity: str = "none",
+    table: int = 3,
+    timeout_s: float = 5,
+) -> list[float]:
+    """As :func:`read_floats`, over Modbus RTU on serial `device` (`parity`: none, even or odd)."""
+    mode = ["-m", "rtu", "-b", str(baud), "-P", parity, "-o", str(timeout_s)]
+    return _read_floats(mode, device, unit, address0, count, table)
+
+
+def _read_floats(
+    mode: list[str], target: str, unit: int, address0: int, count: int, table: int
+) -> list[float]:
     args = [
-        require_binary("mbpoll"), "-m", "tcp", "-p", str(port), "-a", str(unit),
-        "-t", f"{table}:float", "-B", "-0", "-r", str(address0), "-c", str(count), "-1", "-o", "5", host,
+        require_binary("mbpoll"), *mode, "-a", str(unit),
+        "-t", f"{table}:float", "-B", "-0", "-r", str(address0), "-c", str(count), "-1", target,
     ]  # fmt: skip
     result = subprocess.run(args, capture_output=True, text=True, timeout=30, check=False)
     values = {

@@ -9,8 +9,24 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
-from agent.config import AgentConfig, ClockMode, ClockSettings, Meter, MqttSettings, TcpBus
+from agent.config import (
+    BUILT_IN_TIMING,
+    AgentConfig,
+    ClockMode,
+    ClockSettings,
+    EffectiveTiming,
+    Meter,
+    MqttSettings,
+    RtuBus,
+    RtuOverTcpBus,
+    TcpBus,
+    Timing,
+    effective_timing,
+)
+from agent.runner import link_of
+from agent.transport import RtuOverTcpLink, SerialPortLink, TcpLink
 from kilowatch import yamlconfig
+from kilowatch.profiles import Connection, load_builtin
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "agent.example.yaml"
 
@@ -38,10 +54,15 @@ def test_the_sample_config_is_valid_and_shows_the_defaults() -> None:
     defaults = AgentConfig(site="s", gateway="g", buses=config.buses)
     assert config.model_dump() == defaults.model_dump() | {"site": config.site, "gateway": config.gateway}
     assert config.clock.mode is ClockMode.AUTO
-    assert config.meter_ids == ["main-incomer", "floor-2-hvac"]
+    assert config.meter_ids == ["main-incomer", "floor-2-hvac", "pump-room", "chiller", "pv-inverter-meter"]
+    assert [link_of(bus) for bus in config.buses] == [
+        TcpLink("192.168.1.50", 502),
+        SerialPortLink(device="/dev/ttyUSB0", baud=9600, parity="N", stopbits=1, bytesize=8),
+        RtuOverTcpLink("192.168.1.60", 4001),
+    ]
 
 
-MODELS = (AgentConfig, MqttSettings, ClockSettings, TcpBus, Meter)
+MODELS = (AgentConfig, MqttSettings, ClockSettings, TcpBus, RtuBus, RtuOverTcpBus, Meter, Timing)
 FIELDS = {name for model in MODELS for name in model.model_fields}
 
 
@@ -62,7 +83,7 @@ def test_the_defaults_the_sample_config_shows_are_the_real_ones(tmp_path: Path) 
             line = f"{match[1]}{match[2]}: {match[3]}"
             uncommented += 1
         lines.append(line)
-    assert uncommented == 14
+    assert uncommented == 20
     explicit = tmp_path / "agent.yaml"
     explicit.write_text("\n".join(lines))
     assert yamlconfig.load(AgentConfig, explicit) == yamlconfig.load(AgentConfig, EXAMPLE)
@@ -135,12 +156,14 @@ def test_missing_and_unknown_keys(tmp_path: Path) -> None:
 
 def test_unknown_transport_and_bad_ids(tmp_path: Path) -> None:
     text = (
-        "site: Site One\ngateway: g1\nbuses:\n  - name: b1\n    transport: rtu\n    host: x\n"
+        "site: Site One\ngateway: g1\nbuses:\n  - name: b1\n    transport: modbus\n    host: x\n"
         "    meters: [{id: m1, profile: sdm630, unit: 1}]\n"
     )
     found = problems(tmp_path, text)
     assert found[0].startswith("agent.yaml:1 site: 'Site One': String should match pattern")
-    assert found[1] == "agent.yaml:5 buses[0].transport: 'rtu': Input should be 'tcp'"
+    assert found[1].startswith(
+        "agent.yaml:4 buses[0]: Input tag 'modbus' found using 'transport' does not match"
+    )
 
 
 def test_reconnect_bounds_in_order(tmp_path: Path) -> None:
@@ -180,3 +203,88 @@ def test_agent_run_exits_2_with_the_problem(tmp_path: Path) -> None:
     assert (
         "agent.yaml:8 buses[0].meters[0].unit: 0: Input should be greater than or equal to 1" in result.output
     )
+
+
+RTU = """\
+site: s1
+gateway: g1
+buses:
+  - name: line-1
+    transport: rtu
+    port: /dev/ttyUSB0
+    meters:
+"""
+
+
+def test_a_serial_bus_error_is_located_despite_the_union_tag(tmp_path: Path) -> None:
+    text = (
+        RTU
+        + "      - {id: m1, profile: sdm630, unit: 1}\n      - id: m2\n        profile: sdm630\n        unit: 0\n"
+    )
+    assert problems(tmp_path, text) == [
+        "agent.yaml:11 buses[0].meters[1].unit: 0: Input should be greater than or equal to 1"
+    ]
+    assert problems(
+        tmp_path, RTU.replace("    port: /dev/ttyUSB0\n", "") + "      - {id: m1, profile: sdm630, unit: 1}\n"
+    ) == ["agent.yaml:4 buses[0].port: field required"]
+    assert problems(
+        tmp_path,
+        RTU.replace("    meters:", "    parity: X\n    meters:")
+        + "      - {id: m1, profile: sdm630, unit: 1}\n",
+    )[0].startswith("agent.yaml:7 buses[0].parity: 'X': Input should be 'N', 'E' or 'O'")
+
+
+def test_serial_line_config_over_profile_over_built_in(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        RTU.replace("meters:", "baud: 19200\n    parity: E\n    meters:")
+        + "      - {id: m1, profile: sdm630, unit: 1}\n"
+    )
+    bus = yamlconfig.load(AgentConfig, path).buses[0]
+    assert isinstance(bus, RtuBus)
+    assert str(bus.line) == "19200 8E1"  # baud and parity from the bus, the rest from the profile
+    over_tcp = RtuOverTcpBus(name="c", transport="rtu-over-tcp", host="h", port=4001, meters=bus.meters)
+    assert str(over_tcp.line) == "9600 8N1"
+
+
+def test_meters_whose_profiles_disagree_on_the_line_need_it_on_the_bus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agent.config
+
+    fast = load_builtin("sdm630").model_copy(update={"connection": Connection(baud=19200)})
+    monkeypatch.setattr(
+        agent.config, "load_builtin", lambda name: fast if name == "fast" else load_builtin(name)
+    )
+    meters = "      - {id: m1, profile: sdm630, unit: 1}\n      - {id: m2, profile: fast, unit: 2}\n"
+    assert problems(tmp_path, RTU + meters) == [
+        "agent.yaml:9 buses[0].meters[1].profile: 'fast': its profile's baud 19200 differs from meters[0]'s "
+        "9600; set baud on the bus"
+    ]
+    path = tmp_path / "ok.yaml"
+    path.write_text(RTU.replace("meters:", "baud: 19200\n    meters:") + meters)
+    assert str(yamlconfig.load(AgentConfig, path).buses[0].line) == "19200 8N1"  # type: ignore[union-attr]
+
+
+def test_timing_inherits_key_by_key_and_zero_is_not_inherit() -> None:
+    profile = load_builtin("sdm630")
+    assert effective_timing(Timing(), Timing(), profile) == BUILT_IN_TIMING
+    bus = Timing(timeout_s=0.5, retries=3, pause_between_requests_s=0.02)
+    meter = Timing(retries=0, pause_between_requests_s=0)
+    assert effective_timing(meter, bus, profile) == EffectiveTiming(
+        timeout_s=0.5, retries=0, pause_after_connect_s=0.0, pause_between_requests_s=0.0
+    )
+    slow = profile.model_copy(update={"connection": profile.connection.model_copy(update={"timeout_s": 3.0})})
+    assert effective_timing(Timing(), Timing(retries=2), slow).timeout_s == 3.0
+    assert effective_timing(Timing(), bus, slow).budget_s == pytest.approx((0.5 + 0.02) * 4)
+
+
+def test_a_bus_timeout_s_from_older_configs_still_works(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        HEADER.replace("meters:", "timeout_s: 2.5\n    meters:")
+        + "      - {id: m1, profile: sdm630, unit: 1}\n"
+    )
+    bus = yamlconfig.load(AgentConfig, path).buses[0]
+    assert bus.timing == Timing(timeout_s=2.5)
+    assert bus.timing_of(bus.meters[0]).timeout_s == 2.5

@@ -1,4 +1,4 @@
-"""The agent's main loop against a real Mosquitto: one batch per cycle, bad meters, a late broker."""
+"""The agent's main loop against a real Mosquitto: one batch per bus and cycle, bad meters, a late broker."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import aiomqtt
 import pytest
 
 from agent.config import AgentConfig
-from agent.runner import next_tick, run
+from agent.runner import open_bus, run
 from agent.transport import MemoryReader
 from kilowatch.mqtt_contract import Channel, GatewayState, GatewayStatus, Quality, ReadingsBatch, topic
 from kilowatch.profiles import load_builtin
@@ -53,10 +53,18 @@ def config(mqtt_port: int, **mqtt: float) -> AgentConfig:
     )
 
 
-def test_ticks_are_aligned_to_the_interval() -> None:
-    assert next_tick(1_700_000_003.2, 10) == 1_700_000_010
-    assert next_tick(1_700_000_010.0, 10) == 1_700_000_020
-    assert next_tick(12.34, 0.5) == 12.5
+def test_each_bus_reader_gets_its_meters_timeouts() -> None:
+    cfg = config(1883).model_copy(deep=True)
+    raw = cfg.model_dump()
+    raw["buses"][0]["timing"] = {"timeout_s": 0.4, "pause_after_connect_s": 0.1}
+    raw["buses"][0]["meters"][1]["timing"] = {"timeout_s": 2.0}
+    reader = open_bus(AgentConfig.model_validate(raw).buses[0])
+    assert (reader.bus, str(reader.link), reader.unit_timeouts) == (
+        "bus-a",
+        "192.0.2.1:502",
+        {1: 0.4, 2: 2.0},
+    )
+    assert (reader.timeout_s, reader.pause_after_connect_s) == (2.0, 0.1)
 
 
 async def batches(client: aiomqtt.Client, count: int) -> list[ReadingsBatch]:
@@ -70,7 +78,9 @@ async def batches(client: aiomqtt.Client, count: int) -> list[ReadingsBatch]:
     raise AssertionError("unreachable")
 
 
-async def test_one_batch_per_cycle_and_a_silent_meter_does_not_stop_the_others(mosquitto: Mosquitto) -> None:
+async def test_one_batch_per_bus_cycle_and_a_silent_meter_does_not_stop_the_others(
+    mosquitto: Mosquitto,
+) -> None:
     values_a, words_a = full_map(SDM, base=1)
     values_b, words_b = full_map(SDM, base=100)
     readers = {"bus-a": MemoryReader({1: words_a}), "bus-b": MemoryReader({1: words_b})}  # m2 never answers
@@ -80,24 +90,24 @@ async def test_one_batch_per_cycle_and_a_silent_meter_does_not_stop_the_others(m
         agent = asyncio.create_task(
             run(config(mosquitto.port), open_reader=lambda bus: readers[bus.name], stop=stop)
         )
-        received = await batches(sub, 3)
+        received = await batches(sub, 6)
         stop.set()
         await asyncio.wait_for(agent, 20)
         async with asyncio.timeout(20):
             statuses = [GatewayStatus.model_validate_json(payload(m)) async for m in _status_messages(sub)]
 
-    assert [b.seq for b in received] == [0, 1, 2]
-    for batch in received:
-        m1, m2, m3 = batch.readings
-        assert [r.meter for r in batch.readings] == ["m1", "m2", "m3"]
-        assert (m1.values, m1.quality, m3.values, m3.quality) == (
-            values_a,
-            Quality.GOOD,
-            values_b,
-            Quality.GOOD,
-        )
+    assert [b.seq for b in received] == [0, 1, 2, 3, 4, 5]
+    by_bus: dict[tuple[str, ...], list[ReadingsBatch]] = {}
+    for batch in received:  # each bus runs its own cycle and sends its own batch
+        by_bus.setdefault(tuple(r.meter for r in batch.readings), []).append(batch)
+    assert set(by_bus) == {("m1", "m2"), ("m3",)}
+    for batch in by_bus[("m1", "m2")]:
+        m1, m2 = batch.readings
+        assert (m1.values, m1.quality) == (values_a, Quality.GOOD)
         assert (m2.values, m2.quality) == ({}, Quality.ERROR)
         assert set(m2.value_quality) == {reg.quantity for reg in SDM.registers}
+    for batch in by_bus[("m3",)]:
+        assert (batch.readings[0].values, batch.readings[0].quality) == (values_b, Quality.GOOD)
     assert statuses[-1].state is GatewayState.OFFLINE
 
 
@@ -148,4 +158,4 @@ async def test_broker_down_at_start_then_queued_batches_arrive_in_order(
     finally:
         forwarder.stop()
     assert [b.seq for b in received] == [0, 1, 2, 3, 4, 5]
-    assert all(len(b.readings) == 3 for b in received)
+    assert {tuple(r.meter for r in b.readings) for b in received} == {("m1", "m2"), ("m3",)}

@@ -1,4 +1,6 @@
-"""The Modbus TCP reader over real sockets: answers, exception codes, silence, and reconnection."""
+"""The Modbus TCP reader over real sockets: answers, exception codes, silence, and reconnection.
+
+RTU on serial ports is in test_agent_rtu.py."""
 
 from __future__ import annotations
 
@@ -6,10 +8,9 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from pymodbus.exceptions import ModbusIOException
 
 from agent.errors import BusUnavailable, ModbusExceptionResponse, ModbusTimeout
-from agent.transport import ModbusTcpReader
+from agent.transport import ModbusReader, TcpLink
 from kilowatch.profiles import Table, load_builtin
 from sim.server import SimServer
 from tests.services import free_port
@@ -33,7 +34,7 @@ async def silent_port() -> AsyncIterator[int]:
 async def test_reads_registers_and_translates_exception_codes() -> None:
     async with (
         SimServer(profile=SDM, units=[1], port=0) as sim,
-        ModbusTcpReader(bus="panel", host="127.0.0.1", port=sim.port, timeout_s=2) as reader,
+        ModbusReader(TcpLink("127.0.0.1", sim.port), bus="panel", timeout_s=2) as reader,
     ):
         words = await reader.read(Table.INPUT, 0x0048, 2, 1)
         expected = sim.values(1)["energy_import_kwh"]
@@ -52,17 +53,21 @@ async def test_reads_registers_and_translates_exception_codes() -> None:
     )
 
 
-async def test_silence_is_a_timeout_chained_from_pymodbus(silent_port: int) -> None:
-    async with ModbusTcpReader(bus="panel", host="127.0.0.1", port=silent_port, timeout_s=0.2) as reader:
+async def test_silence_is_a_per_unit_timeout_that_keeps_the_connection(silent_port: int) -> None:
+    link = TcpLink("127.0.0.1", silent_port)
+    async with ModbusReader(link, bus="panel", timeout_s=5, unit_timeouts={4: 0.2}) as reader:
         with pytest.raises(ModbusTimeout) as info:
             await reader.read(Table.HOLDING, 0x0010, 2, 4)
+        with pytest.raises(ModbusTimeout):
+            await reader.read(Table.HOLDING, 0x0010, 2, 4)
+        assert reader.opens == 1  # a silent unit never closes the connection
     assert (info.value.bus, info.value.unit, info.value.address) == ("panel", 4, 0x0010)
-    assert isinstance(info.value.__cause__, ModbusIOException)
+    assert isinstance(info.value.__cause__, TimeoutError)
 
 
 async def test_reconnects_on_the_next_read_after_the_server_comes_back() -> None:
     port = free_port()
-    async with ModbusTcpReader(bus="panel", host="127.0.0.1", port=port, timeout_s=0.3) as reader:
+    async with ModbusReader(TcpLink("127.0.0.1", port), bus="panel", timeout_s=0.3) as reader:
         with pytest.raises(BusUnavailable, match=f"cannot connect to 127.0.0.1:{port}"):
             await reader.read(Table.INPUT, 0, 2, 1)
         async with SimServer(profile=SDM, units=[1], port=port):

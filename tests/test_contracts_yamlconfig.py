@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
@@ -83,3 +84,35 @@ def test_secrets_are_never_quoted(tmp_path: Path) -> None:
         "agent.yaml:11 url: 'http://***@tsdb:8086': String should match pattern '^https://'",
     ]
     assert not any("hunter2" in p for p in problems)
+
+
+class Serial(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["serial"]
+    meters: list[Meter]
+
+
+class Network(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["network"]
+    host: str
+
+
+class Tagged(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    buses: list[Annotated[Serial | Network, Field(discriminator="kind")]]
+
+
+def test_a_tagged_union_member_is_located_without_its_tag(tmp_path: Path) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(
+        "buses:\n  - kind: network\n    host: h\n  - kind: serial\n    meters:\n"
+        "      - {id: a, unit: 1}\n      - id: b\n        unit: 0\n  - kind: network\n    hots: h\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load(Tagged, path)
+    assert info.value.problems == [
+        "agent.yaml:8 buses[1].meters[1].unit: 0: Input should be greater than or equal to 1",
+        "agent.yaml:9 buses[2].host: field required",
+        "agent.yaml:10 buses[2].hots: extra inputs are not permitted",
+    ]

@@ -12,7 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sim.cli import app, parse_units
-from tests.mbpoll import read_floats
+from tests.mbpoll import MbpollError, read_floats, read_floats_rtu
+from tests.serial_link import serial_pair
 from tests.services import Process, wait_until
 
 SERVING = re.compile(
@@ -68,12 +69,47 @@ def test_an_unknown_profile_exits_2_and_lists_the_shipped_ones(tmp_path: Path) -
         (["--start", "Monday"], "not an ISO 8601 time"),
         (["--speed", "0"], "--speed"),
         (["--update-interval", "-1"], "--update-interval"),
+        (["--fault", "2:dead"], "faults for units that are not served: [2]"),
+        (["--fault", "1:boom"], "unknown fault 'boom'"),
+        (["--fault", "1:slow"], "'1:slow': fault 'slow' needs seconds"),
+        (["--units", "1-2", "--fault", "1:dead", "--fault", "1:garbage"], "unit 1 has two faults"),
+        (["--fault", "1:crc"], "needs RTU framing"),
+        (["--tcp", "127.0.0.1:0", "--rtu", "/dev/ttyS9"], "exclude each other"),
+        (["--rtu-over-tcp", "localhost"], "--rtu-over-tcp"),
+        (["--rtu", "/dev/ttyS9", "--parity", "X"], "--parity"),
     ],
 )
 def test_bad_arguments_exit_2_naming_the_problem(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["serve", "--profile", "eastron-sdm630", *args])
     assert result.exit_code == 2
     assert message in " ".join(result.output.split()), result.output  # rich wraps long messages
+
+
+@pytest.mark.services
+def test_serve_rtu_with_faults_announces_the_line_and_mbpoll_reads_it(tmp_path: Path) -> None:
+    with serial_pair(tmp_path / "serial") as link:
+        sim = start_sim(
+            tmp_path, "--profile", "sdm630", "--units", "1-3", "--rtu", str(link.a), "--baud", "19200",
+            "--parity", "n", "--fault", "2:dead", "--fault", "3:exception=6",
+        )  # fmt: skip
+        try:
+            ready = f"serving 3 meters (eastron-sdm630, units 1,2,3) on rtu {link.a} at 19200 8N1"
+            wait_until(lambda: ready in sim.log() or not sim.alive(), 30, "the 'serving' line")
+            assert sim.alive(), sim.log()
+            voltages = read_floats_rtu(str(link.b), 1, 0x0000, 3, baud=19200)
+            assert all(200 < v < 240 for v in voltages)
+            with pytest.raises(MbpollError, match="timed out"):
+                read_floats_rtu(str(link.b), 2, 0x0000, 1, baud=19200, timeout_s=0.5)
+            with pytest.raises(MbpollError, match="Slave device or server is busy"):
+                read_floats_rtu(str(link.b), 3, 0x0000, 1, baud=19200)
+        finally:
+            sim.stop()
+
+
+def test_a_missing_serial_port_exits_1_naming_it(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["serve", "--profile", "sdm630", "--rtu", str(tmp_path / "ttyUSB7")])
+    assert result.exit_code == 1
+    assert f"rtu {tmp_path / 'ttyUSB7'} at 9600 8N1" in " ".join(result.output.split())
 
 
 def test_a_port_in_use_exits_1_with_the_address() -> None:

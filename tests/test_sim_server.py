@@ -173,3 +173,13 @@ async def test_an_address_in_use_is_a_clear_error() -> None:
         server = SimServer(profile=SDM630, units=[1], port=port)
         with pytest.raises(SimServerError, match=f"127.0.0.1:{port}"):
             await server.start()
+
+
+async def test_a_function_code_pymodbus_cannot_decode_is_an_illegal_function(sim: SimServer) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+    try:
+        writer.write(bytes([0x00, 0x07, 0x00, 0x00, 0x00, 0x02, 0x01, 0x41]))  # MBAP, unit 1, function 0x41
+        answer = await asyncio.wait_for(reader.readexactly(9), 5)
+    finally:
+        writer.close()
+    assert answer == bytes([0x00, 0x07, 0x00, 0x00, 0x00, 0x03, 0x01, 0xC1, ExceptionCode.ILLEGAL_FUNCTION])

@@ -1,0 +1,267 @@
+"""One worker per bus: the only way onto its wire, so one request is on it at a time (RS-485 is half
+duplex, and a Modbus TCP gateway serialises its serial side anyway).
+
+Every transaction goes through :meth:`BusWorker.request`, which holds the bus for one request and its
+retries, keeps the meter's pause between requests, and gives each meter its own timeout and retries. A
+circuit breaker per meter skips a meter that stopped answering, so a dead meter costs the bus only its
+own bounded budget, and less once the breaker opens. A lost port or connection is a bus problem, not a
+meter's: the rest of that cycle is reported unread and no breaker counts it.
+
+Logs follow state, not cycles: a meter's problem is logged when it appears or changes and when it ends,
+a breaker when it opens or closes, and a summary per bus every few minutes while anything is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from agent.breaker import Breaker, Transition
+from agent.bus_time import RtuTiming
+from agent.config import Bus, EffectiveTiming, RtuBus, RtuOverTcpBus
+from agent.errors import AgentError, BusUnavailable
+from agent.planner import Request, plan
+from agent.poller import Poll, poll, to_reading
+from agent.transport import RegisterReader
+from kilowatch.mqtt_contract import ClockState, Quality, Reading, ReadingsBatch
+from kilowatch.profiles import Profile, Table, load_builtin
+
+log = logging.getLogger(__name__)
+
+SUMMARY_EVERY_S = 300.0
+"""Seconds between a bus's summary log lines while any of its meters has a problem."""
+
+
+def next_tick(now: float, interval: float) -> float:
+    """The first multiple of `interval` (seconds since the epoch) strictly after `now`."""
+    return (math.floor(now / interval) + 1) * interval
+
+
+@dataclass
+class MeterSlot:
+    """One meter as its bus worker keeps it: what to ask, how patiently, and how it has been doing."""
+
+    id: str
+    unit: int
+    profile: Profile
+    timing: EffectiveTiming
+    requests: Sequence[Request]
+    breaker: Breaker = field(default_factory=Breaker)
+    problem: str | None = None
+    """Kind of the last logged problem (the error's class), None while the meter reads cleanly."""
+    polled: int = 0
+    good: int = 0
+    skipped: int = 0
+    """Since the last summary."""
+
+
+def slots(bus: Bus) -> list[MeterSlot]:
+    """The meters of a configured bus, each planned once for the bus's line (RTU) or its profile's."""
+    out = []
+    for meter in bus.meters:
+        profile = load_builtin(meter.profile)
+        timing = RtuTiming(line=bus.line) if isinstance(bus, RtuBus | RtuOverTcpBus) else None
+        out.append(
+            MeterSlot(
+                id=meter.id,
+                unit=meter.unit,
+                profile=profile,
+                timing=bus.timing_of(meter),
+                requests=plan(profile, timing=timing),
+            )
+        )
+    return out
+
+
+class _MeterChannel:
+    """A :class:`RegisterReader` for one meter that goes through its bus worker."""
+
+    def __init__(self, worker: BusWorker, timing: EffectiveTiming) -> None:
+        self._worker = worker
+        self._timing = timing
+
+    async def read(self, table: Table, address: int, count: int, unit: int) -> list[int]:
+        return await self._worker.request(self._timing, table, address, count, unit)
+
+
+class BusWorker:
+    """Polls the meters of one bus, one transaction at a time.
+
+    Args:
+        name: Bus name, for logs.
+        reader: The bus's transport; nothing else may use it while the worker runs.
+        meters: The meters, polled in this order every cycle.
+        summary_every_s: Seconds between summary log lines while something is wrong.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        reader: RegisterReader,
+        meters: Sequence[MeterSlot],
+        summary_every_s: float = SUMMARY_EVERY_S,
+    ) -> None:
+        self.name = name
+        self.reader = reader
+        self.meters = list(meters)
+        self.summary_every_s = summary_every_s
+        self.down: str | None = None
+        """Why the bus is unavailable, None while it works."""
+        self._lock = asyncio.Lock()
+        self._quiet_since = 0.0
+        """Monotonic time the bus last finished a transaction."""
+        self._summary_at = time.monotonic() + summary_every_s
+        self._overrunning = False
+
+    def channel(self, timing: EffectiveTiming) -> RegisterReader:
+        """A reader for one meter (with its timing) that shares this bus; for polls and ad-hoc reads."""
+        return _MeterChannel(self, timing)
+
+    async def request(
+        self, timing: EffectiveTiming, table: Table, address: int, count: int, unit: int
+    ) -> list[int]:
+        """One read and its retries, alone on the bus; retried only when the answer was lost or garbled."""
+        async with self._lock:
+            for attempt in range(timing.retries + 1):
+                wait = self._quiet_since + timing.pause_between_requests_s - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                try:
+                    return await self.reader.read(table, address, count, unit)
+                except AgentError as exc:
+                    if not exc.retryable or attempt == timing.retries:
+                        raise
+                    log.debug("bus %s unit %d: %s; retrying", self.name, unit, exc)
+                finally:
+                    self._quiet_since = time.monotonic()
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def cycle(self, clock: ClockState) -> list[Reading]:
+        """Poll every meter once (skipping those whose breaker is open); one reading per meter."""
+        readings = []
+        down: BusUnavailable | None = None
+        for slot in self.meters:
+            if down is not None:
+                result = Poll.unread(slot.profile, str(down))
+            elif not slot.breaker.should_poll():
+                slot.skipped += 1
+                result = Poll.unread(slot.profile, "not polled: stopped answering, breaker open")
+            else:
+                result = await self._poll(slot)
+                down = next((f for f in result.failures if isinstance(f, BusUnavailable)), None)
+                if down is None:
+                    self._account(slot, result)
+            readings.append(to_reading(result, slot.profile, slot.id, clock))
+        self._note_bus(down)
+        self._maybe_summarise()
+        return readings
+
+    async def _poll(self, slot: MeterSlot) -> Poll:
+        try:
+            return await poll(self.channel(slot.timing), slot.profile, slot.unit, slot.requests)
+        except Exception:  # one meter's bug must not stop the others; logged with its traceback
+            log.exception("meter %s on bus %s: unexpected error; no reading this cycle", slot.id, self.name)
+            return Poll.unread(slot.profile, "internal error, see the agent's log")
+
+    def _note_bus(self, down: BusUnavailable | None) -> None:
+        reason = None if down is None else down.reason
+        if reason == self.down:
+            return
+        if reason is None:
+            log.info("bus %s: available again", self.name)
+        elif self.down is None:
+            log.warning("bus %s: unavailable (%s); retrying every cycle", self.name, reason)
+        else:
+            log.warning("bus %s: still unavailable, now: %s", self.name, reason)
+        self.down = reason
+
+    def _account(self, slot: MeterSlot, result: Poll) -> None:
+        """Count the poll, feed the breaker and log what changed."""
+        slot.polled += 1
+        slot.good += not result.errors
+        answered = not any(f.unreachable for f in result.failures)
+        first = result.failures[0] if result.failures else None
+        kind = None if first is None else type(first).__name__
+        for failure in result.failures:
+            log.debug("meter %s: %s", slot.id, failure)
+        if kind != slot.problem:
+            if first is not None:
+                log.warning("meter %s: %s", slot.id, first)
+            elif slot.problem is not None:
+                log.info("meter %s: reads cleanly again", slot.id)
+            slot.problem = kind
+        transition = slot.breaker.record(answered)
+        if transition is Transition.OPENED:
+            log.warning(
+                "meter %s: not answering for %d polls; skipped for a growing number of cycles "
+                "(up to %d) between probes",
+                slot.id,
+                slot.breaker.failures,
+                slot.breaker.max_skip,
+            )
+        elif transition is Transition.CLOSED:
+            log.info("meter %s: answering again; polled every cycle", slot.id)
+
+    def _maybe_summarise(self) -> None:
+        now = time.monotonic()
+        if now < self._summary_at:
+            return
+        self._summary_at = now + self.summary_every_s
+        troubled = [s for s in self.meters if s.problem is not None or s.skipped]
+        if troubled or self.down is not None:
+            parts = [
+                f"{s.id}: {s.good} of {s.polled} polls clean"
+                + (f", {s.skipped} skipped (breaker {s.breaker.state})" if s.skipped else "")
+                for s in troubled
+            ]
+            log.warning(
+                "bus %s, last %g s: %s%s",
+                self.name,
+                self.summary_every_s,
+                "; ".join(parts) or "no meter problems",
+                f"; bus unavailable: {self.down}" if self.down else "",
+            )
+        for slot in self.meters:
+            slot.polled = slot.good = slot.skipped = 0
+
+    async def run(
+        self,
+        interval_s: float,
+        clock: Callable[[], ClockState],
+        submit: Callable[[list[Reading]], ReadingsBatch],
+    ) -> None:
+        """Poll on clock-aligned ticks until cancelled, handing each cycle's readings to `submit`.
+
+        Ticks are aligned on the wall clock (every 10 s: at :00, :10, ...) so readings from different
+        buses and gateways line up; a cycle that overruns skips the ticks it missed.
+        """
+        while True:
+            await asyncio.sleep(max(0.0, next_tick(time.time(), interval_s) - time.time()))
+            started = time.monotonic()
+            readings = await self.cycle(clock())
+            batch = submit(readings)
+            elapsed = time.monotonic() - started
+            log.debug(
+                "bus %s: cycle seq %d: %d readings, %d with errors, %.3f s",
+                self.name,
+                batch.seq,
+                len(readings),
+                sum(r.quality is Quality.ERROR for r in readings),
+                elapsed,
+            )
+            if (elapsed > interval_s) != self._overrunning:
+                self._overrunning = not self._overrunning
+                if self._overrunning:
+                    log.warning(
+                        "bus %s: a poll cycle took %.1f s, longer than poll_interval_s %g; ticks skipped",
+                        self.name,
+                        elapsed,
+                        interval_s,
+                    )
+                else:
+                    log.info("bus %s: poll cycles fit the interval again", self.name)
