@@ -7,6 +7,8 @@ transport, and chained with ``from``; nothing above the transport sees a pymodbu
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 MODBUS_EXCEPTION_NAMES: dict[int, str] = {
     1: "illegal function",
     2: "illegal data address",
@@ -27,123 +29,98 @@ GATEWAY_FAILURES = frozenset({10, 11})
 class AgentError(Exception):
     """Base of every error the agent raises on purpose."""
 
+    UNREACHABLE: ClassVar[bool] = False
+    RETRYABLE: ClassVar[bool] = False
+
     @property
     def unreachable(self) -> bool:
         """The meter cannot be reached at all, so its other registers need not be tried in this poll."""
-        return False
+        return self.UNREACHABLE
 
     @property
     def retryable(self) -> bool:
         """Asking again at once may succeed (the answer was lost or garbled, not refused)."""
-        return False
+        return self.RETRYABLE
 
 
 class BusUnavailable(AgentError):
     """The bus itself cannot be used (TCP connection refused or lost, serial port missing)."""
+
+    UNREACHABLE = True
 
     def __init__(self, bus: str, reason: str) -> None:
         self.bus = bus
         self.reason = reason
         super().__init__(f"bus {bus!r} unavailable: {reason}")
 
-    @property
-    def unreachable(self) -> bool:
-        return True
 
+class MeterError(AgentError):
+    """A read of one meter failed; says which bus, unit and register, then what went wrong."""
 
-class ModbusTimeout(AgentError):
-    """A meter did not answer a read request in time."""
-
-    def __init__(self, bus: str, unit: int, address: int) -> None:
+    def __init__(self, bus: str, unit: int, address: int, problem: str) -> None:
         self.bus = bus
         self.unit = unit
         self.address = address
-        super().__init__(f"bus {bus!r} unit {unit}: no answer reading register {address:#06x}")
-
-    @property
-    def unreachable(self) -> bool:
-        return True
-
-    @property
-    def retryable(self) -> bool:
-        return True
+        super().__init__(f"bus {bus!r} unit {unit}: {problem} reading register {address:#06x}")
 
 
-class ModbusExceptionResponse(AgentError):
+class ModbusTimeout(MeterError):
+    """A meter did not answer a read request in time."""
+
+    UNREACHABLE = True
+    RETRYABLE = True
+
+    def __init__(self, bus: str, unit: int, address: int) -> None:
+        super().__init__(bus, unit, address, "no answer")
+
+
+class ModbusExceptionResponse(MeterError):
     """A meter answered a read request with a Modbus exception code."""
 
     def __init__(self, bus: str, unit: int, address: int, code: int) -> None:
-        self.bus = bus
-        self.unit = unit
-        self.address = address
         self.code = code
         name = MODBUS_EXCEPTION_NAMES.get(code, "unknown exception")
-        super().__init__(
-            f"bus {bus!r} unit {unit}: exception {code} ({name}) reading register {address:#06x}"
-        )
+        super().__init__(bus, unit, address, f"exception {code} ({name})")
 
     @property
     def unreachable(self) -> bool:
         return self.code in GATEWAY_FAILURES
 
 
-class MalformedResponse(AgentError):
+class MalformedResponse(MeterError):
     """A meter answered, but not with what was asked for (e.g. fewer registers than requested)."""
 
+    RETRYABLE = True
+
     def __init__(self, bus: str, unit: int, address: int, reason: str) -> None:
-        self.bus = bus
-        self.unit = unit
-        self.address = address
         self.reason = reason
-        super().__init__(f"bus {bus!r} unit {unit}: bad answer reading register {address:#06x}: {reason}")
-
-    @property
-    def retryable(self) -> bool:
-        return True
+        super().__init__(bus, unit, address, f"bad answer ({reason})")
 
 
-class CrcError(AgentError):
+class CrcError(MeterError):
     """Bytes came back but formed no valid RTU frame: noise, a wiring or termination fault, two units
-    with the same id, or a baud rate or parity that does not match the meter's."""
+    with the same id, or a baud rate or parity that does not match the meter's.
+
+    Unreachable: still garbled after the retries, the rest of the poll would only spend the bus's time.
+    """
+
+    UNREACHABLE = True
+    RETRYABLE = True
 
     def __init__(self, bus: str, unit: int, address: int, heard: bytes) -> None:
-        self.bus = bus
-        self.unit = unit
-        self.address = address
         self.heard = heard
-        super().__init__(
-            f"bus {bus!r} unit {unit}: garbled answer (bad CRC or framing, {len(heard)} bytes: "
-            f"{heard[:16].hex(' ')}{' ...' if len(heard) > 16 else ''}) reading register {address:#06x}"
-        )
-
-    @property
-    def unreachable(self) -> bool:
-        """Still garbled after the retries: the rest of the poll would only spend the bus's time."""
-        return True
-
-    @property
-    def retryable(self) -> bool:
-        return True
+        more = " ..." if len(heard) > 16 else ""
+        problem = f"garbled answer (bad CRC or framing, {len(heard)} bytes: {heard[:16].hex(' ')}{more})"
+        super().__init__(bus, unit, address, problem)
 
 
-class WrongUnit(AgentError):
+class WrongUnit(MeterError):
     """A valid answer came back from another unit id than the one asked (misconfigured meter address,
-    or a late answer from a slow meter)."""
+    or a late answer from a slow meter). Unreachable: the unit asked did not answer, whoever else did."""
+
+    UNREACHABLE = True
+    RETRYABLE = True
 
     def __init__(self, bus: str, unit: int, address: int, answered: int) -> None:
-        self.bus = bus
-        self.unit = unit
-        self.address = address
         self.answered = answered
-        super().__init__(
-            f"bus {bus!r} unit {unit}: unit {answered} answered instead, reading register {address:#06x}"
-        )
-
-    @property
-    def unreachable(self) -> bool:
-        """The unit asked did not answer, whoever else did."""
-        return True
-
-    @property
-    def retryable(self) -> bool:
-        return True
+        super().__init__(bus, unit, address, f"unit {answered} answered instead,")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import Mapping
 
 import aiomqtt
@@ -31,3 +33,18 @@ def payload(message: aiomqtt.Message) -> bytes:
     """An MQTT message's payload as bytes (what a broker always delivers)."""
     assert isinstance(message.payload, bytes)
     return message.payload
+
+
+async def kilowatch(*args: str) -> tuple[int, str, str]:
+    """Run `python -m kilowatch ARGS` to completion without blocking the loop a simulator may run on."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "kilowatch",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()

@@ -27,27 +27,12 @@ from kilowatch.mqtt_contract import (
 )
 from kilowatch.profiles import load_builtin
 from sim.server import SimServer
-from tests.agent_support import payload
+from tests.agent_support import kilowatch, payload
 from tests.services import Mosquitto, free_port
 
 SDM = load_builtin("eastron-sdm630")
 STATUS = topic("s1", "g1", Channel.STATUS)
 READINGS = topic("s1", "g1", Channel.READINGS)
-
-
-async def kilowatch(*args: str) -> tuple[int, str, str]:
-    """Run `python -m kilowatch ARGS` to completion without blocking the loop the simulator runs on."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kilowatch",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 @pytest.fixture

@@ -3,9 +3,7 @@ registers with every decoding, and one clear line with exit code 2 for a port th
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,23 +14,10 @@ from typer.testing import CliRunner
 from agent.cli import app
 from kilowatch.profiles import load_builtin
 from sim.server import SimServer
+from tests.agent_support import kilowatch
 from tests.serial_link import SerialLink, serial_pair
 
 SDM = load_builtin("eastron-sdm630")
-
-
-async def kilowatch(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kilowatch",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 @pytest.fixture
