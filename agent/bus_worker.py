@@ -24,6 +24,7 @@ from agent.breaker import Breaker, Transition
 from agent.bus_time import RtuTiming
 from agent.config import Bus, EffectiveTiming, RtuBus, RtuOverTcpBus
 from agent.errors import AgentError, BusUnavailable
+from agent.health import MeterStats
 from agent.planner import Request, plan
 from agent.poller import Poll, poll, to_reading
 from agent.transport import RegisterReader
@@ -51,6 +52,8 @@ class MeterSlot:
     timing: EffectiveTiming
     requests: Sequence[Request]
     breaker: Breaker = field(default_factory=Breaker)
+    health: MeterStats = field(default_factory=MeterStats)
+    """Counts since the agent started, for the status topic and the metrics endpoint."""
     problem: str | None = None
     """Kind of the last logged problem (the error's class), None while the meter reads cleanly."""
     polled: int = 0
@@ -113,6 +116,7 @@ class BusWorker:
         self.down: str | None = None
         """Why the bus is unavailable, None while it works."""
         self._lock = asyncio.Lock()
+        self._health = {slot.unit: slot.health for slot in self.meters}
         self._quiet_since = 0.0
         """Monotonic time the bus last finished a transaction."""
         self._summary_at = time.monotonic() + summary_every_s
@@ -134,6 +138,8 @@ class BusWorker:
                 try:
                     return await self.reader.read(table, address, count, unit)
                 except AgentError as exc:
+                    if unit in self._health:
+                        self._health[unit].record_error(exc)
                     if not exc.retryable or attempt == timing.retries:
                         raise
                     log.debug("bus %s unit %d: %s; retrying", self.name, unit, exc)
@@ -150,12 +156,15 @@ class BusWorker:
                 result = Poll.unread(slot.profile, str(down))
             elif not slot.breaker.should_poll():
                 slot.skipped += 1
+                slot.health.record_skip()
                 result = Poll.unread(slot.profile, "not polled: stopped answering, breaker open")
             else:
+                started = time.monotonic()
                 result = await self._poll(slot)
                 down = next((f for f in result.failures if isinstance(f, BusUnavailable)), None)
                 if down is None:
                     self._account(slot, result)
+                    slot.health.record_poll(result, latency_s=time.monotonic() - started)
             readings.append(to_reading(result, slot.profile, slot.id, clock))
         self._note_bus(down)
         self._maybe_summarise()

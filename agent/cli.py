@@ -18,8 +18,17 @@ import typer
 from agent.config import AgentConfig
 from agent.errors import AgentError, BusUnavailable
 from agent.poller import Poll, poll
-from agent.transport import ModbusReader, SerialPortLink, TcpLink
-from kilowatch.cli_support import EXIT_CONFIG, LogLevel, fail, load_config, parse_host_port, setup_logging
+from agent.scan import ScanReport, scan, serial_links
+from agent.transport import Link, ModbusReader, SerialPortLink, TcpLink
+from kilowatch.cli_support import (
+    EXIT_CONFIG,
+    LogLevel,
+    fail,
+    load_config,
+    parse_host_port,
+    parse_units,
+    setup_logging,
+)
 from kilowatch.profiles import Connection, Profile, Table, load_builtin
 from kilowatch.quantities import QUANTITIES
 
@@ -272,3 +281,91 @@ def check(
         f"{sum(len(m.requests) for m in meters)} requests per cycle; busiest bus {busiest.name} at "
         f"{busiest.share:.1%} of the {agent_config.poll_interval_s:g} s poll interval"
     )
+
+
+def _scan_links(tcp: str | None, rtu: str | None, baud: str | None, parity: str | None) -> list[Link]:
+    """The links `--tcp` or `--rtu` with its `--baud` and `--parity` lists ask for; ValueError if bad."""
+    if (tcp is None) == (rtu is None):
+        raise ValueError("give exactly one of --tcp HOST:PORT and --rtu DEVICE")
+    if tcp is not None:
+        if baud is not None or parity is not None:
+            raise ValueError("--baud and --parity apply to --rtu only")
+        host, port = parse_host_port(tcp)
+        return [TcpLink(host, port)]
+    assert rtu is not None
+    bauds = [b.strip() for b in (baud or "9600").split(",")]
+    if not all(b.isdigit() and int(b) > 0 for b in bauds):
+        raise ValueError(f"--baud {baud!r}: give positive baud rates separated by commas, e.g. 9600,19200")
+    parities = [p.strip().upper() for p in (parity or "N").split(",")]
+    if not all(p in Parity.__members__ for p in parities):
+        raise ValueError(f"--parity {parity!r}: give N, E or O separated by commas, e.g. N,E")
+    return list(serial_links(rtu, [int(b) for b in bauds], parities))
+
+
+def _print_scan(report: ScanReport) -> None:
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = Console()
+    for skipped in report.skipped:
+        console.print(f"[yellow]skipped[/yellow] {skipped.transport}: {skipped.reason}")
+    if not report.found:
+        console.print("no unit answered")
+        return
+    table = RichTable("transport", "unit", "model", "answer", title="units that answered")
+    for found in report.found:
+        table.add_row(
+            found.transport, str(found.unit), found.model or "[yellow]unknown model[/yellow]", found.answer
+        )
+    console.print(table)
+
+
+@app.command("scan")
+def scan_command(
+    units: Annotated[str, typer.Option(help="Unit ids to try: 1-247, 1,2,5 or 1-3,7")],
+    tcp: Annotated[str | None, typer.Option("--tcp", help="Modbus TCP gateway as HOST:PORT")] = None,
+    rtu: Annotated[
+        str | None, typer.Option("--rtu", help="Serial port of an RS-485 line, e.g. /dev/ttyUSB0")
+    ] = None,
+    baud: Annotated[
+        str | None, typer.Option(help="Baud rates to try with --rtu, e.g. 9600,19200 [default: 9600]")
+    ] = None,
+    parity: Annotated[
+        str | None, typer.Option(help="Parities to try with --rtu, e.g. N,E [default: N]")
+    ] = None,
+    timeout: Annotated[float, typer.Option(min=0.01, help="Seconds to wait for each unit's answer")] = 0.2,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON on stdout instead of a table")] = False,
+) -> None:
+    """Find the units on a line: try every baud x parity, probe each unit, and name the model that answered.
+
+    Models are identified from the fingerprints of the shipped device profiles. A setting the port refuses
+    is reported as skipped; a missing or busy port, or a bad unit list, exits 2.
+    """
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from kilowatch.profiles import builtin_ids
+
+    try:
+        unit_ids = parse_units(units)
+    except ValueError as exc:
+        fail(f"--units {units!r}: {exc}", EXIT_CONFIG)
+    try:
+        links = _scan_links(tcp, rtu, baud, parity)
+    except ValueError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    profiles = [load_builtin(pid) for pid in builtin_ids()]
+    setup_logging(LogLevel.ERROR)
+    stderr = Console(stderr=True)
+    try:
+        with Progress(console=stderr, transient=True, disable=not stderr.is_terminal) as bar:
+            task = bar.add_task("scanning", total=len(links) * len(unit_ids))
+            report = asyncio.run(
+                scan(links, unit_ids, profiles, timeout_s=timeout, progress=lambda n: bar.advance(task, n))
+            )
+    except BusUnavailable as exc:
+        fail(str(exc), EXIT_CONFIG)
+    if as_json:
+        typer.echo(report.model_dump_json(indent=2))
+    else:
+        _print_scan(report)

@@ -69,6 +69,16 @@ class ClockSettings(_Strict):
     mode: ClockMode = Field(ClockMode.AUTO, description="How the gateway decides whether its clock is right")
 
 
+class MetricsSettings(_Strict):
+    """The optional Prometheus endpoint with each meter's health (``GET /metrics``)."""
+
+    enabled: bool = Field(False, description="Serve the endpoint")
+    host: str = Field(
+        "127.0.0.1", min_length=1, description="Address to listen on; 0.0.0.0 exposes it to the network"
+    )
+    port: int = Field(9108, ge=1, le=65535, description="TCP port to listen on")
+
+
 class Timing(_Strict):
     """How patiently one meter is asked: one value object, set per bus and overridden per meter.
 
@@ -280,11 +290,20 @@ class AgentConfig(_Strict):
     poll_interval_s: float = Field(
         10.0, gt=0, le=86400, description="Seconds between polls, aligned to the clock"
     )
+    health_interval_s: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="Seconds between republishing the online status with each meter's health; 0: never",
+    )
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="MQTT broker connection")
     clock: ClockSettings = Field(default_factory=ClockSettings, description="Clock trust")
+    metrics: MetricsSettings = Field(
+        default_factory=MetricsSettings, description="Prometheus endpoint with each meter's health"
+    )
     buses: list[Bus] = Field(min_length=1, description="Buses and the meters on them")
 
-    @field_validator("mqtt", "clock", mode="before")
+    @field_validator("mqtt", "clock", "metrics", mode="before")
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         """A section whose keys are all commented out parses as null: it means all defaults."""

@@ -2,7 +2,9 @@
 
 The poll loop never waits for the broker: :meth:`Publisher.submit` only queues. A background task keeps
 one MQTT v5 session up (reconnecting with backoff while the broker is down) and sends queued batches in
-order, removing each only after its PUBACK. The queue is bounded in memory; when full, the oldest batch
+order, removing each only after its PUBACK. Between batches the same task republishes the retained online
+status with each meter's health, so status and readings never race (an online status cannot overtake the
+offline one sent on stop). The queue is bounded in memory; when full, the oldest batch
 is evicted, counted and logged (an on-disk spool replaces this queue later).
 """
 
@@ -12,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -25,6 +27,7 @@ from kilowatch.mqtt_contract import (
     Channel,
     GatewayState,
     GatewayStatus,
+    MeterHealth,
     Reading,
     ReadingsBatch,
     topic,
@@ -51,15 +54,23 @@ class Publisher:
         queue_size: int = 10_000,
         publish_timeout_s: float = 10.0,
         flush_timeout_s: float = 5.0,
+        health: Callable[[], Mapping[str, MeterHealth]] | None = None,
+        health_interval_s: float = 0.0,
     ) -> None:
         if queue_size < 1:
             raise ValueError(f"queue_size must be at least 1, got {queue_size}")
+        if health_interval_s < 0:
+            raise ValueError(f"health_interval_s must be 0 (never) or more, got {health_interval_s}")
         self.settings = settings
         self.site = site
         self.gateway = gateway
         self.meters = list(meters)
         self.publish_timeout_s = publish_timeout_s
         self.flush_timeout_s = flush_timeout_s
+        self.health = health
+        """Each meter's health now, for the online status; None: statuses carry none."""
+        self.health_interval_s = health_interval_s
+        """Seconds between republishing the online status with health; 0: only the birth message."""
         self.readings_topic = topic(site, gateway, Channel.READINGS, root=settings.topic_root)
         self.status_topic = topic(site, gateway, Channel.STATUS, root=settings.topic_root)
         self.evicted = 0
@@ -132,6 +143,10 @@ class Publisher:
             )
 
     def _status(self, state: GatewayState) -> bytes:
+        """The status message; only an online one carries health (the last will is written at connect)."""
+        health = None
+        if state is GatewayState.ONLINE and self.health is not None:
+            health = dict(self.health())
         return (
             GatewayStatus(
                 schema_version=SCHEMA_VERSION,
@@ -141,6 +156,7 @@ class Publisher:
                 ts=now_ms(),
                 agent_version=__version__,
                 meters=self.meters,
+                health=health,
             )
             .model_dump_json()
             .encode()
@@ -186,12 +202,13 @@ class Publisher:
                 await asyncio.wait_for(self._stop.wait(), delay)
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        """Birth message, then send batches in order until stopped; offline status on a clean stop."""
+        """Birth message, then send batches in order (and the status every health interval) until
+        stopped; offline status on a clean stop."""
         import aiomqtt
 
-        await client.publish(
-            self.status_topic, self._status(GatewayState.ONLINE), qos=QOS_AT_LEAST_ONCE, retain=True
-        )
+        loop = asyncio.get_running_loop()
+        await self._publish_online(client)
+        status_due = loop.time() + self.health_interval_s
         try:
             while True:
                 self._wakeup.clear()
@@ -204,7 +221,12 @@ class Publisher:
                     self.published += 1
                 if self._stop.is_set():
                     return
-                await self._wakeup.wait()
+                if self.health_interval_s and loop.time() >= status_due:
+                    await self._publish_online(client)
+                    status_due = loop.time() + self.health_interval_s
+                with contextlib.suppress(TimeoutError):
+                    wait = status_due - loop.time() if self.health_interval_s else None
+                    await asyncio.wait_for(self._wakeup.wait(), wait)
         finally:
             if self._stop.is_set():
                 with contextlib.suppress(aiomqtt.MqttError):
@@ -215,3 +237,8 @@ class Publisher:
                         retain=True,
                         timeout=2,
                     )
+
+    async def _publish_online(self, client: aiomqtt.Client) -> None:
+        await client.publish(
+            self.status_topic, self._status(GatewayState.ONLINE), qos=QOS_AT_LEAST_ONCE, retain=True
+        )

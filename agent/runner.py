@@ -11,15 +11,16 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from agent.bus_worker import BusWorker, slots
 from agent.clock import clock_state
-from agent.config import AgentConfig, Bus, ClockMode, RtuBus, RtuOverTcpBus, TcpBus
+from agent.config import AgentConfig, Bus, ClockMode, MetricsSettings, RtuBus, RtuOverTcpBus, TcpBus
+from agent.metrics_server import HealthSource, MetricsServer
 from agent.publisher import Publisher
 from agent.transport import Link, ModbusReader, RegisterReader, RtuOverTcpLink, SerialPortLink, TcpLink
-from kilowatch.mqtt_contract import ClockState
+from kilowatch.mqtt_contract import ClockState, MeterHealth
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,27 @@ class ClockWatch:
         return state
 
 
+def health_of(workers: Sequence[BusWorker]) -> dict[str, MeterHealth]:
+    """Every meter's health now, by meter id."""
+    return {
+        slot.id: slot.health.snapshot(bus=worker.name, breaker=slot.breaker.state)
+        for worker in workers
+        for slot in worker.meters
+    }
+
+
+async def serve_metrics(
+    stack: contextlib.AsyncExitStack, settings: MetricsSettings, health: HealthSource
+) -> None:
+    """Start the metrics endpoint if enabled; one that cannot listen is logged, and polling goes on."""
+    if not settings.enabled:
+        return
+    try:
+        await stack.enter_async_context(MetricsServer(health, host=settings.host, port=settings.port))
+    except OSError as exc:
+        log.error("metrics endpoint off: cannot listen on %s:%d (%s)", settings.host, settings.port, exc)
+
+
 @contextlib.contextmanager
 def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
     loop = asyncio.get_running_loop()
@@ -104,7 +126,6 @@ async def run(
         config.site,
         config.gateway,
     )
-    publisher = Publisher(config.mqtt, site=config.site, gateway=config.gateway, meters=config.meter_ids)
     clock = ClockWatch(config.clock.mode)
     with _stop_on_signals(stop):
         async with contextlib.AsyncExitStack() as stack:
@@ -114,6 +135,15 @@ async def run(
                 )
                 for bus in config.buses
             ]
+            publisher = Publisher(
+                config.mqtt,
+                site=config.site,
+                gateway=config.gateway,
+                meters=config.meter_ids,
+                health=lambda: health_of(workers),
+                health_interval_s=config.health_interval_s,
+            )
+            await serve_metrics(stack, config.metrics, lambda: health_of(workers))
             await stack.enter_async_context(publisher)
             polling = {
                 asyncio.create_task(

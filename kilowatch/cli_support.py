@@ -11,6 +11,7 @@ import typer
 from pydantic import BaseModel
 
 from kilowatch import yamlconfig
+from kilowatch.profiles import MAX_UNIT
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -59,3 +60,21 @@ def parse_host_port(text: str, *, allow_zero: bool = False) -> tuple[str, int]:
             f"{text!r} is not HOST:PORT with a port from {lowest} to 65535 (e.g. 127.0.0.1:5020)"
         )
     return host, int(port_text)
+
+
+def parse_units(text: str) -> list[int]:
+    """Unit ids from `1-3`, `1,2,5` or `1-3,7`, in order, each 1-247 and listed once."""
+    units: list[int] = []
+    for part in text.split(","):
+        first, dash, last = part.strip().partition("-")
+        try:
+            low, high = int(first), int(last if dash else first)
+        except ValueError:
+            raise ValueError(f"{part.strip()!r} is not a unit id or a range like 1-3") from None
+        if not 1 <= low <= high <= MAX_UNIT:
+            raise ValueError(f"{part.strip()!r}: unit ids are 1-{MAX_UNIT} and a range runs low-high")
+        units.extend(range(low, high + 1))
+    duplicates = sorted({u for u in units if units.count(u) > 1})
+    if duplicates:
+        raise ValueError(f"unit ids listed twice: {duplicates}")
+    return units

@@ -149,8 +149,47 @@ class GatewayState(StrEnum):
     OFFLINE = "offline"
 
 
+class MeterHealth(_Message):
+    """How one meter has been answering since the agent started: what a technician checks first.
+
+    Counts never go down while the agent runs; they start again from zero when it restarts (`since`).
+    Errors are counted per attempt, so a garbled answer that a retry repaired still shows.
+    """
+
+    bus: Ident = Field(description="Name of the bus the meter is on")
+    since: int = Field(ge=0, description="When these counts started (agent start), UTC ms")
+    polls: int = Field(ge=0, description="Polls made (cycles where the breaker skipped the meter are not)")
+    successes: int = Field(ge=0, description="Polls in which every request was answered")
+    success_rate: float | None = Field(
+        ge=0, le=1, description="successes / polls; null before the first poll"
+    )
+    skipped: int = Field(ge=0, description="Cycles the meter was not polled because its breaker was open")
+    last_latency_s: float | None = Field(
+        ge=0, description="How long the last poll held the bus (all its requests and retries), seconds"
+    )
+    mean_latency_s: float | None = Field(ge=0, description="Mean of that over every poll; null before one")
+    timeouts: int = Field(ge=0, description="Attempts the meter did not answer in time")
+    crc_errors: int = Field(ge=0, description="Attempts answered with a bad CRC or an unframeable answer")
+    wrong_unit: int = Field(ge=0, description="Attempts answered by another unit id than the one asked")
+    malformed: int = Field(ge=0, description="Attempts answered with something other than what was asked")
+    exceptions: dict[Annotated[int, Field(ge=1, le=255)], Annotated[int, Field(ge=1)]] = Field(
+        default_factory=dict,
+        description="Modbus exception responses by exception code",
+        json_schema_extra={"propertyNames": {"pattern": "^[1-9][0-9]{0,2}$"}},
+    )
+    last_good_ts: int | None = Field(
+        ge=0, description="When the last successful poll started, UTC ms; null if none succeeded yet"
+    )
+    breaker: Literal["closed", "open"] = Field(
+        description="open: the meter stopped answering and is polled only now and then, as a probe"
+    )
+
+
 class GatewayStatus(_Message):
-    """What a gateway publishes, retained, on ``.../status``: its birth message and its last will."""
+    """What a gateway publishes, retained, on ``.../status``: its birth message and its last will.
+
+    While online the agent republishes it with `health` every ``health_interval_s`` (agent config).
+    """
 
     schema_version: Literal[1]
     site: Ident
@@ -159,6 +198,9 @@ class GatewayStatus(_Message):
     ts: int = Field(ge=0, description="UTC ms, gateway clock")
     agent_version: str
     meters: list[Ident] = Field(default_factory=list, description="Meters this gateway polls")
+    health: dict[Ident, MeterHealth] | None = Field(
+        None, description="Per meter id, how it has been answering; absent from the last will"
+    )
 
 
 MESSAGES: dict[str, type[BaseModel]] = {

@@ -21,6 +21,8 @@ from kilowatch.quantities import QUANTITIES
 from kilowatch.registers import DataType, WordOrder, decode, register_count
 
 PROFILE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
+MAX_UNIT = 247
+"""Highest Modbus unit (slave) id a device may have; 0 is broadcast and 248-255 are reserved."""
 
 
 class Table(StrEnum):
@@ -46,7 +48,7 @@ class _Strict(BaseModel):
 class Connection(_Strict):
     """Serial and protocol defaults as the manufacturer ships the meter; a config may override them."""
 
-    unit: int = Field(1, ge=1, le=247, description="Default Modbus unit (slave) id")
+    unit: int = Field(1, ge=1, le=MAX_UNIT, description="Default Modbus unit (slave) id")
     baud: int = Field(9600, gt=0, description="Default baud rate on RS-485")
     parity: Literal["N", "E", "O"] = Field("N", description="Default parity")
     stopbits: Literal[1, 2] = 1
@@ -156,6 +158,24 @@ class TestVector(_Strict):
     tolerance: float = Field(1e-6, ge=0, description="Relative tolerance when comparing")
 
 
+class FingerprintCheck(_Strict):
+    """One register read that tells this model apart: it must answer, and its value must lie in a range."""
+
+    quantity: str = Field(description="A quantity mapped in this profile; its register is read and decoded")
+    min: float = Field(description="Lowest value this model can show (inclusive)")
+    max: float = Field(description="Highest value this model can show (inclusive)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.max < self.min:
+            raise ValueError(f"max {self.max:g} is below min {self.min:g}")
+        return self
+
+    def accepts(self, value: float | None) -> bool:
+        """Whether a decoded value (None: a NaN sentinel or not finite) is what this model would show."""
+        return value is not None and self.min <= value <= self.max
+
+
 class Profile(_Strict):
     """The register map of one meter model (and firmware variant)."""
 
@@ -168,6 +188,12 @@ class Profile(_Strict):
     quirks: Quirks = Quirks()
     registers: list[Register] = Field(min_length=1)
     test_vectors: list[TestVector] = Field(default_factory=list)
+    fingerprint: list[FingerprintCheck] = Field(
+        default_factory=list,
+        description="Checks that identify this model on a bus scan: each register must answer with a value "
+        "in range. Choose values another model's map would answer outside of (or not at all); empty: the "
+        "model is never identified by a scan",
+    )
 
     @model_validator(mode="after")
     def _no_overlaps(self) -> Self:
@@ -192,6 +218,11 @@ class Profile(_Strict):
                         f"{reg.quantity!r} lies in the forbidden {reg.table.value} range "
                         f"{forbidden.start:#06x}-{forbidden.end:#06x}"
                     )
+        for i, check in enumerate(self.fingerprint):
+            if check.quantity not in seen_quantities:
+                raise ValueError(
+                    f"fingerprint[{i}] reads {check.quantity!r}, which this profile does not map"
+                )
         for i, vector in enumerate(self.test_vectors):
             unknown = set(vector.expect) - seen_quantities
             if unknown:

@@ -12,10 +12,9 @@ from typing import TYPE_CHECKING, Annotated, TypeVar, cast
 
 import typer
 
-from kilowatch.cli_support import EXIT_CONFIG, fail, parse_host_port
+from kilowatch.cli_support import EXIT_CONFIG, fail, parse_host_port, parse_units
 from kilowatch.profiles import load_builtin
 from sim.faults import Fault, parse_fault
-from sim.register_image import MAX_UNIT
 
 if TYPE_CHECKING:
     from sim.server import Parity, SimServer
@@ -29,24 +28,6 @@ app = typer.Typer(no_args_is_help=True)
 @app.callback()
 def sim() -> None:
     """Simulated Modbus meters for tests and demos."""
-
-
-def parse_units(text: str) -> list[int]:
-    """Unit ids from `1-3`, `1,2,5` or `1-3,7`, in order, each 1-247 and listed once."""
-    units: list[int] = []
-    for part in text.split(","):
-        first, dash, last = part.strip().partition("-")
-        try:
-            low, high = int(first), int(last if dash else first)
-        except ValueError:
-            raise ValueError(f"{part.strip()!r} is not a unit id or a range like 1-3") from None
-        if not 1 <= low <= high <= MAX_UNIT:
-            raise ValueError(f"{part.strip()!r}: unit ids are 1-{MAX_UNIT} and a range runs low-high")
-        units.extend(range(low, high + 1))
-    duplicates = sorted({u for u in units if units.count(u) > 1})
-    if duplicates:
-        raise ValueError(f"unit ids listed twice: {duplicates}")
-    return units
 
 
 def parse_start(text: str) -> datetime:

@@ -11,7 +11,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from sim.register_image import MAX_UNIT
+from kilowatch.profiles import MAX_UNIT
 
 EXCEPTION_CODES = frozenset({1, 2, 3, 4, 5, 6, 7, 8, 10, 11})
 """The exception codes the Modbus application protocol defines."""

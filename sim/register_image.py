@@ -28,8 +28,6 @@ class ExceptionCode(IntEnum):
 BIT_READS = frozenset({1, 2})
 """Read coils / discrete inputs: tables no metering profile defines."""
 REGISTER_READS: dict[int, Table] = {3: Table.HOLDING, 4: Table.INPUT}
-MAX_UNIT = 247
-"""Highest Modbus unit (slave) id a meter may have."""
 MAX_PDU_REGISTERS = 125
 """The protocol's own limit for one register read."""
 

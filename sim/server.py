@@ -34,11 +34,11 @@ from pymodbus.pdu import DecodePDU, ExceptionResponse, ModbusPDU
 from pymodbus.pdu.register_message import ReadHoldingRegistersResponse, ReadInputRegistersResponse
 from pymodbus.transport.serialtransport import create_serial_connection
 
-from kilowatch.profiles import Profile
+from kilowatch.profiles import MAX_UNIT, Profile
 from sim.clock import SimClock
 from sim.faults import Fault, FaultKind
 from sim.meter import SimulatedMeter
-from sim.register_image import MAX_UNIT, ExceptionCode, RegisterImage
+from sim.register_image import ExceptionCode, RegisterImage
 
 log = logging.getLogger(__name__)
 

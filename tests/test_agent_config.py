@@ -16,6 +16,7 @@ from agent.config import (
     ClockSettings,
     EffectiveTiming,
     Meter,
+    MetricsSettings,
     MqttSettings,
     RtuBus,
     RtuOverTcpBus,
@@ -62,7 +63,17 @@ def test_the_sample_config_is_valid_and_shows_the_defaults() -> None:
     ]
 
 
-MODELS = (AgentConfig, MqttSettings, ClockSettings, TcpBus, RtuBus, RtuOverTcpBus, Meter, Timing)
+MODELS = (
+    AgentConfig,
+    MqttSettings,
+    ClockSettings,
+    MetricsSettings,
+    TcpBus,
+    RtuBus,
+    RtuOverTcpBus,
+    Meter,
+    Timing,
+)
 FIELDS = {name for model in MODELS for name in model.model_fields}
 
 
@@ -83,7 +94,7 @@ def test_the_defaults_the_sample_config_shows_are_the_real_ones(tmp_path: Path) 
             line = f"{match[1]}{match[2]}: {match[3]}"
             uncommented += 1
         lines.append(line)
-    assert uncommented == 20
+    assert uncommented == 24
     explicit = tmp_path / "agent.yaml"
     explicit.write_text("\n".join(lines))
     assert yamlconfig.load(AgentConfig, explicit) == yamlconfig.load(AgentConfig, EXAMPLE)

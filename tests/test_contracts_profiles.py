@@ -88,3 +88,30 @@ def test_id_must_match_file_name(tmp_path: Path) -> None:
 def test_unknown_profile_lists_the_shipped_ones() -> None:
     with pytest.raises(KeyError, match="eastron-sdm630"):
         load_builtin("no-such-meter")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_every_shipped_profile_can_be_recognised_by_a_scan(path: Path) -> None:
+    assert load_file(path).fingerprint, "a profile without a fingerprint is never identified by a scan"
+
+
+@pytest.mark.parametrize(
+    ("fingerprint", "expected"),
+    [
+        (
+            "  - {quantity: frequency_hz, min: 45, max: 65}\n",
+            "acme-x1.yaml:1 (top level): Value error, fingerprint[0] reads 'frequency_hz', which this "
+            "profile does not map",
+        ),
+        (
+            "  - {quantity: voltage_l1_v, min: 300, max: 100}\n",
+            "acme-x1.yaml:8 fingerprint[0]: Value error, max 100 is below min 300",
+        ),
+        ("  - {quantity: voltage_l1_v, min: 0}\n", "acme-x1.yaml:8 fingerprint[0].max: field required"),
+    ],
+)
+def test_broken_fingerprints_name_file_line_and_key(tmp_path: Path, fingerprint: str, expected: str) -> None:
+    body = HEADER + "  - {quantity: voltage_l1_v, address: 0}\nfingerprint:\n" + fingerprint
+    with pytest.raises(ConfigError) as info:
+        load_file(_write(tmp_path, body))
+    assert any(p.startswith(expected) for p in info.value.problems), info.value.problems

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sim.cli import app, parse_units
+from kilowatch.cli_support import parse_units
+from sim.cli import app
 from tests.mbpoll import MbpollError, read_floats, read_floats_rtu
 from tests.serial_link import serial_pair
 from tests.services import Process, wait_until

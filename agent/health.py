@@ -1,0 +1,93 @@
+"""Per-meter health: running counts of how each meter answers, kept by its bus worker.
+
+Pure data with small update methods, no I/O: the bus worker feeds every failed attempt
+(:meth:`MeterStats.record_error`, so an answer garbled once and repaired by a retry still shows) and
+every finished poll (:meth:`MeterStats.record_poll`). :meth:`MeterStats.snapshot` turns the counts into
+the wire :class:`~kilowatch.mqtt_contract.MeterHealth` that the status topic and the Prometheus
+endpoint both publish, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from agent.breaker import BreakerState
+from agent.clock import now_ms
+from agent.errors import (
+    AgentError,
+    CrcError,
+    MalformedResponse,
+    ModbusExceptionResponse,
+    ModbusTimeout,
+    WrongUnit,
+)
+from agent.poller import NOT_AVAILABLE, Poll
+from kilowatch.mqtt_contract import MeterHealth
+
+
+@dataclass(kw_only=True)
+class MeterStats:
+    """What one meter has done since `since` (UTC ms, the agent's start)."""
+
+    since: int = field(default_factory=now_ms)
+    polls: int = 0
+    successes: int = 0
+    skipped: int = 0
+    last_latency_s: float | None = None
+    latency_total_s: float = 0.0
+    timeouts: int = 0
+    crc_errors: int = 0
+    wrong_unit: int = 0
+    malformed: int = 0
+    exceptions: Counter[int] = field(default_factory=Counter)
+    """Modbus exception responses by code."""
+    last_good_ts: int | None = None
+
+    def record_error(self, error: AgentError) -> None:
+        """One failed attempt; a bus that is down is the bus's problem, not the meter's, and not counted."""
+        match error:
+            case ModbusTimeout():
+                self.timeouts += 1
+            case CrcError():
+                self.crc_errors += 1
+            case WrongUnit():
+                self.wrong_unit += 1
+            case MalformedResponse():
+                self.malformed += 1
+            case ModbusExceptionResponse(code=code):
+                self.exceptions[code] += 1
+
+    def record_poll(self, result: Poll, *, latency_s: float) -> None:
+        """One finished poll. It succeeded when every request was answered: a value the meter reports
+        as not available (NaN sentinel) is the meter's answer, any other missing value is a failure."""
+        self.polls += 1
+        self.last_latency_s = latency_s
+        self.latency_total_s += latency_s
+        if not result.failures and all(why == NOT_AVAILABLE for why in result.errors.values()):
+            self.successes += 1
+            self.last_good_ts = result.ts
+
+    def record_skip(self) -> None:
+        """A cycle in which the open breaker kept the meter off the bus."""
+        self.skipped += 1
+
+    def snapshot(self, *, bus: str, breaker: BreakerState) -> MeterHealth:
+        """The counts as the wire model, with the meter's bus and breaker state."""
+        return MeterHealth(
+            bus=bus,
+            since=self.since,
+            polls=self.polls,
+            successes=self.successes,
+            success_rate=self.successes / self.polls if self.polls else None,
+            skipped=self.skipped,
+            last_latency_s=self.last_latency_s,
+            mean_latency_s=self.latency_total_s / self.polls if self.polls else None,
+            timeouts=self.timeouts,
+            crc_errors=self.crc_errors,
+            wrong_unit=self.wrong_unit,
+            malformed=self.malformed,
+            exceptions=dict(sorted(self.exceptions.items())),
+            last_good_ts=self.last_good_ts,
+            breaker="open" if breaker is BreakerState.OPEN else "closed",
+        )
