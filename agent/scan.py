@@ -26,7 +26,6 @@ from agent.errors import (
     ModbusExceptionResponse,
 )
 from agent.transport import (
-    OPEN_ERRORS,
     Link,
     ModbusReader,
     RegisterReader,
@@ -87,23 +86,13 @@ def refused_settings(link: SerialPortLink) -> str | None:
     Raises:
         BusUnavailable: the port cannot be used at all (missing, busy, forbidden), whatever the settings.
     """
-    import serial
-
-    try:
-        serial.serial_for_url(
-            link.device,
-            exclusive=True,
-            baudrate=link.baud,
-            parity=link.parity,
-            stopbits=link.stopbits,
-            bytesize=link.bytesize,
-        ).close()
-    except OPEN_ERRORS as exc:
-        reason = settings_refusal(link, exc)
-        if reason is None:
-            raise BusUnavailable(link.device, f"{link.device}: {serial_open_problem(exc)}") from exc
-        return reason
-    return None
+    exc = link.try_open()
+    if exc is None:
+        return None
+    reason = settings_refusal(link, exc)
+    if reason is None:
+        raise BusUnavailable(link.device, f"{link.device}: {serial_open_problem(exc)}") from exc
+    return reason
 
 
 def probe_register(profiles: Sequence[Profile]) -> Register:

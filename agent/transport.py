@@ -165,8 +165,8 @@ class SerialPortLink:
             trace_packet=trace,
         )
 
-    def open_problem(self) -> str:
-        """Open the port again with pyserial, which pymodbus uses, to learn why it failed."""
+    def try_open(self) -> Exception | None:
+        """Open and close the port with pyserial (which pymodbus uses); what it raised, if anything."""
         import serial
 
         try:
@@ -179,6 +179,13 @@ class SerialPortLink:
                 bytesize=self.bytesize,
             ).close()
         except OPEN_ERRORS as exc:
+            return exc
+        return None
+
+    def open_problem(self) -> str:
+        """Open the port again to learn why it failed."""
+        exc = self.try_open()
+        if exc is not None:
             return f"{self.device}: {serial_open_problem(exc)}"
         return f"{self.device}: could not open it (it opens now: try again)"
 
