@@ -23,7 +23,6 @@ import urllib.request
 from pathlib import Path
 
 import aiomqtt
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,7 +36,14 @@ from kilowatch.mqtt_contract import (
     topic,
 )
 from kilowatch.profiles import load_builtin
-from tests.services import Mosquitto, Process, VictoriaMetrics, free_port, wait_until
+from tests.services import (
+    Mosquitto,
+    Process,
+    VictoriaMetrics,
+    free_port,
+    wait_until,
+    write_collector_config,
+)
 
 SITE, GATEWAY = "bench-site", "gw-bench"
 # Room for a whole backlog: Mosquitto's default of 1,000 queued messages would silently drop the rest.
@@ -143,13 +149,10 @@ def main() -> None:
         broker = Mosquitto.start(work / "mosquitto", extra_conf=BROKER_CONF)
         vm = VictoriaMetrics.start(work / "vm")
         api_port = free_port()
-        config = {
-            "mqtt": {"host": broker.host, "port": broker.port, "client_id": "bench-collector"},
-            "ledger": {"path": str(work / "ledger.db")},
-            "tsdb": {"url": vm.url},
-            "api": {"host": "127.0.0.1", "port": api_port},
-        }
-        (work / "collector.yaml").write_text(yaml.safe_dump(config))
+        write_collector_config(
+            work / "collector.yaml", broker, ledger=work / "ledger.db", api_port=api_port, tsdb_url=vm.url,
+            client_id="bench-collector",
+        )  # fmt: skip
         collector = Process(
             "collector",
             [sys.executable, "-m", "kilowatch", "collector", "run", "--config", str(work / "collector.yaml"),

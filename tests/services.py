@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 INSTALL_HINT = "run `make test` (as root it installs: apt-get install mosquitto mosquitto-clients victoria-metrics mbpoll socat)"
 
 
@@ -200,3 +202,18 @@ class VictoriaMetrics:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+def write_collector_config(
+    path: Path, broker: Mosquitto, *, ledger: Path, api_port: int, tsdb_url: str | None, client_id: str
+) -> Path:
+    """A collector.yaml pointing at `broker` (and a TSDB when given), for tests and benchmarks."""
+    config: dict[str, Any] = {
+        "mqtt": {"host": broker.host, "port": broker.port, "client_id": client_id},
+        "ledger": {"path": str(ledger)},
+        "api": {"host": "127.0.0.1", "port": api_port},
+    }
+    if tsdb_url:
+        config["tsdb"] = {"url": tsdb_url}
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -146,16 +147,24 @@ async def first_batch(client: aiomqtt.Client) -> ReadingsBatch:
     raise AssertionError("unreachable")
 
 
-@pytest.mark.services
-async def test_run_publishes_real_readings_and_goes_offline_on_sigterm(
+@contextlib.asynccontextmanager
+async def agent_and_subscriber(
     sim: SimServer, mosquitto: Mosquitto, tmp_path: Path
-) -> None:
+) -> AsyncIterator[tuple[aiomqtt.Client, asyncio.subprocess.Process, ReadingsBatch]]:
+    """`kilowatch agent run` as a process, a subscriber on its topics, and its first batch."""
     config = agent_config(tmp_path / "agent.yaml", sim.port, mosquitto.port)
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as sub:
         await sub.subscribe(STATUS, qos=1)
         await sub.subscribe(READINGS, qos=1)
         agent = await start_agent(config, tmp_path / "agent.log")
-        batch = await first_batch(sub)
+        yield sub, agent, await first_batch(sub)
+
+
+@pytest.mark.services
+async def test_run_publishes_real_readings_and_goes_offline_on_sigterm(
+    sim: SimServer, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    async with agent_and_subscriber(sim, mosquitto, tmp_path) as (sub, agent, batch):
         agent.send_signal(signal.SIGTERM)
         batches, statuses = await until_offline(sub)
         code = await asyncio.wait_for(agent.wait(), 30)
@@ -177,12 +186,7 @@ async def test_run_publishes_real_readings_and_goes_offline_on_sigterm(
 async def test_a_killed_agent_is_reported_offline_by_its_last_will(
     sim: SimServer, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    config = agent_config(tmp_path / "agent.yaml", sim.port, mosquitto.port)
-    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as sub:
-        await sub.subscribe(STATUS, qos=1)
-        await sub.subscribe(READINGS, qos=1)
-        agent = await start_agent(config, tmp_path / "agent.log")
-        await first_batch(sub)
+    async with agent_and_subscriber(sim, mosquitto, tmp_path) as (sub, agent, _):
         agent.kill()
         await agent.wait()
         _, statuses = await until_offline(sub)

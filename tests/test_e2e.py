@@ -24,7 +24,15 @@ import yaml
 
 from kilowatch.mqtt_contract import Channel, ReadingsBatch, subscription, topic
 from tests.mbpoll import MbpollError, read_floats
-from tests.services import Mosquitto, Process, VictoriaMetrics, free_port, require_binary, wait_until
+from tests.services import (
+    Mosquitto,
+    Process,
+    VictoriaMetrics,
+    free_port,
+    require_binary,
+    wait_until,
+    write_collector_config,
+)
 
 SITE, GATEWAY = "e2e-office", "gw-e2e"
 METERS = {"main": 1, "floor-1": 2, "floor-2": 3}
@@ -92,14 +100,11 @@ def stack(tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics) -> It
             }
         ],
     }
-    collector_cfg = {
-        "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "client_id": "e2e-collector"},
-        "ledger": {"path": str(tmp_path / "ledger.db")},
-        "tsdb": {"url": victoria.url},
-        "api": {"host": "127.0.0.1", "port": api_port},
-    }
     (tmp_path / "agent.yaml").write_text(yaml.safe_dump(agent_cfg))
-    (tmp_path / "collector.yaml").write_text(yaml.safe_dump(collector_cfg))
+    write_collector_config(
+        tmp_path / "collector.yaml", mosquitto, ledger=tmp_path / "ledger.db", api_port=api_port,
+        tsdb_url=victoria.url, client_id="e2e-collector",
+    )  # fmt: skip
     sub = subscription(Channel.READINGS)
     procs = {
         "sim": Process(
