@@ -7,6 +7,11 @@ circuit breaker per meter skips a meter that stopped answering, so a dead meter 
 own bounded budget, and less once the breaker opens. A lost port or connection is a bus problem, not a
 meter's: the rest of that cycle is reported unread and no breaker counts it.
 
+A meter whose last poll failed is a suspect: it is polled after the others, without retries, and with
+its timeout cut to the time left before the next tick, so a dead meter cannot make the live ones miss a
+tick. When less than half its timeout is left it gets the whole timeout anyway (that tick is lost): a
+slow meter on a busy bus must still be able to answer and recover.
+
 Logs follow state, not cycles: a meter's problem is logged when it appears or changes and when it ends,
 a breaker when it opens or closes, and a summary per bus every few minutes while anything is wrong.
 """
@@ -18,7 +23,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from agent.breaker import Breaker, Transition
 from agent.bus_time import RtuTiming
@@ -35,6 +40,8 @@ log = logging.getLogger(__name__)
 
 SUMMARY_EVERY_S = 300.0
 """Seconds between a bus's summary log lines while any of its meters has a problem."""
+TICK_MARGIN = 0.05
+"""Share of the poll interval kept free before the next tick, for decoding and publishing a cycle."""
 
 
 def next_tick(now: float, interval: float) -> float:
@@ -80,6 +87,13 @@ def slots(bus: Bus) -> list[MeterSlot]:
     return out
 
 
+def suspect_timing(timing: EffectiveTiming, left_s: float) -> EffectiveTiming:
+    """How patiently to poll a suspect with `left_s` seconds before the next tick: once, and only as
+    long as the tick allows unless that is under half its timeout (see the module's docstring)."""
+    timeout = min(timing.timeout_s, left_s) if left_s >= timing.timeout_s / 2 else timing.timeout_s
+    return replace(timing, timeout_s=timeout, retries=0)
+
+
 class _MeterChannel:
     """A :class:`RegisterReader` for one meter that goes through its bus worker."""
 
@@ -87,8 +101,11 @@ class _MeterChannel:
         self._worker = worker
         self._timing = timing
 
-    async def read(self, table: Table, address: int, count: int, unit: int) -> list[int]:
-        return await self._worker.request(self._timing, table, address, count, unit)
+    async def read(
+        self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
+    ) -> list[int]:
+        timing = self._timing if timeout_s is None else replace(self._timing, timeout_s=timeout_s)
+        return await self._worker.request(timing, table, address, count, unit)
 
 
 class BusWorker:
@@ -136,7 +153,7 @@ class BusWorker:
                 if wait > 0:
                     await asyncio.sleep(wait)
                 try:
-                    return await self.reader.read(table, address, count, unit)
+                    return await self.reader.read(table, address, count, unit, timeout_s=timing.timeout_s)
                 except AgentError as exc:
                     if unit in self._health:
                         self._health[unit].record_error(exc)
@@ -147,32 +164,46 @@ class BusWorker:
                     self._quiet_since = time.monotonic()
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def cycle(self, clock: ClockState) -> list[Reading]:
-        """Poll every meter once (skipping those whose breaker is open); one reading per meter."""
-        readings = []
+    async def cycle(self, clock: ClockState, deadline: float | None = None) -> list[Reading]:
+        """Poll every meter once (skipping those whose breaker is open); one reading per meter, in
+        configured order. `deadline` (monotonic) is when the next cycle is due; suspects go last and are
+        kept within it when they can be."""
+        results: dict[str, Poll] = {}
         down: BusUnavailable | None = None
-        for slot in self.meters:
+        suspects = {slot.id for slot in self.meters if slot.breaker.failures}
+        for slot in sorted(self.meters, key=lambda slot: slot.id in suspects):
             if down is not None:
-                result = Poll.unread(slot.profile, str(down))
+                results[slot.id] = Poll.unread(slot.profile, str(down))
             elif not slot.breaker.should_poll():
                 slot.skipped += 1
                 slot.health.record_skip()
-                result = Poll.unread(slot.profile, "not polled: stopped answering, breaker open")
+                results[slot.id] = Poll.unread(slot.profile, "not polled: stopped answering, breaker open")
             else:
+                timing = slot.timing
+                if slot.id in suspects:
+                    timing = suspect_timing(
+                        timing, math.inf if deadline is None else deadline - time.monotonic()
+                    )
                 started = time.monotonic()
-                result = await self._poll(slot)
+                result = results[slot.id] = await self._poll(slot, timing)
                 down = next((f for f in result.failures if isinstance(f, BusUnavailable)), None)
                 if down is None:
                     self._account(slot, result)
-                    slot.health.record_poll(result, latency_s=time.monotonic() - started)
-            readings.append(to_reading(result, slot.profile, slot.id, clock))
+                    for step in slot.health.record_poll(result, latency_s=time.monotonic() - started):
+                        log.warning(
+                            "meter %s: %s went backwards, %g -> %g: counter reset or meter replaced",
+                            slot.id,
+                            step.quantity,
+                            step.before,
+                            step.after,
+                        )
         self._note_bus(down)
         self._maybe_summarise()
-        return readings
+        return [to_reading(results[slot.id], slot.profile, slot.id, clock) for slot in self.meters]
 
-    async def _poll(self, slot: MeterSlot) -> Poll:
+    async def _poll(self, slot: MeterSlot, timing: EffectiveTiming) -> Poll:
         try:
-            return await poll(self.channel(slot.timing), slot.profile, slot.unit, slot.requests)
+            return await poll(self.channel(timing), slot.profile, slot.unit, slot.requests)
         except Exception:  # one meter's bug must not stop the others; logged with its traceback
             log.exception("meter %s on bus %s: unexpected error; no reading this cycle", slot.id, self.name)
             return Poll.unread(slot.profile, "internal error, see the agent's log")
@@ -252,7 +283,8 @@ class BusWorker:
         while True:
             await asyncio.sleep(max(0.0, next_tick(time.time(), interval_s) - time.time()))
             started = time.monotonic()
-            readings = await self.cycle(clock())
+            due = next_tick(time.time(), interval_s) - time.time() - TICK_MARGIN * interval_s
+            readings = await self.cycle(clock(), deadline=started + due)
             batch = submit(readings)
             elapsed = time.monotonic() - started
             log.debug(

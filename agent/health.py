@@ -24,6 +24,16 @@ from agent.errors import (
 )
 from agent.poller import NOT_AVAILABLE, Poll
 from kilowatch.mqtt_contract import MeterHealth
+from kilowatch.quantities import QUANTITIES, Kind
+
+
+@dataclass(frozen=True)
+class CounterStep:
+    """An energy counter that read lower than at the meter's previous poll."""
+
+    quantity: str
+    before: float
+    after: float
 
 
 @dataclass(kw_only=True)
@@ -43,6 +53,9 @@ class MeterStats:
     exceptions: Counter[int] = field(default_factory=Counter)
     """Modbus exception responses by code."""
     last_good_ts: int | None = None
+    counter_resets: int = 0
+    last_counters: dict[str, float] = field(default_factory=dict)
+    """Each energy counter's last value read, to catch one going backwards."""
 
     def record_error(self, error: AgentError) -> None:
         """One failed attempt; a bus that is down is the bus's problem, not the meter's, and not counted."""
@@ -58,15 +71,29 @@ class MeterStats:
             case ModbusExceptionResponse(code=code):
                 self.exceptions[code] += 1
 
-    def record_poll(self, result: Poll, *, latency_s: float) -> None:
+    def record_poll(self, result: Poll, *, latency_s: float) -> list[CounterStep]:
         """One finished poll. It succeeded when every request was answered: a value the meter reports
-        as not available (NaN sentinel) is the meter's answer, any other missing value is a failure."""
+        as not available (NaN sentinel) is the meter's answer, any other missing value is a failure.
+
+        Returns the energy counters that went backwards: a reset or a replaced meter, never negative
+        consumption (the collector books no energy across it either).
+        """
+        steps = []
+        for name, value in result.values.items():
+            if QUANTITIES[name].kind is not Kind.COUNTER:
+                continue
+            before = self.last_counters.get(name)
+            if before is not None and value < before:
+                steps.append(CounterStep(name, before, value))
+            self.last_counters[name] = value
+        self.counter_resets += len(steps)
         self.polls += 1
         self.last_latency_s = latency_s
         self.latency_total_s += latency_s
         if not result.failures and all(why == NOT_AVAILABLE for why in result.errors.values()):
             self.successes += 1
             self.last_good_ts = result.ts
+        return steps
 
     def record_skip(self) -> None:
         """A cycle in which the open breaker kept the meter off the bus."""
@@ -89,5 +116,6 @@ class MeterStats:
             malformed=self.malformed,
             exceptions=dict(sorted(self.exceptions.items())),
             last_good_ts=self.last_good_ts,
+            counter_resets=self.counter_resets,
             breaker="open" if breaker is BreakerState.OPEN else "closed",
         )

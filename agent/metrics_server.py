@@ -67,6 +67,12 @@ METRICS: tuple[tuple[str, str, str, Callable[[MeterHealth], Samples]], ...] = (
         lambda h: [({"code": str(code)}, n) for code, n in h.exceptions.items()],
     ),
     (
+        "counter_resets_total",
+        "counter",
+        "Times an energy counter read lower than before (a reset or a replaced meter)",
+        lambda h: [({}, h.counter_resets)],
+    ),
+    (
         "last_good_timestamp_seconds",
         "gauge",
         "When the last successful poll started, seconds since the epoch (absent before one)",

@@ -54,9 +54,15 @@ them), settings pyserial rejects (ValueError) or the driver refuses (termios.err
 
 
 class RegisterReader(Protocol):
-    """Reads `count` consecutive 16-bit registers of one unit; raises :class:`agent.errors.AgentError`."""
+    """Reads `count` consecutive 16-bit registers of one unit; raises :class:`agent.errors.AgentError`.
 
-    async def read(self, table: Table, address: int, count: int, unit: int) -> list[int]: ...
+    `timeout_s`, when given, replaces the reader's own response timeout for this one request (the bus
+    worker shortens it for a meter that stopped answering, so it cannot make the others miss a tick).
+    """
+
+    async def read(
+        self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
+    ) -> list[int]: ...
 
 
 def crc16(data: bytes) -> int:
@@ -267,14 +273,16 @@ class ModbusReader:
             await asyncio.sleep(self.pause_after_connect_s)
         return client
 
-    async def read(self, table: Table, address: int, count: int, unit: int) -> list[int]:
+    async def read(
+        self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
+    ) -> list[int]:
         from pymodbus.exceptions import ModbusException, ModbusIOException
 
         client = await self._connected()
         call = client.read_input_registers if table is Table.INPUT else client.read_holding_registers
         self._heard = b""
         try:
-            async with asyncio.timeout(self.unit_timeouts.get(unit, self.timeout_s)):
+            async with asyncio.timeout(timeout_s or self.unit_timeouts.get(unit, self.timeout_s)):
                 response = await call(address, count=count, device_id=unit)
         except TimeoutError as exc:
             if self.link.rtu_framing:
@@ -314,7 +322,9 @@ class MemoryReader:
     ) -> None:
         return None
 
-    async def read(self, table: Table, address: int, count: int, unit: int) -> list[int]:
+    async def read(
+        self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
+    ) -> list[int]:
         self.requests.append((table, address, count, unit))
         if unit not in self.units:
             raise ModbusTimeout(self.bus, unit, address)

@@ -180,6 +180,9 @@ class MeterHealth(_Message):
     last_good_ts: int | None = Field(
         ge=0, description="When the last successful poll started, UTC ms; null if none succeeded yet"
     )
+    counter_resets: int = Field(
+        0, ge=0, description="Times an energy counter read lower than before: a reset or a replaced meter"
+    )
     breaker: Literal["closed", "open"] = Field(
         description="open: the meter stopped answering and is polled only now and then, as a probe"
     )

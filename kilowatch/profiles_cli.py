@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table as RichTable
 
 from kilowatch import yamlconfig
 from kilowatch.cli_support import EXIT_CONFIG, fail
@@ -17,7 +15,6 @@ from kilowatch.profiles import Profile, builtin_dir, builtin_ids, load_builtin, 
 from kilowatch.quantities import QUANTITIES
 
 app = typer.Typer(no_args_is_help=True)
-console = Console()
 
 
 def _get(profile_id: str) -> Profile:
@@ -32,16 +29,23 @@ def _get(profile_id: str) -> Profile:
 @app.command("list")
 def list_profiles() -> None:
     """List the shipped device profiles."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
     table = RichTable("id", "manufacturer", "model", "aliases", "registers")
     for profile_id in builtin_ids():
         p = _get(profile_id)
         table.add_row(p.id, p.manufacturer, p.model, ", ".join(p.aliases), str(len(p.registers)))
-    console.print(table)
+    Console().print(table)
 
 
 @app.command()
 def show(profile_id: Annotated[str, typer.Argument(help="Profile id or alias")]) -> None:
     """Show one profile's register map."""
+    from rich.console import Console
+    from rich.table import Table as RichTable
+
+    console = Console()
     p = _get(profile_id)
     console.print(f"[bold]{p.id}[/bold]: {p.manufacturer} {p.model}\nsource: {p.source}")
     table = RichTable("quantity", "unit", "table", "address", "manual", "type", "order", "scale")
@@ -77,7 +81,7 @@ def check(
         failures = vector_failures(profile)
         problems.extend(failures)
         if not failures:
-            console.print(
+            typer.echo(
                 f"ok  {path.name}: {len(profile.registers)} registers, "
                 f"{len(profile.test_vectors)} test vectors"
             )
@@ -111,6 +115,6 @@ def schemas(
         if not check_only:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
-            console.print(f"wrote {path}")
+            typer.echo(f"wrote {path}")
     if check_only and stale:
         fail("out of date (run `kilowatch schemas`): " + ", ".join(stale))

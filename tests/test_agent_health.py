@@ -20,7 +20,7 @@ from agent.errors import (
     ModbusTimeout,
     WrongUnit,
 )
-from agent.health import MeterStats
+from agent.health import CounterStep, MeterStats
 from agent.metrics_server import CONTENT_TYPE, escape_label_value, render, respond
 from agent.planner import plan
 from agent.poller import NOT_AVAILABLE, Poll
@@ -82,6 +82,42 @@ def test_polls_give_the_success_rate_latencies_and_last_good_time() -> None:
     assert (health.last_good_ts, health.breaker) == (2000, "open")
 
 
+def test_a_counter_going_backwards_is_flagged_not_a_gauge_going_down() -> None:
+    stats = MeterStats(since=0)
+    first = stats.record_poll(
+        Poll(ts=1, values={"energy_import_kwh": 812.5, "active_power_w": 900.0}), latency_s=0
+    )
+    same = stats.record_poll(
+        Poll(ts=2, values={"energy_import_kwh": 812.5, "active_power_w": 10.0}), latency_s=0
+    )
+    silent = stats.record_poll(Poll(ts=3, errors={"energy_import_kwh": "no answer"}), latency_s=0)
+    reset = stats.record_poll(Poll(ts=4, values={"energy_import_kwh": 0.25}), latency_s=0)
+    assert (first, same, silent) == ([], [], [])
+    assert reset == [CounterStep("energy_import_kwh", 812.5, 0.25)]
+    assert stats.snapshot(bus="b", breaker=BreakerState.CLOSED).counter_resets == 1
+
+
+async def test_the_worker_logs_a_replaced_meter(caplog: pytest.LogCaptureFixture) -> None:
+    values, words = full_map(SDM)
+    reader = MemoryReader({1: words})
+    meter = MeterSlot(id="m1", unit=1, profile=SDM, timing=NO_RETRY, requests=plan(SDM))
+    worker = BusWorker(name="b", reader=reader, meters=[meter])
+    await worker.cycle(ClockState.SYNCED)
+    new_values, reader.units[1] = full_map(SDM, base=-100.0)  # every value lower: a new meter
+    [reading] = await worker.cycle(ClockState.SYNCED)
+    assert reading.values == new_values  # the values are still reported as read
+    counters = [
+        "energy_import_kwh",
+        "energy_export_kwh",
+        "reactive_energy_import_kvarh",
+        "reactive_energy_export_kvarh",
+    ]
+    for name in counters:
+        assert f"meter m1: {name} went backwards, {values[name]:g} -> {new_values[name]:g}" in caplog.text
+    assert "voltage_l1_v went backwards" not in caplog.text
+    assert meter.health.counter_resets == len(counters)
+
+
 class Garbling(MemoryReader):
     """Garbles the next `bad` answers, as noise on the line does."""
 
@@ -90,7 +126,9 @@ class Garbling(MemoryReader):
         super().__init__({1: words})
         self.bad = bad
 
-    async def read(self, table: Table, address: int, count: int, unit: int) -> list[int]:
+    async def read(
+        self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
+    ) -> list[int]:
         if self.bad:
             self.bad -= 1
             raise CrcError(self.bus, unit, address, b"\x00\xff")

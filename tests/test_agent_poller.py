@@ -67,7 +67,9 @@ def test_an_unread_poll_errs_every_quantity() -> None:
 class GatewayWithoutMeter(MemoryReader):
     """A TCP-to-RS-485 gateway: exception 11 when the meter behind it does not answer."""
 
-    async def read(self, table: Table, address: int, count: int, unit: int) -> list[int]:
+    async def read(
+        self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
+    ) -> list[int]:
         self.requests.append((table, address, count, unit))
         raise ModbusExceptionResponse(self.bus, unit, address, 11)
 

@@ -111,7 +111,11 @@ async def test_the_shared_port_survives_dead_garbled_and_slow_units(tmp_path: Pa
     assert readings["m1"].values["energy_import_kwh"] == pytest.approx(shown, rel=1e-3)
     problems = {s.id: s.problem for s in worker.meters}
     assert {m for m, p in problems.items() if p is not None} == {"m3", "m4", "m6"}
-    assert problems["m4"] == "CrcError"
+    # m4's own answers are garbled; the slow m6's late answers may land on any request after it (here,
+    # with the suspects polled last, often on m4's), which is told apart as another unit's frame.
+    health = {s.id: s.health for s in worker.meters}
+    assert health["m4"].crc_errors > 0
+    assert problems["m4"] in {"CrcError", "WrongUnit"}
 
 
 async def test_rtu_over_tcp_reads_the_line_behind_a_serial_server() -> None:

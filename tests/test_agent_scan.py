@@ -31,7 +31,9 @@ class Refusing:
     def __init__(self, error: AgentError) -> None:
         self.error = error
 
-    async def read(self, table: Table, address: int, count: int, unit: int) -> list[int]:
+    async def read(
+        self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
+    ) -> list[int]:
         raise self.error
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from agent.breaker import BreakerState
-from agent.bus_worker import BusWorker, MeterSlot, next_tick
+from agent.bus_worker import BusWorker, MeterSlot, next_tick, suspect_timing
 from agent.config import BUILT_IN_TIMING, EffectiveTiming
 from agent.errors import BusUnavailable, CrcError, ModbusExceptionResponse
 from agent.planner import plan
@@ -56,8 +56,9 @@ async def test_a_dead_meter_is_logged_once_then_skipped_while_the_others_read(
         )
         assert (dead.values, dead.quality, set(dead.value_quality)) == ({}, Quality.ERROR, set(values))
     assert asked(reader, 1) == asked(reader, 3) == 10 * REQUESTS
-    # Threshold 3: asked in cycles 1-3, probed after skipping 1, 2 then 4 cycles: cycles 5 and 8.
-    assert asked(reader, 2) == 5 * (FAST.retries + 1)
+    # Threshold 3: asked in cycles 1-3, probed after skipping 1, 2 then 4 cycles: cycles 5 and 8; retried
+    # only the first time (then it is a suspect).
+    assert asked(reader, 2) == FAST.retries + 1 + 4
     assert worker.meters[1].breaker.state is BreakerState.OPEN
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
@@ -84,7 +85,9 @@ class Flaky(MemoryReader):
         self.started: list[tuple[float, int]] = []
         """When each attempt started, and to which unit."""
 
-    async def read(self, table: Table, address: int, count: int, unit: int) -> list[int]:
+    async def read(
+        self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
+    ) -> list[int]:
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         self.started.append((time.monotonic(), unit))
@@ -128,7 +131,9 @@ async def test_one_request_on_the_bus_at_a_time_with_the_meters_pause() -> None:
 
 async def test_a_lost_bus_is_not_blamed_on_the_meters(caplog: pytest.LogCaptureFixture) -> None:
     class Unplugged(MemoryReader):
-        async def read(self, table: Table, address: int, count: int, unit: int) -> list[int]:
+        async def read(
+            self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
+        ) -> list[int]:
             self.requests.append((table, address, count, unit))
             raise BusUnavailable("rs485", "/dev/ttyUSB0: no such serial port")
 
@@ -150,3 +155,44 @@ async def test_a_summary_names_the_troubled_meters(caplog: pytest.LogCaptureFixt
     for _ in range(4):
         await worker.cycle(ClockState.SYNCED)
     assert "bus b, last 0 s: gone: 0 of 0 polls clean, 1 skipped (breaker open)" in caplog.text
+
+
+class Patience(MemoryReader):
+    """Records the timeout the worker allowed for each request, by unit, in order."""
+
+    def __init__(self, units: dict[int, dict[tuple[Table, int], int]]) -> None:
+        super().__init__(units)
+        self.timeouts: list[tuple[int, float | None]] = []
+
+    async def read(
+        self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
+    ) -> list[int]:
+        self.timeouts.append((unit, timeout_s))
+        return await super().read(table, address, count, unit)
+
+
+async def test_a_suspect_goes_last_once_and_within_the_tick() -> None:
+    _, words = full_map(SDM)
+    reader = Patience({1: words, 3: words})
+    patient = EffectiveTiming(timeout_s=10, retries=1, pause_after_connect_s=0, pause_between_requests_s=0)
+    worker = BusWorker(name="b", reader=reader, meters=[slot("dead", 2, patient), slot("a", 1), slot("c", 3)])
+    await worker.cycle(ClockState.SYNCED, deadline=time.monotonic() + 20)
+    assert [unit for unit, _ in reader.timeouts][:2] == [2, 2]  # not a suspect yet: first, and retried
+    reader.timeouts.clear()
+    dead, a, c = await worker.cycle(ClockState.SYNCED, deadline=time.monotonic() + 8)
+    assert [r.meter for r in (dead, a, c)] == ["dead", "a", "c"]  # readings keep the configured order
+    assert [unit for unit, _ in reader.timeouts] == [1] * REQUESTS + [3] * REQUESTS + [2]
+    assert reader.timeouts[0][1] == FAST.timeout_s
+    last = reader.timeouts[-1][1]
+    assert last is not None
+    assert 5 <= last < 8
+
+
+def test_a_suspect_keeps_its_whole_timeout_when_the_tick_leaves_too_little() -> None:
+    slow = EffectiveTiming(timeout_s=0.5, retries=2, pause_after_connect_s=0, pause_between_requests_s=0)
+    assert suspect_timing(slow, 0.3) == EffectiveTiming(
+        timeout_s=0.3, retries=0, pause_after_connect_s=0, pause_between_requests_s=0
+    )
+    assert suspect_timing(slow, 5).timeout_s == 0.5
+    assert suspect_timing(slow, 0.2).timeout_s == 0.5  # under half: waiting less would never hear it
+    assert suspect_timing(slow, -1.0).timeout_s == 0.5  # the cycle already overran its tick
