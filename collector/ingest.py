@@ -21,7 +21,7 @@ from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
 from collector.validate import Rejected, parse_message
 from kilowatch.backoff import Backoff
-from kilowatch.mqtt_contract import Channel, ReadingsBatch, subscription
+from kilowatch.mqtt_contract import Channel, GatewayEvent, ReadingsBatch, subscription
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,11 @@ class Ingestor:
             await self._reject(topic, payload, rejected, received_at)
             return
         try:
+            if isinstance(message, GatewayEvent):
+                log.warning(
+                    "gateway %s/%s: %s: %s", message.site, message.gateway, message.kind, message.detail
+                )
+                return
             if isinstance(message, ReadingsBatch):
                 result = await asyncio.to_thread(self._ledger.ingest, message)
             else:

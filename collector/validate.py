@@ -12,11 +12,10 @@ from pydantic import ValidationError
 
 from collector.metrics import RejectReason
 from kilowatch.mqtt_contract import (
+    CHANNEL_MESSAGES,
     ID_PATTERN,
     SCHEMA_VERSION,
-    Channel,
-    GatewayStatus,
-    ReadingsBatch,
+    Message,
     parse_topic,
 )
 
@@ -32,7 +31,7 @@ class Rejected(Exception):
         super().__init__(f"{reason.value}: {detail}")
 
 
-def parse_message(topic: str, payload: bytes, *, root: str) -> ReadingsBatch | GatewayStatus:
+def parse_message(topic: str, payload: bytes, *, root: str) -> Message:
     """Validate one message against the topic it came on; raise :class:`Rejected` otherwise."""
     try:
         site, gateway, channel = parse_topic(topic, root=root)
@@ -51,7 +50,7 @@ def parse_message(topic: str, payload: bytes, *, root: str) -> ReadingsBatch | G
             RejectReason.UNSUPPORTED_SCHEMA_VERSION,
             f"schema_version {version} is not supported (this collector speaks {SCHEMA_VERSION})",
         )
-    model = ReadingsBatch if channel is Channel.READINGS else GatewayStatus
+    model = CHANNEL_MESSAGES[channel]
     try:
         message = model.model_validate(data)
     except ValidationError as exc:

@@ -3,7 +3,9 @@
 Topics live under ``kilowatch/v1/<site>/<gateway>/``:
 
 - ``readings``: a :class:`ReadingsBatch` (QoS 1, not retained);
-- ``status``: a :class:`GatewayStatus` (retained; the agent's birth message and last will).
+- ``status``: a :class:`GatewayStatus` (retained; the agent's birth message and last will);
+- ``events``: a :class:`GatewayEvent` (QoS 1, not retained): something the collector must know happened
+  on the gateway, such as readings its spool had to evict.
 
 The JSON Schema of every message is exported to ``docs/mqtt/`` by ``kilowatch schemas`` and tests check
 both sides (agent output, collector input) against those files, so the documentation cannot drift.
@@ -26,6 +28,14 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 """Site, gateway and meter ids: lower-case, no MQTT wildcard or separator characters, at most 64 long."""
 
 Ident = Annotated[str, Field(pattern=ID_PATTERN, description="Lower-case id: a-z, 0-9, '_', '-', '.'")]
+BootId = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9a-f-]{8,64}$",
+        description="The gateway's boot id (Linux: /proc/sys/kernel/random/boot_id): names the monotonic clock "
+        "that `mono_ms` values count on",
+    ),
+]
 
 
 class Channel(StrEnum):
@@ -33,6 +43,7 @@ class Channel(StrEnum):
 
     READINGS = "readings"
     STATUS = "status"
+    EVENTS = "events"
 
 
 def topic(site: str, gateway: str, channel: Channel, *, root: str = TOPIC_ROOT) -> str:
@@ -80,6 +91,9 @@ class ClockState(StrEnum):
     """The clock was known not to be synchronised (e.g. a Raspberry Pi before NTP): do not trust it."""
     UNKNOWN = "unknown"
     """The gateway could not tell."""
+    CORRECTED = "corrected"
+    """Stamped while the clock was not synchronised, then re-dated by the agent from its monotonic clock
+    once it was (`ts` = `mono_ms` + the offset found at synchronisation): trustworthy."""
 
 
 def _check_values(values: dict[str, float]) -> dict[str, float]:
@@ -125,6 +139,12 @@ class Reading(_Message):
         json_schema_extra=_QUANTITY_KEYS,
     )
     clock: ClockState = Field(description="The gateway's clock state when it stamped `ts`")
+    mono_ms: int | None = Field(
+        None,
+        ge=0,
+        description="The gateway's monotonic clock (CLOCK_BOOTTIME, ms since its boot `boot_id` of the batch) "
+        "when the meter was read: lets a reading stamped by an unsynchronised clock be re-dated later",
+    )
 
     @model_validator(mode="after")
     def _quality_consistent(self) -> Reading:
@@ -140,7 +160,14 @@ class ReadingsBatch(_Message):
     site: Ident
     gateway: Ident
     seq: int = Field(ge=0, description="Per-gateway batch sequence number, increasing by one per batch")
+    spool_id: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{8,32}$",
+        description="Which spool file numbered `seq` (a new spool, after a corrupt one was moved aside, "
+        "starts again at 0): a resend is the same (site, gateway, spool_id, seq)",
+    )
     sent_at: int = Field(ge=0, description="When the batch was published, UTC ms (gateway clock)")
+    boot_id: BootId | None = Field(None, description="The boot the readings' `mono_ms` count from")
     readings: list[Reading] = Field(min_length=1, max_length=10_000)
 
 
@@ -188,6 +215,27 @@ class MeterHealth(_Message):
     )
 
 
+class ClockAnchor(_Message):
+    """How one boot's monotonic clock maps onto UTC, learnt when the system clock became synchronised:
+    `ts` = `mono_ms` + `offset_ms` for readings of that boot."""
+
+    boot_id: BootId
+    offset_ms: int = Field(description="UTC ms minus CLOCK_BOOTTIME ms, measured while synchronised")
+    synced_at: int = Field(ge=0, description="When it was measured, UTC ms")
+
+
+class SpoolStatus(_Message):
+    """The agent's on-disk spool: what waits for the broker, and what was lost on the way."""
+
+    pending_batches: int = Field(ge=0, description="Batches stored, not yet acknowledged by the broker")
+    pending_readings: int = Field(ge=0, description="Readings in those batches")
+    oldest_ts: int | None = Field(None, ge=0, description="Event time of the oldest pending reading, UTC ms")
+    evicted_readings: int = Field(
+        ge=0, description="Readings evicted (spool over its size or age bound) since the spool was created"
+    )
+    accepting: bool = Field(description="false: the disk is full or the spool failed; new readings are lost")
+
+
 class GatewayStatus(_Message):
     """What a gateway publishes, retained, on ``.../status``: its birth message and its last will.
 
@@ -204,10 +252,50 @@ class GatewayStatus(_Message):
     health: dict[Ident, MeterHealth] | None = Field(
         None, description="Per meter id, how it has been answering; absent from the last will"
     )
+    clock_anchor: ClockAnchor | None = Field(
+        None, description="This boot's monotonic clock against UTC, once the clock is synchronised"
+    )
+    spool: SpoolStatus | None = Field(None, description="The on-disk spool; absent from the last will")
 
+
+class GatewayEventKind(StrEnum):
+    SPOOL_EVICTED = "spool_evicted"
+    """The spool went over its size or age bound: its oldest readings were deleted unpublished."""
+    SPOOL_CORRUPT = "spool_corrupt"
+    """The spool file was unreadable: moved aside (never deleted) and a fresh one started."""
+    SPOOL_FULL = "spool_full"
+    """The disk is full: new readings are not stored (and lost) until space is freed."""
+    SPOOL_ACCEPTING = "spool_accepting"
+    """The spool stores readings again after `spool_full`."""
+
+
+class GatewayEvent(_Message):
+    """What a gateway publishes on ``.../events``: one thing that happened, with how many readings it
+    affected, so a collector can account for every reading it will never receive."""
+
+    schema_version: Literal[1]
+    site: Ident
+    gateway: Ident
+    ts: int = Field(ge=0, description="When it happened, UTC ms (gateway clock)")
+    kind: GatewayEventKind
+    readings: int = Field(ge=0, description="Readings it concerns (evicted, or not stored); 0 if none")
+    oldest_ts: int | None = Field(None, ge=0, description="Event time of the oldest of them, UTC ms")
+    newest_ts: int | None = Field(None, ge=0, description="Event time of the newest of them, UTC ms")
+    detail: str = Field(max_length=1000, description="What happened, for a person")
+
+
+Message = ReadingsBatch | GatewayStatus | GatewayEvent
+
+CHANNEL_MESSAGES: dict[Channel, type[ReadingsBatch] | type[GatewayStatus] | type[GatewayEvent]] = {
+    Channel.READINGS: ReadingsBatch,
+    Channel.STATUS: GatewayStatus,
+    Channel.EVENTS: GatewayEvent,
+}
+"""What each channel carries."""
 
 MESSAGES: dict[str, type[BaseModel]] = {
     "readings-batch": ReadingsBatch,
     "gateway-status": GatewayStatus,
+    "gateway-event": GatewayEvent,
 }
 """Every wire message by the file stem its JSON Schema is exported under (docs/mqtt/<stem>.schema.json)."""
