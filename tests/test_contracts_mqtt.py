@@ -55,6 +55,7 @@ def batch(**overrides: Any) -> dict[str, Any]:
         "values": {"active_power_w": 1234.5, "energy_import_kwh": 100.25},
         "quality": "good",
         "clock": "synced",
+        "mono_ms": 86_400_123,
     }
     reading.update(overrides.pop("reading", {}))
     doc = {
@@ -62,7 +63,9 @@ def batch(**overrides: Any) -> dict[str, Any]:
         "site": "office-1",
         "gateway": "gw-1",
         "seq": 7,
+        "spool_id": "0f3a9c1e5b7d2a64",
         "sent_at": 1_795_000_000_100,
+        "boot_id": "6c0e3f52-8d1b-4c3a-9f0e-2b7d5a1c4e98",
         "readings": [reading],
     }
     doc.update(overrides)
