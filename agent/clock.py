@@ -11,6 +11,7 @@ import ctypes
 import time
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from agent.config import ClockMode
@@ -54,9 +55,31 @@ class _Timex(ctypes.Structure):
     )
 
 
+BOOT_ID_FILE = Path("/proc/sys/kernel/random/boot_id")
+
+
 def now_ms() -> int:
     """The system clock as the wire contract stamps time: UTC milliseconds since the epoch."""
     return time.time_ns() // 1_000_000
+
+
+def boottime_ms() -> int:
+    """CLOCK_BOOTTIME in ms: monotonic since boot, never stepped by NTP, counts while suspended."""
+    return time.clock_gettime_ns(time.CLOCK_BOOTTIME) // 1_000_000
+
+
+@cache
+def boot_id() -> str | None:
+    """This boot's id, which names the clock `boottime_ms` counts on; None where the kernel has none."""
+    try:
+        return BOOT_ID_FILE.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def clock_offset_ms() -> int:
+    """UTC minus boottime now: added to a reading's `mono_ms`, it gives the reading's UTC time."""
+    return now_ms() - boottime_ms()
 
 
 def state_from_kernel(result: int, status: int) -> ClockState:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agent.clock import now_ms
+from agent.clock import boottime_ms, now_ms
 from agent.errors import AgentError
 from agent.planner import Request, plan
 from agent.transport import RegisterReader
@@ -27,6 +27,8 @@ class Poll:
 
     ts: int
     """UTC ms when the poll started."""
+    mono_ms: int = field(default_factory=boottime_ms)
+    """CLOCK_BOOTTIME ms at the same moment (see :mod:`agent.clock`)."""
     values: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     """Quantity -> why it has no value."""
@@ -80,4 +82,5 @@ def to_reading(result: Poll, profile: Profile, meter_id: str, clock_state: Clock
         quality=Quality.ERROR if result.errors else Quality.GOOD,
         value_quality=dict.fromkeys(result.errors, Quality.ERROR),
         clock=clock_state,
+        mono_ms=result.mono_ms,
     )

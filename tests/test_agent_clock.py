@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from agent.clock import STA_UNSYNC, TIME_ERROR, clock_state, kernel_clock_state, state_from_kernel
+from agent.clock import (
+    BOOT_ID_FILE,
+    STA_UNSYNC,
+    TIME_ERROR,
+    boot_id,
+    boottime_ms,
+    clock_offset_ms,
+    clock_state,
+    kernel_clock_state,
+    now_ms,
+    state_from_kernel,
+)
 from agent.config import ClockMode
+from agent.poller import Poll, to_reading
 from kilowatch.mqtt_contract import ClockState
+from kilowatch.profiles import load_builtin
 
 STA_PLL = 0x0001
 TIME_OK = 0
@@ -36,3 +51,15 @@ def test_configured_modes_override_the_kernel() -> None:
 
 def test_this_linux_kernel_answers() -> None:
     assert kernel_clock_state() in (ClockState.SYNCED, ClockState.UNSYNCED)
+
+
+def test_a_reading_carries_the_boot_clock_that_can_re_date_it() -> None:
+    poll = Poll(ts=now_ms())
+    reading = to_reading(poll, load_builtin("eastron-sdm630"), "m1", ClockState.UNSYNCED)
+    assert reading.mono_ms == poll.mono_ms
+    assert reading.mono_ms is not None
+    assert 0 < reading.mono_ms <= boottime_ms()
+    # Re-dated with the offset measured now, the reading lands where the system clock put it.
+    assert abs(reading.mono_ms + clock_offset_ms() - reading.ts) < 1_000
+    assert re.fullmatch(r"[0-9a-f-]{36}", boot_id() or "")
+    assert boot_id() == BOOT_ID_FILE.read_text().strip()
