@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sys
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar, cast
 
 import typer
@@ -78,6 +80,13 @@ def serve(
     start: Annotated[
         str | None, typer.Option(help="Simulated start time, ISO 8601 with timezone (default: now).")
     ] = None,
+    served_log: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append one line per read answered: unit, function, address, count, UTC ms "
+            "(ground truth for end-to-end tests)."
+        ),
+    ] = None,
 ) -> None:
     """Serve simulated meters over Modbus TCP, an RTU serial line or RTU-over-TCP until SIGINT or SIGTERM.
 
@@ -102,15 +111,17 @@ def serve(
         fail(str(exc.args[0]), EXIT_CONFIG)
     from sim.server import SimServer
 
-    try:
-        server = SimServer(
-            profile=device_profile, units=unit_ids, host=host, port=port, rtu=rtu, baud=baud,
-            parity=line_parity, rtu_over_tcp=rtu_over_tcp is not None, faults=faults,
-            seed=seed, speed=speed, update_interval=update_interval, start=start_time,
-        )  # fmt: skip
-    except ValueError as exc:  # options that are fine alone but not together, e.g. a crc fault on TCP
-        fail(str(exc), EXIT_CONFIG)
-    asyncio.run(_serve(server))
+    with contextlib.ExitStack() as files:
+        log = None if served_log is None else files.enter_context(served_log.open("a", buffering=1))
+        try:
+            server = SimServer(
+                profile=device_profile, units=unit_ids, host=host, port=port, rtu=rtu, baud=baud,
+                parity=line_parity, rtu_over_tcp=rtu_over_tcp is not None, faults=faults,
+                seed=seed, speed=speed, update_interval=update_interval, start=start_time, served_log=log,
+            )  # fmt: skip
+        except ValueError as exc:  # options that are fine alone but not together, e.g. a crc fault on TCP
+            fail(str(exc), EXIT_CONFIG)
+        asyncio.run(_serve(server))
 
 
 def parse_parity(text: str) -> Parity:

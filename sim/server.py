@@ -23,10 +23,11 @@ import asyncio
 import logging
 import random
 import termios
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Literal, Self
+from typing import Literal, Self, TextIO
 
 from pymodbus.exceptions import ModbusIOException
 from pymodbus.framer import FramerBase, FramerRTU, FramerSocket
@@ -74,6 +75,9 @@ class SimServer:
         speed: Simulated seconds per real second.
         update_interval: Simulated seconds between register refreshes of each meter.
         start: Simulated time when serving begins (timezone-aware); None means now.
+        served_log: Where to write one line per read answered with registers: unit, function code,
+            address, count and the UTC ms it was answered; the ground truth a test compares what reached
+            the ledger with.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class SimServer:
         speed: float = 1.0,
         update_interval: float = 1.0,
         start: datetime | None = None,
+        served_log: TextIO | None = None,
     ) -> None:
         faults = dict(faults or {})
         if not units:
@@ -138,6 +143,7 @@ class SimServer:
             for unit in self.units
         }
         self._garbage = random.Random(seed)
+        self._served_log = served_log
         self._listener: asyncio.Server | None = None
         self._sessions: set[_Session] = set()
 
@@ -222,6 +228,9 @@ class SimServer:
             return ExceptionResponse(function_code, words, device_id=unit, transaction=transaction_id)
         if fault is not None and fault.kind is FaultKind.GARBAGE:
             words = [self._garbage.getrandbits(16) for _ in words]
+        if self._served_log is not None and request is not None:
+            when = time.time_ns() // 1_000_000
+            self._served_log.write(f"{unit} {function_code} {request.address} {request.count} {when}\n")
         response = ReadHoldingRegistersResponse if function_code == 3 else ReadInputRegistersResponse
         return response(registers=words, dev_id=unit, transaction_id=transaction_id)
 

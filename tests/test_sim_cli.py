@@ -6,6 +6,7 @@ import re
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -34,13 +35,19 @@ def test_serve_announces_itself_serves_mbpoll_and_stops_cleanly(tmp_path: Path, 
     sim = start_sim(
         tmp_path, "--profile", "sdm630", "--units", "1,3", "--tcp", "127.0.0.1:0",
         "--seed", "5", "--speed", "10", "--start", "2025-03-03T09:00:00+07:00",
+        "--served-log", str(tmp_path / "served.log"),
     )  # fmt: skip
     try:
         line = wait_until(lambda: SERVING.search(sim.log()) or not sim.alive(), 30, "the 'serving' line")
         assert sim.alive(), sim.log()
         port = int(line.group(1))
+        before = time.time_ns() // 1_000_000
         voltages = read_floats("127.0.0.1", port, 3, 0x0000, 3)
         assert all(200 < v < 240 for v in voltages)
+        [served] = (tmp_path / "served.log").read_text().splitlines()
+        unit, function, address, count, when = map(int, served.split())
+        assert (unit, function, address, count) == (3, 4, 0x0000, 6)
+        assert before <= when <= time.time_ns() // 1_000_000
         assert sim.proc is not None
         sim.proc.send_signal(stop_signal)
         assert sim.proc.wait(timeout=20) == 0, sim.log()
