@@ -33,7 +33,7 @@ from agent.health import MeterStats
 from agent.planner import Request, plan
 from agent.poller import Poll, poll, to_reading
 from agent.transport import RegisterReader
-from kilowatch.mqtt_contract import ClockState, Quality, Reading, ReadingsBatch
+from kilowatch.mqtt_contract import ClockState, Quality, Reading
 from kilowatch.profiles import Profile, Table, load_builtin
 
 log = logging.getLogger(__name__)
@@ -273,7 +273,7 @@ class BusWorker:
         self,
         interval_s: float,
         clock: Callable[[], ClockState],
-        submit: Callable[[list[Reading]], ReadingsBatch],
+        submit: Callable[[list[Reading]], int | None],
     ) -> None:
         """Poll on clock-aligned ticks until cancelled, handing each cycle's readings to `submit`.
 
@@ -285,12 +285,12 @@ class BusWorker:
             started = time.monotonic()
             due = next_tick(time.time(), interval_s) - time.time() - TICK_MARGIN * interval_s
             readings = await self.cycle(clock(), deadline=started + due)
-            batch = submit(readings)
+            seq = submit(readings)
             elapsed = time.monotonic() - started
             log.debug(
-                "bus %s: cycle seq %d: %d readings, %d with errors, %.3f s",
+                "bus %s: cycle seq %s: %d readings, %d with errors, %.3f s",
                 self.name,
-                batch.seq,
+                seq,
                 len(readings),
                 sum(r.quality is Quality.ERROR for r in readings),
                 elapsed,

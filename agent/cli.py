@@ -219,7 +219,7 @@ def run(
     """Poll the configured meters and publish their readings until SIGTERM or Ctrl-C."""
     from agent.runner import run as run_agent
 
-    agent_config = load_config(AgentConfig, config)
+    agent_config = load_config(AgentConfig, config).relative_to(config.parent)
     setup_logging(log_level)
     asyncio.run(run_agent(agent_config))
 

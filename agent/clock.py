@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from agent.config import ClockMode
+from agent.config import ClockMode, ClockSettings
 from kilowatch.mqtt_contract import ClockState
 
 STA_UNSYNC = 0x0040
@@ -110,10 +110,14 @@ def kernel_clock_state() -> ClockState:
     return state_from_kernel(int(adjtimex(ctypes.byref(timex))), timex.status)
 
 
-def clock_state(mode: ClockMode) -> ClockState:
+def clock_state(settings: ClockSettings) -> ClockState:
     """The clock state readings are stamped with, as configured."""
-    if mode is ClockMode.SYNCED:
-        return ClockState.SYNCED
-    if mode is ClockMode.UNSYNCED:
-        return ClockState.UNSYNCED
-    return kernel_clock_state()
+    match settings.mode:
+        case ClockMode.SYNCED:
+            return ClockState.SYNCED
+        case ClockMode.UNSYNCED:
+            return ClockState.UNSYNCED
+        case ClockMode.FLAG_FILE:
+            return ClockState.SYNCED if settings.flag_file.exists() else ClockState.UNSYNCED
+        case ClockMode.AUTO:
+            return kernel_clock_state()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
@@ -63,10 +64,17 @@ class ClockMode(StrEnum):
     """Trust the clock (e.g. a GPS-disciplined gateway the kernel does not know about)."""
     UNSYNCED = "unsynced"
     """Never trust it: every reading is marked for the collector to correct or quarantine."""
+    FLAG_FILE = "flag-file"
+    """Synchronised while `flag_file` exists: systemd-timesyncd creates its file at the first sync, for
+    set-ups where the kernel's flag is not kept (e.g. containers)."""
 
 
 class ClockSettings(_Strict):
     mode: ClockMode = Field(ClockMode.AUTO, description="How the gateway decides whether its clock is right")
+    flag_file: Path = Field(
+        Path("/run/systemd/timesync/synchronized"),
+        description="mode flag-file: the file whose existence means the clock is synchronised",
+    )
 
 
 class MetricsSettings(_Strict):
@@ -77,6 +85,30 @@ class MetricsSettings(_Strict):
         "127.0.0.1", min_length=1, description="Address to listen on; 0.0.0.0 exposes it to the network"
     )
     port: int = Field(9108, ge=1, le=65535, description="TCP port to listen on")
+
+
+class SpoolSettings(_Strict):
+    """The on-disk spool that keeps every batch from poll to broker acknowledgement (see agent.spool)."""
+
+    path: Path = Field(
+        Path("kilowatch-spool.db"),
+        description="SQLite file (a relative path is from the config file's folder); never shared by two agents",
+    )
+    max_bytes: int = Field(
+        256 * 2**20, ge=64 * 2**10, description="Size bound: over it the oldest batches are evicted"
+    )
+    max_age_s: float = Field(
+        30 * 86400.0, gt=0, description="Age bound: batches stored longer than this are evicted"
+    )
+    commit_interval_s: float = Field(
+        1.0, gt=0, le=60, description="Seconds between commits (each one syncs the disk; SD cards wear)"
+    )
+    max_inflight: int = Field(
+        16,
+        ge=1,
+        le=1000,
+        description="Batches published at once awaiting their PUBACK (a backlog drains faster)",
+    )
 
 
 class Timing(_Strict):
@@ -301,9 +333,12 @@ class AgentConfig(_Strict):
     metrics: MetricsSettings = Field(
         default_factory=MetricsSettings, description="Prometheus endpoint with each meter's health"
     )
+    spool: SpoolSettings = Field(
+        default_factory=SpoolSettings, description="On-disk spool between meters and broker"
+    )
     buses: list[Bus] = Field(min_length=1, description="Buses and the meters on them")
 
-    @field_validator("mqtt", "clock", "metrics", mode="before")
+    @field_validator("mqtt", "clock", "metrics", "spool", mode="before")
     @classmethod
     def _empty_section(cls, value: Any) -> Any:
         """A section whose keys are all commented out parses as null: it means all defaults."""
@@ -329,3 +364,13 @@ class AgentConfig(_Strict):
     @property
     def meter_ids(self) -> list[str]:
         return [meter.id for bus in self.buses for meter in bus.meters]
+
+    def relative_to(self, folder: Path) -> AgentConfig:
+        """This config with a relative spool path taken from `folder` (the config file's), so an agent
+        finds its spool wherever it is started from (systemd starts it in /) and two agents with their
+        own config folders never share one."""
+        if self.spool.path.is_absolute():
+            return self
+        return self.model_copy(
+            update={"spool": self.spool.model_copy(update={"path": folder / self.spool.path})}
+        )

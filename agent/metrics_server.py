@@ -1,10 +1,11 @@
-"""The agent's optional Prometheus endpoint: each meter's health as ``GET /metrics``.
+"""The agent's optional Prometheus endpoint: each meter's health and the spool's state as ``GET /metrics``.
 
 Hand-written on purpose: the agent runs on small gateways and its extra installs only pymodbus,
 pyserial, aiomqtt and pydantic. ``prometheus_client`` would add a dependency (and a thread-based HTTP
 server) for what is a few counters rendered as text; the exposition format (version 0.0.4) is small and
 stable, and the tests check this output with ``prometheus_client``'s own parser. The numbers come from
-the same :class:`~kilowatch.mqtt_contract.MeterHealth` snapshots as the status topic's.
+the same :class:`~kilowatch.mqtt_contract.MeterHealth` and :class:`~kilowatch.mqtt_contract.SpoolStatus`
+snapshots as the status topic's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Self
 
-from kilowatch.mqtt_contract import MeterHealth
+from kilowatch.mqtt_contract import MeterHealth, SpoolStatus
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,12 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_TIMEOUT_S = 5.0
 """How long a client may take to send its request before it is dropped."""
 
+SPOOL_PREFIX = "kilowatch_agent_spool_"
+
 HealthSource = Callable[[], Mapping[str, MeterHealth]]
 """Each meter's health now, by meter id."""
+SpoolSource = Callable[[], SpoolStatus]
+"""The spool's state now."""
 
 Samples = Iterable[tuple[dict[str, str], float]]
 """One metric's samples for one meter: extra labels (besides meter and bus) and the value."""
@@ -93,14 +98,43 @@ METRICS: tuple[tuple[str, str, str, Callable[[MeterHealth], Samples]], ...] = (
 )
 """Every metric: name after the prefix, type, help text, and its samples from one meter's health."""
 
+SPOOL_METRICS: tuple[tuple[str, str, str, Callable[[SpoolStatus], float | None]], ...] = (
+    (
+        "pending_batches",
+        "gauge",
+        "Batches stored, not yet acknowledged by the broker",
+        lambda s: s.pending_batches,
+    ),
+    ("pending_readings", "gauge", "Readings in those batches", lambda s: s.pending_readings),
+    (
+        "oldest_timestamp_seconds",
+        "gauge",
+        "Event time of the oldest pending reading, seconds since the epoch (absent when none)",
+        lambda s: None if s.oldest_ts is None else s.oldest_ts / 1000,
+    ),
+    (
+        "evicted_readings_total",
+        "counter",
+        "Readings evicted unsent (spool over its size or age bound) since the spool was created",
+        lambda s: s.evicted_readings,
+    ),
+    (
+        "accepting",
+        "gauge",
+        "0 while the spool cannot store new readings (disk full): they are lost",
+        lambda s: int(s.accepting),
+    ),
+)
+"""The agent-level spool metrics: name after the spool prefix, type, help text, and the value."""
+
 
 def escape_label_value(value: str) -> str:
     """A label value as the text format quotes it: backslash, double quote and newline escaped."""
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render(health: Mapping[str, MeterHealth]) -> str:
-    """The exposition text for every meter's health."""
+def render(health: Mapping[str, MeterHealth], spool: SpoolStatus | None = None) -> str:
+    """The exposition text for every meter's health and the spool's state."""
     lines = []
     for suffix, kind, text, samples in METRICS:
         name = PREFIX + suffix
@@ -110,10 +144,24 @@ def render(health: Mapping[str, MeterHealth]) -> str:
                 labels = {"meter": meter, "bus": meter_health.bus, **extra}
                 quoted = ",".join(f'{key}="{escape_label_value(v)}"' for key, v in labels.items())
                 lines.append(f"{name}{{{quoted}}} {value!r}")
+    if spool is not None:
+        lines += _spool_lines(spool)
     return "\n".join(lines) + "\n"
 
 
-def respond(request_line: bytes, health: HealthSource) -> tuple[str, str, bytes]:
+def _spool_lines(spool: SpoolStatus) -> list[str]:
+    lines = []
+    for suffix, kind, text, sample in SPOOL_METRICS:
+        name = SPOOL_PREFIX + suffix
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+        if (value := sample(spool)) is not None:
+            lines.append(f"{name} {value!r}")
+    return lines
+
+
+def respond(
+    request_line: bytes, health: HealthSource, spool: SpoolSource | None = None
+) -> tuple[str, str, bytes]:
     """Status, content type and body for an HTTP request line: the metrics for ``GET /metrics``."""
     parts = request_line.decode("latin-1").split()
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
@@ -123,7 +171,7 @@ def respond(request_line: bytes, health: HealthSource) -> tuple[str, str, bytes]
         return "404 Not Found", "text/plain", b"not found; try /metrics\n"
     if method != "GET":
         return "405 Method Not Allowed", "text/plain", b"only GET\n"
-    return "200 OK", CONTENT_TYPE, render(health()).encode()
+    return "200 OK", CONTENT_TYPE, render(health(), None if spool is None else spool()).encode()
 
 
 class MetricsServer:
@@ -131,12 +179,16 @@ class MetricsServer:
 
     Args:
         health: Called on every scrape for each meter's health.
+        spool: Called on every scrape for the spool's state; None: no spool metrics.
         host: Address to listen on.
         port: TCP port; 0 picks a free one (read :attr:`port` once started).
     """
 
-    def __init__(self, health: HealthSource, *, host: str, port: int) -> None:
+    def __init__(
+        self, health: HealthSource, *, host: str, port: int, spool: SpoolSource | None = None
+    ) -> None:
         self.health = health
+        self.spool = spool
         self.host = host
         self.port = port
         self._server: asyncio.Server | None = None
@@ -162,7 +214,7 @@ class MetricsServer:
                 request_line = await reader.readline()
                 while (await reader.readline()).strip():  # headers: none matter here
                     pass
-            status, content_type, body = respond(request_line, self.health)
+            status, content_type, body = respond(request_line, self.health, self.spool)
             head = (
                 f"HTTP/1.0 {status}\r\nContent-Type: {content_type}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"

@@ -15,12 +15,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 
 from agent.bus_worker import BusWorker, slots
-from agent.clock import clock_state
-from agent.config import AgentConfig, Bus, ClockMode, MetricsSettings, RtuBus, RtuOverTcpBus, TcpBus
-from agent.metrics_server import HealthSource, MetricsServer
+from agent.clock import boot_id, clock_offset_ms, clock_state, now_ms
+from agent.config import AgentConfig, Bus, ClockSettings, MetricsSettings, RtuBus, RtuOverTcpBus, TcpBus
+from agent.metrics_server import HealthSource, MetricsServer, SpoolSource
 from agent.publisher import Publisher
+from agent.spool import Spool
 from agent.transport import Link, ModbusReader, RegisterReader, RtuOverTcpLink, SerialPortLink, TcpLink
-from kilowatch.mqtt_contract import ClockState, MeterHealth
+from kilowatch.mqtt_contract import ClockAnchor, ClockState, MeterHealth
 
 log = logging.getLogger(__name__)
 
@@ -59,18 +60,25 @@ def open_bus(bus: Bus) -> ModbusReader:
 
 
 class ClockWatch:
-    """The gateway's clock state for each cycle, logged when it changes."""
+    """The gateway's clock state for each cycle, logged when it changes.
 
-    def __init__(self, mode: ClockMode) -> None:
-        self.mode = mode
+    When the clock becomes synchronised (or is at start), `on_sync` gets this boot's anchor: UTC minus
+    the monotonic boot clock, which re-dates every reading of this boot stamped before.
+    """
+
+    def __init__(self, settings: ClockSettings, on_sync: Callable[[ClockAnchor], None]) -> None:
+        self.settings = settings
+        self.on_sync = on_sync
         self.last: ClockState | None = None
 
     def __call__(self) -> ClockState:
-        state = clock_state(self.mode)
+        state = clock_state(self.settings)
         if state is not self.last:
             level = logging.INFO if state is ClockState.SYNCED else logging.WARNING
             log.log(level, "system clock is %s; readings are marked so", state.value)
             self.last = state
+            if state is ClockState.SYNCED and (boot := boot_id()) is not None:
+                self.on_sync(ClockAnchor(boot_id=boot, offset_ms=clock_offset_ms(), synced_at=now_ms()))
         return state
 
 
@@ -84,13 +92,18 @@ def health_of(workers: Sequence[BusWorker]) -> dict[str, MeterHealth]:
 
 
 async def serve_metrics(
-    stack: contextlib.AsyncExitStack, settings: MetricsSettings, health: HealthSource
+    stack: contextlib.AsyncExitStack,
+    settings: MetricsSettings,
+    health: HealthSource,
+    spool: SpoolSource | None = None,
 ) -> None:
     """Start the metrics endpoint if enabled; one that cannot listen is logged, and polling goes on."""
     if not settings.enabled:
         return
     try:
-        await stack.enter_async_context(MetricsServer(health, host=settings.host, port=settings.port))
+        await stack.enter_async_context(
+            MetricsServer(health, spool=spool, host=settings.host, port=settings.port)
+        )
     except OSError as exc:
         log.error("metrics endpoint off: cannot listen on %s:%d (%s)", settings.host, settings.port, exc)
 
@@ -126,7 +139,7 @@ async def run(
         config.site,
         config.gateway,
     )
-    clock = ClockWatch(config.clock.mode)
+    background: set[asyncio.Task[int]] = set()
     with _stop_on_signals(stop):
         async with contextlib.AsyncExitStack() as stack:
             workers = [
@@ -135,15 +148,28 @@ async def run(
                 )
                 for bus in config.buses
             ]
+            spool = Spool(config.spool, boot_id=boot_id())
+            stack.callback(spool.close)  # after the publisher's final flush: the exit stack unwinds backwards
             publisher = Publisher(
                 config.mqtt,
                 site=config.site,
                 gateway=config.gateway,
+                spool=spool,
+                max_inflight=config.spool.max_inflight,
                 meters=config.meter_ids,
                 health=lambda: health_of(workers),
                 health_interval_s=config.health_interval_s,
             )
-            await serve_metrics(stack, config.metrics, lambda: health_of(workers))
+
+            def anchor(found: ClockAnchor) -> None:
+                """Publish the anchor and re-date the spooled readings of this boot stamped before."""
+                publisher.set_clock_anchor(found)
+                task = asyncio.create_task(asyncio.to_thread(spool.reanchor, found.boot_id, found.offset_ms))
+                background.add(task)
+                task.add_done_callback(background.discard)
+
+            clock = ClockWatch(config.clock, anchor)
+            await serve_metrics(stack, config.metrics, lambda: health_of(workers), spool.status)
             await stack.enter_async_context(publisher)
             polling = {
                 asyncio.create_task(

@@ -1,4 +1,5 @@
-"""The collector's HTTP API: meters, their latest values and 15-minute intervals; health and metrics.
+"""The collector's HTTP API: meters, their latest values and 15-minute intervals; what is quarantined,
+missing or reported by gateways; health and metrics.
 
 Every request reads the ledger through a read-only connection of its own (endpoints are plain ``def``,
 run in FastAPI's thread pool), so reads never wait for ingestion. Response models are the public
@@ -20,10 +21,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime, BaseModel, Field
 
 from collector.intervals import HOURS_PER_INTERVAL, INTERVAL_MS
-from collector.ledger import IntervalRow, LedgerReader
+from collector.ledger import IntervalRow, LedgerReader, QuarantineReason
 from collector.metrics import CollectorMetrics
 from kilowatch import __version__
-from kilowatch.mqtt_contract import ClockState, Quality
+from kilowatch.mqtt_contract import ClockState, GatewayEventKind, Quality
 
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_RANGE = timedelta(days=31)
@@ -82,6 +83,42 @@ class HealthOut(BaseModel):
     )
     mqtt_connected: bool
     ledger_ok: bool
+
+
+class QuarantinedOut(BaseModel):
+    id: int
+    meter: str
+    site: str
+    gateway: str
+    ts: datetime = Field(description="As stamped by the gateway's unsynchronised clock: not to be trusted")
+    boot_id: str | None = Field(description="The boot whose monotonic clock `mono_ms` counts on")
+    mono_ms: int | None = Field(description="The gateway's monotonic clock when the meter was read")
+    values: dict[str, float] = Field(description="By canonical quantity name")
+    reason: QuarantineReason
+    detail: str = Field(description="The reason, for a person")
+    received_at: datetime
+
+
+class GatewayEventOut(BaseModel):
+    site: str
+    gateway: str
+    ts: datetime = Field(description="When it happened (gateway clock)")
+    kind: GatewayEventKind
+    readings: int = Field(description="Readings it concerns (evicted, or not stored)")
+    oldest_ts: datetime | None
+    newest_ts: datetime | None
+    detail: str
+    received_at: datetime
+
+
+class SeqGapOut(BaseModel):
+    site: str
+    gateway: str
+    spool_id: str | None
+    first_seq: int = Field(description="First batch number that never arrived")
+    last_seq: int = Field(description="Last batch number that never arrived")
+    batches: int = Field(description="last_seq - first_seq + 1")
+    detected_at: datetime
 
 
 class ErrorOut(BaseModel):
@@ -205,6 +242,77 @@ def _interval_out(row: IntervalRow) -> IntervalOut:
     )
 
 
+def _optional_datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else _to_datetime(ms)
+
+
+Limit = Annotated[int, Query(ge=1, le=10_000, description="At most this many")]
+
+
+accounting = APIRouter(prefix="/api/v1", tags=["accounting"])
+
+
+@accounting.get("/quarantine")
+def list_quarantine(
+    reader: Reader,
+    meter: Annotated[str | None, Query(description="Only this meter")] = None,
+    limit: Limit = 100,
+) -> list[QuarantinedOut]:
+    """Readings stamped by an unsynchronised clock, kept out of readings and intervals, oldest first."""
+    return [
+        QuarantinedOut(
+            id=row.id,
+            meter=row.meter_id,
+            site=row.site,
+            gateway=row.gateway,
+            ts=_to_datetime(row.ts),
+            boot_id=row.boot_id,
+            mono_ms=row.mono_ms,
+            values=row.reading.values,
+            reason=row.reason,
+            detail=row.reason.detail,
+            received_at=_to_datetime(row.received_at),
+        )
+        for row in reader.quarantine(meter, limit)
+    ]
+
+
+@accounting.get("/gateways/events")
+def list_gateway_events(reader: Reader, limit: Limit = 100) -> list[GatewayEventOut]:
+    """What gateways reported happening (spool evictions, corruption, full disk), newest first."""
+    return [
+        GatewayEventOut(
+            site=row.site,
+            gateway=row.gateway,
+            ts=_to_datetime(row.ts),
+            kind=row.kind,
+            readings=row.readings,
+            oldest_ts=_optional_datetime(row.oldest_ts),
+            newest_ts=_optional_datetime(row.newest_ts),
+            detail=row.detail,
+            received_at=_to_datetime(row.received_at),
+        )
+        for row in reader.gateway_events(limit)
+    ]
+
+
+@accounting.get("/gateways/gaps")
+def list_seq_gaps(reader: Reader) -> list[SeqGapOut]:
+    """Batches a gateway numbered but never delivered (its spool evicted them), per spool."""
+    return [
+        SeqGapOut(
+            site=row.site,
+            gateway=row.gateway,
+            spool_id=row.spool_id,
+            first_seq=row.first_seq,
+            last_seq=row.last_seq,
+            batches=row.last_seq - row.first_seq + 1,
+            detected_at=_to_datetime(row.detected_at),
+        )
+        for row in reader.seq_gaps()
+    ]
+
+
 operations = APIRouter(tags=["operations"])
 
 
@@ -241,6 +349,7 @@ def create_app(
     app = FastAPI(title="kilowatch collector", version=__version__)
     app.state.context = ApiContext(ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected)
     app.include_router(meters)
+    app.include_router(accounting)
     app.include_router(operations)
     app.add_exception_handler(ApiError, _api_error)
     return app

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from kilowatch.broker import BrokerSettings
 
@@ -21,7 +21,24 @@ class MqttSettings(BrokerSettings):
     """Where the readings come from."""
 
     client_id: str = Field(
-        "kilowatch-collector", min_length=1, max_length=128, description="MQTT client identifier"
+        "kilowatch-collector",
+        min_length=1,
+        max_length=128,
+        description="MQTT client identifier; also names the persistent session the broker keeps for it",
+    )
+    session_expiry_s: int = Field(
+        7 * 24 * 3600,
+        ge=0,
+        le=2**32 - 1,
+        description="MQTT 5: how long the broker keeps the session (and queues messages) while the collector "
+        "is away, seconds (3.1.1: the session never expires)",
+    )
+    receive_maximum: int = Field(
+        200,
+        ge=2,
+        le=65535,
+        description="MQTT 5: unacknowledged messages the broker may send at once; the collector commits up "
+        "to half of them per ledger transaction (3.1.1: the broker's max_inflight_messages rules)",
     )
 
 
@@ -44,6 +61,18 @@ class TsdbSettings(_Section):
     org: str = Field("kilowatch", min_length=1, description="InfluxDB organisation (VM: ignored)")
     bucket: str = Field("kilowatch", min_length=1, description="InfluxDB bucket (VM: ignored)")
     timeout_s: float = Field(10, gt=0, le=300, description="Timeout of one write request, seconds")
+    max_points_per_write: int = Field(
+        5000, ge=1, le=1_000_000, description="Outbox rows are sent in requests of about this many points"
+    )
+    retry_min_s: float = Field(1.0, gt=0, description="First wait before retrying a failed write, seconds")
+    retry_max_s: float = Field(60.0, gt=0, description="Longest wait between retries, seconds")
+
+    @field_validator("retry_max_s")
+    @classmethod
+    def _not_below_min(cls, value: float, info: ValidationInfo) -> float:
+        if value < info.data.get("retry_min_s", 0):
+            raise ValueError("must not be less than retry_min_s")
+        return value
 
     @field_validator("url")
     @classmethod

@@ -1,4 +1,12 @@
-"""MQTT ingestion: subscribe to every gateway's readings and status, validate, store, pass on to the TSDB.
+"""MQTT ingestion: subscribe to every gateway's readings, status and events; validate; commit; acknowledge.
+
+Nothing is lost between the broker and the ledger: the collector keeps a persistent session (see
+:mod:`collector.mqtt_acks`) and acknowledges a message only after the ledger transaction holding it has
+committed. Messages are committed in groups (whatever has arrived, up to half the receive maximum) and
+then acknowledged in order: one transaction per group is what makes throughput, and it lets the broker
+send the next group meanwhile. A collector that dies before committing gets the group again; the ledger
+skips what it already has. When the ledger cannot commit, nothing is acknowledged: the collector drops the
+connection and reconnects later, and the broker redelivers.
 
 A bad message is logged (reason, never the payload), counted by reason and kept in the ledger's
 ``rejected`` table; it never stops the loop nor the valid traffic behind it. The broker may be down when
@@ -12,16 +20,17 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import aiomqtt
 
+from collector import mqtt_acks
 from collector.config import MqttSettings
-from collector.ledger import Ledger
+from collector.ledger import IngestResult, Item, Ledger, RejectedMessage
 from collector.metrics import CollectorMetrics
 from collector.validate import Rejected, parse_message
 from kilowatch.backoff import Backoff
-from kilowatch.mqtt_contract import Channel, GatewayEvent, ReadingsBatch, subscription
+from kilowatch.mqtt_contract import Channel, GatewayEvent, GatewayEventKind, ReadingsBatch, subscription
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +49,13 @@ def _as_bytes(payload: object) -> bytes:
 
 
 class Ingestor:
-    """Consumes ``<root>/+/+/readings`` and ``<root>/+/+/status`` into the ledger.
+    """Consumes ``<root>/+/+/{readings,status,events}`` into the ledger.
 
     Args:
-        settings: The broker and topic root.
+        settings: The broker, session and topic root.
         ledger: Where messages are stored (its sync methods run in a worker thread).
         metrics: Counters to update.
-        sink: Called with every stored batch, without awaiting (the TSDB writer's non-blocking submit).
+        on_commit: Called (without awaiting) after a commit that added rows to the TSDB outbox.
     """
 
     def __init__(
@@ -55,12 +64,13 @@ class Ingestor:
         settings: MqttSettings,
         ledger: Ledger,
         metrics: CollectorMetrics,
-        sink: Callable[[ReadingsBatch], None] | None = None,
+        on_commit: Callable[[], None] | None = None,
     ) -> None:
         self._settings = settings
         self._ledger = ledger
         self._metrics = metrics
-        self._sink = sink
+        self._on_commit = on_commit
+        self._group_max = max(1, settings.receive_maximum // 2)
         self._backoff = Backoff(first_s=settings.reconnect_min_s, max_s=settings.reconnect_max_s)
         self.connected = False
         """True while subscribed to the broker (for /healthz)."""
@@ -70,19 +80,21 @@ class Ingestor:
         self._metrics.mqtt_connected.set(int(connected))
 
     async def run(self) -> None:
-        """Forever: connect, subscribe, handle messages; when the connection fails, wait and retry."""
+        """Forever: connect, subscribe, commit and acknowledge messages; on failure wait and retry."""
+        await asyncio.to_thread(self._load_gauges)
         while True:
             reason = "the connection ended"
             try:
-                async with self._settings.client(identifier=self._settings.client_id) as client:
+                async with mqtt_acks.session_client(self._settings) as client:
                     await self._subscribe(client)
                     self._set_connected(True)
                     self._backoff.reset()
                     log.info("connected to MQTT broker %s", self._settings.address)
-                    async for message in client.messages:
-                        await self.handle(message.topic.value, _as_bytes(message.payload))
+                    await self._consume(client)
             except aiomqtt.MqttError as exc:
                 reason = str(exc)
+            except sqlite3.Error as exc:
+                reason = f"the ledger cannot commit ({exc}); nothing was acknowledged, the broker keeps it"
             finally:
                 self._set_connected(False)
             wait = self._backoff.next_delay()
@@ -91,69 +103,117 @@ class Ingestor:
             )
             await asyncio.sleep(wait)
 
+    def _load_gauges(self) -> None:
+        """Start the gauges from what the ledger holds; commits move them from there."""
+        with self._ledger.reader() as reader:
+            self._metrics.missing_batches.set(reader.missing_batches())
+            for reason, count in reader.quarantine_counts().items():
+                self._metrics.quarantined.labels(reason=reason.value).set(count)
+
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        for channel in (Channel.READINGS, Channel.STATUS):
+        for channel in Channel:
             topic = subscription(channel, root=self._settings.topic_root)
             granted = await client.subscribe(topic, qos=1)
             if any(code == _SUBSCRIBE_FAILED for code in granted):
                 log.error("the broker refused the subscription to %s (check its ACL)", topic)
 
-    async def handle(self, topic: str, payload: bytes) -> None:
-        """Validate and store one message. Never raises for bad input or a failing database."""
+    async def _consume(self, client: aiomqtt.Client) -> None:
+        """Group what has arrived, commit it, then acknowledge it in order; repeat."""
+        messages = client.messages
+        while True:
+            group = [await anext(messages)]
+            while len(group) < self._group_max and len(messages):
+                group.append(await anext(messages))
+            try:
+                await self.store([(m.topic.value, _as_bytes(m.payload)) for m in group])
+            except sqlite3.Error:
+                self._metrics.store_errors.inc(len(group))
+                log.exception("could not commit %d messages to the ledger", len(group))
+                raise
+            for message in group:
+                mqtt_acks.ack(client, message)
+
+    async def store(self, received: Sequence[tuple[str, bytes]]) -> None:
+        """Validate messages (topic, payload) and commit them in one transaction, in a worker thread.
+
+        Raises sqlite3.Error when the ledger cannot commit (then nothing of the group is stored).
+        """
+        items, results = await asyncio.to_thread(self._validate_and_store, received)
+        for item, result in zip(items, results, strict=True):
+            self._account(item, result)
+        if self._on_commit is not None and any(r.outbox_rows for r in results):
+            self._on_commit()
+
+    def _validate_and_store(
+        self, received: Sequence[tuple[str, bytes]]
+    ) -> tuple[list[Item], list[IngestResult]]:
         received_at = _now_ms()
-        try:
-            message = parse_message(topic, payload, root=self._settings.topic_root)
-        except Rejected as rejected:
-            await self._reject(topic, payload, rejected, received_at)
+        items: list[Item] = []
+        for topic, payload in received:
+            try:
+                items.append(parse_message(topic, payload, root=self._settings.topic_root))
+            except Rejected as rejected:
+                items.append(RejectedMessage(topic, rejected.reason.value, rejected.detail, payload))
+        return items, self._ledger.store(items, received_at=received_at)
+
+    def _account(self, item: Item, result: IngestResult) -> None:
+        """Metrics and logs for one committed message."""
+        m = self._metrics
+        if isinstance(item, RejectedMessage):
+            m.rejected.labels(reason=item.reason).inc()
+            log.warning(
+                "rejected a message on %s (%d bytes): %s: %s",
+                item.topic,
+                len(item.payload),
+                item.reason,
+                item.detail,
+            )
             return
-        try:
-            if isinstance(message, GatewayEvent):
-                log.warning(
-                    "gateway %s/%s: %s: %s", message.site, message.gateway, message.kind, message.detail
-                )
-                return
-            if isinstance(message, ReadingsBatch):
-                result = await asyncio.to_thread(self._ledger.ingest, message)
-            else:
-                await asyncio.to_thread(self._ledger.record_status, message, received_at=received_at)
-                log.info("gateway %s/%s is %s", message.site, message.gateway, message.state.value)
-                return
-        except sqlite3.Error:
-            self._metrics.store_errors.inc()
-            log.exception("could not store the message on %s in the ledger; it is lost", topic)
+        m.accepted_readings.inc(result.accepted)
+        m.duplicate_readings.inc(result.duplicates)
+        m.counter_resets.inc(result.counter_resets)
+        m.duplicate_batches.inc(int(result.duplicate_batch))
+        m.missing_batches.inc(result.missing_batches)
+        m.corrected.inc(result.corrected)
+        m.tsdb_outbox_rows.inc(result.outbox_rows)
+        m.tsdb_outbox_points.inc(result.outbox_points)
+        for reason, change in result.quarantined.items():
+            m.quarantined.labels(reason=reason.value).inc(change)
+        where = f"{item.site}/{item.gateway}"
+        if isinstance(item, GatewayEvent):
+            if result.new_event:
+                self._account_event(item)
             return
-        self._metrics.accepted_readings.inc(result.accepted)
-        self._metrics.duplicate_readings.inc(result.duplicates)
-        self._metrics.counter_resets.inc(result.counter_resets)
+        if result.corrected:
+            log.info("%s: %d readings re-dated from the clock anchor and stored", where, result.corrected)
+        if not isinstance(item, ReadingsBatch):
+            log.info("gateway %s is %s", where, item.state.value)
+            return
+        if result.missing_batches > 0:
+            log.warning(
+                "%s: batches %d-%d of spool %s never arrived (the gateway's spool evicted them?)",
+                where,
+                item.seq - result.missing_batches,
+                item.seq - 1,
+                item.spool_id,
+            )
         if result.counter_resets:
             log.warning(
-                "%s/%s batch %d: %d counter(s) went backwards (reset or new meter, see counter_events)",
-                message.site,
-                message.gateway,
-                message.seq,
+                "%s batch %d: %d counter(s) went backwards (reset or new meter, see counter_events)",
+                where,
+                item.seq,
                 result.counter_resets,
             )
-        if self._sink is not None:
-            self._sink(message)
 
-    async def _reject(self, topic: str, payload: bytes, rejected: Rejected, received_at: int) -> None:
-        self._metrics.rejected.labels(reason=rejected.reason.value).inc()
+    def _account_event(self, event: GatewayEvent) -> None:
+        self._metrics.gateway_events.labels(kind=event.kind.value).inc()
+        if event.kind is GatewayEventKind.SPOOL_EVICTED:
+            self._metrics.evicted_readings.inc(event.readings)
         log.warning(
-            "rejected a message on %s (%d bytes): %s: %s",
-            topic,
-            len(payload),
-            rejected.reason,
-            rejected.detail,
+            "gateway %s/%s: %s (%d readings): %s",
+            event.site,
+            event.gateway,
+            event.kind.value,
+            event.readings,
+            event.detail,
         )
-        try:
-            await asyncio.to_thread(
-                self._ledger.reject,
-                topic=topic,
-                reason=rejected.reason.value,
-                detail=rejected.detail,
-                payload=payload,
-                received_at=received_at,
-            )
-        except sqlite3.Error:
-            self._metrics.store_errors.inc()
-            log.exception("could not keep the rejected message on %s in the ledger", topic)

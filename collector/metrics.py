@@ -6,6 +6,9 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from collector.ledger import QuarantineReason
+from kilowatch.mqtt_contract import GatewayEventKind
+
 
 class RejectReason(StrEnum):
     """Why an MQTT message was refused; the ``reason`` label and the ``rejected.reason`` column."""
@@ -55,9 +58,50 @@ class CollectorMetrics:
         self.tsdb_points_written = Counter(
             "kilowatch_collector_tsdb_points_written", "Points the TSDB accepted", registry=r
         )
-        self.tsdb_points_dropped = Counter(
-            "kilowatch_collector_tsdb_points_dropped",
-            "Points not written to the TSDB (write failed or queue full); the ledger still has them",
+        self.tsdb_outbox_rows = Gauge(
+            "kilowatch_collector_tsdb_outbox_rows",
+            "Outbox rows (one per stored batch) waiting for the TSDB",
+            registry=r,
+        )
+        self.tsdb_outbox_points = Gauge(
+            "kilowatch_collector_tsdb_outbox_points",
+            "Readings (points) in the outbox waiting for the TSDB",
+            registry=r,
+        )
+        self.duplicate_batches = Counter(
+            "kilowatch_collector_batches_duplicate",
+            "Readings batches skipped whole because their (site, gateway, spool_id, seq) was seen",
+            registry=r,
+        )
+        self.missing_batches = Gauge(
+            "kilowatch_collector_batches_missing",
+            "Batches in open seq gaps: numbered by a gateway, never delivered (see /api/v1/gateways/gaps)",
+            registry=r,
+        )
+        self.quarantined = Gauge(
+            "kilowatch_collector_readings_quarantined",
+            "Readings from an unsynchronised clock waiting in quarantine, by reason",
+            ["reason"],
+            registry=r,
+        )
+        for quarantine_reason in QuarantineReason:
+            self.quarantined.labels(reason=quarantine_reason.value)
+        self.corrected = Counter(
+            "kilowatch_collector_readings_corrected",
+            "Unsynchronised readings re-dated from the gateway's clock anchor and stored",
+            registry=r,
+        )
+        self.gateway_events = Counter(
+            "kilowatch_collector_gateway_events",
+            "Gateway events received (stored in gateway_events), by kind",
+            ["kind"],
+            registry=r,
+        )
+        for kind in GatewayEventKind:
+            self.gateway_events.labels(kind=kind.value)
+        self.evicted_readings = Counter(
+            "kilowatch_collector_evicted_readings",
+            "Readings gateways report evicted from their spool unpublished (spool_evicted events)",
             registry=r,
         )
         self.mqtt_connected = Gauge(

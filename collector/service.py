@@ -1,8 +1,9 @@
 """The running collector: MQTT ingestion, the TSDB writer and the HTTP API as named tasks in one event loop.
 
-SIGTERM or SIGINT stops it gracefully: ingestion stops taking messages, the TSDB writer gets a few
-seconds to write what is queued, the API finishes its requests, the ledger is closed; then it returns
-normally (exit 0). The broker may be down at start: the API comes up anyway and ingestion keeps retrying.
+SIGTERM or SIGINT stops it gracefully: ingestion stops taking messages (what it has not committed is
+not acknowledged, so the broker keeps it for the next start), the TSDB writer gets a few seconds to
+empty the outbox (what remains waits in the ledger), the API finishes its requests, the ledger is
+closed; then it returns normally (exit 0). The broker may be down at start: the API comes up anyway and ingestion keeps retrying.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from kilowatch import __version__
 log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 5.0
-"""How long shutdown waits for the TSDB writer to empty its queue."""
+"""How long shutdown waits for the TSDB writer to empty the outbox."""
 
 
 class ServiceError(Exception):
@@ -54,7 +55,7 @@ def _listen(host: str, port: int) -> socket.socket:
 async def serve(config: CollectorConfig) -> None:
     """Run until SIGTERM/SIGINT; raise :class:`ServiceError` when it cannot start or a task dies."""
     try:
-        ledger = await asyncio.to_thread(Ledger, config.ledger.path)
+        ledger = await asyncio.to_thread(Ledger, config.ledger.path, outbox=config.tsdb is not None)
     except sqlite3.Error as exc:
         raise ServiceError(f"cannot open the ledger {config.ledger.path}: {exc}") from exc
     try:
@@ -65,9 +66,9 @@ async def serve(config: CollectorConfig) -> None:
 
 async def _run(config: CollectorConfig, ledger: Ledger) -> None:
     metrics = CollectorMetrics()
-    writer = TsdbWriter(settings=config.tsdb, metrics=metrics) if config.tsdb else None
+    writer = TsdbWriter(settings=config.tsdb, metrics=metrics, ledger=ledger) if config.tsdb else None
     ingestor = Ingestor(
-        settings=config.mqtt, ledger=ledger, metrics=metrics, sink=writer.submit if writer else None
+        settings=config.mqtt, ledger=ledger, metrics=metrics, on_commit=writer.wake if writer else None
     )
     app = create_app(
         ledger_path=config.ledger.path, metrics=metrics, mqtt_connected=lambda: ingestor.connected
@@ -104,7 +105,7 @@ async def _run(config: CollectorConfig, ledger: Ledger) -> None:
                 await asyncio.wait_for(writer.drain(), DRAIN_TIMEOUT_S)
             except TimeoutError:
                 log.warning(
-                    "the TSDB writer did not empty its queue in %.0f s; the ledger keeps it all",
+                    "the TSDB writer did not empty the outbox in %.0f s; the rest waits in the ledger",
                     DRAIN_TIMEOUT_S,
                 )
     finally:

@@ -1,9 +1,11 @@
 """Raw readings to a time-series database through the InfluxDB v2 write API (InfluxDB 2/3, VictoriaMetrics).
 
-One point per reading: measurement ``meter``, tags site/gateway/meter/model (the profile id), fields =
-the reading's values, time = the reading's event time in ms. Ingestion hands batches to a bounded
-queue and never waits for the TSDB. When a write fails (or the queue is full) those points are dropped
-from the TSDB path only: logged, counted, and still in the ledger, from which an outbox can resend them.
+Nothing is lost while the TSDB is down: the ledger writes every newly stored reading, already serialised
+as line protocol (:mod:`collector.line_protocol`), to its ``tsdb_outbox`` table in the transaction that
+stores it. :class:`TsdbWriter` sends the outbox in order and deletes rows only once the TSDB has taken
+them; while writes fail it retries with backoff and the ledger keeps committing. The backlog is on
+/metrics. A crash between a write and its delete resends those points once more, which the TSDB's
+(meter, ts) dedup absorbs (VictoriaMetrics with dedup, InfluxDB by overwriting the same point).
 """
 
 from __future__ import annotations
@@ -14,39 +16,15 @@ import logging
 import aiohttp
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
-from influxdb_client.client.write.point import Point
 from influxdb_client.client.write_api_async import WriteApiAsync
 from influxdb_client.domain.write_precision import WritePrecision
 
 from collector.config import TsdbSettings
+from collector.ledger import Ledger, LedgerReader, OutboxRow
 from collector.metrics import CollectorMetrics
-from kilowatch.mqtt_contract import ReadingsBatch
+from kilowatch.backoff import Backoff
 
 log = logging.getLogger(__name__)
-
-MEASUREMENT = "meter"
-
-
-def points(batch: ReadingsBatch) -> list[Point]:
-    """The batch's readings as points; a reading without values (all unreadable) has nothing to write."""
-    result = []
-    for reading in batch.readings:
-        if not reading.values:
-            continue
-        tags = {
-            "site": batch.site,
-            "gateway": batch.gateway,
-            "meter": reading.meter,
-            "model": reading.profile,
-        }
-        # influxdb-client ships py.typed but leaves Point unannotated.
-        point = Point(MEASUREMENT).time(reading.ts, WritePrecision.MS)  # type: ignore[no-untyped-call]
-        for key, tag in tags.items():
-            point.tag(key, tag)
-        for name, value in sorted(reading.values.items()):
-            point.field(name, float(value))
-        result.append(point)
-    return result
 
 
 def _describe(exc: Exception) -> str:
@@ -56,104 +34,92 @@ def _describe(exc: Exception) -> str:
 
 
 class TsdbWriter:
-    """Writes queued batches; run :meth:`run` as a task and feed it with :meth:`submit`.
+    """Drains the ledger's outbox into the TSDB; run :meth:`run` as a task, call :meth:`wake` after commits.
 
     Args:
-        settings: Where to write.
-        metrics: Counters to update.
-        max_queued_batches: Batches waiting at most; beyond that new ones are dropped from the TSDB path.
-        max_points_per_write: Queued batches are merged into one request up to about this many points.
+        settings: Where to write, request size and retry policy.
+        metrics: Counters and the backlog gauges to update.
+        ledger: Whose outbox to drain (rows are read on a read-only connection of its own). Its backlog is
+            counted here, once, so create the writer before ingestion starts.
     """
 
-    def __init__(
-        self,
-        *,
-        settings: TsdbSettings,
-        metrics: CollectorMetrics,
-        max_queued_batches: int = 1000,
-        max_points_per_write: int = 5000,
-    ) -> None:
+    def __init__(self, *, settings: TsdbSettings, metrics: CollectorMetrics, ledger: Ledger) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._queue: asyncio.Queue[ReadingsBatch] = asyncio.Queue(max_queued_batches)
-        self._max_points = max_points_per_write
+        self._ledger = ledger
+        self._backoff = Backoff(first_s=settings.retry_min_s, max_s=settings.retry_max_s)
+        self._wake = asyncio.Event()
+        self._empty = asyncio.Event()
         self._failing = False
-        self._dropped_while_failing = 0
-        self._queue_full = False
+        # Before any commit can move them: the ingestor adds to these gauges, the writer takes away.
+        with ledger.reader() as reader:
+            rows, points = reader.outbox_backlog()
+        metrics.tsdb_outbox_rows.set(rows)
+        metrics.tsdb_outbox_points.set(points)
 
     @property
     def url(self) -> str:
         return self._settings.url
 
-    def submit(self, batch: ReadingsBatch) -> None:
-        """Queue a batch without waiting; when the queue is full the batch skips the TSDB."""
-        try:
-            self._queue.put_nowait(batch)
-        except asyncio.QueueFull:
-            dropped = sum(1 for r in batch.readings if r.values)
-            self._metrics.tsdb_points_dropped.inc(dropped)
-            if not self._queue_full:
-                log.warning(
-                    "TSDB queue full (%d batches): dropping points from the TSDB path until it drains; "
-                    "the ledger keeps them",
-                    self._queue.maxsize,
-                )
-            self._queue_full = True
-        else:
-            self._queue_full = False
+    def wake(self) -> None:
+        """New outbox rows were committed."""
+        self._empty.clear()
+        self._wake.set()
 
     async def drain(self) -> None:
-        """Wait until every queued batch has been written (or dropped)."""
-        await self._queue.join()
+        """Wait until the outbox is empty (what is left when this is cut short stays in the outbox)."""
+        await self._empty.wait()
 
     async def run(self) -> None:
-        """Write batches as they come, merging what has queued up, until cancelled."""
+        """Write the outbox as it fills, oldest first, until cancelled."""
         s = self._settings
         token = s.token.get_secret_value() if s.token else ""  # "" sends no Authorization header
         timeout_ms = int(s.timeout_s * 1000)
-        async with InfluxDBClientAsync(url=s.url, token=token, org=s.org, timeout=timeout_ms) as client:
-            write_api = client.write_api()
-            while True:
-                batches = [await self._queue.get()]
-                records = points(batches[0])
-                while len(records) < self._max_points and not self._queue.empty():
-                    batches.append(self._queue.get_nowait())
-                    records += points(batches[-1])
-                try:
-                    if records:
-                        await self._write(write_api, records)
-                finally:
-                    for _ in batches:
-                        self._queue.task_done()
+        reader = await asyncio.to_thread(self._ledger.reader)
+        try:
+            async with InfluxDBClientAsync(url=s.url, token=token, org=s.org, timeout=timeout_ms) as client:
+                await self._drain_forever(reader, client.write_api())
+        finally:
+            reader.close()
 
-    async def _write(self, write_api: WriteApiAsync, records: list[Point]) -> None:
+    async def _drain_forever(self, reader: LedgerReader, write_api: WriteApiAsync) -> None:
+        while True:
+            self._wake.clear()
+            chunk = await asyncio.to_thread(reader.outbox, self._settings.max_points_per_write)
+            if not chunk:
+                self._empty.set()
+                await self._wake.wait()
+                continue
+            if await self._write(write_api, chunk):
+                await asyncio.to_thread(self._ledger.outbox_delete, chunk[-1].id)
+                self._metrics.tsdb_outbox_rows.dec(len(chunk))
+                self._metrics.tsdb_outbox_points.dec(sum(row.points for row in chunk))
+            else:
+                await asyncio.sleep(self._backoff.next_delay())
+
+    async def _write(self, write_api: WriteApiAsync, chunk: list[OutboxRow]) -> bool:
+        points = sum(row.points for row in chunk)
         try:
             await write_api.write(
                 bucket=self._settings.bucket,
-                record=records,
+                record="\n".join(row.lines for row in chunk),
                 write_precision=WritePrecision.MS,  # type: ignore[arg-type]  # annotated as the class, is "ms"
             )
-        except (InfluxDBError, aiohttp.ClientError, OSError) as exc:
+        except (InfluxDBError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             self._metrics.tsdb_errors.inc()
-            self._metrics.tsdb_points_dropped.inc(len(records))
-            self._dropped_while_failing += len(records)
-            level = logging.DEBUG if self._failing else logging.WARNING
             log.log(
-                level,
-                "TSDB write to %s failed (%s): %d points dropped from the TSDB path, the ledger keeps them%s",
+                logging.DEBUG if self._failing else logging.WARNING,
+                "TSDB write to %s failed (%s): %d points stay in the outbox and are retried%s",
                 self.url,
                 _describe(exc),
-                len(records),
+                points,
                 "" if self._failing else "; further failures are logged at DEBUG until a write succeeds",
             )
             self._failing = True
-            return
-        self._metrics.tsdb_points_written.inc(len(records))
+            return False
+        self._metrics.tsdb_points_written.inc(points)
         if self._failing:
-            log.info(
-                "TSDB writes to %s succeed again; %d points were dropped meanwhile (the ledger keeps them)",
-                self.url,
-                self._dropped_while_failing,
-            )
+            log.info("TSDB writes to %s succeed again; the outbox is draining", self.url)
         self._failing = False
-        self._dropped_while_failing = 0
+        self._backoff.reset()
+        return True

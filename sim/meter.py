@@ -13,7 +13,8 @@ import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from sim.load_model import Demand, Grid, demand, grid, seeded_rng, unit_load
+from sim.load_model import Demand, Grid, grid, seeded_rng
+from sim.loads import Load
 
 _PHASE_ANGLES = tuple(cmath.rect(1.0, math.radians(a)) for a in (0.0, -120.0, 120.0))
 """Unit phasors of L1, L2, L3 in a positive-sequence network."""
@@ -62,33 +63,44 @@ def electrical_values(load: Demand, supply: Grid) -> dict[str, float]:
 
 
 class SimulatedMeter:
-    """The register state of one unit: a snapshot per update window plus energy counters.
+    """The register state of one meter: a snapshot per update window plus energy counters.
 
     Args:
-        unit: Modbus unit id; also selects the unit's load (1 = main meter, others = sub-meters).
-        seed: Scenario seed; the same seed replays the same building.
+        load: What the metered circuit draws (see :mod:`sim.loads`).
+        key: The meter's identity (with the seed): seeds its counters and its voltage noise.
+        supply: The supply it hangs on (a site): meters of one supply see the same voltage swings.
         epoch: Simulated time at which the first update window starts (usually the clock's start).
         update_interval: Simulated seconds between register refreshes.
     """
 
-    def __init__(self, *, unit: int, seed: int, epoch: datetime, update_interval: float = 1.0) -> None:
+    def __init__(
+        self, load: Load, *, key: str, supply: str, epoch: datetime, update_interval: float = 1.0
+    ) -> None:
         if not update_interval > 0:
             raise ValueError(f"update_interval must be positive, got {update_interval}")
-        self.unit = unit
-        self.seed = seed
+        self.load = load
+        self.key = key
+        self.supply = supply
         self.epoch = epoch
         self.update_interval = update_interval
-        rng = seeded_rng("counters", seed, unit)
-        peak_kw = unit_load(seed, unit).peak_w / 1000
-        self._import_kwh = peak_kw * rng.uniform(1_500, 6_000)  # a few years of service
+        rng = seeded_rng("counters", key)
+        self._import_kwh = load.rated_w / 1000 * rng.uniform(1_500, 6_000)  # a few years of service
         self._reactive_import_kvarh = self._import_kwh * rng.uniform(0.3, 0.45)
         self._export_kwh = rng.uniform(0.0, 1.5)  # left from commissioning; the building never exports
         self._reactive_export_kvarh = rng.uniform(0.0, 3.0)
         self._tick = 0
         self._snapshot: dict[str, float] | None = None
+        self._last: tuple[int, Demand] | None = None
 
     def _window_start(self, tick: int) -> datetime:
         return self.epoch + timedelta(seconds=tick * self.update_interval)
+
+    def _demand(self, tick: int) -> Demand:
+        """The load at the start of window `tick`; the last one is kept, since a read integrates the
+        window it showed before and then shows the next one."""
+        if self._last is None or self._last[0] != tick:
+            self._last = (tick, self.load.demand(self._window_start(tick)))
+        return self._last[1]
 
     def read(self, at: datetime) -> Mapping[str, float]:
         """The register values shown at simulated time `at` (the same for the whole update window).
@@ -102,12 +114,19 @@ class SimulatedMeter:
             self._snapshot = self._values_at(self._tick)
         return self._snapshot
 
+    def reset_counters(self, import_kwh: float) -> None:
+        """Set the energy counters as a meter reset (to zero) or a replacement meter (to its own reading)
+        leaves them; the snapshot shows it from the next window on."""
+        self._import_kwh = import_kwh
+        self._reactive_import_kvarh = import_kwh * 0.35
+        self._export_kwh = self._reactive_export_kvarh = 0.0
+
     def _integrate_until(self, tick: int) -> None:
         """Add the energy of windows [current, tick): each window's power held for its whole length."""
         stride = max(1, math.ceil((tick - self._tick) / MAX_INTEGRATION_STEPS))
         while self._tick < tick:
             step = min(stride, tick - self._tick)
-            load = demand(self._window_start(self._tick), self.seed, self.unit)
+            load = self._demand(self._tick)
             hours = step * self.update_interval / 3600
             self._import_kwh += load.active_w * hours / 1000
             self._reactive_import_kvarh += load.reactive_var * hours / 1000
@@ -115,7 +134,7 @@ class SimulatedMeter:
 
     def _values_at(self, tick: int) -> dict[str, float]:
         at = self._window_start(tick)
-        values = electrical_values(demand(at, self.seed, self.unit), grid(at, self.seed, self.unit))
+        values = electrical_values(self._demand(tick), grid(at, self.supply, self.key))
         values["energy_import_kwh"] = self._import_kwh
         values["energy_export_kwh"] = self._export_kwh
         values["reactive_energy_import_kvarh"] = self._reactive_import_kvarh

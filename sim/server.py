@@ -38,6 +38,7 @@ from pymodbus.transport.serialtransport import create_serial_connection
 from kilowatch.profiles import MAX_UNIT, Profile
 from sim.clock import SimClock
 from sim.faults import Fault, FaultKind
+from sim.loads.office import building_meter
 from sim.meter import SimulatedMeter
 from sim.register_image import ExceptionCode, RegisterImage
 
@@ -138,7 +139,11 @@ class SimServer:
         self.image = RegisterImage(profile)
         self.meters = {
             unit: SimulatedMeter(
-                unit=unit, seed=seed, epoch=self.clock.start, update_interval=update_interval
+                building_meter(seed, unit),
+                key=f"{seed}/unit-{unit}",
+                supply=f"{seed}/building",
+                epoch=self.clock.start,
+                update_interval=update_interval,
             )
             for unit in self.units
         }

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -108,6 +108,127 @@ class Process:
         return self.proc.returncode
 
 
+def _openssl(*args: str, cwd: Path) -> None:
+    result = subprocess.run(
+        [require_binary("openssl"), *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args)} failed:\n{result.stderr}")
+
+
+@dataclass(frozen=True)
+class TestCertificates:
+    """A throwaway PKI made with the `openssl` command line: PEM files in `folder`, valid for two days.
+
+    `ca` signed `server` (names localhost and 127.0.0.1), `elsewhere` (names only broker.elsewhere.test)
+    and `client` (CN gw-01, for mutual TLS). `other_ca` signed nothing the broker uses. `client_key_encrypted`
+    is `client_key` under the password `key-secret`.
+    """
+
+    __test__: ClassVar[bool] = False  # not a pytest test class, despite the name
+    KEY_PASSWORD: ClassVar[str] = "key-secret"  # noqa: S105 - a throwaway test key
+
+    folder: Path
+
+    @property
+    def ca(self) -> Path:
+        return self.folder / "ca.pem"
+
+    @property
+    def other_ca(self) -> Path:
+        return self.folder / "other-ca.pem"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.folder / "server.pem"
+
+    @property
+    def server_key(self) -> Path:
+        return self.folder / "server.key"
+
+    @property
+    def elsewhere_cert(self) -> Path:
+        return self.folder / "elsewhere.pem"
+
+    @property
+    def elsewhere_key(self) -> Path:
+        return self.folder / "elsewhere.key"
+
+    @property
+    def client_cert(self) -> Path:
+        return self.folder / "client.pem"
+
+    @property
+    def client_key(self) -> Path:
+        return self.folder / "client.key"
+
+    @property
+    def client_key_encrypted(self) -> Path:
+        return self.folder / "client-encrypted.key"
+
+    @classmethod
+    def generate(cls, folder: Path) -> TestCertificates:
+        folder.mkdir(parents=True, exist_ok=True)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        for name in ("ca", "other-ca"):
+            _openssl(
+                "req", "-x509", *ec, "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2",
+                "-subj", f"/CN=kilowatch test {name}",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                cwd=folder,
+            )  # fmt: skip
+        leaves = {
+            "server": ("/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+            "elsewhere": ("/CN=broker.elsewhere.test", "subjectAltName=DNS:broker.elsewhere.test\nextendedKeyUsage=serverAuth"),
+            "client": ("/CN=gw-01", "extendedKeyUsage=clientAuth"),
+        }  # fmt: skip
+        for name, (subject, extensions) in leaves.items():
+            (folder / f"{name}.ext").write_text(f"basicConstraints=CA:FALSE\n{extensions}\n")
+            _openssl(
+                "req",
+                "-new",
+                *ec,
+                "-keyout",
+                f"{name}.key",
+                "-out",
+                f"{name}.csr",
+                "-subj",
+                subject,
+                cwd=folder,
+            )
+            _openssl(
+                "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext",
+                cwd=folder,
+            )  # fmt: skip
+        _openssl(
+            "pkey", "-in", "client.key", "-aes256", "-passout", f"pass:{cls.KEY_PASSWORD}",
+            "-out", "client-encrypted.key",
+            cwd=folder,
+        )  # fmt: skip
+        return cls(folder)
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """What `Mosquitto.start(tls=...)` puts on its listener: the server certificate and the client policy."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = False
+
+    @classmethod
+    def of(cls, certs: TestCertificates, *, require_certificate: bool = False) -> TlsListener:
+        return cls(certs.ca, certs.server_cert, certs.server_key, require_certificate)
+
+    def conf(self) -> str:
+        return (
+            f"cafile {self.ca_file}\ncertfile {self.cert_file}\nkeyfile {self.key_file}\n"
+            f"require_certificate {str(self.require_certificate).lower()}\ntls_version tlsv1.2\n"
+        )
+
+
 @dataclass
 class Mosquitto:
     host: str
@@ -115,18 +236,39 @@ class Mosquitto:
     process: Process
 
     @classmethod
-    def start(cls, workdir: Path, *, extra_conf: str = "") -> Mosquitto:
-        binary = require_binary("mosquitto")
+    def start(cls, workdir: Path, *, extra_conf: str = "", tls: TlsListener | None = None) -> Mosquitto:
+        """Mosquitto on a free loopback port, anonymous, without persistence, plus `extra_conf`.
+
+        With `tls`, the listener speaks only TLS (and the broker runs as root when started as root, so it can
+        read the certificates in a test folder).
+        """
         port = free_port()
+        listener = f"listener {port} 127.0.0.1\n"
+        if tls is not None:
+            listener += tls.conf()
+            if not any(line.split()[:1] == ["user"] for line in extra_conf.splitlines()):
+                listener += "user root\n"
+        return cls.run(workdir, f"{listener}allow_anonymous true\npersistence false\n{extra_conf}\n", port)
+
+    @classmethod
+    def run(cls, workdir: Path, conf_text: str, port: int) -> Mosquitto:
+        """Mosquitto with exactly `conf_text` (as workdir/mosquitto.conf); `port` is the listener to wait for."""
+        binary = require_binary("mosquitto")
         workdir.mkdir(parents=True, exist_ok=True)
         conf = workdir / "mosquitto.conf"
-        conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n{extra_conf}\n")
-        process = Process("mosquitto", [binary, "-c", str(conf)], workdir / "mosquitto.log").start()
+        conf.write_text(conf_text)
+        process = Process("mosquitto", [binary, "-c", str(conf)], workdir / "mosquitto.log")
         broker = cls("127.0.0.1", port, process)
-        wait_until(lambda: port_open("127.0.0.1", port) or not process.alive(), 10, "mosquitto to listen")
+        broker.restart()
+        return broker
+
+    def restart(self) -> None:
+        """Start the (stopped) broker again with the same configuration, port and persistence file."""
+        self.process.start()
+        process = self.process
+        wait_until(lambda: port_open(self.host, self.port) or not process.alive(), 10, "mosquitto to listen")
         if not process.alive():
             raise RuntimeError(f"mosquitto exited at start:\n{process.log()}")
-        return broker
 
     def publish(self, topic: str, payload: bytes | str, *, qos: int = 1) -> None:
         """Publish with the real `mosquitto_pub` client."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -18,7 +19,7 @@ from agent.clock import (
     now_ms,
     state_from_kernel,
 )
-from agent.config import ClockMode
+from agent.config import ClockMode, ClockSettings
 from agent.poller import Poll, to_reading
 from kilowatch.mqtt_contract import ClockState
 from kilowatch.profiles import load_builtin
@@ -44,9 +45,16 @@ def test_state_from_kernel(result: int, status: int, expected: ClockState) -> No
 
 
 def test_configured_modes_override_the_kernel() -> None:
-    assert clock_state(ClockMode.SYNCED) is ClockState.SYNCED
-    assert clock_state(ClockMode.UNSYNCED) is ClockState.UNSYNCED
-    assert clock_state(ClockMode.AUTO) is kernel_clock_state()
+    assert clock_state(ClockSettings(mode=ClockMode.SYNCED)) is ClockState.SYNCED
+    assert clock_state(ClockSettings(mode=ClockMode.UNSYNCED)) is ClockState.UNSYNCED
+    assert clock_state(ClockSettings(mode=ClockMode.AUTO)) is kernel_clock_state()
+
+
+def test_a_flag_file_says_synchronised_while_it_exists(tmp_path: Path) -> None:
+    settings = ClockSettings(mode=ClockMode.FLAG_FILE, flag_file=tmp_path / "synchronized")
+    assert clock_state(settings) is ClockState.UNSYNCED
+    settings.flag_file.touch()  # what systemd-timesyncd does at its first synchronisation
+    assert clock_state(settings) is ClockState.SYNCED
 
 
 def test_this_linux_kernel_answers() -> None:

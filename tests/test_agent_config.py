@@ -20,6 +20,7 @@ from agent.config import (
     MqttSettings,
     RtuBus,
     RtuOverTcpBus,
+    SpoolSettings,
     TcpBus,
     Timing,
     effective_timing,
@@ -67,6 +68,7 @@ MODELS = (
     AgentConfig,
     MqttSettings,
     ClockSettings,
+    SpoolSettings,
     MetricsSettings,
     TcpBus,
     RtuBus,
@@ -94,7 +96,7 @@ def test_the_defaults_the_sample_config_shows_are_the_real_ones(tmp_path: Path) 
             line = f"{match[1]}{match[2]}: {match[3]}"
             uncommented += 1
         lines.append(line)
-    assert uncommented == 24
+    assert uncommented == 30
     explicit = tmp_path / "agent.yaml"
     explicit.write_text("\n".join(lines))
     assert yamlconfig.load(AgentConfig, explicit) == yamlconfig.load(AgentConfig, EXAMPLE)

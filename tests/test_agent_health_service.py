@@ -79,10 +79,12 @@ COUNTS: dict[str, Callable[[MeterHealth], int]] = {
 
 
 def counts(text: str) -> dict[tuple[str, str], float]:
-    """(meter, counter) -> value; failures by kind as ``failures_total/<kind>``."""
+    """(meter, counter) -> value; failures by kind as ``failures_total/<kind>``; per meter only."""
     out = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
+            if "meter" not in sample.labels:  # the gateway's own (spool) metrics
+                continue
             name = sample.name.removeprefix("kilowatch_agent_meter_")
             kind = sample.labels.get("kind")
             out[(sample.labels["meter"], f"{name}/{kind}" if kind else name)] = sample.value

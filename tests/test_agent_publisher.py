@@ -1,4 +1,5 @@
-"""The publisher against a real Mosquitto: birth and offline status, ordered batches, credentials."""
+"""The publisher against a real Mosquitto: birth and offline status with the spool's state, ordered
+batches named by spool and seq, a broker that is away, credentials. (Durability: test_agent_spool.)"""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from agent.clock import now_ms
 from agent.config import MqttSettings
 from agent.publisher import Publisher
 from kilowatch.mqtt_contract import (
@@ -75,6 +77,7 @@ async def test_birth_batches_in_order_and_offline_on_close(mosquitto: Mosquitto)
         async with Publisher(settings, site="s1", gateway="g1", meters=["m1"]) as publisher:
             first = publisher.submit([reading(1)])
             publisher.submit([reading(2), reading(3)])
+            submitted = now_ms()
             birth, *batches = await receive(sub, 3)
             async with subscriber(mosquitto, STATUS) as late:  # the birth message is retained
                 [retained] = await receive(late, 1)
@@ -90,23 +93,24 @@ async def test_birth_batches_in_order_and_offline_on_close(mosquitto: Mosquitto)
     received = [ReadingsBatch.model_validate_json(payload(m)) for m in batches]
     assert all(str(m.topic) == READINGS for m in batches)
     assert all(m.qos == 1 for m in batches)
-    assert [b.seq for b in received] == [first.seq, first.seq + 1] == [0, 1]
+    assert status_of(birth).spool is not None
+    assert [b.seq for b in received] == [first, 1] == [0, 1]
+    assert {b.spool_id for b in received} == {publisher.spool.spool_id}
     assert [len(b.readings) for b in received] == [1, 2]
     assert received[1].readings[1] == reading(3)
-    assert received[0].sent_at >= first.sent_at
+    assert received[0].sent_at >= submitted
     assert (str(offline.topic), status_of(offline).state) == (STATUS, GatewayState.OFFLINE)
     assert (publisher.published, publisher.pending) == (2, 0)
 
 
-async def test_full_queue_evicts_the_oldest_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING)
+async def test_no_broker_keeps_batches_in_the_spool_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     settings = MqttSettings(port=free_port(), reconnect_min_s=30, reconnect_max_s=30)  # nobody listens
-    async with Publisher(settings, site="s1", gateway="g1", queue_size=2, flush_timeout_s=0.1) as publisher:
-        batches = [publisher.submit([reading(n)]) for n in range(5)]
-        assert [b.seq for b in batches] == [0, 1, 2, 3, 4]
-        assert (publisher.pending, publisher.evicted, publisher.connected) == (2, 3, False)
-    assert "publish queue full (2 batches): dropped the oldest, seq 2 (3 dropped so far)" in caplog.text
-    assert "stopped with 2 unsent batches (seq 3 and after)" in caplog.text
+    async with Publisher(settings, site="s1", gateway="g1", flush_timeout_s=0.1) as publisher:
+        assert [publisher.submit([reading(n)]) for n in range(5)] == [0, 1, 2, 3, 4]
+        await eventually(lambda: "unavailable" in caplog.text, "a failed connection attempt")
+        assert (publisher.pending, publisher.connected) == (5, False)
+    assert "stopped with 5 batches in the spool, sent after the next start" in caplog.text
 
 
 @pytest.fixture
@@ -133,6 +137,7 @@ async def test_credentials_work_and_are_never_logged(
     )
     async with Publisher(wrong, site="s1", gateway="g1", flush_timeout_s=0.1) as refused:
         await eventually(lambda: "Not authorized" in caplog.text, "the broker to refuse the password", 10)
+        assert "refused our credentials" in caplog.text
         assert not refused.connected
     right = MqttSettings.model_validate({"port": port, "username": USER, "password": PASSWORD})
     async with aiomqtt.Client(auth_broker.host, port, username=USER, password=PASSWORD) as sub:

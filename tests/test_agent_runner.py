@@ -9,10 +9,18 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, ClockMode, ClockSettings
 from agent.runner import open_bus, run
 from agent.transport import MemoryReader
-from kilowatch.mqtt_contract import Channel, GatewayState, GatewayStatus, Quality, ReadingsBatch, topic
+from kilowatch.mqtt_contract import (
+    Channel,
+    ClockState,
+    GatewayState,
+    GatewayStatus,
+    Quality,
+    ReadingsBatch,
+    topic,
+)
 from kilowatch.profiles import load_builtin
 from tests.agent_support import full_map, payload
 from tests.services import Mosquitto, Process, eventually, free_port, port_open, require_binary, wait_until
@@ -24,13 +32,14 @@ READINGS = topic("s1", "g1", Channel.READINGS)
 STATUS = topic("s1", "g1", Channel.STATUS)
 
 
-def config(mqtt_port: int, **mqtt: float) -> AgentConfig:
+def config(mqtt_port: int, spool: Path, **mqtt: float) -> AgentConfig:
     return AgentConfig.model_validate(
         {
             "site": "s1",
             "gateway": "g1",
             "poll_interval_s": 0.1,
             "mqtt": {"port": mqtt_port, **mqtt},
+            "spool": {"path": spool, "commit_interval_s": 0.05},
             "clock": {"mode": "synced"},
             "buses": [
                 {
@@ -53,8 +62,8 @@ def config(mqtt_port: int, **mqtt: float) -> AgentConfig:
     )
 
 
-def test_each_bus_reader_gets_its_meters_timeouts() -> None:
-    cfg = config(1883).model_copy(deep=True)
+def test_each_bus_reader_gets_its_meters_timeouts(tmp_path: Path) -> None:
+    cfg = config(1883, tmp_path / "spool.db").model_copy(deep=True)
     raw = cfg.model_dump()
     raw["buses"][0]["timing"] = {"timeout_s": 0.4, "pause_after_connect_s": 0.1}
     raw["buses"][0]["meters"][1]["timing"] = {"timeout_s": 2.0}
@@ -79,7 +88,7 @@ async def batches(client: aiomqtt.Client, count: int) -> list[ReadingsBatch]:
 
 
 async def test_one_batch_per_bus_cycle_and_a_silent_meter_does_not_stop_the_others(
-    mosquitto: Mosquitto,
+    mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     values_a, words_a = full_map(SDM, base=1)
     values_b, words_b = full_map(SDM, base=100)
@@ -88,7 +97,11 @@ async def test_one_batch_per_bus_cycle_and_a_silent_meter_does_not_stop_the_othe
     async with aiomqtt.Client(mosquitto.host, mosquitto.port) as sub:
         await sub.subscribe(f"{READINGS[: -len('readings')]}#", qos=1)
         agent = asyncio.create_task(
-            run(config(mosquitto.port), open_reader=lambda bus: readers[bus.name], stop=stop)
+            run(
+                config(mosquitto.port, tmp_path / "spool.db"),
+                open_reader=lambda bus: readers[bus.name],
+                stop=stop,
+            )
         )
         received = await batches(sub, 6)
         stop.set()
@@ -109,6 +122,8 @@ async def test_one_batch_per_bus_cycle_and_a_silent_meter_does_not_stop_the_othe
     for batch in by_bus[("m3",)]:
         assert (batch.readings[0].values, batch.readings[0].quality) == (values_b, Quality.GOOD)
     assert statuses[-1].state is GatewayState.OFFLINE
+    assert all(s.spool is not None for s in statuses[:-1])
+    assert len({b.spool_id for b in received}) == 1
 
 
 async def _status_messages(client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Message]:
@@ -132,7 +147,7 @@ async def test_broker_down_at_start_then_queued_batches_arrive_in_order(
     reader = MemoryReader({1: words, 2: words})
     agent_port = free_port()
     stop = asyncio.Event()
-    cfg = config(agent_port, reconnect_min_s=0.05, reconnect_max_s=0.2)
+    cfg = config(agent_port, tmp_path / "spool.db", reconnect_min_s=0.05, reconnect_max_s=0.2)
     agent = asyncio.create_task(run(cfg, open_reader=lambda bus: reader, stop=stop))
 
     def cycles() -> int:
@@ -159,3 +174,79 @@ async def test_broker_down_at_start_then_queued_batches_arrive_in_order(
         forwarder.stop()
     assert [b.seq for b in received] == [0, 1, 2, 3, 4, 5]
     assert {tuple(r.meter for r in b.readings) for b in received} == {("m1", "m2"), ("m3",)}
+
+
+async def test_the_spool_outlives_the_agent_and_its_seq_carries_on(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """A second run on the same spool file goes on numbering where the first stopped."""
+    _, words = full_map(SDM)
+    reader = MemoryReader({1: words, 2: words})
+    cfg = config(mosquitto.port, tmp_path / "spool.db")
+    seqs = []
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as sub:
+        await sub.subscribe(READINGS, qos=1)
+        for _ in range(2):
+            stop = asyncio.Event()
+            agent = asyncio.create_task(run(cfg, open_reader=lambda bus: reader, stop=stop))
+            received = await batches(sub, 2)
+            stop.set()
+            await asyncio.wait_for(agent, 20)
+            seqs.append([b.seq for b in received])
+    assert seqs[0][:2] == [0, 1]
+    assert seqs[1][0] > seqs[0][-1]
+
+
+async def test_readings_stamped_before_clock_sync_are_redated_in_the_spool(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """No broker and no synchronised clock: batches wait in the spool marked unsynced. The clock syncs
+    (the flag file timesyncd creates appears): the spooled readings are re-dated from the boot clock and
+    go out `corrected`, the status carries the anchor, and later readings are `synced`."""
+    _, words = full_map(SDM)
+    reader = MemoryReader({1: words, 2: words})
+    agent_port = free_port()
+    flag = tmp_path / "synchronized"
+    cfg = config(agent_port, tmp_path / "spool.db", reconnect_min_s=0.05, reconnect_max_s=0.2)
+    cfg = cfg.model_copy(update={"clock": ClockSettings(mode=ClockMode.FLAG_FILE, flag_file=flag)})
+    stop = asyncio.Event()
+    agent = asyncio.create_task(run(cfg, open_reader=lambda bus: reader, stop=stop))
+    await eventually(lambda: sum(1 for r in reader.requests if r[1] == 0) >= 9, "three cycles unsynced", 20)
+    flag.touch()
+    await eventually(lambda: sum(1 for r in reader.requests if r[1] == 0) >= 18, "three cycles synced", 20)
+    forwarder = Process(
+        "socat",
+        [require_binary("socat"), f"TCP-LISTEN:{agent_port},bind=127.0.0.1,reuseaddr,fork",
+         f"TCP:{mosquitto.host}:{mosquitto.port}"],
+        tmp_path / "socat.log",
+    )  # fmt: skip
+    statuses: list[GatewayStatus] = []
+    received: list[ReadingsBatch] = []
+    try:
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port) as sub:
+            await sub.subscribe(f"{READINGS[: -len('readings')]}#", qos=1)
+            forwarder.start()
+            async with asyncio.timeout(30):
+                async for message in sub.messages:
+                    if str(message.topic) == STATUS:
+                        statuses.append(GatewayStatus.model_validate_json(payload(message)))
+                    elif str(message.topic) == READINGS:
+                        received.append(ReadingsBatch.model_validate_json(payload(message)))
+                    if any(r.clock is ClockState.SYNCED for b in received for r in b.readings) and any(
+                        s.clock_anchor for s in statuses
+                    ):
+                        break
+        stop.set()
+        await asyncio.wait_for(agent, 20)
+    finally:
+        forwarder.stop()
+    anchor = next(s.clock_anchor for s in statuses if s.clock_anchor is not None)
+    assert anchor.boot_id == received[0].boot_id
+    readings = [r for b in received for r in b.readings]
+    clocks = [r.clock for r in readings]
+    assert ClockState.UNSYNCED not in clocks  # every spooled one was re-dated before it went out
+    first_synced = clocks.index(ClockState.SYNCED)
+    corrected = readings[:first_synced]
+    assert len(corrected) >= 6
+    assert all(r.clock is ClockState.CORRECTED for r in corrected)
+    assert all(r.mono_ms is not None and r.ts == r.mono_ms + anchor.offset_ms for r in corrected)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import random
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,10 +16,16 @@ from collector.ledger import (
     CounterEvent,
     CounterEventKind,
     IngestResult,
+    Item,
     Ledger,
     LedgerReader,
+    QuarantineReason,
+    RejectedMessage,
+    _values_json,
 )
+from collector.line_protocol import formatted_values
 from kilowatch.mqtt_contract import SCHEMA_VERSION, ClockState, GatewayState, GatewayStatus, Reading
+from kilowatch.quantities import QUANTITIES
 from tests.collector_support import at, batch, reading
 
 IntervalTuple = tuple[int, float | None, float | None, float | None, int]
@@ -157,21 +166,30 @@ def test_a_reset_splitting_late_reading_does_not_count_the_reset_twice(ledger: L
     assert [imp for _, imp, *_ in intervals(ledger)] == [pytest.approx(1.0), 0.0, None]
 
 
-def test_readings_from_an_unsynced_clock_are_kept_but_not_used_for_intervals(ledger: Ledger) -> None:
-    ledger.ingest(
+def test_readings_from_an_unsynced_clock_are_quarantined_not_stored_nor_in_intervals(ledger: Ledger) -> None:
+    result = ledger.ingest(
         batch(
             reading(at(10, 0), imp=10.0),
             reading(at(10, 20), imp=99.0, power_w=9e6, clock=ClockState.UNSYNCED),
             reading(at(10, 30), imp=11.0),
         )
     )
+    assert (result.accepted, result.duplicates) == (2, 0)
+    assert result.quarantined == {QuarantineReason.NO_MONOTONIC_TIME: 1}
     assert [(imp, max_kw, n) for _, imp, _, max_kw, n in intervals(ledger)] == [
         (pytest.approx(0.5), None, 1),
         (pytest.approx(0.5), None, 0),  # the unsynced 10:20 reading is neither energy nor a sample
         (None, None, 1),
     ]
     with ledger.reader() as r:
-        assert [x.clock for x in r.readings("m1", at(0), at(23))] == ["synced", "unsynced", "synced"]
+        assert [x.clock for x in r.readings("m1", at(0), at(23))] == ["synced", "synced"]
+        [kept] = r.quarantine()
+    assert (kept.meter_id, kept.ts, kept.reason, kept.reading.values["active_power_w"]) == (
+        "m1",
+        at(10, 20),
+        QuarantineReason.NO_MONOTONIC_TIME,
+        9e6,
+    )
 
 
 def test_latest_is_only_replaced_by_a_newer_reading(ledger: Ledger) -> None:
@@ -349,7 +367,7 @@ def test_duplicates_within_one_batch_keep_the_first_and_are_counted(ledger: Ledg
     assert intervals(ledger) == expected
     assert intervals(ledger, "m2") == [(at(10, 15), None, None, None, 1)]
     random.Random(1).shuffle(readings)
-    assert ledger.ingest(batch(*readings)) == IngestResult(accepted=0, duplicates=6, counter_resets=0)
+    assert ledger.ingest(batch(*readings)) == IngestResult(duplicates=6, duplicate_batch=True)
     assert intervals(ledger) == expected
 
 
@@ -395,3 +413,213 @@ def test_an_hour_of_one_second_readings_sums_to_the_counter_deltas(tmp_path: Pat
         shuffled.ingest(batch(*late[start : start + 500]))
     for meter in series:
         assert_same_intervals(intervals(shuffled, meter), intervals(in_order, meter))
+
+
+# The writer's fast path: a reading newer than everything stored of its meter only appends (no look-up),
+# from what the ledger remembers in memory. These tests hold it to the general path's result.
+
+
+def random_readings(seed: int, per_meter: int = 150) -> list[Reading]:
+    """Two meters over a few days: polls 1 s to 20 min apart, now and then a gap of more than a day or a
+    counter reset; export and power sometimes unreadable, import rarely."""
+    rng = random.Random(seed)
+    out = []
+    for meter in ("m1", "m2"):
+        ts, imp, exp = at(0) + rng.randint(0, 600_000), rng.uniform(0, 1000), rng.uniform(0, 50)
+        for _ in range(per_meter):
+            ts += rng.randint(25, 30) * 3_600_000 if rng.random() < 0.02 else rng.randint(1_000, 1_200_000)
+            imp = rng.uniform(0, 1) if rng.random() < 0.03 else imp + rng.uniform(0, 2)
+            exp = rng.uniform(0, 1) if rng.random() < 0.03 else exp + rng.choice([0.0, rng.uniform(0, 0.5)])
+            out.append(
+                reading(
+                    ts,
+                    meter=meter,
+                    imp=imp if rng.random() > 0.05 else None,
+                    exp=exp if rng.random() > 0.3 else None,
+                    power_w=rng.uniform(-3000, 20000) if rng.random() > 0.2 else None,
+                )
+            )
+    return out
+
+
+def chunks(readings: list[Reading], rng: random.Random, most: int) -> list[list[Reading]]:
+    out = []
+    while readings:
+        size = rng.randint(1, most)
+        out.append(readings[:size])
+        readings = readings[size:]
+    return out
+
+
+def everything(ledger: Ledger) -> dict[str, object]:
+    """All the ledger derives from readings, per meter: intervals, counter events, latest, meter row."""
+    with ledger.reader() as r:
+        return {
+            meter: (
+                [
+                    (i.start_ms, i.energy_import_kwh, i.energy_export_kwh, i.max_kw, i.samples)
+                    for i in r.intervals(meter, 0, 2**62)
+                ],
+                r.counter_events(meter),
+                r.latest(meter),
+                r.meter(meter),
+                len(r.readings(meter, 0, 2**62)),
+            )
+            for meter in ("m1", "m2")
+        }
+
+
+def assert_same_ledgers(got: Ledger, want: Ledger) -> None:
+    g, w = everything(got), everything(want)
+    for meter in ("m1", "m2"):
+        g_intervals, *g_rest = g[meter]  # type: ignore[misc]
+        w_intervals, *w_rest = w[meter]  # type: ignore[misc]
+        assert_same_intervals(g_intervals, w_intervals)
+        assert g_rest == w_rest
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_appending_gives_what_the_general_path_gives_in_any_order_and_grouping(
+    tmp_path: Path, seed: int
+) -> None:
+    rng = random.Random(seed)
+    readings = sorted(random_readings(seed), key=lambda r: r.ts)
+    # In order, batches of up to 40 readings: nearly every reading takes the append path.
+    in_order = Ledger(tmp_path / "in-order.db")
+    in_order_resets = sum(in_order.ingest(batch(*c)).counter_resets for c in chunks(readings, rng, 40))
+    # The same, several batches per transaction, as the ingestor commits them.
+    grouped = Ledger(tmp_path / "grouped.db")
+    batches = [batch(*c) for c in chunks(readings, rng, 20)]
+    for first in range(0, len(batches), 5):
+        grouped.store(batches[first : first + 5], received_at=0)
+    # In order, but a fresh Ledger (nothing remembered) for every batch: each state is loaded from the file.
+    cold_path = tmp_path / "cold.db"
+    for c in chunks(readings, rng, 40):
+        with Ledger(cold_path) as cold:
+            cold.ingest(batch(*c))
+    # Shuffled, small batches: mostly the general path (neighbour look-ups), with appends in between.
+    shuffled = Ledger(tmp_path / "shuffled.db")
+    late = readings.copy()
+    rng.shuffle(late)
+    shuffled_resets = sum(shuffled.ingest(batch(*c)).counter_resets for c in chunks(late, rng, 4))
+    with Ledger(cold_path) as cold:
+        for other in (grouped, cold, shuffled):
+            assert_same_ledgers(other, in_order)
+    resets = [e for m in ("m1", "m2") for e in events(in_order, m) if e.kind is CounterEventKind.RESET]
+    assert in_order_resets == shuffled_resets == len(resets) > 0
+    assert any(e.kind is CounterEventKind.GAP for m in ("m1", "m2") for e in events(in_order, m))
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("when", ["mid-group", "at-commit"])
+def test_a_rolled_back_group_is_forgotten_by_the_writer_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """The readings of a group that failed are not stored, and the writer must not remember them as the
+    newest of their meter: the next readings would take a phantom as their previous neighbour."""
+    readings = sorted(random_readings(11), key=lambda r: r.ts)
+    parts = chunks(readings, random.Random(3), 60)
+    reference = Ledger(tmp_path / "reference.db")
+    for part in parts:
+        reference.ingest(batch(*part))
+
+    ledger = Ledger(tmp_path / "ledger.db")
+    for part in parts[:2]:
+        ledger.ingest(batch(*part))
+    real_flush = Ledger._flush
+
+    def failing_flush(self: Ledger, db: sqlite3.Connection) -> None:
+        real_flush(self, db)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    failing = batch(*parts[2])
+    if when == "mid-group":
+        group: list[Item] = [failing, RejectedMessage("t", "invalid_json", "d", b"x")]
+        monkeypatch.setattr("collector.ledger.Ledger._store_item", _crash_on_rejected(Ledger._store_item))
+    else:
+        group = [failing]
+        monkeypatch.setattr(Ledger, "_flush", failing_flush)
+    with pytest.raises((_Crash, sqlite3.OperationalError)):
+        ledger.store(group, received_at=0)
+    monkeypatch.undo()
+    with ledger.reader() as r:
+        assert r.outbox_backlog() == (0, 0)
+        stored = len(r.readings("m1", 0, 2**62)) + len(r.readings("m2", 0, 2**62))
+    assert stored == len(parts[0]) + len(parts[1])
+    # Later readings first (appending after what was really stored), then the lost group, late.
+    for part in parts[3:]:
+        ledger.ingest(batch(*part))
+    assert ledger.ingest(failing).accepted == len(parts[2])
+    assert_same_ledgers(ledger, reference)
+
+
+def _crash_on_rejected(store_item: Callable[..., IngestResult]) -> Callable[..., IngestResult]:
+    def crash(self: Ledger, db: sqlite3.Connection, item: Item, received_at: int) -> IngestResult:
+        if isinstance(item, RejectedMessage):
+            raise _Crash
+        return store_item(self, db, item, received_at)
+
+    return crash
+
+
+def test_one_transaction_of_several_messages_leaves_what_one_per_message_leaves(tmp_path: Path) -> None:
+    """latest and meters are upserted once per transaction: the message with a meter's newest reading
+    says where it is, as if each message had been committed on its own (m1's 10:10 in the third message
+    is a duplicate, its 10:12 the newest)."""
+    messages = [
+        batch(reading(at(10, 0), imp=1.0), reading(at(10, 5), meter="m2", imp=5.0)),
+        batch(reading(at(10, 10), imp=2.0, power_w=3.0), site="site2", gateway="gw2"),
+        batch(
+            reading(at(10, 10), imp=9.0),
+            reading(at(10, 12), imp=2.5),
+            reading(at(9), meter="m2", imp=4.0),
+            site="site3",
+        ),
+        batch(reading(at(10, 7), imp=1.5), reading(at(10, 4), meter="m2", imp=4.5), gateway="gw4"),
+    ]
+    one_by_one = Ledger(tmp_path / "one.db")
+    results = [one_by_one.ingest(m) for m in messages]
+    together = Ledger(tmp_path / "together.db")
+    assert together.store(messages, received_at=0) == results
+    assert_same_ledgers(together, one_by_one)
+    with together.reader() as r:
+        m1 = r.meter("m1")
+        latest = r.latest("m1")
+    assert m1 is not None
+    assert latest is not None
+    assert (m1.site, m1.gateway, m1.first_seen, m1.last_seen) == ("site3", "gw1", at(10, 0), at(10, 12))
+    assert latest.values == {"energy_import_kwh": 2.5}
+
+
+def test_legacy_unsynced_rows_are_not_a_counters_newest_sample(tmp_path: Path) -> None:
+    """Ledgers written before quarantine hold unsynchronised readings; what the writer loads from the file
+    must skip them as the neighbour look-ups do."""
+    path = tmp_path / "ledger.db"
+    with Ledger(path) as ledger:
+        ledger.ingest(batch(reading(at(10, 0), imp=10.0)))
+        ledger._db.execute(
+            "INSERT INTO readings VALUES ('m1', ?, 99.0, NULL, NULL, '{}', 'good', 'unsynced')", (at(10, 20),)
+        )
+    with Ledger(path) as ledger:
+        ledger.ingest(batch(reading(at(10, 10), imp=10.5)))  # before the unsynced one: loads the state
+        ledger.ingest(batch(reading(at(10, 30), imp=11.0)))  # after it: appends to the state
+    assert events(Ledger(path)) == []
+    assert [(imp, n) for _, imp, _, _, n in intervals(Ledger(path))] == [
+        (pytest.approx(0.5 + 0.125), 2),
+        (pytest.approx(0.375), 0),
+        (None, 1),
+    ]
+
+
+def test_values_json_is_what_json_dumps_writes() -> None:
+    rng = random.Random(5)
+    for _ in range(200):
+        values = {
+            name: rng.choice([rng.uniform(-1e6, 1e6), float(rng.randint(-5, 5)), rng.random() * 1e-300, -0.0])
+            for name in rng.sample(sorted(QUANTITIES), rng.randint(0, 12))
+        }
+        assert _values_json(formatted_values(values)) == json.dumps(values)
+    assert all(json.dumps(name) == f'"{name}"' for name in QUANTITIES)  # nothing to escape

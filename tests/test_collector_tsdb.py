@@ -1,4 +1,4 @@
-"""Raw readings to a real VictoriaMetrics (InfluxDB v2 write API); a TSDB that is down loses nothing."""
+"""Raw readings to a real VictoriaMetrics through the ledger's outbox: a TSDB that is down loses nothing."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import pytest
 from collector.config import MqttSettings, TsdbSettings
 from collector.ingest import Ingestor
 from collector.ledger import Ledger
+from collector.line_protocol import lines
 from collector.metrics import CollectorMetrics
-from collector.tsdb import TsdbWriter, points
-from kilowatch.mqtt_contract import Channel, ClockState, Quality, Reading, topic
+from collector.tsdb import TsdbWriter
+from kilowatch.mqtt_contract import Channel, ClockState, Quality, Reading, ReadingsBatch, topic
 from tests.collector_support import at, batch, reading
-from tests.services import VictoriaMetrics, eventually, free_port
+from tests.services import Process, VictoriaMetrics, eventually, wait_until
 
 A = batch(
     reading(at(10, 0, 1) + 123, meter="m1", imp=1234.5, exp=0.25, power_w=4200.0),
@@ -36,6 +37,10 @@ A = batch(
 )
 
 
+def sample(name: str, metrics: CollectorMetrics) -> float:
+    return metrics.registry.get_sample_value(name) or 0.0
+
+
 @pytest.fixture
 async def run_writer() -> AsyncIterator[Callable[[TsdbWriter], None]]:
     tasks: list[asyncio.Task[None]] = []
@@ -46,26 +51,37 @@ async def run_writer() -> AsyncIterator[Callable[[TsdbWriter], None]]:
             await task
 
 
-def test_a_point_per_reading_with_values() -> None:
-    lines = [p.to_line_protocol() for p in points(A)]
-    assert lines == [
+def test_a_line_per_reading_with_values() -> None:
+    assert lines(A.site, A.gateway, A.readings) == [
         "meter,gateway=gw-7,meter=m1,model=eastron-sdm630,site=hanoi-1 "
-        f"active_power_w=4200,energy_export_kwh=0.25,energy_import_kwh=1234.5 {at(10, 0, 1) + 123}",
+        f"active_power_w=4200.0,energy_export_kwh=0.25,energy_import_kwh=1234.5 {at(10, 0, 1) + 123}",
         "meter,gateway=gw-7,meter=m2,model=eastron-sdm630,site=hanoi-1 "
         f"active_power_w=-15.5 {at(10, 0, 2) + 7}",
     ]
+    assert lines("a site", "g,w", A.readings[1:2])[0].startswith(r"meter,gateway=g\,w,meter=m2,")
+
+
+async def store(ingestor: Ingestor, *batches: ReadingsBatch) -> None:
+    await ingestor.store(
+        [(topic(b.site, b.gateway, Channel.READINGS), b.model_dump_json().encode()) for b in batches]
+    )
 
 
 @pytest.mark.services
 async def test_points_arrive_in_victoria_metrics(
-    victoria: VictoriaMetrics, run_writer: Callable[[TsdbWriter], None]
+    tmp_path: Path, victoria: VictoriaMetrics, run_writer: Callable[[TsdbWriter], None]
 ) -> None:
     metrics = CollectorMetrics()
-    writer = TsdbWriter(settings=TsdbSettings(url=victoria.url), metrics=metrics)
-    run_writer(writer)
-    writer.submit(A)
-    await writer.drain()
-    assert metrics.registry.get_sample_value("kilowatch_collector_tsdb_points_written_total") == 2
+    with Ledger(tmp_path / "ledger.db", outbox=True) as ledger:
+        writer = TsdbWriter(settings=TsdbSettings(url=victoria.url), metrics=metrics, ledger=ledger)
+        ingestor = Ingestor(settings=MqttSettings(), ledger=ledger, metrics=metrics, on_commit=writer.wake)
+        run_writer(writer)
+        await store(ingestor, A)
+        await writer.drain()
+        assert sample("kilowatch_collector_tsdb_points_written_total", metrics) == 2
+        assert sample("kilowatch_collector_tsdb_outbox_points", metrics) == 0
+        with ledger.reader() as r:
+            assert r.outbox_backlog() == (0, 0)
 
     def exported() -> list[dict[str, Any]]:
         series = victoria.export('{__name__=~"meter_.*"}')
@@ -90,37 +106,70 @@ async def test_points_arrive_in_victoria_metrics(
         assert tags.items() <= labels.items()
 
 
+def restart(vm: VictoriaMetrics) -> VictoriaMetrics:
+    """The same VictoriaMetrics again: same data folder, same port."""
+    vm.stop()
+    process = Process(vm.process.name, vm.process.args, vm.process.log_path).start()
+    again = VictoriaMetrics(vm.url, process)
+    wait_until(again.healthy, 20, "victoria-metrics to come back")
+    return again
+
+
 @pytest.mark.services
-async def test_a_tsdb_that_is_down_costs_the_ledger_nothing(
-    tmp_path: Path, run_writer: Callable[[TsdbWriter], None], caplog: pytest.LogCaptureFixture
+async def test_a_tsdb_that_is_down_loses_nothing_and_gets_every_point_once(
+    tmp_path: Path,
+    victoria: VictoriaMetrics,
+    run_writer: Callable[[TsdbWriter], None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="collector.tsdb")
     metrics = CollectorMetrics()
-    settings = TsdbSettings(url=f"http://127.0.0.1:{free_port()}", token="tok-s3cret", timeout_s=2)  # noqa: S106 - a fake, checked absent from logs
-    writer = TsdbWriter(settings=settings, metrics=metrics)
-    run_writer(writer)
-    with Ledger(tmp_path / "ledger.db") as ledger:
-        ingestor = Ingestor(settings=MqttSettings(), ledger=ledger, metrics=metrics, sink=writer.submit)
-        for minute in range(3):
+    settings = TsdbSettings(
+        url=victoria.url,
+        token="tok-s3cret",  # noqa: S106 - a fake, checked absent from logs
+        timeout_s=2,
+        max_points_per_write=7,
+        retry_min_s=0.05,
+        retry_max_s=0.2,
+    )
+    minutes = range(40)
+    with Ledger(tmp_path / "ledger.db", outbox=True) as ledger:
+        writer = TsdbWriter(settings=settings, metrics=metrics, ledger=ledger)
+        ingestor = Ingestor(settings=MqttSettings(), ledger=ledger, metrics=metrics, on_commit=writer.wake)
+        await store(ingestor, batch(reading(at(9), imp=1.0, power_w=1.0), seq=100))
+        await asyncio.to_thread(victoria.stop)
+        run_writer(writer)
+        for minute in minutes:  # the ledger keeps committing while the TSDB is down
             message = batch(reading(at(10, minute), imp=10.0 + minute, power_w=100.0), seq=minute)
-            await ingestor.handle(topic("site1", "gw1", Channel.READINGS), message.model_dump_json().encode())
-            await writer.drain()  # one write (and one failure) per batch
+            await store(ingestor, message, message)  # a resend too
         with ledger.reader() as r:
-            assert len(r.readings("m1", 0, at(23))) == 3
-    assert metrics.registry.get_sample_value("kilowatch_collector_readings_accepted_total") == 3
-    assert metrics.registry.get_sample_value("kilowatch_collector_tsdb_errors_total") == 3
-    assert metrics.registry.get_sample_value("kilowatch_collector_tsdb_points_dropped_total") == 3
+            assert len(r.readings("m1", 0, at(23))) == 41
+        await eventually(lambda: sample("kilowatch_collector_tsdb_errors_total", metrics) >= 2, "retries")
+        assert sample("kilowatch_collector_tsdb_outbox_points", metrics) == 41
+        assert sample("kilowatch_collector_tsdb_outbox_rows", metrics) == 41
+
+        back = await asyncio.to_thread(restart, victoria)
+        try:
+            await asyncio.wait_for(writer.drain(), 30)
+            assert sample("kilowatch_collector_tsdb_outbox_points", metrics) == 0
+            assert sample("kilowatch_collector_tsdb_points_written_total", metrics) == 41
+            [series] = await eventually(
+                lambda: back.export('{__name__="meter_energy_import_kwh"}'), "the points in VictoriaMetrics"
+            )
+        finally:
+            back.stop()
+    assert series["timestamps"] == [at(9)] + [at(10, m) for m in minutes]
+    assert series["values"] == [1.0] + [10.0 + m for m in minutes]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # then DEBUG until a write succeeds
-    assert "the ledger keeps them" in warnings[0]
+    assert "stay in the outbox" in warnings[0]
     assert "s3cret" not in caplog.text
 
 
-async def test_a_full_queue_drops_from_the_tsdb_path_only_and_counts() -> None:
-    metrics = CollectorMetrics()
-    writer = TsdbWriter(
-        settings=TsdbSettings(url="http://127.0.0.1:1"), metrics=metrics, max_queued_batches=1
-    )
-    writer.submit(A)
-    writer.submit(A)  # nothing is writing: the queue is full
-    assert metrics.registry.get_sample_value("kilowatch_collector_tsdb_points_dropped_total") == 2
+async def test_without_a_tsdb_nothing_waits_in_an_outbox(tmp_path: Path) -> None:
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        ingestor = Ingestor(settings=MqttSettings(), ledger=ledger, metrics=CollectorMetrics())
+        await store(ingestor, A)
+        with ledger.reader() as r:
+            assert r.outbox_backlog() == (0, 0)
+            assert len(r.readings("m1", 0, at(23))) == 1

@@ -1,107 +1,115 @@
-"""The office load model: shape of the Vietnamese office day, per-unit scale, determinism, supply."""
+"""The load models: the Vietnamese office day and its benign variation, street lighting, advertising,
+machines; determinism; consistency of the per-phase split."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from statistics import mean
 
 import pytest
 
-from sim.load_model import (
-    VIETNAM_TZ,
-    demand,
-    grid,
-    interpolate,
-    is_working_day,
-    office_levels,
-    unit_load,
-)
+from sim.calendar import in_peak_band, is_holiday, is_workday
+from sim.load_model import VIETNAM_TZ, combine, grid, interpolate
+from sim.loads import Mode
+from sim.loads.advertising import AdvertisingSchedule, advertising
+from sim.loads.machine import ShiftSchedule, State, machine
+from sim.loads.office import building_meter, office, office_day
+from sim.loads.street_lighting import LightingSchedule, SwitchMode, night, street_lighting
+from sim.weather import hot_spell
 
-MONDAY = datetime(2025, 3, 3, tzinfo=VIETNAM_TZ)  # a Monday, local midnight
-SATURDAY = MONDAY + timedelta(days=5)
+MONDAY = datetime(2025, 7, 7, tzinfo=VIETNAM_TZ)  # a Monday in the hot season, local midnight
 
 
 def at(day: datetime, hour: float) -> datetime:
     return (day + timedelta(hours=hour)).astimezone(UTC)
 
 
-def mean_power(hour: float, *, unit: int = 1, seed: int = 1, days: range = range(5)) -> float:
-    """Average total power at local `hour` over several days, so the comparison is about shape, not noise."""
-    return mean(demand(at(MONDAY + timedelta(days=d), hour), seed, unit).active_w for d in days)
-
-
 def test_same_seed_same_load_other_seed_other_load() -> None:
     t = at(MONDAY, 10.25)
-    assert demand(t, 7, 2) == demand(t, 7, 2)
-    assert grid(t, 7, 2) == grid(t, 7, 2)
-    assert demand(t, 7, 2) != demand(t, 8, 2)
-    assert demand(t, 7, 2) != demand(t, 7, 3)
+    assert building_meter(7, 2).demand(t) == building_meter(7, 2).demand(t)
+    assert grid(t, "a", "m") == grid(t, "a", "m")
+    assert building_meter(7, 2).demand(t) != building_meter(8, 2).demand(t)
+    assert building_meter(7, 2).demand(t) != building_meter(7, 3).demand(t)
 
 
-def test_office_hours_follow_vietnam_local_time() -> None:
-    # 07:30-11:30 and 13:00-17:00 local (UTC+7): full lights; nobody before 06:45 or on Saturday.
-    for hour in (7.5, 9.0, 11.5, 13.0, 15.0, 17.0):
-        assert office_levels(at(MONDAY, hour))[0] == 1.0, hour
-    assert office_levels(at(MONDAY, 6.5)) == (0.0, 0.0)
-    assert office_levels(at(MONDAY, 23.0)) == (0.0, 0.0)
-    assert office_levels(at(SATURDAY, 10.0)) == (0.0, 0.0)
-    # 00:30 UTC is 07:30 in Hanoi: the same instant, whatever zone it is written in.
-    assert office_levels(datetime(2025, 3, 3, 0, 30, tzinfo=UTC))[0] == 1.0
-    assert is_working_day(at(MONDAY + timedelta(days=4), 12))
-    assert not is_working_day(at(SATURDAY, 12))
+def test_office_is_busy_in_office_hours_and_closed_on_sundays_and_tet() -> None:
+    building = office(3, "site", "main", 60_000)
+    weekdays = [
+        MONDAY + timedelta(days=d) for d in range(5) if is_workday((MONDAY + timedelta(days=d)).date())
+    ]
+    night = mean(building.demand(at(d, 2.0)).active_w for d in weekdays)
+    morning = mean(building.demand(at(d, 9.5)).active_w for d in weekdays)
+    afternoon = mean(building.demand(at(d, 15.0)).active_w for d in weekdays)
+    assert morning > 2.5 * night
+    assert afternoon > morning
+    sunday = MONDAY + timedelta(days=6)
+    assert building.demand(at(sunday, 10)).active_w < 1.3 * night
+    tet = datetime(2025, 1, 29, tzinfo=VIETNAM_TZ)  # Wednesday, first day of the lunar new year
+    assert is_holiday(tet.date())
+    assert not is_workday(tet.date())
+    assert building.levels(at(tet, 10)) == (0.0, 0.0)
 
 
-def test_occupied_hours_draw_far_more_than_nights_and_weekends() -> None:
-    for unit in (1, 2, 5):
-        night = mean_power(2.0, unit=unit)
-        afternoon = mean_power(14.5, unit=unit)
-        weekend_afternoon = mean(
-            demand(at(SATURDAY + timedelta(days=d), 14.5), 1, unit).active_w for d in (0, 1)
-        )
-        assert afternoon > 3 * night, unit
-        assert weekend_afternoon < 1.3 * night, unit
-        assert night > 0.08 * unit_load(1, unit).peak_w  # servers and fridges never sleep
+def test_the_end_of_day_wanders_and_overtime_and_saturday_work_are_labelled() -> None:
+    days = [date(2025, 7, 7) + timedelta(days=d) for d in range(120)]
+    plans = [office_day(5, "site", building_meter(5, 1).schedule, d) for d in days]
+    kinds = {kind for plan in plans for kind, _, _ in plan.spans}
+    assert kinds == {"late_departure", "overtime", "saturday_work"}
+    ends = {max(h for h, level in plan.lights if level == 1.0) for plan in plans if len(plan.lights) > 6}
+    assert max(ends) - min(ends) > 0.75  # by most of an hour
+    lunch_levels = {interpolate(plan.lights, 12.25) for plan in plans if len(plan.lights) > 6}
+    assert max(lunch_levels) - min(lunch_levels) > 0.2  # lunch dips of varying depth
+    building = office(5, "site", "ac", 40_000, ("cooling",))
+    spells = [d for d in days if hot_spell(5, d)]
+    assert spells, "a summer without a hot spell"
+    assert all(any(s.kind == "hot_spell" for s in building.spans(d)) for d in spells)
+    assert all(0.10 <= hot_spell(5, d).raise_fraction <= 0.25 for d in spells)  # type: ignore[union-attr]
 
 
-def test_ramps_lunch_dip_and_hotter_afternoon() -> None:
-    night, morning, afternoon = mean_power(3.0), mean_power(9.0), mean_power(15.0)
-    assert night < mean_power(7.25) < morning  # ramping up around the start of work
-    assert night < mean_power(17.25) < afternoon  # and down around its end
-    assert mean_power(12.25) < 0.8 * min(morning, afternoon)  # lunch break: lights off, AC turned down
-    assert afternoon > 1.05 * morning  # air conditioning works harder in the afternoon heat
+def test_street_lights_follow_their_window_dim_and_switch_a_few_minutes_off_schedule() -> None:
+    fixed = street_lighting(1, "cab", 6_000, LightingSchedule())
+    assert fixed.demand(at(MONDAY, 21)).active_w > 5_000
+    assert fixed.demand(at(MONDAY, 12)).active_w < 50  # only the controller by day
+    assert fixed.demand(at(MONDAY, 25.5)).active_w < 0.6 * fixed.demand(at(MONDAY, 21)).active_w  # dimmed
+    on, off = night(1, "cab", fixed.schedule, MONDAY.date())
+    assert abs(on - at(MONDAY, 19)) <= timedelta(minutes=5)
+    assert abs(off - at(MONDAY, 28.5)) <= timedelta(minutes=5)
+    astro = street_lighting(1, "cab", 6_000, LightingSchedule(mode=SwitchMode.ASTRONOMICAL))
+    on, _ = night(1, "cab", astro.schedule, MONDAY.date())
+    assert at(MONDAY, 18.3) < on < at(MONDAY, 19.0)  # July sunset in Lạng Sơn is about 18:40
+    assert {s.kind for s in astro.spans(MONDAY.date())} >= {"switch_offset"}
+    assert astro.demand(at(MONDAY, 12), Mode.ON).active_w > 5_000  # forced on by an anomaly
 
 
-def test_main_meter_is_larger_than_sub_meters() -> None:
-    for seed in range(5):
-        main = unit_load(seed, 1)
-        assert 40_000 <= main.peak_w <= 80_000
-        assert all(unit_load(seed, unit).peak_w < main.peak_w / 2 for unit in range(2, 12))
+def test_advertising_is_cut_in_the_evening_peak_when_the_site_complies() -> None:
+    sign = advertising(1, "sign", 4_000, AdvertisingSchedule())
+    full = sign.demand(at(MONDAY, 21)).active_w
+    assert in_peak_band(at(MONDAY, 19))
+    assert sign.demand(at(MONDAY, 19)).active_w <= 0.5 * full
+    assert sign.demand(at(MONDAY, 19), Mode.UNCUT).active_w > 0.9 * full
+    assert sign.demand(at(MONDAY, 12)).active_w < 20
+    rogue = advertising(1, "sign", 4_000, AdvertisingSchedule(complies=False))
+    assert rogue.demand(at(MONDAY, 19)).active_w > 0.9 * full
+    assert [s.kind for s in rogue.spans(MONDAY.date())] == ["ad_not_cut"]
 
 
-def test_phases_slightly_unbalanced_and_power_factor_plausible() -> None:
-    for hour in (2.0, 9.0, 12.25, 15.0, 20.0):
-        load = demand(at(MONDAY, hour), 3, 1)
-        shares = [p.active_w / load.active_w for p in load.phases]
-        assert all(0.29 < s < 0.38 for s in shares), shares
-        assert max(shares) - min(shares) > 0.001  # never perfectly balanced
-        assert all(0.85 <= p.power_factor <= 0.97 for p in load.phases)
-    assert min(p.power_factor for p in demand(at(MONDAY, 15.0), 3, 1).phases) < min(
-        p.power_factor for p in demand(at(MONDAY, 2.0), 3, 1).phases
-    )  # compressor motors lower the power factor when the air conditioning runs
+def test_machines_run_shifts_idle_with_poor_power_factor_and_drift() -> None:
+    press = machine(2, "press", 100_000, ShiftSchedule(), avoids_peak=True)
+    states = {press.state(at(MONDAY, h / 4)) for h in range(6 * 4, 22 * 4)}
+    assert states == {State.OFF, State.IDLE, State.LOADED}
+    assert press.state(at(MONDAY, 3)) is State.OFF
+    assert all(press.state(at(MONDAY, h)) is State.OFF for h in (10, 18))  # kept out of the peak bands
+    idle = press.demand(at(MONDAY, 3), Mode.IDLE)
+    loaded = press.demand(at(MONDAY, 3), Mode.LOADED)
+    assert idle.phases[0].power_factor < 0.35 < 0.8 < loaded.phases[0].power_factor
+    assert 0.1 * 100_000 < idle.active_w < 0.25 * 100_000 < 0.6 * 100_000 < loaded.active_w
+    drifts = [press.drift(at(MONDAY, 24 * d)) for d in range(0, 120, 7)]
+    assert max(drifts) - min(drifts) > 0.05
 
 
-def test_supply_near_220_v_50_hz_and_shared_by_one_building() -> None:
-    for hour in range(24):
-        supply = grid(at(MONDAY, hour), 1, 1)
-        assert all(209 < v < 231 for v in supply.voltages_v)  # EVN's +-5 % around 220 V
-        assert 49.9 < supply.frequency_hz < 50.1
-        other_meter = grid(at(MONDAY, hour), 1, 2)
-        assert all(abs(a - b) < 2.5 for a, b in zip(supply.voltages_v, other_meter.voltages_v, strict=True))
-
-
-@pytest.mark.parametrize(
-    ("hour", "level"), [(0.0, 0.0), (7.5, 1.0), (7.125, 0.5), (11.625, 0.65), (23.99, 0.0)]
-)
-def test_curves_interpolate_between_knots(hour: float, level: float) -> None:
-    curve = ((0.0, 0.0), (6.75, 0.0), (7.5, 1.0), (11.5, 1.0), (11.75, 0.3), (24.0, 0.0))
-    assert interpolate(curve, hour) == pytest.approx(level, abs=1e-3)
+def test_combining_circuits_adds_power_per_phase() -> None:
+    t = at(MONDAY, 15)
+    a, b = office(1, "s", "a", 20_000).demand(t), machine(1, "m", 30_000, ShiftSchedule(), False).demand(t)
+    both = combine([a, b], 1.02)
+    assert both.active_w == pytest.approx(1.02 * (a.active_w + b.active_w))
+    assert both.reactive_var == pytest.approx(1.02 * (a.reactive_var + b.reactive_var))

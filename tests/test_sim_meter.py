@@ -9,10 +9,19 @@ import pytest
 
 from kilowatch.quantities import QUANTITIES
 from sim.clock import SimClock
-from sim.load_model import Demand, Grid, PhaseDemand, demand
+from sim.load_model import Demand, Grid, PhaseDemand
+from sim.loads.office import building_meter
 from sim.meter import MAX_INTEGRATION_STEPS, SimulatedMeter, electrical_values
 
 MONDAY_0600_LOCAL = datetime(2025, 3, 2, 23, 0, tzinfo=UTC)
+
+
+def meter_of(unit: int, seed: int, *, epoch: datetime, update_interval: float = 1.0) -> SimulatedMeter:
+    """A meter of `kilowatch sim serve --profile`'s building, as the server builds it."""
+    return SimulatedMeter(
+        building_meter(seed, unit), key=f"{seed}/unit-{unit}", supply=f"{seed}/building",
+        epoch=epoch, update_interval=update_interval,
+    )  # fmt: skip
 
 
 class FakeMonotonic:
@@ -26,14 +35,14 @@ class FakeMonotonic:
 
 
 def test_every_quantity_of_the_vocabulary_is_served_and_finite() -> None:
-    values = SimulatedMeter(unit=1, seed=1, epoch=MONDAY_0600_LOCAL).read(MONDAY_0600_LOCAL)
+    values = meter_of(1, 1, epoch=MONDAY_0600_LOCAL).read(MONDAY_0600_LOCAL)
     assert set(values) == set(QUANTITIES)
     assert all(math.isfinite(v) for v in values.values())
 
 
 @pytest.mark.parametrize("unit", [1, 3])
 def test_values_are_electrically_consistent_through_a_week(unit: int) -> None:
-    meter = SimulatedMeter(unit=unit, seed=4, epoch=MONDAY_0600_LOCAL, update_interval=600)
+    meter = meter_of(unit, 4, epoch=MONDAY_0600_LOCAL, update_interval=600)
     for minutes in range(0, 7 * 24 * 60, 30):
         v = meter.read(MONDAY_0600_LOCAL + timedelta(minutes=minutes))
         for ph in ("l1", "l2", "l3"):
@@ -73,7 +82,7 @@ def test_neutral_current_is_the_phasor_sum_of_the_phase_currents() -> None:
 def test_energy_counters_integrate_power_over_a_simulated_hour_at_speed() -> None:
     fake = FakeMonotonic()
     clock = SimClock(MONDAY_0600_LOCAL + timedelta(hours=1), speed=60, monotonic=fake)
-    meter = SimulatedMeter(unit=2, seed=9, epoch=clock.start, update_interval=1.0)
+    meter = meter_of(2, 9, epoch=clock.start, update_interval=1.0)
     first = meter.read(clock.now())
     for _ in range(120):  # 07:00-08:00 local across the morning ramp: 0.5 s real = 30 s simulated
         fake.now += 0.5
@@ -81,14 +90,14 @@ def test_energy_counters_integrate_power_over_a_simulated_hour_at_speed() -> Non
     last = meter.read(clock.now())
     assert clock.now() - clock.start == timedelta(hours=1)
     # The meter's own rule: the power shown in each one-second window, held for that second.
-    shown = [demand(clock.start + timedelta(seconds=s), 9, 2) for s in range(3600)]
+    shown = [building_meter(9, 2).demand(clock.start + timedelta(seconds=s)) for s in range(3600)]
     expected_kwh = sum(d.active_w for d in shown) / 3_600_000
     expected_kvarh = sum(d.reactive_var for d in shown) / 3_600_000
     assert last["energy_import_kwh"] - first["energy_import_kwh"] == pytest.approx(expected_kwh, rel=1e-9)
     delta_kvarh = last["reactive_energy_import_kvarh"] - first["reactive_energy_import_kvarh"]
     assert delta_kvarh == pytest.approx(expected_kvarh, rel=1e-9)
     # And physically: close to the trapezoid integral of the power curve sampled once a minute.
-    minutes = [demand(clock.start + timedelta(minutes=m), 9, 2).active_w for m in range(61)]
+    minutes = [building_meter(9, 2).demand(clock.start + timedelta(minutes=m)).active_w for m in range(61)]
     trapezoid_kwh = (sum(minutes) - (minutes[0] + minutes[-1]) / 2) / 60 / 1000
     assert last["energy_import_kwh"] - first["energy_import_kwh"] == pytest.approx(trapezoid_kwh, rel=0.02)
     assert expected_kwh > 1.0  # a sub-meter entering office hours uses kilowatt-hours, not crumbs
@@ -96,7 +105,7 @@ def test_energy_counters_integrate_power_over_a_simulated_hour_at_speed() -> Non
 
 
 def test_counters_never_decrease_even_after_a_long_pause_at_high_speed() -> None:
-    meter = SimulatedMeter(unit=1, seed=2, epoch=MONDAY_0600_LOCAL, update_interval=1.0)
+    meter = meter_of(1, 2, epoch=MONDAY_0600_LOCAL, update_interval=1.0)
     previous = meter.read(MONDAY_0600_LOCAL)["energy_import_kwh"]
     offsets = [0.2, 5, 5.4, 3, 900, 901, 86_400, 86_400 + 10, 60]  # includes steps back in time
     for seconds in offsets:
@@ -106,19 +115,22 @@ def test_counters_never_decrease_even_after_a_long_pause_at_high_speed() -> None
 
 
 def test_a_long_pause_is_integrated_in_strides_that_stay_close_to_the_power_curve() -> None:
-    meter = SimulatedMeter(unit=1, seed=2, epoch=MONDAY_0600_LOCAL, update_interval=1.0)
+    meter = meter_of(1, 2, epoch=MONDAY_0600_LOCAL, update_interval=1.0)
     start = meter.read(MONDAY_0600_LOCAL)["energy_import_kwh"]
     day = 86_400
     assert day > 10 * MAX_INTEGRATION_STEPS  # so this read integrates in strides, not second by second
     used_kwh = meter.read(MONDAY_0600_LOCAL + timedelta(seconds=day))["energy_import_kwh"] - start
-    minutes = [demand(MONDAY_0600_LOCAL + timedelta(minutes=m), 2, 1).active_w for m in range(24 * 60 + 1)]
+    minutes = [
+        building_meter(2, 1).demand(MONDAY_0600_LOCAL + timedelta(minutes=m)).active_w
+        for m in range(24 * 60 + 1)
+    ]
     trapezoid_kwh = (sum(minutes) - (minutes[0] + minutes[-1]) / 2) / 60 / 1000
     assert used_kwh == pytest.approx(trapezoid_kwh, rel=0.02)
     assert 200 < used_kwh < 1_000  # a 40-80 kW office building on a working day
 
 
 def test_values_hold_for_the_whole_update_window() -> None:
-    meter = SimulatedMeter(unit=1, seed=1, epoch=MONDAY_0600_LOCAL, update_interval=10.0)
+    meter = meter_of(1, 1, epoch=MONDAY_0600_LOCAL, update_interval=10.0)
     window = [meter.read(MONDAY_0600_LOCAL + timedelta(seconds=s)) for s in (20.0, 25.5, 29.999)]
     assert window[0] == window[1] == window[2]
     following = meter.read(MONDAY_0600_LOCAL + timedelta(seconds=30.0))
@@ -128,9 +140,7 @@ def test_values_hold_for_the_whole_update_window() -> None:
 
 def test_counters_start_plausible_and_seeded() -> None:
     def start_kwh(seed: int, unit: int) -> float:
-        return SimulatedMeter(unit=unit, seed=seed, epoch=MONDAY_0600_LOCAL).read(MONDAY_0600_LOCAL)[
-            "energy_import_kwh"
-        ]
+        return meter_of(unit, seed, epoch=MONDAY_0600_LOCAL).read(MONDAY_0600_LOCAL)["energy_import_kwh"]
 
     assert start_kwh(5, 1) == start_kwh(5, 1)
     assert start_kwh(5, 1) != start_kwh(6, 1)

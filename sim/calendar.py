@@ -1,0 +1,40 @@
+"""Which days Vietnamese sites work and when the tariff's peak bands are: the calendar loads follow.
+
+Public holidays (Tết included) come from the `holidays` package, so a scenario spanning a year closes
+offices on the right days without a hand-kept list.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from functools import cache
+
+import holidays
+
+from sim.load_model import local_hour, local_time
+
+PEAK_BANDS = ((9.5, 11.5), (17.0, 20.0))
+"""Circular 16/2014/TT-BCT: Monday to Saturday peak bands, local hours; Sunday has none."""
+
+
+@cache
+def _vietnam_holidays(year: int) -> frozenset[date]:
+    return frozenset(holidays.country_holidays("VN", years=year))
+
+
+def is_holiday(day: date) -> bool:
+    """A Vietnamese public holiday: offices and most factories close."""
+    return day in _vietnam_holidays(day.year)
+
+
+def is_workday(day: date) -> bool:
+    """Monday to Friday and not a public holiday."""
+    return day.weekday() < 5 and not is_holiday(day)
+
+
+def in_peak_band(t: datetime) -> bool:
+    """Whether `t` falls in a peak band of the time-of-use tariff (holidays are not special)."""
+    if local_time(t).weekday() == 6:
+        return False
+    hour = local_hour(t)
+    return any(start <= hour < end for start, end in PEAK_BANDS)

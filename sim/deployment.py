@@ -1,0 +1,129 @@
+"""A scenario made concrete for one run: every meter's load (anomalies injected, main meters summing
+their sub-meters) and every anomaly placed on the timeline with its ground-truth label."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+
+from sim.anomalies import LOAD_EFFECTS, AnomalyKind, Injected, Injection, category
+from sim.load_model import VIETNAM_TZ, seeded_rng
+from sim.loads import Category, Load
+from sim.loads.advertising import AdvertisingSchedule, advertising
+from sim.loads.machine import ShiftSchedule, machine
+from sim.loads.main_meter import MainMeter
+from sim.loads.office import OfficeSchedule, office
+from sim.loads.street_lighting import LightingSchedule, street_lighting
+from sim.scenario import AnomalySpec, ExpandedMeter, Scenario, hours
+
+
+@dataclass(frozen=True)
+class Placed:
+    """One anomaly on one target's timeline: its label is the ground truth."""
+
+    kind: AnomalyKind
+    target: str
+    """A meter id, or ``<site>/<gateway>`` for a gateway fault."""
+    start: datetime
+    end: datetime
+    magnitude: float
+    unit: str
+    spec: AnomalySpec
+
+    @property
+    def category(self) -> Category:
+        return category(self.kind)
+
+    def active(self, t: datetime) -> bool:
+        return self.start <= t < self.end
+
+
+def _base_load(seed: int, meter: ExpandedMeter) -> Load:
+    spec, schedule, key = meter.spec, meter.site.schedule, meter.id
+    rated_w = spec.rated_kw * 1000
+    if spec.model == "office":
+        (m, a) = schedule.office.hours
+        office_schedule = OfficeSchedule(
+            ((hours(m.start), hours(m.end)), (hours(a.start), hours(a.end))),
+            schedule.office.saturday_work, schedule.office.overtime,
+        )  # fmt: skip
+        return office(seed, meter.site_id, key, rated_w, spec.parts, office_schedule)
+    if spec.model == "lighting_cabinet":
+        lighting = schedule.lighting
+        return street_lighting(seed, key, rated_w, LightingSchedule(
+            lighting.mode, hours(lighting.on_at), hours(lighting.off_at),
+            tuple((hours(step.at), step.level) for step in lighting.dimming),
+            meter.site.coordinates.lat, meter.site.coordinates.lon,
+        ))  # fmt: skip
+    if spec.model == "advertising":
+        ad = schedule.advertising
+        return advertising(
+            seed, key, rated_w, AdvertisingSchedule(hours(ad.on_at), hours(ad.off_at), ad.complies, ad.cut_to)
+        )
+    shifts = ShiftSchedule(
+        tuple((hours(w.start), hours(w.end)) for w in schedule.shifts.shifts), schedule.shifts.saturday
+    )
+    return machine(seed, key, rated_w, shifts, spec.large)
+
+
+def place(scenario: Scenario, start: date, days: int) -> list[Placed]:
+    """Every anomaly of the scenario that falls inside the run of `days` from local `start`."""
+    placed = []
+    for i, spec in enumerate(scenario.anomalies):
+        if spec.count is None:
+            targets = [(spec.meter or spec.gateway or "", spec.day)]
+        else:
+            effect = LOAD_EFFECTS.get(spec.kind)
+            eligible = [
+                m.id
+                for m in scenario.meters
+                if effect is None or not effect.models or m.spec.model in effect.models
+            ]
+            rng = seeded_rng("place", scenario.seed, i, start.isoformat(), days)
+            chosen = rng.sample(eligible, min(spec.count, len(eligible)))
+            targets = [(meter, rng.randrange(days)) for meter in chosen]
+        for target, day in targets:
+            if day >= days:
+                continue
+            midnight = datetime.combine(start + timedelta(days=day), time(), VIETNAM_TZ)
+            window_start = midnight + timedelta(hours=hours(spec.window.start))
+            window_end = midnight + timedelta(hours=hours(spec.window.end))
+            magnitude, unit = _magnitude(scenario, spec, target)
+            placed.append(Placed(spec.kind, target, window_start, window_end, magnitude, unit, spec))
+    return placed
+
+
+def _magnitude(scenario: Scenario, spec: AnomalySpec, target: str) -> tuple[float, str]:
+    if spec.magnitude_kw is not None:
+        return spec.magnitude_kw, "kW"
+    if spec.seconds is not None:
+        return spec.seconds, "s"
+    if spec.code is not None:
+        return spec.code, "code"
+    if spec.kind in LOAD_EFFECTS:
+        rated = next(m.spec.rated_kw for m in scenario.meters if m.id == target)
+        return rated, "kW"
+    return 0.0, ""
+
+
+def build_loads(scenario: Scenario, placed: list[Placed]) -> dict[str, Load]:
+    """Each meter's load with its anomalies injected; a main meter also carries its site's sub-meters."""
+    injections: dict[str, list[Injection]] = defaultdict(list)
+    for p in placed:
+        if p.kind in LOAD_EFFECTS:
+            extra = p.magnitude * 1000 if p.spec.magnitude_kw is not None else 0.0
+            injections[p.target].append(Injection(p.kind, p.start, p.end, extra))
+    loads: dict[str, Load] = {}
+    for meter in scenario.meters:
+        base = _base_load(scenario.seed, meter)
+        loads[meter.id] = (
+            Injected(base, tuple(injections[meter.id]), meter.id) if injections[meter.id] else base
+        )
+    for meter in scenario.meters:
+        if meter.spec.role == "main":
+            children = tuple(
+                loads[m.id] for m in scenario.meters if m.site_id == meter.site_id and m.spec.role == "sub"
+            )
+            loads[meter.id] = MainMeter(loads[meter.id], children)
+    return loads
