@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Callable
-from datetime import date, datetime
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import date, datetime, time
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar, cast
@@ -45,8 +46,20 @@ def parse_start(text: str) -> datetime:
 
 @app.command()
 def serve(
-    profile: Annotated[str, typer.Option(help="Device profile id or alias, e.g. eastron-sdm630.")],
-    units: Annotated[str, typer.Option(help="Unit ids to serve: 1-3, 1,2,5 or 1-3,7.")] = "1",
+    profile: Annotated[
+        str | None, typer.Option(help="Device profile id or alias, e.g. eastron-sdm630 (or --scenario).")
+    ] = None,
+    scenario: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve every bus of a scenario (a file or a shipped scenario's name) instead of one "
+            "profile: TCP buses on consecutive ports from --tcp (port 0: free ones), RTU buses as "
+            "RTU-over-TCP there too, or on pseudo-terminals with --rtu-dir."
+        ),
+    ] = None,
+    units: Annotated[
+        str | None, typer.Option(help="Unit ids to serve: 1-3, 1,2,5 or 1-3,7 (default 1).")
+    ] = None,
     tcp: Annotated[
         str | None,
         typer.Option(
@@ -61,36 +74,57 @@ def serve(
         str | None,
         typer.Option(help="Serve RTU frames over TCP on host:port, as a serial-to-Ethernet converter."),
     ] = None,
-    baud: Annotated[int, typer.Option(min=1, help="Baud rate of the --rtu line.")] = 9600,
+    rtu_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --scenario: serve each RTU bus on a socat pseudo-terminal pair whose master end is "
+            "DIR/<site>.<gateway>.<bus>."
+        ),
+    ] = None,
+    baud: Annotated[int, typer.Option(min=1, help="Baud rate of the RTU lines.")] = 9600,
     parity: Annotated[
-        str, typer.Option(help="Parity of the --rtu line: N, E or O (8 data bits, 1 stop).")
+        str, typer.Option(help="Parity of the RTU lines: N, E or O (8 data bits, 1 stop).")
     ] = "N",
     fault: Annotated[
         list[str] | None,
         typer.Option(
             help="Make a unit misbehave: UNIT:dead, UNIT:slow=SECONDS, UNIT:crc (RTU framing only), "
-            "UNIT:exception=CODE or UNIT:garbage. Repeatable."
+            "UNIT:exception=CODE or UNIT:garbage. Repeatable. (A scenario brings its own faults.)"
         ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Scenario seed; the same seed replays the same loads.")] = 1,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed (default 1); the same seed replays the same loads.")
+    ] = None,
+    days: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="With --scenario: days from --start's local day over which its anomalies are placed, "
+            "as `generate --days` places them.",
+        ),
+    ] = 7,
     speed: Annotated[float, typer.Option(min=0.001, help="Simulated seconds per real second.")] = 1.0,
     update_interval: Annotated[
         float, typer.Option(min=0.001, help="Simulated seconds between register refreshes.")
     ] = 1.0,
     start: Annotated[
-        str | None, typer.Option(help="Simulated start time, ISO 8601 with timezone (default: now).")
+        str | None,
+        typer.Option(
+            help="Simulated start time, ISO 8601 with timezone (default: now, or the scenario's first day "
+            "at 00:00 local time)."
+        ),
     ] = None,
     served_log: Annotated[
         Path | None,
         typer.Option(
             help="Append one line per read answered: unit, function, address, count, UTC ms "
-            "(ground truth for end-to-end tests)."
+            "(ground truth for end-to-end tests; --profile only)."
         ),
     ] = None,
 ) -> None:
     """Serve simulated meters over Modbus TCP, an RTU serial line or RTU-over-TCP until SIGINT or SIGTERM.
 
-    Prints one line starting with "serving" once it listens.
+    Prints one line starting with "serving" per line served, once all listen.
     """
     given = [
         name
@@ -99,14 +133,25 @@ def serve(
     ]
     if len(given) > 1:
         raise typer.BadParameter(f"{' and '.join(given)} exclude each other; give one", param_hint=given[-1])
-    unit_ids = _option(parse_units, units, "--units")
     address = rtu_over_tcp or tcp or "127.0.0.1:5020"
     host, port = _option(partial(parse_host_port, allow_zero=True), address, given[0] if given else "--tcp")
     start_time = None if start is None else _option(parse_start, start, "--start")
     line_parity = _option(parse_parity, parity, "--parity")
+    if (profile is None) == (scenario is None):
+        raise typer.BadParameter("give either --profile or --scenario", param_hint="--profile")
+    if scenario is not None:
+        _refuse_with_scenario(
+            units=units, rtu=rtu, rtu_over_tcp=rtu_over_tcp, fault=fault, seed=seed, served_log=served_log
+        )
+        lines = _Lines(host, port, rtu_dir, baud, line_parity)
+        asyncio.run(_serve_scenario(scenario, lines, start_time, days, speed, update_interval))
+        return
+    if rtu_dir is not None:
+        raise typer.BadParameter("--rtu-dir serves a scenario's RTU buses; use --rtu", param_hint="--rtu-dir")
+    unit_ids = _option(parse_units, units or "1", "--units")
     faults = _option(parse_faults, fault or [], "--fault")
     try:
-        device_profile = load_builtin(profile)
+        device_profile = load_builtin(profile or "")
     except KeyError as exc:
         fail(str(exc.args[0]), EXIT_CONFIG)
     from sim.server import SimServer
@@ -117,18 +162,36 @@ def serve(
             server = SimServer(
                 profile=device_profile, units=unit_ids, host=host, port=port, rtu=rtu, baud=baud,
                 parity=line_parity, rtu_over_tcp=rtu_over_tcp is not None, faults=faults,
-                seed=seed, speed=speed, update_interval=update_interval, start=start_time, served_log=log,
+                seed=1 if seed is None else seed, speed=speed, update_interval=update_interval,
+                start=start_time, served_log=log,
             )  # fmt: skip
         except ValueError as exc:  # options that are fine alone but not together, e.g. a crc fault on TCP
             fail(str(exc), EXIT_CONFIG)
-        asyncio.run(_serve(server))
+        asyncio.run(_serve([_Served(server)]))
+
+
+def _refuse_with_scenario(**options: object) -> None:
+    """Options that describe one line of one profile make no sense for a scenario, which says it all."""
+    for name, value in options.items():
+        if value:
+            flag = "--" + name.replace("_", "-")
+            raise typer.BadParameter(f"{flag} serves one profile; a scenario brings its own", param_hint=flag)
 
 
 @app.command()
 def generate(
     scenario: Annotated[str, typer.Option(help="Scenario file, or a shipped scenario's name.")],
     days: Annotated[int, typer.Option(min=1, help="Days of data to generate.")],
-    out: Annotated[Path, typer.Option(help="Directory to write readings/ and labels.json into.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Directory to write readings/ and labels.json into.")
+    ] = None,
+    publish: Annotated[
+        str | None,
+        typer.Option(
+            help="Publish the readings to the MQTT broker at mqtt://HOST[:PORT] (QoS 1, MQTT 5) on the "
+            "contract's topics, as gateways flushing a backlog; with --out, also write them."
+        ),
+    ] = None,
     start: Annotated[
         str | None, typer.Option(help="First local day, YYYY-MM-DD (default: the scenario's start).")
     ] = None,
@@ -137,13 +200,17 @@ def generate(
         bool, typer.Option(help="Every quantity of the profile, not only the dataset's default set.")
     ] = False,
 ) -> None:
-    """Write a labelled dataset: ReadingsBatch JSON lines per gateway plus labels.json (the ground truth)."""
+    """Write a labelled dataset: ReadingsBatch JSON lines per gateway plus labels.json (the ground truth),
+    or publish the readings to a broker, or both."""
     from rich.progress import Progress
 
     from kilowatch.yamlconfig import ConfigError
-    from sim.generate import Run, write_dataset
+    from sim.generate import Broker, DatasetFiles, Run, publish_dataset, write_dataset
     from sim.scenario import load_scenario
 
+    if out is None and publish is None:
+        raise typer.BadParameter("give --out, --publish or both", param_hint="--out")
+    broker = None if publish is None else _option(Broker.parse, publish, "--publish")
     first_day = None if start is None else _option(date.fromisoformat, start, "--start")
     try:
         spec = load_scenario(scenario)
@@ -154,8 +221,27 @@ def generate(
     )
     with Progress(transient=True) as bar:
         task = bar.add_task(f"{spec.name}: {len(spec.meters)} meters", total=run.steps * len(run.gateways))
-        written = write_dataset(run, out, lambda n: bar.advance(task, n))
-    print(f"wrote {len(written) - 1} gateway files and labels.json under {out}")
+        advance = partial(bar.advance, task)
+        written: list[Path] = []
+        if broker is not None:
+            files = None if out is None else DatasetFiles(run, out)
+            sent = _publish(publish_dataset(run, broker, advance, files), publish or "")
+            print(f"published {sent} batches to {publish}")
+            written = [] if files is None else files.finish()
+        elif out is not None:
+            written = write_dataset(run, out, advance)
+    if written:
+        print(f"wrote {len(written) - 1} gateway files and labels.json under {out}")
+
+
+def _publish(publishing: Coroutine[None, None, int], url: str) -> int:
+    """Run `publishing`; a broker that cannot be reached or drops the connection exits 1 naming it."""
+    import aiomqtt
+
+    try:
+        return asyncio.run(publishing)
+    except aiomqtt.MqttError as exc:
+        fail(f"cannot publish to {url}: {exc}")
 
 
 def parse_parity(text: str) -> Parity:
@@ -184,23 +270,98 @@ def _option(parse: Callable[[S], T], given: S, name: str) -> T:
         raise typer.BadParameter(str(exc), param_hint=name) from None
 
 
-async def _serve(server: SimServer) -> None:
+@dataclass(frozen=True)
+class _Lines:
+    """Where a scenario's buses go: TCP listeners from `host`:`port` on, RTU lines maybe on pseudo-terminals."""
+
+    host: str
+    port: int
+    rtu_dir: Path | None
+    baud: int
+    parity: Parity
+
+
+@dataclass(frozen=True)
+class _Served:
+    """A server and how its "serving" line names it: the bus, and the end a master opens if not its own."""
+
+    server: SimServer
+    bus: str | None = None
+    master_end: str | None = None
+
+    def announcement(self) -> str:
+        units = self.server.units
+        listed = ",".join(map(str, units))
+        noun = "meter" if len(units) == 1 else "meters"
+        what = f"{self.bus}: " if self.bus else ""
+        where = self.server.endpoint
+        if self.master_end is not None and self.server.rtu is not None:
+            where = where.replace(self.server.rtu, self.master_end)
+        return (
+            f"serving {len(units)} {noun} ({what}{'+'.join(self.server.profiles)}, units {listed}) on {where}"
+        )
+
+
+async def _serve_scenario(
+    name: str, lines: _Lines, start: datetime | None, days: int, speed: float, update_interval: float
+) -> None:
+    """Build a server per bus of the scenario on one shared clock, pseudo-terminals first, then serve."""
+    from kilowatch.yamlconfig import ConfigError
+    from sim.clock import SimClock
+    from sim.live import pty_pair, scenario_buses
+    from sim.load_model import VIETNAM_TZ
+    from sim.scenario import load_scenario
+    from sim.server import SimServer, SimServerError
+
+    try:
+        spec = load_scenario(name)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    clock = SimClock(start or datetime.combine(spec.start, time(), VIETNAM_TZ), speed)
+    async with contextlib.AsyncExitStack() as ptys:
+        served = []
+        port = lines.port
+        for bus in scenario_buses(spec, clock.start, days, update_interval):
+            master = rtu_line = None
+            try:
+                if bus.transport == "rtu" and lines.rtu_dir is not None:
+                    master = lines.rtu_dir / f"{bus.site}.{bus.gateway}.{bus.bus}"
+                    rtu_line = str(await ptys.enter_async_context(pty_pair(master)))
+                server = SimServer(
+                    units=bus.units, clock=clock, host=lines.host, port=port, rtu=rtu_line,
+                    rtu_over_tcp=bus.transport == "rtu" and rtu_line is None, baud=lines.baud,
+                    parity=lines.parity,
+                )  # fmt: skip
+            except SimServerError as exc:
+                fail(str(exc))
+            except ValueError as exc:  # e.g. ports beyond 65535
+                fail(str(exc), EXIT_CONFIG)
+            served.append(_Served(server, bus.name, None if master is None else str(master)))
+            if rtu_line is None and port:
+                port += 1
+        await _serve(served)
+
+
+async def _serve(servers: list[_Served]) -> None:
+    """Start every server, print one "serving" line each, and serve until SIGINT or SIGTERM."""
     from sim.server import SimServerError
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    started = []
     try:
-        await server.start()
-    except SimServerError as exc:
-        fail(str(exc))
-    try:
-        units = server.units
-        listed = ",".join(map(str, units))
-        noun = "meter" if len(units) == 1 else "meters"
-        print(f"serving {len(units)} {noun} ({server.profile.id}, units {listed}) on {server.endpoint}")
+        for served in servers:
+            try:
+                await served.server.start()
+            except SimServerError as exc:
+                fail(str(exc))
+            started.append(served.server)
+        for served in servers:
+            print(served.announcement())
         sys.stdout.flush()
         await stopping.wait()
     finally:
-        await server.stop()
+        for server in started:
+            await server.stop()

@@ -4,17 +4,19 @@ their sub-meters) and every anomaly placed on the timeline with its ground-truth
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
 from sim.anomalies import LOAD_EFFECTS, AnomalyKind, Injected, Injection, category
-from sim.load_model import VIETNAM_TZ, seeded_rng
+from sim.load_model import VIETNAM_TZ, seeded_rng, uniform
 from sim.loads import Category, Load
 from sim.loads.advertising import AdvertisingSchedule, advertising
 from sim.loads.machine import ShiftSchedule, machine
 from sim.loads.main_meter import MainMeter
 from sim.loads.office import OfficeSchedule, office
 from sim.loads.street_lighting import LightingSchedule, street_lighting
+from sim.meter import SimulatedMeter
 from sim.scenario import AnomalySpec, ExpandedMeter, Scenario, hours
 
 
@@ -127,3 +129,48 @@ def build_loads(scenario: Scenario, placed: list[Placed]) -> dict[str, Load]:
             )
             loads[meter.id] = MainMeter(loads[meter.id], children)
     return loads
+
+
+VALUE_FAULTS = frozenset({AnomalyKind.COUNTER_RESET, AnomalyKind.METER_REPLACEMENT, AnomalyKind.FROZEN})
+"""Faults in what a meter shows, rather than in how (or whether) it answers."""
+
+
+def simulated_meter(
+    scenario: Scenario, meter: ExpandedMeter, load: Load, epoch: datetime, update_interval: float
+) -> SimulatedMeter:
+    """The register state of `meter`, keyed the same way by `generate` and `serve` so both show one meter."""
+    return SimulatedMeter(
+        load, key=f"{scenario.seed}/{meter.id}", supply=f"{scenario.seed}/{meter.site_id}",
+        epoch=epoch, update_interval=update_interval,
+    )  # fmt: skip
+
+
+class FaultyMeter:
+    """A simulated meter with the value faults placed on it: a counter reset or a replacement meter takes
+    effect once, when time first reaches its start (a poll that skipped the window still sees it); a frozen
+    meter shows, throughout the window, what it showed at its first read inside it."""
+
+    def __init__(self, meter: SimulatedMeter, placed: Sequence[Placed]) -> None:
+        self.meter = meter
+        self._resets = sorted(
+            (p for p in placed if p.kind in (AnomalyKind.COUNTER_RESET, AnomalyKind.METER_REPLACEMENT)),
+            key=lambda p: p.start,
+        )
+        self._frozen = [p for p in placed if p.kind is AnomalyKind.FROZEN]
+        self._held: dict[Placed, Mapping[str, float]] = {}
+
+    @property
+    def key(self) -> str:
+        return self.meter.key
+
+    def read(self, at: datetime) -> Mapping[str, float]:
+        while self._resets and self._resets[0].start <= at:
+            reset = self._resets.pop(0)
+            self.meter.read(reset.start)  # integrate up to the reset, which the next window then shows
+            fresh = 0.0 if reset.kind is AnomalyKind.COUNTER_RESET else 5 * uniform("new-meter", self.key)
+            self.meter.reset_counters(fresh)
+        values = self.meter.read(at)
+        for frozen in self._frozen:
+            if frozen.active(at):
+                return self._held.setdefault(frozen, dict(values))
+        return values

@@ -6,6 +6,8 @@ how the answer *reaches the wire* (``dead``, ``slow``, ``crc``) is decided when 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Self
 
@@ -55,6 +57,19 @@ class Fault(BaseModel):
         if self.code is not None and self.code not in EXCEPTION_CODES:
             raise ValueError(f"exception code {self.code} is not one of {sorted(EXCEPTION_CODES)}")
         return self
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    """A fault active in [`start`, `end`) of simulated time (an open bound: from or until forever), so a
+    scenario can make a meter misbehave only inside its labelled window."""
+
+    fault: Fault
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def active(self, t: datetime) -> bool:
+        return (self.start is None or self.start <= t) and (self.end is None or t < self.end)
 
 
 def parse_fault(text: str) -> tuple[int, Fault]:

@@ -12,18 +12,21 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+from urllib.parse import urlsplit
 
-from kilowatch.mqtt_contract import SCHEMA_VERSION, ClockState, Quality
+from pydantic import BaseModel, ConfigDict, Field
+
+from kilowatch.mqtt_contract import SCHEMA_VERSION, Channel, ClockState, Quality, topic
 from kilowatch.profiles import load_builtin
 from sim.anomalies import LOAD_EFFECTS, AnomalyKind
-from sim.deployment import Placed, build_loads, place
+from sim.deployment import VALUE_FAULTS, FaultyMeter, Placed, build_loads, place, simulated_meter
 from sim.load_model import VIETNAM_TZ, uniform
 from sim.loads import Category
-from sim.meter import SimulatedMeter
 from sim.scenario import ExpandedMeter, Scenario
 
 DATASET_QUANTITIES = (
@@ -113,12 +116,6 @@ class Run:
     def batches(self, site: str, gateway: str, progress: Progress | None = None) -> Iterator[str]:
         """The gateway's ReadingsBatch JSON lines, one per poll cycle in which any meter answered."""
         meters = self.gateways[(site, gateway)]
-        sims = {
-            m.id: SimulatedMeter(self.loads[m.id], key=f"{self.scenario.seed}/{m.id}",
-                                 supply=f"{self.scenario.seed}/{m.site_id}", epoch=self.begin,
-                                 update_interval=self.interval.total_seconds())
-            for m in meters
-        }  # fmt: skip
         profiles = {m.id: load_builtin(m.spec.profile) for m in meters}
         quantities = {
             meter_id: [q for q in (r.quantity for r in p.registers) if self._all_quantities or q in DATASET_QUANTITIES]
@@ -129,8 +126,15 @@ class Run:
             if p.kind not in LOAD_EFFECTS:
                 faults[p.target].append(p)
         clock_jumps = faults.get(f"{site}/{gateway}", [])
-        applied: set[Placed] = set()
-        frozen: dict[Placed, Mapping[str, float]] = {}
+        sims = {
+            m.id: FaultyMeter(
+                simulated_meter(
+                    self.scenario, m, self.loads[m.id], self.begin, self.interval.total_seconds()
+                ),
+                [p for p in faults[m.id] if p.kind in VALUE_FAULTS],
+            )
+            for m in meters
+        }
         seq = 0
         for step in range(self.steps):
             t = self.begin + step * self.interval
@@ -138,9 +142,7 @@ class Run:
             shift_ms = sum(round((p.spec.seconds or 0) * 1000) for p in clock_jumps if p.active(t))
             readings = []
             for meter in meters:
-                reading = self._reading(
-                    meter, sims[meter.id], t, faults[meter.id], applied, frozen, quantities
-                )
+                reading = self._reading(meter, sims[meter.id], t, faults[meter.id], quantities)
                 if reading is not None:
                     reading["ts"] += shift_ms
                     readings.append(reading)
@@ -158,21 +160,13 @@ class Run:
     def _reading(
         self,
         meter: ExpandedMeter,
-        sim: SimulatedMeter,
+        sim: FaultyMeter,
         t: datetime,
         faults: list[Placed],
-        applied: set[Placed],
-        frozen: dict[Placed, Mapping[str, float]],
         quantities: Mapping[str, list[str]],
     ) -> dict[str, Any] | None:
         """One poll of `meter` at `t` as the agent would publish it, with the faults active then."""
         active = [p for p in faults if p.active(t)]
-        for p in active:
-            if p.kind in (AnomalyKind.COUNTER_RESET, AnomalyKind.METER_REPLACEMENT) and p not in applied:
-                applied.add(p)
-                sim.read(t)  # integrate up to the reset, which the next window then shows
-                fresh = 0.0 if p.kind is AnomalyKind.COUNTER_RESET else 5 * uniform("new-meter", sim.key)
-                sim.reset_counters(fresh)
         values = sim.read(t)
         ts = _ms(t)
         kinds = {p.kind for p in active}
@@ -189,9 +183,7 @@ class Run:
                 "value_quality": dict.fromkeys(names, Quality.ERROR.value), "clock": ClockState.SYNCED.value,
             }  # fmt: skip
         for p in active:
-            if p.kind is AnomalyKind.FROZEN:
-                values = frozen.setdefault(p, dict(values))
-            elif p.kind is AnomalyKind.SLOW and p.spec.seconds is not None:
+            if p.kind is AnomalyKind.SLOW and p.spec.seconds is not None:
                 base["ts"] = ts + round(p.spec.seconds * 1000)
         return base | {
             "values": {q: round(values[q], 4) for q in names},
@@ -200,22 +192,83 @@ class Run:
         }
 
 
+class DatasetFiles:
+    """Where ``--out`` puts a run: ``readings/<site>/<gateway>.jsonl`` per gateway, then ``labels.json``."""
+
+    def __init__(self, run: Run, out: Path) -> None:
+        self.run = run
+        self.out = out
+        self.written: list[Path] = []
+
+    def gateway(self, site: str, gateway: str) -> TextIO:
+        path = self.out / "readings" / site / f"{gateway}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.written.append(path)
+        return path.open("w", encoding="utf-8")
+
+    def finish(self) -> list[Path]:
+        """Write labels.json; every file written, labels.json last."""
+        run = self.run
+        labels = {
+            "scenario": run.scenario.name, "seed": run.scenario.seed, "start": run.start.isoformat(),
+            "days": run.days, "interval_s": round(run.interval.total_seconds()),
+            "labels": [label.as_json() for label in run.labels()],
+        }  # fmt: skip
+        path = self.out / "labels.json"
+        path.write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
+        return [*self.written, path]
+
+
 def write_dataset(run: Run, out: Path, progress: Progress | None = None) -> list[Path]:
     """Write the readings and labels of `run` under `out`; the files written, labels.json last."""
-    written = []
+    files = DatasetFiles(run, out)
     for site, gateway in sorted(run.gateways):
-        path = out / "readings" / site / f"{gateway}.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", encoding="utf-8") as f:
+        with files.gateway(site, gateway) as f:
             for line in run.batches(site, gateway, progress):
                 f.write(line + "\n")
-        written.append(path)
-    labels = {
-        "scenario": run.scenario.name, "seed": run.scenario.seed, "start": run.start.isoformat(),
-        "days": run.days, "interval_s": round(run.interval.total_seconds()),
-        "labels": [label.as_json() for label in run.labels()],
-    }  # fmt: skip
-    path = out / "labels.json"
-    path.write_text(json.dumps(labels, indent=1) + "\n", encoding="utf-8")
-    written.append(path)
-    return written
+    return files.finish()
+
+
+class Broker(BaseModel):
+    """An MQTT broker to publish a run to, from ``mqtt://HOST:PORT``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str = Field(min_length=1)
+    port: int = Field(1883, ge=1, le=0xFFFF)
+
+    @classmethod
+    def parse(cls, url: str) -> Broker:
+        """``mqtt://HOST[:PORT]`` -> Broker; ValueError naming what is wrong."""
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"{url!r} has a bad port") from None
+        if parts.scheme != "mqtt" or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError(f"{url!r} is not mqtt://HOST[:PORT]")
+        return cls(host=parts.hostname, port=port or 1883)
+
+
+async def publish_dataset(
+    run: Run, broker: Broker, progress: Progress | None = None, files: DatasetFiles | None = None
+) -> int:
+    """Publish the readings of `run` as its gateways would flush a backlog: each gateway's batches in
+    `seq` order on its readings topic, QoS 1 over MQTT 5 (each acknowledged before the next), historic
+    timestamps untouched; also written to `files` if given. The number of batches published."""
+    import aiomqtt
+
+    published = 0
+    client_id = f"kilowatch-sim-{run.scenario.name}-{run.start.isoformat()}"
+    async with aiomqtt.Client(
+        broker.host, broker.port, identifier=client_id, protocol=aiomqtt.ProtocolVersion.V5
+    ) as client:
+        for site, gateway in sorted(run.gateways):
+            name = topic(site, gateway, Channel.READINGS)
+            with files.gateway(site, gateway) if files else nullcontext() as f:
+                for line in run.batches(site, gateway, progress):
+                    await client.publish(name, line.encode(), qos=1)
+                    if f is not None:
+                        f.write(line + "\n")
+                    published += 1
+    return published

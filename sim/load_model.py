@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from statistics import NormalDist
 
 VIETNAM_TZ = timezone(timedelta(hours=7), "ICT")
@@ -86,7 +87,11 @@ def seeded_rng(*key: object) -> random.Random:
 
 def uniform(*key: object) -> float:
     """A number in (0, 1) fixed by `key`: a keyed hash, far cheaper than seeding a generator per sample."""
-    digest = hashlib.blake2b("/".join(map(str, key)).encode(), digest_size=8).digest()
+    return _hashed("/".join(map(str, key)).encode())
+
+
+def _hashed(text: bytes) -> float:
+    digest = hashlib.blake2b(text, digest_size=8).digest()
     return (int.from_bytes(digest, "big") + 0.5) / 2**64
 
 
@@ -106,18 +111,46 @@ def local_hour(t: datetime) -> float:
     return local.hour + local.minute / 60 + (local.second + local.microsecond / 1e6) / 3600
 
 
+_last_stamp: tuple[datetime | None, float] = (None, 0.0)
+
+
+def _timestamp(t: datetime) -> float:
+    """`t.timestamp()`, remembered for the last instant: one reading asks it of the same `t` a dozen
+    times (every noise term of every phase), and it is among the costliest calls of dataset generation."""
+    global _last_stamp
+    last, stamp = _last_stamp
+    if t is not last:
+        stamp = t.timestamp()
+        _last_stamp = (t, stamp)
+    return stamp
+
+
+@lru_cache(maxsize=1 << 16)
+def _knot(key: tuple[object, ...], knot: int) -> float:
+    """A slow-noise knot in -1..1; cached, since consecutive samples (15 a knot at one-minute polls) share
+    them. Keys are compared by equality, so a key must not mix 1, 1.0 and True for the same part."""
+    return 2.0 * uniform("slow", *key, knot) - 1.0
+
+
 def slow_noise(t: datetime, *key: object, period_s: float = SLOW_NOISE_PERIOD_S) -> float:
     """Smooth noise in -1..1: random knots every `period_s` joined by a smoothstep, so no jumps."""
-    position = t.timestamp() / period_s
+    position = _timestamp(t) / period_s
     knot = math.floor(position)
     frac = position - knot
-    v0, v1 = (2.0 * uniform("slow", *key, k) - 1.0 for k in (knot, knot + 1))
+    v0, v1 = _knot(key, knot), _knot(key, knot + 1)
     return v0 + (v1 - v0) * frac * frac * (3 - 2 * frac)
 
 
+@lru_cache(maxsize=1 << 14)
+def _fast_prefix(key: tuple[object, ...]) -> bytes:
+    """What :func:`uniform` hashes for ``("fast", *key, ms)`` up to the millisecond, built once per key."""
+    return "/".join(map(str, ("fast", *key, ""))).encode()
+
+
 def fast_noise(t: datetime, *key: object) -> float:
-    """Independent standard-normal noise for each sample instant (millisecond resolution)."""
-    return _STANDARD_NORMAL.inv_cdf(uniform("fast", *key, round(t.timestamp() * 1000)))
+    """Independent standard-normal noise for each sample instant (millisecond resolution); the same
+    number as ``uniform("fast", *key, ms)`` would give, without rebuilding the key's text every sample."""
+    return _STANDARD_NORMAL.inv_cdf(_hashed(_fast_prefix(key) + str(round(_timestamp(t) * 1000)).encode()))
 
 
 def phase_shares(*key: object, spread: float = 0.06) -> PhaseShares:

@@ -12,6 +12,7 @@ import cmath
 import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sim.load_model import Demand, Grid, grid, seeded_rng
 from sim.loads import Load
@@ -26,6 +27,12 @@ MAX_INTEGRATION_STEPS = 600
 """Load-model evaluations per catch-up at most (some 25 ms), so a read after a long pause at high speed
 never stalls the server's event loop; beyond it the counters integrate in coarser steps (monotonic, a bit
 less exact)."""
+
+
+class MeterState(Protocol):
+    """What a server asks of a meter: the register values it shows at a simulated time."""
+
+    def read(self, at: datetime) -> Mapping[str, float]: ...
 
 
 def electrical_values(load: Demand, supply: Grid) -> dict[str, float]:

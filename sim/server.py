@@ -25,6 +25,7 @@ import random
 import termios
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Literal, Self, TextIO
@@ -37,9 +38,9 @@ from pymodbus.transport.serialtransport import create_serial_connection
 
 from kilowatch.profiles import MAX_UNIT, Profile
 from sim.clock import SimClock
-from sim.faults import Fault, FaultKind
+from sim.faults import Fault, FaultKind, Scheduled
 from sim.loads.office import building_meter
-from sim.meter import SimulatedMeter
+from sim.meter import MeterState, SimulatedMeter
 from sim.register_image import ExceptionCode, RegisterImage
 
 log = logging.getLogger(__name__)
@@ -59,23 +60,40 @@ class SimServerError(RuntimeError):
         self.endpoint = endpoint
 
 
+@dataclass(frozen=True)
+class Unit:
+    """One unit id on a line: the register map it serves, the meter behind it and when it misbehaves."""
+
+    profile: Profile
+    meter: MeterState
+    faults: tuple[Scheduled, ...] = ()
+
+    def fault(self, t: datetime) -> Fault | None:
+        """The fault active at simulated time `t`, if any (the first listed wins)."""
+        return next((s.fault for s in self.faults if s.active(t)), None)
+
+
 class SimServer:
-    """Serves `units` meters of one `profile`; use as ``async with SimServer(...)``.
+    """Serves meters on one line (a TCP listener or a serial port); use as ``async with SimServer(...)``.
 
     Args:
-        profile: The register map every unit serves.
-        units: Modbus unit ids (1-247); unit 1 is the main meter, the others smaller sub-meters.
+        units: Modbus unit ids (1-247) of a building of `profile` meters (unit 1 the main meter, the others
+            smaller sub-meters), or each unit id's :class:`Unit` (a scenario's bus).
+        profile: The register map every unit serves; only with unit ids.
         host: Address to listen on (Modbus TCP or RTU-over-TCP).
         port: TCP port; 0 picks a free one (read :attr:`port` after start).
         rtu: Serial device to serve an RTU line on (e.g. one end of a pseudo-terminal pair) instead of TCP.
         baud: Baud rate of the `rtu` line.
         parity: Parity of the `rtu` line (8 data bits, 1 stop bit).
         rtu_over_tcp: Serve RTU frames (with CRC) over TCP, as a serial-to-Ethernet converter does.
-        faults: How some units misbehave, by unit id; see :mod:`sim.faults`.
-        seed: Scenario seed: the same seed replays the same loads, counters and garbage.
+        faults: How some units misbehave, by unit id; see :mod:`sim.faults`. Only with unit ids: a
+            :class:`Unit` carries its own.
+        seed: Seed of the building's loads: the same seed replays the same loads, counters and garbage.
         speed: Simulated seconds per real second.
         update_interval: Simulated seconds between register refreshes of each meter.
         start: Simulated time when serving begins (timezone-aware); None means now.
+        clock: A simulated clock shared with other servers (every bus of a scenario lives the same time);
+            instead of `start` and `speed`.
         served_log: Where to write one line per read answered with registers: unit, function code,
             address, count and the UTC ms it was answered; the ground truth a test compares what reached
             the ledger with.
@@ -84,8 +102,8 @@ class SimServer:
     def __init__(
         self,
         *,
-        profile: Profile,
-        units: Sequence[int],
+        units: Sequence[int] | Mapping[int, Unit],
+        profile: Profile | None = None,
         host: str = "127.0.0.1",
         port: int = 5020,
         rtu: str | None = None,
@@ -97,16 +115,17 @@ class SimServer:
         speed: float = 1.0,
         update_interval: float = 1.0,
         start: datetime | None = None,
+        clock: SimClock | None = None,
         served_log: TextIO | None = None,
     ) -> None:
-        faults = dict(faults or {})
         if not units:
             raise ValueError("serve at least one unit")
-        bad = [u for u in units if not 1 <= u <= MAX_UNIT]
+        ids = list(units)
+        bad = [u for u in ids if not 1 <= u <= MAX_UNIT]
         if bad:
             raise ValueError(f"unit ids must be 1-{MAX_UNIT}, got {bad}")
-        if len(set(units)) != len(units):
-            raise ValueError(f"unit ids must be unique, got {list(units)}")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"unit ids must be unique, got {ids}")
         if not 0 <= port <= 0xFFFF:
             raise ValueError(f"port must be 0-65535, got {port}")
         if rtu is not None and rtu_over_tcp:
@@ -117,40 +136,56 @@ class SimServer:
             raise ValueError(f"baud must be positive, got {baud}")
         if parity not in ("N", "E", "O"):
             raise ValueError(f"parity must be N, E or O, got {parity!r}")
-        unserved = sorted(set(faults) - set(units))
-        if unserved:
-            raise ValueError(f"faults for units that are not served: {unserved}")
+        if clock is not None and (start is not None or speed != 1.0):
+            raise ValueError("clock= replaces start= and speed=; give one or the other")
+        self.clock = clock or SimClock(start, speed)
+        if isinstance(units, Mapping):
+            if profile is not None or faults:
+                raise ValueError("each Unit brings its profile and faults; give no profile= or faults=")
+            self.served = dict(units)
+        elif profile is None:
+            raise ValueError("unit ids need a profile= to serve")
+        else:
+            self.served = self._building(profile, ids, dict(faults or {}), seed, update_interval)
         self.rtu_framing = rtu is not None or rtu_over_tcp
-        crc_units = sorted(u for u, f in faults.items() if f.kind is FaultKind.CRC)
+        crc_units = sorted(
+            u for u, unit in self.served.items() if any(f.fault.kind is FaultKind.CRC for f in unit.faults)
+        )
         if crc_units and not self.rtu_framing:
             raise ValueError(
                 f"fault 'crc' (units {crc_units}) needs RTU framing (rtu= or rtu_over_tcp=): "
                 "Modbus TCP frames carry no CRC"
             )
-        self.profile = profile
-        self.units = sorted(units)
+        self.units = sorted(self.served)
+        self.profiles = sorted({unit.profile.id for unit in self.served.values()})
         self.host = host
         self.port = port
         self.rtu = rtu
         self.baud = baud
         self.parity: Parity = parity
-        self.faults = faults
-        self.clock = SimClock(start, speed)
-        self.image = RegisterImage(profile)
-        self.meters = {
-            unit: SimulatedMeter(
-                building_meter(seed, unit),
-                key=f"{seed}/unit-{unit}",
-                supply=f"{seed}/building",
-                epoch=self.clock.start,
-                update_interval=update_interval,
-            )
-            for unit in self.units
-        }
+        self._images = {unit.profile.id: RegisterImage(unit.profile) for unit in self.served.values()}
         self._garbage = random.Random(seed)
         self._served_log = served_log
         self._listener: asyncio.Server | None = None
         self._sessions: set[_Session] = set()
+
+    def _building(
+        self, profile: Profile, units: list[int], faults: dict[int, Fault], seed: int, update_interval: float
+    ) -> dict[int, Unit]:
+        unserved = sorted(set(faults) - set(units))
+        if unserved:
+            raise ValueError(f"faults for units that are not served: {unserved}")
+
+        def meter(unit: int) -> SimulatedMeter:
+            return SimulatedMeter(
+                building_meter(seed, unit), key=f"{seed}/unit-{unit}", supply=f"{seed}/building",
+                epoch=self.clock.start, update_interval=update_interval,
+            )  # fmt: skip
+
+        return {
+            unit: Unit(profile, meter(unit), (Scheduled(faults[unit]),) if unit in faults else ())
+            for unit in units
+        }
 
     @property
     def endpoint(self) -> str:
@@ -162,7 +197,12 @@ class SimServer:
 
     def values(self, unit: int) -> Mapping[str, float]:
         """What `unit` shows right now, by quantity name (the numbers behind its registers)."""
-        return self.meters[unit].read(self.clock.now())
+        return self.served[unit].meter.read(self.clock.now())
+
+    def fault(self, unit: int) -> Fault | None:
+        """How `unit` misbehaves right now, if it does."""
+        served = self.served.get(unit)
+        return None if served is None else served.fault(self.clock.now())
 
     async def start(self) -> None:
         if self._listener is not None or self._sessions:
@@ -216,8 +256,8 @@ class SimServer:
         self, unit: int, function_code: int, transaction_id: int, request: ModbusPDU | None
     ) -> ModbusPDU | None:
         """Who speaks (absent and dead units do not) and what: a fault's exception, the meter's answer, garbage."""
-        fault = self.faults.get(unit)
-        if unit not in self.meters:
+        fault = self.fault(unit)
+        if unit not in self.served:
             if self.rtu_framing:
                 return None
             words: list[int] | int = ExceptionCode.GATEWAY_TARGET_FAILED_TO_RESPOND
@@ -228,7 +268,8 @@ class SimServer:
         elif request is None:
             words = ExceptionCode.ILLEGAL_FUNCTION
         else:
-            words = self.image.read(function_code, request.address, request.count, self.values(unit))
+            image = self._images[self.served[unit].profile.id]
+            words = image.read(function_code, request.address, request.count, self.values(unit))
         if isinstance(words, int):
             return ExceptionResponse(function_code, words, device_id=unit, transaction=transaction_id)
         if fault is not None and fault.kind is FaultKind.GARBAGE:
@@ -293,7 +334,7 @@ class _Session(asyncio.Protocol):
         """Put `answer` on the wire, late or with a broken CRC if `unit` is faulty that way."""
         if answer is None:
             return
-        fault = self._server.faults.get(unit)
+        fault = self._server.fault(unit)
         frame = self._framer.buildFrame(answer)
         if fault is not None and fault.kind is FaultKind.CRC:
             frame = frame[:-2] + bytes(b ^ 0xFF for b in frame[-2:])
