@@ -8,8 +8,11 @@ Every sink is idempotent on (meter, ts): a reading that is already stored is ign
 at-least-once resend never double-counts energy. Intervals are kept up to date step by step: a new
 reading of a counter either extends the series (its step from the previous reading is added) or lands
 between two stored readings, whose step prev->next is taken out again and replaced by prev->new and
-new->next. Each reading costs a couple of indexed look-ups and an UPSERT per bucket its steps span, and a
-late or out-of-order reading gives the in-order result up to floating-point rounding. Steps left out of
+new->next. A late or out-of-order reading costs a couple of indexed look-ups and gives the in-order result
+up to floating-point rounding. The common case, a reading newer than every stored one of its meter, costs
+none: the writer remembers each meter's newest reading and counter samples (:class:`_MeterState`, loaded
+lazily, forgotten on rollback). A transaction sums what its readings add to each bucket in memory and
+upserts each bucket once, just before it commits; appended rows go in with one executemany. Steps left out of
 intervals (a counter going backwards, a gap longer than a day) are kept in ``counter_events``. Readings
 stamped by a gateway whose clock was not synchronised are stored but kept out of intervals, because their
 time could put energy in the wrong bucket; the counter being cumulative, the energy is not lost but
@@ -464,8 +467,8 @@ _NewReading = tuple[Reading, list[tuple[str, str]], str]
 
 class _Pending:
     """What a transaction has still to write: appended readings (inserted with one executemany before
-    anything reads ``readings``), and per (meter, bucket), per meter the sums, newest reading and
-    first/last seen that are upserted once at commit instead of once per reading or message."""
+    anything reads ``readings``); what each (meter, bucket) gains, and each meter's newest new reading and
+    first/last seen, upserted once before commit instead of once per reading or message."""
 
     def __init__(self) -> None:
         self.readings: list[tuple[object, ...]] = []
@@ -495,13 +498,11 @@ class Ledger(_Closing):
         self._pending = _Pending()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
-            # WAL + synchronous=NORMAL: a commit appends to the WAL without fsync; the WAL is synced at
-            # checkpoints. A committed group survives a crash or kill of the collector (the OS has the
-            # pages), but a power loss or kernel crash can undo the groups committed since the last
-            # checkpoint (the file stays consistent). Those messages were already acknowledged, so the
-            # broker will not redeliver them: their readings are lost unless the gateways resend. FULL
-            # (an fsync of the WAL per commit, i.e. per group) closes that window at some throughput cost.
-            self._db.execute("PRAGMA synchronous=NORMAL")
+            # WAL + synchronous=FULL: each commit (one per group of messages) fsyncs the WAL before the
+            # messages are acknowledged, so not even a power cut can undo readings the broker was told
+            # are stored. NORMAL would skip that fsync and could lose acknowledged groups on power loss;
+            # measured here, FULL cost nothing visible at 50 messages per commit (22-25k readings/s).
+            self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA cache_size=-65536")  # KiB: 64 MiB of page cache for the writer
             self._db.execute("PRAGMA temp_store=MEMORY")
             self._db.executescript(_SCHEMA)
