@@ -351,5 +351,8 @@ def create_app(
     app.include_router(meters)
     app.include_router(accounting)
     app.include_router(operations)
+    from collector.api_alerts import router as alerts_router  # imports this module: only once it is loaded
+
+    app.include_router(alerts_router)
     app.add_exception_handler(ApiError, _api_error)
     return app

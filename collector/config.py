@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
@@ -15,6 +17,19 @@ from kilowatch.broker import BrokerSettings
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _not_below_retry_min(value: float, info: ValidationInfo) -> float:
+    if value < info.data.get("retry_min_s", 0):
+        raise ValueError("must not be less than retry_min_s")
+    return value
+
+
+def _without_credentials(url: str, *, instead: str) -> str:
+    parts = urlsplit(url)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"the URL must not carry credentials (they would reach logs); use {instead}")
+    return url
 
 
 class MqttSettings(BrokerSettings):
@@ -67,20 +82,12 @@ class TsdbSettings(_Section):
     retry_min_s: float = Field(1.0, gt=0, description="First wait before retrying a failed write, seconds")
     retry_max_s: float = Field(60.0, gt=0, description="Longest wait between retries, seconds")
 
-    @field_validator("retry_max_s")
-    @classmethod
-    def _not_below_min(cls, value: float, info: ValidationInfo) -> float:
-        if value < info.data.get("retry_min_s", 0):
-            raise ValueError("must not be less than retry_min_s")
-        return value
+    _retry_max = field_validator("retry_max_s")(_not_below_retry_min)
 
     @field_validator("url")
     @classmethod
     def _no_credentials_in_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.username is not None or parts.password is not None:
-            raise ValueError("the URL must not carry credentials (they would reach logs); use token")
-        return url
+        return _without_credentials(url, instead="token")
 
 
 class ApiSettings(_Section):
@@ -90,6 +97,90 @@ class ApiSettings(_Section):
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on")
 
 
+class AlertSettings(_Section):
+    """How detectors' findings become alerts."""
+
+    tariff_vnd_per_kwh: float = Field(
+        2000,
+        gt=0,
+        description="Price put on a wasted kWh, VND, when a finding carries no cost of its own: one flat "
+        "rate (roughly EVN's average business price)",
+    )
+    late_after_s: int = Field(
+        900,
+        ge=0,
+        description="An alert stored more than this many seconds after its detector could first have raised "
+        "it (e.g. from a backlog flushed after an outage) is marked raised late",
+    )
+
+
+class WebhookSettings(_Section):
+    """Alerts and digests POSTed as JSON, signed with HMAC-SHA256 (also feeds Zalo or Telegram bridges)."""
+
+    url: str = Field(pattern=r"^https?://[^\s]+$", description="Where to POST")
+    secret: SecretStr = Field(
+        min_length=16,
+        description="HMAC-SHA256 key; the signature of the body is sent as X-Kilowatch-Signature",
+    )
+    timeout_s: float = Field(10, gt=0, le=300, description="Timeout of one request, seconds")
+
+    @field_validator("url")
+    @classmethod
+    def _no_credentials_in_url(cls, url: str) -> str:
+        return _without_credentials(url, instead="secret")
+
+
+class EmailSettings(_Section):
+    """Alerts and digests by e-mail over SMTP."""
+
+    host: str = Field(min_length=1, description="SMTP server")
+    port: int = Field(587, ge=1, le=65535, description="SMTP port: 587 (starttls), 465 (tls), 25 (none)")
+    security: Literal["starttls", "tls", "none"] = Field(
+        "starttls", description="starttls: upgrade after connecting; tls: TLS from the start; none: plain"
+    )
+    username: str | None = Field(None, min_length=1, description="SMTP login; null = no login")
+    password: SecretStr | None = Field(None, description="SMTP password; needs username")
+    sender: str = Field(min_length=3, description="From: address")
+    to: list[str] = Field(min_length=1, description="Recipients")
+    timeout_s: float = Field(30, gt=0, le=300, description="Timeout of one SMTP session, seconds")
+
+    @field_validator("password")
+    @classmethod
+    def _needs_username(cls, password: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if password is not None and info.data.get("username") is None:
+            raise ValueError("password is set but username is not")
+        return password
+
+
+class NotifySettings(_Section):
+    """Where alerts are sent: each opened and resolved alert, and a daily digest per site."""
+
+    webhook: WebhookSettings | None = Field(None, description="null = no webhook")
+    email: EmailSettings | None = Field(None, description="null = no e-mail")
+    digest_at: time | None = Field(
+        time(7, 0),
+        description="Local time (Vietnam, UTC+7) at which each site's digest of the day before is sent; "
+        "null = no digest",
+    )
+    retry_min_s: float = Field(1.0, gt=0, description="First wait before retrying a failed notification")
+    retry_max_s: float = Field(300.0, gt=0, description="Longest wait between retries, seconds")
+    poll_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="How often pending notifications written by other processes are looked for",
+    )
+
+    @field_validator("digest_at", mode="before")
+    @classmethod
+    def _quoted(cls, value: object) -> object:
+        if isinstance(value, int):  # YAML 1.1 reads an unquoted 18:30 as the number 1110
+            raise ValueError("write the time in quotes, e.g. '18:30'")
+        return value
+
+    _retry_max = field_validator("retry_max_s")(_not_below_retry_min)
+
+
 class CollectorConfig(_Section):
     """Everything ``kilowatch collector run`` needs."""
 
@@ -97,3 +188,5 @@ class CollectorConfig(_Section):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="The SQLite ledger")
     tsdb: TsdbSettings | None = Field(None, description="Raw readings to a TSDB; null = no TSDB")
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API")
+    alerts: AlertSettings = Field(default_factory=AlertSettings, description="Alerts made from findings")
+    notify: NotifySettings = Field(default_factory=NotifySettings, description="Where alerts are sent")

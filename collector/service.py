@@ -18,11 +18,13 @@ from collections.abc import Iterator
 
 import uvicorn
 
+from collector.alerts import AlertStore
 from collector.api import create_app
 from collector.config import CollectorConfig
 from collector.ingest import Ingestor
 from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
+from collector.notifiers.dispatch import Notifications, channels
 from collector.tsdb import TsdbWriter
 from kilowatch import __version__
 
@@ -86,6 +88,10 @@ async def _run(config: CollectorConfig, ledger: Ledger) -> None:
         config.mqtt.address,
     )
 
+    senders = channels(config.notify)
+    alert_store = AlertStore(config.ledger.path, settings=config.alerts, channels=[c.name for c in senders])
+    notifications = Notifications(store=alert_store, channels=senders, settings=config.notify)
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -93,7 +99,8 @@ async def _run(config: CollectorConfig, ledger: Ledger) -> None:
     ingest_task = asyncio.create_task(ingestor.run(), name="mqtt-ingest")
     api_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-api")
     writer_task = asyncio.create_task(writer.run(), name="tsdb-writer") if writer else None
-    workers = [t for t in (ingest_task, api_task, writer_task) if t is not None]
+    notify_task = asyncio.create_task(notifications.run(), name="notifications") if senders else None
+    workers = [t for t in (ingest_task, api_task, writer_task, notify_task) if t is not None]
     stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
     try:
         done, _ = await asyncio.wait([*workers, stop_task], return_when=asyncio.FIRST_COMPLETED)
@@ -116,6 +123,7 @@ async def _run(config: CollectorConfig, ledger: Ledger) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         sock.close()
+        alert_store.close()
     died = [t for t in workers if t in done]
     if died:
         task = died[0]

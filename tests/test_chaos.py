@@ -214,13 +214,18 @@ def ledger_readings(path: Path) -> dict[str, list[int]]:
     return out
 
 
-def tsdb_readings(vm: VictoriaMetrics) -> dict[str, list[int]]:
-    """Per meter, the timestamps of its points in VictoriaMetrics (every reading with values has a
-    frequency)."""
-    return {
-        series["metric"]["meter"]: sorted(series["timestamps"])
-        for series in vm.export('{__name__="meter_frequency_hz"}')
-    }
+def tsdb_readings(vm: VictoriaMetrics) -> tuple[dict[str, list[int]], int]:
+    """Per meter, the distinct timestamps of its points in VictoriaMetrics (every reading with values has
+    a frequency), and how many samples the export repeats. A TSDB write is idempotent per series and
+    time (InfluxDB overwrites, VictoriaMetrics deduplicates when it merges), so the writer resending a
+    write whose success it did not get to record (the collector killed in between) is allowed; the
+    export may still show such a repeat until VictoriaMetrics merges."""
+    out, repeats = {}, 0
+    for series in vm.export('{__name__="meter_frequency_hz"}'):
+        stamps = series["timestamps"]
+        out[series["metric"]["meter"]] = sorted(set(stamps))
+        repeats += len(stamps) - len(set(stamps))
+    return out, repeats
 
 
 def match(served: list[int], stored: list[int]) -> tuple[list[int], list[int]]:
@@ -296,9 +301,10 @@ async def test_nothing_is_lost_and_nothing_counted_twice(stack: Stack) -> None:
 
     served = served_polls(stack.work / "served.log")
     stored = ledger_readings(stack.work / "ledger.db")
-    in_tsdb = tsdb_readings(stack.vm)
+    in_tsdb, repeats = tsdb_readings(stack.vm)
     lost_at_kill = 0
     print(f"\nagent killed {len(stack.kills_ms)} times, collector {COLLECTOR_KILLS + 1} times")
+    print(f"TSDB samples written twice (a resend after a kill, not merged yet): {repeats}")
     print(f"{'meter':<6}{'served':>8}{'ledger':>8}{'tsdb':>8}{'lost at kill':>14}{'not served':>12}")
     for unit in UNITS:
         meter = f"m{unit}"

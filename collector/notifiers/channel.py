@@ -1,0 +1,27 @@
+"""What a notification channel is, and the notices it carries."""
+
+from __future__ import annotations
+
+from typing import Annotated, Protocol
+
+from pydantic import Field, TypeAdapter
+
+from collector.alerts import AlertNotice, OutboxRow
+from collector.notifiers.digest import DigestNotice
+
+Notice = Annotated[AlertNotice | DigestNotice, Field(discriminator="kind")]
+NOTICE: TypeAdapter[Notice] = TypeAdapter(Notice)
+"""Parses an outbox row's body."""
+
+
+class NotifyError(Exception):
+    """A channel could not deliver; the message names the channel and the cause, never a secret."""
+
+
+class Channel(Protocol):
+    """Delivers outbox rows; raises :class:`NotifyError` when it could not (the row is retried)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def send(self, row: OutboxRow) -> None: ...

@@ -1,0 +1,98 @@
+"""The daily digest of a site: the alerts still open and what the day's alerts wasted, in both languages."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from collector.alerts import (
+    VIETNAM,
+    AlertOut,
+    AlertQuery,
+    AlertStatus,
+    AlertStore,
+    local_day_ms,
+    to_datetime,
+    to_ms,
+    vnd_en,
+    vnd_vi,
+)
+
+MAX_ALERTS = 1000
+"""Alerts a digest lists at most, per list."""
+
+
+class Digest(BaseModel):
+    site: str
+    day: date = Field(description="The calendar day (Vietnam time) the digest covers")
+    open_alerts: list[AlertOut] = Field(description="Alerts not resolved when the digest was made")
+    day_alerts: list[AlertOut] = Field(description="Alerts whose condition began on `day`")
+    wasted_kwh: float = Field(description="What the day's alerts wasted")
+    cost_vnd: float
+    message_vi: str
+    message_en: str
+
+
+class DigestNotice(BaseModel):
+    """The webhook's JSON body for a digest."""
+
+    kind: Literal["digest"] = "digest"
+    digest: Digest
+
+
+def digest(store: AlertStore, site: str, day: date) -> Digest:
+    """The digest of `site` for `day`; the day's waste counts the alerts that began on it."""
+    start, end = local_day_ms(day)
+    overlapping = store.alerts(AlertQuery(site=site, start_ms=start, end_ms=end, limit=MAX_ALERTS))
+    began = [AlertOut.of(a) for a in overlapping if a.start_ms >= start]
+    still_open = [
+        AlertOut.of(a)
+        for status in (AlertStatus.OPEN, AlertStatus.ACKNOWLEDGED)
+        for a in store.alerts(AlertQuery(site=site, status=status, limit=MAX_ALERTS))
+    ]
+    kwh = sum(a.wasted_kwh for a in began)
+    vnd = sum(a.cost_vnd for a in began)
+    vi = [
+        f"Kilowatch - tóm tắt ngày {day:%d/%m/%Y}, {site}: {len(began)} cảnh báo mới, "
+        f"lãng phí {kwh:.1f} kWh, khoảng {vnd_vi(vnd)}. Đang mở: {len(still_open)} cảnh báo.",
+        *(f"- {a.meter}: {a.message_vi}" for a in still_open),
+    ]
+    en = [
+        f"Kilowatch - digest for {day:%Y-%m-%d}, {site}: {len(began)} new alerts, "
+        f"{kwh:.1f} kWh wasted, about {vnd_en(vnd)}. Open: {len(still_open)} alerts.",
+        *(f"- {a.meter}: {a.message_en}" for a in still_open),
+    ]
+    return Digest(
+        site=site,
+        day=day,
+        open_alerts=still_open,
+        day_alerts=began,
+        wasted_kwh=kwh,
+        cost_vnd=vnd,
+        message_vi="\n".join(vi),
+        message_en="\n".join(en),
+    )
+
+
+def queue_digests(store: AlertStore, day: date) -> int:
+    """Queue the digest of `day` of every site with something to say; returns how many."""
+    sites = store.sites_for_digest(day)
+    for site in sites:
+        store.enqueue("digest", DigestNotice(digest=digest(store, site, day)).model_dump_json())
+    return len(sites)
+
+
+def next_digest_ms(now_ms: int, at: time) -> int:
+    """The first moment after `now_ms` at which the local (Vietnam) clock reads `at`."""
+    local = to_datetime(now_ms).astimezone(VIETNAM)
+    candidate = datetime.combine(local.date(), at, tzinfo=VIETNAM)
+    if candidate <= local:
+        candidate += timedelta(days=1)
+    return to_ms(candidate)
+
+
+def local_day_before(ms: int) -> date:
+    """The Vietnamese calendar day before the one `ms` falls on: the day a digest sent at `ms` covers."""
+    return to_datetime(ms).astimezone(VIETNAM).date() - timedelta(days=1)

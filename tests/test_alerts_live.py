@@ -1,0 +1,97 @@
+"""End to end in the running collector: a finding applied to the ledger's alert store reaches a real
+webhook through the service's notifier, and the API lists and acknowledges the alert."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import signal
+import sys
+import threading
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from collector.alerts import AlertStore
+from tests.alert_support import finding
+from tests.services import Process, free_port, wait_until
+
+SECRET = "live-webhook-s3cret-42"  # noqa: S105 - the test receiver's
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[tuple[dict[str, str], bytes]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    received: list[tuple[dict[str, str], bytes]] = []
+    handler = type("Hook", (_Hook,), {"received": received})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/kilowatch", received
+    server.shutdown()
+    server.server_close()
+
+
+def call(url: str, method: str = "GET") -> Any:
+    request = urllib.request.Request(url, method=method)  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback
+        return json.loads(response.read())
+
+
+def test_the_running_collector_posts_an_alert_to_the_webhook_and_serves_it(
+    tmp_path: Path, hook: tuple[str, list[tuple[dict[str, str], bytes]]]
+) -> None:
+    hook_url, received = hook
+    api_port = free_port()
+    ledger = tmp_path / "kilowatch.db"
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        f"mqtt:\n  port: {free_port()}\nledger:\n  path: {ledger}\napi:\n  port: {api_port}\n"
+        f"notify:\n  webhook:\n    url: {hook_url}\n    secret: {SECRET}\n  poll_s: 0.2\n  retry_min_s: 0.1\n"
+    )
+    collector = Process(
+        "collector",
+        [sys.executable, "-c", "from collector.cli import app; app()", "run", "--config", str(config)],
+        tmp_path / "collector.log",
+    ).start()
+    base = f"http://127.0.0.1:{api_port}"
+    try:
+        wait_until(lambda: call(f"{base}/healthz")["ledger_ok"], 20, "the collector's API")
+        with AlertStore(ledger, channels=("webhook",)) as store:  # as a detector process would
+            alert_id = store.apply(finding(wasted_kwh=3.0)).alert.id
+        [(headers, body)] = wait_until(lambda: list(received), 20, "the webhook to receive the alert")
+        [listed] = call(f"{base}/api/v1/alerts?site=site1&status=open")
+        assert call(f"{base}/api/v1/alerts/{alert_id}/ack", "POST")["status"] == "acknowledged"
+        assert collector.proc is not None
+        collector.proc.send_signal(signal.SIGTERM)
+        assert collector.proc.wait(timeout=20) == 0, collector.log()
+    finally:
+        collector.stop()
+    expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Kilowatch-Signature"], expected)
+    notice = json.loads(body)
+    assert (notice["kind"], notice["alert"]["id"], notice["alert"]["cost_vnd"]) == (
+        "alert.opened",
+        alert_id,
+        6000.0,
+    )
+    assert listed["id"] == alert_id
+    assert listed["message_en"] == notice["alert"]["message_en"]
+    assert SECRET not in collector.log()

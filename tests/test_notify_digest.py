@@ -1,0 +1,101 @@
+"""The daily digest: content per site and Vietnamese day, when it is sent, and the config it needs."""
+
+from __future__ import annotations
+
+from datetime import date, time
+from pathlib import Path
+
+import yaml
+
+from collector.alerts import Alert
+from collector.config import CollectorConfig, EmailSettings, NotifySettings, WebhookSettings
+from collector.detectors.findings import Finding
+from collector.notifiers.digest import digest, local_day_before, next_digest_ms
+from kilowatch import yamlconfig
+from tests.alert_support import FakeClock, finding, open_store
+from tests.collector_support import at
+from tests.test_collector_config import EXAMPLE, load_text
+
+
+def test_a_site_digest_lists_open_alerts_and_what_the_day_wasted(tmp_path: Path) -> None:
+    clock = FakeClock(0)
+    with open_store(tmp_path / "kilowatch.db", clock, tariff=2500) as store:
+
+        def apply(found: Finding) -> Alert:
+            clock.now_ms = found.detected_at  # raised live
+            return store.apply(found).alert
+
+        morning = apply(finding(start_ms=at(1), end_ms=at(2), wasted_kwh=3.0))  # 08:00 local
+        evening = apply(finding(meter="m2", start_ms=at(10), wasted_kwh=2.0))  # 17:00 local
+        night = apply(finding(meter="m3", start_ms=at(18), wasted_kwh=1.0))  # 01:00 the day after
+        store.acknowledge(night.id)
+        apply(finding(site="site2", start_ms=at(10), wasted_kwh=7.0))
+        assert store.sites_for_digest(date(2024, 5, 1)) == ["site1", "site2"]
+        result = digest(store, "site1", date(2024, 5, 1))
+    assert [a.id for a in result.day_alerts] == [evening.id, morning.id]
+    assert [a.id for a in result.open_alerts] == [evening.id, night.id]
+    assert (result.wasted_kwh, result.cost_vnd) == (5.0, 12500.0)
+    assert result.message_vi.splitlines() == [
+        "Kilowatch - tóm tắt ngày 01/05/2024, site1: 2 cảnh báo mới, lãng phí 5.0 kWh, khoảng 12.500 đồng. "
+        "Đang mở: 2 cảnh báo.",
+        "- m2: 6 kW vẫn chạy ngoài giờ làm việc. Lãng phí 2.0 kWh, khoảng 5.000 đồng.",
+        "- m3: 6 kW vẫn chạy ngoài giờ làm việc. Lãng phí 1.0 kWh, khoảng 2.500 đồng.",
+    ]
+    assert result.message_en.splitlines() == [
+        "Kilowatch - digest for 2024-05-01, site1: 2 new alerts, 5.0 kWh wasted, about 12,500 VND. "
+        "Open: 2 alerts.",
+        "- m2: 6 kW left on after hours. Wasted 2.0 kWh, about 5,000 VND.",
+        "- m3: 6 kW left on after hours. Wasted 1.0 kWh, about 2,500 VND.",
+    ]
+
+
+def test_the_digest_goes_out_at_the_local_time_and_covers_the_day_before() -> None:
+    seven = time(7, 0)
+    assert next_digest_ms(at(23, 59), seven) == at(0, day=2)  # 06:59 in Vietnam: in a minute
+    assert next_digest_ms(at(0, day=2), seven) == at(0, day=3)  # 07:00 sharp: tomorrow's
+    assert next_digest_ms(at(17, 30), time(18, 30)) == at(11, 30, day=2)
+    assert local_day_before(at(0, day=2)) == date(2024, 5, 1)
+
+
+def test_the_example_documents_alerts_and_notify_and_its_commented_channels_load() -> None:
+    text = EXAMPLE.read_text()
+    for section in ("alerts", "notify"):
+        model = CollectorConfig.model_fields[section].annotation
+        assert isinstance(model, type)
+        for key in model.model_fields:
+            assert f"\n  {key}:" in text, f"{section}.{key} missing from {EXAMPLE.name}"
+    for channel in (WebhookSettings, EmailSettings):
+        for key in channel.model_fields:
+            assert f"\n  #   {key}:" in text, f"notify.*.{key} missing from {EXAMPLE.name}"
+    notify = text[text.index("\nnotify:") :]
+    uncommented = "\n".join(
+        line.replace("  # ", "  ", 1) if line.startswith(("  #   ", "  # webhook:", "  # email:")) else line
+        for line in notify.splitlines()
+        if line not in ("  webhook: null", "  email: null")
+    )
+    settings = NotifySettings.model_validate(yaml.safe_load(uncommented)["notify"])
+    assert settings.webhook is not None
+    assert settings.webhook.url == "https://hooks.example.vn/kilowatch"
+    assert settings.email is not None
+    assert (settings.email.port, settings.email.to) == (587, ["facility@example.vn"])
+
+
+def test_an_unquoted_digest_time_and_a_password_without_user_are_refused(tmp_path: Path) -> None:
+    problems = []
+    for text in (
+        "notify:\n  digest_at: 18:30\n",
+        "notify:\n  email:\n    host: h\n    sender: a@b\n    to: [c@d]\n    password: hunter2\n",
+        "notify:\n  webhook:\n    url: http://u:pw@hook\n    secret: 0123456789abcdef\n",
+    ):
+        try:
+            load_text(tmp_path, text)
+        except yamlconfig.ConfigError as exc:
+            problems.extend(exc.problems)
+    assert problems[0].startswith(
+        "collector.yaml:2 notify.digest_at: 1110: Value error, write the time in quotes"
+    )
+    assert problems[1].startswith(
+        "collector.yaml:6 notify.email.password: (value hidden): Value error, password is set but username is not"
+    )
+    assert "use secret" in problems[2]
+    assert not any("hunter2" in p for p in problems)
