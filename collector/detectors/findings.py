@@ -40,6 +40,7 @@ class Finding(BaseModel):
     end_ms: int | None = Field(None, ge=0, description="Event time it cleared, UTC ms; None while it lasts")
     detected_at: int = Field(ge=0, description="Event time at which the detector could first say so, UTC ms")
     wasted_kwh: float = Field(0.0, ge=0, description="Energy the condition wasted so far, kWh")
+    cost_vnd: float = Field(0.0, ge=0, description="What the wasted energy cost at the site's tariff, VND")
     magnitude: float | None = Field(None, description="The rule's measure, e.g. kW above base load")
     message_en: str
     message_vi: str
