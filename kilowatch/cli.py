@@ -10,6 +10,7 @@ import typer
 
 from agent.cli import app as agent_app
 from collector.cli import app as collector_app
+from collector.eval_cli import eval_command
 from kilowatch.demo import demo
 from kilowatch.profiles_cli import app as profiles_app
 from kilowatch.profiles_cli import schemas
@@ -27,3 +28,4 @@ app.add_typer(sim_app, name="sim", help="Simulated Modbus meters for tests and d
 app.add_typer(profiles_app, name="profiles", help="List, show and check device profiles.")
 app.command()(demo)
 app.command()(schemas)
+app.command(name="eval")(eval_command)

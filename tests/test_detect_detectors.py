@@ -1,0 +1,217 @@
+"""Each detector on small hand-made series: it fires, clears, ignores benign variation, is suppressed
+by a gap, and says the same on a backlog (shuffled arrival) as live."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from datetime import datetime
+
+from collector.calendars import SiteCalendar, WeeklyHours, window
+from collector.detectors import advertising, after_hours, data_quality, idle, lighting, peak
+from collector.detectors.common import Context
+from collector.detectors.config import MeterConfig, Role, SiteConfig
+from collector.detectors.findings import Detector, Finding
+from collector.detectors.run import detect_meter
+from collector.detectors.series import Sample, Series
+from sim.load_model import VIETNAM_TZ
+
+MINUTE = 60_000
+
+
+def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
+    return round(datetime(year, month, day, hour, minute, tzinfo=VIETNAM_TZ).timestamp() * 1000)
+
+
+def hour(t: int) -> float:
+    local = datetime.fromtimestamp(t / 1000, VIETNAM_TZ)
+    return local.hour + local.minute / 60
+
+
+def series(
+    kw: Callable[[int], float | None], start: int, end: int, *, energy: Callable[[int], float] | None = None
+) -> Series:
+    """One reading a minute over [start, end); None: the meter did not answer."""
+    samples = [
+        Sample(t, w, energy(t) if energy else None)
+        for t in range(start, end, MINUTE)
+        if (w := kw(t)) is not None
+    ]
+    return Series.of("s.m", samples, poll_ms=MINUTE, start_ms=start, end_ms=end)
+
+
+def context(
+    role: Role, rated_kw: float, *, large: bool = False, calendar: SiteCalendar | None = None
+) -> Context:
+    site = SiteConfig(calendar=calendar or SiteCalendar())
+    return Context("s", "s.m", MeterConfig(role=role, rated_kw=rated_kw, large=large), site)
+
+
+def office(t: int, waste: tuple[int, int] | None = None, overtime: bool = False) -> float:
+    """10 kW in office hours, 1 kW base at night, plus optional waste or permitted overtime."""
+    h = hour(t)
+    weekday = datetime.fromtimestamp(t / 1000, VIETNAM_TZ).weekday()
+    kw = 10.0 if weekday < 5 and (7.5 <= h < 11.5 or 13 <= h < 17) else 1.0 + 0.02 * ((t // MINUTE) % 5)
+    if overtime and weekday < 5 and 17 <= h < 21.5:
+        kw = 6.0
+    if waste and waste[0] <= t < waste[1]:
+        kw += 5.0
+    return kw
+
+
+START = ms(2025, 6, 2)  # a Monday
+WASTE = (ms(2025, 6, 4, 22, 0), ms(2025, 6, 4, 23, 30))  # Wednesday night
+END = ms(2025, 6, 5, 6, 0)
+
+
+def test_after_hours_fires_and_clears() -> None:
+    findings = after_hours.detect(context(Role.SUB_METER, 12), series(lambda t: office(t, WASTE), START, END))
+    assert [(f.start_ms, f.end_ms, f.detected_at) for f in findings] == [
+        (WASTE[0], WASTE[1], WASTE[0] + 60 * MINUTE)
+    ]
+    f = findings[0]
+    assert f.detector is Detector.AFTER_HOURS
+    assert 7.0 < f.wasted_kwh < 8.0
+    assert f.cost_vnd > 0
+    assert "kWh" in f.message_en
+    assert "lãng phí" in f.message_vi
+
+
+def test_after_hours_ignores_permitted_overtime_and_the_lunch_break() -> None:
+    s = series(lambda t: office(t, overtime=True), START, END)
+    assert after_hours.detect(context(Role.SUB_METER, 12), s) == []
+
+
+def test_a_gap_suppresses_after_hours() -> None:
+    gap = (WASTE[0] + 20 * MINUTE, WASTE[0] + 70 * MINUTE)
+    s = series(lambda t: None if gap[0] <= t < gap[1] else office(t, WASTE), START, END)
+    findings = after_hours.detect(context(Role.SUB_METER, 12), s)
+    assert all(not (f.start_ms < gap[1] and gap[0] < (f.end_ms or END)) for f in findings)
+
+
+def test_backlog_and_live_give_the_same_findings() -> None:
+    def kw(t: int) -> float:
+        return office(t, WASTE)
+
+    ctx = context(Role.SUB_METER, 12)
+    live = detect_meter(ctx, series(kw, START, END))
+    samples = [Sample(t, kw(t)) for t in range(START, END, MINUTE)]
+    random.Random(6).shuffle(samples)
+    backlog = detect_meter(
+        ctx, Series.of("s.m", samples + samples[:500], poll_ms=MINUTE, start_ms=START, end_ms=END)
+    )
+    assert backlog == live
+    # Live, in the middle of the waste: the same episode, still open.
+    so_far = detect_meter(ctx, series(kw, START, WASTE[0] + 75 * MINUTE))
+    assert [(f.start_ms, f.end_ms, f.detected_at) for f in so_far if f.detector is Detector.AFTER_HOURS] == [
+        (WASTE[0], None, WASTE[0] + 60 * MINUTE)
+    ]
+
+
+def machine(t: int, idle_spells: list[tuple[int, int]], loaded: tuple[float, float] = (6.0, 14.0)) -> float:
+    """A 10 kW machine loaded at 8 kW in a 06:00-14:00 shift, idle at 1.5 kW in `idle_spells`."""
+    if any(a <= t < b for a, b in idle_spells):
+        return 1.5
+    return 8.0 if loaded[0] <= hour(t) < loaded[1] else 0.05
+
+
+SHIFTS = SiteCalendar(occupancy=WeeklyHours(days=(0, 1, 2, 3, 4, 5), windows=(window("06:00", "14:00"),)))
+
+
+def test_idle_needs_twenty_minutes_in_a_shift_and_ten_outside() -> None:
+    short = (ms(2025, 6, 2, 8, 0), ms(2025, 6, 2, 8, 12))  # between jobs: normal
+    long = (ms(2025, 6, 2, 10, 0), ms(2025, 6, 2, 10, 25))
+    night = (ms(2025, 6, 2, 22, 0), ms(2025, 6, 2, 22, 12))
+    s = series(lambda t: machine(t, [short, long, night]), ms(2025, 6, 2), ms(2025, 6, 3))
+    findings = idle.detect(context(Role.MACHINE, 10, calendar=SHIFTS), s)
+    assert [(f.start_ms, f.end_ms, f.detected_at) for f in findings] == [
+        (long[0], long[1], long[0] + 20 * MINUTE),
+        (night[0], night[1], night[0] + 10 * MINUTE),
+    ]
+
+
+def test_idle_survives_drift_and_noise() -> None:
+    drifting = lambda t: 8.0 * (0.85 + 0.3 * ((t // MINUTE) % 97) / 97) if 6 <= hour(t) < 14 else 0.05  # noqa: E731
+    s = series(drifting, ms(2025, 6, 2), ms(2025, 6, 3))
+    assert idle.detect(context(Role.MACHINE, 10, calendar=SHIFTS), s) == []
+
+
+def test_large_machine_loaded_in_the_peak_band() -> None:
+    s = series(lambda t: machine(t, [], loaded=(16.5, 17.3)), ms(2025, 6, 2), ms(2025, 6, 3))
+    findings = peak.detect(context(Role.MACHINE, 10, large=True), s)
+    rules = [(f.rule, f.start_ms, f.end_ms) for f in findings]
+    assert rules == [("large_machine_in_peak", ms(2025, 6, 2, 17, 0), ms(2025, 6, 2, 17, 18))]
+
+
+def test_peak_overuse_against_recent_days() -> None:
+    extra = (ms(2025, 6, 5, 17, 0), ms(2025, 6, 5, 18, 0))
+    kw = lambda t: (10.0 if 17 <= hour(t) < 20 else 2.0) + (6.0 if extra[0] <= t < extra[1] else 0.0)  # noqa: E731
+    findings = peak.detect(context(Role.SUB_METER, 20), series(kw, START, END + 86_400_000))
+    assert [(f.rule, f.start_ms, f.end_ms) for f in findings] == [("overuse", extra[0], extra[1])]
+
+
+def cabinet(t: int, wrong: tuple[int, int] | None = None, late_min: int = 0) -> float:
+    """6 kW lamps lit 19:00+late .. 04:30, optionally forced the other way in `wrong`."""
+    h = hour(t)
+    lit = h >= 19 + late_min / 60 or h < 4.5
+    if wrong and wrong[0] <= t < wrong[1]:
+        lit = not lit
+    return 6.0 if lit else 0.015
+
+
+def test_lighting_ignores_switch_offsets_and_flags_off_schedule() -> None:
+    ctx = context(Role.LIGHTING_CABINET, 6)
+    calm = series(lambda t: cabinet(t, late_min=12), START, END)
+    assert lighting.detect(ctx, calm) == []
+    by_day = (ms(2025, 6, 3, 8, 0), ms(2025, 6, 3, 12, 0))
+    dark = (ms(2025, 6, 3, 20, 0), ms(2025, 6, 3, 22, 0))
+    s = series(lambda t: cabinet(t, by_day if t < dark[0] else dark), START, END)
+    assert [(f.rule, f.start_ms, f.end_ms) for f in lighting.detect(ctx, s)] == [
+        ("on_by_day", by_day[0], by_day[1]),
+        ("dark_at_night", dark[0], dark[1]),
+    ]
+
+
+def sign(t: int, cut: bool) -> float:
+    h = hour(t)
+    if not 18 <= h < 23:
+        return 0.01
+    return 4.0 * (0.45 if cut and h < 20 else 1.0)
+
+
+def test_advertising_must_cut_in_the_evening_peak_but_not_on_sunday() -> None:
+    ctx = context(Role.ADVERTISING, 4)
+    assert advertising.detect(ctx, series(lambda t: sign(t, True), START, END)) == []
+    uncut = advertising.detect(ctx, series(lambda t: sign(t, False), ms(2025, 6, 7), ms(2025, 6, 9)))
+    assert [(f.start_ms, f.end_ms) for f in uncut] == [(ms(2025, 6, 7, 18, 0), ms(2025, 6, 7, 20, 0))]
+
+
+def test_data_quality_silence_frozen_and_counter_reset() -> None:
+    silent = (ms(2025, 6, 2, 10, 0), ms(2025, 6, 2, 10, 10))
+    frozen = (ms(2025, 6, 2, 12, 0), ms(2025, 6, 2, 12, 30))
+    reset = ms(2025, 6, 2, 15, 0)
+
+    def kw(t: int) -> float | None:
+        if silent[0] <= t < silent[1]:
+            return None
+        return 2.0 if frozen[0] <= t < frozen[1] else 2.0 + (t // MINUTE) % 7 / 100
+
+    def energy(t: int) -> float:
+        if frozen[0] <= t < frozen[1]:
+            t = frozen[0]
+        return (t - reset) / 1_800_000 if t >= reset else 100 + (t - START) / 1_800_000
+
+    s = series(kw, START, ms(2025, 6, 3), energy=energy)
+    findings = data_quality.detect(context(Role.SUB_METER, 5), s)
+    assert [(f.rule, f.start_ms, f.end_ms) for f in findings] == [
+        ("no_data", silent[0], silent[1]),
+        ("frozen", frozen[0], frozen[1]),
+        ("counter_reset", reset - MINUTE, reset),
+    ]
+
+
+def test_a_meter_gone_silent_at_the_end_is_still_silent() -> None:
+    end = ms(2025, 6, 2, 12, 0)
+    s = series(lambda t: 1.0 + (t // MINUTE) % 3 / 10 if t < end - 30 * MINUTE else None, START, end)
+    findings: list[Finding] = data_quality.detect(context(Role.SUB_METER, 5), s)
+    assert [(f.rule, f.start_ms, f.end_ms) for f in findings] == [("no_data", end - 30 * MINUTE, None)]
