@@ -27,6 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from pydantic import ValidationError
+
 from agent.clock import now_ms
 from agent.config import MqttSettings, SpoolSettings
 from agent.spool import Spool, SpooledBatch, SpooledEvent
@@ -282,6 +284,9 @@ class Publisher:
                         self.pending,
                         delay,
                     )
+            except Exception:  # a bug must not end publishing silently while polling goes on
+                delay = backoff.next_delay()
+                log.exception("publisher: unexpected error; reconnecting in %.1f s", delay)
             finally:
                 self.connected = False
             with contextlib.suppress(TimeoutError):
@@ -336,16 +341,26 @@ class Publisher:
                     )
 
     async def _send_batch(self, client: aiomqtt.Client, batch: SpooledBatch) -> None:
-        message = ReadingsBatch(
-            schema_version=SCHEMA_VERSION,
-            site=self.site,
-            gateway=self.gateway,
-            seq=batch.seq,
-            spool_id=self.spool.spool_id,
-            sent_at=now_ms(),
-            boot_id=batch.boot_id,
-            readings=batch.readings,
-        )
+        try:
+            message = ReadingsBatch(
+                schema_version=SCHEMA_VERSION,
+                site=self.site,
+                gateway=self.gateway,
+                seq=batch.seq,
+                spool_id=self.spool.spool_id,
+                sent_at=now_ms(),
+                boot_id=batch.boot_id,
+                readings=batch.readings,
+            )
+        except ValidationError as exc:  # would block the queue at every start: keep it aside, go on
+            log.error(
+                "spool %s: batch %d does not fit the MQTT contract (%s); kept in its unpublishable table",
+                self.spool.path,
+                batch.seq,
+                exc.errors(include_input=False)[:3],
+            )
+            await asyncio.to_thread(self.spool.set_aside, batch.seq, str(exc))
+            return
         await client.publish(self.readings_topic, message.model_dump_json().encode(), qos=QOS_AT_LEAST_ONCE)
         self.spool.ack(batch.seq)
         self.published += 1

@@ -58,6 +58,13 @@ CREATE TABLE batches (
     unsynced INTEGER NOT NULL,
     payload BLOB NOT NULL
 );
+CREATE TABLE unpublishable (
+    seq INTEGER PRIMARY KEY,
+    boot_id TEXT,
+    payload BLOB NOT NULL,
+    reason TEXT NOT NULL,
+    set_aside_ms INTEGER NOT NULL
+);
 CREATE TABLE events (
     id INTEGER PRIMARY KEY,
     ts INTEGER NOT NULL,
@@ -68,8 +75,10 @@ CREATE TABLE events (
     detail TEXT NOT NULL
 );
 """
-"""`unsynced`: readings stamped by an unsynchronised clock; `payload`: the JSON list of readings."""
-TABLES = {"meta", "batches", "events"}
+"""`unsynced`: readings stamped by an unsynchronised clock; `payload`: the JSON list of readings;
+`unpublishable`: batches that no longer fit the wire contract, kept for inspection instead of blocking
+the queue."""
+TABLES = {"meta", "batches", "unpublishable", "events"}
 
 READINGS = TypeAdapter(list[Reading])
 
@@ -292,6 +301,20 @@ class Spool:
         """The broker has batch `seq`: it is deleted at the next commit and never read again."""
         with self._mem_lock:
             self._acked.add(seq)
+
+    def set_aside(self, seq: int, reason: str) -> None:
+        """Move batch `seq`, which cannot be published (it fails the wire contract, e.g. after a
+        contract change), out of the queue into `unpublishable`: kept, never retried, never deleted.
+        Syncs the disk: from the event loop, call it through ``asyncio.to_thread``."""
+        with self._db_lock:
+            with _transaction(self.db):
+                self.db.execute(
+                    "INSERT OR REPLACE INTO unpublishable SELECT seq, boot_id, payload, ?, ? FROM batches"
+                    " WHERE seq = ?",
+                    (reason, now_ms(), seq),
+                )
+                self.db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
+            self._refresh_totals()
 
     def ack_event(self, event_id: int) -> None:
         with self._mem_lock:

@@ -417,3 +417,30 @@ async def test_spool_events_are_published_on_the_events_topic(mosquitto: Mosquit
     spool.close()
     event = GatewayEvent.model_validate_json(payload(message))
     assert (event.site, event.gateway, event.kind) == ("s1", "g1", GatewayEventKind.SPOOL_CORRUPT)
+
+
+@pytest.mark.services
+async def test_a_batch_that_no_longer_fits_the_contract_is_set_aside_not_blocking_the_rest(
+    mosquitto: Mosquitto, spool_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A stored batch the wire contract refuses (here a boot id that is not one, as a contract change
+    could make of old rows) is kept aside with the reason; the batches after it go out."""
+    bad = Spool(settings(spool_path), boot_id="not a boot id")
+    bad.append([reading(1)])
+    await bad.flush()
+    bad.close()
+    spool = opened(spool_path, commit_interval_s=0.05)
+    spool.append([reading(2)])
+    spool.append([reading(3)])
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port) as sub:
+        await sub.subscribe(READINGS, qos=1)
+        async with Publisher(MqttSettings(port=mosquitto.port), site="s1", gateway="g1", spool=spool):
+            sent = batches_of(await collect(sub, lambda m: len(m) == 2))
+            await eventually(lambda: spool.status().pending_batches == 0, "the queue emptied")
+    spool.close()
+    assert [b.seq for b in sent] == [1, 2]
+    assert "batch 0 does not fit the MQTT contract" in caplog.text
+    with sqlite3.connect(spool_path) as db:
+        [(seq, reason)] = db.execute("SELECT seq, reason FROM unpublishable").fetchall()
+    assert seq == 0
+    assert "boot_id" in reason
