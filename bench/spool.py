@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.agent_bus import CORE_QUANTITIES
 from tests.services import (
     Mosquitto,
     Process,
@@ -68,20 +69,6 @@ if TYPE_CHECKING:
 METERS = 32
 INTERVAL_MS = 10_000
 PER_DAY = 86_400_000 // INTERVAL_MS
-CORE_QUANTITIES = (
-    "voltage_l1_v",
-    "voltage_l2_v",
-    "voltage_l3_v",
-    "current_l1_a",
-    "current_l2_a",
-    "current_l3_a",
-    "active_power_w",
-    "power_factor",
-    "frequency_hz",
-    "energy_import_kwh",
-    "energy_export_kwh",
-)
-"""As bench/agent_bus.py's: what the issue lists for an SDM630."""
 PROFILE = "eastron-sdm630"
 SITE, GATEWAY = "bench-site", "gw-spool"
 LIVE_METER = "live-01"

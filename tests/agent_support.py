@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import aiomqtt
 
 from kilowatch.profiles import Profile, Table
 from kilowatch.registers import encode
+from tests.services import Mosquitto, Process, require_binary
 
 
 def register_map(profile: Profile, values: Mapping[str, float]) -> dict[tuple[Table, int], int]:
@@ -48,3 +50,14 @@ async def kilowatch(*args: str) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
+
+
+def late_broker(port: int, broker: Mosquitto, log: Path) -> Process:
+    """A broker that "appears" on `port` when started: a socat forwarder to the running `broker`. A test
+    subscribes to the real broker first, then starts this, so nothing the agent sends can race it."""
+    return Process(
+        "socat",
+        [require_binary("socat"), f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
+         f"TCP:{broker.host}:{broker.port}"],
+        log,
+    )  # fmt: skip

@@ -28,8 +28,8 @@ from kilowatch.mqtt_contract import (
     ReadingsBatch,
     topic,
 )
-from tests.agent_support import payload
-from tests.services import Mosquitto, Process, eventually, free_port, port_open, require_binary, wait_until
+from tests.agent_support import late_broker, payload
+from tests.services import Mosquitto, eventually, free_port, port_open, wait_until
 
 READINGS = topic("s1", "g1", Channel.READINGS)
 EVENTS = topic("s1", "g1", Channel.EVENTS)
@@ -286,12 +286,7 @@ async def test_broker_down_batches_pile_up_then_arrive_in_order(
     port = free_port()
     mqtt = MqttSettings(port=port, reconnect_min_s=0.05, reconnect_max_s=0.2)
     spool = opened(spool_path, commit_interval_s=0.05)
-    forwarder = Process(
-        "socat",
-        [require_binary("socat"), f"TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork",
-         f"TCP:{mosquitto.host}:{mosquitto.port}"],
-        tmp_path / "socat.log",
-    )  # fmt: skip
+    forwarder = late_broker(port, mosquitto, tmp_path / "socat.log")
     try:
         async with (
             aiomqtt.Client(mosquitto.host, mosquitto.port) as sub,
