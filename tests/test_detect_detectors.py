@@ -215,3 +215,25 @@ def test_a_meter_gone_silent_at_the_end_is_still_silent() -> None:
     s = series(lambda t: 1.0 + (t // MINUTE) % 3 / 10 if t < end - 30 * MINUTE else None, START, end)
     findings: list[Finding] = data_quality.detect(context(Role.SUB_METER, 5), s)
     assert [(f.rule, f.start_ms, f.end_ms) for f in findings] == [("no_data", end - 30 * MINUTE, None)]
+
+
+def test_peak_overuse_ignores_overtime_and_late_departures_below_the_load_before_the_band() -> None:
+    """Evening overtime (6 kW until 21:30) and a late departure (10 kW until 18:00) on days whose recent
+    history shows neither: the load never rises above what the office drew just before the band."""
+
+    def kw(t: int) -> float:
+        day = datetime.fromtimestamp(t / 1000, VIETNAM_TZ).day
+        h = hour(t)
+        if day == 5 and 17 <= h < 18:
+            return 10.0
+        return office(t, overtime=day in (4, 6))
+
+    findings = peak.detect(context(Role.SUB_METER, 12), series(kw, START, END + 86_400_000))
+    assert findings == []
+
+
+def test_peak_overuse_ignores_the_morning_rise_without_history() -> None:
+    """On the first day the morning peak band draws more than the hour before it (cooling warms up):
+    with no comparable day an occupied band is not judged."""
+    rising = lambda t: 4.0 + 2.0 * max(0.0, hour(t) - 8) if 7.5 <= hour(t) < 11.5 else 1.0  # noqa: E731
+    assert peak.detect(context(Role.SUB_METER, 12), series(rising, START, START + 86_400_000)) == []

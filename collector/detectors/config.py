@@ -73,7 +73,7 @@ class Peak(_Model):
     min_excess_share: float = Field(
         0.1, ge=0, description="and above the reference by this share of rated kW"
     )
-    min_intervals: int = Field(2, ge=1, description="15-min intervals: 2 = 30 min")
+    min_intervals: int = Field(4, ge=1, description="15-min intervals: 4 = 1 hour")
     large_machine_min: float = Field(15.0, gt=0)
 
 

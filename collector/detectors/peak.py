@@ -1,14 +1,17 @@
 """R9, the peak bands: a circuit using clearly more than on comparable days, and a large machine LOADED.
 
-Overuse compares each peak-band interval with the same interval on the last four same weekdays (or,
-early in the data, the last four days that had a peak band) and takes their *highest* value as the
-reference: a late evening or a hot day seen recently is then normal, and only load beyond anything
-recent, by a ratio and by a share of the rated kW, counts.
-"""
+Overuse compares each peak-band interval with the *median* of the same interval on the last four same
+weekdays (or, lacking two, recent days of the same kind, open or closed), scaled up when the same day's
+hour before the band was already higher than usual (a hot day). Outside occupied hours (the evening band
+of an office) an episode must also start above what the circuit drew just before the band: late
+departures and permitted overtime only ramp down from it, extra load adds to it. A closed day without
+comparable days is judged against its hour before the band; an open one is not judged. The excess must
+pass a ratio and a share of the larger of the rated kW and the circuit's usual daily high (a main meter
+whose rated kW undersells what it carries), for an hour."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import statistics
 
 from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS, Band, local_day
 from collector.detectors.common import Context, Step, episodes
@@ -19,6 +22,8 @@ from collector.detectors.states import State, states
 HOURS = SLOT_MS / 3_600_000
 _SAME_WEEKDAY_WEEKS = 5
 _RECENT_DAYS = 10
+_BEFORE_SLOTS = 4
+"""The hour before a peak band: what the circuit drew that day just before it."""
 
 
 def _slot(ts: int) -> tuple[int, int]:
@@ -32,43 +37,82 @@ def detect(ctx: Context, series: Series) -> list[Finding]:
     return findings
 
 
-def _reference(ctx: Context, kw: dict[tuple[int, int], float], day: int, slot: int) -> float | None:
+def _comparable_days(ctx: Context, kw: dict[tuple[int, int], float], day: int, slot: int) -> list[int]:
+    """The slot on the last same weekdays or, lacking two of them, on recent days of the same kind (open
+    or closed by the site's calendar) that had a peak band there."""
     n = ctx.thresholds.peak.reference_days
-    same = [kw[(day - 7 * k, slot)] for k in range(1, _SAME_WEEKDAY_WEEKS + 1) if (day - 7 * k, slot) in kw][
-        :n
-    ]
-    if len(same) < 2:
-        same = [
-            kw[(d, slot)]
-            for d in range(day - 1, day - _RECENT_DAYS, -1)
-            if (d, slot) in kw and ctx.calendar.bands(d)[slot] is Band.PEAK
-        ][:n]
-    return max(same) if len(same) >= 2 else None
+    weeks = range(1, _SAME_WEEKDAY_WEEKS + 1)
+    same = [day - 7 * k for k in weeks if (day - 7 * k, slot) in kw][:n]
+    if len(same) >= 2:
+        return same
+    open_today = bool(ctx.calendar.occupied_slots(day))
+    return [
+        d
+        for d in range(day - 1, day - _RECENT_DAYS, -1)
+        if (d, slot) in kw
+        and ctx.calendar.bands(d)[slot] is Band.PEAK
+        and bool(ctx.calendar.occupied_slots(d)) == open_today
+    ][:n]
+
+
+def _before_band(
+    ctx: Context, kw: dict[tuple[int, int], float], day: int, slot: int
+) -> tuple[float, float] | None:
+    """(mean kW of the hour before the peak band that `slot` belongs to, kW of its last quarter hour with
+    data) on the same day."""
+    bands = ctx.calendar.bands(day)
+    first = slot
+    while first > 0 and bands[first - 1] is Band.PEAK:
+        first -= 1
+    before = [kw[(day, s)] for s in range(max(0, first - _BEFORE_SLOTS), first) if (day, s) in kw]
+    return (statistics.fmean(before), before[-1]) if len(before) >= _BEFORE_SLOTS // 2 else None
 
 
 def _overuse(ctx: Context, series: Series) -> list[Finding]:
     settings = ctx.thresholds.peak
     intervals = series.intervals
     kw = {_slot(intervals.ts(i)): w for i, w in enumerate(intervals.kw) if w is not None}
+    by_day: dict[int, list[float]] = {}
+    for (d, _), w in kw.items():
+        by_day.setdefault(d, []).append(w)
+    highs = {d: max(ws) for d, ws in by_day.items()}
+    min_excess: dict[int, float] = {}
+
+    def above(w: float, ref: float, day: int) -> bool:
+        if day not in min_excess:
+            week = [highs[d] for d in range(day - 7, day) if d in highs]
+            typical = max(ctx.config.rated_kw, statistics.median(week) if week else 0.0)
+            min_excess[day] = settings.min_excess_share * typical
+        return w > settings.ratio * ref and w - ref > min_excess[day]
+
     refs: list[float | None] = []
+    steps: list[tuple[int, Step]] = []
+    previous_bad = False
     for i, w in enumerate(intervals.kw):
         day, slot = _slot(intervals.ts(i))
-        peak = ctx.calendar.bands(day)[slot] is Band.PEAK
-        refs.append(_reference(ctx, kw, day, slot) if peak and w is not None else None)
-    min_excess = settings.min_excess_share * ctx.config.rated_kw
-
-    def steps() -> Iterator[tuple[int, Step]]:
-        for i, w in enumerate(intervals.kw):
-            ref = refs[i]
-            if w is None or ref is None:
-                yield intervals.ts(i), Step.UNKNOWN
-            elif w > settings.ratio * ref and w - ref > min_excess:
-                yield intervals.ts(i), Step.BAD
-            else:
-                yield intervals.ts(i), Step.GOOD
+        ref = None
+        bad = False
+        if w is not None and ctx.calendar.bands(day)[slot] is Band.PEAK:
+            before = _before_band(ctx, kw, day, slot)
+            days = _comparable_days(ctx, kw, day, slot)
+            open_slots = ctx.calendar.occupied_slots(day)
+            occupied = slot in open_slots
+            if len(days) >= 2:
+                ref = statistics.median(kw[(d, slot)] for d in days)
+                earlier = [b[0] for d in days if (b := _before_band(ctx, kw, d, slot)) is not None]
+                if before is not None and earlier:
+                    ref *= max(1.0, before[0] / max(statistics.median(earlier), 1e-9))
+            elif not open_slots and before is not None:  # a closed day: the hour before is its base load
+                ref = before[0]
+            if ref is not None:
+                rises = occupied or (before is not None and w > settings.ratio * before[1])
+                bad = above(w, ref, day) and (rises or previous_bad)
+        refs.append(ref)
+        steps.append((intervals.ts(i), Step.UNKNOWN if ref is None else Step.BAD if bad else Step.GOOD))
+        previous_bad = bad
 
     findings = []
-    for ep in episodes(steps(), SLOT_MS, settings.min_intervals * SLOT_MS, SLOT_MS):
+    for ep in episodes(steps, SLOT_MS, settings.min_intervals * SLOT_MS, SLOT_MS):
         waste = [
             (intervals.ts(i), (w - r) * HOURS)
             for i in range(ep.first, ep.last)
