@@ -73,9 +73,9 @@ def _overuse(ctx: Context, series: Series) -> list[Finding]:
     intervals = series.intervals
     kw = {_slot(intervals.ts(i)): w for i, w in enumerate(intervals.kw) if w is not None}
     by_day: dict[int, list[float]] = {}
-    for (d, _), w in kw.items():
-        by_day.setdefault(d, []).append(w)
-    highs = {d: max(ws) for d, ws in by_day.items()}
+    for (d, _), load in kw.items():
+        by_day.setdefault(d, []).append(load)
+    highs = {d: max(loads) for d, loads in by_day.items()}
     min_excess: dict[int, float] = {}
 
     def above(w: float, ref: float, day: int) -> bool:
