@@ -84,7 +84,8 @@ def place(scenario: Scenario, start: date, days: int) -> list[Placed]:
             ]
             rng = seeded_rng("place", scenario.seed, i, start.isoformat(), days)
             chosen = rng.sample(eligible, min(spec.count, len(eligible)))
-            targets = [(meter, rng.randrange(days)) for meter in chosen]
+            candidates = _days_for(spec.kind, start, days)
+            targets = [(meter, candidates[rng.randrange(len(candidates))]) for meter in chosen if candidates]
         for target, day in targets:
             if day >= days:
                 continue
@@ -94,6 +95,21 @@ def place(scenario: Scenario, start: date, days: int) -> list[Placed]:
             magnitude, unit = _magnitude(scenario, spec, target)
             placed.append(Placed(spec.kind, target, window_start, window_end, magnitude, unit, spec))
     return placed
+
+
+SUNDAY = 6
+"""`date.weekday()` of a Sunday."""
+PEAK_BAND_KINDS = frozenset({AnomalyKind.PEAK_OVERUSE, AnomalyKind.MACHINE_PEAK_LOADED})
+"""Anomalies that only exist in a peak band: never placed on a Sunday, which has none (Vietnam's TOU
+calendars, Circular 16/2014 and its 2026 successor alike)."""
+
+
+def _days_for(kind: AnomalyKind, start: date, days: int) -> list[int]:
+    """The run's days an anomaly of `kind` can be placed on (each day index, from local `start`)."""
+    every = list(range(days))
+    if kind not in PEAK_BAND_KINDS:
+        return every
+    return [d for d in every if (start + timedelta(days=d)).weekday() != SUNDAY]
 
 
 def _magnitude(scenario: Scenario, spec: AnomalySpec, target: str) -> tuple[float, str]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from kilowatch.yamlconfig import ConfigError
+from sim.deployment import PEAK_BAND_KINDS, SUNDAY, place
 from sim.scenario import load_scenario, shipped_scenarios
 
 GOOD = """\
@@ -76,3 +78,12 @@ def test_a_good_scenario_loads_with_site_prefixed_meter_ids(tmp_path: Path) -> N
     repeated = load_scenario(write(tmp_path, GOOD.replace("kind: office\n", "kind: office\n    count: 3\n", 1)
                                    .replace("meter: office.ac", "meter: office-02.ac")))  # fmt: skip
     assert [m.id for m in repeated.meters][:3] == ["office-01.main", "office-01.ac", "office-02.main"]
+
+
+def test_peak_band_anomalies_are_never_placed_on_a_sunday() -> None:
+    """Sunday has no peak band: an overuse placed there could be neither seen nor scored."""
+    scenario = load_scenario("mixed-province")
+    placed = place(scenario, date(2026, 5, 4), 28)
+    in_peak = [p for p in placed if p.kind in PEAK_BAND_KINDS]
+    assert len(in_peak) >= 5
+    assert all(p.start.weekday() != SUNDAY for p in in_peak)
