@@ -5,8 +5,10 @@ Nothing is lost between the broker and the ledger: the collector keeps a persist
 committed. Messages are committed in groups (whatever has arrived, up to half the receive maximum) and
 then acknowledged in order: one transaction per group is what makes throughput, and it lets the broker
 send the next group meanwhile. A collector that dies before committing gets the group again; the ledger
-skips what it already has. When the ledger cannot commit, nothing is acknowledged: the collector drops the
-connection and reconnects later, and the broker redelivers.
+skips what it already has. The client holds at most the receive maximum of received, unacknowledged
+messages: it stops reading the socket there (see :mod:`collector.mqtt_acks`), as the broker may send
+more. When the ledger cannot commit, nothing is acknowledged: the collector drops the connection and
+reconnects later, and the broker redelivers.
 
 A bad message is logged (reason, never the payload), counted by reason and kept in the ledger's
 ``rejected`` table; it never stops the loop nor the valid traffic behind it. The broker may be down when
@@ -85,16 +87,21 @@ class Ingestor:
         while True:
             reason = "the connection ended"
             try:
-                async with mqtt_acks.session_client(self._settings) as client:
+                async with mqtt_acks.session_client(self._settings) as client, asyncio.TaskGroup() as tasks:
+                    # Consuming starts before subscribing: the session's messages may come before the
+                    # SUBACKs, and the client reads no further while it holds receive_maximum of them.
+                    tasks.create_task(self._consume(client), name="mqtt-consume")
                     await self._subscribe(client)
                     self._set_connected(True)
                     self._backoff.reset()
                     log.info("connected to MQTT broker %s", self._settings.address)
-                    await self._consume(client)
-            except aiomqtt.MqttError as exc:
-                reason = str(exc)
-            except sqlite3.Error as exc:
-                reason = f"the ledger cannot commit ({exc}); nothing was acknowledged, the broker keeps it"
+            except* aiomqtt.MqttError as group:
+                reason = str(group.exceptions[0])
+            except* sqlite3.Error as group:
+                reason = (
+                    f"the ledger cannot commit ({group.exceptions[0]}); nothing was acknowledged, the broker"
+                    " keeps it"
+                )
             finally:
                 self._set_connected(False)
             wait = self._backoff.next_delay()
