@@ -253,15 +253,20 @@ class Spool:
         return db
 
     def _ensure_schema(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if version == 0 and not tables:
-            db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-            log.info("created spool %s", self.path)
-        elif version != SCHEMA_VERSION or tables != TABLES:
-            raise SpoolCorrupt(
-                f"not a kilowatch spool of schema {SCHEMA_VERSION} (version {version}, tables {sorted(tables)})"
-            )
+        """Create the tables in a new file, or check an existing one's; under a write lock, so a second
+        process opening the same new file waits for the schema instead of seeing half of it."""
+        with _transaction(db):
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if version == 0 and not tables:
+                for statement in filter(str.strip, SCHEMA.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                log.info("created spool %s", self.path)
+            elif version != SCHEMA_VERSION or tables != TABLES:
+                raise SpoolCorrupt(
+                    f"not a kilowatch spool of schema {SCHEMA_VERSION} (version {version}, tables {sorted(tables)})"
+                )
 
     def _move_aside(self) -> Path:
         aside = _aside_name(self.path)

@@ -7,6 +7,7 @@ import asyncio
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiomqtt
 import pytest
@@ -29,11 +30,12 @@ STATUS = topic("s1", "g1", Channel.STATUS)
 METERS = ("m1", "m2", "dead")
 
 
-def config(mqtt_port: int, modbus_port: int, metrics_port: int) -> AgentConfig:
+def config(mqtt_port: int, modbus_port: int, metrics_port: int, spool: Path) -> AgentConfig:
     return AgentConfig.model_validate(
         {
             "site": "s1",
             "gateway": "g1",
+            "spool": {"path": spool},
             "poll_interval_s": 0.5,
             "health_interval_s": 0.3,
             "mqtt": {"port": mqtt_port},
@@ -106,7 +108,9 @@ def settled(status: GatewayStatus) -> bool:
     )
 
 
-async def test_health_on_the_status_topic_and_the_metrics_endpoint(mosquitto: Mosquitto) -> None:
+async def test_health_on_the_status_topic_and_the_metrics_endpoint(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
     metrics_port = free_port()
     stop = asyncio.Event()
     async with (
@@ -114,7 +118,9 @@ async def test_health_on_the_status_topic_and_the_metrics_endpoint(mosquitto: Mo
         aiomqtt.Client(mosquitto.host, mosquitto.port) as sub,
     ):
         await sub.subscribe(STATUS, qos=1)
-        agent = asyncio.create_task(run(config(mosquitto.port, sim.port, metrics_port), stop=stop))
+        agent = asyncio.create_task(
+            run(config(mosquitto.port, sim.port, metrics_port, tmp_path / "spool.db"), stop=stop)
+        )
         received = statuses(sub)
         async with asyncio.timeout(30):
             birth = await anext(received)

@@ -38,6 +38,7 @@ def rtu_config(port: Path, mqtt_port: int) -> AgentConfig:
         {
             "site": "s1",
             "gateway": "g1",
+            "spool": {"path": port.parent / "spool.db"},
             "poll_interval_s": POLL_S,
             "mqtt": {"port": mqtt_port},
             "clock": {"mode": "synced"},

@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -439,3 +440,27 @@ async def test_a_batch_that_no_longer_fits_the_contract_is_set_aside_not_blockin
         [(seq, reason)] = db.execute("SELECT seq, reason FROM unpublishable").fetchall()
     assert seq == 0
     assert "boot_id" in reason
+
+
+def test_openers_racing_on_a_new_file_never_take_it_for_corrupt(spool_path: Path) -> None:
+    """Creating the schema holds a write lock: a second opener waits for it instead of finding half the
+    tables (calling the file corrupt and moving it aside) or failing on the lock."""
+    failures: list[BaseException] = []
+    for attempt in range(5):
+        path = spool_path.with_name(f"race-{attempt}.db")
+        start = threading.Barrier(4)
+
+        def open_close(path: Path = path, start: threading.Barrier = start) -> None:
+            start.wait()
+            try:
+                Spool(settings(path), boot_id=BOOT).close()
+            except Exception as exc:  # collected: an exception in a thread would not fail the test
+                failures.append(exc)
+
+        openers = [threading.Thread(target=open_close) for _ in range(4)]
+        for opener in openers:
+            opener.start()
+        for opener in openers:
+            opener.join()
+    assert failures == []
+    assert list(spool_path.parent.glob("*.corrupt-*")) == []
