@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from datetime import time
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from kilowatch.broker import BrokerSettings
 
@@ -181,6 +181,38 @@ class NotifySettings(_Section):
     _retry_max = field_validator("retry_max_s")(_not_below_retry_min)
 
 
+class DetectionSettings(_Section):
+    """The detectors run inside the collector over the ledger's readings, in event time."""
+
+    enabled: bool = Field(False, description="Run the detectors; needs `sites`")
+    sites: Path | None = Field(
+        None,
+        description="Detection settings per site and meter (role, rated kW, calendar, tariff, thresholds); "
+        "only the meters it names are judged",
+    )
+    interval_s: float = Field(60.0, gt=0, le=3600, description="Seconds between detection passes")
+    history_days: int = Field(
+        35,
+        ge=1,
+        le=400,
+        description="Days of readings before the judged span that baselines learn from (after-hours: 28, "
+        "peak: 5 same weekdays)",
+    )
+    catch_up_days: int = Field(
+        7,
+        ge=1,
+        le=400,
+        description="Days of event time judged each pass: a backlog older than this (a gateway flushing a "
+        "longer outage) only feeds baselines",
+    )
+
+    @model_validator(mode="after")
+    def _sites_when_enabled(self) -> Self:
+        if self.enabled and self.sites is None:
+            raise ValueError("detection is enabled but no sites file is given (detection.sites)")
+        return self
+
+
 class CollectorConfig(_Section):
     """Everything ``kilowatch collector run`` needs."""
 
@@ -190,3 +222,6 @@ class CollectorConfig(_Section):
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API")
     alerts: AlertSettings = Field(default_factory=AlertSettings, description="Alerts made from findings")
     notify: NotifySettings = Field(default_factory=NotifySettings, description="Where alerts are sent")
+    detection: DetectionSettings = Field(
+        default_factory=DetectionSettings, description="Detectors run on the ledger's readings"
+    )

@@ -1,4 +1,5 @@
-"""The running collector: MQTT ingestion, the TSDB writer and the HTTP API as named tasks in one event loop.
+"""The running collector: MQTT ingestion, the TSDB writer, the HTTP API, notifications and (if enabled) the
+live detectors (:mod:`collector.detect_live`) as named tasks in one event loop.
 
 SIGTERM or SIGINT stops it gracefully: ingestion stops taking messages (what it has not committed is
 not acknowledged, so the broker keeps it for the next start), the TSDB writer gets a few seconds to
@@ -21,12 +22,15 @@ import uvicorn
 from collector.alerts import AlertStore
 from collector.api import create_app
 from collector.config import CollectorConfig
+from collector.detect_live import LiveDetection
+from collector.detectors.config import load_sites
 from collector.ingest import Ingestor
 from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
 from collector.notifiers.dispatch import Notifications, channels
 from collector.tsdb import TsdbWriter
 from kilowatch import __version__
+from kilowatch.yamlconfig import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +70,25 @@ async def serve(config: CollectorConfig) -> None:
         await asyncio.to_thread(ledger.close)
 
 
+async def _detection(config: CollectorConfig) -> LiveDetection | None:
+    """The live detectors if enabled; ServiceError naming the file, key and problem if their settings are bad."""
+    settings = config.detection
+    if not settings.enabled or settings.sites is None:
+        return None
+    try:
+        sites = await asyncio.to_thread(load_sites, settings.sites)
+    except ConfigError as exc:
+        raise ServiceError(f"detection settings: {exc}") from exc
+    detection = LiveDetection(config.ledger.path, sites, settings)
+    log.info(
+        "detection: %d meters of %d sites from %s, a pass every %g s",
+        len(detection.meters), len(sites.sites), settings.sites, settings.interval_s,
+    )  # fmt: skip
+    return detection
+
+
 async def _run(config: CollectorConfig, ledger: Ledger) -> None:
+    detection = await _detection(config)
     metrics = CollectorMetrics()
     writer = TsdbWriter(settings=config.tsdb, metrics=metrics, ledger=ledger) if config.tsdb else None
     ingestor = Ingestor(
@@ -100,7 +122,10 @@ async def _run(config: CollectorConfig, ledger: Ledger) -> None:
     api_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-api")
     writer_task = asyncio.create_task(writer.run(), name="tsdb-writer") if writer else None
     notify_task = asyncio.create_task(notifications.run(), name="notifications") if senders else None
-    workers = [t for t in (ingest_task, api_task, writer_task, notify_task) if t is not None]
+    detect_task = (
+        asyncio.create_task(detection.run(notifications.submit), name="detection") if detection else None
+    )
+    workers = [t for t in (ingest_task, api_task, writer_task, notify_task, detect_task) if t is not None]
     stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
     try:
         done, _ = await asyncio.wait([*workers, stop_task], return_when=asyncio.FIRST_COMPLETED)

@@ -1,0 +1,262 @@
+"""The detectors, live: a task of the collector that judges each configured meter on the ledger's readings.
+
+Every pass (``detection.interval_s``) looks at each meter named in the detection settings file. A meter is
+judged again only when something changed: a new 15-minute interval of it is complete, late data filled in
+its past, or it fell silent. Its series is rebuilt from the ledger every time, in event time, over the
+judged span (``catch_up_days``) plus the history its baselines learn from (``history_days``), so a
+restart, a backlog flushed after an outage and live data all give the same findings: nothing the
+detectors know lives only in memory. The judged span ends at the meter's *data horizon*, the end of its
+last complete interval, never at the wall clock: a meter whose data stops is not judged across the gap
+(an episode under way stays open rather than being cleared by missing data), and once it has been
+silent for more than ``silent_polls`` polls a ``no_data`` finding says so; it resolves when readings
+come back.
+
+Findings go to :meth:`Notifications.submit` (the alert store decides opened/updated/resolved, marks an
+alert raised late when its ``detected_at`` is old, and queues notifications); one already applied
+unchanged by this process is not applied again. The reading and the detectors run on a worker thread
+with a read-only connection of their own, so ingestion is never held up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collector.alerts import AlertChange, Clock, wall_clock_ms
+from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS
+from collector.config import DetectionSettings
+from collector.detectors.common import Context, Episode
+from collector.detectors.config import Sites
+from collector.detectors.findings import Detector, Finding
+from collector.detectors.run import DETECTORS_BY_ROLE, detect_meter
+from collector.detectors.series import Sample, Series
+from kilowatch.mqtt_contract import ClockState
+from kilowatch.quantities import ACTIVE_POWER, ENERGY_IMPORT
+
+log = logging.getLogger(__name__)
+
+_UNSYNCED = ClockState.UNSYNCED.value
+# Column names come from constants, never from input.
+_NEWEST_SQL = f"SELECT max(ts) FROM readings WHERE meter_id = ? AND ts <= ? AND clock != '{_UNSYNCED}'"  # noqa: S608
+_COUNT_SQL = "SELECT count(*) FROM readings WHERE meter_id = ? AND ts >= ? AND ts < ?"
+_SAMPLES_SQL = (
+    f"SELECT ts, {ACTIVE_POWER}, {ENERGY_IMPORT} FROM readings"  # noqa: S608
+    f" WHERE meter_id = ? AND ts >= ? AND ts < ? AND clock != '{_UNSYNCED}' AND {ACTIVE_POWER} IS NOT NULL"
+    " ORDER BY ts"
+)
+
+FindingKey = tuple[str, Detector, str, int]
+"""(meter, detector, rule, start_ms): one occurrence of a condition."""
+
+
+@dataclass(frozen=True)
+class Meter:
+    """A configured meter and what it is judged by."""
+
+    ctx: Context
+
+    @property
+    def poll_ms(self) -> int:
+        return round(self.ctx.site_config.poll_s * 1000)
+
+
+@dataclass
+class _Seen:
+    """What the last pass saw of a meter, and the findings applied since this process started."""
+
+    fingerprint: tuple[int, int, bool] | None = None
+    """(data horizon, readings in the window, silent) of the last judgement."""
+    applied: dict[FindingKey, Finding] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PassReport:
+    meters: int
+    judged: int
+    findings: list[Finding]
+    seconds: float
+
+
+def configured_meters(sites: Sites) -> list[Meter]:
+    return [
+        Meter(Context(site_id, meter_id, meter, site))
+        for site_id, site in sites.sites.items()
+        for meter_id, meter in site.meters.items()
+    ]
+
+
+def _floor(ms: int, step: int) -> int:
+    return ms - ms % step
+
+
+def _local_midnight(ms: int) -> int:
+    return _floor(ms + OFFSET_MS, DAY_MS) - OFFSET_MS
+
+
+class LiveDetection:
+    """Judges the configured meters on the ledger in `path`; see the module docstring.
+
+    Args:
+        path: The ledger's SQLite file (opened read-only).
+        sites: Who is judged and by which settings.
+        settings: Pass interval and the spans read.
+        clock: Wall-clock time, UTC ms (only to tell a silent meter and to ignore readings from the future).
+    """
+
+    def __init__(
+        self, path: Path | str, sites: Sites, settings: DetectionSettings, *, clock: Clock = wall_clock_ms
+    ) -> None:
+        self._path = Path(path)
+        self._meters = configured_meters(sites)
+        self._settings = settings
+        self._clock = clock
+        self._seen: dict[str, _Seen] = {m.ctx.meter: _Seen() for m in self._meters}
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+        self._stopping = False
+
+    @property
+    def meters(self) -> list[Meter]:
+        return list(self._meters)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            uri = self._path.absolute().as_uri() + "?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self._db.execute("PRAGMA busy_timeout=5000")
+        return self._db
+
+    def close(self) -> None:
+        """Close the connection; a pass under way stops at its next meter first."""
+        self._stopping = True
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            self._stopping = False
+
+    def scan(self) -> PassReport:
+        """Judge every meter whose data changed; the findings not yet applied, in event-time order per
+        meter. Synchronous and CPU-bound: run it on a thread."""
+        started = time.perf_counter()
+        now = self._clock()
+        findings: list[Finding] = []
+        with self._lock:
+            db = self._connection()
+            db.execute("BEGIN")  # one snapshot per pass
+            judged_meters: list[str] = []
+            try:
+                for meter in self._meters:
+                    if self._stopping:
+                        break
+                    fresh = self._judge(db, meter, now)
+                    if fresh is not None:
+                        judged_meters.append(meter.ctx.meter)
+                        findings += fresh
+            except BaseException:  # what this pass found is lost: judge those meters again next pass
+                for name in judged_meters:
+                    self.forget(name)
+                raise
+            finally:
+                db.execute("COMMIT")
+            judged = len(judged_meters)
+        return PassReport(len(self._meters), judged, findings, time.perf_counter() - started)
+
+    def _judge(self, db: sqlite3.Connection, meter: Meter, now: int) -> list[Finding] | None:
+        """The meter's findings not yet applied, or None when nothing changed since the last judgement."""
+        ctx, poll = meter.ctx, meter.poll_ms
+        (newest,) = db.execute(_NEWEST_SQL, (ctx.meter, now + poll)).fetchone()
+        if newest is None:
+            return None
+        horizon = _floor(min(newest + poll, now), SLOT_MS)
+        judged_from = horizon - self._settings.catch_up_days * DAY_MS
+        start = _local_midnight(judged_from - self._settings.history_days * DAY_MS)
+        silent_polls = ctx.thresholds.data_quality.silent_polls
+        silent = now - (newest + poll) > silent_polls * poll
+        (count,) = db.execute(_COUNT_SQL, (ctx.meter, start, horizon)).fetchone()
+        seen = self._seen[ctx.meter]
+        fingerprint = (horizon, count, silent)
+        if fingerprint == seen.fingerprint:
+            return None
+        samples = [
+            Sample(ts, w / 1000, e) for ts, w, e in db.execute(_SAMPLES_SQL, (ctx.meter, start, horizon))
+        ]
+        findings: list[Finding] = []
+        if samples:
+            series = Series.of(
+                ctx.meter, samples, poll_ms=poll, end_ms=horizon,
+                frozen_polls=ctx.thresholds.data_quality.frozen_polls,
+            )  # fmt: skip
+            findings = detect_meter(ctx, series)
+        if silent and Detector.DATA_QUALITY in DETECTORS_BY_ROLE[ctx.config.role]:
+            gap = newest + poll
+            episode = Episode(gap, gap + silent_polls * poll, None, 0, 0)
+            findings.append(ctx.finding(Detector.DATA_QUALITY, "no_data", episode))
+        seen.applied = {k: f for k, f in seen.applied.items() if k[3] >= start or f.end_ms is None}
+        seen.fingerprint = fingerprint
+        return [
+            f
+            for f in findings
+            if (f.end_ms is None or f.end_ms > judged_from)
+            and seen.applied.get((f.meter, f.detector, f.rule, f.start_ms)) != f
+        ]
+
+    def applied(self, finding: Finding) -> None:
+        """The alert store took `finding`: do not apply it again unchanged."""
+        seen = self._seen.get(finding.meter)
+        if seen is not None:
+            seen.applied[(finding.meter, finding.detector, finding.rule, finding.start_ms)] = finding
+
+    def forget(self, meter: str) -> None:
+        """Judge the meter again at the next pass (its findings could not all be applied)."""
+        if meter in self._seen:
+            self._seen[meter].fingerprint = None
+
+    async def run(self, submit: Callable[[Finding], Awaitable[AlertChange]]) -> None:
+        """A pass every ``interval_s`` until cancelled; a pass that fails is logged and tried again."""
+        try:
+            while True:
+                await self.run_once(submit)
+                await asyncio.sleep(self._settings.interval_s)
+        finally:
+            await asyncio.to_thread(self.close)
+
+    async def run_once(self, submit: Callable[[Finding], Awaitable[AlertChange]]) -> PassReport | None:
+        try:
+            report = await asyncio.to_thread(self.scan)
+        except sqlite3.Error as exc:
+            log.warning("detection pass could not read the ledger: %s; trying again next pass", exc)
+            await asyncio.to_thread(self.close)
+            return None
+        except Exception:  # a detector's bug must not stop ingestion: say so loudly, try again next pass
+            log.exception("detection pass failed; trying again next pass")
+            await asyncio.to_thread(self.close)
+            return None
+        changes = 0
+        for finding in report.findings:
+            try:
+                change = await submit(finding)
+            except Exception:
+                log.exception("could not apply a %s finding on %s", finding.detector.value, finding.meter)
+                self.forget(finding.meter)
+                continue
+            self.applied(finding)
+            if change.notifies:
+                changes += 1
+                log.info(
+                    "alert %s %s: %s %s on %s%s", change.alert.id, change.kind.value, finding.detector.value,
+                    finding.rule, finding.meter, " (raised late)" if change.alert.raised_late else "",
+                )  # fmt: skip
+        if report.judged:
+            log.info(
+                "detection pass: %d of %d meters judged in %.2f s, %d findings applied, %d alerts opened or "
+                "resolved",
+                report.judged, report.meters, report.seconds, len(report.findings), changes,
+            )  # fmt: skip
+        return report
