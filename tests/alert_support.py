@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import threading
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from collector.alerts import AlertStore
 from collector.config import AlertSettings
@@ -56,3 +63,41 @@ def open_store(
     """An alert store in a ledger file, as the collector has it (the ledger creates the file first)."""
     Ledger(path).close()
     return AlertStore(path, settings=AlertSettings(tariff_vnd_per_kwh=tariff), channels=channels, clock=clock)
+
+
+Received = list[tuple[dict[str, str], bytes]]
+"""What a webhook receiver got: each request's headers and body."""
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: Received
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet."""
+
+
+@contextmanager
+def webhook_receiver() -> Iterator[tuple[str, Received]]:
+    """A real local HTTP server taking webhook POSTs: its URL and what it received."""
+    received: Received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Hook", (_Hook,), {"received": received}))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/kilowatch", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def call(url: str, method: str = "GET") -> Any:
+    """A JSON API call on loopback."""
+    request = urllib.request.Request(url, method=method)  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback
+        return json.loads(response.read())

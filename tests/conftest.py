@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.alert_support import Received, webhook_receiver
 from tests.serial_link import SerialLink, serial_pair
 from tests.services import Mosquitto, VictoriaMetrics
 
@@ -32,3 +33,10 @@ def serial_link(tmp_path: Path) -> Iterator[SerialLink]:
     """A fresh socat pseudo-terminal pair (a serial cable): serve on ``.a``, open ``.b`` as the master."""
     with serial_pair(tmp_path / "serial") as link:
         yield link
+
+
+@pytest.fixture
+def hook() -> Iterator[tuple[str, Received]]:
+    """A real local webhook receiver: its URL and the (headers, body) of every POST it got."""
+    with webhook_receiver() as receiver:
+        yield receiver

@@ -8,51 +8,13 @@ import hmac
 import json
 import signal
 import sys
-import threading
-import urllib.request
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from collector.alerts import AlertStore
-from tests.alert_support import finding
+from tests.alert_support import call, finding
 from tests.services import Process, free_port, wait_until
 
 SECRET = "live-webhook-s3cret-42"  # noqa: S105 - the test receiver's
-
-
-class _Hook(BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], bytes]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((dict(self.headers), body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
-@pytest.fixture
-def hook() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
-    received: list[tuple[dict[str, str], bytes]] = []
-    handler = type("Hook", (_Hook,), {"received": received})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/kilowatch", received
-    server.shutdown()
-    server.server_close()
-
-
-def call(url: str, method: str = "GET") -> Any:
-    request = urllib.request.Request(url, method=method)  # noqa: S310 - loopback
-    with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback
-        return json.loads(response.read())
 
 
 def test_the_running_collector_posts_an_alert_to_the_webhook_and_serves_it(

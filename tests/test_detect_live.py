@@ -16,10 +16,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
-import urllib.request
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +34,7 @@ from kilowatch import yamlconfig
 from kilowatch.mqtt_contract import ReadingsBatch
 from sim.generate import Run
 from sim.scenario import Scenario, load_scenario
-from tests.alert_support import FakeClock
+from tests.alert_support import FakeClock, call
 from tests.services import Mosquitto, Process, free_port, wait_until
 
 SECRET = "live-detect-s3cret-4242"  # noqa: S105 - the test receiver's
@@ -211,35 +207,6 @@ def test_findings_become_alerts_once(tmp_path: Path) -> None:
 
 
 # --- live: collector process, Mosquitto, simulator, webhook -------------------------------------------
-
-
-class _Hook(BaseHTTPRequestHandler):
-    received: list[tuple[dict[str, str], bytes]]
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.received.append((dict(self.headers), body))
-        self.send_response(204)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet."""
-
-
-@pytest.fixture
-def hook() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
-    received: list[tuple[dict[str, str], bytes]] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Hook", (_Hook,), {"received": received}))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/kilowatch", received
-    server.shutdown()
-    server.server_close()
-
-
-def call(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-        return json.loads(response.read())
 
 
 def _after_hours(received: list[tuple[dict[str, str], bytes]]) -> list[tuple[dict[str, str], dict[str, Any]]]:
