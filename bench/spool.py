@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.agent_bus import CORE_QUANTITIES
+from bench.agent_bus import CORE_QUANTITIES, cpu_seconds, peak_rss_mb
 from tests.services import (
     Mosquitto,
     Process,
@@ -275,19 +275,6 @@ async def prefill(path: Path, batches: int, start_ms: int) -> float:
     finally:
         spool.close()
     return time.perf_counter() - started
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU of a process so far (/proc/<pid>/stat fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
 def usage(process: Process) -> tuple[float, float]:
