@@ -244,6 +244,7 @@ async def _watch(base: str, meter: str, children: _Children, duration: float | N
     while stop_at is None or time.monotonic() < stop_at:
         if dead := children.dead():
             raise RuntimeError(f"{', '.join(dead)} exited unexpectedly; see its log in {children.workdir}")
+        shown = False
         with contextlib.suppress(OSError, ValueError, KeyError):
             latest = _get_json(f"{base}/api/v1/meters/{meter}/latest")
             values = latest["values"]
@@ -251,7 +252,9 @@ async def _watch(base: str, meter: str, children: _Children, duration: float | N
                 f"{latest['ts']}  {meter}: {values['active_power_w'] / 1000:.2f} kW, "
                 f"{values['energy_import_kwh']:.3f} kWh imported"
             )
-        await asyncio.sleep(max(poll_s, 5.0))
+            shown = True
+        # A busy machine can make one call time out: ask again soon rather than stay silent for seconds.
+        await asyncio.sleep(max(poll_s, 5.0) if shown else 0.5)
 
 
 def demo(
