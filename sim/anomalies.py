@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 
-from sim.load_model import Demand, combine, split
+import numpy as np
+
+from sim.load_model import Demand, Times, combine, instants, split
 from sim.loads import Category, Load, Mode, Span
 
 
@@ -78,9 +80,6 @@ class Injection:
     end: datetime
     extra_w: float = 0.0
 
-    def active(self, t: datetime) -> bool:
-        return self.start <= t < self.end
-
 
 @dataclass(frozen=True)
 class Injected:
@@ -98,15 +97,27 @@ class Injected:
     def modes(self) -> frozenset[Mode]:
         return self.base.modes
 
-    def demand(self, t: datetime, mode: Mode | None = None) -> Demand:
+    def demand(self, ms: Times, mode: Mode | None = None) -> Demand:
+        """The base load, replaced inside each injection's window (the first listed wins where they overlap)."""
+        demand = self.base.demand(ms, mode)
+        active, power_factor = demand.active_w.copy(), demand.power_factor.copy()
+        free = np.ones(len(ms), dtype=np.bool_)
         for injection in self.injections:
-            if injection.active(t):
-                effect = LOAD_EFFECTS[injection.kind]
-                if effect.mode is not None:
-                    return self.base.demand(t, effect.mode)
-                extra = split(t, [(injection.extra_w, 0.86)], (1 / 3, 1 / 3, 1 / 3), self.key, "extra")
-                return combine([self.base.demand(t, mode), extra])
-        return self.base.demand(t, mode)
+            start, end = instants(injection.start, injection.end)
+            inside = free & (ms >= start) & (ms < end)
+            if not inside.any():
+                continue
+            free &= ~inside
+            effect = LOAD_EFFECTS[injection.kind]
+            if effect.mode is not None:
+                forced = self.base.demand(ms[inside], effect.mode)
+            else:
+                extra = split(
+                    ms[inside], [(injection.extra_w, 0.86)], (1 / 3, 1 / 3, 1 / 3), self.key, "extra"
+                )
+                forced = combine([demand[inside], extra])
+            active[:, inside], power_factor[:, inside] = forced.active_w, forced.power_factor
+        return Demand(active, power_factor)
 
     def spans(self, day: date) -> list[Span]:
         return self.base.spans(day)

@@ -6,12 +6,13 @@ offices on the right days without a hand-kept list.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date
 from functools import cache
 
 import holidays
+import numpy as np
 
-from sim.load_model import local_hour, local_time
+from sim.load_model import Flags, Times, local_hour, local_weekday
 
 PEAK_BANDS = ((9.5, 11.5), (17.0, 20.0))
 """Circular 16/2014/TT-BCT: Monday to Saturday peak bands, local hours; Sunday has none."""
@@ -32,9 +33,11 @@ def is_workday(day: date) -> bool:
     return day.weekday() < 5 and not is_holiday(day)
 
 
-def in_peak_band(t: datetime) -> bool:
-    """Whether `t` falls in a peak band of the time-of-use tariff (holidays are not special)."""
-    if local_time(t).weekday() == 6:
-        return False
-    hour = local_hour(t)
-    return any(start <= hour < end for start, end in PEAK_BANDS)
+def in_peak_band(ms: Times) -> Flags:
+    """Whether each instant falls in a peak band of the time-of-use tariff (holidays are not special)."""
+    hour = local_hour(ms)
+    inside = np.zeros(len(ms), dtype=np.bool_)
+    for start, end in PEAK_BANDS:
+        inside |= (hour >= start) & (hour < end)
+    result: Flags = inside & (local_weekday(ms) != 6)
+    return result

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -189,7 +190,7 @@ def generate(
         str | None,
         typer.Option(
             help="Publish the readings to the MQTT broker at mqtt://HOST[:PORT] (QoS 1, MQTT 5) on the "
-            "contract's topics, as gateways flushing a backlog; with --out, also write them."
+            "contract's topics, as gateways flushing a backlog; with --out, also write them (as jsonl)."
         ),
     ] = None,
     start: Annotated[
@@ -199,17 +200,51 @@ def generate(
     all_quantities: Annotated[
         bool, typer.Option(help="Every quantity of the profile, not only the dataset's default set.")
     ] = False,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="jsonl: readings/<site>/<gateway>.jsonl, one ReadingsBatch per poll cycle (the MQTT "
+            "contract). npz: readings/<site>/<gateway>.npz, the same readings in columns, far "
+            "smaller and faster to write (layout above).",
+        ),
+    ] = "jsonl",
+    jobs: Annotated[
+        int | None, typer.Option(min=1, help="Processes writing gateways at once (default: one per core).")
+    ] = None,
 ) -> None:
-    """Write a labelled dataset: ReadingsBatch JSON lines per gateway plus labels.json (the ground truth),
-    or publish the readings to a broker, or both."""
+    """Write a labelled dataset: the readings per gateway plus labels.json (the ground truth), or publish
+    the readings to a broker, or both.
+
+    \b
+    --format npz writes one uncompressed .npz (numpy.load) per gateway; T poll cycles, M meters:
+      site, gateway, schema_version, interval_s   scalars
+      ts              int64 [T]     poll instants, UTC epoch ms (true time)
+      seq             int64 [T]     the cycle's batch seq in jsonl; -1: no meter answered, no batch
+      clock_shift_ms  int64 [T]     the gateway clock's jump, added to every ts and sent_at
+      boot_id, booted_ms            the gateway's boot and its UTC ms: a reading's mono_ms is
+                                    ts + delay_ms - booted_ms (true time; no clock jump in it)
+      meter, profile  str [M]
+      quantity        str [Q]       every quantity some meter of the gateway reports
+      carries         bool [M, Q]   which of them each meter reports
+      status          int8 [T, M]   0 good, 1 error (quality error, no values), 2 no reading (silent)
+      delay_ms        int32 [T, M]  a slow answer: the reading's ts is ts + clock_shift_ms + delay_ms
+      <quantity>      [T, M]        float64 for energy counters, float32 otherwise; NaN unless good
+    Every reading's clock is synced and sent_at = ts + clock_shift_ms + interval; frozen meters and
+    counter resets are in the values. sim.generate.npz_batches(path) gives back the jsonl batches.
+    """
     from rich.progress import Progress
 
     from kilowatch.yamlconfig import ConfigError
-    from sim.generate import Broker, DatasetFiles, Run, publish_dataset, write_dataset
+    from sim.generate import FORMATS, Broker, DatasetFiles, Run, publish_dataset, write_dataset
     from sim.scenario import load_scenario
 
     if out is None and publish is None:
         raise typer.BadParameter("give --out, --publish or both", param_hint="--out")
+    if fmt not in FORMATS:
+        raise typer.BadParameter(f"{fmt!r} is not one of {', '.join(FORMATS)}", param_hint="--format")
+    if publish is not None and fmt != "jsonl":
+        raise typer.BadParameter("--publish writes what it publishes: jsonl", param_hint="--format")
     broker = None if publish is None else _option(Broker.parse, publish, "--publish")
     first_day = None if start is None else _option(date.fromisoformat, start, "--start")
     try:
@@ -229,7 +264,7 @@ def generate(
             print(f"published {sent} batches to {publish}")
             written = [] if files is None else files.finish()
         elif out is not None:
-            written = write_dataset(run, out, advance)
+            written = write_dataset(run, out, advance, fmt=fmt, jobs=jobs or os.cpu_count() or 1)
     if written:
         print(f"wrote {len(written) - 1} gateway files and labels.json under {out}")
 

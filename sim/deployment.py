@@ -8,15 +8,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
+import numpy as np
+
 from sim.anomalies import LOAD_EFFECTS, AnomalyKind, Injected, Injection, category
-from sim.load_model import VIETNAM_TZ, seeded_rng, uniform
+from sim.load_model import VIETNAM_TZ, Times, instants, seeded_rng, uniform
 from sim.loads import Category, Load
 from sim.loads.advertising import AdvertisingSchedule, advertising
 from sim.loads.machine import ShiftSchedule, machine
 from sim.loads.main_meter import MainMeter
 from sim.loads.office import OfficeSchedule, office
 from sim.loads.street_lighting import LightingSchedule, street_lighting
-from sim.meter import SimulatedMeter
+from sim.meter import SimulatedMeter, Values
 from sim.scenario import AnomalySpec, ExpandedMeter, Scenario, hours
 
 
@@ -99,9 +101,11 @@ def place(scenario: Scenario, start: date, days: int) -> list[Placed]:
 
 SUNDAY = 6
 """`date.weekday()` of a Sunday."""
-PEAK_BAND_KINDS = frozenset({AnomalyKind.PEAK_OVERUSE, AnomalyKind.MACHINE_PEAK_LOADED})
-"""Anomalies that only exist in a peak band: never placed on a Sunday, which has none (Vietnam's TOU
-calendars, Circular 16/2014 and its 2026 successor alike)."""
+PEAK_BAND_KINDS = frozenset(
+    {AnomalyKind.PEAK_OVERUSE, AnomalyKind.MACHINE_PEAK_LOADED, AnomalyKind.AD_NOT_CUT}
+)
+"""Anomalies that only exist in a peak band (advertising not cut in the evening peak among them): never
+placed on a Sunday, which has none (Vietnam's TOU calendars, Circular 16/2014 and its 2026 successor alike)."""
 
 
 def _days_for(kind: AnomalyKind, start: date, days: int) -> list[int]:
@@ -173,20 +177,47 @@ class FaultyMeter:
             key=lambda p: p.start,
         )
         self._frozen = [p for p in placed if p.kind is AnomalyKind.FROZEN]
-        self._held: dict[Placed, Mapping[str, float]] = {}
+        self._held: dict[Placed, dict[str, float]] = {}
 
     @property
     def key(self) -> str:
         return self.meter.key
 
     def read(self, at: datetime) -> Mapping[str, float]:
+        self._reset_until(at)
+        values = self.meter.read(at)
+        if not self._frozen:
+            return values
+        shown = self._hold(instants(at), {name: np.array([value]) for name, value in values.items()})
+        return {name: float(column[0]) for name, column in shown.items()}
+
+    def upcoming(self, stop: int, *, phasors: bool = True) -> Values:
+        """:meth:`SimulatedMeter.upcoming` with the faults: what polls at each window's start show."""
+        pieces = []
+        while self._resets and (due := self.meter.tick(self._resets[0].start)) < stop:
+            # the window the reset falls in still shows the old counters
+            pieces.append(self.meter.upcoming(due + 1, phasors=phasors))
+            self._reset_until(self._resets[0].start)
+        pieces.append(self.meter.upcoming(stop, phasors=phasors))
+        values = (
+            pieces[0] if len(pieces) == 1 else {n: np.concatenate([p[n] for p in pieces]) for n in pieces[0]}
+        )
+        return self._hold(self.meter.window_ms(np.arange(stop - len(values["frequency_hz"]), stop)), values)
+
+    def _reset_until(self, at: datetime) -> None:
         while self._resets and self._resets[0].start <= at:
             reset = self._resets.pop(0)
             self.meter.read(reset.start)  # integrate up to the reset, which the next window then shows
             fresh = 0.0 if reset.kind is AnomalyKind.COUNTER_RESET else 5 * uniform("new-meter", self.key)
             self.meter.reset_counters(fresh)
-        values = self.meter.read(at)
-        for frozen in self._frozen:
-            if frozen.active(at):
-                return self._held.setdefault(frozen, dict(values))
+
+    def _hold(self, ms: Times, values: Values) -> Values:
+        """`values` read at `ms`, frozen where a frozen window holds what its first read showed."""
+        for frozen in reversed(self._frozen):  # the first listed wins where windows overlap
+            start, end = instants(frozen.start, frozen.end)
+            inside = np.flatnonzero((ms >= start) & (ms < end))
+            if len(inside):
+                held = self._held.setdefault(frozen, {q: float(v[inside[0]]) for q, v in values.items()})
+                for name, column in values.items():
+                    column[inside] = held[name]
         return values

@@ -1,21 +1,24 @@
 """Primitives every load model shares: local time, keyed noise, per-phase demand and the supply.
 
-Every function here is a pure function of (simulated time, key): the same inputs give the same numbers on
-any machine, so a scenario can be replayed and a test can compute what the meter must show. The load
-models themselves (office, street lighting, advertising, machines) live in :mod:`sim.loads`.
+Every model is evaluated over an array of instants (UTC epoch milliseconds, non-decreasing): a dataset
+evaluates a week of one meter in one call, a served meter the windows since its last read (often one).
+Each value is a pure function of (instant, key), whatever else the array holds, so a scenario can be
+replayed, `serve` and `generate` show the same numbers, and a test can compute what a meter must show.
+The load models themselves (office, street lighting, advertising, machines) live in :mod:`sim.loads`.
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
-import math
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 from functools import lru_cache
-from statistics import NormalDist
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 VIETNAM_TZ = timezone(timedelta(hours=7), "ICT")
 """Vietnam keeps UTC+7 all year, so a fixed offset is exact (and needs no tz database on the gateway)."""
@@ -23,14 +26,20 @@ VIETNAM_TZ = timezone(timedelta(hours=7), "ICT")
 NOMINAL_VOLTAGE_V = 220.0
 NOMINAL_FREQUENCY_HZ = 50.0
 
+Times = npt.NDArray[np.int64]
+"""Instants as UTC epoch milliseconds, non-decreasing: what every model is evaluated over."""
+Floats = npt.NDArray[np.float64]
+Flags = npt.NDArray[np.bool_]
+
 Curve = tuple[tuple[float, float], ...]
 """(local hour, level) knots, linearly interpolated; the first knot at 0 h and the last at 24 h."""
 
 PhaseShares = tuple[float, float, float]
 """How a load divides over L1, L2, L3 (sums to 1)."""
 
-Component = tuple[float, float]
-"""(active W, power factor) of one part of a load, e.g. the compressors of the air conditioning."""
+Component = tuple[npt.NDArray[np.floating[Any]] | float, npt.NDArray[np.floating[Any]] | float]
+"""(active W, power factor) of one part of a load, e.g. the compressors of the air conditioning; each a
+constant or one value per instant."""
 
 GRID_VOLTAGE: Curve = (
     (0.0, 0.02), (5.0, 0.025), (9.0, 0.0), (14.0, -0.02), (17.0, -0.01),
@@ -42,42 +51,81 @@ SLOW_NOISE_PERIOD_S = 900.0
 """Slow variation (people, weather, equipment cycling) changes course every quarter of an hour."""
 
 _POWER_FACTOR_RANGE = (0.05, 0.999)
-_STANDARD_NORMAL = NormalDist()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_ORDINAL = _EPOCH.date().toordinal()
+_EPOCH_WEEKDAY = _EPOCH.weekday()
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+_LOCAL_OFFSET_MS = 7 * HOUR_MS
 
-
-@dataclass(frozen=True)
-class PhaseDemand:
-    active_w: float
-    power_factor: float
-
-    @property
-    def reactive_var(self) -> float:
-        """Q = P * tan(acos PF): inductive loads (motors, ballasts) draw positive reactive power."""
-        return self.active_w * math.sqrt(1.0 - self.power_factor**2) / self.power_factor
+# splitmix64 (Steele, Lea, Flood 2014): a Weyl sequence through a 64-bit finaliser, a counter-based
+# generator whose value at any counter costs the same, so noise at an instant needs no history.
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_SHIFTS = (np.uint64(30), np.uint64(27), np.uint64(31))
 
 
 @dataclass(frozen=True)
 class Demand:
-    """What one circuit draws at one instant, per phase."""
+    """What one circuit draws at each instant, per phase: arrays of shape (3, instants)."""
 
-    phases: tuple[PhaseDemand, PhaseDemand, PhaseDemand]
-
-    @property
-    def active_w(self) -> float:
-        return sum(p.active_w for p in self.phases)
+    active_w: Floats
+    power_factor: Floats
 
     @property
-    def reactive_var(self) -> float:
-        return sum(p.reactive_var for p in self.phases)
+    def reactive_var(self) -> Floats:
+        """Q = P * tan(acos PF): inductive loads (motors, ballasts) draw positive reactive power."""
+        pf = self.power_factor
+        result: Floats = self.active_w * np.sqrt(1.0 - pf * pf) / pf
+        return result
+
+    @property
+    def total_active_w(self) -> Floats:
+        a = self.active_w
+        result: Floats = a[0] + a[1] + a[2]
+        return result
+
+    def __getitem__(self, which: slice | Flags) -> Demand:
+        """The instants `which` selects."""
+        return Demand(self.active_w[:, which], self.power_factor[:, which])
 
 
 @dataclass(frozen=True)
 class Grid:
-    """The supply as one meter sees it."""
+    """The supply as one meter sees it, at each instant."""
 
-    voltages_v: tuple[float, float, float]
-    """Phase-to-neutral voltages of L1, L2, L3."""
-    frequency_hz: float
+    voltages_v: Floats
+    """Phase-to-neutral voltages of L1, L2, L3: shape (3, instants)."""
+    frequency_hz: Floats
+
+
+def instants(*ts: datetime) -> Times:
+    """`ts` (timezone-aware) as the epoch milliseconds the models take."""
+    return np.array([(t - _EPOCH) // timedelta(milliseconds=1) for t in ts], dtype=np.int64)
+
+
+def local_hour(ms: Times) -> Floats:
+    result: Floats = ((ms + _LOCAL_OFFSET_MS) % DAY_MS) / HOUR_MS
+    return result
+
+
+def local_weekday(ms: Times) -> npt.NDArray[np.int64]:
+    """Monday 0 .. Sunday 6, in local time."""
+    result: npt.NDArray[np.int64] = ((ms + _LOCAL_OFFSET_MS) // DAY_MS + _EPOCH_WEEKDAY) % 7
+    return result
+
+
+def local_days(ms: Times) -> Iterator[tuple[date, slice]]:
+    """Each local day the (non-decreasing) `ms` touch, with the slice of `ms` inside it: day plans (an
+    office's timetable, a machine's jobs, a night's switching) are looked up once a day, not per instant."""
+    if not len(ms):
+        return
+    first, last = (int(m + _LOCAL_OFFSET_MS) // DAY_MS for m in (ms[0], ms[-1]))
+    starts = np.searchsorted(ms, np.arange(first + 1, last + 1) * DAY_MS - _LOCAL_OFFSET_MS).tolist()
+    for i, (lo, hi) in enumerate(zip([0, *starts], [*starts, len(ms)], strict=True)):
+        if hi > lo:
+            yield date.fromordinal(_EPOCH_ORDINAL + first + i), slice(lo, hi)
 
 
 def seeded_rng(*key: object) -> random.Random:
@@ -86,71 +134,80 @@ def seeded_rng(*key: object) -> random.Random:
 
 
 def uniform(*key: object) -> float:
-    """A number in (0, 1) fixed by `key`: a keyed hash, far cheaper than seeding a generator per sample."""
-    return _hashed("/".join(map(str, key)).encode())
-
-
-def _hashed(text: bytes) -> float:
-    digest = hashlib.blake2b(text, digest_size=8).digest()
-    return (int.from_bytes(digest, "big") + 0.5) / 2**64
-
-
-def interpolate(curve: Curve, hour: float) -> float:
-    """The level of `curve` at `hour` (0 <= hour < 24)."""
-    i = bisect.bisect_right(curve, hour, key=lambda knot: knot[0])
-    (h0, v0), (h1, v1) = curve[i - 1], curve[min(i, len(curve) - 1)]
-    return v0 if h1 == h0 else v0 + (v1 - v0) * (hour - h0) / (h1 - h0)
-
-
-def local_time(t: datetime) -> datetime:
-    return t.astimezone(VIETNAM_TZ)
-
-
-def local_hour(t: datetime) -> float:
-    local = t.astimezone(VIETNAM_TZ)
-    return local.hour + local.minute / 60 + (local.second + local.microsecond / 1e6) / 3600
-
-
-_last_stamp: tuple[datetime | None, float] = (None, 0.0)
-
-
-def _timestamp(t: datetime) -> float:
-    """`t.timestamp()`, remembered for the last instant: one reading asks it of the same `t` a dozen
-    times (every noise term of every phase), and it is among the costliest calls of dataset generation."""
-    global _last_stamp
-    last, stamp = _last_stamp
-    if t is not last:
-        stamp = t.timestamp()
-        _last_stamp = (t, stamp)
-    return stamp
-
-
-@lru_cache(maxsize=1 << 16)
-def _knot(key: tuple[object, ...], knot: int) -> float:
-    """A slow-noise knot in -1..1; cached, since consecutive samples (15 a knot at one-minute polls) share
-    them. Keys are compared by equality, so a key must not mix 1, 1.0 and True for the same part."""
-    return 2.0 * uniform("slow", *key, knot) - 1.0
-
-
-def slow_noise(t: datetime, *key: object, period_s: float = SLOW_NOISE_PERIOD_S) -> float:
-    """Smooth noise in -1..1: random knots every `period_s` joined by a smoothstep, so no jumps."""
-    position = _timestamp(t) / period_s
-    knot = math.floor(position)
-    frac = position - knot
-    v0, v1 = _knot(key, knot), _knot(key, knot + 1)
-    return v0 + (v1 - v0) * frac * frac * (3 - 2 * frac)
+    """A number in (0, 1) fixed by `key`, for one-off draws (a replacement meter's reading)."""
+    return (_key_hash(key) + 0.5) / 2**64
 
 
 @lru_cache(maxsize=1 << 14)
-def _fast_prefix(key: tuple[object, ...]) -> bytes:
-    """What :func:`uniform` hashes for ``("fast", *key, ms)`` up to the millisecond, built once per key."""
-    return "/".join(map(str, ("fast", *key, ""))).encode()
+def _key_hash(key: tuple[object, ...]) -> int:
+    """A 64-bit hash of `key`'s text; keys are compared by equality, so a key must not mix 1, 1.0 and
+    True for the same part."""
+    return int.from_bytes(hashlib.blake2b("/".join(map(str, key)).encode(), digest_size=8).digest(), "big")
 
 
-def fast_noise(t: datetime, *key: object) -> float:
-    """Independent standard-normal noise for each sample instant (millisecond resolution); the same
-    number as ``uniform("fast", *key, ms)`` would give, without rebuilding the key's text every sample."""
-    return _STANDARD_NORMAL.inv_cdf(_hashed(_fast_prefix(key) + str(round(_timestamp(t) * 1000)).encode()))
+@lru_cache(maxsize=1 << 14)
+def _seeds(key: tuple[object, ...], streams: int) -> npt.NDArray[np.uint64]:
+    """The starting points of `key`'s streams, as a column to add to a row of counters."""
+    hashes = [_key_hash((*key, s)) for s in range(streams)] if streams > 1 else [_key_hash(key)]
+    return np.array(hashes, dtype=np.uint64)[:, None]
+
+
+def _hashes(key: tuple[object, ...], counters: npt.NDArray[np.int64], streams: int) -> npt.NDArray[np.uint64]:
+    """splitmix64 of `streams` independent sequences keyed by `key`, at each counter: shape (streams, n)."""
+    x = counters.astype(np.uint64) * _GOLDEN + _seeds(key, streams)
+    x ^= x >> _SHIFTS[0]
+    x *= _MIX1
+    x ^= x >> _SHIFTS[1]
+    x *= _MIX2
+    x ^= x >> _SHIFTS[2]
+    return x
+
+
+def _unit(bits: npt.NDArray[np.uint64]) -> Floats:
+    """The top 53 bits as a number in (0, 1)."""
+    result: Floats = ((bits >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+    return result
+
+
+def uniforms(ms: Times, *key: object) -> Floats:
+    """Independent numbers in (0, 1), one per instant (millisecond resolution), fixed by `key`."""
+    return _unit(_hashes(key, ms, 1)[0])
+
+
+def normals(ms: Times, count: int, *key: object) -> Floats:
+    """`count` independent standard-normal series keyed by `key`, one value per instant: shape (count, n).
+
+    Box-Muller on the two halves of each hash gives two normals (cosine and sine) per hash; the angle's
+    cosine and sine in single precision (ample for noise) cost a tenth of double precision's.
+    """
+    bits = _hashes(("fast", *key), ms, (count + 1) // 2)
+    radius = np.sqrt(-2.0 * np.log(((bits >> np.uint64(32)).astype(np.float64) + 0.5) * 2.0**-32))
+    angle = ((bits & np.uint64(0xFFFFFFFF)).astype(np.float64) * (2.0 * np.pi * 2.0**-32)).astype(np.float32)
+    result: Floats = np.concatenate((radius * np.cos(angle), radius * np.sin(angle)))[:count]
+    return result
+
+
+def slow_noise(ms: Times, count: int, *key: object, period_s: float = SLOW_NOISE_PERIOD_S) -> Floats:
+    """`count` independent smooth noises in -1..1 keyed by `key`: random knots every `period_s` joined by a
+    smoothstep, so no jumps; shape (count, n)."""
+    if not len(ms):
+        return np.zeros((count, 0))
+    position = ms / (period_s * 1000.0)
+    knot = np.floor(position)
+    frac = position - knot
+    index = knot.astype(np.int64)
+    first = int(index[0])
+    knots = 2.0 * _unit(_hashes(("slow", *key), np.arange(first, int(index[-1]) + 2), count)) - 1.0
+    index -= first
+    v0, v1 = knots[:, index], knots[:, index + 1]
+    result: Floats = v0 + (v1 - v0) * (frac * frac * (3.0 - 2.0 * frac))
+    return result
+
+
+def interpolate(curve: Curve, hour: Floats) -> Floats:
+    """The level of `curve` at each `hour` (0 <= hour < 24)."""
+    result: Floats = np.interp(hour, [h for h, _ in curve], [v for _, v in curve])
+    return result
 
 
 def phase_shares(*key: object, spread: float = 0.06) -> PhaseShares:
@@ -161,48 +218,43 @@ def phase_shares(*key: object, spread: float = 0.06) -> PhaseShares:
     return raw[0] / total, raw[1] / total, raw[2] / total
 
 
-def split(t: datetime, components: Iterable[Component], shares: PhaseShares, *key: object) -> Demand:
+def split(ms: Times, components: Sequence[Component], shares: PhaseShares, *key: object) -> Demand:
     """The per-phase demand of `components` mixed together, with a little noise on each phase.
 
     The mix's power factor is that of the summed active and reactive power, so a motor idling beside a
     large resistive load barely lowers it, while a motor idling alone shows its poor power factor.
     """
-    active = reactive = 0.0
+    active = np.zeros(len(ms))
+    reactive = np.zeros(len(ms))
     for watts, pf in components:
-        active += watts
-        reactive += watts * math.tan(math.acos(pf))
-    mix_pf = active / math.hypot(active, reactive)
+        w, f = np.asarray(watts, dtype=np.float64), np.asarray(pf, dtype=np.float64)
+        active += w
+        reactive += w * (np.sqrt(1.0 - f * f) / f)
+    mix_pf = active / np.sqrt(active * active + reactive * reactive)
+    noise = normals(ms, 6, *key)
     low, high = _POWER_FACTOR_RANGE
-    phases = tuple(
-        PhaseDemand(
-            active_w=active * share * (1 + 0.02 * fast_noise(t, *key, "p", i)),
-            power_factor=min(high, max(low, mix_pf + 0.005 * fast_noise(t, *key, "pf", i))),
-        )
-        for i, share in enumerate(shares)
+    return Demand(
+        active_w=active * np.array(shares)[:, None] * (1.0 + 0.02 * noise[:3]),
+        power_factor=np.clip(mix_pf + 0.005 * noise[3:], low, high),
     )
-    return Demand(phases=(phases[0], phases[1], phases[2]))
 
 
 def combine(demands: Sequence[Demand], gain: float = 1.0) -> Demand:
     """Several circuits behind one meter: active and reactive power add per phase (times `gain`, e.g.
     1.02 for the cable losses between a main meter and its sub-meters)."""
-    phases = []
-    for i in range(3):
-        active = gain * sum(d.phases[i].active_w for d in demands)
-        reactive = gain * sum(d.phases[i].reactive_var for d in demands)
-        phases.append(PhaseDemand(active, active / math.hypot(active, reactive)))
-    return Demand(phases=(phases[0], phases[1], phases[2]))
+    active = gain * sum((d.active_w for d in demands[1:]), demands[0].active_w)
+    reactive = gain * sum((d.reactive_var for d in demands[1:]), demands[0].reactive_var)
+    return Demand(active, active / np.sqrt(active * active + reactive * reactive))
 
 
-def grid(t: datetime, supply: object, meter: object) -> Grid:
+def grid(ms: Times, supply: object, meter: object) -> Grid:
     """Supply voltage and frequency: shared by every meter of one `supply` (a site), plus per-meter noise."""
-    daily = interpolate(GRID_VOLTAGE, local_hour(t))
-    voltages = tuple(
-        NOMINAL_VOLTAGE_V * (1 + daily + 0.01 * slow_noise(t, supply, "grid", i))
-        + 0.3 * fast_noise(t, supply, meter, "v", i)
-        for i in range(3)
-    )
+    daily = interpolate(GRID_VOLTAGE, local_hour(ms))
+    swings = slow_noise(ms, 3, supply, "grid")
+    voltages = NOMINAL_VOLTAGE_V * (1.0 + daily + 0.01 * swings) + 0.3 * normals(ms, 3, supply, meter, "v")
     frequency = (
-        NOMINAL_FREQUENCY_HZ + 0.03 * slow_noise(t, supply, "hz") + 0.005 * fast_noise(t, supply, "hz")
+        NOMINAL_FREQUENCY_HZ
+        + 0.03 * slow_noise(ms, 1, supply, "hz")[0]
+        + 0.005 * normals(ms, 1, supply, "hz")[0]
     )
-    return Grid(voltages_v=(voltages[0], voltages[1], voltages[2]), frequency_hz=frequency)
+    return Grid(voltages_v=voltages, frequency_hz=frequency)

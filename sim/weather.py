@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from functools import cache
 
-from sim.load_model import local_hour, local_time, seeded_rng, slow_noise
+import numpy as np
+
+from sim.load_model import Floats, Times, local_days, local_hour, seeded_rng, slow_noise
 
 _SPELL_CHANCE = 0.3
 """Share of weeks in which a hot spell starts."""
@@ -31,16 +33,17 @@ def seasonal_temperature(day: date) -> float:
     return 21.5 - 7.0 * math.cos(2 * math.pi * (day.timetuple().tm_yday - 15) / 365)
 
 
-def outdoor_temperature(t: datetime, seed: int) -> float:
-    """°C at `t`: season, a day warmest at 14:30, wandering weather, and hot spells."""
-    day = local_time(t).date()
-    spell = hot_spell(seed, day)
-    return (
-        seasonal_temperature(day)
-        + 4.0 * math.cos(2 * math.pi * (local_hour(t) - 14.5) / 24)
-        + 1.5 * slow_noise(t, seed, "weather", period_s=3 * 3600)
-        + (3.0 if spell else 0.0)
+def outdoor_temperature(ms: Times, seed: int) -> Floats:
+    """°C at each instant: season, a day warmest at 14:30, wandering weather, and hot spells."""
+    daily = np.empty(len(ms))
+    for day, part in local_days(ms):
+        daily[part] = seasonal_temperature(day) + (3.0 if hot_spell(seed, day) else 0.0)
+    result: Floats = (
+        daily
+        + 4.0 * np.cos(2 * math.pi / 24 * (local_hour(ms) - 14.5))
+        + 1.5 * slow_noise(ms, 1, seed, "weather", period_s=3 * 3600)[0]
     )
+    return result
 
 
 @cache

@@ -10,22 +10,29 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from kilowatch.mqtt_contract import ReadingsBatch
+from sim.anomalies import AnomalyKind
 from sim.cli import app
-from sim.generate import Run, write_dataset
+from sim.generate import Run, npz_batches, write_dataset
+from sim.live import scenario_buses
 from sim.scenario import load_scenario
 
 INTERVAL_S = 300
 
 
+def office_run() -> Run:
+    """Ten days: two of the generator's week-long arrays, every kind of fault on one gateway."""
+    return Run(load_scenario("office-lang-son"), start=date(2025, 6, 2), days=10, interval_s=INTERVAL_S)
+
+
 @pytest.fixture(scope="module")
 def office_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("office")
-    run = Run(load_scenario("office-lang-son"), start=date(2025, 6, 2), days=10, interval_s=INTERVAL_S)
-    write_dataset(run, out)
+    write_dataset(office_run(), out)
     return out
 
 
@@ -170,3 +177,57 @@ def test_an_unknown_scenario_file_exits_2(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "bad.yaml:3 sites" in result.output
+
+
+def test_npz_holds_what_the_json_lines_hold(office_dataset: Path, tmp_path: Path) -> None:
+    """Every batch, reading, status, fault and timestamp; values at float32 precision, counters exact."""
+    write_dataset(office_run(), tmp_path / "a", fmt="npz")
+    write_dataset(office_run(), tmp_path / "b", fmt="npz", jobs=2)
+    jsonl = sorted(office_dataset.glob("readings/*/*.jsonl"))
+    assert jsonl
+    for path in jsonl:
+        npz = path.relative_to(office_dataset).with_suffix(".npz")
+        assert (tmp_path / "a" / npz).read_bytes() == (tmp_path / "b" / npz).read_bytes()  # whatever the jobs
+        expected = [json.loads(line) for line in path.open()]
+        found = list(npz_batches(tmp_path / "a" / npz))
+        assert len(found) == len(expected)
+        for got, want in zip(found, expected, strict=True):
+            assert {k: v for k, v in got.items() if k != "readings"} == {
+                k: v for k, v in want.items() if k != "readings"
+            }
+            for mine, theirs in zip(got["readings"], want["readings"], strict=True):
+                assert {k: v for k, v in mine.items() if k != "values"} == {
+                    k: v for k, v in theirs.items() if k != "values"
+                }
+                # float32, then both rounded to 4 decimals: a unit of the last decimal apart at most
+                assert mine["values"] == pytest.approx(theirs["values"], rel=1e-6, abs=1.5e-4)
+        ReadingsBatch.model_validate(found[0])
+    assert (tmp_path / "a" / "labels.json").read_bytes() == (office_dataset / "labels.json").read_bytes()
+
+
+def test_a_served_meter_shows_what_the_dataset_holds() -> None:
+    """`serve` evaluates the windows since its last read, `generate` a week per array: the same numbers,
+    counter resets and replacements included (frozen windows aside: a frozen meter holds what its first
+    read inside showed, and these reads skip polls)."""
+    run = office_run()
+    frozen = [p for p in run.placed if p.kind is AnomalyKind.FROZEN]
+    assert frozen
+    served = {
+        (bus.site, bus.gateway, bus.bus, unit_id): unit.meter
+        for bus in scenario_buses(run.scenario, run.begin, run.days, INTERVAL_S)
+        for unit_id, unit in bus.units.items()
+    }
+    for (site, gateway), meters in run.gateways.items():
+        polls = list(run.polls(site, gateway))
+        for j, meter in enumerate(meters):
+            generated = {q: np.concatenate([p.values[j][q] for p in polls]) for q in run.quantities(meter)}
+            serving = served[(site, gateway, meter.bus, meter.spec.unit)]
+            for step in range(0, run.steps, 13):
+                t = run.begin + step * run.interval
+                if any(p.target == meter.id and p.start <= t < p.end for p in frozen):
+                    continue
+                shown = serving.read(t)
+                assert {q: shown[q] for q in generated} == {q: v[step] for q, v in generated.items()}, (
+                    meter.id,
+                    t,
+                )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from kilowatch.quantities import QUANTITIES
 from sim.clock import SimClock
-from sim.load_model import Demand, Grid, PhaseDemand
+from sim.load_model import Demand, Grid, instants
 from sim.loads.office import building_meter
 from sim.meter import MAX_INTEGRATION_STEPS, SimulatedMeter, electrical_values
 
@@ -52,7 +53,7 @@ def test_values_are_electrically_consistent_through_a_week(unit: int) -> None:
             assert s == pytest.approx(volts * amps, rel=1e-9)
             assert s**2 == pytest.approx(p**2 + q**2, rel=1e-9)
             assert q == pytest.approx(p * math.tan(math.acos(pf)), rel=1e-9)
-            assert 0.85 <= pf <= 0.97
+            assert 0.85 <= pf <= 0.98  # 0.955 for IT load alone at night, plus noise of 0.005 per sigma
             assert 209 < volts < 231
         total_p = sum(v[f"active_power_{ph}_w"] for ph in ("l1", "l2", "l3"))
         total_q = sum(v[f"reactive_power_{ph}_var"] for ph in ("l1", "l2", "l3"))
@@ -69,14 +70,16 @@ def test_values_are_electrically_consistent_through_a_week(unit: int) -> None:
 
 
 def test_neutral_current_is_the_phasor_sum_of_the_phase_currents() -> None:
-    supply = Grid(voltages_v=(220.0, 220.0, 220.0), frequency_hz=50.0)
-    balanced = Demand(phases=(PhaseDemand(2200.0, 0.9),) * 3)
-    assert electrical_values(balanced, supply)["current_n_a"] == pytest.approx(0.0, abs=1e-9)
-    one_phase = Demand(phases=(PhaseDemand(2200.0, 1.0), PhaseDemand(0.0, 0.9), PhaseDemand(0.0, 0.9)))
+    supply = Grid(voltages_v=np.full((3, 1), 220.0), frequency_hz=np.array([50.0]))
+    balanced = Demand(active_w=np.full((3, 1), 2200.0), power_factor=np.full((3, 1), 0.9))
+    assert electrical_values(balanced, supply)["current_n_a"][0] == pytest.approx(0.0, abs=1e-9)
+    one_phase = Demand(
+        active_w=np.array([[2200.0], [0.0], [0.0]]), power_factor=np.array([[1.0], [0.9], [0.9]])
+    )
     values = electrical_values(one_phase, supply)
-    assert values["current_n_a"] == pytest.approx(10.0)
-    assert values["current_l1_a"] == pytest.approx(10.0)
-    assert values["voltage_l1_l2_v"] == pytest.approx(220.0 * math.sqrt(3))
+    assert values["current_n_a"][0] == pytest.approx(10.0)
+    assert values["current_l1_a"][0] == pytest.approx(10.0)
+    assert values["voltage_l1_l2_v"][0] == pytest.approx(220.0 * math.sqrt(3))
 
 
 def test_energy_counters_integrate_power_over_a_simulated_hour_at_speed() -> None:
@@ -90,14 +93,18 @@ def test_energy_counters_integrate_power_over_a_simulated_hour_at_speed() -> Non
     last = meter.read(clock.now())
     assert clock.now() - clock.start == timedelta(hours=1)
     # The meter's own rule: the power shown in each one-second window, held for that second.
-    shown = [building_meter(9, 2).demand(clock.start + timedelta(seconds=s)) for s in range(3600)]
-    expected_kwh = sum(d.active_w for d in shown) / 3_600_000
-    expected_kvarh = sum(d.reactive_var for d in shown) / 3_600_000
+    shown = building_meter(9, 2).demand(instants(*(clock.start + timedelta(seconds=s) for s in range(3600))))
+    expected_kwh = shown.total_active_w.sum() / 3_600_000
+    expected_kvarh = shown.reactive_var.sum() / 3_600_000
     assert last["energy_import_kwh"] - first["energy_import_kwh"] == pytest.approx(expected_kwh, rel=1e-9)
     delta_kvarh = last["reactive_energy_import_kvarh"] - first["reactive_energy_import_kvarh"]
     assert delta_kvarh == pytest.approx(expected_kvarh, rel=1e-9)
     # And physically: close to the trapezoid integral of the power curve sampled once a minute.
-    minutes = [building_meter(9, 2).demand(clock.start + timedelta(minutes=m)).active_w for m in range(61)]
+    minutes = (
+        building_meter(9, 2)
+        .demand(instants(*(clock.start + timedelta(minutes=m) for m in range(61))))
+        .total_active_w.tolist()
+    )
     trapezoid_kwh = (sum(minutes) - (minutes[0] + minutes[-1]) / 2) / 60 / 1000
     assert last["energy_import_kwh"] - first["energy_import_kwh"] == pytest.approx(trapezoid_kwh, rel=0.02)
     assert expected_kwh > 1.0  # a sub-meter entering office hours uses kilowatt-hours, not crumbs
@@ -120,10 +127,8 @@ def test_a_long_pause_is_integrated_in_strides_that_stay_close_to_the_power_curv
     day = 86_400
     assert day > 10 * MAX_INTEGRATION_STEPS  # so this read integrates in strides, not second by second
     used_kwh = meter.read(MONDAY_0600_LOCAL + timedelta(seconds=day))["energy_import_kwh"] - start
-    minutes = [
-        building_meter(2, 1).demand(MONDAY_0600_LOCAL + timedelta(minutes=m)).active_w
-        for m in range(24 * 60 + 1)
-    ]
+    every_minute = instants(*(MONDAY_0600_LOCAL + timedelta(minutes=m) for m in range(24 * 60 + 1)))
+    minutes = building_meter(2, 1).demand(every_minute).total_active_w.tolist()
     trapezoid_kwh = (sum(minutes) - (minutes[0] + minutes[-1]) / 2) / 60 / 1000
     assert used_kwh == pytest.approx(trapezoid_kwh, rel=0.02)
     assert 200 < used_kwh < 1_000  # a 40-80 kW office building on a working day

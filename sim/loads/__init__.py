@@ -1,8 +1,8 @@
 """Load models: what each kind of metered circuit draws, as pure functions of (time, seed, meter).
 
-Every model offers the same three things: its rated power, its demand at an instant (optionally forced
-into a `mode` an anomaly asks for, such as street lights burning by day), and the labelled spans of one
-day where it varies the way real sites do and a naive detector would fire.
+Every model offers the same three things: its rated power, its demand over an array of instants
+(optionally forced into a `mode` an anomaly asks for, such as street lights burning by day), and the
+labelled spans of one day where it varies the way real sites do and a naive detector would fire.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol
 
-from sim.load_model import Demand
+from sim.load_model import Demand, Times
 
 
 class Mode(StrEnum):
@@ -55,7 +55,10 @@ class Load(Protocol):
         """The modes an anomaly may force this load into."""
         ...
 
-    def demand(self, t: datetime, mode: Mode | None = None) -> Demand: ...
+    def demand(self, ms: Times, mode: Mode | None = None) -> Demand:
+        """What the circuit draws at each of `ms` (non-decreasing); each instant's value depends on that
+        instant only, so one instant evaluated alone gives the number a day evaluated at once gives."""
+        ...
 
     def spans(self, day: date) -> list[Span]:
         """Labelled variation on local `day` (benign, or waste the model itself carries)."""

@@ -6,8 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 
+import numpy as np
+
 from sim.calendar import PEAK_BANDS, in_peak_band
-from sim.load_model import VIETNAM_TZ, Demand, PhaseShares, local_hour, phase_shares, split
+from sim.load_model import VIETNAM_TZ, Demand, Flags, PhaseShares, Times, local_hour, phase_shares, split
 from sim.loads import Category, Mode, Span
 
 _STANDBY = (10.0, 0.6)
@@ -32,16 +34,17 @@ class Advertising:
     schedule: AdvertisingSchedule = AdvertisingSchedule()
     modes: frozenset[Mode] = frozenset({Mode.UNCUT})
 
-    def lit(self, t: datetime) -> bool:
-        hour, on, off = local_hour(t), self.schedule.on, self.schedule.off
-        return on <= hour < off if on < off else hour >= on or hour < off
+    def lit(self, ms: Times) -> Flags:
+        hour, on, off = local_hour(ms), self.schedule.on, self.schedule.off
+        result: Flags = (on <= hour) & (hour < off) if on < off else (hour >= on) | (hour < off)
+        return result
 
-    def demand(self, t: datetime, mode: Mode | None = None) -> Demand:
-        parts = [_STANDBY]
-        if self.lit(t):
-            cut = self.schedule.complies and mode is not Mode.UNCUT and in_peak_band(t)
-            parts.append((self.rated_w * (self.schedule.cut_to if cut else 1.0), 0.93))
-        return split(t, parts, self.shares, self.seed, self.key)
+    def demand(self, ms: Times, mode: Mode | None = None) -> Demand:
+        cuts = self.schedule.complies and mode is not Mode.UNCUT
+        share = np.where(in_peak_band(ms) & cuts, self.schedule.cut_to, 1.0)
+        return split(
+            ms, [_STANDBY, (self.rated_w * share * self.lit(ms), 0.93)], self.shares, self.seed, self.key
+        )
 
     def spans(self, day: date) -> list[Span]:
         """A sign that does not comply is waste every peak evening; on Sunday there is no peak to cut."""

@@ -7,19 +7,25 @@ poor power factor of a motor at no load, which is how a detector tells IDLE from
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
-from enum import StrEnum
+from enum import IntEnum
 from functools import cache
+
+import numpy as np
+import numpy.typing as npt
 
 from sim.calendar import in_peak_band, is_holiday
 from sim.load_model import (
     VIETNAM_TZ,
+    Component,
     Demand,
+    Floats,
     PhaseShares,
+    Times,
+    instants,
+    local_days,
     local_hour,
-    local_time,
     phase_shares,
     seeded_rng,
     slow_noise,
@@ -35,10 +41,14 @@ _DRIFT_LABEL = 0.05
 loaded kW would fire on it."""
 
 
-class State(StrEnum):
-    OFF = "off"
-    IDLE = "idle"
-    LOADED = "loaded"
+class State(IntEnum):
+    OFF = 0
+    IDLE = 1
+    LOADED = 2
+
+
+States = npt.NDArray[np.int8]
+"""A :class:`State` per instant."""
 
 
 @dataclass(frozen=True)
@@ -80,32 +90,40 @@ class Machine:
     schedule: ShiftSchedule = ShiftSchedule()
     modes: frozenset[Mode] = frozenset({Mode.IDLE, Mode.LOADED})
 
-    def drift(self, t: datetime) -> float:
-        return 1.0 + 0.08 * slow_noise(t, self.seed, self.key, "drift", period_s=DRIFT_PERIOD_S)
+    def drift(self, ms: Times) -> Floats:
+        result: Floats = (
+            1.0 + 0.08 * slow_noise(ms, 1, self.seed, self.key, "drift", period_s=DRIFT_PERIOD_S)[0]
+        )
+        return result
 
-    def state(self, t: datetime) -> State:
-        segments = machine_day(self.seed, self.key, self.schedule, local_time(t).date())
-        state = segments[bisect.bisect_right(segments, local_hour(t), key=lambda s: s[0]) - 1][1]
-        if self.avoids_peak and state is not State.OFF and in_peak_band(t):
-            return State.OFF
-        return state
+    def state(self, ms: Times) -> States:
+        hour = local_hour(ms)
+        states = np.empty(len(ms), dtype=np.int8)
+        for day, part in local_days(ms):
+            starts, codes = zip(*machine_day(self.seed, self.key, self.schedule, day), strict=True)
+            states[part] = np.array(codes, dtype=np.int8)[np.searchsorted(starts, hour[part], "right") - 1]
+        if self.avoids_peak:
+            states[(states != State.OFF) & in_peak_band(ms)] = State.OFF
+        return states
 
-    def demand(self, t: datetime, mode: Mode | None = None) -> Demand:
-        state = State(mode.value) if mode is not None else self.state(t)
-        parts = [(0.005 * self.rated_w, 0.5)]  # control circuits
-        if state is State.IDLE:
-            parts.append((self.idle_share * self.rated_w, self.idle_pf))
-        elif state is State.LOADED:
-            level = self.loaded_share * self.drift(t) * (1 + 0.04 * slow_noise(t, self.seed, self.key, "job"))
-            parts.append((level * self.rated_w, self.loaded_pf))
-        return split(t, parts, self.shares, self.seed, self.key)
+    def demand(self, ms: Times, mode: Mode | None = None) -> Demand:
+        state = np.full(len(ms), State[mode.name], dtype=np.int8) if mode is not None else self.state(ms)
+        level = (
+            self.loaded_share * self.drift(ms) * (1 + 0.04 * slow_noise(ms, 1, self.seed, self.key, "job")[0])
+        )
+        parts: list[Component] = [
+            (0.005 * self.rated_w, 0.5),  # control circuits
+            (np.where(state == State.IDLE, self.idle_share * self.rated_w, 0.0), self.idle_pf),
+            (np.where(state == State.LOADED, level * self.rated_w, 0.0), self.loaded_pf),
+        ]
+        return split(ms, parts, self.shares, self.seed, self.key)
 
     def spans(self, day: date) -> list[Span]:
         """Each Monday, the week's drift when it is large enough to trip a fixed threshold."""
         if day.weekday() != 0:
             return []
         monday = datetime.combine(day, time(12), VIETNAM_TZ)
-        drift = self.drift(monday) - 1.0
+        drift = float(self.drift(instants(monday))[0]) - 1.0
         if abs(drift) < _DRIFT_LABEL:
             return []
         start = monday - timedelta(hours=12)

@@ -4,9 +4,9 @@ losses (R11) plus what is not sub-metered."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 
-from sim.load_model import Demand, combine
+from sim.load_model import Demand, Times, combine
 from sim.loads import Load, Mode, Span
 
 
@@ -26,8 +26,8 @@ class MainMeter:
     def modes(self) -> frozenset[Mode]:
         return self.own.modes
 
-    def demand(self, t: datetime, mode: Mode | None = None) -> Demand:
-        return combine([self.own.demand(t, mode), *(c.demand(t) for c in self.children)], 1 + self.losses)
+    def demand(self, ms: Times, mode: Mode | None = None) -> Demand:
+        return combine([self.own.demand(ms, mode), *(c.demand(ms) for c in self.children)], 1 + self.losses)
 
     def spans(self, day: date) -> list[Span]:
         return self.own.spans(day)

@@ -13,15 +13,19 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from functools import cache
 
+import numpy as np
+
 from sim.calendar import is_holiday
 from sim.load_model import (
     VIETNAM_TZ,
     Curve,
     Demand,
+    Floats,
     PhaseShares,
+    Times,
     interpolate,
+    local_days,
     local_hour,
-    local_time,
     phase_shares,
     seeded_rng,
     slow_noise,
@@ -107,9 +111,10 @@ def office_day(seed: int, site: str, schedule: OfficeSchedule, day: date) -> Off
     return OfficeDay(lights=lights, cooling=cooling, spans=tuple(spans))
 
 
-def cooling_need(celsius: float) -> float:
+def cooling_need(celsius: Floats) -> Floats:
     """How hard air conditioning works at an outdoor temperature: nothing below 20 °C, full near 32 °C."""
-    return min(1.2, max(0.0, (celsius - 20.0) / 12.0))
+    result: Floats = np.clip((celsius - 20.0) / 12.0, 0.0, 1.2)
+    return result
 
 
 @dataclass(frozen=True)
@@ -130,26 +135,31 @@ class Office:
     def rated_w(self) -> float:
         return self.base_w + self.lights_w + self.cooling_w
 
-    def levels(self, t: datetime) -> tuple[float, float]:
-        """(lights and plugs, cooling) share in use at `t`, before noise and weather."""
-        plan = office_day(self.seed, self.site, self.schedule, local_time(t).date())
-        hour = local_hour(t)
-        return interpolate(plan.lights, hour), interpolate(plan.cooling, hour)
+    def levels(self, ms: Times) -> tuple[Floats, Floats, Floats]:
+        """(lights and plugs, cooling) share in use at each instant before noise and weather, and the
+        day's hot-spell raise of cooling."""
+        hour = local_hour(ms)
+        lights, cooling, spells = np.empty(len(ms)), np.empty(len(ms)), np.zeros(len(ms))
+        for day, part in local_days(ms):
+            plan = office_day(self.seed, self.site, self.schedule, day)
+            lights[part] = interpolate(plan.lights, hour[part])
+            cooling[part] = interpolate(plan.cooling, hour[part])
+            spell = hot_spell(self.seed, day)
+            spells[part] = spell.raise_fraction if spell else 0.0
+        return lights, cooling, spells
 
-    def demand(self, t: datetime, mode: Mode | None = None) -> Demand:
+    def demand(self, ms: Times, mode: Mode | None = None) -> Demand:
         key = (self.seed, self.site, self.meter)
-        lights, cooling = self.levels(t)
-        if cooling and self.cooling_w:
-            spell = hot_spell(self.seed, local_time(t).date())
-            cooling *= cooling_need(outdoor_temperature(t, self.seed)) * (
-                1 + (spell.raise_fraction if spell else 0.0)
-            )
+        lights, cooling, spells = self.levels(ms)
+        if self.cooling_w and cooling.any():
+            cooling *= cooling_need(outdoor_temperature(ms, self.seed)) * (1 + spells)
+        base, people, weather = slow_noise(ms, 3, *key)
         parts = (
-            self.base_w * (1 + 0.05 * slow_noise(t, *key, "base")),
-            self.lights_w * lights * (1 + 0.10 * slow_noise(t, *key, "office")),
-            self.cooling_w * cooling * (1 + 0.10 * slow_noise(t, *key, "cooling")),
+            self.base_w * (1 + 0.05 * base),
+            self.lights_w * lights * (1 + 0.10 * people),
+            self.cooling_w * cooling * (1 + 0.10 * weather),
         )
-        return split(t, zip(parts, _POWER_FACTORS, strict=True), self.shares, *key)
+        return split(ms, list(zip(parts, _POWER_FACTORS, strict=True)), self.shares, *key)
 
     def spans(self, day: date) -> list[Span]:
         if not (self.lights_w or self.cooling_w):

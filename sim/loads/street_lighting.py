@@ -14,10 +14,24 @@ from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from functools import cache
 
+import numpy as np
 from astral import Observer
 from astral.sun import sunrise, sunset
 
-from sim.load_model import VIETNAM_TZ, Demand, PhaseShares, local_hour, phase_shares, seeded_rng, split
+from sim.load_model import (
+    VIETNAM_TZ,
+    Demand,
+    Flags,
+    Floats,
+    PhaseShares,
+    Times,
+    instants,
+    local_days,
+    local_hour,
+    phase_shares,
+    seeded_rng,
+    split,
+)
 from sim.loads import Category, Mode, Span
 
 LAMP_W = 150.0
@@ -98,22 +112,21 @@ class StreetLighting:
     def lamps(self) -> int:
         return max(1, round(self.rated_w / LAMP_W))
 
-    def lit(self, t: datetime) -> bool:
-        evening = t.astimezone(VIETNAM_TZ).date()
-        return any(
-            on <= t < off
-            for on, off in (
-                night(self.seed, self.key, self.schedule, d) for d in (evening - timedelta(days=1), evening)
-            )
-        )
+    def lit(self, ms: Times) -> Flags:
+        lit = np.zeros(len(ms), dtype=np.bool_)
+        for day, part in local_days(ms):
+            for evening in (day - timedelta(days=1), day):
+                on, off = instants(*night(self.seed, self.key, self.schedule, evening))
+                lit[part] |= (on <= ms[part]) & (ms[part] < off)
+        return lit
 
-    def dimming(self, t: datetime) -> float:
-        """The dimming level at `t`, counting hours from noon so steps past midnight sort after evening ones."""
-        since_noon = (local_hour(t) - 12.0) % 24
-        level = 1.0
+    def dimming(self, ms: Times) -> Floats:
+        """The dimming level at each instant, counting hours from noon so steps past midnight sort after
+        evening ones."""
+        since_noon = (local_hour(ms) - 12.0) % 24
+        level = np.ones(len(ms))
         for hour, step in self.schedule.dimming:
-            if since_noon >= (hour - 12.0) % 24:
-                level = step
+            level[since_noon >= (hour - 12.0) % 24] = step
         return level
 
     def failed_lamps(self, day: date) -> int:
@@ -125,14 +138,14 @@ class StreetLighting:
             if failed <= day < repaired
         )
 
-    def demand(self, t: datetime, mode: Mode | None = None) -> Demand:
-        on = mode is Mode.ON or (mode is not Mode.OFF and self.lit(t))
-        parts = [_STANDBY]
-        if on:
-            working = 1.0 - self.failed_lamps(t.astimezone(VIETNAM_TZ).date()) / self.lamps
-            level = 1.0 if mode is Mode.ON else self.dimming(t)
-            parts.append((self.rated_w * working * level, 0.95 if level == 1.0 else 0.9))
-        return split(t, parts, self.shares, self.seed, self.key)
+    def demand(self, ms: Times, mode: Mode | None = None) -> Demand:
+        on = np.full(len(ms), mode is Mode.ON) if mode in (Mode.ON, Mode.OFF) else self.lit(ms)
+        working = np.empty(len(ms))
+        for day, part in local_days(ms):
+            working[part] = 1.0 - self.failed_lamps(day) / self.lamps
+        level = np.ones(len(ms)) if mode is Mode.ON else self.dimming(ms)
+        lamps = (self.rated_w * working * level * on, np.where(level == 1.0, 0.95, 0.9))
+        return split(ms, [_STANDBY, lamps], self.shares, self.seed, self.key)
 
     def spans(self, day: date) -> list[Span]:
         """Switching offsets from the fixed window (benign) and lamps out (benign: a cabinet still lit)."""
