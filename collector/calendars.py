@@ -15,6 +15,8 @@ from functools import cache, cached_property
 from typing import Any, Literal, Self, TypeVar, cast
 
 import holidays
+import numpy as np
+import numpy.typing as npt
 from astral import Observer
 from astral.sun import sunrise, sunset
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -123,6 +125,10 @@ class Band(StrEnum):
     PEAK = "peak"
     NORMAL = "normal"
     OFF_PEAK = "off_peak"
+
+
+BANDS = tuple(Band)
+"""Each band by its code in :meth:`SiteCalendar.band_codes`."""
 
 
 class TouCalendar(_Model):
@@ -241,14 +247,28 @@ class SiteCalendar(_Model):
         return {}
 
     def _per_day(self, what: str, day: int, compute: Callable[[SiteCalendar, int], T]) -> T:
-        key = (what, day)
-        if key not in self._memo:
-            self._memo[key] = compute(self, day)
-        return cast(T, self._memo[key])
+        """Asked per interval of a year-long backfill, so the hit path is one dictionary lookup."""
+        memo = self._memo
+        try:
+            return cast(T, memo[what, day])
+        except KeyError:
+            memo[what, day] = value = compute(self, day)
+            return value
 
     def bands(self, day: int) -> tuple[Band, ...]:
         """The band of each quarter hour of local `day`."""
         return self._per_day("bands", day, _bands)
+
+    def band_codes(self, start_ms: int, count: int) -> npt.NDArray[np.int8]:
+        """The band of each of `count` quarter hours from the one holding `start_ms`, as its index in
+        :data:`BANDS`: a whole backfill's bands in one array, built from per-day rows."""
+        skip = (start_ms + OFFSET_MS) % DAY_MS // SLOT_MS
+        first = local_day(start_ms)
+        rows = [
+            self._per_day("band_codes", d, _band_codes)
+            for d in range(first, first + -(-(skip + count) // SLOTS_PER_DAY))
+        ]
+        return np.concatenate([np.zeros(0, dtype=np.int8), *rows])[skip : skip + count]
 
     def band_at(self, ts_ms: int) -> Band:
         return self.bands(local_day(ts_ms))[(ts_ms + OFFSET_MS) % DAY_MS // SLOT_MS]
@@ -279,6 +299,12 @@ class SiteCalendar(_Model):
 def _bands(calendar: SiteCalendar, day: int) -> tuple[Band, ...]:
     d = as_date(day)
     return calendar.tou_calendar(d).bands(d.weekday())
+
+
+def _band_codes(calendar: SiteCalendar, day: int) -> npt.NDArray[np.int8]:
+    codes = np.array([BANDS.index(b) for b in calendar.bands(day)], dtype=np.int8)
+    codes.flags.writeable = False  # shared by every caller through the per-day memo
+    return codes
 
 
 def _occupied(calendar: SiteCalendar, day: int) -> tuple[frozenset[int], frozenset[int]]:

@@ -6,10 +6,12 @@ day, so the 2026 change moves the rule with it and Sunday (no peak) is never jud
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
 
-from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS, SLOTS_PER_DAY, Band, local_day
-from collector.detectors.common import Context, Step, episodes
+import numpy as np
+
+from collector.calendars import BANDS, DAY_MS, OFFSET_MS, SLOT_MS, SLOTS_PER_DAY, Band
+from collector.detectors.common import STEP_CODE, Context, Step, episodes_of
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
 
@@ -20,28 +22,22 @@ def detect(ctx: Context, series: Series) -> list[Finding]:
     settings = ctx.thresholds.advertising
     rated = ctx.config.rated_kw
     intervals = series.intervals
-
-    def evening_peak(ts: int) -> bool:
-        slot = (ts + OFFSET_MS) % DAY_MS // SLOT_MS
-        return slot >= SLOTS_PER_DAY // 2 and ctx.calendar.bands(local_day(ts))[slot] is Band.PEAK
-
-    def steps() -> Iterator[tuple[int, Step]]:
-        for i, kw in enumerate(intervals.kw):
-            ts = intervals.ts(i)
-            if kw is None or not evening_peak(ts):
-                yield ts, Step.UNKNOWN
-            elif kw > settings.lit_share * rated and kw / rated > settings.max_ratio:
-                yield ts, Step.BAD
-            else:
-                yield ts, Step.GOOD
-
+    kw, starts = intervals.mean_kw, intervals.starts
+    evening = (starts + OFFSET_MS) % DAY_MS // SLOT_MS >= SLOTS_PER_DAY // 2
+    peak = ctx.calendar.band_codes(intervals.start_ms, kw.size) == BANDS.index(Band.PEAK)
+    known = evening & peak & ~np.isnan(kw)
+    bad = known & (kw > settings.lit_share * rated) & (kw / rated > settings.max_ratio)
+    codes = np.full(kw.size, STEP_CODE[Step.UNKNOWN], dtype=np.int8)
+    codes[known] = STEP_CODE[Step.GOOD]
+    codes[bad] = STEP_CODE[Step.BAD]
     findings = []
-    for ep in episodes(steps(), SLOT_MS, settings.min_intervals * SLOT_MS, SLOT_MS):
-        kws = [w for i in range(ep.first, ep.last) if (w := intervals.kw[i]) is not None]
-        waste = [
-            (intervals.ts(i), (w - settings.max_ratio * rated) * HOURS)
-            for i in range(ep.first, ep.last)
-            if (w := intervals.kw[i]) is not None
+    for ep in episodes_of(starts, codes, SLOT_MS, settings.min_intervals * SLOT_MS, SLOT_MS):
+        lit = [
+            (intervals.ts(i), w)
+            for i, w in enumerate(kw[ep.first : ep.last].tolist(), ep.first)
+            if not math.isnan(w)
         ]
+        waste = [(ts, (w - settings.max_ratio * rated) * HOURS) for ts, w in lit]
+        kws = [w for _, w in lit]
         findings.append(ctx.finding(Detector.ADVERTISING, "R7", ep, waste, sum(kws) / len(kws) / rated))
     return findings

@@ -7,10 +7,14 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
 
+import numpy as np
+import numpy.typing as npt
+
 from collector.calendars import SiteCalendar, local_datetime
 from collector.detectors.config import MeterConfig, SiteConfig, Thresholds
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.messages import message
+from collector.detectors.series import run_bounds
 
 
 @dataclass(frozen=True)
@@ -82,40 +86,67 @@ class Episode:
     """Index past the last bad step."""
 
 
+STEP_CODE: dict[Step, int] = {step: code for code, step in enumerate(Step)}
+"""Each step's code in the int8 arrays vectorised detectors hand to :func:`episodes_of`."""
+_BAD, _GOOD, _UNKNOWN = STEP_CODE[Step.BAD], STEP_CODE[Step.GOOD], STEP_CODE[Step.UNKNOWN]
+
+
 def episodes(
     steps: Iterable[tuple[int, Step]], step_ms: int, open_ms: int, clear_ms: int
 ) -> Iterator[Episode]:
+    """:func:`episodes_of` for (event time, step) pairs."""
+    listed = list(steps)
+    ts = np.fromiter((t for t, _ in listed), dtype=np.int64, count=len(listed))
+    codes = np.fromiter((STEP_CODE[s] for _, s in listed), dtype=np.int8, count=len(listed))
+    return iter(episodes_of(ts, codes, step_ms, open_ms, clear_ms))
+
+
+def episodes_of(
+    ts: npt.NDArray[np.int64], codes: npt.NDArray[np.int8], step_ms: int, open_ms: int, clear_ms: int
+) -> list[Episode]:
     """Episodes of a condition: open once BAD lasts `open_ms` (from the first BAD step's time to the end
     of the last), clear once GOOD lasts `clear_ms` (ending where GOOD began) or at an UNKNOWN step. An
     episode still open at the end has ``end`` None. Event time only: the same steps give the same episodes
-    however and whenever they arrived."""
+    however and whenever they arrived.
+
+    Steps are event times `ts` with their :data:`STEP_CODE` `codes`. Between changes of step only the
+    opening or clearing time can be reached, so this walks runs of equal steps (a handful a day), not
+    steps."""
+    starts, ends = run_bounds(codes.size, codes[1:] != codes[:-1])
+    found = []
     first: tuple[int, int] | None = None
     """(index, ts) of the first BAD step of the current run or episode."""
     detected: int | None = None
     good: tuple[int, int] | None = None
     last_bad = 0
-    for i, (ts, step) in enumerate(steps):
-        if step is Step.BAD:
+
+    def reached(a: int, b: int, since: int) -> int | None:
+        """The first index in [a, b) whose step ends `since` or later."""
+        hits = np.flatnonzero(ts[a:b] + step_ms >= since)
+        return a + int(hits[0]) if hits.size else None
+
+    for a, b, code in zip(starts.tolist(), ends.tolist(), codes[starts].tolist(), strict=True):
+        if code == _BAD:
             good = None
             if first is None:
-                first = (i, ts)
-            last_bad = i + 1
-            if detected is None and ts + step_ms - first[1] >= open_ms:
-                detected = ts + step_ms
-            continue
-        if detected is None:
+                first = (a, int(ts[a]))
+            last_bad = b
+            if detected is None and (k := reached(a, b, first[1] + open_ms)) is not None:
+                detected = int(ts[k]) + step_ms
+        elif detected is None:
             first = None
-            continue
-        assert first is not None
-        if step is Step.UNKNOWN:
-            yield Episode(first[1], detected, ts, first[0], last_bad)
+        elif code == _UNKNOWN:
+            assert first is not None
+            found.append(Episode(first[1], detected, int(ts[a]), first[0], last_bad))
             first = detected = good = None
-        elif step is Step.GOOD:
-            good = good or (i, ts)
-            if ts + step_ms - good[1] >= clear_ms:
-                yield Episode(first[1], detected, good[1], first[0], last_bad)
+        elif code == _GOOD:
+            assert first is not None
+            good = good or (a, int(ts[a]))
+            if reached(a, b, good[1] + clear_ms) is not None:
+                found.append(Episode(first[1], detected, good[1], first[0], last_bad))
                 first = detected = good = None
         else:
             good = None
     if detected is not None and first is not None:
-        yield Episode(first[1], detected, None, first[0], last_bad)
+        found.append(Episode(first[1], detected, None, first[0], last_bad))
+    return found

@@ -8,6 +8,8 @@ dated between the last reading before it and the first after.
 
 from __future__ import annotations
 
+import numpy as np
+
 from collector.detectors.common import Context, Episode
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
@@ -32,11 +34,9 @@ def detect(ctx: Context, series: Series) -> list[Finding]:
         episode = Episode(a, a + (settings.frozen_polls - 1) * poll, b + poll, 0, 0)
         findings.append(ctx.finding(Detector.DATA_QUALITY, "frozen", episode))
     energy = series.energy
-    for i in range(1, len(energy)):
-        e0, e1 = energy[i - 1], energy[i]
-        if e0 is not None and e1 is not None and e1 < e0 - COUNTER_TOLERANCE_KWH:
-            t0, t1 = series.ts[i - 1], series.ts[i]
-            findings.append(ctx.finding(Detector.DATA_QUALITY, "counter_reset", Episode(t0, t1, t1, 0, 0)))
+    backwards = np.flatnonzero(energy[1:] < energy[:-1] - COUNTER_TOLERANCE_KWH)  # False where NaN
+    for t0, t1 in zip(series.ts[backwards].tolist(), series.ts[backwards + 1].tolist(), strict=True):
+        findings.append(ctx.finding(Detector.DATA_QUALITY, "counter_reset", Episode(t0, t1, t1, 0, 0)))
     return findings
 
 

@@ -7,29 +7,33 @@ level drifting over weeks stays LOADED.
 
 from __future__ import annotations
 
-from collector.detectors.common import Context, Episode, Step, episodes
+import numpy as np
+
+from collector.detectors.common import STEP_CODE, Context, Episode, Step, episodes_of
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
-from collector.detectors.states import State, states
+from collector.detectors.states import STATES, State, state_codes
 
 
 def detect(ctx: Context, series: Series) -> list[Finding]:
     settings = ctx.thresholds.idle
-    seen = list(states(series, settings, ctx.config.rated_kw))
-    steps = [
-        (t, Step.UNKNOWN if s is State.UNKNOWN else Step.BAD if s is State.IDLE else Step.GOOD)
-        for t, s in seen
-    ]
+    ts, seen = state_codes(series, settings, ctx.config.rated_kw)
+    steps = np.full(seen.shape, STEP_CODE[Step.GOOD], dtype=np.int8)
+    steps[seen == STATES.index(State.IDLE)] = STEP_CODE[Step.BAD]
+    steps[seen == STATES.index(State.UNKNOWN)] = STEP_CODE[Step.UNKNOWN]
+    usable_ts, usable_kw = series.usable_arrays
+    at = np.minimum(np.searchsorted(usable_ts, ts), usable_ts.size - 1)
+    kw = np.where(usable_ts[at] == ts, usable_kw[at], 0.0)  # 0 at the UNKNOWN step after a silence
     outside_ms = round(settings.outside_shift_min * 60_000)
     in_shift_ms = round(settings.in_shift_min * 60_000)
-    kw_at = dict(zip(*series.usable, strict=True))
     findings = []
-    for ep in episodes(steps, series.poll_ms, outside_ms, 0):
+    for ep in episodes_of(ts, steps, series.poll_ms, outside_ms, 0):
         if ctx.calendar.in_shift(ep.start):
             detected = ep.start + in_shift_ms
-            if steps[ep.last - 1][0] + series.poll_ms < detected:
+            if int(ts[ep.last - 1]) + series.poll_ms < detected:
                 continue
             ep = Episode(ep.start, detected, ep.end, ep.first, ep.last)
-        waste = [(t, kw_at.get(t, 0.0) * series.poll_ms / 3_600_000) for t, _ in steps[ep.first : ep.last]]
-        findings.append(ctx.finding(Detector.IDLE, "R10", ep, waste, kw_at.get(ep.start)))
+        spell = zip(ts[ep.first : ep.last].tolist(), kw[ep.first : ep.last].tolist(), strict=True)
+        waste = [(t, w * series.poll_ms / 3_600_000) for t, w in spell]
+        findings.append(ctx.finding(Detector.IDLE, "R10", ep, waste, float(kw[ep.first])))
     return findings

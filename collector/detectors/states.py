@@ -3,11 +3,15 @@ shared by the idle detector (R10) and the large-machine-in-peak rule (R9)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from enum import StrEnum
 
+import numpy as np
+import numpy.typing as npt
+
 from collector.detectors.config import Idle
-from collector.detectors.series import Series
+from collector.detectors.series import Series, run_bounds
 
 
 class State(StrEnum):
@@ -23,50 +27,92 @@ def thresholds(settings: Idle, rated_kw: float) -> tuple[float, float]:
     return settings.off_share * rated_kw, settings.load_kw or settings.load_share * rated_kw
 
 
+STATES = tuple(State)
+"""Each state by its code in :func:`state_codes`' array."""
+_UNKNOWN = STATES.index(State.UNKNOWN)
+
+
 def states(series: Series, settings: Idle, rated_kw: float) -> Iterator[tuple[int, State]]:
-    """(event time, state) per usable reading. A state change needs the power past the other side's
-    threshold by the hysteresis margin and held there for the dwell time; until then the old state
-    stands (and the change is dated from when it began)."""
+    """:func:`state_codes` as (event time, state) pairs."""
+    ts, codes = state_codes(series, settings, rated_kw)
+    return zip(ts.tolist(), [STATES[c] for c in codes.tolist()], strict=True)
+
+
+def state_codes(
+    series: Series, settings: Idle, rated_kw: float
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8]]:
+    """(event time, state code) per usable reading, and an UNKNOWN one poll after the last reading before
+    each silence. A state change needs the power past the other side's threshold by the hysteresis
+    margin and held there for the dwell time; until then the old state stands (and the change is dated
+    from when it began).
+
+    Walks runs of readings whose power points the same way from every state, not readings: inside one,
+    the state settles at once or switches when the dwell time is up."""
     p_off, p_load = thresholds(settings, rated_kw)
     margin = settings.hysteresis * p_load
-    dwell = settings.dwell_min * 60_000
-    silence = 3 * series.poll_ms
-    ts, kw = series.usable
-    state = State.UNKNOWN
-    pending: list[tuple[int, State]] = []
-    prev = None
-    for t, w in zip(ts, kw, strict=True):
-        if prev is not None and t - prev > silence:
-            yield from pending
-            pending = []
-            state = State.UNKNOWN
-            yield prev + series.poll_ms, State.UNKNOWN
-        prev = t
-        candidate = _classify(w, state, p_off, p_load, margin)
-        if state is State.UNKNOWN:
+    dwell = math.ceil(settings.dwell_min * 60_000)  # the same test on integer times; an int searches fast
+    ts, kw = series.usable_arrays
+    n = ts.size
+    after_silence = np.flatnonzero(np.diff(ts) > 3 * series.poll_ms) + 1
+    towards = [_candidates(kw, state, p_off, p_load, margin) for state in STATES]
+    key = np.zeros(n, dtype=np.int16)  # the candidate from each state, two bits each
+    for code, candidates in enumerate(towards):
+        key |= candidates.astype(np.int16) << (2 * code)
+    silent = np.zeros(n, dtype=np.bool_)
+    silent[after_silence] = True
+    starts, ends = run_bounds(n, (key[1:] != key[:-1]) | silent[1:])
+    out = np.empty(n, dtype=np.int8)
+    state = _UNKNOWN
+    pending: tuple[int, int] | None = None  # (first index, candidate) of readings awaiting the dwell
+    runs = zip(starts.tolist(), ends.tolist(), key[starts].tolist(), silent[starts].tolist(), strict=True)
+    for a, b, run_key, gap in runs:
+        if gap:
+            if pending is not None:  # cut short by the silence: each keeps the state it pointed to
+                out[pending[0] : a] = pending[1]
+                pending = None
+            state = _UNKNOWN
+        k = a
+        while k < b:
+            candidate = run_key >> (2 * state) & 3
+            if state == _UNKNOWN:
+                state = candidate
+                out[k] = state
+                k += 1
+                continue
+            if candidate == state:
+                if pending is not None:
+                    out[pending[0] : k] = state
+                    pending = None
+                out[k:b] = state
+                break
+            if pending is not None and pending[1] != candidate:
+                out[pending[0] : k] = state
+                pending = None
+            if pending is None:
+                pending = (k, candidate)
+            j = max(k, int(np.searchsorted(ts, ts[pending[0]] + dwell)))
+            if j >= b:
+                break
             state = candidate
-        if candidate is state:
-            yield from ((pt, state) for pt, _ in pending)
-            pending = []
-            yield t, state
-            continue
-        if pending and pending[0][1] is not candidate:
-            yield from ((pt, state) for pt, _ in pending)
-            pending = []
-        pending.append((t, candidate))
-        if t - pending[0][0] >= dwell:
-            state = candidate
-            yield from ((pt, state) for pt, _ in pending)
-            pending = []
-    yield from ((pt, state) for pt, _ in pending)
+            out[pending[0] : j + 1] = state
+            pending = None
+            k = j + 1
+    if pending is not None:
+        out[pending[0] :] = state
+    marks = ts[after_silence - 1] + series.poll_ms
+    return np.insert(ts, after_silence, marks), np.insert(out, after_silence, _UNKNOWN)
 
 
-def _classify(kw: float, state: State, p_off: float, p_load: float, margin: float) -> State:
-    """The state `kw` points to from `state`: leaving a state takes `margin` beyond its threshold."""
+def _candidates(
+    kw: npt.NDArray[np.float64], state: State, p_off: float, p_load: float, margin: float
+) -> npt.NDArray[np.int8]:
+    """The code of the state each reading points to from `state`: leaving a state takes `margin` beyond
+    its threshold."""
     if state is State.UNKNOWN:
         margin = 0.0
-    if kw >= p_load + (-margin if state is State.LOADED else margin):
-        return State.LOADED
-    if kw < p_off + (margin if state is State.OFF else -margin):
-        return State.OFF
-    return State.IDLE
+    loaded = kw >= p_load + (-margin if state is State.LOADED else margin)
+    off = kw < p_off + (margin if state is State.OFF else -margin)
+    code = np.full(kw.shape, STATES.index(State.IDLE), dtype=np.int8)
+    code[off] = STATES.index(State.OFF)
+    code[loaded] = STATES.index(State.LOADED)
+    return code
