@@ -78,6 +78,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_active
     ON alerts (site, meter, detector, rule) WHERE status != 'resolved';
 CREATE INDEX IF NOT EXISTS alerts_by_key ON alerts (site, meter, detector, rule, occurrence_start_ms);
 CREATE INDEX IF NOT EXISTS alerts_by_start ON alerts (site, start_ms);
+CREATE TABLE IF NOT EXISTS digest_days (
+    day TEXT PRIMARY KEY,
+    queued_at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS alert_outbox (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     channel TEXT NOT NULL,
@@ -573,6 +577,19 @@ class AlertStore:
         """Queue a notification (e.g. a digest) for every channel."""
         with self._transaction() as db:
             self._enqueue(db, kind, body, self._clock() if due_ms is None else due_ms, None)
+
+    def enqueue_digests(self, day: date, bodies: list[str]) -> bool:
+        """Queue the digests of `day` (one body per site) unless that day's were queued before; together
+        with the record that they were, so a restart neither skips nor repeats a day."""
+        with self._transaction() as db:
+            done = db.execute(
+                "INSERT OR IGNORE INTO digest_days VALUES (?, ?)", (day.isoformat(), self._clock())
+            )
+            if done.rowcount == 0:
+                return False
+            for body in bodies:
+                self._enqueue(db, "digest", body, self._clock(), None)
+            return True
 
     def _enqueue(
         self, db: sqlite3.Connection, kind: str, body: str, due_ms: int, alert_id: int | None

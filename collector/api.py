@@ -24,7 +24,7 @@ from collector.intervals import HOURS_PER_INTERVAL, INTERVAL_MS
 from collector.ledger import IntervalRow, LedgerReader, QuarantineReason
 from collector.metrics import CollectorMetrics
 from kilowatch import __version__
-from kilowatch.mqtt_contract import ClockState, GatewayEventKind, Quality
+from kilowatch.mqtt_contract import ClockState, GatewayEventKind, GatewayState, Quality
 
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_RANGE = timedelta(days=31)
@@ -97,6 +97,16 @@ class QuarantinedOut(BaseModel):
     reason: QuarantineReason
     detail: str = Field(description="The reason, for a person")
     received_at: datetime
+
+
+class GatewayOut(BaseModel):
+    site: str
+    gateway: str
+    state: GatewayState = Field(description="online (its birth) or offline (its last will, or a clean stop)")
+    ts: datetime = Field(description="When the gateway wrote that status (gateway clock)")
+    agent_version: str
+    meters: list[str] = Field(description="The meters it polls")
+    received_at: datetime = Field(description="When the collector received the status")
 
 
 class GatewayEventOut(BaseModel):
@@ -274,6 +284,23 @@ def list_quarantine(
             received_at=_to_datetime(row.received_at),
         )
         for row in reader.quarantine(meter, limit)
+    ]
+
+
+@accounting.get("/gateways")
+def list_gateways(reader: Reader) -> list[GatewayOut]:
+    """Every gateway's last status, by site and gateway."""
+    return [
+        GatewayOut(
+            site=row.site,
+            gateway=row.gateway,
+            state=GatewayState(row.state),
+            ts=_to_datetime(row.ts),
+            agent_version=row.agent_version,
+            meters=row.meters,
+            received_at=_to_datetime(row.received_at),
+        )
+        for row in reader.gateways()
     ]
 
 

@@ -206,6 +206,13 @@ class DetectionSettings(_Section):
         "longer outage) only feeds baselines",
     )
 
+    clock: Literal["wall", "data"] = Field(
+        "wall",
+        description="What 'now' is when telling a silent meter: the wall clock, or (replaying or backfilling "
+        "history) the end of the newest reading of any judged meter, so that old data is not taken for "
+        "meters gone silent",
+    )
+
     @model_validator(mode="after")
     def _sites_when_enabled(self) -> Self:
         if self.enabled and self.sites is None:

@@ -9,7 +9,9 @@ detectors know lives only in memory. The judged span ends at the meter's *data h
 last complete interval, never at the wall clock: a meter whose data stops is not judged across the gap
 (an episode under way stays open rather than being cleared by missing data), and once it has been
 silent for more than ``silent_polls`` polls a ``no_data`` finding says so; it resolves when readings
-come back.
+come back. Spans in which a gateway's clock had stepped (the ledger's ``clock_steps``) are reported as
+``untrusted_clock`` on ``<site>/<gateway>``, and a gateway whose last will arrived as ``gateway_offline``
+(its meters are then not also called silent).
 
 Findings go to :meth:`Notifications.submit` (the alert store decides opened/updated/resolved, marks an
 alert raised late when its ``detected_at`` is old, and queues notifications); one already applied
@@ -20,6 +22,7 @@ with a read-only connection of their own, so ingestion is never held up.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sqlite3
 import threading
@@ -36,7 +39,8 @@ from collector.detectors.config import Sites
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.run import DETECTORS_BY_ROLE, detect_meter
 from collector.detectors.series import Sample, Series
-from kilowatch.mqtt_contract import ClockState
+from collector.metrics import CollectorMetrics
+from kilowatch.mqtt_contract import ClockState, GatewayState
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_IMPORT
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,12 @@ _SAMPLES_SQL = (
     f" WHERE meter_id = ? AND ts >= ? AND ts < ? AND clock != '{_UNSYNCED}' AND {ACTIVE_POWER} IS NOT NULL"
     " ORDER BY ts"
 )
+
+_STEPS_SQL = "SELECT gateway, start_ts, end_ts FROM clock_steps WHERE site = ? ORDER BY start_ts"
+_STATES_SQL = (
+    "SELECT gateway, state, received_at FROM gateway_states WHERE site = ? ORDER BY gateway, received_at"
+)
+_OFFLINE_SQL = "SELECT meters FROM gateways WHERE state = 'offline'"
 
 FindingKey = tuple[str, Detector, str, int]
 """(meter, detector, rule, start_ms): one occurrence of a condition."""
@@ -106,17 +116,28 @@ class LiveDetection:
         path: The ledger's SQLite file (opened read-only).
         sites: Who is judged and by which settings.
         settings: Pass interval and the spans read.
-        clock: Wall-clock time, UTC ms (only to tell a silent meter and to ignore readings from the future).
+        clock: Wall-clock time, UTC ms (only to tell a silent meter and to ignore readings from the future);
+            with ``settings.clock`` "data", the newest reading stands in for it.
+        metrics: Where passes, judged meters and applied findings are counted.
     """
 
     def __init__(
-        self, path: Path | str, sites: Sites, settings: DetectionSettings, *, clock: Clock = wall_clock_ms
+        self,
+        path: Path | str,
+        sites: Sites,
+        settings: DetectionSettings,
+        *,
+        clock: Clock = wall_clock_ms,
+        metrics: CollectorMetrics | None = None,
     ) -> None:
         self._path = Path(path)
+        self._metrics = metrics
         self._meters = configured_meters(sites)
         self._settings = settings
         self._clock = clock
         self._seen: dict[str, _Seen] = {m.ctx.meter: _Seen() for m in self._meters}
+        self._gateway_findings: dict[FindingKey, Finding] = {}
+        """Gateway findings (clock steps, offline) applied by this process."""
         self._db: sqlite3.Connection | None = None
         self._lock = threading.Lock()
         self._stopping = False
@@ -145,20 +166,22 @@ class LiveDetection:
         """Judge every meter whose data changed; the findings not yet applied, in event-time order per
         meter. Synchronous and CPU-bound: run it on a thread."""
         started = time.perf_counter()
-        now = self._clock()
         findings: list[Finding] = []
         with self._lock:
             db = self._connection()
             db.execute("BEGIN")  # one snapshot per pass
             judged_meters: list[str] = []
             try:
+                now = self._clock() if self._settings.clock == "wall" else self._newest_reading(db)
+                offline = {m for (meters,) in db.execute(_OFFLINE_SQL) for m in json.loads(meters)}
                 for meter in self._meters:
                     if self._stopping:
                         break
-                    fresh = self._judge(db, meter, now)
+                    fresh = self._judge(db, meter, now, meter.ctx.meter in offline)
                     if fresh is not None:
                         judged_meters.append(meter.ctx.meter)
                         findings += fresh
+                findings += self._gateways(db, now)
             except BaseException:  # what this pass found is lost: judge those meters again next pass
                 for name in judged_meters:
                     self.forget(name)
@@ -168,8 +191,51 @@ class LiveDetection:
             judged = len(judged_meters)
         return PassReport(len(self._meters), judged, findings, time.perf_counter() - started)
 
-    def _judge(self, db: sqlite3.Connection, meter: Meter, now: int) -> list[Finding] | None:
-        """The meter's findings not yet applied, or None when nothing changed since the last judgement."""
+    def _gateways(self, db: sqlite3.Connection, now: int) -> list[Finding]:
+        """Gateway findings on ``<site>/<gateway>`` not yet applied: spans in which its clock had stepped
+        away (its readings re-dated by the ledger; open while the newest data is still stepped), and spans
+        it was offline, from its last will to its next birth (wall clock, as the collector saw them)."""
+        findings = []
+        for site_id, meters in self._sites().items():
+            ctx = meters[0].ctx
+            poll = max(m.poll_ms for m in meters)
+            spans = [
+                (gateway, "untrusted_clock", start, None if end + 2 * poll >= now else end + poll)
+                for gateway, start, end in db.execute(_STEPS_SQL, (site_id,))
+            ]
+            offline: dict[str, int] = {}
+            for gateway, state, received_at in db.execute(_STATES_SQL, (site_id,)):
+                if state == GatewayState.OFFLINE.value:
+                    offline.setdefault(gateway, received_at)
+                elif gateway in offline:
+                    spans.append((gateway, "gateway_offline", offline.pop(gateway), received_at))
+            spans += [(gateway, "gateway_offline", since, None) for gateway, since in offline.items()]
+            for gateway, rule, start, end in spans:
+                gateway_ctx = Context(site_id, f"{site_id}/{gateway}", ctx.config, ctx.site_config)
+                finding = gateway_ctx.finding(Detector.DATA_QUALITY, rule, Episode(start, start, end, 0, 0))
+                if (
+                    self._gateway_findings.get((finding.meter, finding.detector, finding.rule, start))
+                    != finding
+                ):
+                    findings.append(finding)
+        return findings
+
+    def _sites(self) -> dict[str, list[Meter]]:
+        sites: dict[str, list[Meter]] = {}
+        for meter in self._meters:
+            sites.setdefault(meter.ctx.site, []).append(meter)
+        return sites
+
+    def _newest_reading(self, db: sqlite3.Connection) -> int:
+        """The end of the newest poll of any configured meter: "now" when replaying history."""
+        newest = (db.execute(_NEWEST_SQL, (m.ctx.meter, 2**62)).fetchone()[0] for m in self._meters)
+        return max(
+            (ts + m.poll_ms for ts, m in zip(newest, self._meters, strict=True) if ts is not None), default=0
+        )
+
+    def _judge(self, db: sqlite3.Connection, meter: Meter, now: int, offline: bool) -> list[Finding] | None:
+        """The meter's findings not yet applied, or None when nothing changed since the last judgement.
+        The meter of an `offline` gateway is not called silent: the gateway's finding says why."""
         ctx, poll = meter.ctx, meter.poll_ms
         (newest,) = db.execute(_NEWEST_SQL, (ctx.meter, now + poll)).fetchone()
         if newest is None:
@@ -178,7 +244,7 @@ class LiveDetection:
         judged_from = horizon - self._settings.catch_up_days * DAY_MS
         start = _local_midnight(judged_from - self._settings.history_days * DAY_MS)
         silent_polls = ctx.thresholds.data_quality.silent_polls
-        silent = now - (newest + poll) > silent_polls * poll
+        silent = not offline and now - (newest + poll) > silent_polls * poll
         (count,) = db.execute(_COUNT_SQL, (ctx.meter, start, horizon)).fetchone()
         seen = self._seen[ctx.meter]
         fingerprint = (horizon, count, silent)
@@ -209,9 +275,12 @@ class LiveDetection:
 
     def applied(self, finding: Finding) -> None:
         """The alert store took `finding`: do not apply it again unchanged."""
+        key = (finding.meter, finding.detector, finding.rule, finding.start_ms)
         seen = self._seen.get(finding.meter)
         if seen is not None:
-            seen.applied[(finding.meter, finding.detector, finding.rule, finding.start_ms)] = finding
+            seen.applied[key] = finding
+        elif "/" in finding.meter:  # a gateway's
+            self._gateway_findings[key] = finding
 
     def forget(self, meter: str) -> None:
         """Judge the meter again at the next pass (its findings could not all be applied)."""
@@ -228,15 +297,8 @@ class LiveDetection:
             await asyncio.to_thread(self.close)
 
     async def run_once(self, submit: Callable[[Finding], Awaitable[AlertChange]]) -> PassReport | None:
-        try:
-            report = await asyncio.to_thread(self.scan)
-        except sqlite3.Error as exc:
-            log.warning("detection pass could not read the ledger: %s; trying again next pass", exc)
-            await asyncio.to_thread(self.close)
-            return None
-        except Exception:  # a detector's bug must not stop ingestion: say so loudly, try again next pass
-            log.exception("detection pass failed; trying again next pass")
-            await asyncio.to_thread(self.close)
+        report = await self._scan()
+        if report is None:
             return None
         changes = 0
         for finding in report.findings:
@@ -247,12 +309,16 @@ class LiveDetection:
                 self.forget(finding.meter)
                 continue
             self.applied(finding)
+            if self._metrics is not None:
+                self._metrics.findings_applied.inc()
             if change.notifies:
                 changes += 1
                 log.info(
                     "alert %s %s: %s %s on %s%s", change.alert.id, change.kind.value, finding.detector.value,
                     finding.rule, finding.meter, " (raised late)" if change.alert.raised_late else "",
                 )  # fmt: skip
+        if self._metrics is not None:
+            self._metrics.meters_judged.inc(report.judged)
         if report.judged:
             log.info(
                 "detection pass: %d of %d meters judged in %.2f s, %d findings applied, %d alerts opened or "
@@ -260,3 +326,18 @@ class LiveDetection:
                 report.judged, report.meters, report.seconds, len(report.findings), changes,
             )  # fmt: skip
         return report
+
+    async def _scan(self) -> PassReport | None:
+        """One pass on a thread; None (logged, counted, connection reopened next time) if it failed."""
+        if self._metrics is not None:
+            self._metrics.detection_passes.inc()
+        try:
+            return await asyncio.to_thread(self.scan)
+        except sqlite3.Error as exc:
+            log.warning("detection pass could not read the ledger: %s; trying again next pass", exc)
+        except Exception:  # a detector's bug must not stop ingestion: say so loudly, try again next pass
+            log.exception("detection pass failed; trying again next pass")
+        if self._metrics is not None:
+            self._metrics.detection_failures.inc()
+        await asyncio.to_thread(self.close)
+        return None

@@ -9,7 +9,16 @@ the scenario (the configuration its sites would have), and every finding is matc
 - a finding overlapping only another anomaly or fault is counted apart ("other": e.g. a press loaded in
   the peak band is also peak overuse), neither right nor wrong;
 - a label no finding of its rule overlaps is a false negative. Labels on meters a rule does not judge
-  (idle equipment copied onto a plant's main meter) are counted as not applicable.
+  (idle equipment copied onto a plant's main meter) are counted as not applicable;
+- waste on a sub-meter also flows through its site's main meter, so the simulator labels both: the main
+  meter's twin (same kind and window) is found by a finding on either, since one alert about the waste is
+  what the facility manager needs (a small circuit's waste can be lost in a whole building's load);
+- the data begin `warmup_days` before the labelled span, as a site has history before anyone judges it;
+  findings that end before the span, or start at or after its end (a meter "silent" since the data
+  ended), are not about it and are not scored.
+
+:func:`evaluate` runs the detectors in this process on the generated files; :mod:`collector.eval_mqtt`
+sends the same dataset through a broker into a real collector and scores the alerts it raised.
 """
 
 from __future__ import annotations
@@ -18,11 +27,11 @@ import json
 import statistics
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from collector.calendars import (
     MONDAY_TO_FRIDAY,
@@ -36,7 +45,7 @@ from collector.calendars import (
     window,
 )
 from collector.detectors.common import Context
-from collector.detectors.config import MeterConfig, Role, SiteConfig
+from collector.detectors.config import MeterConfig, Role, SiteConfig, Sites
 from collector.detectors.data_quality import untrusted_clock
 from collector.detectors.dataset import read_dataset
 from collector.detectors.findings import Detector, Finding
@@ -107,6 +116,15 @@ def site_config(site: SiteSpec, meters: Iterable[ExpandedMeter], poll_s: float) 
     return SiteConfig(calendar=calendar, poll_s=poll_s, meters=configs)
 
 
+def scenario_sites(scenario: Scenario, poll_s: float) -> Sites:
+    """The detection settings file the scenario's sites would have (every meter configured)."""
+    sites = {}
+    for site_id in dict.fromkeys(m.site_id for m in scenario.meters):
+        meters = [m for m in scenario.meters if m.site_id == site_id]
+        sites[site_id] = site_config(meters[0].site, meters, poll_s)
+    return Sites(sites=sites)
+
+
 def applies(rule: Rule, config: MeterConfig | None) -> bool:
     """Whether `rule` judges a meter so configured (None: a gateway, judged on its clock only)."""
     if config is None:
@@ -146,17 +164,54 @@ class Score:
         return statistics.median(self.delays_min) if self.delays_min else None
 
 
+class Scored(Protocol):
+    """What scoring needs of a finding, or of an alert the collector raised."""
+
+    @property
+    def meter(self) -> str: ...
+    @property
+    def detector(self) -> Detector: ...
+    @property
+    def rule(self) -> str: ...
+    @property
+    def start_ms(self) -> int: ...
+    @property
+    def end_ms(self) -> int | None: ...
+    @property
+    def detected_at(self) -> int: ...
+
+
 def score(
-    findings: list[Finding], labels: list[dict[str, Any]], configs: dict[str, MeterConfig], end_ms: int
+    findings: Sequence[Scored],
+    labels: list[dict[str, Any]],
+    configs: Mapping[str, MeterConfig],
+    span: tuple[int, int],
+    site_of: Mapping[str, str],
 ) -> dict[Rule, Score]:
-    """Per rule: findings matched with labels as the module docstring says."""
+    """Per rule: findings matched with labels as the module docstring says, over the labelled `span`
+    [from, to) ms: findings wholly outside it are not scored."""
+    begin_ms, end_ms = span
     scores = {rule: Score(rule) for rule in dict.fromkeys(KIND_RULES.values())}
     by_meter: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for label in labels:
         by_meter[label["meter"]].append(label)
 
-    def overlaps(f: Finding, label: dict[str, Any]) -> bool:
+    def overlaps(f: Scored, label: dict[str, Any]) -> bool:
         return bool(f.start_ms < label["end_ms"] and label["start_ms"] < (f.end_ms or end_ms))
+
+    findings = [f for f in findings if f.start_ms < end_ms and (f.end_ms is None or f.end_ms > begin_ms)]
+    twins: dict[tuple[str, str, int, int], set[str]] = defaultdict(set)
+    for label in labels:
+        twins[(site_of.get(label["meter"], ""), label["kind"], label["start_ms"], label["end_ms"])].add(
+            label["meter"]
+        )
+
+    def finders(label: dict[str, Any]) -> set[str]:
+        """Its own meter, plus, on a main meter, the site's sub-meters carrying the same labelled waste."""
+        config = configs.get(label["meter"])
+        if config is None or config.role is not Role.OFFICE_MAIN:
+            return {label["meter"]}
+        return twins[(site_of.get(label["meter"], ""), label["kind"], label["start_ms"], label["end_ms"])]
 
     for f in findings:
         judged = (f.detector, f.rule)
@@ -176,10 +231,9 @@ def score(
             s.not_applicable += 1
             continue
         s.labels += 1
+        who = finders(label)
         matched = [
-            f
-            for f in findings
-            if f.meter == label["meter"] and (f.detector, f.rule) == rule and overlaps(f, label)
+            f for f in findings if f.meter in who and (f.detector, f.rule) == rule and overlaps(f, label)
         ]
         if matched:
             s.found += 1
@@ -191,27 +245,40 @@ def score(
 class Evaluation:
     scenario: str
     days: int
-    findings: list[Finding]
+    findings: Sequence[Scored]
     labels: list[dict[str, Any]]
     scores: dict[Rule, Score]
+    path: str = "in-process"
 
 
-def evaluate(scenario: Scenario, *, days: int, start: date | None = None, interval_s: int = 60) -> Evaluation:
-    """Generate `scenario` for `days`, detect, and score against its labels."""
+WARMUP_DAYS = 14
+"""Days of history an evaluation feeds the detectors before the labelled span (nothing placed or
+scored there): a site has history before anyone judges it, and baselines (after-hours: 28 trailing
+days, peak overuse: the same weekdays before) need some."""
+
+
+def evaluate(
+    scenario: Scenario,
+    *,
+    days: int,
+    start: date | None = None,
+    interval_s: int = 60,
+    warmup_days: int = WARMUP_DAYS,
+) -> Evaluation:
+    """Generate `scenario` for `days` after `warmup_days`, detect, and score against its labels."""
     from sim.generate import Run, write_dataset
 
-    run = Run(scenario, start=start or scenario.start, days=days, interval_s=interval_s)
+    run = Run(
+        scenario, start=start or scenario.start, days=days, interval_s=interval_s, warmup_days=warmup_days
+    )
     with tempfile.TemporaryDirectory(prefix="kilowatch-eval-") as tmp:
         root = Path(tmp)
         write_dataset(run, root)
         labels = json.loads((root / "labels.json").read_text(encoding="utf-8"))["labels"]
-        begin = day_start_ms(day_number(run.start))
+        begin = day_start_ms(day_number(run.start) - warmup_days)
         end = day_start_ms(day_number(run.start) + days)
         series, gateways = read_dataset(root, interval_s * 1000, begin, end)
-    sites: dict[str, SiteConfig] = {}
-    for site_id in dict.fromkeys(m.site_id for m in scenario.meters):
-        meters = [m for m in scenario.meters if m.site_id == site_id]
-        sites[site_id] = site_config(meters[0].site, meters, interval_s)
+    sites = scenario_sites(scenario, interval_s).sites
     configs = {meter: config for s in sites.values() for meter, config in s.meters.items()}
     findings: list[Finding] = []
     for m in scenario.meters:
@@ -225,7 +292,9 @@ def evaluate(scenario: Scenario, *, days: int, start: date | None = None, interv
             findings += untrusted_clock(
                 Context(gw.site, f"{gw.site}/{gw.gateway}", anyone, site), gw.untrusted
             )
-    return Evaluation(scenario.name, days, findings, labels, score(findings, labels, configs, end))
+    site_of = {m.id: m.site_id for m in scenario.meters}
+    scores = score(findings, labels, configs, (day_start_ms(day_number(run.start)), end), site_of)
+    return Evaluation(scenario.name, days, findings, labels, scores)
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -236,7 +305,8 @@ def render(evaluation: Evaluation) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{evaluation.scenario}, {evaluation.days} days: {len(evaluation.findings)} findings")
+    title = f"{evaluation.scenario}, {evaluation.days} days, {evaluation.path}: {len(evaluation.findings)} findings"
+    table = Table(title=title)
     for column in (
         "detector",
         "rule",

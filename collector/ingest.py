@@ -196,6 +196,13 @@ class Ingestor:
         if not isinstance(item, ReadingsBatch):
             log.info("gateway %s is %s", where, item.state.value)
             return
+        m.clock_stepped.inc(result.clock_stepped)
+        if result.new_clock_step:
+            log.warning(
+                "%s: its clock stepped away from this boot's offset; %d readings re-dated by their monotonic "
+                "time (more of the same step are counted, not logged)",
+                where, result.clock_stepped,
+            )  # fmt: skip
         if result.missing_batches > 0:
             log.warning(
                 "%s: batches %d-%d of spool %s never arrived (the gateway's spool evicted them?)",

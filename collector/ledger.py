@@ -23,7 +23,10 @@ Nothing lost, nothing counted twice: :meth:`Ledger.store` commits a group of MQT
 transaction (the ingestor acknowledges them only afterwards). A batch whose (site, gateway, spool_id, seq)
 was seen is skipped whole; a jump in seq is a gap (batches the gateway never delivered) kept in
 ``seq_gaps``. Readings stamped by an unsynchronised clock never get into ``readings`` at a wrong time:
-they wait in ``quarantine`` until the gateway's clock anchor for their boot re-dates them. With a TSDB
+they wait in ``quarantine`` until the gateway's clock anchor for their boot re-dates them. A clock that
+says it is synchronised but has stepped away from its boot's offset (UTC minus boottime: the anchor, else
+the boot's first reading) is caught by the readings' monotonic time: they are re-dated by it and the
+span goes to ``clock_steps``, which detection reports as an untrusted clock. With a TSDB
 configured, every newly stored reading is also written, as line protocol, to ``tsdb_outbox`` in the same
 transaction; the TSDB writer drains it.
 """
@@ -130,6 +133,15 @@ CREATE TABLE IF NOT EXISTS gateways (
     received_at INTEGER NOT NULL,
     PRIMARY KEY (site, gateway)
 );
+-- Each change of a gateway's state (a birth, a last will), in the order the collector received them.
+CREATE TABLE IF NOT EXISTS gateway_states (
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    PRIMARY KEY (site, gateway, received_at, state)
+) WITHOUT ROWID;
 -- spool is '' for agents that send no spool_id.
 CREATE TABLE IF NOT EXISTS batches (
     site TEXT NOT NULL,
@@ -156,6 +168,22 @@ CREATE TABLE IF NOT EXISTS clock_anchors (
     offset_ms INTEGER NOT NULL,
     synced_at INTEGER NOT NULL,
     PRIMARY KEY (site, gateway, boot_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS boot_clocks (
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    boot_id TEXT NOT NULL,
+    offset_ms INTEGER NOT NULL,
+    PRIMARY KEY (site, gateway, boot_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS clock_steps (
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    boot_id TEXT NOT NULL,
+    start_ts INTEGER NOT NULL,
+    end_ts INTEGER NOT NULL,
+    step_ms INTEGER NOT NULL,
+    PRIMARY KEY (site, gateway, boot_id, start_ts)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -293,6 +321,10 @@ class IngestResult:
     """Change in quarantined readings by reason (re-dated ones leave it)."""
     corrected: int = 0
     """Unsynchronised readings re-dated from the gateway's clock anchor and stored."""
+    clock_stepped: int = 0
+    """Readings of a synchronised clock that had stepped away from its boot's offset, re-dated."""
+    new_clock_step: bool = False
+    """They began a new span of the gateway's clock steps."""
     outbox_rows: int = 0
     outbox_points: int = 0
     """Rows and points added to the TSDB outbox."""
@@ -587,11 +619,22 @@ class Ledger(_Closing):
         offset = (
             None if batch.boot_id is None else _anchor_offset(db, batch.site, batch.gateway, batch.boot_id)
         )
+        reference = offset
         trusted: list[Reading] = []
         quarantined: dict[QuarantineReason, int] = {}
         corrected = 0
+        stepped: list[Reading] = []
+        step_ms = 0
         for reading in batch.readings:
             if reading.clock is not ClockState.UNSYNCED:
+                if batch.boot_id is not None and reading.mono_ms is not None:
+                    if reference is None:
+                        reference = _boot_offset(db, batch, reading.ts - reading.mono_ms)
+                    step = reading.ts - reading.mono_ms - reference
+                    if abs(step) > CLOCK_STEP_TOLERANCE_MS:
+                        step_ms = step
+                        reading = _redate(reading, reference)
+                        stepped.append(reading)
                 trusted.append(reading)
             elif offset is not None and reading.mono_ms is not None:
                 trusted.append(_redate(reading, offset))
@@ -606,7 +649,10 @@ class Ledger(_Closing):
                     quarantined[reason] = quarantined.get(reason, 0) + 1
         stored = self._store_readings(db, batch.site, batch.gateway, trusted)
         duplicates = len(batch.readings) - stored.accepted - sum(quarantined.values())
+        new_step = bool(stepped) and _record_clock_step(db, batch, stepped, step_ms)
         return IngestResult(
+            clock_stepped=len(stepped),
+            new_clock_step=new_step,
             accepted=stored.accepted,
             duplicates=duplicates,
             counter_resets=stored.counter_resets,
@@ -833,7 +879,16 @@ class Ledger(_Closing):
         return sign * (event.kind is CounterEventKind.RESET)
 
     def _record_status(self, db: sqlite3.Connection, status: GatewayStatus, received_at: int) -> IngestResult:
-        """The last status to arrive wins (a last will is older than the birth it follows)."""
+        """The last status to arrive wins (a last will is older than the birth it follows); a change of
+        state is also kept in ``gateway_states``."""
+        previous = db.execute(
+            "SELECT state FROM gateways WHERE site = ? AND gateway = ?", (status.site, status.gateway)
+        ).fetchone()
+        if previous is None or previous[0] != status.state.value:
+            db.execute(
+                "INSERT OR IGNORE INTO gateway_states VALUES (?, ?, ?, ?, ?)",
+                (status.site, status.gateway, received_at, status.state.value, status.ts),
+            )
         db.execute(
             "INSERT OR REPLACE INTO gateways VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -1052,6 +1107,45 @@ def _anchor_offset(db: sqlite3.Connection, site: str, gateway: str, boot_id: str
         (site, gateway, boot_id),
     ).fetchone()
     return None if row is None else int(row[0])
+
+
+CLOCK_STEP_TOLERANCE_MS = 10_000
+"""A synchronised clock differing from its boot's offset (UTC minus boottime) by more than this has been
+stepped (a bad time server, a wrong manual setting). Slewing and the gap between stamping a reading and
+its monotonic time stay far below it."""
+_STEP_MERGE_MS = 10 * 60_000
+"""Stepped readings this close in time belong to one span."""
+
+
+def _boot_offset(db: sqlite3.Connection, batch: ReadingsBatch, seen_ms: int) -> int:
+    """The boot's clock offset when no anchor gave it: the first synchronised reading's, kept."""
+    db.execute(
+        "INSERT OR IGNORE INTO boot_clocks VALUES (?, ?, ?, ?)",
+        (batch.site, batch.gateway, batch.boot_id, seen_ms),
+    )
+    row = db.execute(
+        "SELECT offset_ms FROM boot_clocks WHERE site = ? AND gateway = ? AND boot_id = ?",
+        (batch.site, batch.gateway, batch.boot_id),
+    ).fetchone()
+    return int(row[0])
+
+
+def _record_clock_step(
+    db: sqlite3.Connection, batch: ReadingsBatch, stepped: list[Reading], step_ms: int
+) -> bool:
+    """Fold the re-dated readings' span (the clock `step_ms` off) into the gateway's clock steps; True
+    when it began a new span."""
+    key = (batch.site, batch.gateway, batch.boot_id)
+    start, end = min(r.ts for r in stepped), max(r.ts for r in stepped)
+    rows = db.execute(
+        "DELETE FROM clock_steps WHERE site = ? AND gateway = ? AND boot_id = ? AND start_ts <= ? AND end_ts >= ?"
+        " RETURNING start_ts, end_ts",
+        (*key, end + _STEP_MERGE_MS, start - _STEP_MERGE_MS),
+    ).fetchall()
+    for a, b in rows:
+        start, end = min(start, a), max(end, b)
+    db.execute("INSERT INTO clock_steps VALUES (?, ?, ?, ?, ?, ?)", (*key, start, end, step_ms))
+    return not rows
 
 
 def _redate(reading: Reading, offset_ms: int) -> Reading:

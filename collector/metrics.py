@@ -91,6 +91,11 @@ class CollectorMetrics:
             "Unsynchronised readings re-dated from the gateway's clock anchor and stored",
             registry=r,
         )
+        self.clock_stepped = Counter(
+            "kilowatch_collector_readings_clock_stepped",
+            "Readings stamped by a gateway clock stepped away from its boot's offset, re-dated by monotonic time",
+            registry=r,
+        )
         self.gateway_events = Counter(
             "kilowatch_collector_gateway_events",
             "Gateway events received (stored in gateway_events), by kind",
@@ -106,4 +111,24 @@ class CollectorMetrics:
         )
         self.mqtt_connected = Gauge(
             "kilowatch_collector_mqtt_connected", "1 while connected to the MQTT broker", registry=r
+        )
+        self.detection_passes = Counter(
+            "kilowatch_collector_detection_passes",
+            "Detection passes over the configured meters (failed ones included)",
+            registry=r,
+        )
+        self.detection_failures = Counter(
+            "kilowatch_collector_detection_failures",
+            "Detection passes that failed and will be retried",
+            registry=r,
+        )
+        self.meters_judged = Counter(
+            "kilowatch_collector_detection_meters_judged",
+            "Meters judged again because their data changed (0 in a pass: detection has caught up)",
+            registry=r,
+        )
+        self.findings_applied = Counter(
+            "kilowatch_collector_detection_findings_applied",
+            "Findings new or changed since last judged, applied to the alert store",
+            registry=r,
         )

@@ -70,7 +70,7 @@ async def serve(config: CollectorConfig) -> None:
         await asyncio.to_thread(ledger.close)
 
 
-async def _detection(config: CollectorConfig) -> LiveDetection | None:
+async def _detection(config: CollectorConfig, metrics: CollectorMetrics) -> LiveDetection | None:
     """The live detectors if enabled; ServiceError naming the file, key and problem if their settings are bad."""
     settings = config.detection
     if not settings.enabled or settings.sites is None:
@@ -79,7 +79,7 @@ async def _detection(config: CollectorConfig) -> LiveDetection | None:
         sites = await asyncio.to_thread(load_sites, settings.sites)
     except ConfigError as exc:
         raise ServiceError(f"detection settings: {exc}") from exc
-    detection = LiveDetection(config.ledger.path, sites, settings)
+    detection = LiveDetection(config.ledger.path, sites, settings, metrics=metrics)
     log.info(
         "detection: %d meters of %d sites from %s, a pass every %g s",
         len(detection.meters), len(sites.sites), settings.sites, settings.interval_s,
@@ -88,8 +88,8 @@ async def _detection(config: CollectorConfig) -> LiveDetection | None:
 
 
 async def _run(config: CollectorConfig, ledger: Ledger) -> None:
-    detection = await _detection(config)
     metrics = CollectorMetrics()
+    detection = await _detection(config, metrics)
     writer = TsdbWriter(settings=config.tsdb, metrics=metrics, ledger=ledger) if config.tsdb else None
     ingestor = Ingestor(
         settings=config.mqtt, ledger=ledger, metrics=metrics, on_commit=writer.wake if writer else None

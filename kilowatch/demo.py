@@ -10,22 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import shutil
-import signal
-import socket
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 import yaml
 
 from kilowatch.cli_support import fail
+from kilowatch.processes import (
+    Children,
+    free_port,
+    get_json,
+    mosquitto_binary,
+    mosquitto_config,
+    port_or_free,
+    wait_for,
+)
 
 SITE = "demo-office"
 GATEWAY = "gw-demo"
@@ -38,62 +42,6 @@ class BrokerChoice(StrEnum):
     AUTO = "auto"
     MOSQUITTO = "mosquitto"
     EMBEDDED = "embedded"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _port_or_free(port: int) -> int:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn will: TIME_WAIT is no conflict
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return _free_port()
-    return port
-
-
-def _mosquitto_binary() -> str | None:
-    return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
-    )
-
-
-def _get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback URL we built
-        return json.load(response)
-
-
-class _Children:
-    """Child processes with their logs; all of them are stopped on the way out."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.procs: dict[str, asyncio.subprocess.Process] = {}
-
-    async def start(self, name: str, *args: str) -> asyncio.subprocess.Process:
-        log = (self.workdir / f"{name}.log").open("ab")
-        proc = await asyncio.create_subprocess_exec(*args, stdout=log, stderr=asyncio.subprocess.STDOUT)
-        log.close()
-        self.procs[name] = proc
-        return proc
-
-    def dead(self) -> list[str]:
-        return [name for name, proc in self.procs.items() if proc.returncode is not None]
-
-    async def stop(self) -> None:
-        """Stop in reverse start order: the agent before the collector, the broker last."""
-        for proc in reversed(self.procs.values()):
-            if proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
 
 
 @contextlib.asynccontextmanager
@@ -111,18 +59,6 @@ async def _embedded_broker(port: int) -> AsyncIterator[None]:
         yield
     finally:
         await broker.shutdown()
-
-
-async def _wait_for(what: str, check: Any, children: _Children, limit_s: float) -> Any:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if dead := children.dead():
-            raise RuntimeError(f"{', '.join(dead)} exited while waiting for {what}")
-        with contextlib.suppress(OSError, ValueError):
-            if result := check():
-                return result
-        await asyncio.sleep(0.3)
-    raise TimeoutError(f"timed out after {limit_s:.0f}s waiting for {what}")
 
 
 def _write_configs(
@@ -168,10 +104,10 @@ async def _run(
     duration: float | None,
     poll_s: float,
 ) -> None:
-    mosquitto = _mosquitto_binary() if broker is not BrokerChoice.EMBEDDED else None
+    mosquitto = mosquitto_binary() if broker is not BrokerChoice.EMBEDDED else None
     if broker is BrokerChoice.MOSQUITTO and mosquitto is None:
         fail("--broker mosquitto: mosquitto is not installed (apt-get install mosquitto)")
-    broker_port, modbus_port, api_port = _free_port(), _free_port(), _port_or_free(api_port)
+    broker_port, modbus_port, api_port = free_port(), free_port(), port_or_free(api_port)
     protocol = "5" if mosquitto else "3.1.1"
     agent_cfg, collector_cfg = _write_configs(
         workdir,
@@ -181,15 +117,14 @@ async def _run(
         protocol=protocol,
         poll_s=poll_s,
     )
-    children = _Children(workdir)
+    children = Children(workdir)
     kilowatch = [sys.executable, "-m", "kilowatch"]
     async with contextlib.AsyncExitStack() as stack:
         if not mosquitto:
             await stack.enter_async_context(_embedded_broker(broker_port))
         stack.push_async_callback(children.stop)
         if mosquitto:
-            conf = workdir / "mosquitto.conf"
-            conf.write_text(f"listener {broker_port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+            conf = mosquitto_config(workdir, broker_port)
             await children.start("mosquitto", mosquitto, "-c", str(conf))
             typer.echo(f"broker     mosquitto on 127.0.0.1:{broker_port}")
         else:
@@ -216,10 +151,10 @@ async def _run(
         await children.start("collector", *kilowatch, "collector", "run", "--config", str(collector_cfg))
         await children.start("agent", *kilowatch, "agent", "run", "--config", str(agent_cfg))
         base = f"http://127.0.0.1:{api_port}"
-        await _wait_for("the collector's API", lambda: _get_json(f"{base}/healthz"), children, 60)
-        meters = await _wait_for(
+        await wait_for("the collector's API", lambda: get_json(f"{base}/healthz"), children, 60)
+        meters = await wait_for(
             "readings from all meters",
-            lambda: (m := _get_json(f"{base}/api/v1/meters")) and len(m) >= len(UNITS) and m,
+            lambda: (m := get_json(f"{base}/api/v1/meters")) and len(m) >= len(UNITS) and m,
             children,
             60 + 3 * poll_s,
         )
@@ -238,7 +173,7 @@ async def _run(
         await _watch(base, MAIN, children, duration, poll_s)
 
 
-async def _watch(base: str, meter: str, children: _Children, duration: float | None, poll_s: float) -> None:
+async def _watch(base: str, meter: str, children: Children, duration: float | None, poll_s: float) -> None:
     """Print the main meter's power now and then, until the duration is up or a part dies."""
     stop_at = None if duration is None else time.monotonic() + duration
     while stop_at is None or time.monotonic() < stop_at:
@@ -246,7 +181,7 @@ async def _watch(base: str, meter: str, children: _Children, duration: float | N
             raise RuntimeError(f"{', '.join(dead)} exited unexpectedly; see its log in {children.workdir}")
         shown = False
         with contextlib.suppress(OSError, ValueError, KeyError):
-            latest = _get_json(f"{base}/api/v1/meters/{meter}/latest")
+            latest = get_json(f"{base}/api/v1/meters/{meter}/latest")
             values = latest["values"]
             typer.echo(
                 f"{latest['ts']}  {meter}: {values['active_power_w'] / 1000:.2f} kW, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -186,3 +187,49 @@ async def test_gateway_events_are_kept_counted_once_and_listed(
         120,
         "2024-05-01T09:00:00Z",
     )
+
+
+def synced(ts: int, mono_ms: int, imp: float) -> Reading:
+    return reading(ts, imp=imp).model_copy(update={"mono_ms": mono_ms})
+
+
+async def test_a_synced_clock_that_steps_away_is_caught_by_monotonic_time_and_re_dated(
+    running: tuple[Ingestor, Ledger, CollectorMetrics, httpx.AsyncClient], caplog: pytest.LogCaptureFixture
+) -> None:
+    ingestor, ledger, metrics, _ = running
+    boot = at(10) - 1_000_000  # this boot's offset: mono 1,000,000 ms is 10:00 UTC
+    minute = 60_000
+    hour = 60 * minute
+
+    def polled(minutes: int, *, ahead_ms: int = 0) -> Reading:
+        mono = 1_000_000 + minutes * minute
+        return synced(boot + mono + ahead_ms, mono, 10.0 + minutes / 60)
+
+    await send(ingestor, spooled(polled(0), polled(1), seq=0))
+    await send(
+        ingestor, spooled(polled(2, ahead_ms=hour), polled(3, ahead_ms=hour), seq=1)
+    )  # stepped an hour
+    await send(ingestor, spooled(polled(4, ahead_ms=hour), seq=2))  # the same step goes on
+    await send(ingestor, spooled(polled(5, ahead_ms=5_000), seq=3))  # back, within the tolerance
+    with ledger.reader() as r:
+        stored = [(x.ts, x.clock) for x in r.readings("m1", 0, at(23))]
+    assert stored == [
+        (at(10), "synced"),
+        (at(10, 1), "synced"),
+        (at(10, 2), "corrected"),
+        (at(10, 3), "corrected"),
+        (at(10, 4), "corrected"),
+        (at(10, 5, 5), "synced"),
+    ]
+    with sqlite3.connect(ledger.path) as db:
+        steps = db.execute("SELECT gateway, boot_id, start_ts, end_ts, step_ms FROM clock_steps").fetchall()
+    assert steps == [("gw1", BOOT, at(10, 2), at(10, 4), hour)]
+    assert value(metrics, "kilowatch_collector_readings_clock_stepped_total") == 3
+    assert sum("clock stepped" in r.getMessage() for r in caplog.records) == 1
+
+    # An anchor from the agent is the boot's truth, rather than the first reading seen.
+    await send(ingestor, status(boot + 30_000))
+    await send(ingestor, spooled(polled(6, ahead_ms=30_000), polled(7), seq=4))
+    with ledger.reader() as r:
+        latest = [(x.ts, x.clock) for x in r.readings("m1", at(10, 6), at(23))]
+    assert latest == [(at(10, 6, 30), "synced"), (at(10, 7, 30), "corrected")]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from collector.calendars import (
     OFFSET_MS,
@@ -16,7 +18,7 @@ from collector.calendars import (
     is_public_holiday,
     window,
 )
-from collector.detectors.config import load_sites
+from collector.detectors.config import MeterConfig, SiteConfig, Tariff, Thresholds, load_sites
 from kilowatch.yamlconfig import ConfigError
 from sim.load_model import VIETNAM_TZ
 
@@ -109,3 +111,31 @@ def test_a_bad_setting_names_file_line_and_key(tmp_path: Path) -> None:
     assert "sites.yaml:4 sites.ubnd.calendar.tou" in problems
     assert "circular-16-2015" in problems
     assert "sites.yaml:6 sites.ubnd.meters.ubnd.main.rated_kw" in problems
+
+
+SITES_EXAMPLE = Path(__file__).parent.parent / "deploy" / "sites.example.yaml"
+
+
+def test_the_sites_example_loads_shows_every_key_and_its_first_site_keeps_the_defaults() -> None:
+    sites = load_sites(SITES_EXAMPLE).sites
+    first = sites["so-cong-thuong"]
+    defaults = SiteConfig()
+    assert (first.calendar, first.tariff, first.thresholds, first.poll_s) == (
+        defaults.calendar,
+        defaults.tariff,
+        defaults.thresholds,
+        defaults.poll_s,
+    )
+    text = SITES_EXAMPLE.read_text()
+
+    def keys(model: type[BaseModel]) -> Iterator[str]:
+        for name, field in model.model_fields.items():
+            yield name
+            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+                yield from keys(field.annotation)
+
+    for model in (SiteCalendar, Tariff, Thresholds, MeterConfig):
+        for key in keys(model):
+            assert f"{key}:" in text, f"{model.__name__}.{key} missing from {SITES_EXAMPLE.name}"
+    assert sites["nha-may-co-khi"].meters["nha-may-co-khi.press"].large
+    assert sites["tu-chieu-sang-01"].calendar.lighting.mode == "astronomical"

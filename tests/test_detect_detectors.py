@@ -237,3 +237,43 @@ def test_peak_overuse_ignores_the_morning_rise_without_history() -> None:
     with no comparable day an occupied band is not judged."""
     rising = lambda t: 4.0 + 2.0 * max(0.0, hour(t) - 8) if 7.5 <= hour(t) < 11.5 else 1.0  # noqa: E731
     assert peak.detect(context(Role.SUB_METER, 12), series(rising, START, START + 86_400_000)) == []
+
+
+def test_a_demand_limit_is_warned_of_before_it_is_passed_and_clears_with_hysteresis() -> None:
+    day = (2025, 6, 3)  # a Tuesday
+    phases = [  # (from local time, kW): 30-minute demand windows on the clock, limit 100 kW
+        ((9, 0), 80.0),  # demand 80: nothing
+        ((10, 0), 92.0),  # predicted 92 >= 90 %: warning
+        ((10, 15), 110.0),  # (92 x 15 + 110 x 15) / 30 = 101 >= 100 %: alarm
+        ((10, 30), 70.0),  # a new window at 70 < 85 %: both clear
+        ((11, 0), 88.0),  # between clear and warn: stays quiet
+        ((11, 30), 91.0),  # warning again ...
+        ((11, 40), 86.0),  # ... held above 85 % (hysteresis), across the next window too
+        ((12, 30), 60.0),  # cleared
+    ]
+    starts = [ms(*day, h, m) for (h, m), _ in phases]
+
+    def load(t: int) -> float:
+        return next(
+            kw for start, (_, kw) in zip(reversed(starts), reversed(phases), strict=True) if t >= start
+        )
+
+    ctx = Context("s", "s.m", MeterConfig(role=Role.MACHINE, rated_kw=150, demand_limit_kw=100), SiteConfig())
+    found = peak.detect(ctx, series(load, ms(*day, 9), ms(*day, 13)))
+    demand = [(f.rule, f.start_ms, f.end_ms, f.magnitude) for f in found if f.rule.startswith("demand")]
+    assert demand == [
+        ("demand_warning", ms(*day, 10), ms(*day, 10, 30), 101.0),
+        ("demand_warning", ms(*day, 11, 30), ms(*day, 12, 30), 91.0),
+        ("demand_exceeded", ms(*day, 10, 15), ms(*day, 10, 30), 101.0),
+    ]
+    assert all(f.message_en and f.message_vi for f in found)
+    no_limit = Context("s", "s.m", MeterConfig(role=Role.MACHINE, rated_kw=150), SiteConfig())
+    assert not [
+        f for f in peak.detect(no_limit, series(load, ms(*day, 9), ms(*day, 13))) if "demand" in f.rule
+    ]
+
+
+def test_predicted_demand_counts_the_window_so_far_and_the_load_now() -> None:
+    minute = MINUTE
+    ts = [0, minute, 2 * minute, 3 * minute]  # a 2-minute window, then the next
+    assert peak.predicted_demand(ts, [10.0, 30.0, 5.0, 5.0], minute, 2 * minute) == [10.0, 20.0, 5.0, 5.0]

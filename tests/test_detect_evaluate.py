@@ -30,7 +30,9 @@ def test_matching_counts_true_false_and_other_findings_and_missed_labels() -> No
     }
     labels = [
         label("s.cooling", "after_hours_waste", "anomaly", 18, 23),
-        label("s.main", "after_hours_waste", "anomaly", 18, 23),  # missed
+        label("s.main", "after_hours_waste", "anomaly", 18, 23),  # the cooling's waste: its finding counts
+        label("s.main", "after_hours_waste", "anomaly", 50, 55),  # missed
+        label("s.press", "after_hours_waste", "anomaly", 18, 23),  # not judged by R4 (a machine)
         label("s.cooling", "overtime", "benign", 40, 42),
         label("s.press", "machine_peak_loaded", "anomaly", 65, 66),
         label("s.main", "idle_equipment", "anomaly", 80, 81),  # idle is not judged on a main meter
@@ -40,11 +42,15 @@ def test_matching_counts_true_false_and_other_findings_and_missed_labels() -> No
         finding("s.cooling", Detector.AFTER_HOURS, "R4", 41, None),  # overtime: false positive
         finding("s.press", Detector.PEAK, "overuse", 65, 66),  # another anomaly: "other"
         finding("s.press", Detector.PEAK, "large_machine_in_peak", 65, 65.5),
+        finding("s.main", Detector.DATA_QUALITY, "no_data", 100, None),  # after the data: not scored
     ]
-    scores = score(findings, labels, configs, end_ms=100 * H)
+    site_of = dict.fromkeys(configs, "s")
+    scores = score(findings, labels, configs, span=(0, 100 * H), site_of=site_of)
     r4 = scores[KIND_RULES["after_hours_waste"]]
-    assert (r4.true_positives, r4.false_positives, r4.labels, r4.found) == (1, 1, 2, 1)
-    assert (r4.precision, r4.recall, r4.median_delay_min) == (0.5, 0.5, 300.0)
+    assert (r4.true_positives, r4.false_positives, r4.labels, r4.found) == (1, 1, 3, 2)
+    assert r4.not_applicable == 1
+    assert (r4.precision, round(r4.recall or 0, 3), r4.median_delay_min) == (0.5, 0.667, 300.0)
+    assert scores[KIND_RULES["silent"]].false_positives == 0
     overuse = scores[KIND_RULES["peak_overuse"]]
     assert (overuse.true_positives, overuse.false_positives, overuse.other) == (0, 0, 1)
     loaded = scores[KIND_RULES["machine_peak_loaded"]]

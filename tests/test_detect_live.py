@@ -16,6 +16,8 @@ import json
 import signal
 import subprocess
 import sys
+import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +28,23 @@ from collector.alerts import AlertQuery, AlertStatus, AlertStore
 from collector.calendars import SLOT_MS
 from collector.config import CollectorConfig, DetectionSettings
 from collector.detect_live import LiveDetection
-from collector.detectors.config import Sites, load_sites
+from collector.detectors.config import load_sites
 from collector.detectors.findings import Detector, Finding
-from collector.evaluate import site_config
+from collector.evaluate import scenario_sites
 from collector.ledger import Ledger
 from kilowatch import yamlconfig
-from kilowatch.mqtt_contract import ReadingsBatch
+from kilowatch.mqtt_contract import (
+    SCHEMA_VERSION,
+    Channel,
+    GatewayState,
+    GatewayStatus,
+    ReadingsBatch,
+    topic,
+)
 from sim.generate import Run
 from sim.scenario import Scenario, load_scenario
 from tests.alert_support import FakeClock, call
-from tests.services import Mosquitto, Process, free_port, wait_until
+from tests.services import Mosquitto, Process, free_port, require_binary, wait_until
 
 SECRET = "live-detect-s3cret-4242"  # noqa: S105 - the test receiver's
 
@@ -91,14 +100,6 @@ def batches(spec: Scenario, days: int, interval_s: int) -> tuple[Run, list[Readi
     return run, out
 
 
-def sites_of(spec: Scenario, interval_s: int) -> Sites:
-    sites = {}
-    for site_id in dict.fromkeys(m.site_id for m in spec.meters):
-        meters = [m for m in spec.meters if m.site_id == site_id]
-        sites[site_id] = site_config(meters[0].site, meters, interval_s)
-    return Sites(sites=sites)
-
-
 def key(f: Finding) -> tuple[Any, ...]:
     return (f.meter, f.detector, f.rule, f.start_ms, f.end_ms, f.detected_at, f.wasted_kwh, f.cost_vnd)
 
@@ -119,7 +120,7 @@ def test_detection_needs_a_sites_file(tmp_path: Path) -> None:
 def test_a_backlog_gives_what_live_data_gives_and_a_restart_repeats_nothing(tmp_path: Path) -> None:
     spec = load_scenario(scenario(tmp_path))
     run, sent = batches(spec, DAYS, INTERVAL_S)
-    sites = sites_of(spec, INTERVAL_S)
+    sites = scenario_sites(spec, INTERVAL_S)
     end_ms = round(run.end.timestamp() * 1000)
     clock = FakeClock(end_ms)
     settings = DetectionSettings(enabled=True, sites=Path("unused.yaml"))
@@ -164,7 +165,7 @@ def test_a_silent_meter_is_suppressed_and_reported_once(tmp_path: Path) -> None:
     with Ledger(path) as ledger:
         ledger.store(sent, received_at=end_ms)
     clock = FakeClock(end_ms)
-    detector = LiveDetection(path, sites_of(spec, INTERVAL_S), DetectionSettings(), clock=clock)
+    detector = LiveDetection(path, scenario_sites(spec, INTERVAL_S), DetectionSettings(), clock=clock)
     before = detector.scan().findings
     for f in before:
         detector.applied(f)
@@ -190,7 +191,7 @@ def test_findings_become_alerts_once(tmp_path: Path) -> None:
     with Ledger(path) as ledger:
         ledger.store(sent, received_at=end_ms)
     clock = FakeClock(end_ms + 2 * 86_400_000)
-    detector = LiveDetection(path, sites_of(spec, INTERVAL_S), DetectionSettings(), clock=clock)
+    detector = LiveDetection(path, scenario_sites(spec, INTERVAL_S), DetectionSettings(), clock=clock)
     with AlertStore(path, channels=("webhook",), clock=clock) as store:
 
         async def submit(finding: Finding) -> Any:
@@ -223,12 +224,11 @@ def _after_hours(received: list[tuple[dict[str, str], bytes]]) -> list[tuple[dic
     ]
 
 
-def test_the_collector_alerts_on_after_hours_waste_in_a_flushed_backlog(
-    tmp_path: Path, mosquitto: Mosquitto, hook: tuple[str, list[tuple[dict[str, str], bytes]]]
-) -> None:
-    hook_url, received = hook
+def detecting_collector(
+    tmp_path: Path, mosquitto: Mosquitto, notify: dict[str, Any]
+) -> tuple[list[str], str]:
+    """(command, API base URL) of a collector judging the SITES above, configured in `tmp_path`."""
     api_port = free_port()
-    ledger = tmp_path / "kilowatch.db"
     sites = tmp_path / "sites.yaml"
     sites.write_text(SITES)
     config = tmp_path / "collector.yaml"
@@ -236,21 +236,29 @@ def test_the_collector_alerts_on_after_hours_waste_in_a_flushed_backlog(
         yaml.safe_dump(
             {
                 "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "client_id": "collector-detect"},
-                "ledger": {"path": str(ledger)},
+                "ledger": {"path": str(tmp_path / "kilowatch.db")},
                 "api": {"host": "127.0.0.1", "port": api_port},
-                "notify": {
-                    "webhook": {"url": hook_url, "secret": SECRET},
-                    "poll_s": 0.2,
-                    "retry_min_s": 0.1,
-                    "digest_at": None,
-                },
+                "notify": notify,
                 "detection": {"enabled": True, "sites": str(sites), "interval_s": 0.5},
             }
         )
     )
     command = [sys.executable, "-c", "from collector.cli import app; app()", "run", "--config", str(config)]
+    return command, f"http://127.0.0.1:{api_port}"
+
+
+def test_the_collector_alerts_on_after_hours_waste_in_a_flushed_backlog(
+    tmp_path: Path, mosquitto: Mosquitto, hook: tuple[str, list[tuple[dict[str, str], bytes]]]
+) -> None:
+    hook_url, received = hook
+    notify = {
+        "webhook": {"url": hook_url, "secret": SECRET},
+        "poll_s": 0.2,
+        "retry_min_s": 0.1,
+        "digest_at": None,
+    }
+    command, base = detecting_collector(tmp_path, mosquitto, notify)
     collector = Process("collector", command, tmp_path / "collector.log").start()
-    base = f"http://127.0.0.1:{api_port}"
     try:
         wait_until(lambda: call(f"{base}/healthz")["mqtt_connected"], 20, "the collector to subscribe")
         publish = subprocess.run(
@@ -324,3 +332,92 @@ def test_the_collector_alerts_on_after_hours_waste_in_a_flushed_backlog(
     assert listed["cost_vnd"] > 200 * 1000
     assert len(_after_hours(received)) == 1, "the restart notified the alert again"
     assert SECRET not in collector.log()
+
+
+def test_a_stepped_gateway_clock_is_reported_once_and_its_readings_judged_at_their_true_time(
+    tmp_path: Path,
+) -> None:
+    spec = load_scenario(scenario(tmp_path))
+    run, sent = batches(spec, DAYS, INTERVAL_S)
+    begin_ms = round(run.begin.timestamp() * 1000)
+    jump = (begin_ms + 30 * 3_600_000, begin_ms + 32 * 3_600_000)  # Saturday 06:00-08:00: an hour ahead
+
+    def as_the_agent_sends(batch: ReadingsBatch) -> ReadingsBatch:
+        readings = [
+            r.model_copy(
+                update={
+                    "mono_ms": r.ts - begin_ms + 5_000,  # booted 5 s before the data begins
+                    "ts": r.ts + 3_600_000 if jump[0] <= r.ts < jump[1] else r.ts,
+                }
+            )
+            for r in batch.readings
+        ]
+        return batch.model_copy(update={"boot_id": "boot-1", "readings": readings})
+
+    end_ms = round(run.end.timestamp() * 1000)
+    settings = DetectionSettings(enabled=True, sites=Path("unused.yaml"), clock="data")
+    found = {}
+    for name, messages in (("plain", sent), ("stepped", [as_the_agent_sends(b) for b in sent])):
+        path = tmp_path / f"{name}.db"
+        with Ledger(path) as ledger:
+            ledger.store(messages, received_at=0)
+        far_later = FakeClock(end_ms + 400 * 86_400_000)  # the data clock ignores the wall clock
+        detector = LiveDetection(path, scenario_sites(spec, INTERVAL_S), settings, clock=far_later)
+        found[name] = detector.scan().findings
+        for f in found[name]:
+            detector.applied(f)
+        assert detector.scan().findings == []  # applied once
+        detector.close()
+    [step] = [f for f in found["stepped"] if f.rule == "untrusted_clock"]
+    assert (step.site, step.meter, step.start_ms, step.end_ms) == ("office", "office/gw-1", jump[0], jump[1])
+    assert sorted(map(key, found["plain"])) == sorted(map(key, (f for f in found["stepped"] if f != step)))
+    assert not [f for f in found["plain"] if f.rule == "no_data"]
+
+
+def test_a_gateway_is_offline_from_its_last_will_to_its_next_birth(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    command, base = detecting_collector(tmp_path, mosquitto, {"digest_at": None})
+    name = topic("office", "gw-1", Channel.STATUS)
+
+    def status(state: GatewayState) -> str:
+        return GatewayStatus(
+            schema_version=SCHEMA_VERSION, site="office", gateway="gw-1", state=state, ts=round(time.time() * 1000),
+            agent_version="test", meters=["office.main", "office.cooling"],
+        ).model_dump_json()  # fmt: skip
+
+    def offline_alerts() -> list[dict[str, Any]]:
+        meter = urllib.parse.quote("office/gw-1", safe="")
+        listed: list[dict[str, Any]] = call(f"{base}/api/v1/alerts?detector=data_quality&meter={meter}")
+        return listed
+
+    collector = Process("collector", command, tmp_path / "collector.log").start()
+    try:
+        wait_until(lambda: call(f"{base}/healthz")["mqtt_connected"], 20, "the collector to subscribe")
+        # The gateway: a real MQTT client whose connection dies without a goodbye, so the broker sends its will.
+        gateway = subprocess.Popen(
+            [
+                require_binary("mosquitto_pub"), "-h", mosquitto.host, "-p", str(mosquitto.port), "-t", name,
+                "-q", "1", "-r", "-l", "--will-topic", name, "--will-payload", status(GatewayState.OFFLINE),
+                "--will-qos", "1", "--will-retain",
+            ],
+            stdin=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert gateway.stdin is not None
+        gateway.stdin.write(status(GatewayState.ONLINE) + "\n")
+        gateway.stdin.flush()
+        wait_until(lambda: call(f"{base}/api/v1/gateways")[0]["state"] == "online", 20, "the gateway's birth")
+        gateway.kill()
+        gateway.wait()
+        [opened] = wait_until(offline_alerts, 20, "the gateway-offline alert")
+        assert (opened["rule"], opened["status"], opened["site"]) == ("gateway_offline", "open", "office")
+        assert "gateway offline" in opened["message_en"]
+        assert "mất kết nối" in opened["message_vi"]
+        mosquitto.publish(name, status(GatewayState.ONLINE))  # born again
+        [resolved] = wait_until(
+            lambda: [a for a in offline_alerts() if a["status"] == "resolved"], 20, "the alert to resolve"
+        )
+        assert resolved["id"] == opened["id"]
+        assert resolved["end"] is not None
+    finally:
+        collector.stop()

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, time
 from pathlib import Path
 
 import yaml
+from pydantic import SecretStr
 
 from collector.alerts import Alert
 from collector.config import CollectorConfig, EmailSettings, NotifySettings, WebhookSettings
 from collector.detectors.findings import Finding
-from collector.notifiers.digest import digest, local_day_before, next_digest_ms
+from collector.notifiers.digest import digest, last_digest_ms, local_day_before, next_digest_ms, queue_digests
+from collector.notifiers.dispatch import Notifications
+from collector.notifiers.webhook import WebhookChannel
 from kilowatch import yamlconfig
 from tests.alert_support import FakeClock, finding, open_store
 from tests.collector_support import at
+from tests.services import eventually
 from tests.test_collector_config import EXAMPLE, load_text
 
 
@@ -99,3 +104,38 @@ def test_an_unquoted_digest_time_and_a_password_without_user_are_refused(tmp_pat
     )
     assert "use secret" in problems[2]
     assert not any("hunter2" in p for p in problems)
+
+
+def test_a_day_is_digested_once_and_a_restart_after_the_digest_time_still_sends_it(tmp_path: Path) -> None:
+    clock = FakeClock(at(19, 31))
+    path = tmp_path / "kilowatch.db"
+    store = open_store(path, clock, channels=("webhook",))
+    store.apply(finding(wasted_kwh=3.0))
+    assert queue_digests(store, date(2024, 5, 1)) == 1
+    assert queue_digests(store, date(2024, 5, 1)) is None  # that day's went out already
+    store.close()
+
+    # Down over the next digest time (07:00 on the 3rd in Vietnam), started again at 09:00: the digest of
+    # the 2nd is owed, and the first thing the collector does is queue it, once.
+    clock.now_ms = at(2, day=3)
+    assert last_digest_ms(clock.now_ms, time(7, 0)) == at(0, day=3)
+
+    async def start_and_stop() -> list[str]:
+        store = open_store(path, clock, channels=("webhook",))
+        channel = WebhookChannel(
+            WebhookSettings(url="http://127.0.0.1:9/unreachable", secret=SecretStr("digest-test-s3cret-key"))
+        )
+        settings = NotifySettings(digest_at=time(7, 0), retry_min_s=60, retry_max_s=60)
+        task = asyncio.create_task(
+            Notifications(store=store, channels=[channel], settings=settings, clock=clock).run()
+        )
+        await eventually(lambda: any(row.kind == "digest" for row in store.due("webhook")), "the owed digest")
+        await asyncio.sleep(0.2)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        kinds = [row.kind for row in store.due("webhook")]
+        store.close()
+        return kinds
+
+    assert asyncio.run(start_and_stop()).count("digest") == 2  # the 1st's, still undelivered, and the 2nd's
+    assert asyncio.run(start_and_stop()).count("digest") == 2  # a second restart owes nothing more

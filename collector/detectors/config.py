@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -75,6 +75,18 @@ class Peak(_Model):
     )
     min_intervals: int = Field(4, ge=1, description="15-min intervals: 4 = 1 hour")
     large_machine_min: float = Field(15.0, gt=0)
+    demand_window_min: Literal[15, 30] = Field(
+        30, description="demand interval of a configured demand limit, aligned to the clock"
+    )
+    demand_warn: float = Field(0.9, gt=0, description="warn when the predicted demand reaches this share")
+    demand_alarm: float = Field(1.0, gt=0, description="alarm when it reaches this share of the limit")
+    demand_clear: float = Field(0.85, gt=0, description="either clears below this share")
+
+    @model_validator(mode="after")
+    def _ordered_demand_shares(self) -> Self:
+        if not self.demand_clear < self.demand_warn <= self.demand_alarm:
+            raise ValueError("demand shares must be ordered demand_clear < demand_warn <= demand_alarm")
+        return self
 
 
 class Lighting(_Model):
@@ -106,6 +118,11 @@ class MeterConfig(_Model):
     role: Role
     rated_kw: float = Field(gt=0)
     large: bool = Field(False, description="a large machine the plant keeps out of the peak bands (R9)")
+    demand_limit_kw: float | None = Field(
+        None,
+        gt=0,
+        description="contracted or target maximum demand: warned of as the running window nears it",
+    )
     thresholds: Thresholds | None = Field(None, description="overrides the site's")
 
 

@@ -21,6 +21,14 @@ _TEXT: dict[tuple[Detector, str], tuple[str, str]] = {
         "{meter}: large machine loaded in the peak band since {since}",
         "{meter}: máy công suất lớn chạy có tải trong giờ cao điểm từ {since}",
     ),
+    (Detector.PEAK, "demand_warning"): (
+        "{meter}: predicted demand near its limit since {since}",
+        "{meter}: công suất dự báo gần tới mức giới hạn từ {since}",
+    ),
+    (Detector.PEAK, "demand_exceeded"): (
+        "{meter}: predicted demand over its limit since {since}",
+        "{meter}: công suất dự báo vượt mức giới hạn từ {since}",
+    ),
     (Detector.LIGHTING, "on_by_day"): (
         "{meter}: street lights burning outside their window since {since}",
         "{meter}: đèn chiếu sáng công cộng bật ngoài khung giờ từ {since}",
@@ -44,6 +52,10 @@ _TEXT: dict[tuple[Detector, str], tuple[str, str]] = {
     (Detector.DATA_QUALITY, "counter_reset"): (
         "{meter}: energy counter went backwards at {since} (reset or meter replaced)",
         "{meter}: chỉ số điện năng bị giảm lúc {since} (đặt lại hoặc thay công tơ)",
+    ),
+    (Detector.DATA_QUALITY, "gateway_offline"): (
+        "{meter}: gateway offline since {since} (its last will)",
+        "{meter}: bộ thu thập mất kết nối từ {since}",
     ),
     (Detector.DATA_QUALITY, "untrusted_clock"): (
         "{meter}: gateway clock could not be trusted from {since}",

@@ -2,7 +2,9 @@
 
 Overuse compares each peak-band interval with the *median* of the same interval on the last four same
 weekdays (or, lacking two, recent days of the same kind, open or closed), scaled up when the same day's
-hour before the band was already higher than usual (a hot day). Outside occupied hours (the evening band
+hour before the band was already higher than usual (a hot day); once begun, an episode outside occupied
+hours goes on while the circuit stays above the unscaled reference by half the excess it began with,
+since that scaling fits a hot day's own ramp-down at the end of the day, not load added on top of it. Outside occupied hours (the evening band
 of an office) an episode must also start above what the circuit drew just before the band: late
 departures and permitted overtime only ramp down from it, extra load adds to it. A closed day without
 comparable days is judged against its hour before the band; an open one is not judged. The excess must
@@ -15,6 +17,7 @@ import statistics
 
 from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS, Band, local_day
 from collector.detectors.common import Context, Step, episodes
+from collector.detectors.config import Role
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
 from collector.detectors.states import State, states
@@ -34,6 +37,49 @@ def detect(ctx: Context, series: Series) -> list[Finding]:
     findings = _overuse(ctx, series)
     if ctx.config.large:
         findings += _large_machine(ctx, series)
+    if ctx.config.demand_limit_kw is not None:
+        findings += _demand(ctx, series, ctx.config.demand_limit_kw)
+    return findings
+
+
+def predicted_demand(ts: list[int], kw: list[float], poll_ms: int, window_ms: int) -> list[float]:
+    """At each sample, the demand its clock-aligned window will reach if the load stays as it is now:
+    D = (E_so_far + P_now * t_remaining) / W, energy so far from the earlier samples of the window."""
+    predicted = []
+    window = None
+    energy_ms = 0.0  # kW x ms so far in the window
+    for t, w in zip(ts, kw, strict=True):
+        if t // window_ms != window:
+            window, energy_ms = t // window_ms, 0.0
+        end = (window + 1) * window_ms
+        predicted.append((energy_ms + w * (end - t)) / window_ms)
+        energy_ms += w * min(poll_ms, end - t)
+    return predicted
+
+
+def _demand(ctx: Context, series: Series, limit_kw: float) -> list[Finding]:
+    """A demand limit approached (warn) or passed (alarm) by the running window's predicted demand;
+    either clears below the clear share. A silence ends it (unknown, not cleared)."""
+    settings = ctx.thresholds.peak
+    ts, kw = series.usable
+    demand = predicted_demand(ts, kw, series.poll_ms, settings.demand_window_min * 60_000)
+    clear = settings.demand_clear * limit_kw
+    gap = ctx.thresholds.data_quality.silent_polls * series.poll_ms
+    findings = []
+    for rule, share in (("demand_warning", settings.demand_warn), ("demand_exceeded", settings.demand_alarm)):
+        steps: list[tuple[int, Step]] = []
+        on = False
+        for i, (t, d) in enumerate(zip(ts, demand, strict=True)):
+            if i and t - ts[i - 1] > gap:
+                steps.append((ts[i - 1] + series.poll_ms, Step.UNKNOWN))
+                on = False
+            on = d >= share * limit_kw or (on and d >= clear)
+            steps.append((t, Step.BAD if on else Step.GOOD))
+        for ep in episodes(steps, series.poll_ms, series.poll_ms, series.poll_ms):
+            during = [
+                d for t, d in zip(ts, demand, strict=True) if ep.start <= t and (ep.end is None or t < ep.end)
+            ]
+            findings.append(ctx.finding(Detector.PEAK, rule, ep, magnitude=max(during)))
     return findings
 
 
@@ -68,6 +114,24 @@ def _before_band(
     return (statistics.fmean(before), before[-1]) if len(before) >= _BEFORE_SLOTS // 2 else None
 
 
+_MACHINE_HIGH = 0.9
+"""A machine's reference: this quantile of its load over the whole band on the comparable days."""
+
+
+def _usual_high(ctx: Context, kw: dict[tuple[int, int], float], days: list[int], slot: int) -> float:
+    """What a machine usually draws at most in the peak band `slot` belongs to: jobs start and stop at
+    random, so a slot's median would call an ordinary loaded hour overuse; drawing more than it does
+    when loaded is."""
+    bands = ctx.calendar.bands(days[0])
+    first = last = slot
+    while first > 0 and bands[first - 1] is Band.PEAK:
+        first -= 1
+    while last + 1 < len(bands) and bands[last + 1] is Band.PEAK:
+        last += 1
+    loads = sorted(kw[(d, s)] for d in days for s in range(first, last + 1) if (d, s) in kw)
+    return loads[min(len(loads) - 1, int(_MACHINE_HIGH * len(loads)))]
+
+
 def _overuse(ctx: Context, series: Series) -> list[Finding]:
     settings = ctx.thresholds.peak
     intervals = series.intervals
@@ -87,10 +151,10 @@ def _overuse(ctx: Context, series: Series) -> list[Finding]:
 
     refs: list[float | None] = []
     steps: list[tuple[int, Step]] = []
-    previous_bad = False
+    margin: float | None = None  # while a run of bad intervals lasts: half the excess it began with
     for i, w in enumerate(intervals.kw):
         day, slot = _slot(intervals.ts(i))
-        ref = None
+        ref = plain = None
         bad = False
         if w is not None and ctx.calendar.bands(day)[slot] is Band.PEAK:
             before = _before_band(ctx, kw, day, slot)
@@ -98,18 +162,29 @@ def _overuse(ctx: Context, series: Series) -> list[Finding]:
             open_slots = ctx.calendar.occupied_slots(day)
             occupied = slot in open_slots
             if len(days) >= 2:
-                ref = statistics.median(kw[(d, slot)] for d in days)
+                ref = plain = (
+                    _usual_high(ctx, kw, days, slot)
+                    if ctx.config.role is Role.MACHINE
+                    else statistics.median(kw[(d, slot)] for d in days)
+                )
                 earlier = [b[0] for d in days if (b := _before_band(ctx, kw, d, slot)) is not None]
                 if before is not None and earlier:
                     ref *= max(1.0, before[0] / max(statistics.median(earlier), 1e-9))
             elif not open_slots and before is not None:  # a closed day: the hour before is its base load
-                ref = before[0]
-            if ref is not None:
+                ref = plain = before[0]
+            if ref is not None and plain is not None:
                 rises = occupied or (before is not None and w > settings.ratio * before[1])
-                bad = above(w, ref, day) and (rises or previous_bad)
+                if above(w, ref, day) and (rises or margin is not None):
+                    bad = True
+                    margin = (w - ref) / 2 if margin is None else margin
+                elif margin is not None and not occupied and above(w, plain, day) and w - plain >= margin:
+                    # A hot day's scaling fits the circuit's own ramp-down, not load added on top of it.
+                    bad = True
+                    ref = plain
+        if not bad:
+            margin = None
         refs.append(ref)
         steps.append((intervals.ts(i), Step.UNKNOWN if ref is None else Step.BAD if bad else Step.GOOD))
-        previous_bad = bad
 
     findings = []
     for ep in episodes(steps, SLOT_MS, settings.min_intervals * SLOT_MS, SLOT_MS):

@@ -76,12 +76,12 @@ def digest(store: AlertStore, site: str, day: date) -> Digest:
     )
 
 
-def queue_digests(store: AlertStore, day: date) -> int:
-    """Queue the digest of `day` of every site with something to say; returns how many."""
+def queue_digests(store: AlertStore, day: date) -> int | None:
+    """Queue the digest of `day` of every site with something to say; how many, or None when that day's
+    were queued before (by this process or one before a restart)."""
     sites = store.sites_for_digest(day)
-    for site in sites:
-        store.enqueue("digest", DigestNotice(digest=digest(store, site, day)).model_dump_json())
-    return len(sites)
+    bodies = [DigestNotice(digest=digest(store, site, day)).model_dump_json() for site in sites]
+    return len(sites) if store.enqueue_digests(day, bodies) else None
 
 
 def next_digest_ms(now_ms: int, at: time) -> int:
@@ -91,6 +91,11 @@ def next_digest_ms(now_ms: int, at: time) -> int:
     if candidate <= local:
         candidate += timedelta(days=1)
     return to_ms(candidate)
+
+
+def last_digest_ms(now_ms: int, at: time) -> int:
+    """The last moment at or before `now_ms` at which the local (Vietnam) clock read `at`."""
+    return next_digest_ms(now_ms, at) - 86_400_000
 
 
 def local_day_before(ms: int) -> date:

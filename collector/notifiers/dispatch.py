@@ -17,7 +17,7 @@ from collector.alerts import AlertChange, AlertStore, Clock, OutboxRow, wall_clo
 from collector.config import NotifySettings
 from collector.detectors.findings import Finding
 from collector.notifiers.channel import Channel, NotifyError
-from collector.notifiers.digest import local_day_before, next_digest_ms, queue_digests
+from collector.notifiers.digest import last_digest_ms, local_day_before, next_digest_ms, queue_digests
 from collector.notifiers.smtp import EmailChannel
 from collector.notifiers.webhook import WebhookChannel
 from kilowatch.backoff import Backoff
@@ -118,13 +118,17 @@ class Notifications:
             await asyncio.wait_for(wake.wait(), timeout)
 
     async def _digests(self) -> None:
+        """At `digest_at` every day, the digest of the day before; at start, the last one if it is owed (the
+        collector was down at its time)."""
         at = self._settings.digest_at
         assert at is not None
+        due = last_digest_ms(self._clock(), at)
         while True:
+            day = local_day_before(due)
+            sites = await asyncio.to_thread(queue_digests, self._store, day)
+            if sites is not None:
+                log.info("daily digest of %s queued for %d site(s)", day, sites)
+                self.wake()
             now = self._clock()
             due = next_digest_ms(now, at)
             await asyncio.sleep((due - now) / 1000)
-            day = local_day_before(due)
-            sites = await asyncio.to_thread(queue_digests, self._store, day)
-            log.info("daily digest of %s queued for %d site(s)", day, sites)
-            self.wake()
