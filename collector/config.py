@@ -209,8 +209,8 @@ class DetectionSettings(_Section):
     clock: Literal["wall", "data"] = Field(
         "wall",
         description="What 'now' is when telling a silent meter: the wall clock, or (replaying or backfilling "
-        "history) the end of the newest reading of any judged meter, so that old data is not taken for "
-        "meters gone silent",
+        "history) the end of the newest reading of the meter's gateway, so that old data is not taken for "
+        "meters gone silent (a whole gateway gone quiet is then told by its last will only)",
     )
 
     @model_validator(mode="after")

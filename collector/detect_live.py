@@ -117,7 +117,7 @@ class LiveDetection:
         sites: Who is judged and by which settings.
         settings: Pass interval and the spans read.
         clock: Wall-clock time, UTC ms (only to tell a silent meter and to ignore readings from the future);
-            with ``settings.clock`` "data", the newest reading stands in for it.
+            with ``settings.clock`` "data", the newest reading of the meter's gateway stands in for it.
         metrics: Where passes, judged meters and applied findings are counted.
     """
 
@@ -172,12 +172,13 @@ class LiveDetection:
             db.execute("BEGIN")  # one snapshot per pass
             judged_meters: list[str] = []
             try:
-                now = self._clock() if self._settings.clock == "wall" else self._newest_reading(db)
+                nows = self._data_clocks(db) if self._settings.clock == "data" else {}
+                now = max(nows.values(), default=0) if nows else self._clock()
                 offline = {m for (meters,) in db.execute(_OFFLINE_SQL) for m in json.loads(meters)}
                 for meter in self._meters:
                     if self._stopping:
                         break
-                    fresh = self._judge(db, meter, now, meter.ctx.meter in offline)
+                    fresh = self._judge(db, meter, nows.get(meter.ctx.meter, now), meter.ctx.meter in offline)
                     if fresh is not None:
                         judged_meters.append(meter.ctx.meter)
                         findings += fresh
@@ -226,12 +227,20 @@ class LiveDetection:
             sites.setdefault(meter.ctx.site, []).append(meter)
         return sites
 
-    def _newest_reading(self, db: sqlite3.Connection) -> int:
-        """The end of the newest poll of any configured meter: "now" when replaying history."""
-        newest = (db.execute(_NEWEST_SQL, (m.ctx.meter, 2**62)).fetchone()[0] for m in self._meters)
-        return max(
-            (ts + m.poll_ms for ts, m in zip(newest, self._meters, strict=True) if ts is not None), default=0
-        )
+    def _data_clocks(self, db: sqlite3.Connection) -> dict[str, int]:
+        """Per configured meter, "now" when replaying history: the end of the newest poll of any meter of
+        its gateway (gateways flush their backlogs each at its own pace)."""
+        gateway_of = dict(db.execute("SELECT meter_id, site || '/' || gateway FROM meters"))
+        newest: dict[str, int] = {}
+        for m in self._meters:
+            (ts,) = db.execute(_NEWEST_SQL, (m.ctx.meter, 2**62)).fetchone()
+            if ts is not None:
+                newest[m.ctx.meter] = ts + m.poll_ms
+        by_gateway: dict[str, int] = {}
+        for meter, end in newest.items():
+            key = gateway_of.get(meter, meter)
+            by_gateway[key] = max(by_gateway.get(key, 0), end)
+        return {meter: by_gateway[gateway_of.get(meter, meter)] for meter in newest}
 
     def _judge(self, db: sqlite3.Connection, meter: Meter, now: int, offline: bool) -> list[Finding] | None:
         """The meter's findings not yet applied, or None when nothing changed since the last judgement.

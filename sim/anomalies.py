@@ -121,3 +121,7 @@ class Injected:
 
     def spans(self, day: date) -> list[Span]:
         return self.base.spans(day)
+
+
+CRC_FAILURE_SHARE = 0.3
+"""Share of polls a noisy line (a `crc` fault) spoils, served live or generated."""

@@ -79,7 +79,8 @@ def serve(
         Path | None,
         typer.Option(
             help="With --scenario: serve each RTU bus on a socat pseudo-terminal pair whose master end is "
-            "DIR/<site>.<gateway>.<bus>."
+            "DIR/<site>.<gateway>.<bus> (one socat process per RTU bus: mixed-province starts about a hundred; "
+            "without --rtu-dir they are served as RTU-over-TCP)."
         ),
     ] = None,
     baud: Annotated[int, typer.Option(min=1, help="Baud rate of the RTU lines.")] = 9600,

@@ -44,6 +44,12 @@ class Fault(BaseModel):
     kind: FaultKind = Field(description="What goes wrong.")
     seconds: float | None = Field(default=None, gt=0, description="How late a `slow` unit answers.")
     code: int | None = Field(default=None, description="The exception code an `exception` unit answers.")
+    share: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Share of answers a `crc` fault corrupts (a noisy line spoils some).",
+    )
 
     @model_validator(mode="after")
     def _argument_fits_kind(self) -> Self:
@@ -54,6 +60,8 @@ class Fault(BaseModel):
                 raise ValueError(f"fault {self.kind.value!r} takes no {name}")
             if not given and name == wanted:
                 raise ValueError(f"fault {self.kind.value!r} needs {name}")
+        if self.share != 1.0 and self.kind is not FaultKind.CRC:
+            raise ValueError(f"fault {self.kind.value!r} takes no share")
         if self.code is not None and self.code not in EXCEPTION_CODES:
             raise ValueError(f"exception code {self.code} is not one of {sorted(EXCEPTION_CODES)}")
         return self

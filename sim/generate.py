@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kilowatch.mqtt_contract import SCHEMA_VERSION, Channel, ClockState, Quality, topic
 from kilowatch.profiles import load_builtin
-from sim.anomalies import LOAD_EFFECTS, AnomalyKind
+from sim.anomalies import CRC_FAILURE_SHARE, LOAD_EFFECTS, AnomalyKind
 from sim.deployment import VALUE_FAULTS, FaultyMeter, Placed, build_loads, place, simulated_meter
 from sim.load_model import DAY_MS, VIETNAM_TZ, Floats, Times, instants, uniforms
 from sim.loads import Category
@@ -50,9 +50,6 @@ DATASET_QUANTITIES = (
 )  # fmt: skip
 """What a dataset carries by default: enough for every detector and for checking the physics, at a
 fraction of the size of the whole vocabulary."""
-
-_CRC_FAILURE_SHARE = 0.3
-"""Share of polls a noisy line (a `crc` fault) loses."""
 
 _CHUNK_DAYS = 7
 """Days of poll cycles evaluated in one array per meter: long enough that numpy's per-call cost vanishes,
@@ -313,7 +310,7 @@ def _answers(
         elif p.kind is AnomalyKind.EXCEPTION:
             failed |= inside
         elif p.kind is AnomalyKind.CRC:
-            failed |= inside & (uniforms(ts, "crc", key) < _CRC_FAILURE_SHARE)
+            failed |= inside & (uniforms(ts, "crc", key) < CRC_FAILURE_SHARE)
         elif p.kind is AnomalyKind.SLOW and p.spec.seconds is not None:
             delay[inside] = round(p.spec.seconds * 1000)
     status[failed] = ERROR

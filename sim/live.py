@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from kilowatch.profiles import load_builtin
-from sim.anomalies import AnomalyKind
+from sim.anomalies import CRC_FAILURE_SHARE, AnomalyKind
 from sim.deployment import VALUE_FAULTS, FaultyMeter, Placed, build_loads, place, simulated_meter
 from sim.faults import Fault, FaultKind, Scheduled
 from sim.load_model import VIETNAM_TZ
@@ -57,7 +57,7 @@ def wire_fault(placed: Placed, transport: Literal["tcp", "rtu"]) -> Fault | None
         return Fault(kind=FaultKind.EXCEPTION, code=placed.spec.code)
     if kind is AnomalyKind.CRC:
         if transport == "rtu":
-            return Fault(kind=FaultKind.CRC)
+            return Fault(kind=FaultKind.CRC, share=CRC_FAILURE_SHARE)
         return Fault(kind=FaultKind.EXCEPTION, code=ExceptionCode.GATEWAY_TARGET_FAILED_TO_RESPOND)
     return None
 

@@ -165,6 +165,8 @@ class SimServer:
         self.parity: Parity = parity
         self._images = {unit.profile.id: RegisterImage(unit.profile) for unit in self.served.values()}
         self._garbage = random.Random(seed)
+        self.noise = random.Random(f"crc/{seed}")
+        """Which answers a `crc` fault with a share under 1 spoils: seeded, so a run repeats."""
         self._served_log = served_log
         self._listener: asyncio.Server | None = None
         self._sessions: set[_Session] = set()
@@ -336,7 +338,7 @@ class _Session(asyncio.Protocol):
             return
         fault = self._server.fault(unit)
         frame = self._framer.buildFrame(answer)
-        if fault is not None and fault.kind is FaultKind.CRC:
+        if fault is not None and fault.kind is FaultKind.CRC and self._server.noise.random() < fault.share:
             frame = frame[:-2] + bytes(b ^ 0xFF for b in frame[-2:])
         if fault is not None and fault.seconds is not None:
             late = asyncio.get_running_loop().call_later(fault.seconds, self._write_late, frame)

@@ -142,3 +142,19 @@ def test_a_port_in_use_exits_1_with_the_address() -> None:
 )
 def test_unit_lists(text: str, units: list[int]) -> None:
     assert parse_units(text) == units
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--units", "1-3"], "--units"),
+        (["--rtu", "/dev/ttyS9"], "--rtu"),
+        (["--fault", "1:dead"], "--fault"),
+        (["--seed", "3"], "--seed"),
+        (["--profile", "eastron-sdm630"], "--profile"),
+    ],
+)
+def test_a_scenario_refuses_the_options_of_one_profile_line(args: list[str], flag: str) -> None:
+    result = CliRunner().invoke(app, ["serve", "--scenario", "office-lang-son", *args])
+    assert result.exit_code == 2
+    assert flag in " ".join(result.output.split()), result.output

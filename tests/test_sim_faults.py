@@ -52,3 +52,12 @@ def test_an_argument_must_fit_the_kind() -> None:
         Fault(kind=FaultKind.DEAD, seconds=1.0)
     with pytest.raises(ValidationError, match="fault 'exception' needs code"):
         Fault(kind=FaultKind.EXCEPTION)
+
+
+def test_only_a_crc_fault_spoils_a_share_of_the_answers() -> None:
+    assert Fault(kind=FaultKind.CRC).share == 1.0
+    assert Fault(kind=FaultKind.CRC, share=0.3).share == 0.3
+    with pytest.raises(ValidationError, match="fault 'dead' takes no share"):
+        Fault(kind=FaultKind.DEAD, share=0.5)
+    with pytest.raises(ValidationError, match="share"):
+        Fault(kind=FaultKind.CRC, share=0)

@@ -5,8 +5,9 @@ weekdays (or, lacking two, recent days of the same kind, open or closed), scaled
 hour before the band was already higher than usual (a hot day); once begun, an episode outside occupied
 hours goes on while the circuit stays above the unscaled reference by half the excess it began with,
 since that scaling fits a hot day's own ramp-down at the end of the day, not load added on top of it. Outside occupied hours (the evening band
-of an office) an episode must also start above what the circuit drew just before the band: late
-departures and permitted overtime only ramp down from it, extra load adds to it. A closed day without
+of an office) an episode must also begin with a step up from the band's last quarter hour before, beyond
+noise and the usual step there: late departures and permitted overtime only ramp down or stay, extra
+load adds to it. A closed day without
 comparable days is judged against its hour before the band; an open one is not judged. The excess must
 pass a ratio and a share of the larger of the rated kW and the circuit's usual daily high (a main meter
 whose rated kW undersells what it carries), for an hour."""
@@ -114,6 +115,9 @@ def _before_band(
     return (statistics.fmean(before), before[-1]) if len(before) >= _BEFORE_SLOTS // 2 else None
 
 
+_RISE = 1.5
+"""Outside occupied hours an episode must begin with a step up this many times the minimum excess above
+the usual step at that quarter hour: a circuit's noise moves it by up to about one."""
 _MACHINE_HIGH = 0.9
 """A machine's reference: this quantile of its load over the whole band on the comparable days."""
 
@@ -142,12 +146,21 @@ def _overuse(ctx: Context, series: Series) -> list[Finding]:
     highs = {d: max(loads) for d, loads in by_day.items()}
     min_excess: dict[int, float] = {}
 
-    def above(w: float, ref: float, day: int) -> bool:
+    def floor(day: int) -> float:
         if day not in min_excess:
             week = [highs[d] for d in range(day - 7, day) if d in highs]
             typical = max(ctx.config.rated_kw, statistics.median(week) if week else 0.0)
             min_excess[day] = settings.min_excess_share * typical
-        return w > settings.ratio * ref and w - ref > min_excess[day]
+        return min_excess[day]
+
+    def above(w: float, ref: float, day: int) -> bool:
+        return w > settings.ratio * ref and w - ref > floor(day)
+
+    def steps_up(w: float, last: float, days: list[int], day: int, slot: int) -> bool:
+        """From the band's last quarter hour before, the load rose, by more than it usually does there and
+        more than noise: an end of day ramps down or stays (a late departure), load switched on adds."""
+        usual = [kw[(d, slot)] - b[1] for d in days if (b := _before_band(ctx, kw, d, slot)) is not None]
+        return w - last > max(statistics.median(usual) if usual else 0.0, 0.0) + _RISE * floor(day)
 
     refs: list[float | None] = []
     steps: list[tuple[int, Step]] = []
@@ -173,7 +186,7 @@ def _overuse(ctx: Context, series: Series) -> list[Finding]:
             elif not open_slots and before is not None:  # a closed day: the hour before is its base load
                 ref = plain = before[0]
             if ref is not None and plain is not None:
-                rises = occupied or (before is not None and w > settings.ratio * before[1])
+                rises = occupied or (before is not None and steps_up(w, before[1], days, day, slot))
                 if above(w, ref, day) and (rises or margin is not None):
                     bad = True
                     margin = (w - ref) / 2 if margin is None else margin
