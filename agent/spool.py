@@ -41,6 +41,8 @@ SCHEMA_VERSION = 1
 """``PRAGMA user_version`` of a spool file; any other value is a file this code does not understand."""
 COMMIT_READINGS = 2000
 """Buffered readings that make a commit due before its interval is up."""
+_OPEN_PATIENCE_S = 5.0
+"""How long an opener keeps trying a file another process holds locked while it sets the file up."""
 HEADROOM_BYTES = 64 * 1024
 """Space a commit must find, after a full disk, before the spool accepts readings again (so it does not
 flap between refusing and accepting on the last few free bytes)."""
@@ -237,6 +239,18 @@ class Spool:
             return self._connect()
 
     def _connect(self) -> sqlite3.Connection:
+        """Open and check the file. SQLite answers "database is locked" at once, without waiting, to an
+        opener that meets another one switching a new file to WAL; such an opener tries again."""
+        deadline = time.monotonic() + _OPEN_PATIENCE_S
+        while True:
+            try:
+                return self._open_file()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def _open_file(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode = WAL")
