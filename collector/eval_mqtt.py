@@ -9,6 +9,7 @@ Nothing is shared in memory with the collector: what is scored is what a facilit
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import sqlite3
@@ -41,6 +42,8 @@ Progress = Callable[[int], None]
 _PASS_S = 1.0
 """Seconds between the collector's detection passes during an evaluation."""
 _STARTUP_S = 60.0
+_STALL_S = 120.0
+"""How long the collector may store nothing new before the evaluation gives up on the rest."""
 _CATCH_UP_S = 600.0
 """How long detection may take to catch up once every batch is stored."""
 
@@ -116,6 +119,21 @@ def _alerts(base: str) -> list[RaisedAlert]:
         alerts += [RaisedAlert.of(body) for body in page]
         before = f"&before={page[-1]['id']}"
     return alerts
+
+
+async def _all_stored(ledger: Path, published: int, children: Children) -> None:
+    """Wait until the ledger holds every published batch, however long that takes while it moves on;
+    TimeoutError once nothing more arrives for `_STALL_S` (messages lost on the way)."""
+    stored, moved = 0, time.monotonic()
+    while stored < published:
+        now = await wait_for("the ledger", lambda: _stored_batches(ledger) + 1, children, _STALL_S) - 1
+        if now > stored:
+            stored, moved = now, time.monotonic()
+        elif time.monotonic() - moved > _STALL_S:
+            raise TimeoutError(
+                f"the ledger stopped at {stored:,} of {published:,} batches for {_STALL_S:.0f} s"
+            )
+        await asyncio.sleep(1)
 
 
 async def _caught_up(base: str, children: Children) -> None:
@@ -213,9 +231,7 @@ async def evaluate_via_mqtt(
         published = await publish_dataset(run, target, progress)
         say(f"published  {published:,} batches; waiting for the collector to store them")
         ledger = workdir / "ledger.db"
-        await wait_for(
-            "every batch in the ledger", lambda: _stored_batches(ledger) >= published, children, _CATCH_UP_S
-        )
+        await _all_stored(ledger, published, children)
         say("stored     every batch; waiting for detection to catch up")
         await _caught_up(base, children)
         alerts = _alerts(base)
