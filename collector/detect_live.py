@@ -135,6 +135,9 @@ class LiveDetection:
         self._meters = configured_meters(sites)
         self._settings = settings
         self._clock = clock
+        self._by_site: dict[str, list[Meter]] = {}
+        for meter in self._meters:
+            self._by_site.setdefault(meter.ctx.site, []).append(meter)
         self._seen: dict[str, _Seen] = {m.ctx.meter: _Seen() for m in self._meters}
         self._gateway_findings: dict[FindingKey, Finding] = {}
         """Gateway findings (clock steps, offline) applied by this process."""
@@ -197,7 +200,7 @@ class LiveDetection:
         away (its readings re-dated by the ledger; open while the newest data is still stepped), and spans
         it was offline, from its last will to its next birth (wall clock, as the collector saw them)."""
         findings = []
-        for site_id, meters in self._sites().items():
+        for site_id, meters in self._by_site.items():
             ctx = meters[0].ctx
             poll = max(m.poll_ms for m in meters)
             spans = [
@@ -220,12 +223,6 @@ class LiveDetection:
                 ):
                     findings.append(finding)
         return findings
-
-    def _sites(self) -> dict[str, list[Meter]]:
-        sites: dict[str, list[Meter]] = {}
-        for meter in self._meters:
-            sites.setdefault(meter.ctx.site, []).append(meter)
-        return sites
 
     def _data_clocks(self, db: sqlite3.Connection) -> dict[str, int]:
         """Per configured meter, "now" when replaying history: the end of the newest poll of any meter of
@@ -288,7 +285,7 @@ class LiveDetection:
         seen = self._seen.get(finding.meter)
         if seen is not None:
             seen.applied[key] = finding
-        elif "/" in finding.meter:  # a gateway's
+        else:  # a gateway's
             self._gateway_findings[key] = finding
 
     def forget(self, meter: str) -> None:

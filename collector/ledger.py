@@ -527,6 +527,8 @@ class Ledger(_Closing):
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
         self._meters: dict[str, _MeterState] = {}
+        self._boot_offsets: dict[tuple[str, str, str], int] = {}
+        """Each boot's offset from ``boot_clocks``, kept so a batch costs no look-up (forgotten on rollback)."""
         self._pending = _Pending()
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -552,6 +554,7 @@ class Ledger(_Closing):
                 self._db.execute("COMMIT")
             except BaseException:
                 self._meters.clear()
+                self._boot_offsets.clear()
                 self._pending = _Pending()
                 if self._db.in_transaction:  # a failed COMMIT may have rolled back already
                     self._db.execute("ROLLBACK")
@@ -629,7 +632,7 @@ class Ledger(_Closing):
             if reading.clock is not ClockState.UNSYNCED:
                 if batch.boot_id is not None and reading.mono_ms is not None:
                     if reference is None:
-                        reference = _boot_offset(db, batch, reading.ts - reading.mono_ms)
+                        reference = self._boot_offset(db, batch, reading.ts - reading.mono_ms)
                     step = reading.ts - reading.mono_ms - reference
                     if abs(step) > CLOCK_STEP_TOLERANCE_MS:
                         step_ms = step
@@ -878,6 +881,18 @@ class Ledger(_Closing):
             )
         return sign * (event.kind is CounterEventKind.RESET)
 
+    def _boot_offset(self, db: sqlite3.Connection, batch: ReadingsBatch, seen_ms: int) -> int:
+        """The boot's clock offset when no anchor gave it: the first synchronised reading's, kept."""
+        assert batch.boot_id is not None
+        key = (batch.site, batch.gateway, batch.boot_id)
+        if key not in self._boot_offsets:
+            db.execute("INSERT OR IGNORE INTO boot_clocks VALUES (?, ?, ?, ?)", (*key, seen_ms))
+            row = db.execute(
+                "SELECT offset_ms FROM boot_clocks WHERE site = ? AND gateway = ? AND boot_id = ?", key
+            ).fetchone()
+            self._boot_offsets[key] = int(row[0])
+        return self._boot_offsets[key]
+
     def _record_status(self, db: sqlite3.Connection, status: GatewayStatus, received_at: int) -> IngestResult:
         """The last status to arrive wins (a last will is older than the birth it follows); a change of
         state is also kept in ``gateway_states``."""
@@ -1115,19 +1130,6 @@ stepped (a bad time server, a wrong manual setting). Slewing and the gap between
 its monotonic time stay far below it."""
 _STEP_MERGE_MS = 10 * 60_000
 """Stepped readings this close in time belong to one span."""
-
-
-def _boot_offset(db: sqlite3.Connection, batch: ReadingsBatch, seen_ms: int) -> int:
-    """The boot's clock offset when no anchor gave it: the first synchronised reading's, kept."""
-    db.execute(
-        "INSERT OR IGNORE INTO boot_clocks VALUES (?, ?, ?, ?)",
-        (batch.site, batch.gateway, batch.boot_id, seen_ms),
-    )
-    row = db.execute(
-        "SELECT offset_ms FROM boot_clocks WHERE site = ? AND gateway = ? AND boot_id = ?",
-        (batch.site, batch.gateway, batch.boot_id),
-    ).fetchone()
-    return int(row[0])
 
 
 def _record_clock_step(

@@ -11,18 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS, local_day
-from collector.detectors.common import Context, Step, episodes
+from collector.detectors.common import Context, Step, episodes, quantile
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
 
 HOURS = SLOT_MS / 3_600_000
 _MIN_HISTORY = 16
 """Unoccupied intervals needed before B means anything (four hours)."""
-
-
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def detect(ctx: Context, series: Series) -> list[Finding]:

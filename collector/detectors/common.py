@@ -17,6 +17,12 @@ from collector.detectors.messages import message
 from collector.detectors.series import run_bounds
 
 
+def quantile(values: Iterable[float], q: float) -> float:
+    """The value at quantile `q` of `values` (nearest rank, no interpolation: always one of them)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
 @dataclass(frozen=True)
 class Context:
     """One meter as configured: who it is, what it is, and the site rules it is judged by."""

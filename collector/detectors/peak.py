@@ -1,23 +1,24 @@
-"""R9, the peak bands: a circuit using clearly more than on comparable days, and a large machine LOADED.
+"""R9, the peak bands: a circuit using clearly more than on comparable days, a large machine LOADED, and
+a configured demand limit approached.
 
 Overuse compares each peak-band interval with the *median* of the same interval on the last four same
-weekdays (or, lacking two, recent days of the same kind, open or closed), scaled up when the same day's
-hour before the band was already higher than usual (a hot day); once begun, an episode outside occupied
-hours goes on while the circuit stays above the unscaled reference by half the excess it began with,
-since that scaling fits a hot day's own ramp-down at the end of the day, not load added on top of it. Outside occupied hours (the evening band
-of an office) an episode must also begin with a step up from the band's last quarter hour before, beyond
-noise and the usual step there: late departures and permitted overtime only ramp down or stay, extra
-load adds to it. A closed day without
-comparable days is judged against its hour before the band; an open one is not judged. The excess must
-pass a ratio and a share of the larger of the rated kW and the circuit's usual daily high (a main meter
-whose rated kW undersells what it carries), for an hour."""
+weekdays (or, lacking two, recent days of the same kind, open or closed; a machine with its usual high
+over the band instead), scaled up when the same day's hour before the band was already higher than usual
+(a hot day). Outside occupied hours (the evening band of an office) an episode must begin with a step up
+from the band's last quarter hour before, beyond noise and the usual step there: late departures and
+permitted overtime only ramp down or stay, extra load adds to it. Once begun, such an episode goes on
+while the circuit stays above the unscaled reference by half the excess it began with, since the hot-day
+scaling fits the day's own ramp-down, not load added on top of it. A closed day without comparable days
+is judged against its hour before the band; an open one is not judged. The excess must pass a ratio and
+a share of the larger of the rated kW and the circuit's usual daily high (a main meter whose rated kW
+undersells what it carries), for an hour."""
 
 from __future__ import annotations
 
 import statistics
 
 from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS, Band, local_day
-from collector.detectors.common import Context, Step, episodes
+from collector.detectors.common import Context, Step, episodes, quantile
 from collector.detectors.config import Role
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
@@ -102,15 +103,20 @@ def _comparable_days(ctx: Context, kw: dict[tuple[int, int], float], day: int, s
     ][:n]
 
 
-def _before_band(
-    ctx: Context, kw: dict[tuple[int, int], float], day: int, slot: int
-) -> tuple[float, float] | None:
-    """(mean kW of the hour before the peak band that `slot` belongs to, kW of its last quarter hour with
-    data) on the same day."""
+def _band_bounds(ctx: Context, day: int, slot: int) -> tuple[int, int]:
+    """First and last slot of the peak band `slot` belongs to on `day`."""
     bands = ctx.calendar.bands(day)
-    first = slot
+    first = last = slot
     while first > 0 and bands[first - 1] is Band.PEAK:
         first -= 1
+    while last + 1 < len(bands) and bands[last + 1] is Band.PEAK:
+        last += 1
+    return first, last
+
+
+def _before_band(kw: dict[tuple[int, int], float], day: int, first: int) -> tuple[float, float] | None:
+    """(mean kW of the hour before the peak band beginning at slot `first`, kW of its last quarter hour
+    with data) on `day`."""
     before = [kw[(day, s)] for s in range(max(0, first - _BEFORE_SLOTS), first) if (day, s) in kw]
     return (statistics.fmean(before), before[-1]) if len(before) >= _BEFORE_SLOTS // 2 else None
 
@@ -122,18 +128,13 @@ _MACHINE_HIGH = 0.9
 """A machine's reference: this quantile of its load over the whole band on the comparable days."""
 
 
-def _usual_high(ctx: Context, kw: dict[tuple[int, int], float], days: list[int], slot: int) -> float:
-    """What a machine usually draws at most in the peak band `slot` belongs to: jobs start and stop at
+def _usual_high(kw: dict[tuple[int, int], float], days: list[int], band: tuple[int, int]) -> float:
+    """What a machine usually draws at most in the peak `band` (first, last slot): jobs start and stop at
     random, so a slot's median would call an ordinary loaded hour overuse; drawing more than it does
     when loaded is."""
-    bands = ctx.calendar.bands(days[0])
-    first = last = slot
-    while first > 0 and bands[first - 1] is Band.PEAK:
-        first -= 1
-    while last + 1 < len(bands) and bands[last + 1] is Band.PEAK:
-        last += 1
-    loads = sorted(kw[(d, s)] for d in days for s in range(first, last + 1) if (d, s) in kw)
-    return loads[min(len(loads) - 1, int(_MACHINE_HIGH * len(loads)))]
+    return quantile(
+        (kw[(d, s)] for d in days for s in range(band[0], band[1] + 1) if (d, s) in kw), _MACHINE_HIGH
+    )
 
 
 def _overuse(ctx: Context, series: Series) -> list[Finding]:
@@ -156,10 +157,19 @@ def _overuse(ctx: Context, series: Series) -> list[Finding]:
     def above(w: float, ref: float, day: int) -> bool:
         return w > settings.ratio * ref and w - ref > floor(day)
 
+    befores: dict[tuple[int, int], tuple[float, float] | None] = {}
+
+    def before_band(day: int, slot: int) -> tuple[float, float] | None:
+        """The hour before `day`'s peak band holding `slot`: once per day and band."""
+        first = _band_bounds(ctx, day, slot)[0]
+        if (day, first) not in befores:
+            befores[(day, first)] = _before_band(kw, day, first)
+        return befores[(day, first)]
+
     def steps_up(w: float, last: float, days: list[int], day: int, slot: int) -> bool:
         """From the band's last quarter hour before, the load rose, by more than it usually does there and
         more than noise: an end of day ramps down or stays (a late departure), load switched on adds."""
-        usual = [kw[(d, slot)] - b[1] for d in days if (b := _before_band(ctx, kw, d, slot)) is not None]
+        usual = [kw[(d, slot)] - b[1] for d in days if (b := before_band(d, slot)) is not None]
         return w - last > max(statistics.median(usual) if usual else 0.0, 0.0) + _RISE * floor(day)
 
     refs: list[float | None] = []
@@ -170,17 +180,17 @@ def _overuse(ctx: Context, series: Series) -> list[Finding]:
         ref = plain = None
         bad = False
         if w is not None and ctx.calendar.bands(day)[slot] is Band.PEAK:
-            before = _before_band(ctx, kw, day, slot)
+            before = before_band(day, slot)
             days = _comparable_days(ctx, kw, day, slot)
             open_slots = ctx.calendar.occupied_slots(day)
             occupied = slot in open_slots
             if len(days) >= 2:
                 ref = plain = (
-                    _usual_high(ctx, kw, days, slot)
+                    _usual_high(kw, days, _band_bounds(ctx, days[0], slot))
                     if ctx.config.role is Role.MACHINE
                     else statistics.median(kw[(d, slot)] for d in days)
                 )
-                earlier = [b[0] for d in days if (b := _before_band(ctx, kw, d, slot)) is not None]
+                earlier = [b[0] for d in days if (b := before_band(d, slot)) is not None]
                 if before is not None and earlier:
                     ref *= max(1.0, before[0] / max(statistics.median(earlier), 1e-9))
             elif not open_slots and before is not None:  # a closed day: the hour before is its base load
