@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from kilowatch import yamlconfig
 from kilowatch.broker import BrokerSettings, TlsSettings
-from tests.services import Mosquitto, TestCertificates, TlsListener, require_binary
+from tests.services import Mosquitto, TestCertificates, TlsListener, eventually, require_binary
 
 pytestmark = pytest.mark.services
 
@@ -123,7 +123,11 @@ async def test_mutual_tls_refuses_a_client_without_a_certificate(
     problem = await refusal(BrokerSettings(port=mtls_broker.port, tls=TlsSettings(ca_file=certs.ca)))
     assert "closed the connection before accepting it" in problem
     assert "certificate required" in problem
-    assert "peer did not return a certificate" in mtls_broker.process.log()
+    # The client can see the refusal before the broker has written why: give the log a moment.
+    await eventually(
+        lambda: "peer did not return a certificate" in mtls_broker.process.log(),
+        "the broker's reason in its log",
+    )
 
 
 USER, RIGHT, WRONG = "gw-01", "right-password", "wrong-password"
