@@ -232,6 +232,52 @@ def test_peak_overuse_ignores_overtime_and_late_departures_below_the_load_before
     assert findings == []
 
 
+def ramping_office(t: int, *, end: float = 17.0, extra: tuple[int, int] | None = None) -> float:
+    """10 kW on weekdays until `end`, ramping down to 1 kW over half an hour (-0.3 kW a minute); plus 3 kW
+    switched on over `extra`."""
+    h = hour(t)
+    weekday = datetime.fromtimestamp(t / 1000, VIETNAM_TZ).weekday()
+    kw = 1.0 + 0.02 * ((t // MINUTE) % 5)
+    if weekday < 5 and h >= 7.5:
+        kw = max(kw, 10.0 - max(0.0, h - end) * 18.0)
+    return kw + (3.0 if extra and extra[0] <= t < extra[1] else 0.0)
+
+
+def test_peak_overuse_finds_load_switched_on_as_the_day_ramps_down() -> None:
+    """3 kW switched on at 17:00 hides in the ramp-down (the quarter hour is below the one before), but the
+    minute data show the switch: found until it is switched off. A day ending 45 minutes late ramps the
+    same way without a switch: not overuse."""
+    extra = (ms(2025, 6, 12, 17, 0), ms(2025, 6, 12, 19, 0))  # a Thursday, after a week and a half of history
+
+    def kw(t: int) -> float:
+        late = ms(2025, 6, 13) <= t < ms(2025, 6, 14)
+        return ramping_office(t, end=17.75 if late else 17.0, extra=extra)
+
+    findings = peak.detect(context(Role.SUB_METER, 12), series(kw, START, ms(2025, 6, 14)))
+    assert [(f.rule, f.start_ms, f.end_ms) for f in findings] == [("overuse", extra[0], extra[1])]
+
+
+def test_peak_overuse_after_a_holiday_week_keeps_the_working_days_scale() -> None:
+    """A circuit rated far below what it carries (20 kW by day, rated 2), back from the 30/4 - 1/5
+    holidays: it lingers at 20-21 kW past 17:00 (a late departure on a warm day). The minimum excess is
+    a share of its usual working-day high, not of the holiday week's base load."""
+
+    def kw(t: int) -> float:
+        local = datetime.fromtimestamp(t / 1000, VIETNAM_TZ)
+        h = hour(t)
+        closed = local.weekday() >= 5 or (local.month, local.day) in ((4, 30), (5, 1))
+        if closed or h < 7.5:
+            return 1.0 + 0.02 * ((t // MINUTE) % 5)
+        late = (local.month, local.day) == (5, 7)
+        end = 17.75 if late else 17.0
+        if late and 16.75 <= h < end:
+            return 20.0 + (h - 16.75)
+        return max(1.0, 20.0 - max(0.0, h - end) * 38.0)
+
+    s = series(kw, ms(2025, 4, 21), ms(2025, 5, 8))
+    assert peak.detect(context(Role.OFFICE_MAIN, 2), s) == []
+
+
 def test_peak_overuse_ignores_the_morning_rise_without_history() -> None:
     """On the first day the morning peak band draws more than the hour before it (cooling warms up):
     with no comparable day an occupied band is not judged."""

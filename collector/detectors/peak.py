@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import statistics
 
-from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS, Band, local_day
+from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS, Band, day_start_ms, local_day
 from collector.detectors.common import Context, Step, episodes, quantile
 from collector.detectors.config import Role
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
 from collector.detectors.states import State, states
+from collector.detectors.switching import Switching
 
 HOURS = SLOT_MS / 3_600_000
 _SAME_WEEKDAY_WEEKS = 5
@@ -36,7 +37,7 @@ def _slot(ts: int) -> tuple[int, int]:
 
 
 def detect(ctx: Context, series: Series) -> list[Finding]:
-    findings = _overuse(ctx, series)
+    findings = _Overuse(ctx, series).findings()
     if ctx.config.large:
         findings += _large_machine(ctx, series)
     if ctx.config.demand_limit_kw is not None:
@@ -86,21 +87,20 @@ def _demand(ctx: Context, series: Series, limit_kw: float) -> list[Finding]:
 
 
 def _comparable_days(ctx: Context, kw: dict[tuple[int, int], float], day: int, slot: int) -> list[int]:
-    """The slot on the last same weekdays or, lacking two of them, on recent days of the same kind (open
-    or closed by the site's calendar) that had a peak band there."""
+    """The slot on the last same weekdays or, lacking two of them, on recent days that had a peak band
+    there; either of the same kind, open or closed by the site's calendar (a holiday says nothing of a
+    working day)."""
     n = ctx.thresholds.peak.reference_days
-    weeks = range(1, _SAME_WEEKDAY_WEEKS + 1)
-    same = [day - 7 * k for k in weeks if (day - 7 * k, slot) in kw][:n]
+    open_today = bool(ctx.calendar.occupied_slots(day))
+
+    def alike(d: int) -> bool:
+        return (d, slot) in kw and bool(ctx.calendar.occupied_slots(d)) == open_today
+
+    same = [d for k in range(1, _SAME_WEEKDAY_WEEKS + 1) if alike(d := day - 7 * k)][:n]
     if len(same) >= 2:
         return same
-    open_today = bool(ctx.calendar.occupied_slots(day))
-    return [
-        d
-        for d in range(day - 1, day - _RECENT_DAYS, -1)
-        if (d, slot) in kw
-        and ctx.calendar.bands(d)[slot] is Band.PEAK
-        and bool(ctx.calendar.occupied_slots(d)) == open_today
-    ][:n]
+    recent = range(day - 1, day - _RECENT_DAYS, -1)
+    return [d for d in recent if alike(d) and ctx.calendar.bands(d)[slot] is Band.PEAK][:n]
 
 
 def _band_bounds(ctx: Context, day: int, slot: int) -> tuple[int, int]:
@@ -137,88 +137,145 @@ def _usual_high(kw: dict[tuple[int, int], float], days: list[int], band: tuple[i
     )
 
 
-def _overuse(ctx: Context, series: Series) -> list[Finding]:
-    settings = ctx.thresholds.peak
-    intervals = series.intervals
-    kw = {_slot(intervals.ts(i)): w for i, w in enumerate(intervals.kw) if w is not None}
-    by_day: dict[int, list[float]] = {}
-    for (d, _), load in kw.items():
-        by_day.setdefault(d, []).append(load)
-    highs = {d: max(loads) for d, loads in by_day.items()}
-    min_excess: dict[int, float] = {}
+class _Overuse:
+    """One meter's peak-band intervals judged against its comparable days; per-day and per-band figures
+    are found once per pass."""
 
-    def floor(day: int) -> float:
-        if day not in min_excess:
-            week = [highs[d] for d in range(day - 7, day) if d in highs]
-            typical = max(ctx.config.rated_kw, statistics.median(week) if week else 0.0)
-            min_excess[day] = settings.min_excess_share * typical
-        return min_excess[day]
+    def __init__(self, ctx: Context, series: Series) -> None:
+        self.ctx = ctx
+        self.settings = ctx.thresholds.peak
+        self.intervals = series.intervals
+        self.kw = {_slot(self.intervals.ts(i)): w for i, w in enumerate(self.intervals.kw) if w is not None}
+        by_day: dict[int, list[float]] = {}
+        for (d, _), load in self.kw.items():
+            by_day.setdefault(d, []).append(load)
+        self.highs = {d: max(loads) for d, loads in by_day.items()}
+        self.switching = Switching(series)
+        self._floors: dict[int, float] = {}
+        self._befores: dict[tuple[int, int], tuple[float, float] | None] = {}
+        self._closed: dict[tuple[int, int], tuple[int, int] | None] = {}
+        self._switched: dict[tuple[int, int], list[tuple[int, int]]] = {}
 
-    def above(w: float, ref: float, day: int) -> bool:
-        return w > settings.ratio * ref and w - ref > floor(day)
+    def floor(self, day: int) -> float:
+        """The minimum excess: a share of the larger of the rated kW and the usual high of the last open
+        days (a week of holidays says nothing of what the circuit carries)."""
+        if day not in self._floors:
+            recent = [d for d in range(day - 1, day - _RECENT_DAYS - 7, -1) if d in self.highs]
+            open_days = [self.highs[d] for d in recent if self.ctx.calendar.occupied_slots(d)][:7]
+            usual = open_days or [self.highs[d] for d in recent[:7]]
+            typical = max(self.ctx.config.rated_kw, statistics.median(usual) if usual else 0.0)
+            self._floors[day] = self.settings.min_excess_share * typical
+        return self._floors[day]
 
-    befores: dict[tuple[int, int], tuple[float, float] | None] = {}
+    def above(self, w: float, ref: float, day: int) -> bool:
+        return w > self.settings.ratio * ref and w - ref > self.floor(day)
 
-    def before_band(day: int, slot: int) -> tuple[float, float] | None:
-        """The hour before `day`'s peak band holding `slot`: once per day and band."""
-        first = _band_bounds(ctx, day, slot)[0]
-        if (day, first) not in befores:
-            befores[(day, first)] = _before_band(kw, day, first)
-        return befores[(day, first)]
+    def before_band(self, day: int, slot: int) -> tuple[float, float] | None:
+        """The hour before `day`'s peak band holding `slot` (see :func:`_before_band`)."""
+        first = _band_bounds(self.ctx, day, slot)[0]
+        if (day, first) not in self._befores:
+            self._befores[(day, first)] = _before_band(self.kw, day, first)
+        return self._befores[(day, first)]
 
-    def steps_up(w: float, last: float, days: list[int], day: int, slot: int) -> bool:
+    def reference(self, day: int, slot: int, days: list[int]) -> tuple[float, float] | None:
+        """(reference kW scaled for a hot day, unscaled) of `slot`, or None where it is not judged."""
+        before = self.before_band(day, slot)
+        if len(days) >= 2:
+            plain = (
+                _usual_high(self.kw, days, _band_bounds(self.ctx, days[0], slot))
+                if self.ctx.config.role is Role.MACHINE
+                else statistics.median(self.kw[(d, slot)] for d in days)
+            )
+            earlier = [b[0] for d in days if (b := self.before_band(d, slot)) is not None]
+            if before is None or not earlier:
+                return plain, plain
+            return plain * max(1.0, before[0] / max(statistics.median(earlier), 1e-9)), plain
+        if not self.ctx.calendar.occupied_slots(day) and before is not None:
+            return before[0], before[0]  # a closed day: the hour before is its base load
+        return None
+
+    def steps_up(self, w: float, days: list[int], day: int, slot: int) -> bool:
         """From the band's last quarter hour before, the load rose, by more than it usually does there and
         more than noise: an end of day ramps down or stays (a late departure), load switched on adds."""
-        usual = [kw[(d, slot)] - b[1] for d in days if (b := before_band(d, slot)) is not None]
-        return w - last > max(statistics.median(usual) if usual else 0.0, 0.0) + _RISE * floor(day)
+        before = self.before_band(day, slot)
+        if before is None:
+            return False
+        usual = [self.kw[(d, slot)] - b[1] for d in days if (b := self.before_band(d, slot)) is not None]
+        return w - before[1] > max(statistics.median(usual) if usual else 0.0, 0.0) + _RISE * self.floor(day)
 
-    refs: list[float | None] = []
-    steps: list[tuple[int, Step]] = []
-    margin: float | None = None  # while a run of bad intervals lasts: half the excess it began with
-    for i, w in enumerate(intervals.kw):
-        day, slot = _slot(intervals.ts(i))
-        ref = plain = None
-        bad = False
-        if w is not None and ctx.calendar.bands(day)[slot] is Band.PEAK:
-            before = before_band(day, slot)
-            days = _comparable_days(ctx, kw, day, slot)
-            open_slots = ctx.calendar.occupied_slots(day)
-            occupied = slot in open_slots
-            if len(days) >= 2:
-                ref = plain = (
-                    _usual_high(kw, days, _band_bounds(ctx, days[0], slot))
-                    if ctx.config.role is Role.MACHINE
-                    else statistics.median(kw[(d, slot)] for d in days)
-                )
-                earlier = [b[0] for d in days if (b := before_band(d, slot)) is not None]
-                if before is not None and earlier:
-                    ref *= max(1.0, before[0] / max(statistics.median(earlier), 1e-9))
-            elif not open_slots and before is not None:  # a closed day: the hour before is its base load
-                ref = plain = before[0]
-            if ref is not None and plain is not None:
-                rises = occupied or (before is not None and steps_up(w, before[1], days, day, slot))
-                if above(w, ref, day) and (rises or margin is not None):
-                    bad = True
-                    margin = (w - ref) / 2 if margin is None else margin
-                elif margin is not None and not occupied and above(w, plain, day) and w - plain >= margin:
-                    # A hot day's scaling fits the circuit's own ramp-down, not load added on top of it.
-                    bad = True
-                    ref = plain
-        if not bad:
-            margin = None
-        refs.append(ref)
-        steps.append((intervals.ts(i), Step.UNKNOWN if ref is None else Step.BAD if bad else Step.GOOD))
+    def closed_part(self, day: int, slot: int) -> tuple[int, int] | None:
+        """[from, to) ms of the part of `day`'s peak band holding `slot` outside occupied hours."""
+        first, last = _band_bounds(self.ctx, day, slot)
+        if (day, first) not in self._closed:
+            occupied = self.ctx.calendar.occupied_slots(day)
+            free = next((s for s in range(first, last + 1) if s not in occupied), None)
+            midnight = day_start_ms(day)
+            self._closed[(day, first)] = (
+                None if free is None else (midnight + free * SLOT_MS, midnight + (last + 1) * SLOT_MS)
+            )
+        return self._closed[(day, first)]
 
-    findings = []
-    for ep in episodes(steps, SLOT_MS, settings.min_intervals * SLOT_MS, SLOT_MS):
-        waste = [
-            (intervals.ts(i), (w - r) * HOURS)
-            for i in range(ep.first, ep.last)
-            if (w := intervals.kw[i]) is not None and (r := refs[i]) is not None and w > r
-        ]
-        excess = sum(x for _, x in waste) / HOURS / max(1, ep.last - ep.first)
-        findings.append(ctx.finding(Detector.PEAK, "overuse", ep, waste, excess))
-    return findings
+    def switched_on(self, days: list[int], day: int, slot: int) -> bool:
+        """Whether load switched on in the band outside occupied hours is still on during `slot`: a rise
+        beyond the minimum excess and the largest rise of that part of the band on comparable days (a
+        light that switches on there every evening is not extra)."""
+        part = self.closed_part(day, slot)
+        if part is None:
+            return False
+        if part not in self._switched:
+            usual = [self.switching.largest_rise(*p) for d in days if (p := self.closed_part(d, slot))]
+            least = self.floor(day) + max(statistics.median(usual) if usual else 0.0, 0.0)
+            self._switched[part] = self.switching.switched_on(*part, least)
+        start = day_start_ms(day) + slot * SLOT_MS
+        return any(on < start + SLOT_MS and start < off for on, off in self._switched[part])
+
+    def findings(self) -> list[Finding]:
+        ctx, intervals = self.ctx, self.intervals
+        refs: list[float | None] = []
+        steps: list[tuple[int, Step]] = []
+        margin: float | None = None  # while a run of bad intervals lasts: half the excess it began with
+        for i, w in enumerate(intervals.kw):
+            day, slot = _slot(intervals.ts(i))
+            ref = None
+            bad = False
+            if w is not None and ctx.calendar.bands(day)[slot] is Band.PEAK:
+                days = _comparable_days(ctx, self.kw, day, slot)
+                judged = self.reference(day, slot, days)
+                if judged is not None:
+                    ref, plain = judged
+                    occupied = slot in ctx.calendar.occupied_slots(day)
+                    if self.above(w, ref, day) and (
+                        margin is not None
+                        or occupied
+                        or self.steps_up(w, days, day, slot)
+                        or self.switched_on(days, day, slot)
+                    ):
+                        bad = True
+                        margin = (w - ref) / 2 if margin is None else margin
+                    elif (
+                        margin is not None
+                        and not occupied
+                        and self.above(w, plain, day)
+                        and w - plain >= margin
+                    ):
+                        # A hot day's scaling fits the circuit's own ramp-down, not load added on top of it.
+                        bad = True
+                        ref = plain
+            if not bad:
+                margin = None
+            refs.append(ref)
+            steps.append((intervals.ts(i), Step.UNKNOWN if ref is None else Step.BAD if bad else Step.GOOD))
+
+        findings = []
+        for ep in episodes(steps, SLOT_MS, self.settings.min_intervals * SLOT_MS, SLOT_MS):
+            waste = [
+                (intervals.ts(i), (w - r) * HOURS)
+                for i in range(ep.first, ep.last)
+                if (w := intervals.kw[i]) is not None and (r := refs[i]) is not None and w > r
+            ]
+            excess = sum(x for _, x in waste) / HOURS / max(1, ep.last - ep.first)
+            findings.append(ctx.finding(Detector.PEAK, "overuse", ep, waste, excess))
+        return findings
 
 
 def _large_machine(ctx: Context, series: Series) -> list[Finding]:
