@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AwareDatetime, BaseModel, Field
 
+from collector.detectors.config import Sites
 from collector.intervals import HOURS_PER_INTERVAL, INTERVAL_MS
 from collector.ledger import IntervalRow, LedgerReader, QuarantineReason
 from collector.metrics import CollectorMetrics
@@ -159,6 +160,8 @@ class ApiContext:
     ledger_path: Path
     metrics: CollectorMetrics
     mqtt_connected: Callable[[], bool]
+    sites: Sites | None = None
+    """The detection settings, when detection runs: sites' calendars and meters for the reports."""
 
 
 def _context(request: Request) -> ApiContext:
@@ -370,16 +373,25 @@ async def _api_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    *, ledger_path: Path, metrics: CollectorMetrics, mqtt_connected: Callable[[], bool]
+    *,
+    ledger_path: Path,
+    metrics: CollectorMetrics,
+    mqtt_connected: Callable[[], bool],
+    sites: Sites | None = None,
 ) -> FastAPI:
     """The API over the ledger at `ledger_path` (which must exist: the :class:`Ledger` creates it)."""
     app = FastAPI(title="kilowatch collector", version=__version__)
-    app.state.context = ApiContext(ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected)
+    app.state.context = ApiContext(
+        ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected, sites=sites
+    )
     app.include_router(meters)
     app.include_router(accounting)
     app.include_router(operations)
-    from collector.api_alerts import router as alerts_router  # imports this module: only once it is loaded
+    # These import this module: only once it is loaded.
+    from collector.api_alerts import router as alerts_router
+    from collector.api_reports import router as reports_router
 
     app.include_router(alerts_router)
+    app.include_router(reports_router)
     app.add_exception_handler(ApiError, _api_error)
     return app

@@ -38,10 +38,10 @@ from collector.detectors.common import Context, Episode
 from collector.detectors.config import Sites
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.run import DETECTORS_BY_ROLE, detect_meter
-from collector.detectors.series import Sample, Series
+from collector.detectors.series import Series
+from collector.ledger import power_samples
 from collector.metrics import CollectorMetrics
 from kilowatch.mqtt_contract import ClockState, GatewayState
-from kilowatch.quantities import ACTIVE_POWER, ENERGY_IMPORT
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,6 @@ _UNSYNCED = ClockState.UNSYNCED.value
 # Column names come from constants, never from input.
 _NEWEST_SQL = f"SELECT max(ts) FROM readings WHERE meter_id = ? AND ts <= ? AND clock != '{_UNSYNCED}'"  # noqa: S608
 _COUNT_SQL = "SELECT count(*) FROM readings WHERE meter_id = ? AND ts >= ? AND ts < ?"
-_SAMPLES_SQL = (
-    f"SELECT ts, {ACTIVE_POWER}, {ENERGY_IMPORT} FROM readings"  # noqa: S608
-    f" WHERE meter_id = ? AND ts >= ? AND ts < ? AND clock != '{_UNSYNCED}' AND {ACTIVE_POWER} IS NOT NULL"
-    " ORDER BY ts"
-)
 
 _STEPS_SQL = "SELECT gateway, start_ts, end_ts FROM clock_steps WHERE site = ? ORDER BY start_ts"
 _STATES_SQL = (
@@ -131,6 +126,7 @@ class LiveDetection:
         metrics: CollectorMetrics | None = None,
     ) -> None:
         self._path = Path(path)
+        self.sites = sites
         self._metrics = metrics
         self._meters = configured_meters(sites)
         self._settings = settings
@@ -256,9 +252,7 @@ class LiveDetection:
         fingerprint = (horizon, count, silent)
         if fingerprint == seen.fingerprint:
             return None
-        samples = [
-            Sample(ts, w / 1000, e) for ts, w, e in db.execute(_SAMPLES_SQL, (ctx.meter, start, horizon))
-        ]
+        samples = power_samples(db, ctx.meter, start, horizon)
         findings: list[Finding] = []
         if samples:
             series = Series.of(

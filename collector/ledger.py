@@ -45,6 +45,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from collector import line_protocol
+from collector.detectors.series import Sample
 from collector.intervals import INTERVAL_MS, CounterSample, CounterStep, bucket_start
 from kilowatch.mqtt_contract import (
     ClockState,
@@ -949,6 +950,19 @@ class Ledger(_Closing):
         return LedgerReader(self.path)
 
 
+_POWER_SQL = (
+    f"SELECT ts, {ACTIVE_POWER}, {ENERGY_IMPORT} FROM readings"  # noqa: S608 - column names are constants
+    f" WHERE meter_id = ? AND ts >= ? AND ts < ? AND clock != '{ClockState.UNSYNCED.value}'"
+    f" AND {ACTIVE_POWER} IS NOT NULL ORDER BY ts"
+)
+
+
+def power_samples(db: sqlite3.Connection, meter_id: str, start_ms: int, end_ms: int) -> list[Sample]:
+    """The meter's readings with power in [start_ms, end_ms), oldest first, in kW: what the detectors
+    judge (never a reading stamped by an unsynchronised clock)."""
+    return [Sample(ts, w / 1000, e) for ts, w, e in db.execute(_POWER_SQL, (meter_id, start_ms, end_ms))]
+
+
 class LedgerReader(_Closing):
     """Queries on a read-only connection of its own; open one per request or per thread."""
 
@@ -999,6 +1013,9 @@ class LedgerReader(_Closing):
             (meter_id, start_ms, end_ms),
         ).fetchall()
         return [ReadingRow(m, ts, json.loads(v), Quality(q), ClockState(c)) for m, ts, v, q, c in rows]
+
+    def power_samples(self, meter_id: str, start_ms: int, end_ms: int) -> list[Sample]:
+        return power_samples(self._db, meter_id, start_ms, end_ms)
 
     def counter_events(self, meter_id: str) -> list[CounterEvent]:
         rows = self._db.execute(

@@ -28,6 +28,7 @@ from collector.ingest import Ingestor
 from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
 from collector.notifiers.dispatch import Notifications, channels
+from collector.reports import ledger_reporter
 from collector.tsdb import TsdbWriter
 from kilowatch import __version__
 from kilowatch.yamlconfig import ConfigError
@@ -95,7 +96,10 @@ async def _run(config: CollectorConfig, ledger: Ledger) -> None:
         settings=config.mqtt, ledger=ledger, metrics=metrics, on_commit=writer.wake if writer else None
     )
     app = create_app(
-        ledger_path=config.ledger.path, metrics=metrics, mqtt_connected=lambda: ingestor.connected
+        ledger_path=config.ledger.path,
+        metrics=metrics,
+        mqtt_connected=lambda: ingestor.connected,
+        sites=detection.sites if detection else None,
     )
     api = config.api
     sock = _listen(api.host, api.port)
@@ -112,7 +116,12 @@ async def _run(config: CollectorConfig, ledger: Ledger) -> None:
 
     senders = channels(config.notify)
     alert_store = AlertStore(config.ledger.path, settings=config.alerts, channels=[c.name for c in senders])
-    notifications = Notifications(store=alert_store, channels=senders, settings=config.notify)
+    notifications = Notifications(
+        store=alert_store,
+        channels=senders,
+        settings=config.notify,
+        reporter=ledger_reporter(config.ledger.path, detection.sites) if detection else None,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

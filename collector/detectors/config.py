@@ -59,6 +59,9 @@ class Idle(_Model):
     dwell_min: float = Field(2.0, ge=0)
     in_shift_min: float = Field(20.0, gt=0)
     outside_shift_min: float = Field(10.0, gt=0)
+    report_share: float = Field(
+        0.25, gt=0, lt=1, description="the daily report flags a shift idle longer than this"
+    )
 
     @model_validator(mode="after")
     def _off_below_load(self) -> Self:
@@ -71,7 +74,9 @@ class Peak(_Model):
     reference_days: int = Field(4, ge=1, description="same weekdays (or, lacking them, recent peak days)")
     ratio: float = Field(1.1, gt=1)
     min_excess_share: float = Field(
-        0.1, ge=0, description="and above the reference by this share of rated kW"
+        0.1,
+        ge=0,
+        description="and above the reference by this share of the larger of rated kW and the usual daily high",
     )
     min_intervals: int = Field(4, ge=1, description="15-min intervals: 4 = 1 hour")
     large_machine_min: float = Field(15.0, gt=0)

@@ -2,16 +2,19 @@
 a configured demand limit approached.
 
 Overuse compares each peak-band interval with the *median* of the same interval on the last four same
-weekdays (or, lacking two, recent days of the same kind, open or closed; a machine with its usual high
-over the band instead), scaled up when the same day's hour before the band was already higher than usual
-(a hot day). Outside occupied hours (the evening band of an office) an episode must begin with a step up
-from the band's last quarter hour before, beyond noise and the usual step there: late departures and
-permitted overtime only ramp down or stay, extra load adds to it. Once begun, such an episode goes on
-while the circuit stays above the unscaled reference by half the excess it began with, since the hot-day
-scaling fits the day's own ramp-down, not load added on top of it. A closed day without comparable days
-is judged against its hour before the band; an open one is not judged. The excess must pass a ratio and
-a share of the larger of the rated kW and the circuit's usual daily high (a main meter whose rated kW
-undersells what it carries), for an hour."""
+weekdays (or, lacking two, recent days), open or closed like the day judged (a machine with its usual
+high over the band instead), scaled up when the same day's hour before the band was already higher than
+usual (a hot day). Outside occupied hours (the evening band of an office) late departures and permitted
+overtime draw more than usual too, but they only ramp down or stay, so an episode there must begin with
+load added: a step up from the band's last quarter hour before, beyond noise and the usual step there,
+or equipment switched on, seen in the minute data as a rise larger than any on the comparable days by
+the minimum excess, and still on (no fall of half that rise since): an end-of-day ramp can hide a switch
+from the quarter-hour means, never from the minutes. Once begun, such an episode goes on while the
+circuit stays above the unscaled reference by half the excess it began with, since the hot-day scaling
+fits the day's own ramp-down, not load added on top of it. A closed day without comparable days is
+judged against its hour before the band; an open one is not judged. The excess must pass a ratio and a
+share of the larger of the rated kW and the circuit's usual high on recent open days (a main meter whose
+rated kW undersells what it carries), for an hour."""
 
 from __future__ import annotations
 

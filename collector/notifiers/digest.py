@@ -19,6 +19,7 @@ from collector.alerts import (
     vnd_en,
     vnd_vi,
 )
+from collector.reports import Reporter, SiteDay, summary_lines
 
 MAX_ALERTS = 1000
 """Alerts a digest lists at most, per list."""
@@ -31,6 +32,7 @@ class Digest(BaseModel):
     day_alerts: list[AlertOut] = Field(description="Alerts whose condition began on `day`")
     wasted_kwh: float = Field(description="What the day's alerts wasted")
     cost_vnd: float
+    report: SiteDay | None = Field(None, description="The site's day in figures, when detection judges it")
     message_vi: str
     message_en: str
 
@@ -42,8 +44,9 @@ class DigestNotice(BaseModel):
     digest: Digest
 
 
-def digest(store: AlertStore, site: str, day: date) -> Digest:
-    """The digest of `site` for `day`; the day's waste counts the alerts that began on it."""
+def digest(store: AlertStore, site: str, day: date, report: SiteDay | None = None) -> Digest:
+    """The digest of `site` for `day`; the day's waste counts the alerts that began on it; with the
+    site's `report`, a line per meter."""
     start, end = local_day_ms(day)
     overlapping = store.alerts(AlertQuery(site=site, start_ms=start, end_ms=end, limit=MAX_ALERTS))
     began = [AlertOut.of(a) for a in overlapping if a.start_ms >= start]
@@ -64,6 +67,10 @@ def digest(store: AlertStore, site: str, day: date) -> Digest:
         f"{kwh:.1f} kWh wasted, about {vnd_en(vnd)}. Open: {len(still_open)} alerts.",
         *(f"- {a.meter}: {a.message_en}" for a in still_open),
     ]
+    if report is not None:
+        meters_vi, meters_en = summary_lines(report)
+        vi += ["Số liệu trong ngày:", *meters_vi]
+        en += ["The day in figures:", *meters_en]
     return Digest(
         site=site,
         day=day,
@@ -71,16 +78,22 @@ def digest(store: AlertStore, site: str, day: date) -> Digest:
         day_alerts=began,
         wasted_kwh=kwh,
         cost_vnd=vnd,
+        report=report,
         message_vi="\n".join(vi),
         message_en="\n".join(en),
     )
 
 
-def queue_digests(store: AlertStore, day: date) -> int | None:
-    """Queue the digest of `day` of every site with something to say; how many, or None when that day's
-    were queued before (by this process or one before a restart)."""
+def queue_digests(store: AlertStore, day: date, reporter: Reporter | None = None) -> int | None:
+    """Queue the digest of `day` of every site with something to say (with its report from `reporter`);
+    how many, or None when that day's were queued before (by this process or one before a restart)."""
     sites = store.sites_for_digest(day)
-    bodies = [DigestNotice(digest=digest(store, site, day)).model_dump_json() for site in sites]
+    bodies = [
+        DigestNotice(
+            digest=digest(store, site, day, reporter(site, day) if reporter else None)
+        ).model_dump_json()
+        for site in sites
+    ]
     return len(sites) if store.enqueue_digests(day, bodies) else None
 
 

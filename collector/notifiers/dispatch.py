@@ -20,6 +20,7 @@ from collector.notifiers.channel import Channel, NotifyError
 from collector.notifiers.digest import last_digest_ms, local_day_before, next_digest_ms, queue_digests
 from collector.notifiers.smtp import EmailChannel
 from collector.notifiers.webhook import WebhookChannel
+from collector.reports import Reporter
 from kilowatch.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Notifications:
         store: Whose outbox to drain; it must have been created with these channels' names.
         channels: Where to deliver.
         settings: Retry policy, polling period, digest time.
+        reporter: Each site's report of the day, for its digest (with detection).
         clock: Wall-clock time, UTC ms.
     """
 
@@ -54,9 +56,11 @@ class Notifications:
         store: AlertStore,
         channels: Sequence[Channel],
         settings: NotifySettings,
+        reporter: Reporter | None = None,
         clock: Clock = wall_clock_ms,
     ) -> None:
         self._store = store
+        self._reporter = reporter
         self._channels = list(channels)
         self._settings = settings
         self._clock = clock
@@ -125,7 +129,7 @@ class Notifications:
         due = last_digest_ms(self._clock(), at)
         while True:
             day = local_day_before(due)
-            sites = await asyncio.to_thread(queue_digests, self._store, day)
+            sites = await asyncio.to_thread(queue_digests, self._store, day, self._reporter)
             if sites is not None:
                 log.info("daily digest of %s queued for %d site(s)", day, sites)
                 self.wake()

@@ -1,0 +1,36 @@
+"""The reports API: a site's day in figures (:mod:`collector.reports`), for the sites detection judges."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+
+from collector.alerts import VIETNAM
+from collector.api import Context, ErrorOut
+from collector.reports import SiteDay, ledger_reporter
+
+router = APIRouter(prefix="/api/v1/sites", tags=["reports"])
+
+
+@router.get(
+    "/{site}/report",
+    responses={404: {"model": ErrorOut, "description": "Not a site of the detection settings"}},
+)
+def daily_report(
+    site: str,
+    context: Context,
+    day: Annotated[date | None, Query(description="Vietnam calendar day (default: yesterday)")] = None,
+) -> SiteDay:
+    """Per configured meter of `site` on `day`: energy and cost by time-of-use band, base and near-peak
+    load, after-hours and peak-band shares, machines' idle share per shift, and what the day's alerts
+    wasted."""
+    if context.sites is None:
+        raise HTTPException(404, "no sites: detection is not configured (detection.sites in collector.yaml)")
+    report = ledger_reporter(context.ledger_path, context.sites)(
+        site, day or datetime.now(VIETNAM).date() - timedelta(days=1)
+    )
+    if report is None:
+        raise HTTPException(404, f"unknown site {site!r}")
+    return report
