@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from collector.alerts import VIETNAM, AlertQuery, AlertStore, local_day_ms
-from collector.calendars import SLOT_MS, SLOTS_PER_DAY, Band, day_number
+from collector.calendars import SLOT_HOURS, SLOT_MS, SLOTS_PER_DAY, Band, day_number
 from collector.detectors.common import Context, quantile
 from collector.detectors.config import Role, SiteConfig, Sites
 from collector.detectors.series import Series
@@ -119,13 +119,14 @@ def meter_day(
         for row in rows
         if row.energy_import_kwh is not None and 0 <= row.start_ms - start < SLOTS_PER_DAY * SLOT_MS
     }
-    hours = SLOT_MS / 3_600_000
     total = sum(kwh.values())
     band_kwh = {band: sum(e for s, e in kwh.items() if bands[s] is band) for band in Band}
-    unoccupied = [e / hours for s, e in kwh.items() if s not in occupied]
+    unoccupied = [e / SLOT_HOURS for s, e in kwh.items() if s not in occupied]
     base = quantile(unoccupied, ctx.thresholds.after_hours.base_quantile) if unoccupied else None
     near_peak = (
-        quantile((e / hours for e in kwh.values()), ctx.thresholds.after_hours.peak_quantile) if kwh else None
+        quantile((e / SLOT_HOURS for e in kwh.values()), ctx.thresholds.after_hours.peak_quantile)
+        if kwh
+        else None
     )
     after_hours = sum(e for s, e in kwh.items() if s not in occupied and s not in permitted)
     peak_slots = sum(1 for s in kwh if bands[s] is Band.PEAK)
@@ -147,7 +148,7 @@ def meter_day(
         base_to_peak=_share(base, near_peak) if base is not None and near_peak is not None else None,
         after_hours_share=_share(after_hours, total),
         peak_band_share=_share(band_kwh[Band.PEAK], total),
-        peak_band_mean_kw=band_kwh[Band.PEAK] / (peak_slots * hours) if peak_slots else None,
+        peak_band_mean_kw=band_kwh[Band.PEAK] / (peak_slots * SLOT_HOURS) if peak_slots else None,
         shifts=shift_idle(ctx, series, day) if series is not None and ctx.config.role is Role.MACHINE else [],
         alerts=len(began),
         wasted_kwh=sum(a.wasted_kwh for a in began),

@@ -10,12 +10,10 @@ import math
 
 import numpy as np
 
-from collector.calendars import BANDS, DAY_MS, OFFSET_MS, SLOT_MS, SLOTS_PER_DAY, Band
+from collector.calendars import BANDS, DAY_MS, OFFSET_MS, SLOT_HOURS, SLOT_MS, SLOTS_PER_DAY, Band
 from collector.detectors.common import STEP_CODE, Context, Step, episodes_of
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
-
-HOURS = SLOT_MS / 3_600_000
 
 
 def detect(ctx: Context, series: Series) -> list[Finding]:
@@ -37,7 +35,7 @@ def detect(ctx: Context, series: Series) -> list[Finding]:
             for i, w in enumerate(kw[ep.first : ep.last].tolist(), ep.first)
             if not math.isnan(w)
         ]
-        waste = [(ts, (w - settings.max_ratio * rated) * HOURS) for ts, w in lit]
+        waste = [(ts, (w - settings.max_ratio * rated) * SLOT_HOURS) for ts, w in lit]
         kws = [w for _, w in lit]
         findings.append(ctx.finding(Detector.ADVERTISING, "R7", ep, waste, sum(kws) / len(kws) / rated))
     return findings

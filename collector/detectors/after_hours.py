@@ -15,7 +15,6 @@ from collector.detectors.common import Context, Step, episodes, quantile
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
 
-HOURS = SLOT_MS / 3_600_000
 _MIN_HISTORY = 16
 """Unoccupied intervals needed before B means anything (four hours)."""
 
@@ -66,11 +65,5 @@ def detect(ctx: Context, series: Series) -> list[Finding]:
     for ep in episodes(
         steps(), SLOT_MS, settings.open_intervals * SLOT_MS, settings.clear_intervals * SLOT_MS
     ):
-        waste = [
-            (intervals.ts(i), (v - b) * HOURS)
-            for i in range(ep.first, ep.last)
-            if (v := intervals.kw[i]) is not None and (b := base[i]) is not None and v > b
-        ]
-        excess = sum(x for _, x in waste) / HOURS / max(1, ep.last - ep.first)
-        findings.append(ctx.finding(Detector.AFTER_HOURS, "R4", ep, waste, excess))
+        findings.append(ctx.excess_finding(Detector.AFTER_HOURS, "R4", ep, intervals, base))
     return findings

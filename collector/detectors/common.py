@@ -3,18 +3,18 @@ an episode into a :class:`Finding` with its wasted energy, its cost and its mess
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 import numpy as np
 import numpy.typing as npt
 
-from collector.calendars import SiteCalendar, local_datetime
+from collector.calendars import SLOT_HOURS, SiteCalendar, local_datetime
 from collector.detectors.config import MeterConfig, SiteConfig, Thresholds
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.messages import message
-from collector.detectors.series import run_bounds
+from collector.detectors.series import Intervals, run_bounds
 
 
 def quantile(values: Iterable[float], q: float) -> float:
@@ -66,6 +66,24 @@ class Context:
             end_ms=episode.end, detected_at=episode.detected, wasted_kwh=round(kwh, 3), cost_vnd=round(vnd),
             magnitude=None if magnitude is None else round(magnitude, 3), message_en=en, message_vi=vi,
         )  # fmt: skip
+
+    def excess_finding(
+        self,
+        detector: Detector,
+        rule: str,
+        episode: Episode,
+        intervals: Intervals,
+        refs: Sequence[float | None],
+    ) -> Finding:
+        """A finding wasting what each interval of `episode` drew above its reference `refs[i]`; its
+        magnitude is the mean excess kW."""
+        waste = [
+            (intervals.ts(i), (w - r) * SLOT_HOURS)
+            for i in range(episode.first, episode.last)
+            if (w := intervals.kw[i]) is not None and (r := refs[i]) is not None and w > r
+        ]
+        excess = sum(x for _, x in waste) / SLOT_HOURS / max(1, episode.last - episode.first)
+        return self.finding(detector, rule, episode, waste, excess)
 
 
 class Step(Enum):

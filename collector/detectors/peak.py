@@ -28,9 +28,10 @@ from collector.detectors.series import Series
 from collector.detectors.states import State, states
 from collector.detectors.switching import Switching
 
-HOURS = SLOT_MS / 3_600_000
 _SAME_WEEKDAY_WEEKS = 5
 _RECENT_DAYS = 10
+_SCALE_DAYS = 7
+"""Open days (found within twice as many) whose highs give a circuit's usual scale."""
 _BEFORE_SLOTS = 4
 """The hour before a peak band: what the circuit drew that day just before it."""
 
@@ -163,9 +164,9 @@ class _Overuse:
         """The minimum excess: a share of the larger of the rated kW and the usual high of the last open
         days (a week of holidays says nothing of what the circuit carries)."""
         if day not in self._floors:
-            recent = [d for d in range(day - 1, day - _RECENT_DAYS - 7, -1) if d in self.highs]
-            open_days = [self.highs[d] for d in recent if self.ctx.calendar.occupied_slots(d)][:7]
-            usual = open_days or [self.highs[d] for d in recent[:7]]
+            recent = [d for d in range(day - 1, day - 1 - 2 * _SCALE_DAYS, -1) if d in self.highs]
+            open_days = [self.highs[d] for d in recent if self.ctx.calendar.occupied_slots(d)]
+            usual = open_days[:_SCALE_DAYS] or [self.highs[d] for d in recent[:_SCALE_DAYS]]
             typical = max(self.ctx.config.rated_kw, statistics.median(usual) if usual else 0.0)
             self._floors[day] = self.settings.min_excess_share * typical
         return self._floors[day]
@@ -271,13 +272,7 @@ class _Overuse:
 
         findings = []
         for ep in episodes(steps, SLOT_MS, self.settings.min_intervals * SLOT_MS, SLOT_MS):
-            waste = [
-                (intervals.ts(i), (w - r) * HOURS)
-                for i in range(ep.first, ep.last)
-                if (w := intervals.kw[i]) is not None and (r := refs[i]) is not None and w > r
-            ]
-            excess = sum(x for _, x in waste) / HOURS / max(1, ep.last - ep.first)
-            findings.append(ctx.finding(Detector.PEAK, "overuse", ep, waste, excess))
+            findings.append(ctx.excess_finding(Detector.PEAK, "overuse", ep, intervals, refs))
         return findings
 
 
