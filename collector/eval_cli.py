@@ -90,12 +90,15 @@ def _through_mqtt(
     folder.mkdir(parents=True, exist_ok=True)
     gateways = len({(m.site_id, m.gateway) for m in scenario.meters})
     with Progress(transient=True) as bar:
-        task = bar.add_task("publishing", total=gateways * ((warmup + days) * 86_400 // interval))
+        batches = gateways * ((warmup + days) * 86_400 // interval)
+        task = bar.add_task("published", total=batches)
+        kept = bar.add_task("stored by the collector", total=batches)
         try:
             evaluation = asyncio.run(
                 evaluate_via_mqtt(
                     scenario, days=days, workdir=folder, start=start, interval_s=interval, warmup_days=warmup, broker=broker,
                     say=bar.console.print, progress=lambda n: bar.advance(task, n),
+                    stored=lambda n: bar.advance(kept, n),
                 )
             )  # fmt: skip
         except (EvalError, ValueError) as exc:

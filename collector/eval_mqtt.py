@@ -121,13 +121,16 @@ def _alerts(base: str) -> list[RaisedAlert]:
     return alerts
 
 
-async def _all_stored(ledger: Path, published: int, children: Children) -> None:
-    """Wait until the ledger holds every published batch, however long that takes while it moves on;
-    TimeoutError once nothing more arrives for `_STALL_S` (messages lost on the way)."""
+async def _all_stored(ledger: Path, published: int, children: Children, progress: Progress | None) -> None:
+    """Wait until the ledger holds every published batch, however long that takes while it moves on
+    (`progress` told of each new batch stored); TimeoutError once nothing more arrives for `_STALL_S`
+    (messages lost on the way)."""
     stored, moved = 0, time.monotonic()
     while stored < published:
         now = await wait_for("the ledger", lambda: _stored_batches(ledger) + 1, children, _STALL_S) - 1
         if now > stored:
+            if progress is not None:
+                progress(now - stored)
             stored, moved = now, time.monotonic()
         elif time.monotonic() - moved > _STALL_S:
             raise TimeoutError(
@@ -179,10 +182,12 @@ async def evaluate_via_mqtt(
     broker: str | None = None,
     say: Say = lambda _: None,
     progress: Progress | None = None,
+    stored: Progress | None = None,
 ) -> Evaluation:
     """Publish `scenario` for `days` to `broker` (``mqtt://HOST:PORT``; None: a private Mosquitto), let a
     collector process ingest and judge it, and score the alerts it raised. Logs and the ledger stay in
-    `workdir`. EvalError if a part cannot start or dies."""
+    `workdir`. `progress` and `stored` are told of batches published and stored. EvalError if a part cannot
+    start or dies."""
     from sim.generate import Broker, Run, publish_dataset
 
     run = Run(
@@ -231,7 +236,7 @@ async def evaluate_via_mqtt(
         published = await publish_dataset(run, target, progress)
         say(f"published  {published:,} batches; waiting for the collector to store them")
         ledger = workdir / "ledger.db"
-        await _all_stored(ledger, published, children)
+        await _all_stored(ledger, published, children, stored)
         say("stored     every batch; waiting for detection to catch up")
         await _caught_up(base, children)
         alerts = _alerts(base)

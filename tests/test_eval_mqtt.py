@@ -22,10 +22,23 @@ DAYS = 4
 def test_the_alerts_of_a_real_collector_score_as_the_detectors_in_process(tmp_path: Path) -> None:
     spec = load_scenario("office-lang-son")
     said: list[str] = []
-    through_mqtt = asyncio.run(evaluate_via_mqtt(spec, days=DAYS, workdir=tmp_path, say=said.append))
+    published: list[int] = []
+    stored: list[int] = []
+    through_mqtt = asyncio.run(
+        evaluate_via_mqtt(
+            spec,
+            days=DAYS,
+            workdir=tmp_path,
+            say=said.append,
+            progress=published.append,
+            stored=stored.append,
+        )
+    )
     in_process = evaluate(spec, days=DAYS)
     assert through_mqtt.path.startswith("MQTT")
-    assert any(line.startswith("published") for line in said)
+    batches = (DAYS + 14) * 1440  # one gateway, a batch a minute, the warm-up included
+    assert any(line.startswith(f"published  {batches:,} batches") for line in said)
+    assert sum(published) == sum(stored) == batches
 
     def table(scores: dict) -> dict:
         return {
