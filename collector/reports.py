@@ -22,7 +22,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from collector.alerts import VIETNAM, AlertQuery, AlertStore, local_day_ms
-from collector.calendars import SLOT_HOURS, SLOT_MS, SLOTS_PER_DAY, Band, day_number
+from collector.calendars import DAY_MS, SLOT_HOURS, SLOT_MS, SLOTS_PER_DAY, Band, day_number
 from collector.detectors.common import Context, quantile
 from collector.detectors.config import Role, SiteConfig, Sites
 from collector.detectors.series import Series
@@ -164,9 +164,10 @@ def site_day(reader: LedgerReader, store: AlertStore, site_id: str, site: SiteCo
     for meter_id, config in site.meters.items():
         ctx = Context(site_id, meter_id, config, site)
         series = None
-        if config.role is Role.MACHINE:
-            samples = reader.power_samples(meter_id, start, end)
-            series = Series.of(meter_id, samples, poll_ms=poll_ms, start_ms=start, end_ms=end)
+        if config.role is Role.MACHINE:  # with the days its P_load is learned from
+            since = start - (ctx.thresholds.idle.learn_days or 0) * DAY_MS
+            samples = reader.power_samples(meter_id, since, end)
+            series = Series.of(meter_id, samples, poll_ms=poll_ms, start_ms=since, end_ms=end)
         meters.append(meter_day(ctx, day, reader.intervals(meter_id, start, end), store, series))
     return SiteDay(site=site_id, day=day, meters=meters)
 

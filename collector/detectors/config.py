@@ -53,8 +53,21 @@ class AfterHours(_Model):
 
 class Idle(_Model):
     off_share: float = Field(0.05, gt=0, lt=1, description="P_off as a share of rated kW")
-    load_share: float = Field(0.30, gt=0, lt=1, description="P_load as a share of rated kW (if not given)")
+    load_share: float = Field(
+        0.30,
+        gt=0,
+        lt=1,
+        description="P_load as a share of rated kW, unless load_kw is given or P_load is learned",
+    )
     load_kw: float | None = Field(None, gt=0)
+    learn_days: int | None = Field(
+        28,
+        ge=1,
+        description="learn P_load from the machine's readings of this many days before each day (null: never)",
+    )
+    learn_min_days: int = Field(
+        14, ge=1, description="days of readings needed before a learned P_load is used"
+    )
     hysteresis: float = Field(0.10, ge=0, lt=1, description="share of P_load")
     dwell_min: float = Field(2.0, ge=0)
     in_shift_min: float = Field(20.0, gt=0)
@@ -67,6 +80,8 @@ class Idle(_Model):
     def _off_below_load(self) -> Self:
         if self.load_kw is None and self.off_share >= self.load_share:
             raise ValueError("off_share must be below load_share")
+        if self.learn_days is not None and self.learn_min_days > self.learn_days:
+            raise ValueError("learn_min_days must not exceed learn_days")
         return self
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from collector.detectors.config import Idle
+from collector.detectors.load_level import Floats, learned_load_kw
 from collector.detectors.series import Series, run_bounds
 
 
@@ -23,8 +24,17 @@ class State(StrEnum):
 
 
 def thresholds(settings: Idle, rated_kw: float) -> tuple[float, float]:
-    """(P_off, P_load) in kW."""
+    """(P_off, P_load) in kW as configured: P_load given, else a share of rated kW."""
     return settings.off_share * rated_kw, settings.load_kw or settings.load_share * rated_kw
+
+
+def load_levels(settings: Idle, rated_kw: float, ts: npt.NDArray[np.int64], kw: Floats) -> Floats:
+    """P_load at each reading: given, else learned from the machine's own days before (see
+    :mod:`~collector.detectors.load_level`), else a share of rated kW."""
+    p_off, p_load = thresholds(settings, rated_kw)
+    if settings.load_kw is not None or settings.learn_days is None:
+        return np.full(ts.size, p_load)
+    return learned_load_kw(ts, kw, p_off, p_load, rated_kw, settings.learn_days, settings.learn_min_days)
 
 
 STATES = tuple(State)
@@ -48,10 +58,11 @@ def state_codes(
 
     Walks runs of readings whose power points the same way from every state, not readings: inside one,
     the state settles at once or switches when the dwell time is up."""
-    p_off, p_load = thresholds(settings, rated_kw)
+    ts, kw = series.usable_arrays
+    p_off = thresholds(settings, rated_kw)[0]
+    p_load = load_levels(settings, rated_kw, ts, kw)
     margin = settings.hysteresis * p_load
     dwell = math.ceil(settings.dwell_min * 60_000)  # the same test on integer times; an int searches fast
-    ts, kw = series.usable_arrays
     n = ts.size
     after_silence = np.flatnonzero(np.diff(ts) > 3 * series.poll_ms) + 1
     towards = [_candidates(kw, state, p_off, p_load, margin) for state in STATES]
@@ -104,12 +115,12 @@ def state_codes(
 
 
 def _candidates(
-    kw: npt.NDArray[np.float64], state: State, p_off: float, p_load: float, margin: float
+    kw: Floats, state: State, p_off: float, p_load: Floats, margin: Floats
 ) -> npt.NDArray[np.int8]:
-    """The code of the state each reading points to from `state`: leaving a state takes `margin` beyond
-    its threshold."""
+    """The code of the state each reading points to from `state` (`p_load` and `margin` per reading):
+    leaving a state takes `margin` beyond its threshold."""
     if state is State.UNKNOWN:
-        margin = 0.0
+        margin = np.zeros_like(margin)
     loaded = kw >= p_load + (-margin if state is State.LOADED else margin)
     off = kw < p_off + (margin if state is State.OFF else -margin)
     code = np.full(kw.shape, STATES.index(State.IDLE), dtype=np.int8)
