@@ -13,7 +13,7 @@ import pytest
 from collector.detectors.common import STEP_CODE, Episode, Step, episodes, episodes_of
 from collector.detectors.config import Idle
 from collector.detectors.series import Sample, Series
-from collector.detectors.states import State, states
+from collector.detectors.states import STATES, State, state_codes
 
 MINUTE = 60_000
 SLOT = 15 * MINUTE
@@ -159,4 +159,5 @@ def test_states_walked_by_runs_match_the_per_reading_machine(seed: int, settings
         samples.append(Sample(t, level + rng.uniform(-0.4, 0.4), None))
     series = Series.of("m", samples, poll_ms=MINUTE)
     expected = list(_states_by_reading(series, settings, 10.0))
-    assert list(states(series, settings, 10.0)) == expected
+    ts, codes = state_codes(series, settings, 10.0)
+    assert list(zip(ts.tolist(), [STATES[c] for c in codes.tolist()], strict=True)) == expected

@@ -7,23 +7,15 @@ level drifting over weeks stays LOADED.
 
 from __future__ import annotations
 
-import numpy as np
-
-from collector.detectors.common import STEP_CODE, Context, Episode, Step, episodes_of
+from collector.detectors.common import Context, Episode, episodes_of
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
-from collector.detectors.states import STATES, State, state_codes
+from collector.detectors.states import State, state_steps
 
 
 def detect(ctx: Context, series: Series) -> list[Finding]:
     settings = ctx.thresholds.idle
-    ts, seen = state_codes(series, settings, ctx.config.rated_kw)
-    steps = np.full(seen.shape, STEP_CODE[Step.GOOD], dtype=np.int8)
-    steps[seen == STATES.index(State.IDLE)] = STEP_CODE[Step.BAD]
-    steps[seen == STATES.index(State.UNKNOWN)] = STEP_CODE[Step.UNKNOWN]
-    usable_ts, usable_kw = series.usable_arrays
-    at = np.minimum(np.searchsorted(usable_ts, ts), usable_ts.size - 1)
-    kw = np.where(usable_ts[at] == ts, usable_kw[at], 0.0)  # 0 at the UNKNOWN step after a silence
+    ts, steps, kw = state_steps(series, settings, ctx.config.rated_kw, State.IDLE)
     outside_ms = round(settings.outside_shift_min * 60_000)
     in_shift_ms = round(settings.in_shift_min * 60_000)
     findings = []

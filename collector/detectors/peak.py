@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import statistics
 
-from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS, Band, day_start_ms, local_day
-from collector.detectors.common import Context, Step, episodes, quantile
+from collector.calendars import BANDS, DAY_MS, OFFSET_MS, SLOT_MS, Band, day_start_ms, local_day
+from collector.detectors.common import STEP_CODE, Context, Step, episodes, episodes_of, quantile
 from collector.detectors.config import Role
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
-from collector.detectors.states import State, states
+from collector.detectors.states import State, state_steps
 from collector.detectors.switching import Switching
 
 _SAME_WEEKDAY_WEEKS = 5
@@ -278,17 +278,18 @@ class _Overuse:
 
 def _large_machine(ctx: Context, series: Series) -> list[Finding]:
     settings = ctx.thresholds.peak
-    kw_at = dict(zip(*series.usable, strict=True))
-    steps = []
-    for t, state in states(series, ctx.thresholds.idle, ctx.config.rated_kw):
-        if state is State.UNKNOWN or ctx.calendar.band_at(t) is not Band.PEAK:
-            steps.append((t, Step.UNKNOWN))
-        else:
-            steps.append((t, Step.BAD if state is State.LOADED else Step.GOOD))
+    ts, steps, kw = state_steps(series, ctx.thresholds.idle, ctx.config.rated_kw, State.LOADED)
+    if ts.size == 0:
+        return []
+    slots = (ts - (int(ts[0]) - (int(ts[0]) + OFFSET_MS) % SLOT_MS)) // SLOT_MS
+    peak = ctx.calendar.band_codes(int(ts[0]), int(slots[-1]) + 1)[slots] == BANDS.index(Band.PEAK)
+    steps[~peak] = STEP_CODE[Step.UNKNOWN]
     open_ms = round(settings.large_machine_min * 60_000)
     hours = series.poll_ms / 3_600_000
     findings = []
-    for ep in episodes(steps, series.poll_ms, open_ms, 0):
-        waste = [(t, kw_at.get(t, 0.0) * hours) for t, _ in steps[ep.first : ep.last]]
-        findings.append(ctx.finding(Detector.PEAK, "large_machine_in_peak", ep, waste, kw_at.get(ep.start)))
+    for ep in episodes_of(ts, steps, series.poll_ms, open_ms, 0):
+        waste = list(
+            zip(ts[ep.first : ep.last].tolist(), (kw[ep.first : ep.last] * hours).tolist(), strict=True)
+        )
+        findings.append(ctx.finding(Detector.PEAK, "large_machine_in_peak", ep, waste, float(kw[ep.first])))
     return findings

@@ -4,12 +4,12 @@ shared by the idle detector (R10) and the large-machine-in-peak rule (R9)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
 
+from collector.detectors.common import STEP_CODE, Step
 from collector.detectors.config import Idle
 from collector.detectors.load_level import Floats, learned_load_kw
 from collector.detectors.series import Series, run_bounds
@@ -40,12 +40,6 @@ def load_levels(settings: Idle, rated_kw: float, ts: npt.NDArray[np.int64], kw: 
 STATES = tuple(State)
 """Each state by its code in :func:`state_codes`' array."""
 _UNKNOWN = STATES.index(State.UNKNOWN)
-
-
-def states(series: Series, settings: Idle, rated_kw: float) -> Iterator[tuple[int, State]]:
-    """:func:`state_codes` as (event time, state) pairs."""
-    ts, codes = state_codes(series, settings, rated_kw)
-    return zip(ts.tolist(), [STATES[c] for c in codes.tolist()], strict=True)
 
 
 def state_codes(
@@ -112,6 +106,22 @@ def state_codes(
         out[pending[0] :] = state
     marks = ts[after_silence - 1] + series.poll_ms
     return np.insert(ts, after_silence, marks), np.insert(out, after_silence, _UNKNOWN)
+
+
+def state_steps(
+    series: Series, settings: Idle, rated_kw: float, bad: State
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int8], Floats]:
+    """For a rule about time spent in state `bad`: the event times of :func:`state_codes`, a step code at
+    each (:data:`STEP_CODE`: BAD in that state, UNKNOWN without data, else GOOD) and the kW there (0 at
+    the UNKNOWN mark after a silence)."""
+    ts, codes = state_codes(series, settings, rated_kw)
+    steps = np.full(codes.shape, STEP_CODE[Step.GOOD], dtype=np.int8)
+    steps[codes == STATES.index(bad)] = STEP_CODE[Step.BAD]
+    steps[codes == _UNKNOWN] = STEP_CODE[Step.UNKNOWN]
+    usable_ts, usable_kw = series.usable_arrays
+    at = np.minimum(np.searchsorted(usable_ts, ts), max(usable_ts.size - 1, 0))
+    kw = np.where(usable_ts[at] == ts, usable_kw[at], 0.0) if usable_ts.size else np.zeros(ts.size)
+    return ts, steps, kw
 
 
 def _candidates(
