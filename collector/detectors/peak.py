@@ -156,9 +156,16 @@ class _Overuse:
         self.highs = {d: max(loads) for d, loads in by_day.items()}
         self.switching = Switching(series)
         self._floors: dict[int, float] = {}
+        self._bounds: dict[tuple[int, int], tuple[int, int]] = {}
         self._befores: dict[tuple[int, int], tuple[float, float] | None] = {}
         self._closed: dict[tuple[int, int], tuple[int, int] | None] = {}
         self._switched: dict[tuple[int, int], list[tuple[int, int]]] = {}
+
+    def bounds(self, day: int, slot: int) -> tuple[int, int]:
+        """:func:`_band_bounds`, once per day and slot."""
+        if (day, slot) not in self._bounds:
+            self._bounds[(day, slot)] = _band_bounds(self.ctx, day, slot)
+        return self._bounds[(day, slot)]
 
     def floor(self, day: int) -> float:
         """The minimum excess: a share of the larger of the rated kW and the usual high of the last open
@@ -176,7 +183,7 @@ class _Overuse:
 
     def before_band(self, day: int, slot: int) -> tuple[float, float] | None:
         """The hour before `day`'s peak band holding `slot` (see :func:`_before_band`)."""
-        first = _band_bounds(self.ctx, day, slot)[0]
+        first = self.bounds(day, slot)[0]
         if (day, first) not in self._befores:
             self._befores[(day, first)] = _before_band(self.kw, day, first)
         return self._befores[(day, first)]
@@ -186,7 +193,7 @@ class _Overuse:
         before = self.before_band(day, slot)
         if len(days) >= 2:
             plain = (
-                _usual_high(self.kw, days, _band_bounds(self.ctx, days[0], slot))
+                _usual_high(self.kw, days, self.bounds(days[0], slot))
                 if self.ctx.config.role is Role.MACHINE
                 else statistics.median(self.kw[(d, slot)] for d in days)
             )
@@ -209,7 +216,7 @@ class _Overuse:
 
     def closed_part(self, day: int, slot: int) -> tuple[int, int] | None:
         """[from, to) ms of the part of `day`'s peak band holding `slot` outside occupied hours."""
-        first, last = _band_bounds(self.ctx, day, slot)
+        first, last = self.bounds(day, slot)
         if (day, first) not in self._closed:
             occupied = self.ctx.calendar.occupied_slots(day)
             free = next((s for s in range(first, last + 1) if s not in occupied), None)
