@@ -82,7 +82,8 @@ def place(scenario: Scenario, start: date, days: int) -> list[Placed]:
             eligible = [
                 m.id
                 for m in scenario.meters
-                if effect is None or not effect.models or m.spec.model in effect.models
+                if (effect is None or not effect.models or m.spec.model in effect.models)
+                and (not spec.sites or m.site.id in spec.sites)
             ]
             rng = seeded_rng("place", scenario.seed, i, start.isoformat(), days)
             chosen = rng.sample(eligible, min(spec.count, len(eligible)))

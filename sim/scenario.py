@@ -185,6 +185,9 @@ class AnomalySpec(_Spec):
     meter: str | None = None
     gateway: str | None = None
     count: int | None = Field(None, ge=1)
+    sites: tuple[str, ...] = Field(
+        (), description="with count: only on meters of these sites (ids as the scenario writes them)"
+    )
     day: int = Field(0, ge=0)
     window: Window
     magnitude_kw: float | None = Field(None, gt=0, description="extra power of load anomalies that add it")
@@ -196,6 +199,8 @@ class AnomalySpec(_Spec):
         targets = [n for n in ("meter", "gateway", "count") if getattr(self, n) is not None]
         if len(targets) != 1:
             raise ValueError("give exactly one of meter, gateway or count")
+        if self.sites and self.count is None:
+            raise ValueError("sites narrows where count places an anomaly: give count with it")
         wants_gateway = self.kind in GATEWAY_FAULTS
         if (self.gateway is not None) != wants_gateway and (self.count is None or wants_gateway):
             raise ValueError(f"{self.kind.value} targets a {'gateway' if wants_gateway else 'meter'}")
@@ -284,6 +289,8 @@ class Scenario(_Spec):
                         f"anomalies[{i}].kind: {anomaly.kind.value} does not apply to a {found.spec.model} "
                         f"meter ({anomaly.meter}); it applies to {', '.join(sorted(effect.models))}"
                     )
+            if unknown := [s for s in anomaly.sites if s not in site_ids]:
+                problems.append(f"anomalies[{i}].sites: no site {', '.join(map(repr, unknown))}")
             if anomaly.gateway is not None and anomaly.gateway not in gateways:
                 problems.append(f"anomalies[{i}].gateway: no gateway {anomaly.gateway!r} (<site>/<gateway>)")
         if problems:

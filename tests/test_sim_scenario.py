@@ -61,6 +61,8 @@ def test_the_shipped_scenarios_validate() -> None:
         ("kind: after_hours_waste", "kind: blip", "blip lasts at most 10 min, this one 180"),
         ("magnitude_kw: 5", "seconds: 5", "after_hours_waste needs magnitude_kw"),
         ("kind: office\n", "kind: office\n    colour: red\n", "sites[0].colour: extra inputs are not permitted"),
+        ("meter: office.ac,", "meter: office.ac, sites: [office],", "sites narrows where count places an anomaly: give count with it"),
+        ("meter: office.ac,", "count: 1, sites: [plant],", "anomalies[0].sites: no site 'plant'"),
     ],
 )  # fmt: skip
 def test_a_bad_scenario_is_refused_naming_file_key_and_problem(
@@ -87,3 +89,11 @@ def test_peak_band_anomalies_are_never_placed_on_a_sunday() -> None:
     in_peak = [p for p in placed if p.kind in PEAK_BAND_KINDS]
     assert len(in_peak) >= 5
     assert all(p.start.weekday() != SUNDAY for p in in_peak)
+
+
+def test_count_with_sites_places_only_on_their_meters() -> None:
+    """mixed-province's 5 kW peak overuse lands on commune offices only, its 30 kW one on plants only."""
+    scenario = load_scenario("mixed-province")
+    site_of = {m.id: m.site.id for m in scenario.meters}
+    overuse = [p for p in place(scenario, scenario.start, 28) if p.kind.value == "peak_overuse"]
+    assert {(site_of[p.target], p.magnitude) for p in overuse} == {("ubnd-xa", 5.0), ("xuong", 30.0)}

@@ -91,9 +91,9 @@ def _demand(ctx: Context, series: Series, limit_kw: float) -> list[Finding]:
 
 
 def _comparable_days(ctx: Context, kw: dict[tuple[int, int], float], day: int, slot: int) -> list[int]:
-    """The slot on the last same weekdays or, lacking two of them, on recent days that had a peak band
-    there; either of the same kind, open or closed by the site's calendar (a holiday says nothing of a
-    working day)."""
+    """The slot on the last `reference_days` same weekdays, completed with the most recent days that had
+    a peak band there when fewer exist (two late departures should not make a median); all of the same
+    kind, open or closed by the site's calendar (a holiday says nothing of a working day)."""
     n = ctx.thresholds.peak.reference_days
     open_today = bool(ctx.calendar.occupied_slots(day))
 
@@ -101,10 +101,12 @@ def _comparable_days(ctx: Context, kw: dict[tuple[int, int], float], day: int, s
         return (d, slot) in kw and bool(ctx.calendar.occupied_slots(d)) == open_today
 
     same = [d for k in range(1, _SAME_WEEKDAY_WEEKS + 1) if alike(d := day - 7 * k)][:n]
-    if len(same) >= 2:
-        return same
-    recent = range(day - 1, day - _RECENT_DAYS, -1)
-    return [d for d in recent if alike(d) and ctx.calendar.bands(d)[slot] is Band.PEAK][:n]
+    recent = [
+        d
+        for d in range(day - 1, day - _RECENT_DAYS, -1)
+        if d not in same and alike(d) and ctx.calendar.bands(d)[slot] is Band.PEAK
+    ]
+    return same + recent[: n - len(same)]
 
 
 def _band_bounds(ctx: Context, day: int, slot: int) -> tuple[int, int]:
