@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from collector.alerts import VIETNAM, AlertQuery, AlertStore, local_day_ms
+from collector.alerts import VIETNAM, Alert, AlertQuery, AlertStore, local_day_ms
 from collector.calendars import DAY_MS, SLOT_HOURS, SLOT_MS, SLOTS_PER_DAY, Band, day_number
 from collector.detectors.common import Context, quantile
 from collector.detectors.config import Role, SiteConfig, Sites
@@ -107,10 +107,10 @@ def shift_idle(ctx: Context, series: Series, day: date) -> list[ShiftIdle]:
 
 
 def meter_day(
-    ctx: Context, day: date, rows: list[IntervalRow], store: AlertStore, series: Series | None
+    ctx: Context, day: date, rows: list[IntervalRow], began: list[Alert], series: Series | None
 ) -> MeterDay:
-    """`ctx`'s meter on `day` from its interval `rows`, its alerts in `store` and, for a machine, its
-    readings' `series`."""
+    """`ctx`'s meter on `day` from its interval `rows`, the alerts that `began` on it that day and, for a
+    machine, its readings' `series`."""
     calendar, start = ctx.calendar, local_day_ms(day)[0]
     n = day_number(day)
     bands, occupied, permitted = calendar.bands(n), calendar.occupied_slots(n), calendar.permitted_slots(n)
@@ -130,12 +130,6 @@ def meter_day(
     )
     after_hours = sum(e for s, e in kwh.items() if s not in occupied and s not in permitted)
     peak_slots = sum(1 for s in kwh if bands[s] is Band.PEAK)
-    end = start + SLOTS_PER_DAY * SLOT_MS
-    began = [
-        a
-        for a in store.alerts(AlertQuery(meter=ctx.meter, start_ms=start, end_ms=end, limit=MAX_ALERTS))
-        if a.start_ms >= start
-    ]
     return MeterDay(
         meter=ctx.meter,
         role=ctx.config.role,
@@ -149,7 +143,7 @@ def meter_day(
         after_hours_share=_share(after_hours, total),
         peak_band_share=_share(band_kwh[Band.PEAK], total),
         peak_band_mean_kw=band_kwh[Band.PEAK] / (peak_slots * SLOT_HOURS) if peak_slots else None,
-        shifts=shift_idle(ctx, series, day) if series is not None and ctx.config.role is Role.MACHINE else [],
+        shifts=shift_idle(ctx, series, day) if series is not None else [],
         alerts=len(began),
         wasted_kwh=sum(a.wasted_kwh for a in began),
         wasted_vnd=sum(a.cost_vnd for a in began),
@@ -160,6 +154,10 @@ def site_day(reader: LedgerReader, store: AlertStore, site_id: str, site: SiteCo
     """Every configured meter of `site_id` on `day`, from the ledger `reader` and the alert `store`."""
     start, end = local_day_ms(day)
     poll_ms = round(site.poll_s * 1000)
+    began: dict[str, list[Alert]] = {}
+    for alert in store.alerts(AlertQuery(site=site_id, start_ms=start, end_ms=end, limit=MAX_ALERTS)):
+        if alert.start_ms >= start:
+            began.setdefault(alert.meter, []).append(alert)
     meters = []
     for meter_id, config in site.meters.items():
         ctx = Context(site_id, meter_id, config, site)
@@ -168,7 +166,9 @@ def site_day(reader: LedgerReader, store: AlertStore, site_id: str, site: SiteCo
             since = start - (ctx.thresholds.idle.learn_days or 0) * DAY_MS
             samples = reader.power_samples(meter_id, since, end)
             series = Series.of(meter_id, samples, poll_ms=poll_ms, start_ms=since, end_ms=end)
-        meters.append(meter_day(ctx, day, reader.intervals(meter_id, start, end), store, series))
+        meters.append(
+            meter_day(ctx, day, reader.intervals(meter_id, start, end), began.get(meter_id, []), series)
+        )
     return SiteDay(site=site_id, day=day, meters=meters)
 
 

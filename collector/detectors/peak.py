@@ -19,6 +19,7 @@ rated kW undersells what it carries), for an hour."""
 from __future__ import annotations
 
 import statistics
+from functools import cached_property
 
 from collector.calendars import BANDS, DAY_MS, OFFSET_MS, SLOT_MS, Band, day_start_ms, local_day
 from collector.detectors.common import STEP_CODE, Context, Step, episodes, episodes_of, quantile
@@ -156,12 +157,17 @@ class _Overuse:
         for (d, _), load in self.kw.items():
             by_day.setdefault(d, []).append(load)
         self.highs = {d: max(loads) for d, loads in by_day.items()}
-        self.switching = Switching(series)
+        self.series = series
         self._floors: dict[int, float] = {}
         self._bounds: dict[tuple[int, int], tuple[int, int]] = {}
         self._befores: dict[tuple[int, int], tuple[float, float] | None] = {}
         self._closed: dict[tuple[int, int], tuple[int, int] | None] = {}
         self._switched: dict[tuple[int, int], list[tuple[int, int]]] = {}
+
+    @cached_property
+    def switching(self) -> Switching:
+        """Built only for a meter judged outside occupied hours in a peak band."""
+        return Switching(self.series)
 
     def bounds(self, day: int, slot: int) -> tuple[int, int]:
         """:func:`_band_bounds`, once per day and slot."""
@@ -290,7 +296,7 @@ def _large_machine(ctx: Context, series: Series) -> list[Finding]:
     ts, steps, kw = state_steps(series, ctx.thresholds.idle, ctx.config.rated_kw, State.LOADED)
     if ts.size == 0:
         return []
-    slots = (ts - (int(ts[0]) - (int(ts[0]) + OFFSET_MS) % SLOT_MS)) // SLOT_MS
+    slots = ts // SLOT_MS - int(ts[0]) // SLOT_MS  # quarter hours from the one holding the first reading
     peak = ctx.calendar.band_codes(int(ts[0]), int(slots[-1]) + 1)[slots] == BANDS.index(Band.PEAK)
     steps[~peak] = STEP_CODE[Step.UNKNOWN]
     open_ms = round(settings.large_machine_min * 60_000)
