@@ -60,10 +60,11 @@ REFUSED_CREDENTIALS = {4, 5, 134, 135}
 
 
 def refused_credentials(exc: Exception) -> bool:
-    """Whether the broker turned us away for our user name or password."""
-    import aiomqtt
+    """Whether the broker turned us away for our user name or password. Only a refused connection says
+    so: a publish on a lost connection carries paho's own code 4 ("not connected"), which is not CONNACK's."""
+    from aiomqtt.exceptions import MqttConnectError
 
-    if not isinstance(exc, aiomqtt.MqttCodeError):
+    if not isinstance(exc, MqttConnectError):
         return False
     code = exc.rc if isinstance(exc.rc, int) or exc.rc is None else exc.rc.value
     return code in REFUSED_CREDENTIALS

@@ -113,6 +113,26 @@ async def test_no_broker_keeps_batches_in_the_spool_and_says_so(caplog: pytest.L
     assert "stopped with 5 batches in the spool, sent after the next start" in caplog.text
 
 
+async def test_a_broker_gone_mid_session_is_unavailable_not_a_refusal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A publish on the lost connection fails with paho's "not connected" (code 4, as CONNACK's bad
+    credentials in MQTT 3.1.1): the log must say the broker is away, not blame the password."""
+    caplog.set_level(logging.INFO)
+    broker = Mosquitto.start(tmp_path / "broker")
+    settings = MqttSettings(port=broker.port, reconnect_min_s=0.05, reconnect_max_s=0.1)
+    try:
+        async with Publisher(settings, site="s1", gateway="g1", flush_timeout_s=0.1) as publisher:
+            await eventually(lambda: publisher.connected, "the publisher to connect")
+            broker.stop()
+            publisher.submit([reading(1)])
+            await eventually(lambda: "unavailable" in caplog.text, "the lost broker to be noticed")
+            assert publisher.pending == 1
+    finally:
+        broker.stop()
+    assert "refused our credentials" not in caplog.text
+
+
 @pytest.fixture
 def auth_broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A Mosquitto that only lets USER in with PASSWORD."""
