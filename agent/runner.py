@@ -13,6 +13,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from agent.bus_worker import BusWorker, slots
 from agent.clock import boot_id, clock_offset_ms, clock_state, now_ms
@@ -121,6 +122,22 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
+CANCEL_AGAIN_S = 1.0
+"""A task still running this long after it was cancelled is cancelled again."""
+
+
+async def _cancel(tasks: set[asyncio.Task[Any]]) -> None:
+    """Cancel `tasks` and wait until they end, repeating the cancel while one runs on: Python 3.11's
+    ``asyncio.wait_for`` (under pymodbus' requests) swallows a cancel that arrives with the answer, and a
+    bus loop that missed its cancel would poll for ever and hang the stop."""
+    for task in tasks:
+        task.cancel()
+    while pending := {task for task in tasks if not task.done()}:
+        _, running = await asyncio.wait(pending, timeout=CANCEL_AGAIN_S)
+        for task in running:
+            task.cancel()
+
+
 async def run(
     config: AgentConfig,
     *,
@@ -183,9 +200,7 @@ async def run(
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.wait(tasks)
+                await _cancel(tasks)
             crashes = [exc for t in polling if not t.cancelled() and (exc := t.exception()) is not None]
             if crashes:
                 raise crashes[0]  # a bug in a bus loop: the exit stack still stops the publisher cleanly

@@ -21,7 +21,7 @@ from kilowatch.mqtt_contract import (
     ReadingsBatch,
     topic,
 )
-from kilowatch.profiles import load_builtin
+from kilowatch.profiles import Table, load_builtin
 from tests.agent_support import full_map, late_broker, payload
 from tests.services import Mosquitto, eventually, free_port, port_open, wait_until
 
@@ -185,6 +185,39 @@ async def test_broker_down_at_start_then_queued_batches_arrive_in_order(
     assert live == sorted(set(live)), seqs
     assert all(seq > backlog[-1] for seq in live), seqs
     assert meters == {("m1", "m2"), ("m3",)}
+
+
+class SwallowingReader(MemoryReader):
+    """Slow answers, and the first cancel swallowed: what Python 3.11's ``asyncio.wait_for`` under
+    pymodbus does when the cancel arrives together with the answer."""
+
+    swallowed = 0
+
+    async def read(
+        self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
+    ) -> list[int]:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            if self.swallowed:
+                raise
+            self.swallowed += 1
+        return await super().read(table, address, count, unit, timeout_s=timeout_s)
+
+
+async def test_a_cancel_swallowed_under_a_read_does_not_hang_the_stop(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    _, words = full_map(SDM)
+    reader = SwallowingReader({1: words, 2: words})
+    stop = asyncio.Event()
+    agent = asyncio.create_task(
+        run(config(mosquitto.port, tmp_path / "spool.db"), open_reader=lambda bus: reader, stop=stop)
+    )
+    await eventually(lambda: len(reader.requests) > 6, "the buses to be polled")  # reading all the time
+    stop.set()
+    await asyncio.wait_for(agent, 10)
+    assert reader.swallowed == 1
 
 
 async def test_the_spool_outlives_the_agent_and_its_seq_carries_on(
