@@ -53,6 +53,12 @@ class AfterHours(_Model):
 
 class Idle(_Model):
     off_share: float = Field(0.05, gt=0, lt=1, description="P_off as a share of rated kW")
+    off_noise_factor: float = Field(
+        3.0,
+        ge=0,
+        description="P_off at least this many times the meter's noise while the machine is off, learned "
+        "like P_load (0: the share of rated kW only)",
+    )
     load_share: float = Field(
         0.30,
         gt=0,
@@ -63,7 +69,8 @@ class Idle(_Model):
     learn_days: int | None = Field(
         28,
         ge=1,
-        description="learn P_load from the machine's readings of this many days before each day (null: never)",
+        description="learn P_load and P_off's noise from the machine's readings of this many days before each "
+        "day (null: never)",
     )
     learn_min_days: int = Field(
         14, ge=1, description="days of readings needed before a learned P_load is used"

@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from collector.detectors.common import STEP_CODE, Step
 from collector.detectors.config import Idle
-from collector.detectors.load_level import Floats, learned_load_kw
+from collector.detectors.load_level import Floats, learned_load_kw, learned_off_kw
 from collector.detectors.series import Series, run_bounds
 
 
@@ -28,13 +28,20 @@ def thresholds(settings: Idle, rated_kw: float) -> tuple[float, float]:
     return settings.off_share * rated_kw, settings.load_kw or settings.load_share * rated_kw
 
 
-def load_levels(settings: Idle, rated_kw: float, ts: npt.NDArray[np.int64], kw: Floats) -> Floats:
-    """P_load at each reading: given, else learned from the machine's own days before (see
-    :mod:`~collector.detectors.load_level`), else a share of rated kW."""
-    p_off, p_load = thresholds(settings, rated_kw)
-    if settings.load_kw is not None or settings.learn_days is None:
-        return np.full(ts.size, p_load)
-    return learned_load_kw(ts, kw, p_off, p_load, rated_kw, settings.learn_days, settings.learn_min_days)
+def levels(settings: Idle, rated_kw: float, ts: npt.NDArray[np.int64], kw: Floats) -> tuple[Floats, Floats]:
+    """(P_off, P_load) in kW at each reading: as configured, or learned from the machine's own days
+    before (see :mod:`~collector.detectors.load_level`). The noise raises P_off to half of P_load at
+    most, so that a meter too noisy to tell idling from off still tells loaded from either."""
+    floor, p_load = thresholds(settings, rated_kw)
+    if settings.learn_days is None:
+        return np.full(ts.size, floor), np.full(ts.size, p_load)
+    days, min_days = settings.learn_days, settings.learn_min_days
+    p_off = learned_off_kw(ts, kw, floor, settings.off_noise_factor, days, min_days)
+    if settings.load_kw is None:
+        load = learned_load_kw(ts, kw, p_off, floor, p_load, rated_kw, days, min_days)
+    else:
+        load = np.full(ts.size, p_load)
+    return np.maximum(floor, np.minimum(p_off, load / 2)), load
 
 
 STATES = tuple(State)
@@ -53,8 +60,7 @@ def state_codes(
     Walks runs of readings whose power points the same way from every state, not readings: inside one,
     the state settles at once or switches when the dwell time is up."""
     ts, kw = series.usable_arrays
-    p_off = thresholds(settings, rated_kw)[0]
-    p_load = load_levels(settings, rated_kw, ts, kw)
+    p_off, p_load = levels(settings, rated_kw, ts, kw)
     margin = settings.hysteresis * p_load
     dwell = math.ceil(settings.dwell_min * 60_000)  # the same test on integer times; an int searches fast
     n = ts.size
@@ -125,9 +131,9 @@ def state_steps(
 
 
 def _candidates(
-    kw: Floats, state: State, p_off: float, p_load: Floats, margin: Floats
+    kw: Floats, state: State, p_off: Floats, p_load: Floats, margin: Floats
 ) -> npt.NDArray[np.int8]:
-    """The code of the state each reading points to from `state` (`p_load` and `margin` per reading):
+    """The code of the state each reading points to from `state` (thresholds and margin per reading):
     leaving a state takes `margin` beyond its threshold."""
     if state is State.UNKNOWN:
         margin = np.zeros_like(margin)
