@@ -73,7 +73,7 @@ class Idle(_Model):
         "day (null: never)",
     )
     learn_min_days: int = Field(
-        14, ge=1, description="days of readings needed before a learned P_load is used"
+        14, ge=1, description="days of readings needed before a learned P_load or noise is used"
     )
     hysteresis: float = Field(0.10, ge=0, lt=1, description="share of P_load")
     dwell_min: float = Field(2.0, ge=0)
