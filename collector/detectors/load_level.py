@@ -57,7 +57,7 @@ class _Days:
         self.count = int(self.index[-1]) + 1
         self.days = days
         seen = np.zeros(self.count)
-        seen[np.unique(self.index)] = 1.0
+        seen[self.index] = 1.0
         self.history_days = self.before(seen)
         """Days with data among those before each day."""
 
@@ -67,6 +67,14 @@ class _Days:
         ends = np.arange(self.count)
         result: Floats = cumulative[ends] - cumulative[np.maximum(0, ends - self.days)]
         return result
+
+    def histograms_before(
+        self, day: npt.NDArray[np.int64], bins: npt.NDArray[np.int64], width: int
+    ) -> Floats:
+        """Per day, the histogram (`width` bins) of values in bin `bins` on local day `day`, summed over
+        the days before it."""
+        daily = np.bincount(day * width + bins, minlength=self.count * width).reshape(self.count, width)
+        return self.before(daily.astype(float))
 
 
 def learned_off_kw(
@@ -80,10 +88,7 @@ def learned_off_kw(
     quiet = (kw[1:] < floor) & (kw[:-1] < floor) & (np.diff(ts) <= _STEP_MAX_GAP_MS)
     size = np.abs(np.diff(kw)[quiet])
     bins = np.minimum((size / floor * _STEP_BINS).astype(np.int64), _STEP_BINS - 1)
-    daily = np.bincount(
-        windows.index[1:][quiet] * _STEP_BINS + bins, minlength=windows.count * _STEP_BINS
-    ).reshape(windows.count, _STEP_BINS)
-    hist = windows.before(daily.astype(float))
+    hist = windows.histograms_before(windows.index[1:][quiet], bins, _STEP_BINS)
     steps = hist.sum(axis=1)
     median_bin = (np.cumsum(hist, axis=1) < steps[:, None] / 2).sum(axis=1)
     noise = (median_bin + 0.5) * floor / _STEP_BINS / _MEDIAN_STEP_PER_SIGMA
@@ -112,10 +117,7 @@ def learned_load_kw(
     lo, hi = np.log(floor), np.log(2 * max(rated_kw, floor * 2))
     above = kw > p_off
     bins = np.clip(((np.log(kw[above]) - lo) / (hi - lo) * _BINS).astype(np.int64), 0, _BINS - 1)
-    daily = np.bincount(windows.index[above] * _BINS + bins, minlength=windows.count * _BINS).reshape(
-        windows.count, _BINS
-    )
-    hist = windows.before(daily.astype(float))
+    hist = windows.histograms_before(windows.index[above], bins, _BINS)
     centres = lo + (np.arange(_BINS) + 0.5) * (hi - lo) / _BINS
     level = _midpoints(hist, centres, (hi - lo) / _BINS)
     per_day = np.where((windows.history_days >= min_days) & np.isfinite(level), np.exp(level), fallback)
