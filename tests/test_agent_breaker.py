@@ -18,8 +18,7 @@ def polls_until_probe(breaker: Breaker) -> int:
 def test_opens_after_threshold_failures_in_a_row_only() -> None:
     breaker = Breaker(threshold=3)
     assert [breaker.record(ok) for ok in (False, False, True, False, False)] == [None] * 5
-    assert breaker.state is BreakerState.CLOSED
-    assert breaker.should_poll()
+    assert (breaker.state, breaker.should_poll()) == (BreakerState.CLOSED, True)
     assert breaker.record(False) is Transition.OPENED
     assert breaker.state is BreakerState.OPEN
 

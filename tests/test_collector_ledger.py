@@ -17,8 +17,10 @@ from collector.ledger import (
     CounterEventKind,
     IngestResult,
     Item,
+    LatestRow,
     Ledger,
     LedgerReader,
+    MeterRow,
     QuarantineReason,
     RejectedMessage,
     _values_json,
@@ -30,6 +32,8 @@ from tests.collector_support import at, batch, reading
 
 IntervalTuple = tuple[int, float | None, float | None, float | None, int]
 """(start_ms, import kWh, export kWh, max kW, samples) of one bucket."""
+MeterState = tuple[list[IntervalTuple], list[CounterEvent], LatestRow | None, MeterRow | None, int]
+"""(intervals, counter events, latest, meter row, number of readings) of one meter."""
 
 
 @pytest.fixture
@@ -396,12 +400,12 @@ def test_an_hour_of_one_second_readings_sums_to_the_counter_deltas(tmp_path: Pat
     for meter, rows in series.items():
         got = intervals(in_order, meter)
         assert [(start, n) for start, *_, n in got] == [(at(10, m), 900) for m in (0, 15, 30, 45)]
-        for (_, imp, exp, max_kw, _), first in zip(got, range(0, 3600, 900), strict=True):
+        for (_, imp_kwh, exp_kwh, max_kw, _), first in zip(got, range(0, 3600, 900), strict=True):
             # Every bucket starts on a reading, so its energy is the counter's rise from that reading to
             # the next bucket's first (the last bucket ends at the last reading).
             last = min(first + 900, 3599)
-            assert imp == pytest.approx(rows[last][1] - rows[first][1], rel=1e-9)
-            assert exp == pytest.approx(rows[last][2] - rows[first][2], rel=1e-9)
+            assert imp_kwh == pytest.approx(rows[last][1] - rows[first][1], rel=1e-9)
+            assert exp_kwh == pytest.approx(rows[last][2] - rows[first][2], rel=1e-9)
             assert max_kw == max(power for _, _, _, power in rows[first : first + 900]) / 1000
         total = sum(imp for _, imp, *_ in got if imp is not None)
         assert total == pytest.approx(rows[-1][1] - rows[0][1], rel=1e-9)
@@ -451,7 +455,7 @@ def chunks(readings: list[Reading], rng: random.Random, most: int) -> list[list[
     return out
 
 
-def everything(ledger: Ledger) -> dict[str, object]:
+def everything(ledger: Ledger) -> dict[str, MeterState]:
     """All the ledger derives from readings, per meter: intervals, counter events, latest, meter row."""
     with ledger.reader() as r:
         return {
@@ -472,8 +476,8 @@ def everything(ledger: Ledger) -> dict[str, object]:
 def assert_same_ledgers(got: Ledger, want: Ledger) -> None:
     g, w = everything(got), everything(want)
     for meter in ("m1", "m2"):
-        g_intervals, *g_rest = g[meter]  # type: ignore[misc]
-        w_intervals, *w_rest = w[meter]  # type: ignore[misc]
+        g_intervals, *g_rest = g[meter]
+        w_intervals, *w_rest = w[meter]
         assert_same_intervals(g_intervals, w_intervals)
         assert g_rest == w_rest
 

@@ -23,7 +23,7 @@ def compressor(t: int) -> float:
     weekday = (t - START) // 86_400_000 % 7
     if weekday == 6 or not 6 <= hour(t) < 14:
         return 0.1
-    wobble = 1 + 0.03 * np.sin(t / 3_600_000)
+    wobble: float = 1 + 0.03 * np.sin(t / 3_600_000)
     if IDLE[0] <= t < IDLE[1] or (t // MINUTE) % 60 < 10:
         return 2.5 * wobble
     return 10.0 * wobble

@@ -15,6 +15,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -236,14 +237,12 @@ def test_meter_to_api_end_to_end(
     mosquitto.publish(readings_topic, b"\x00\xffnot json")
     mosquitto.publish(readings_topic, json.dumps({**wire[0], "schema_version": 99}))
     mosquitto.publish(topic(SITE, "other-gw", Channel.READINGS), json.dumps(wire[0]))
+
+    def rejected_once(reason: str) -> bool:
+        return f'kilowatch_collector_rejected_messages_total{{reason="{reason}"}} 1.0' in metrics_text(api)
+
     for reason in ("invalid_json", "unsupported_schema_version", "topic_mismatch"):
-        wait_until(
-            lambda r=reason: (
-                f'kilowatch_collector_rejected_messages_total{{reason="{r}"}} 1.0' in metrics_text(api)
-            ),
-            15,
-            f"the collector to count a {reason} rejection",
-        )
+        wait_until(partial(rejected_once, reason), 15, f"the collector to count a {reason} rejection")
     after = get(f"{api}/api/v1/meters/main/latest")["ts"]
     wait_until(
         lambda: get(f"{api}/api/v1/meters/main/latest")["ts"] > after, 15, "valid readings to keep flowing"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from collector.eval_mqtt import evaluate_via_mqtt
-from collector.evaluate import evaluate
+from collector.evaluate import KIND_RULES, Rule, Score, evaluate
 from kilowatch.cli import app
 from sim.scenario import load_scenario
 
@@ -40,14 +40,14 @@ def test_the_alerts_of_a_real_collector_score_as_the_detectors_in_process(tmp_pa
     assert any(line.startswith(f"published  {batches:,} batches") for line in said)
     assert sum(published) == sum(stored) == batches
 
-    def table(scores: dict) -> dict:
+    def table(scores: dict[Rule, Score]) -> dict[Rule, tuple[int, int, int, int, int]]:
         return {
             rule: (s.labels, s.found, s.true_positives, s.false_positives, s.other)
             for rule, s in scores.items()
         }
 
     assert table(through_mqtt.scores) == table(in_process.scores)
-    r4 = through_mqtt.scores[("after_hours", "R4")]  # type: ignore[index]
+    r4 = through_mqtt.scores[KIND_RULES["after_hours_waste"]]
     assert (r4.labels, r4.found, r4.false_positives) == (4, 4, 0)
     assert (tmp_path / "collector.log").exists()
 
