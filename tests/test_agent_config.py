@@ -276,7 +276,9 @@ def test_meters_whose_profiles_disagree_on_the_line_need_it_on_the_bus(
     ]
     path = tmp_path / "ok.yaml"
     path.write_text(RTU.replace("meters:", "baud: 19200\n    meters:") + meters)
-    assert str(yamlconfig.load(AgentConfig, path).buses[0].line) == "19200 8N1"  # type: ignore[union-attr]
+    bus = yamlconfig.load(AgentConfig, path).buses[0]
+    assert isinstance(bus, RtuBus)
+    assert str(bus.line) == "19200 8N1"
 
 
 def test_timing_inherits_key_by_key_and_zero_is_not_inherit() -> None:

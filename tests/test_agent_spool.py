@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -264,13 +264,15 @@ async def test_reanchor_redates_unsynced_readings_of_that_boot_only(spool_path: 
 # -- with a broker ------------------------------------------------------------------------------------------
 
 
-async def collect(client: aiomqtt.Client, done: object, within: float = 30) -> list[aiomqtt.Message]:
+async def collect(
+    client: aiomqtt.Client, done: Callable[[list[aiomqtt.Message]], bool], within: float = 30
+) -> list[aiomqtt.Message]:
     """Messages until `done(messages)` is true."""
     messages: list[aiomqtt.Message] = []
     async with asyncio.timeout(within):
         async for message in client.messages:
             messages.append(message)
-            if done(messages):  # type: ignore[operator]
+            if done(messages):
                 return messages
     raise AssertionError("unreachable")
 

@@ -51,7 +51,7 @@ class Deployed:
 
     def collector(self, *, session: bool = True) -> aiomqtt.Client:
         """The collector's view: loopback listener, MQTT 5 persistent session, QoS 1."""
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho leaves it untyped
         properties.SessionExpiryInterval = 3600
         return aiomqtt.Client(
             self.broker.host,

@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 import pytest
 import serial
@@ -22,7 +23,7 @@ from pymodbus.pdu.register_message import ReadInputRegistersRequest
 from kilowatch.profiles import Table, load_builtin
 from sim.faults import Fault, FaultKind
 from sim.register_image import ExceptionCode
-from sim.server import FRAME_GAP_S, SimServer, SimServerError
+from sim.server import FRAME_GAP_S, Parity, SimServer, SimServerError
 from tests.mbpoll import MbpollError, read_floats_rtu
 from tests.serial_link import SerialLink, virtual_com_port
 
@@ -35,7 +36,18 @@ PHASE_BLOCK = (0x0000, 18)
 pytestmark = pytest.mark.services
 
 
-def still_sim(units: list[int], **line: object) -> SimServer:
+class LineOptions(TypedDict, total=False):
+    """The options of :class:`SimServer` these tests vary: how the line is served and how units misbehave."""
+
+    port: int
+    rtu: str
+    baud: int
+    parity: Parity
+    rtu_over_tcp: bool
+    faults: Mapping[int, Fault]
+
+
+def still_sim(units: list[int], **line: Unpack[LineOptions]) -> SimServer:
     """Meters whose registers hold still for an hour, so every reader sees the same window."""
     return SimServer(
         profile=SDM630,
@@ -43,7 +55,7 @@ def still_sim(units: list[int], **line: object) -> SimServer:
         seed=7,
         update_interval=3600,
         start=MONDAY_AFTERNOON,
-        **line,  # type: ignore[arg-type]
+        **line,
     )
 
 
@@ -204,9 +216,9 @@ async def test_faults_on_modbus_tcp() -> None:
         ({"rtu": "/dev/null", "baud": 0}, "baud must be positive"),
     ],
 )
-def test_conflicting_options_are_refused_at_once(options: Mapping[str, object], problem: str) -> None:
+def test_conflicting_options_are_refused_at_once(options: LineOptions, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
-        SimServer(profile=SDM630, units=[1], **options)  # type: ignore[arg-type]
+        SimServer(profile=SDM630, units=[1], **options)
 
 
 async def test_a_missing_serial_port_is_a_clear_error(tmp_path: Path) -> None:
