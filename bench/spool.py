@@ -64,6 +64,7 @@ from tests.services import (
 )
 
 if TYPE_CHECKING:
+    from agent.spool import Spool
     from kilowatch.mqtt_contract import Reading
 
 METERS = 32
@@ -131,7 +132,7 @@ class AppendRow:
     commits: int
 
 
-def open_spool(path: Path, **settings: Any) -> Any:
+def open_spool(path: Path, **settings: int) -> Spool:
     from agent.config import SpoolSettings
     from agent.spool import Spool
 
@@ -187,7 +188,11 @@ async def spool_as_publisher(path: Path, batches: list[list[Reading]]) -> Append
     return AppendRow("spool: as the publisher commits (wait_due)", len(batches) * METERS, seconds, commits)
 
 
-def plain_sqlite(path: Path, rows: list[tuple[Any, ...]], every: int) -> AppendRow:
+SpoolRow = tuple[int, int, str, int, int, int, int, bytes]
+"""A row of the spool's batches table: seq, created_ms, boot_id, the summary columns, payload."""
+
+
+def plain_sqlite(path: Path, rows: list[SpoolRow], every: int) -> AppendRow:
     """The same payloads and summary columns, serialised beforehand, into the spool's table with the
     spool's pragmas: one BEGIN IMMEDIATE ... COMMIT per `every` batches."""
     from agent.spool import SCHEMA

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
-from collector.alerts import AlertQuery, AlertStatus, AlertStore
+from collector.alerts import AlertChange, AlertQuery, AlertStatus, AlertStore
 from collector.calendars import SLOT_MS
 from collector.config import CollectorConfig, DetectionSettings
 from collector.detect_live import LiveDetection
@@ -100,7 +100,11 @@ def batches(spec: Scenario, days: int, interval_s: int) -> tuple[Run, list[Readi
     return run, out
 
 
-def key(f: Finding) -> tuple[Any, ...]:
+FindingKey = tuple[str, Detector, str, int, int | None, int, float, float]
+"""What must agree of a finding: meter, detector, rule, start, end, detection time, waste and its cost."""
+
+
+def key(f: Finding) -> FindingKey:
     return (f.meter, f.detector, f.rule, f.start_ms, f.end_ms, f.detected_at, f.wasted_kwh, f.cost_vnd)
 
 
@@ -133,7 +137,7 @@ def test_a_backlog_gives_what_live_data_gives_and_a_restart_repeats_nothing(tmp_
     at_once.close()
 
     live = tmp_path / "live.db"
-    seen: dict[tuple[Any, ...], Finding] = {}
+    seen: dict[tuple[str, Detector, str, int], Finding] = {}
     detector = LiveDetection(live, sites, settings, clock=clock)
     with Ledger(live) as ledger:
         for batch in sent:  # a batch at a time, judged whenever a slot completes
@@ -194,7 +198,7 @@ def test_findings_become_alerts_once(tmp_path: Path) -> None:
     detector = LiveDetection(path, scenario_sites(spec, INTERVAL_S), DetectionSettings(), clock=clock)
     with AlertStore(path, channels=("webhook",), clock=clock) as store:
 
-        async def submit(finding: Finding) -> Any:
+        async def submit(finding: Finding) -> AlertChange:
             return await asyncio.to_thread(store.apply, finding)
 
         report = asyncio.run(detector.run_once(submit))

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import jsonschema
 import pytest
@@ -81,8 +81,17 @@ def mbpoll_snapshot(port: int) -> dict[str, float]:
     return values
 
 
+class Stack(TypedDict):
+    """The running chain: the collector's API, the simulator's Modbus port, every process by name."""
+
+    api: str
+    modbus_port: int
+    procs: dict[str, Process]
+    tmp: Path
+
+
 @pytest.fixture
-def stack(tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics) -> Iterator[dict[str, Any]]:
+def stack(tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics) -> Iterator[Stack]:
     modbus_port, api_port = free_port(), free_port()
     agent_cfg = {
         "site": SITE,
@@ -162,9 +171,7 @@ def stack(tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics) -> It
         procs[name].stop()
 
 
-def test_meter_to_api_end_to_end(
-    stack: dict[str, Any], mosquitto: Mosquitto, victoria: VictoriaMetrics
-) -> None:
+def test_meter_to_api_end_to_end(stack: Stack, mosquitto: Mosquitto, victoria: VictoriaMetrics) -> None:
     api, procs = stack["api"], stack["procs"]
     meters = wait_until(
         lambda: len(m := get(f"{api}/api/v1/meters")) == len(METERS) and m,
