@@ -560,7 +560,11 @@ def test_a_rolled_back_group_is_forgotten_by_the_writer_too(
     assert_same_ledgers(ledger, reference)
 
 
-def _crash_on_rejected(store_item: Callable[..., IngestResult]) -> Callable[..., IngestResult]:
+StoreItem = Callable[[Ledger, sqlite3.Connection, Item, int], IngestResult]
+"""Ledger._store_item, as taken from the class."""
+
+
+def _crash_on_rejected(store_item: StoreItem) -> StoreItem:
     def crash(self: Ledger, db: sqlite3.Connection, item: Item, received_at: int) -> IngestResult:
         if isinstance(item, RejectedMessage):
             raise _Crash
