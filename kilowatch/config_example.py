@@ -208,20 +208,10 @@ class _Renderer:
             fields.sort(key=lambda item: order.get(item[0], order.get(item[1].alias or "", len(order))))
         for name, field in fields:
             key = name if model.model_config.get("populate_by_name") or not field.alias else field.alias
-            if name in data or key in data:
-                value, child_explicit, commented = data[name if name in data else key], explicit, False
-            elif field.is_required():
-                value, child_explicit, commented = _example(model, name, field), True, False
-            elif explicit and field.examples and _default(field) is not None:
-                value, child_explicit, commented = field.examples[0], True, False
-            elif explicit and not first:
+            shown = self.shown(model, name, field, data.get(name, data.get(key, _UNSET)), explicit, first)
+            if shown is None:
                 continue
-            else:
-                value, child_explicit = _optional(field)
-                commented = explicit
-            if not explicit and value is None and _models(field.annotation) and first:
-                value, child_explicit = _optional(field)
-                commented = True
+            value, child_explicit, commented = shown
             explanation = self.explain(model, name, field, indent)
             entry = self.entry(key, field.annotation, value, explicit=child_explicit, indent=indent)
             if first and (note := _constraints(field)):
@@ -229,6 +219,29 @@ class _Renderer:
             lines += explanation
             lines += _comment(entry, indent) if commented else entry
         return lines
+
+    @staticmethod
+    def shown(
+        model: type[BaseModel], name: str, field: FieldInfo, given: Any, explicit: bool, first: bool
+    ) -> tuple[Any, bool, bool] | None:
+        """What one key shows: its value, whether that value is an example (rendered explicit), and
+        whether the key is commented out; None when it is left out (a model documented before)."""
+        if given is not _UNSET:
+            if explicit or given is not None or not _models(field.annotation) or not first:
+                return given, explicit, False
+            return _turned_on(field)
+        if field.is_required():
+            if not field.examples:
+                raise ValueError(f"{model.__name__}.{name} is required but has no example")
+            return field.examples[0], True, False
+        default = _default(field)
+        if explicit and field.examples and default is not None:
+            return field.examples[0], True, False
+        if explicit and not first:
+            return None
+        if default is None and _models(field.annotation):
+            return _turned_on(field)
+        return default, False, explicit
 
     def explain(self, model: type[BaseModel], name: str, field: FieldInfo, indent: int) -> list[str]:
         if not field.description:
@@ -276,10 +289,8 @@ class _Renderer:
         return [line[2:] for line in body[:first_key]] + body[first_key:]
 
 
-def _example(model: type[BaseModel], name: str, field: FieldInfo) -> Any:
-    if not field.examples:
-        raise ValueError(f"{model.__name__}.{name} is required but has no example")
-    return field.examples[0]
+_UNSET = object()
+"""A key the data does not set (None is a value: null)."""
 
 
 def _default(field: FieldInfo) -> Any:
@@ -288,13 +299,7 @@ def _default(field: FieldInfo) -> Any:
     return TypeAdapter(annotation).dump_python(field.get_default(call_default_factory=True), mode="json")
 
 
-def _optional(field: FieldInfo) -> tuple[Any, bool]:
-    """What a commented-out optional key shows, and whether that value is an example (explicit) or a
-    default: the default; for a section whose default is null, the field's example or else the section
-    with its own defaults (so uncommenting it turns it on)."""
-    default = _default(field)
-    if default is not None or not _models(field.annotation):
-        return default, False
-    if field.examples:
-        return field.examples[0], True
-    return {}, False
+def _turned_on(field: FieldInfo) -> tuple[Any, bool, bool]:
+    """A section that is off (null) by default, commented out showing what turning it on takes: the
+    field's example, else the section's keys with their defaults."""
+    return (field.examples[0], True, True) if field.examples else ({}, False, True)

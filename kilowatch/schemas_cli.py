@@ -1,7 +1,8 @@
 """`kilowatch schemas`: every generated document (JSON Schemas, sample configurations) written or checked.
 
 It decides which model becomes which sample file, so it imports the agent's and the collector's config
-models; the renderer itself (:mod:`kilowatch.config_example`) knows none of them.
+models (inside the function: the collector's pull in numpy and holidays, which a gateway with only the
+`agent` extra lacks); the renderer itself (:mod:`kilowatch.config_example`) knows none of them.
 """
 
 from __future__ import annotations
@@ -13,29 +14,32 @@ from typing import Annotated
 import typer
 from pydantic import BaseModel
 
-from agent.config import AgentConfig
-from collector.config import CollectorConfig
-from collector.detectors.config import Sites
 from kilowatch.cli_support import fail
 from kilowatch.config_example import render
 from kilowatch.profiles_cli import schema_documents
 
-EXAMPLES: dict[str, tuple[type[BaseModel], str]] = {
-    "agent.example.yaml": (
-        AgentConfig,
-        "kilowatch agent configuration: one file per gateway.\n"
-        "Run with: kilowatch agent run --config agent.yaml",
-    ),
-    "collector.example.yaml": (
-        CollectorConfig,
-        "kilowatch collector configuration.\nRun with: kilowatch collector run --config collector.yaml",
-    ),
-    "sites.example.yaml": (
-        Sites,
-        "kilowatch detection settings: the file `detection.sites` in collector.yaml names.",
-    ),
-}
-"""Each sample configuration under deploy/, by file name: its model and its title."""
+
+def examples() -> dict[str, tuple[type[BaseModel], str]]:
+    """Each sample configuration under deploy/, by file name: its model and its title."""
+    from agent.config import AgentConfig
+    from collector.config import CollectorConfig
+    from collector.detectors.config import Sites
+
+    return {
+        "agent.example.yaml": (
+            AgentConfig,
+            "kilowatch agent configuration: one file per gateway.\n"
+            "Run with: kilowatch agent run --config agent.yaml",
+        ),
+        "collector.example.yaml": (
+            CollectorConfig,
+            "kilowatch collector configuration.\nRun with: kilowatch collector run --config collector.yaml",
+        ),
+        "sites.example.yaml": (
+            Sites,
+            "kilowatch detection settings: the file `detection.sites` in collector.yaml names.",
+        ),
+    }
 
 
 def generated_files(docs: Path, deploy: Path) -> dict[Path, str]:
@@ -44,7 +48,7 @@ def generated_files(docs: Path, deploy: Path) -> dict[Path, str]:
         docs / name: json.dumps(schema, indent=2, sort_keys=True) + "\n"
         for name, schema in schema_documents().items()
     }
-    files.update({deploy / name: render(model, title=title) for name, (model, title) in EXAMPLES.items()})
+    files.update({deploy / name: render(model, title=title) for name, (model, title) in examples().items()})
     return files
 
 

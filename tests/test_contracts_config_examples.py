@@ -19,7 +19,7 @@ from collector.detectors.config import Sites, load_sites
 from kilowatch import yamlconfig
 from kilowatch.cli import app
 from kilowatch.config_example import render
-from kilowatch.schemas_cli import EXAMPLES, generated_files
+from kilowatch.schemas_cli import examples, generated_files
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -83,9 +83,9 @@ def test_the_files_in_deploy_are_the_generated_ones() -> None:
         assert path.read_text(encoding="utf-8") == text, f"{path} is stale: run `kilowatch schemas`"
 
 
-@pytest.mark.parametrize("name", sorted(EXAMPLES))
+@pytest.mark.parametrize("name", sorted(examples()))
 def test_every_field_is_described(name: str) -> None:
-    model, _ = EXAMPLES[name]
+    model, _ = examples()[name]
     undescribed = [
         f"{m.__name__}.{field}"
         for m in models_under(model)
