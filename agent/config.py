@@ -53,7 +53,7 @@ class MqttSettings(BrokerSettings):
     """Where and how the agent publishes."""
 
     client_id: str | None = Field(
-        None, max_length=64, description="MQTT client id; none means kilowatch-<site>-<gateway>"
+        None, max_length=64, description="MQTT client id; null means kilowatch-<site>-<gateway>"
     )
 
 
@@ -70,7 +70,14 @@ class ClockMode(StrEnum):
 
 
 class ClockSettings(_Strict):
-    mode: ClockMode = Field(ClockMode.AUTO, description="How the gateway decides whether its clock is right")
+    mode: ClockMode = Field(
+        ClockMode.AUTO,
+        description="How the gateway decides whether its clock is right. auto: ask the kernel whether NTP "
+        "(chrony, an RTC driver) has synchronised it; flag-file: synchronised while flag_file exists "
+        "(systemd-timesyncd creates the default one at the first sync; for containers); synced / unsynced: "
+        "force it (e.g. a GPS-disciplined clock the kernel does not know about). Readings stamped before "
+        "synchronisation are marked, and re-dated from the monotonic clock once it comes",
+    )
     flag_file: Path = Field(
         Path("/run/systemd/timesync/synchronized"),
         description="mode flag-file: the file whose existence means the clock is synchronised",
@@ -92,13 +99,17 @@ class SpoolSettings(_Strict):
 
     path: Path = Field(
         Path("kilowatch-spool.db"),
-        description="SQLite file (a relative path is from the config file's folder); never shared by two agents",
+        description="SQLite file; a relative path is from the config file's folder (on a gateway: "
+        "/var/lib/kilowatch/spool.db); never shared by two agents",
     )
     max_bytes: int = Field(
-        256 * 2**20, ge=64 * 2**10, description="Size bound: over it the oldest batches are evicted"
+        256 * 2**20,
+        ge=64 * 2**10,
+        description="Size bound in bytes (default 256 MiB): over it the oldest batches are evicted, and the "
+        "eviction is reported",
     )
     max_age_s: float = Field(
-        30 * 86400.0, gt=0, description="Age bound: batches stored longer than this are evicted"
+        30 * 86400.0, gt=0, description="Age bound in seconds (default 30 days): older batches are evicted"
     )
     commit_interval_s: float = Field(
         1.0, gt=0, le=60, description="Seconds between commits (each one syncs the disk; SD cards wear)"
@@ -166,10 +177,17 @@ def effective_timing(meter: Timing, bus: Timing, profile: Profile) -> EffectiveT
 class Meter(_Strict):
     """One meter on a bus."""
 
-    id: str = Field(pattern=ID_PATTERN, description="Meter id, unique across the deployment")
-    profile: str = Field(description="Device profile id or alias (see `kilowatch profiles list`)")
-    unit: int = Field(ge=1, le=247, description="Modbus unit (slave) id on this bus")
-    timing: Timing = Field(default_factory=Timing, description="Overrides the bus's timing for this meter")
+    id: str = Field(
+        pattern=ID_PATTERN, description="Meter id, unique across the deployment", examples=["main-incomer"]
+    )
+    profile: str = Field(
+        description="Device profile id or alias (see `kilowatch profiles list`)", examples=["eastron-sdm630"]
+    )
+    unit: int = Field(ge=1, le=247, description="Modbus unit (slave) id, unique on this bus", examples=[1])
+    timing: Timing = Field(
+        default_factory=Timing,
+        description="Overrides the bus's timing for this meter, key by key (e.g. a slow meter: timeout_s: 2)",
+    )
 
     @field_validator("profile")
     @classmethod
@@ -191,9 +209,21 @@ class Meter(_Strict):
 class _BusBase(_Strict):
     """What every bus has, whatever its transport."""
 
-    name: str = Field(pattern=ID_PATTERN, description="Bus name, used in logs and errors")
-    timing: Timing = Field(default_factory=Timing, description="Timing for every meter on this bus")
-    meters: list[Meter] = Field(min_length=1, description="Meters on this bus, polled one after another")
+    name: str = Field(
+        pattern=ID_PATTERN, description="Bus name, used in logs and errors", examples=["main-panel"]
+    )
+    timing: Timing = Field(
+        default_factory=Timing,
+        description="How patiently every meter on this bus is asked. A key left null inherits, in this "
+        "order: the meter's, the bus's, the profile's connection.timeout_s (timeout only), the built-in "
+        "(1 s, 1 retry, no pauses)",
+    )
+    meters: list[Meter] = Field(
+        min_length=1,
+        description="Meters on this bus, polled one request at a time. A meter that stops answering is "
+        "skipped for a growing number of cycles, then probed again",
+        examples=[[{"id": "main-incomer", "profile": "eastron-sdm630", "unit": 1}]],
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -228,11 +258,21 @@ class _BusBase(_Strict):
         return effective_timing(meter.timing, self.timing, load_builtin(meter.profile))
 
 
+TRANSPORT = (
+    "How the bus is reached: tcp (Modbus TCP: a meter with Ethernet or a TCP-to-RS-485 gateway), rtu "
+    "(Modbus RTU on a serial port of this gateway) or rtu-over-tcp (RTU frames through a serial server's "
+    "TCP port, transparent mode)"
+)
+"""The description every bus's `transport` shares (the key that tells the kinds of bus apart)."""
+
+
 class TcpBus(_BusBase):
     """Meters reached over Modbus TCP (a meter with Ethernet, or a TCP-to-RS-485 gateway in TCP mode)."""
 
-    transport: Literal["tcp"] = Field(description="How the bus is reached")
-    host: str = Field(min_length=1, description="Host name or address of the meter or gateway")
+    transport: Literal["tcp"] = Field(description=TRANSPORT, examples=["tcp"])
+    host: str = Field(
+        min_length=1, description="Host name or address of the meter or gateway", examples=["192.168.1.50"]
+    )
     port: int = Field(502, ge=1, le=65535, description="Modbus TCP port")
 
 
@@ -248,7 +288,11 @@ class _SerialLineBus(_BusBase):
     """The line keys this kind of bus lets the config set."""
 
     baud: int | None = Field(
-        None, gt=0, le=4_000_000, description="Line speed; null: the meters' profile default"
+        None,
+        gt=0,
+        le=4_000_000,
+        description="Line speed, e.g. 9600 or 19200; null: the meters' profile default (they must then "
+        "agree). Over TCP only feeds the bus-time estimates of `kilowatch agent plan`",
     )
 
     @model_validator(mode="after")
@@ -292,8 +336,8 @@ class RtuBus(_SerialLineBus):
 
     configurable: ClassVar[tuple[str, ...]] = LINE_KEYS
 
-    transport: Literal["rtu"] = Field(description="How the bus is reached")
-    port: str = Field(min_length=1, description="Serial device, e.g. /dev/ttyUSB0")
+    transport: Literal["rtu"] = Field(description=TRANSPORT, examples=["rtu"])
+    port: str = Field(min_length=1, description="Serial device", examples=["/dev/ttyUSB0"])
     parity: Literal["N", "E", "O"] | None = Field(None, description="N, E or O; null: the profiles'")
     stopbits: Literal[1, 2] | None = Field(None, description="1 or 2; null: the profiles'")
     bytesize: Literal[7, 8] | None = Field(None, description="7 or 8; null: the profiles'")
@@ -305,9 +349,13 @@ class RtuOverTcpBus(_SerialLineBus):
     Its serial side is configured on the converter; ``baud`` here only feeds bus-time estimates.
     """
 
-    transport: Literal["rtu-over-tcp"] = Field(description="How the bus is reached")
-    host: str = Field(min_length=1, description="Host name or address of the serial server")
-    port: int = Field(ge=1, le=65535, description="The serial server's TCP port for this line")
+    transport: Literal["rtu-over-tcp"] = Field(description=TRANSPORT, examples=["rtu-over-tcp"])
+    host: str = Field(
+        min_length=1, description="Host name or address of the serial server", examples=["192.168.1.60"]
+    )
+    port: int = Field(
+        ge=1, le=65535, description="The serial server's TCP port for this line", examples=[4001]
+    )
 
 
 Bus = Annotated[TcpBus | RtuBus | RtuOverTcpBus, Field(discriminator="transport")]
@@ -317,10 +365,20 @@ Bus = Annotated[TcpBus | RtuBus | RtuOverTcpBus, Field(discriminator="transport"
 class AgentConfig(_Strict):
     """Everything one gateway's agent needs: who it is, where to publish, what to poll."""
 
-    site: str = Field(pattern=ID_PATTERN, description="Site id this gateway belongs to")
-    gateway: str = Field(pattern=ID_PATTERN, description="Gateway id, unique within the site")
+    site: str = Field(
+        pattern=ID_PATTERN,
+        description="Site id this gateway belongs to; with the gateway id it names the MQTT topics "
+        "(kilowatch/v1/<site>/<gateway>/...)",
+        examples=["hanoi-office"],
+    )
+    gateway: str = Field(
+        pattern=ID_PATTERN, description="Gateway id, unique within the site", examples=["gw-01"]
+    )
     poll_interval_s: float = Field(
-        10.0, gt=0, le=86400, description="Seconds between polls, aligned to the clock"
+        10.0,
+        gt=0,
+        le=86400,
+        description="Seconds between polls, aligned to the clock: with 10, polls start at :00, :10, :20, ...",
     )
     health_interval_s: float = Field(
         60.0,
@@ -329,14 +387,53 @@ class AgentConfig(_Strict):
         description="Seconds between republishing the online status with each meter's health; 0: never",
     )
     mqtt: MqttSettings = Field(default_factory=MqttSettings, description="MQTT broker connection")
-    clock: ClockSettings = Field(default_factory=ClockSettings, description="Clock trust")
+    clock: ClockSettings = Field(
+        default_factory=ClockSettings, description="Whether readings may trust the gateway's clock"
+    )
     metrics: MetricsSettings = Field(
-        default_factory=MetricsSettings, description="Prometheus endpoint with each meter's health"
+        default_factory=MetricsSettings,
+        description="Prometheus endpoint (GET /metrics) with each meter's health: polls, failures by kind, "
+        "last good time, latency, breaker state",
     )
     spool: SpoolSettings = Field(
-        default_factory=SpoolSettings, description="On-disk spool between meters and broker"
+        default_factory=SpoolSettings,
+        description="The on-disk spool (SQLite) keeps every batch from poll to broker acknowledgement: a "
+        "crash, a power cut or a week without network loses nothing. Over a bound the oldest batches are "
+        "evicted (and reported)",
     )
-    buses: list[Bus] = Field(min_length=1, description="Buses and the meters on them")
+    buses: list[Bus] = Field(
+        min_length=1,
+        description="Buses and the meters on them. Buses are polled concurrently, each on its own cycle",
+        examples=[
+            [
+                {
+                    "name": "main-panel",
+                    "transport": "tcp",
+                    "host": "192.168.1.50",
+                    "meters": [
+                        {"id": "main-incomer", "profile": "eastron-sdm630", "unit": 1},
+                        {"id": "floor-2-hvac", "profile": "sdm630", "unit": 2},
+                    ],
+                },
+                {
+                    "name": "basement-rs485",
+                    "transport": "rtu",
+                    "port": "/dev/ttyUSB0",
+                    "meters": [
+                        {"id": "pump-room", "profile": "sdm630", "unit": 1},
+                        {"id": "chiller", "profile": "sdm630", "unit": 2, "timing": {"timeout_s": 2}},
+                    ],
+                },
+                {
+                    "name": "roof-converter",
+                    "transport": "rtu-over-tcp",
+                    "host": "192.168.1.60",
+                    "port": 4001,
+                    "meters": [{"id": "pv-inverter-meter", "profile": "sdm630", "unit": 1}],
+                },
+            ]
+        ],
+    )
 
     @field_validator("mqtt", "clock", "metrics", "spool", mode="before")
     @classmethod

@@ -67,8 +67,10 @@ class Window(_Model):
     """A stretch of a local day; one ending at or before its start runs past midnight (22:00-04:00).
     ``to: "24:00"`` is written as ``"00:00"``."""
 
-    start: time = Field(alias="from")
-    end: time = Field(alias="to")
+    start: time = Field(alias="from", description="Local start, HH:MM (quoted)", examples=["07:30"])
+    end: time = Field(
+        alias="to", description="Local end, HH:MM; at or before the start: the next day", examples=["11:30"]
+    )
 
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
@@ -96,8 +98,10 @@ def _slots(windows: tuple[Window, ...]) -> frozenset[int]:
 class WeeklyHours(_Model):
     """Windows on some weekdays (0 = Monday): office hours, shifts, permitted overtime."""
 
-    days: tuple[int, ...] = MONDAY_TO_FRIDAY
-    windows: tuple[Window, ...] = (window("07:30", "11:30"), window("13:00", "17:00"))
+    days: tuple[int, ...] = Field(MONDAY_TO_FRIDAY, description="Weekdays, 0 = Monday to 6 = Sunday")
+    windows: tuple[Window, ...] = Field(
+        (window("07:30", "11:30"), window("13:00", "17:00")), description="Windows on each of those days"
+    )
 
     @field_validator("days")
     @classmethod
@@ -135,13 +139,17 @@ BANDS = tuple(Band)
 class TouCalendar(_Model):
     """One time-of-use calendar, in force from `effective_from` until the next one of a site's list."""
 
-    name: str
-    effective_from: date
-    peak: tuple[Window, ...]
-    """Monday to Saturday (`peak_days`); Sunday has no peak."""
-    off_peak: tuple[Window, ...]
-    """Every day."""
-    peak_days: tuple[int, ...] = MONDAY_TO_SATURDAY
+    name: str = Field(description="Name of the calendar (in logs)", examples=["own-2027"])
+    effective_from: date = Field(description="First day it applies", examples=["2027-01-01"])
+    peak: tuple[Window, ...] = Field(
+        description="Peak-band windows on peak_days", examples=[[{"start": "17:30", "end": "22:30"}]]
+    )
+    off_peak: tuple[Window, ...] = Field(
+        description="Off-peak windows, every day", examples=[[{"start": "00:00", "end": "06:00"}]]
+    )
+    peak_days: tuple[int, ...] = Field(
+        MONDAY_TO_SATURDAY, description="Weekdays with a peak band (0 = Monday); Sunday has none"
+    )
 
     @cached_property
     def _bands(self) -> tuple[tuple[Band, ...], tuple[Band, ...]]:
@@ -181,43 +189,58 @@ def is_public_holiday(d: date) -> bool:
 
 
 class Coordinates(_Model):
-    lat: float = Field(21.85, ge=-90, le=90)
-    lon: float = Field(106.76, ge=-180, le=180)
+    lat: float = Field(21.85, ge=-90, le=90, description="Latitude, degrees north")
+    lon: float = Field(106.76, ge=-180, le=180, description="Longitude, degrees east")
 
 
 class LightingWindow(_Model):
     """When street lights should burn: fixed (19:00-04:30, the plan's recommendation) or sunset to sunrise."""
 
-    mode: Literal["fixed", "astronomical"] = "fixed"
-    on_at: time = time(19)
-    off_at: time = time(4, 30)
+    mode: Literal["fixed", "astronomical"] = Field(
+        "fixed", description="fixed: from on_at to off_at; astronomical: from sunset to sunrise"
+    )
+    on_at: time = Field(time(19), description="mode fixed: when the lights go on, local time")
+    off_at: time = Field(time(4, 30), description="mode fixed: when they go off, local time")
 
 
 class SiteCalendar(_Model):
     """What a site is judged against; every part has domain.md's default and can be overridden."""
 
-    tou: tuple[TouCalendar | str, ...] = ("circular-16-2014", "decision-963-2026")
-    """Named or own calendars; the one with the latest `effective_from` not after a day applies."""
-    occupancy: WeeklyHours = OFFICE_HOURS
-    """Office hours, or the shifts of a plant."""
-    permitted: WeeklyHours = WeeklyHours(
-        days=MONDAY_TO_SATURDAY,
-        windows=(
-            window("07:00", "07:30"),
-            window("11:30", "13:00"),
-            window("17:00", "22:00"),
-            window("07:00", "12:00"),
-        ),
+    tou: tuple[TouCalendar | str, ...] = Field(
+        ("circular-16-2014", "decision-963-2026"),
+        description="Time-of-use calendars by effective date, named (circular-16-2014; decision-963-2026, "
+        "assumed in force from 2026-05-01) or your own {name, effective_from, peak, off_peak}; the one with "
+        "the latest effective_from not after a day applies",
     )
-    """Neither occupied nor after hours: early arrivals, the lunch break, permitted overtime on weekday
-    evenings, Saturday mornings worked with permission. A site that never works late narrows it. (Saturday evenings and weekday mornings
-    before 07:30 fall inside these windows only where `occupancy` does not already cover them.)"""
-    public_holidays: bool = True
-    """Closed on Vietnamese public holidays."""
-    closed_days: tuple[date, ...] = ()
-    working_days: tuple[date, ...] = Field((), description="make-up working days (closed weekdays)")
-    coordinates: Coordinates = Coordinates()
-    lighting: LightingWindow = LightingWindow()
+    occupancy: WeeklyHours = Field(
+        OFFICE_HOURS,
+        description="Occupied hours: office hours (Vietnamese public offices work 07:30-11:30 and "
+        "13:00-17:00), or the shifts of a plant",
+    )
+    permitted: WeeklyHours = Field(
+        WeeklyHours(
+            days=MONDAY_TO_SATURDAY,
+            windows=(
+                window("07:00", "07:30"),
+                window("11:30", "13:00"),
+                window("17:00", "22:00"),
+                window("07:00", "12:00"),
+            ),
+        ),
+        description="Neither occupied nor after hours: early arrivals, the lunch break, permitted overtime "
+        "on weekday evenings, Saturday mornings worked with permission. A site that never works late narrows "
+        "it. (Saturday evenings and weekday mornings before 07:30 fall inside these windows only where "
+        "`occupancy` does not already cover them.)",
+    )
+    public_holidays: bool = Field(True, description="Closed on Vietnamese public holidays (Tết included)")
+    closed_days: tuple[date, ...] = Field((), description="Other closed days, e.g. [2026-09-01]")
+    working_days: tuple[date, ...] = Field(
+        (), description="Make-up working days on a weekend (closed weekdays), e.g. [2026-04-25]"
+    )
+    coordinates: Coordinates = Field(
+        Coordinates(), description="Where the site is, for sunset and sunrise (street lighting)"
+    )
+    lighting: LightingWindow = Field(LightingWindow(), description="When street lights should burn (R6)")
 
     @field_validator("tou")
     @classmethod

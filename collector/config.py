@@ -1,6 +1,6 @@
 """The collector's configuration file (``collector.yaml``): one pydantic model, every key defaulted.
 
-``deploy/collector.example.yaml`` shows every key with its default; a test keeps the two in step.
+``deploy/collector.example.yaml`` is generated from the fields' descriptions by ``kilowatch schemas``.
 """
 
 from __future__ import annotations
@@ -39,14 +39,18 @@ class MqttSettings(BrokerSettings):
         "kilowatch-collector",
         min_length=1,
         max_length=128,
-        description="MQTT client identifier; also names the persistent session the broker keeps for it",
+        description="MQTT client identifier. It also names the persistent session: the broker queues "
+        "readings for it while the collector is away, and redelivers what was not acknowledged (the collector "
+        "acknowledges a message only once the ledger has committed it). Run one collector per id. Mosquitto "
+        "queues at most max_queued_messages (default 1000) per session: raise it (0 = no limit) to ride out a "
+        "longer collector outage",
     )
     session_expiry_s: int = Field(
         7 * 24 * 3600,
         ge=0,
         le=2**32 - 1,
         description="MQTT 5: how long the broker keeps the session (and queues messages) while the collector "
-        "is away, seconds (3.1.1: the session never expires)",
+        "is away, seconds (default 7 days; 3.1.1: the session never expires)",
     )
     receive_maximum: int = Field(
         200,
@@ -61,7 +65,9 @@ class LedgerSettings(_Section):
     """The SQLite ledger: meters, readings' energy counters, 15-minute intervals, rejected messages."""
 
     path: Path = Field(
-        Path("kilowatch.db"), description="SQLite file (created if missing; relative to the working folder)"
+        Path("kilowatch.db"),
+        description="SQLite file: meters, energy counters, 15-minute intervals, alerts, rejected messages "
+        "(created if missing; relative to the working folder)",
     )
 
 
@@ -70,17 +76,25 @@ class TsdbSettings(_Section):
 
     url: str = Field(
         pattern=r"^https?://[^\s]+$",
-        description="Base URL, e.g. http://127.0.0.1:8086 (InfluxDB), http://127.0.0.1:8428 (VM)",
+        description="Base URL, e.g. http://127.0.0.1:8086 (InfluxDB) or http://127.0.0.1:8428 "
+        "(VictoriaMetrics, which ignores org and bucket and needs no token)",
+        examples=["http://127.0.0.1:8428"],
     )
     token: SecretStr | None = Field(None, description="API token; null when the TSDB needs none")
     org: str = Field("kilowatch", min_length=1, description="InfluxDB organisation (VM: ignored)")
     bucket: str = Field("kilowatch", min_length=1, description="InfluxDB bucket (VM: ignored)")
     timeout_s: float = Field(10, gt=0, le=300, description="Timeout of one write request, seconds")
     max_points_per_write: int = Field(
-        5000, ge=1, le=1_000_000, description="Outbox rows are sent in requests of about this many points"
+        5000,
+        ge=1,
+        le=1_000_000,
+        description="Readings wait in an outbox in the ledger until the TSDB takes them (nothing is lost "
+        "while it is down); they are sent in requests of about this many points",
     )
     retry_min_s: float = Field(1.0, gt=0, description="First wait before retrying a failed write, seconds")
-    retry_max_s: float = Field(60.0, gt=0, description="Longest wait between retries, seconds")
+    retry_max_s: float = Field(
+        60.0, gt=0, description="Longest wait between retries, seconds (the wait doubles, with jitter)"
+    )
 
     _retry_max = field_validator("retry_max_s")(_not_below_retry_min)
 
@@ -93,8 +107,12 @@ class TsdbSettings(_Section):
 class ApiSettings(_Section):
     """The HTTP API (REST, /healthz, /metrics)."""
 
-    host: str = Field("127.0.0.1", min_length=1, description="Address to listen on; 0.0.0.0 = all")
-    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on")
+    host: str = Field(
+        "127.0.0.1", min_length=1, description="Address to listen on; 0.0.0.0 = every interface"
+    )
+    port: int = Field(
+        8000, ge=1, le=65535, description="TCP port to listen on: serves /api/v1/..., /healthz and /metrics"
+    )
 
 
 class AlertSettings(_Section):
@@ -103,24 +121,33 @@ class AlertSettings(_Section):
     tariff_vnd_per_kwh: float = Field(
         2000,
         gt=0,
-        description="Price put on a wasted kWh, VND, when a finding carries no cost of its own: one flat "
-        "rate (roughly EVN's average business price)",
+        description="Price put on a wasted kWh, VND, when a finding carries no cost of its own (the "
+        "detectors price waste by the site's time-of-use band): one flat rate (roughly EVN's average "
+        "business price)",
     )
     late_after_s: int = Field(
         900,
         ge=0,
         description="An alert stored more than this many seconds after its detector could first have raised "
-        "it (e.g. from a backlog flushed after an outage) is marked raised late",
+        "it (event time; e.g. from a backlog a gateway flushed after an outage) is marked raised late; its "
+        "messages say so",
     )
 
 
 class WebhookSettings(_Section):
     """Alerts and digests POSTed as JSON, signed with HMAC-SHA256 (also feeds Zalo or Telegram bridges)."""
 
-    url: str = Field(pattern=r"^https?://[^\s]+$", description="Where to POST")
+    url: str = Field(
+        pattern=r"^https?://[^\s]+$",
+        description="Where to POST. No credentials in the URL; only its scheme and host are logged",
+        examples=["https://hooks.example.vn/kilowatch"],
+    )
     secret: SecretStr = Field(
         min_length=16,
-        description="HMAC-SHA256 key; the signature of the body is sent as X-Kilowatch-Signature",
+        description="HMAC-SHA256 key (never logged). Each request carries X-Kilowatch-Signature: "
+        "sha256=<hex HMAC of the body>, X-Kilowatch-Event and X-Kilowatch-Delivery (the same id on a retry, "
+        "so the receiver can drop duplicates)",
+        examples=["change-me-to-a-long-random-string"],
     )
     timeout_s: float = Field(10, gt=0, le=300, description="Timeout of one request, seconds")
 
@@ -133,15 +160,17 @@ class WebhookSettings(_Section):
 class EmailSettings(_Section):
     """Alerts and digests by e-mail over SMTP."""
 
-    host: str = Field(min_length=1, description="SMTP server")
+    host: str = Field(min_length=1, description="SMTP server", examples=["smtp.example.vn"])
     port: int = Field(587, ge=1, le=65535, description="SMTP port: 587 (starttls), 465 (tls), 25 (none)")
     security: Literal["starttls", "tls", "none"] = Field(
-        "starttls", description="starttls: upgrade after connecting; tls: TLS from the start; none: plain"
+        "starttls",
+        description="starttls: upgrade after connecting; tls: TLS from the start; none: plain (local relays "
+        "only)",
     )
     username: str | None = Field(None, min_length=1, description="SMTP login; null = no login")
     password: SecretStr | None = Field(None, description="SMTP password; needs username")
-    sender: str = Field(min_length=3, description="From: address")
-    to: list[str] = Field(min_length=1, description="Recipients")
+    sender: str = Field(min_length=3, description="From: address", examples=["kilowatch@example.vn"])
+    to: list[str] = Field(min_length=1, description="Recipients", examples=[["facility@example.vn"]])
     timeout_s: float = Field(30, gt=0, le=300, description="Timeout of one SMTP session, seconds")
 
     @field_validator("password")
@@ -155,20 +184,28 @@ class EmailSettings(_Section):
 class NotifySettings(_Section):
     """Where alerts are sent: each opened and resolved alert, and a daily digest per site."""
 
-    webhook: WebhookSettings | None = Field(None, description="null = no webhook")
-    email: EmailSettings | None = Field(None, description="null = no e-mail")
+    webhook: WebhookSettings | None = Field(
+        None,
+        description="A JSON POST per alert or digest, which chat bridges (Zalo, Telegram) can take; "
+        "null = no webhook",
+    )
+    email: EmailSettings | None = Field(None, description="E-mail over SMTP; null = no e-mail")
     digest_at: time | None = Field(
         time(7, 0),
-        description="Local time (Vietnam, UTC+7) at which each site's digest of the day before is sent; "
-        "null = no digest",
+        description="Local time (Vietnam, UTC+7) at which each site's digest of the day before is sent: the "
+        "alerts still open and what the day's alerts wasted (kWh, VND). Quote it. null = no digest",
     )
-    retry_min_s: float = Field(1.0, gt=0, description="First wait before retrying a failed notification")
-    retry_max_s: float = Field(300.0, gt=0, description="Longest wait between retries, seconds")
+    retry_min_s: float = Field(
+        1.0, gt=0, description="First wait before retrying a failed notification, seconds"
+    )
+    retry_max_s: float = Field(
+        300.0, gt=0, description="Longest wait between retries, seconds (the wait doubles, with jitter)"
+    )
     poll_s: float = Field(
         5.0,
         gt=0,
         le=3600,
-        description="How often pending notifications written by other processes are looked for",
+        description="Seconds between looks at the outbox for notifications queued by another process",
     )
 
     @field_validator("digest_at", mode="before")
@@ -184,26 +221,40 @@ class NotifySettings(_Section):
 class DetectionSettings(_Section):
     """The detectors run inside the collector over the ledger's readings, in event time."""
 
-    enabled: bool = Field(False, description="Run the detectors; needs `sites`")
+    enabled: bool = Field(
+        False,
+        description="Run the detectors (after-hours load, idle equipment, peak-band overuse, street lighting, "
+        "advertising, data quality) over the readings in the ledger and turn what they find into alerts. "
+        "They judge event time: a backlog a gateway flushes after an outage gives the alerts live data "
+        "would have given, marked raised late; a meter whose data has a gap is not judged across it. Needs "
+        "`sites`",
+    )
     sites: Path | None = Field(
         None,
-        description="Detection settings per site and meter (role, rated kW, calendar, tariff, thresholds); "
-        "only the meters it names are judged",
+        description="YAML file of detection settings per site and meter (role, rated kW, calendar, tariff, "
+        "thresholds; see sites.example.yaml); only the meters it names are judged. A bad value stops the "
+        "collector at start, naming the file, line and key. Relative to the working folder",
     )
-    interval_s: float = Field(60.0, gt=0, le=3600, description="Seconds between detection passes")
+    interval_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds between detection passes. A meter is judged again once a new 15-minute interval "
+        "of it is complete or late data filled in its past",
+    )
     history_days: int = Field(
         35,
         ge=1,
         le=400,
-        description="Days of readings before the judged span that baselines learn from (after-hours: 28, "
-        "peak: 5 same weekdays)",
+        description="Days of readings before the judged span that baselines learn from (after-hours load "
+        "uses 28, peak overuse the same weekday of the 5 weeks before)",
     )
     catch_up_days: int = Field(
         7,
         ge=1,
         le=400,
-        description="Days of event time judged each pass: a backlog older than this (a gateway flushing a "
-        "longer outage) only feeds baselines",
+        description="Days of event time judged each pass: findings that ended earlier are not raised. A "
+        "backlog older than this (a gateway flushing a longer outage) only feeds baselines",
     )
 
     clock: Literal["wall", "data"] = Field(
@@ -223,12 +274,25 @@ class DetectionSettings(_Section):
 class CollectorConfig(_Section):
     """Everything ``kilowatch collector run`` needs."""
 
-    mqtt: MqttSettings = Field(default_factory=MqttSettings, description="The MQTT broker")
+    mqtt: MqttSettings = Field(
+        default_factory=MqttSettings,
+        description="The MQTT broker the gateways publish readings to",
+        examples=[{"host": "127.0.0.1"}],
+    )
     ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="The SQLite ledger")
-    tsdb: TsdbSettings | None = Field(None, description="Raw readings to a TSDB; null = no TSDB")
+    tsdb: TsdbSettings | None = Field(
+        None,
+        description="Raw readings to a TSDB that takes the InfluxDB v2 write API (InfluxDB 2/3, "
+        "VictoriaMetrics); null = no TSDB",
+    )
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API")
     alerts: AlertSettings = Field(default_factory=AlertSettings, description="Alerts made from findings")
-    notify: NotifySettings = Field(default_factory=NotifySettings, description="Where alerts are sent")
+    notify: NotifySettings = Field(
+        default_factory=NotifySettings,
+        description="Every alert that opens or resolves, and a daily digest per site, go to each channel, in "
+        "Vietnamese and English. They wait in the ledger until sent: a restart or a channel that is down "
+        "loses none. Silenced alerts are notified when their silence ends",
+    )
     detection: DetectionSettings = Field(
         default_factory=DetectionSettings, description="Detectors run on the ledger's readings"
     )

@@ -225,18 +225,27 @@ class BrokerSettings(BaseModel):
     port: int = Field(
         MQTT_PORT, ge=1, le=65535, description="MQTT broker TCP port (when not set: 1883, or 8883 with tls)"
     )
-    protocol: MqttProtocol = Field(MqttProtocol.V5, description="MQTT protocol version: '5' or '3.1.1'")
+    protocol: MqttProtocol = Field(
+        MqttProtocol.V5, description="MQTT protocol version: 5, or 3.1.1 for brokers that speak only 3.1.1"
+    )
     username: str | None = Field(None, description="User name; null for an anonymous broker")
     password: SecretStr | None = Field(None, description="Password (needs username; never logged)")
-    tls: TlsSettings | None = Field(None, description="TLS to the broker (mqtts); null = plain TCP")
+    tls: TlsSettings | None = Field(
+        None,
+        description="TLS to the broker (mqtts); null = plain TCP. Without a port set, TLS uses 8883: leave "
+        "`port` out, or set it",
+    )
     topic_root: str = Field(
         TOPIC_ROOT,
         pattern=r"^[^#+/][^#+]*[^#+/]$",
-        description="Topic prefix shared by agents and collectors (no wildcards, no leading/trailing '/')",
+        description="Topic prefix shared by agents and collectors, which must agree on it: "
+        "<topic_root>/<site>/<gateway>/readings and .../status (no wildcards, no leading/trailing '/')",
     )
     keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds")
     reconnect_min_s: float = Field(1.0, gt=0, description="First wait before reconnecting to the broker")
-    reconnect_max_s: float = Field(60.0, gt=0, description="Longest wait between reconnection attempts")
+    reconnect_max_s: float = Field(
+        60.0, gt=0, description="Longest wait between reconnection attempts (the wait doubles, with jitter)"
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -13,7 +13,7 @@ from collector.cli import app as collector_app
 from collector.eval_cli import eval_command
 from kilowatch.demo import demo
 from kilowatch.profiles_cli import app as profiles_app
-from kilowatch.profiles_cli import schemas
+from kilowatch.schemas_cli import schemas
 from sim.cli import app as sim_app
 
 app = typer.Typer(

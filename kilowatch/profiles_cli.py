@@ -1,8 +1,7 @@
-"""`kilowatch profiles ...` and `kilowatch schemas`: inspect and check device profiles, export JSON Schemas."""
+"""`kilowatch profiles ...`: inspect and check device profiles; the JSON Schemas `kilowatch schemas` exports."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -96,25 +95,3 @@ def schema_documents() -> dict[str, dict[str, object]]:
     }
     docs["device-profile.schema.json"] = Profile.model_json_schema()
     return docs
-
-
-def schemas(
-    out: Annotated[Path, typer.Option(help="Docs folder to write into")] = Path("docs"),
-    check_only: Annotated[
-        bool, typer.Option("--check", help="Only report files that are out of date")
-    ] = False,
-) -> None:
-    """Export the JSON Schemas of the MQTT messages and of device profiles into the docs."""
-    stale = []
-    for name, schema in schema_documents().items():
-        path = out / name
-        text = json.dumps(schema, indent=2, sort_keys=True) + "\n"
-        if path.exists() and path.read_text() == text:
-            continue
-        stale.append(str(path))
-        if not check_only:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            typer.echo(f"wrote {path}")
-    if check_only and stale:
-        fail("out of date (run `kilowatch schemas`): " + ", ".join(stale))

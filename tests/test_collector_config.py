@@ -5,12 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
-from pydantic import BaseModel
 from typer.testing import CliRunner
 
 from collector.cli import app
-from collector.config import CollectorConfig, TsdbSettings
+from collector.config import CollectorConfig
 from kilowatch import yamlconfig
 
 EXAMPLE = Path(__file__).parent.parent / "deploy" / "collector.example.yaml"
@@ -24,29 +22,6 @@ def load_text(tmp_path: Path, text: str) -> CollectorConfig:
 
 def test_the_example_loads_and_equals_the_defaults() -> None:
     assert yamlconfig.load(CollectorConfig, EXAMPLE) == CollectorConfig()
-
-
-def test_the_example_shows_every_key_including_the_commented_tsdb_block() -> None:
-    text = EXAMPLE.read_text()
-
-    def keys(model: type[BaseModel]) -> set[str]:
-        return set(model.model_fields)
-
-    for section in ("mqtt", "ledger", "api"):
-        model = CollectorConfig.model_fields[section].annotation
-        assert isinstance(model, type)
-        assert issubclass(model, BaseModel)
-        for key in keys(model):
-            assert f"\n  {key}:" in text, f"{section}.{key} missing from {EXAMPLE.name}"
-    for key in keys(TsdbSettings):
-        assert f"\n#   {key}:" in text, f"tsdb.{key} missing from {EXAMPLE.name}"
-    uncommented = "\n".join(
-        line[2:] if line.startswith("# tsdb:") or line.startswith("#   ") else line
-        for line in text.splitlines()
-        if line != "tsdb: null"
-    )
-    config = CollectorConfig.model_validate(yaml.safe_load(uncommented))
-    assert config.tsdb == TsdbSettings(url="http://127.0.0.1:8428")
 
 
 def test_a_tsdb_section_with_a_token(tmp_path: Path) -> None:

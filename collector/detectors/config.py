@@ -31,28 +31,37 @@ class Role(StrEnum):
 class Tariff(_Model):
     """VND per kWh by time-of-use band (EVN business tariff, under 6 kV, as of 2023; configure yours)."""
 
-    peak: float = Field(4587.0, ge=0)
-    normal: float = Field(2666.0, ge=0)
-    off_peak: float = Field(1622.0, ge=0)
+    peak: float = Field(4587.0, ge=0, description="VND per kWh in the peak band")
+    normal: float = Field(2666.0, ge=0, description="VND per kWh in the normal band")
+    off_peak: float = Field(1622.0, ge=0, description="VND per kWh in the off-peak band")
 
     def price(self, band: Band) -> float:
         return {Band.PEAK: self.peak, Band.NORMAL: self.normal, Band.OFF_PEAK: self.off_peak}[band]
 
 
 class AfterHours(_Model):
-    base_quantile: float = Field(0.10, gt=0, lt=1)
-    peak_quantile: float = Field(0.975, gt=0, lt=1)
-    trailing_days: int = Field(28, ge=1)
+    base_quantile: float = Field(
+        0.10,
+        gt=0,
+        lt=1,
+        description="B, the base load: this quantile of the unoccupied 15-min kW of the trailing days",
+    )
+    peak_quantile: float = Field(0.975, gt=0, lt=1, description="peak: this quantile of all of them")
+    trailing_days: int = Field(28, ge=1, description="days B and peak are learned from")
     open_ratio: float = Field(1.25, gt=1, description="open above max(open_ratio*B, B + peak_share*(peak-B))")
-    peak_share: float = Field(0.10, gt=0, lt=1)
-    open_intervals: int = Field(4, ge=1)
-    clear_ratio: float = Field(1.1, gt=0)
-    clear_intervals: int = Field(2, ge=1)
-    essential_kw: float | None = Field(None, ge=0, description="a configured 24/7 base load instead of B")
+    peak_share: float = Field(0.10, gt=0, lt=1, description="see open_ratio")
+    open_intervals: int = Field(4, ge=1, description="for this many 15-min intervals (4: an hour)")
+    clear_ratio: float = Field(1.1, gt=0, description="clears after clear_intervals below clear_ratio*B")
+    clear_intervals: int = Field(2, ge=1, description="see clear_ratio")
+    essential_kw: float | None = Field(
+        None, ge=0, description="a known 24/7 base load to use as B instead; null: learned"
+    )
 
 
 class Idle(_Model):
-    off_share: float = Field(0.05, gt=0, lt=1, description="P_off as a share of rated kW")
+    off_share: float = Field(
+        0.05, gt=0, lt=1, description="P_off (below it the machine is off) as a share of rated kW"
+    )
     off_noise_factor: float = Field(
         3.0,
         ge=0,
@@ -65,7 +74,9 @@ class Idle(_Model):
         lt=1,
         description="P_load as a share of rated kW, unless load_kw is given or P_load is learned",
     )
-    load_kw: float | None = Field(None, gt=0)
+    load_kw: float | None = Field(
+        None, gt=0, description="P_load given in kW; null: learned, else load_share"
+    )
     learn_days: int | None = Field(
         28,
         ge=1,
@@ -75,10 +86,10 @@ class Idle(_Model):
     learn_min_days: int = Field(
         14, ge=1, description="days of readings needed before a learned P_load or noise is used"
     )
-    hysteresis: float = Field(0.10, ge=0, lt=1, description="share of P_load")
-    dwell_min: float = Field(2.0, ge=0)
-    in_shift_min: float = Field(20.0, gt=0)
-    outside_shift_min: float = Field(10.0, gt=0)
+    hysteresis: float = Field(0.10, ge=0, lt=1, description="between states, as a share of P_load")
+    dwell_min: float = Field(2.0, ge=0, description="minutes a state must last to count")
+    in_shift_min: float = Field(20.0, gt=0, description="alert after this many minutes idle in a shift")
+    outside_shift_min: float = Field(10.0, gt=0, description="alert after this many minutes idle outside one")
     report_share: float = Field(
         0.25, gt=0, lt=1, description="the daily report flags a shift idle longer than this"
     )
@@ -93,17 +104,24 @@ class Idle(_Model):
 
 
 class Peak(_Model):
-    reference_days: int = Field(4, ge=1, description="same weekdays (or, lacking them, recent peak days)")
-    ratio: float = Field(1.1, gt=1)
+    reference_days: int = Field(
+        4,
+        ge=1,
+        description="overuse is judged against the median of this many last same weekdays (or, lacking "
+        "them, recent peak days)",
+    )
+    ratio: float = Field(1.1, gt=1, description="overuse: above ratio x that reference")
     min_excess_share: float = Field(
         0.1,
         ge=0,
         description="and above the reference by this share of the larger of rated kW and the usual daily high",
     )
-    min_intervals: int = Field(4, ge=1, description="15-min intervals: 4 = 1 hour")
-    large_machine_min: float = Field(15.0, gt=0)
+    min_intervals: int = Field(4, ge=1, description="for this many 15-min intervals: 4 = 1 hour")
+    large_machine_min: float = Field(
+        15.0, gt=0, description="alert when a `large` machine is loaded this many minutes in a peak band"
+    )
     demand_window_min: Literal[15, 30] = Field(
-        30, description="demand interval of a configured demand limit, aligned to the clock"
+        30, description="demand interval of a meter's demand_limit_kw, minutes, aligned to the clock"
     )
     demand_warn: float = Field(0.9, gt=0, description="warn when the predicted demand reaches this share")
     demand_alarm: float = Field(1.0, gt=0, description="alarm when it reaches this share of the limit")
@@ -118,51 +136,119 @@ class Peak(_Model):
 
 class Lighting(_Model):
     lit_share: float = Field(0.10, gt=0, lt=1, description="lit above this share of rated kW")
-    tolerance_min: float = Field(15.0, ge=0)
+    tolerance_min: float = Field(15.0, ge=0, description="switching this many minutes early or late is fine")
 
 
 class Advertising(_Model):
-    max_ratio: float = Field(0.5, gt=0, le=1)
-    lit_share: float = Field(0.10, gt=0, lt=1)
-    min_intervals: int = Field(2, ge=1)
+    max_ratio: float = Field(
+        0.5, gt=0, le=1, description="the evening-peak mean may be at most this share of the hour before's"
+    )
+    lit_share: float = Field(0.10, gt=0, lt=1, description="lit above this share of rated kW")
+    min_intervals: int = Field(2, ge=1, description="15-min intervals over max_ratio before an alert")
 
 
 class DataQuality(_Model):
-    silent_polls: int = Field(3, ge=1)
-    frozen_polls: int = Field(5, ge=2)
+    silent_polls: int = Field(3, ge=1, description="no reading for more than this many polls: no_data")
+    frozen_polls: int = Field(5, ge=2, description="this many identical readings in a row: frozen")
 
 
 class Thresholds(_Model):
-    after_hours: AfterHours = AfterHours()
-    idle: Idle = Idle()
-    peak: Peak = Peak()
-    lighting: Lighting = Lighting()
-    advertising: Advertising = Advertising()
-    data_quality: DataQuality = DataQuality()
+    after_hours: AfterHours = Field(
+        AfterHours(),
+        description="R4, load after hours: above max(open_ratio*B, B + peak_share*(peak-B)) while unoccupied",
+    )
+    idle: Idle = Field(Idle(), description="R10, a machine idling between P_off and P_load")
+    peak: Peak = Field(
+        Peak(), description="R9, overuse in the peak bands, large machines run in them, demand limits"
+    )
+    lighting: Lighting = Field(Lighting(), description="R6, street lights burning outside their window")
+    advertising: Advertising = Field(
+        Advertising(), description="R7, advertising lit through the evening peak"
+    )
+    data_quality: DataQuality = Field(DataQuality(), description="meters gone silent or frozen")
 
 
 class MeterConfig(_Model):
-    role: Role
-    rated_kw: float = Field(gt=0)
+    role: Role = Field(
+        description="What the meter measures, which decides the detectors that judge it",
+        examples=["sub_meter"],
+    )
+    rated_kw: float = Field(gt=0, description="its full load, kW", examples=[60])
     large: bool = Field(False, description="a large machine the plant keeps out of the peak bands (R9)")
     demand_limit_kw: float | None = Field(
         None,
         gt=0,
         description="contracted or target maximum demand: warned of as the running window nears it",
     )
-    thresholds: Thresholds | None = Field(None, description="overrides the site's")
+    thresholds: Thresholds | None = Field(
+        None,
+        description="replaces its site's thresholds for this meter only (the same keys); null: the site's",
+        examples=[{"idle": {"load_kw": 20}}],
+    )
 
 
 class SiteConfig(_Model):
-    calendar: SiteCalendar = SiteCalendar()
-    tariff: Tariff = Tariff()
-    thresholds: Thresholds = Thresholds()
-    poll_s: float = Field(60.0, gt=0)
-    meters: dict[str, MeterConfig] = Field(default_factory=dict)
+    calendar: SiteCalendar = Field(SiteCalendar(), description="What the site's meters are judged against")
+    tariff: Tariff = Field(
+        Tariff(), description="VND per kWh by time-of-use band: prices the waste (approximate; use yours)"
+    )
+    thresholds: Thresholds = Field(
+        Thresholds(), description="The detectors' thresholds (domain rules R4-R10)"
+    )
+    poll_s: float = Field(60.0, gt=0, description="The agents' poll interval for these meters, seconds")
+    meters: dict[str, MeterConfig] = Field(
+        default_factory=dict,
+        description="The meters to judge, by the meter ids the agents publish; the others are not judged",
+        examples=[{"so-cong-thuong.cooling": {"role": "sub_meter", "rated_kw": 60}}],
+    )
 
 
 class Sites(_Model):
-    sites: dict[str, SiteConfig]
+    sites: dict[str, SiteConfig] = Field(
+        description="One entry per site id: the meters to judge, with their role and rated power, and "
+        "whatever of the site's calendar, tariff and thresholds differs from the defaults",
+        examples=[
+            {
+                "so-cong-thuong": {
+                    "meters": {
+                        "so-cong-thuong.main": {
+                            "role": "office_main",
+                            "rated_kw": 15,
+                            "demand_limit_kw": 120,
+                        },
+                        "so-cong-thuong.cooling": {"role": "sub_meter", "rated_kw": 60},
+                        "so-cong-thuong.lights": {"role": "sub_meter", "rated_kw": 25},
+                    }
+                },
+                "nha-may-co-khi": {
+                    "calendar": {
+                        "occupancy": {
+                            "days": [0, 1, 2, 3, 4, 5],
+                            "windows": [
+                                {"start": "06:00", "end": "14:00"},
+                                {"start": "14:00", "end": "22:00"},
+                            ],
+                        }
+                    },
+                    "meters": {
+                        "nha-may-co-khi.press": {"role": "machine", "rated_kw": 150, "large": True},
+                        "nha-may-co-khi.compressor": {
+                            "role": "machine",
+                            "rated_kw": 37,
+                            "thresholds": {"idle": {"load_kw": 20}},
+                        },
+                    },
+                },
+                "tu-chieu-sang-01": {
+                    "calendar": {
+                        "coordinates": {"lat": 21.853, "lon": 106.761},
+                        "lighting": {"mode": "astronomical"},
+                    },
+                    "meters": {"tu-chieu-sang-01.cabinet": {"role": "lighting_cabinet", "rated_kw": 7.5}},
+                },
+            }
+        ],
+    )
 
 
 def load_sites(path: Path | str) -> Sites:
