@@ -22,7 +22,8 @@ from agent.metrics_server import HealthSource, MetricsServer, SpoolSource
 from agent.publisher import Publisher
 from agent.spool import Spool
 from agent.transport import Link, ModbusReader, RegisterReader, RtuOverTcpLink, SerialPortLink, TcpLink
-from kilowatch.mqtt_contract import ClockAnchor, ClockState, MeterHealth
+from kilowatch.mqtt_contract import ClockAnchor, ClockState, MeterHealth, Reading
+from kilowatch.sdnotify import Liveness, supervise
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,22 @@ def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
 CANCEL_AGAIN_S = 1.0
 """A task still running this long after it was cancelled is cancelled again."""
 
+HUNG_AFTER_S = 60.0
+"""A bus whose cycle has not ended for three poll intervals plus this long is hung: systemd's watchdog
+pings stop, and systemd restarts the agent (a cycle's own timeouts end it long before)."""
+
+
+def beating(
+    liveness: Liveness, name: str, submit: Callable[[list[Reading]], int | None]
+) -> Callable[[list[Reading]], int | None]:
+    """`submit` that also records the end of bus `name`'s cycle as progress."""
+
+    def submit_and_beat(readings: list[Reading]) -> int | None:
+        liveness.beat(name)
+        return submit(readings)
+
+    return submit_and_beat
+
 
 async def _cancel(tasks: set[asyncio.Task[Any]]) -> None:
     """Cancel `tasks` and wait until they end, repeating the cancel while one runs on: Python 3.11's
@@ -188,15 +205,19 @@ async def run(
             clock = ClockWatch(config.clock, anchor)
             await serve_metrics(stack, config.metrics, lambda: health_of(workers), spool.status)
             await stack.enter_async_context(publisher)
+            liveness = Liveness((w.name for w in workers), 3 * config.poll_interval_s + HUNG_AFTER_S)
             polling = {
                 asyncio.create_task(
-                    worker.run(config.poll_interval_s, clock, publisher.submit),
+                    worker.run(
+                        config.poll_interval_s, clock, beating(liveness, worker.name, publisher.submit)
+                    ),
                     name=f"kilowatch-bus-{worker.name}",
                 )
                 for worker in workers
             }
             stopping = asyncio.create_task(stop.wait(), name="kilowatch-stop-signal")
-            tasks = {*polling, stopping}
+            systemd = asyncio.create_task(supervise(liveness), name="kilowatch-systemd-notify")
+            tasks = {*polling, stopping, systemd}
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:

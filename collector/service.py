@@ -31,6 +31,7 @@ from collector.notifiers.dispatch import Notifications, channels
 from collector.reports import ledger_reporter
 from collector.tsdb import TsdbWriter
 from kilowatch import __version__
+from kilowatch.sdnotify import supervise
 from kilowatch.yamlconfig import ConfigError
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ async def _run(config: CollectorConfig, ledger: Ledger) -> None:
         asyncio.create_task(detection.run(notifications.submit), name="detection") if detection else None
     )
     workers = [t for t in (ingest_task, api_task, writer_task, notify_task, detect_task) if t is not None]
+    workers.append(asyncio.create_task(supervise(), name="systemd-notify"))  # READY=1, watchdog pings
     stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
     try:
         done, _ = await asyncio.wait([*workers, stop_task], return_when=asyncio.FIRST_COMPLETED)
