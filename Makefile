@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 APT_PACKAGES := mosquitto mosquitto-clients victoria-metrics mbpoll socat
 TOOLS := mosquitto mosquitto_pub victoria-metrics mbpoll socat
 
-.PHONY: demo test lint system-deps clean
+.PHONY: demo test lint system-deps wheelhouse clean
 
 demo: $(VENV)/.demo-installed
 	$(BIN)/kilowatch demo
@@ -20,6 +20,11 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/mypy
 	$(BIN)/kilowatch schemas --check
 	$(BIN)/kilowatch profiles check
+
+# Offline agent bundles for Raspberry Pi OS bookworm (arm64, armhf; Python 3.11):
+# dist/wheelhouse/kilowatch-agent-<arch>.tar.gz. Names any dependency without a wheel and what to do.
+wheelhouse: $(VENV)/.python-ok
+	$(BIN)/python deploy/wheelhouse.py --out dist/wheelhouse
 
 # Installs the Debian packages the tests need when root; otherwise says exactly what to run.
 system-deps:

@@ -154,7 +154,10 @@ async def test_a_hung_bus_stops_the_pings(
 ) -> None:
     monkeypatch.setattr(runner, "HUNG_AFTER_S", 0.2)  # hung after 3 x 0.1 + 0.2 s without a cycle's end
     _, words = full_map(load_builtin("eastron-sdm630"))
-    readers: dict[str, MemoryReader | HangingReader] = {"bus-a": MemoryReader({1: words}), "bus-b": HangingReader()}
+    readers: dict[str, MemoryReader | HangingReader] = {
+        "bus-a": MemoryReader({1: words}),
+        "bus-b": HangingReader(),
+    }
     stop = asyncio.Event()
     agent = asyncio.create_task(
         runner.run(agent_config(tmp_path / "spool.db"), open_reader=lambda bus: readers[bus.name], stop=stop)
