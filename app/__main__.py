@@ -1,6 +1,6 @@
-"""`python -m kilowatch`: the same command as the `kilowatch` script, for environments without it on PATH."""
+"""`python -m app`: the same command as the `kilowatch` script, for environments without it on PATH."""
 
-from kilowatch.cli import app
+from app.cli import app
 
 if __name__ == "__main__":
     app()

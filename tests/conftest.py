@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from app.processes import Mosquitto, VictoriaMetrics
 from tests.alert_support import Received, webhook_receiver
 from tests.serial_link import SerialLink, serial_pair
-from tests.services import Mosquitto, VictoriaMetrics
 
 
 @pytest.fixture
