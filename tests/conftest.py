@@ -1,4 +1,4 @@
-"""Fixtures that start real services; see tests/services.py."""
+"""Fixtures that start real services; see app/processes.py."""
 
 from __future__ import annotations
 
