@@ -24,7 +24,15 @@ from pathlib import Path
 
 import aiomqtt
 
-from app.processes import Mosquitto, Process, VictoriaMetrics, free_port, wait_until, write_collector_config
+from app.processes import (
+    UNBOUNDED_QUEUE,
+    Mosquitto,
+    Process,
+    VictoriaMetrics,
+    free_port,
+    wait_until,
+    write_collector_config,
+)
 from kilowatch.mqtt_contract import (
     SCHEMA_VERSION,
     Channel,
@@ -37,9 +45,9 @@ from kilowatch.mqtt_contract import (
 from kilowatch.profiles import load_builtin
 
 SITE, GATEWAY = "bench-site", "gw-bench"
-# Room for a whole backlog: Mosquitto's default of 1,000 queued messages would silently drop the rest.
+# Room for a whole backlog (UNBOUNDED_QUEUE) and a wide in-flight window.
 BASELINE_TOPIC = "bench-baseline/readings"  # outside the collector's subscription
-BROKER_CONF = "max_queued_messages 0\nmax_inflight_messages 100\n"
+BROKER_CONF = f"{UNBOUNDED_QUEUE}\nmax_inflight_messages 100\n"
 
 
 def payloads(batches: int, meters: int) -> list[bytes]:
