@@ -1,5 +1,5 @@
-"""The layers of the README (How the parts fit) hold: import-linter's contracts from pyproject.toml, run on the real tree
-and on a copy with one import pointing the wrong way (which they must catch)."""
+"""The layers of the README (How the parts fit) hold: import-linter's contracts from pyproject.toml, run
+on the real tree and on a copy with one import pointing the wrong way (which they must catch)."""
 
 from __future__ import annotations
 
