@@ -18,6 +18,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/kilowatch schemas --check
 	$(BIN)/kilowatch profiles check
 
@@ -47,4 +48,4 @@ $(VENV)/.dev-installed: pyproject.toml $(VENV)/.python-ok
 	touch $@
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -153,11 +153,6 @@ class EffectiveTiming:
     pause_after_connect_s: float
     pause_between_requests_s: float
 
-    @property
-    def budget_s(self) -> float:
-        """The longest one request to this meter can hold the bus (every attempt timing out)."""
-        return (self.timeout_s + self.pause_between_requests_s) * (self.retries + 1)
-
 
 BUILT_IN_TIMING = EffectiveTiming(
     timeout_s=1.0, retries=1, pause_after_connect_s=0.0, pause_between_requests_s=0.0

@@ -14,15 +14,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from collector.calendars import DAY_MS, OFFSET_MS, day_number, day_start_ms
 from collector.detectors.common import Context

@@ -304,7 +304,3 @@ def load_scenario(path: Path | str) -> Scenario:
     if not candidate.exists() and (SCENARIO_DIR / f"{path}.yaml").is_file():
         candidate = SCENARIO_DIR / f"{path}.yaml"
     return yamlconfig.load(Scenario, candidate)
-
-
-def shipped_scenarios() -> list[str]:
-    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import aiomqtt
 
+from app.processes import Mosquitto, Process, require_binary
 from kilowatch.profiles import Profile, Table
 from kilowatch.registers import encode
-from tests.services import Mosquitto, Process, require_binary
 
 
 def register_map(profile: Profile, values: Mapping[str, float]) -> dict[tuple[Table, int], int]:
@@ -38,11 +38,11 @@ def payload(message: aiomqtt.Message) -> bytes:
 
 
 async def kilowatch(*args: str) -> tuple[int, str, str]:
-    """Run `python -m kilowatch ARGS` to completion without blocking the loop a simulator may run on."""
+    """Run `python -m app ARGS` to completion without blocking the loop a simulator may run on."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "kilowatch",
+        "app",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

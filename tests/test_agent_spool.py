@@ -19,6 +19,7 @@ import pytest
 from agent.config import MqttSettings, SpoolSettings
 from agent.publisher import Publisher
 from agent.spool import Spool
+from app.processes import Mosquitto, free_port, port_open, wait_until
 from kilowatch.mqtt_contract import (
     Channel,
     ClockState,
@@ -30,7 +31,7 @@ from kilowatch.mqtt_contract import (
     topic,
 )
 from tests.agent_support import late_broker, payload
-from tests.services import Mosquitto, eventually, free_port, port_open, wait_until
+from tests.services import eventually
 
 READINGS = topic("s1", "g1", Channel.READINGS)
 EVENTS = topic("s1", "g1", Channel.EVENTS)

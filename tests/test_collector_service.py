@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from app.processes import Mosquitto, Process, VictoriaMetrics, free_port, wait_until
 from collector.cli import app
 from kilowatch.mqtt_contract import Channel, topic
 from tests.collector_support import at, batch, reading
-from tests.services import Mosquitto, Process, VictoriaMetrics, free_port, wait_until
 
 
 def get_json(url: str) -> Any:

@@ -21,8 +21,9 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from app.processes import Mosquitto, free_port, require_binary
 from kilowatch.broker import BrokerSettings, TlsSettings
-from tests.services import Mosquitto, TestCertificates, free_port, require_binary
+from tests.services import TestCertificates
 
 pytestmark = pytest.mark.services
 

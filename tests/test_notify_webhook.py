@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
+from app.processes import free_port
 from collector.alerts import OutboxRow
 from collector.config import NotifySettings, WebhookSettings
 from collector.notifiers.channel import NotifyError
@@ -21,7 +22,7 @@ from collector.notifiers.dispatch import Notifications
 from collector.notifiers.webhook import WebhookChannel
 from tests.alert_support import FakeClock, finding, open_store
 from tests.collector_support import at
-from tests.services import eventually, free_port
+from tests.services import eventually
 
 SECRET = "webhook-s3cret-0123456789"  # noqa: S105 - the test receiver's
 

@@ -17,7 +17,7 @@ the scenario (the configuration its sites would have), and every finding is matc
   findings that end before the span, or start at or after its end (a meter "silent" since the data
   ended), are not about it and are not scored.
 
-:func:`evaluate` runs the detectors in this process on the generated files; :mod:`collector.eval_mqtt`
+:func:`evaluate` runs the detectors in this process on the generated files; :mod:`app.evaluation.mqtt`
 sends the same dataset through a broker into a real collector and scores the alerts it raised.
 """
 
