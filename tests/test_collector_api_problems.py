@@ -4,7 +4,6 @@ app's lifespan opens what the routes share and closes it."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ from collector.api.app import create_app
 from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
 from tests.alert_support import finding
-from tests.api_support import api_client
+from tests.api_support import api_client, open_descriptors
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -153,17 +152,6 @@ async def test_openapi_declares_every_error_as_a_problem(client: httpx.AsyncClie
     assert ("/api/v1/alerts", "get", "422") in errors
     problem_content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
     assert all(content == problem_content for content in errors.values()), errors
-
-
-def open_descriptors(path: Path) -> int:
-    """How many of this process's file descriptors are open on `path`."""
-    count = 0
-    for fd in Path("/proc/self/fd").iterdir():
-        try:
-            count += os.readlink(fd) == str(path)
-        except FileNotFoundError:  # the descriptor listing the directory itself, closed by now
-            continue
-    return count
 
 
 async def test_the_lifespan_opens_the_alert_store_once_and_closes_it(ledger_path: Path) -> None:

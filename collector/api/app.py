@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from collector.alerts import AlertStore
 from collector.api import alerts, gateways, health, meters, metrics, problems, quarantine, reports
-from collector.api.deps import ApiSettings, ApiState
+from collector.api.deps import ApiContext, ApiState
 from collector.detectors.config import Sites
 from collector.metrics import CollectorMetrics
 from kilowatch import __version__
@@ -42,17 +42,15 @@ def create_app(
     sites: Sites | None = None,
 ) -> FastAPI:
     """The API over the ledger at `ledger_path` (which must exist: the :class:`Ledger` creates it)."""
-    settings = ApiSettings(
-        ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected, sites=sites
-    )
+    context = ApiContext(ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected, sites=sites)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ApiState]:
         """One alert store for every request while the server runs (its lock serialises them), closed
         when the server stops."""
-        store = await asyncio.to_thread(AlertStore, settings.ledger_path)
+        store = await asyncio.to_thread(AlertStore, context.ledger_path)
         try:
-            yield ApiState(settings=settings, alerts=store)
+            yield ApiState(context=context, alerts=store)
         finally:
             await asyncio.to_thread(store.close)
 

@@ -1,7 +1,7 @@
-"""What the routes are given, as ``Annotated`` aliases: the API's settings, a ledger reader, the alert store,
-the clock.
+"""What the routes are given, as ``Annotated`` aliases: the API's context (settings, metrics, the MQTT
+connection's state), a ledger reader, the alert store, the clock.
 
-The settings and the alert store live in the app's lifespan state (:mod:`collector.api.app` opens the
+The context and the alert store live in the app's lifespan state (:mod:`collector.api.app` opens the
 store once, when the server starts, and closes it when it stops). A ledger reader is opened per request on
 a read-only connection of its own (routes are plain ``def``, run in FastAPI's thread pool), so reads never
 wait for ingestion.
@@ -24,7 +24,7 @@ from collector.metrics import CollectorMetrics
 
 
 @dataclass(frozen=True)
-class ApiSettings:
+class ApiContext:
     """What the routes need from the running collector."""
 
     ledger_path: Path
@@ -37,14 +37,14 @@ class ApiSettings:
 class ApiState(TypedDict):
     """The lifespan state every request sees."""
 
-    settings: ApiSettings
+    context: ApiContext
     alerts: AlertStore
 
 
-async def _settings(request: Request) -> ApiSettings:
-    settings = request.state.settings
-    assert isinstance(settings, ApiSettings)
-    return settings
+async def _context(request: Request) -> ApiContext:
+    context = request.state.context
+    assert isinstance(context, ApiContext)
+    return context
 
 
 async def _alerts(request: Request) -> AlertStore:
@@ -53,8 +53,8 @@ async def _alerts(request: Request) -> AlertStore:
     return store
 
 
-def _reader(settings: Annotated[ApiSettings, Depends(_settings)]) -> Iterator[LedgerReader]:
-    with LedgerReader(settings.ledger_path) as reader:
+def _reader(context: Annotated[ApiContext, Depends(_context)]) -> Iterator[LedgerReader]:
+    with LedgerReader(context.ledger_path) as reader:
         yield reader
 
 
@@ -63,7 +63,7 @@ async def now() -> datetime:
     return datetime.now(UTC)
 
 
-Settings = Annotated[ApiSettings, Depends(_settings)]
+Context = Annotated[ApiContext, Depends(_context)]
 Reader = Annotated[LedgerReader, Depends(_reader)]
 Alerts = Annotated[AlertStore, Depends(_alerts)]
 Now = Annotated[datetime, Depends(now)]

@@ -8,7 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from collector.api.deps import Settings
+from collector.api.deps import Context
 from collector.ledger import LedgerReader
 
 
@@ -24,13 +24,13 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", responses={503: {"model": HealthOut, "description": "The ledger is unreadable"}})
-def healthz(settings: Settings, response: Response) -> HealthOut:
+def healthz(context: Context, response: Response) -> HealthOut:
     try:
-        with LedgerReader(settings.ledger_path) as reader:
+        with LedgerReader(context.ledger_path) as reader:
             ledger_ok = reader.ping()
     except sqlite3.Error:
         ledger_ok = False
-    mqtt_connected = settings.mqtt_connected()
+    mqtt_connected = context.mqtt_connected()
     if not ledger_ok:
         response.status_code = 503
     status: Literal["ok", "degraded", "failing"] = (

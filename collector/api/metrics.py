@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from collector.api.deps import Settings
+from collector.api.deps import Context
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/metrics", response_class=Response)
-def prometheus_metrics(settings: Settings) -> Response:
-    return Response(generate_latest(settings.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+def prometheus_metrics(context: Context) -> Response:
+    return Response(generate_latest(context.metrics.registry), media_type=CONTENT_TYPE_LATEST)

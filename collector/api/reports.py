@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from collector.alerts import VIETNAM
-from collector.api.deps import Now, Settings
+from collector.api.deps import Context, Now
 from collector.api.problems import NotFound, problem
 from collector.reports import SiteDay, ledger_reporter
 
@@ -18,16 +18,16 @@ router = APIRouter(prefix="/api/v1/sites", tags=["reports"])
 @router.get("/{site}/report", responses={404: problem("Not a site of the detection settings")})
 def daily_report(
     site: str,
-    settings: Settings,
+    context: Context,
     now: Now,
     day: Annotated[date | None, Query(description="Vietnam calendar day (default: yesterday)")] = None,
 ) -> SiteDay:
     """Per configured meter of `site` on `day`: energy and cost by time-of-use band, base and near-peak
     load, after-hours and peak-band shares, machines' idle share per shift, and what the day's alerts
     wasted."""
-    if settings.sites is None:
+    if context.sites is None:
         raise NotFound("no sites: detection is not configured (detection.sites in collector.yaml)")
-    report = ledger_reporter(settings.ledger_path, settings.sites)(
+    report = ledger_reporter(context.ledger_path, context.sites)(
         site, day or now.astimezone(VIETNAM).date() - timedelta(days=1)
     )
     if report is None:
