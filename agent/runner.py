@@ -159,14 +159,17 @@ async def run(
     background: set[asyncio.Task[int]] = set()
     with _stop_on_signals(stop):
         async with contextlib.AsyncExitStack() as stack:
+            spool = Spool(config.spool, boot_id=boot_id())
+            stack.callback(spool.close)  # after the publisher's final flush: the exit stack unwinds backwards
             workers = [
                 BusWorker(
-                    name=bus.name, reader=await stack.enter_async_context(open_reader(bus)), meters=slots(bus)
+                    name=bus.name,
+                    reader=await stack.enter_async_context(open_reader(bus)),
+                    meters=slots(bus),
+                    report=spool.record_event,
                 )
                 for bus in config.buses
             ]
-            spool = Spool(config.spool, boot_id=boot_id())
-            stack.callback(spool.close)  # after the publisher's final flush: the exit stack unwinds backwards
             publisher = Publisher(
                 config.mqtt,
                 site=config.site,
