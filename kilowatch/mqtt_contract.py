@@ -343,7 +343,10 @@ class MeterHealth(_Message):
         description="Times an energy counter read lower than before: a reset or a replaced meter",
     )
     implausible_values: int = Field(
-        0, ge=0, le=INT64_MAX, description="Values decoded outside their quantity's physical range, sent as bad"
+        0,
+        ge=0,
+        le=INT64_MAX,
+        description="Values decoded outside their quantity's physical range, sent as bad",
     )
     implausible: bool = Field(
         False,
