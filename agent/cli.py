@@ -208,6 +208,8 @@ def read(
     }
     if result.errors:
         out["errors"] = result.errors
+    if result.bad:
+        out["bad"] = result.bad
     typer.echo(json.dumps(out))
 
 

@@ -32,7 +32,7 @@ from kilowatch.profiles import load_builtin
 from kilowatch.quantities import out_of_range
 from sim.faults import parse_fault
 from sim.server import SimServer
-from tests.agent_support import payload
+from tests.agent_support import kilowatch, payload
 from tests.services import Mosquitto
 
 pytestmark = pytest.mark.services
@@ -130,3 +130,17 @@ async def test_a_meter_answering_garbage_sends_no_impossible_value_and_is_flagge
     assert (last["garbled"].implausible, last["healthy"].implausible) == (True, False)
     assert last["garbled"].implausible_values >= len(bad)
     assert last["healthy"].implausible_values == 0
+
+
+async def test_agent_read_shows_impossible_values_as_bad() -> None:
+    unit, fault = parse_fault("2:garbage")
+    async with SimServer(profile=SDM, units=[2], port=0, faults={unit: fault}) as sim:
+        code, out, err = await kilowatch(
+            "agent", "read", "--tcp", f"127.0.0.1:{sim.port}", "--unit", "2", "--profile", "sdm630", "--json"
+        )
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    assert result["bad"], "random words decode to impossible values"
+    assert all("outside the physical range" in why for why in result["bad"].values())
+    assert all(out_of_range(name, value) is None for name, value in result["values"].items())
+    assert not set(result["bad"]) & set(result["values"])
