@@ -54,6 +54,8 @@ def _print_table(result: Poll, profile: Profile, title: str) -> None:
         name, unit = reg.quantity, QUANTITIES[reg.quantity].unit
         if name in result.values:
             table.add_row(name, f"{result.values[name]:.6g}", unit, "good")
+        elif name in result.bad:
+            table.add_row(name, "", unit, f"[red]bad[/red]: {result.bad[name]}")
         else:
             table.add_row(name, "", unit, f"[red]error[/red]: {result.errors.get(name, '')}")
     Console().print(table)
@@ -209,6 +211,8 @@ def read(
     }
     if result.errors:
         out["errors"] = result.errors
+    if result.bad:
+        out["bad"] = result.bad
     typer.echo(json.dumps(out))
 
 

@@ -4,6 +4,10 @@ A failed request costs only the values it would have carried; the rest of the me
 A meter that cannot be reached (timeout, bus down, gateway reports it absent) is not asked again in
 the same poll: on a slow bus every further timeout would delay every other meter. Failures are kept
 per quantity with their reason, for the bus worker's logs and for ``kilowatch agent read``.
+
+A value that decodes outside its quantity's physical range (:func:`kilowatch.quantities.out_of_range`) is
+the meter's answer, but not a measurement: it is kept apart with its reason and sent as ``bad``, never as
+a value (a meter answering random words, the wrong unit answering, a wrong word order).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from agent.planner import Request, plan
 from agent.transport import RegisterReader
 from kilowatch.mqtt_contract import ClockState, Quality, Reading
 from kilowatch.profiles import Profile
+from kilowatch.quantities import out_of_range
 
 NOT_AVAILABLE = "not available (NaN or sentinel value)"
 
@@ -32,6 +37,8 @@ class Poll:
     values: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     """Quantity -> why it has no value."""
+    bad: dict[str, str] = field(default_factory=dict)
+    """Quantity -> why its decoded value is impossible (sent as bad)."""
     failures: list[AgentError] = field(default_factory=list)
     """Every failed request, in order."""
 
@@ -67,20 +74,24 @@ async def poll(
             value = reg.decode(words[start : start + reg.count])
             if value is None:
                 result.errors[reg.quantity] = NOT_AVAILABLE
+            elif (why := out_of_range(reg.quantity, value)) is not None:
+                result.bad[reg.quantity] = why
             else:
                 result.values[reg.quantity] = value
     return result
 
 
 def to_reading(result: Poll, profile: Profile, meter_id: str, clock_state: ClockState) -> Reading:
-    """A poll as the wire :class:`Reading`; what could not be read gets per-value ERROR quality."""
+    """A poll as the wire :class:`Reading`; what could not be read gets per-value ERROR quality, what
+    decoded to an impossible value BAD quality and its reason."""
     return Reading(
         meter=meter_id,
         profile=profile.id,
         ts=result.ts,
         values=result.values,
-        quality=Quality.ERROR if result.errors else Quality.GOOD,
-        value_quality=dict.fromkeys(result.errors, Quality.ERROR),
+        quality=Quality.ERROR if result.errors else Quality.BAD if result.bad else Quality.GOOD,
+        value_quality=dict.fromkeys(result.bad, Quality.BAD) | dict.fromkeys(result.errors, Quality.ERROR),
+        value_reasons=result.bad,
         clock=clock_state,
         mono_ms=result.mono_ms,
     )

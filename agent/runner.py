@@ -164,16 +164,19 @@ async def run(
     )
     with _stop_on_signals(stop):
         async with contextlib.AsyncExitStack() as stack:
-            workers = [
-                BusWorker(
-                    name=bus.name, reader=await stack.enter_async_context(open_reader(bus)), meters=slots(bus)
-                )
-                for bus in config.buses
-            ]
             spool = Spool(config.spool, boot_id=boot_id())
             stack.callback(spool.close)  # after the publisher's final flush: the exit stack unwinds backwards
             reanchoring: set[asyncio.Task[int]] = set()
             stack.push_async_callback(_finish, reanchoring)  # before the spool closes
+            workers = [
+                BusWorker(
+                    name=bus.name,
+                    reader=await stack.enter_async_context(open_reader(bus)),
+                    meters=slots(bus),
+                    report=spool.record_event,
+                )
+                for bus in config.buses
+            ]
             publisher = Publisher(
                 config.mqtt,
                 site=config.site,

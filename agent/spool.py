@@ -335,6 +335,12 @@ class Spool:
                 self.db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
             self._refresh_totals()
 
+    def record_event(self, kind: GatewayEventKind, detail: str) -> None:
+        """Buffer, for the next commit, an event that concerns no readings (e.g. a meter answering
+        impossible values); published like the spool's own."""
+        with self._mem_lock:
+            self._new_events.append(_Span().event(kind, detail))
+
     def ack_event(self, event_id: int) -> None:
         with self._mem_lock:
             self._acked_events.add(event_id)

@@ -11,6 +11,7 @@ import aiomqtt
 
 from app.processes import Mosquitto, Process, require_binary
 from kilowatch.profiles import Profile, Table
+from kilowatch.quantities import out_of_range
 from kilowatch.registers import encode
 
 
@@ -26,8 +27,12 @@ def register_map(profile: Profile, values: Mapping[str, float]) -> dict[tuple[Ta
 
 
 def full_map(profile: Profile, base: float = 1.0) -> tuple[dict[str, float], dict[tuple[Table, int], int]]:
-    """Every register of `profile` holding a distinct exactly-representable value, and its words."""
-    values = {reg.quantity: base + i * 0.5 for i, reg in enumerate(profile.registers)}
+    """Every register of `profile` holding a distinct exactly-representable value within its quantity's
+    physical range (i / 64 where base + i * 0.5 is not), and its words."""
+    values = {
+        reg.quantity: base + i * 0.5 if out_of_range(reg.quantity, base + i * 0.5) is None else i / 64
+        for i, reg in enumerate(profile.registers)
+    }
     return values, register_map(profile, values)
 
 

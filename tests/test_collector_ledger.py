@@ -252,9 +252,13 @@ def test_the_reader_is_read_only_and_sees_committed_data(ledger: Ledger) -> None
 
 
 def test_steps_longer_than_a_day_are_gaps_in_no_interval(ledger: Ledger) -> None:
-    # A reading stamped 1970 by a clock that claimed to be synced, and a meter silent for three days.
+    # A reading stamped 1970 by a clock that could not tell, and a meter silent for three days.
     result = ledger.ingest(
-        batch(reading(5_000, imp=1.0), reading(at(10), imp=10.0), reading(at(10, day=4), imp=50.0))
+        batch(
+            reading(5_000, imp=1.0, clock=ClockState.UNKNOWN),
+            reading(at(10), imp=10.0),
+            reading(at(10, day=4), imp=50.0),
+        )
     )
     assert result.counter_resets == 0
     with ledger.reader() as r:
