@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.alerts import AlertChange, Clock, wall_clock_ms
-from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS
 from collector.config import DetectionSettings
 from collector.detectors.common import Context, Episode
 from collector.detectors.config import Sites
@@ -42,6 +41,7 @@ from collector.detectors.series import Series
 from collector.ledger import power_samples
 from collector.metrics import CollectorMetrics
 from kilowatch.mqtt_contract import ClockState, GatewayState
+from kilowatch.timebase import DAY_MS, OFFSET_MS, SLOT_MS
 
 log = logging.getLogger(__name__)
 

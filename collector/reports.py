@@ -21,13 +21,14 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from collector.alerts import VIETNAM, Alert, AlertQuery, AlertStore, local_day_ms
-from collector.calendars import DAY_MS, SLOT_HOURS, SLOT_MS, SLOTS_PER_DAY, Band, day_number
+from collector.alerts import Alert, AlertQuery, AlertStore, local_day_ms
 from collector.detectors.common import Context, quantile
 from collector.detectors.config import Role, SiteConfig, Sites
 from collector.detectors.series import Series
 from collector.detectors.states import STATES, State, state_codes
 from collector.ledger import IntervalRow, LedgerReader
+from kilowatch.calendars import Band
+from kilowatch.timebase import DAY_MS, SLOT_HOURS, SLOT_MS, SLOTS_PER_DAY, day_number, local_datetime
 
 MAX_ALERTS = 10_000
 """Alerts of one site and day counted at most."""
@@ -97,8 +98,8 @@ def shift_idle(ctx: Context, series: Series, day: date) -> list[ShiftIdle]:
         share = float((known == STATES.index(State.IDLE)).mean()) if known.size else None
         shifts.append(
             ShiftIdle(
-                start=datetime.fromtimestamp(start_ms / 1000, VIETNAM),
-                end=datetime.fromtimestamp(end_ms / 1000, VIETNAM),
+                start=local_datetime(start_ms),
+                end=local_datetime(end_ms),
                 idle_share=share,
                 flagged=share is not None and share > settings.report_share,
             )

@@ -25,7 +25,6 @@ import pytest
 import yaml
 
 from collector.alerts import AlertQuery, AlertStatus, AlertStore
-from collector.calendars import SLOT_MS
 from collector.config import CollectorConfig, DetectionSettings
 from collector.detect_live import LiveDetection
 from collector.detectors.config import load_sites
@@ -41,6 +40,7 @@ from kilowatch.mqtt_contract import (
     ReadingsBatch,
     topic,
 )
+from kilowatch.timebase import SLOT_MS
 from sim.generate import Run
 from sim.scenario import Scenario, load_scenario
 from tests.alert_support import FakeClock, call
