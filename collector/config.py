@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import time
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -103,9 +103,8 @@ class AlertSettings(_Section):
     tariff_vnd_per_kwh: float = Field(
         2000,
         gt=0,
-        description="VND put on a wasted kWh of a finding that carries no cost of its own. Not a key of "
-        "collector.yaml: prices are set per site in the sites file; this stays until the alert store prices "
-        "such findings by their site",
+        description="Price put on a wasted kWh, VND, when a finding carries no cost of its own: one flat "
+        "rate (roughly EVN's average business price)",
     )
     late_after_s: int = Field(
         900,
@@ -233,14 +232,3 @@ class CollectorConfig(_Section):
     detection: DetectionSettings = Field(
         default_factory=DetectionSettings, description="Detectors run on the ledger's readings"
     )
-
-    @field_validator("alerts", mode="before")
-    @classmethod
-    def _prices_are_in_the_sites_file(cls, alerts: Any) -> Any:
-        """Prices have one home, the sites file; an older collector.yaml's flat rate is refused, not ignored."""
-        if isinstance(alerts, dict) and "tariff_vnd_per_kwh" in alerts:
-            raise ValueError(
-                "tariff_vnd_per_kwh is no longer read: prices are set per site in the sites file "
-                "(detection.sites), as sites.<site>.tariff (VND per kWh by time-of-use band); delete the key"
-            )
-        return alerts

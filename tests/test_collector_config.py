@@ -83,11 +83,6 @@ def test_a_tsdb_section_with_a_token(tmp_path: Path) -> None:
             "collector.yaml:2 tsdb.url: 'http://***@influx': Value error, the URL must not carry credential",
         ),
         ("mqtt:\n  topic_root: kilowatch/#\n", "collector.yaml:2 mqtt.topic_root: 'kilowatch/#'"),
-        (
-            "alerts:\n  tariff_vnd_per_kwh: 2000\n",
-            "collector.yaml:1 alerts: Value error, tariff_vnd_per_kwh is no longer read: prices are set per site "
-            "in the sites file (detection.sites), as sites.<site>.tariff",
-        ),
     ],
 )
 def test_errors_name_the_line_and_the_key(tmp_path: Path, text: str, problem: str) -> None:

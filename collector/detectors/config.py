@@ -30,8 +30,7 @@ class Role(StrEnum):
 
 
 class Tariff(_Model):
-    """VND per kWh by time-of-use band (EVN business tariff, under 6 kV, as of 2023; configure yours): the
-    site's prices, set here only (collector.yaml refuses a price of its own)."""
+    """VND per kWh by time-of-use band (EVN business tariff, under 6 kV, as of 2023; configure yours)."""
 
     peak: float = Field(4587.0, ge=0)
     normal: float = Field(2666.0, ge=0)
