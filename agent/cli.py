@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +30,7 @@ from kilowatch.cli_support import (
 )
 from kilowatch.profiles import Connection, Profile, Table, load_builtin
 from kilowatch.quantities import QUANTITIES
+from kilowatch.timebase import utc_datetime
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -42,7 +42,7 @@ class Parity(StrEnum):
 
 
 def _iso_ms(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_datetime(ts_ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _print_table(result: Poll, profile: Profile, title: str) -> None:

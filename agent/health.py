@@ -24,6 +24,7 @@ from agent.errors import (
     WrongUnit,
 )
 from agent.poller import NOT_AVAILABLE, Poll
+from kilowatch.counters import went_backwards
 from kilowatch.mqtt_contract import MeterHealth
 from kilowatch.quantities import QUANTITIES, Kind
 
@@ -33,8 +34,9 @@ plausibly now and then, and its flag (and event) must not flap with it."""
 
 
 @dataclass(frozen=True)
-class CounterStep:
-    """An energy counter that read lower than at the meter's previous poll."""
+class CounterReset:
+    """An energy counter that went backwards (:func:`~kilowatch.counters.went_backwards`) since the
+    meter's previous poll."""
 
     quantity: str
     before: float
@@ -81,7 +83,7 @@ class MeterStats:
             case ModbusExceptionResponse(code=code):
                 self.exceptions[code] += 1
 
-    def record_poll(self, result: Poll, *, latency_s: float) -> list[CounterStep]:
+    def record_poll(self, result: Poll, *, latency_s: float) -> list[CounterReset]:
         """One finished poll. It succeeded when every request was answered: a value the meter reports
         as not available (NaN sentinel) is the meter's answer, any other missing value is a failure.
 
@@ -93,8 +95,8 @@ class MeterStats:
             if QUANTITIES[name].kind is not Kind.COUNTER:
                 continue
             before = self.last_counters.get(name)
-            if before is not None and value < before:
-                steps.append(CounterStep(name, before, value))
+            if before is not None and went_backwards(before, value):
+                steps.append(CounterReset(name, before, value))
             self.last_counters[name] = value
         self.counter_resets += len(steps)
         self.polls += 1

@@ -20,11 +20,11 @@ from datetime import date
 import numpy as np
 import numpy.typing as npt
 
-from collector.calendars import DAY_MS, OFFSET_MS, day_number, day_start_ms
 from collector.detectors.common import Context
 from collector.detectors.config import MeterConfig, Role, SiteConfig
 from collector.detectors.run import detect_meter
 from collector.detectors.series import Sample, Series
+from kilowatch.timebase import DAY_MS, OFFSET_MS, day_number, day_start_ms
 
 MINUTE = 60_000
 ROLES = (Role.SUB_METER, Role.MACHINE, Role.LIGHTING_CABINET, Role.ADVERTISING)

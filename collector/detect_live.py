@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.alerts import AlertChange, Clock, wall_clock_ms
-from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS
 from collector.config import DetectionSettings
 from collector.detectors.common import Context, Episode
 from collector.detectors.config import Sites
@@ -42,6 +41,7 @@ from collector.detectors.series import Series
 from collector.ledger import power_samples
 from collector.metrics import CollectorMetrics
 from kilowatch.mqtt_contract import ClockState, GatewayState
+from kilowatch.timebase import DAY_MS, bucket_start, day_start_ms, local_day
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +94,6 @@ def configured_meters(sites: Sites) -> list[Meter]:
         for site_id, site in sites.sites.items()
         for meter_id, meter in site.meters.items()
     ]
-
-
-def _floor(ms: int, step: int) -> int:
-    return ms - ms % step
-
-
-def _local_midnight(ms: int) -> int:
-    return _floor(ms + OFFSET_MS, DAY_MS) - OFFSET_MS
 
 
 class LiveDetection:
@@ -242,9 +234,9 @@ class LiveDetection:
         (newest,) = db.execute(_NEWEST_SQL, (ctx.meter, now + poll)).fetchone()
         if newest is None:
             return None
-        horizon = _floor(min(newest + poll, now), SLOT_MS)
+        horizon = bucket_start(min(newest + poll, now))
         judged_from = horizon - self._settings.catch_up_days * DAY_MS
-        start = _local_midnight(judged_from - self._settings.history_days * DAY_MS)
+        start = day_start_ms(local_day(judged_from - self._settings.history_days * DAY_MS))
         silent_polls = ctx.thresholds.data_quality.silent_polls
         silent = not offline and now - (newest + poll) > silent_polls * poll
         (count,) = db.execute(_COUNT_SQL, (ctx.meter, start, horizon)).fetchone()

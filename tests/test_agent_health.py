@@ -20,7 +20,7 @@ from agent.errors import (
     ModbusTimeout,
     WrongUnit,
 )
-from agent.health import PLAUSIBLE_AGAIN_POLLS, CounterStep, MeterStats
+from agent.health import PLAUSIBLE_AGAIN_POLLS, CounterReset, MeterStats
 from agent.metrics_server import CONTENT_TYPE, escape_label_value, render, respond
 from agent.planner import plan
 from agent.poller import NOT_AVAILABLE, Poll
@@ -101,7 +101,7 @@ def test_a_counter_going_backwards_is_flagged_not_a_gauge_going_down() -> None:
     silent = stats.record_poll(Poll(ts=3, errors={"energy_import_kwh": "no answer"}), latency_s=0)
     reset = stats.record_poll(Poll(ts=4, values={"energy_import_kwh": 0.25}), latency_s=0)
     assert (first, same, silent) == ([], [], [])
-    assert reset == [CounterStep("energy_import_kwh", 812.5, 0.25)]
+    assert reset == [CounterReset("energy_import_kwh", 812.5, 0.25)]
     assert stats.snapshot(bus="b", breaker=BreakerState.CLOSED).counter_resets == 1
 
 

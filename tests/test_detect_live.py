@@ -27,7 +27,6 @@ import yaml
 from app.evaluation.evaluate import scenario_sites
 from app.processes import Mosquitto, Process, free_port, require_binary, wait_until
 from collector.alerts import AlertChange, AlertQuery, AlertStatus, AlertStore
-from collector.calendars import SLOT_MS
 from collector.config import CollectorConfig, DetectionSettings
 from collector.detect_live import LiveDetection
 from collector.detectors.config import load_sites
@@ -42,6 +41,7 @@ from kilowatch.mqtt_contract import (
     ReadingsBatch,
     topic,
 )
+from kilowatch.timebase import SLOT_MS
 from sim.generate import Run
 from sim.scenario import Scenario, load_scenario
 from tests.alert_support import FakeClock, call

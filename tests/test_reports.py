@@ -10,18 +10,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from collector.alerts import VIETNAM, AlertStore
+from collector.alerts import AlertStore
 from collector.api.app import create_app
 from collector.detectors.config import MeterConfig, Role, SiteConfig, Sites
 from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
 from collector.notifiers.digest import digest
 from collector.reports import ledger_reporter
+from kilowatch.timebase import VIETNAM_TZ
 from tests.alert_support import finding
 from tests.api_support import api_client
 from tests.collector_support import batch, reading
 
-DAY = datetime(2025, 6, 3, tzinfo=VIETNAM)  # a Tuesday, Circular 16's bands: peak 09:30-11:30, 17:00-20:00
+DAY = datetime(2025, 6, 3, tzinfo=VIETNAM_TZ)  # a Tuesday, Circular 16's bands: peak 09:30-11:30, 17:00-20:00
 
 
 def local_ms(hours: float, day: datetime = DAY) -> int:

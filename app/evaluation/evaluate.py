@@ -33,23 +33,15 @@ from datetime import date, time
 from pathlib import Path
 from typing import Any, Protocol
 
-from collector.calendars import (
-    MONDAY_TO_FRIDAY,
-    MONDAY_TO_SATURDAY,
-    Coordinates,
-    LightingWindow,
-    SiteCalendar,
-    WeeklyHours,
-    day_number,
-    day_start_ms,
-    window,
-)
+from collector.calendars import Coordinates, LightingWindow, SiteCalendar
 from collector.detectors.common import Context
 from collector.detectors.config import MeterConfig, Role, SiteConfig, Sites
 from collector.detectors.data_quality import untrusted_clock
 from collector.detectors.dataset import read_dataset
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.run import DETECTORS_BY_ROLE, detect_meter
+from kilowatch.calendars import MONDAY_TO_FRIDAY, MONDAY_TO_SATURDAY, WeeklyHours, window
+from kilowatch.timebase import day_number, day_start_ms
 from sim.scenario import ExpandedMeter, Scenario, SiteSpec
 
 Rule = tuple[Detector, str]

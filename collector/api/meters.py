@@ -11,9 +11,9 @@ from pydantic import AwareDatetime, BaseModel, Field
 from collector.alerts import to_datetime, to_ms
 from collector.api.deps import Now, Reader
 from collector.api.problems import InvalidRange, NotFound, problem, require_order
-from collector.intervals import HOURS_PER_INTERVAL, INTERVAL_MS
 from collector.ledger import IntervalRow
 from kilowatch.mqtt_contract import ClockState, Quality
+from kilowatch.timebase import SLOT_HOURS, SLOT_MS
 
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_RANGE = timedelta(days=31)
@@ -125,10 +125,10 @@ def _interval_out(row: IntervalRow) -> IntervalOut:
     imported, exported = row.energy_import_kwh, row.energy_export_kwh
     return IntervalOut(
         start=to_datetime(row.start_ms),
-        end=to_datetime(row.start_ms + INTERVAL_MS),
+        end=to_datetime(row.start_ms + SLOT_MS),
         energy_import_kwh=imported,
         energy_export_kwh=exported,
-        mean_kw=None if imported is None else (imported - (exported or 0.0)) / HOURS_PER_INTERVAL,
+        mean_kw=None if imported is None else (imported - (exported or 0.0)) / SLOT_HOURS,
         max_kw=row.max_kw,
         samples=row.samples,
     )

@@ -12,9 +12,10 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from collector.alerts import AlertNotice, OutboxRow, local_text, to_ms
+from collector.alerts import AlertNotice, OutboxRow, local_text
 from collector.config import EmailSettings
 from collector.notifiers.channel import NOTICE, Notice, NotifyError
+from kilowatch.timebase import to_ms
 
 SUBJECT_PREFIX = "[kilowatch]"
 
