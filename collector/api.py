@@ -22,8 +22,8 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from collector.detectors.config import Sites
 from collector.intervals import HOURS_PER_INTERVAL, INTERVAL_MS
-from collector.ledger import IntervalRow, LedgerReader, QuarantineReason
 from collector.metrics import CollectorMetrics
+from collector.store import IntervalRow, LedgerReader, QuarantineReason
 from kilowatch import __version__
 from kilowatch.mqtt_contract import ClockState, GatewayEventKind, GatewayState, Quality
 

@@ -17,8 +17,6 @@ from collector.alerts import (
     AlertConflict,
     AlertError,
     AlertOut,
-    AlertQuery,
-    AlertStatus,
     AlertStore,
     InvalidSilence,
     UnknownAlert,
@@ -26,6 +24,7 @@ from collector.alerts import (
 )
 from collector.api import Context, ErrorOut
 from collector.detectors.findings import Detector
+from collector.store import AlertQuery, AlertStatus
 
 _HTTP_STATUS: dict[type[AlertError], int] = {UnknownAlert: 404, AlertConflict: 409, InvalidSilence: 422}
 

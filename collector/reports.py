@@ -21,13 +21,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from collector.alerts import VIETNAM, Alert, AlertQuery, AlertStore, local_day_ms
+from collector.alerts import VIETNAM, AlertStore, local_day_ms
 from collector.calendars import DAY_MS, SLOT_HOURS, SLOT_MS, SLOTS_PER_DAY, Band, day_number
 from collector.detectors.common import Context, quantile
 from collector.detectors.config import Role, SiteConfig, Sites
 from collector.detectors.series import Series
 from collector.detectors.states import STATES, State, state_codes
-from collector.ledger import IntervalRow, LedgerReader
+from collector.store import Alert, AlertQuery, IntervalRow, LedgerReader
 
 MAX_ALERTS = 10_000
 """Alerts of one site and day counted at most."""

@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from collector.api import create_app
-from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics, RejectReason
+from collector.store import Ledger
 from kilowatch.mqtt_contract import ClockState, Quality, Reading
 from tests.collector_support import at, batch, reading
 

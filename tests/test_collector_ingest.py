@@ -14,8 +14,8 @@ import pytest
 
 from collector.config import MqttSettings
 from collector.ingest import Ingestor
-from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics, RejectReason
+from collector.store import Ledger
 from kilowatch.mqtt_contract import SCHEMA_VERSION, Channel, GatewayState, GatewayStatus, ReadingsBatch, topic
 from tests.collector_support import at, batch, reading
 from tests.services import Mosquitto, Process, eventually, free_port, port_open, require_binary, wait_until

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from collector.intervals import INTERVAL_MS
-from collector.ledger import (
+from collector.line_protocol import formatted_values
+from collector.store import (
     MAX_REJECTED_PAYLOAD,
     CounterEvent,
     CounterEventKind,
@@ -21,9 +22,8 @@ from collector.ledger import (
     LedgerReader,
     QuarantineReason,
     RejectedMessage,
-    _values_json,
 )
-from collector.line_protocol import formatted_values
+from collector.store.readings import values_json
 from kilowatch.mqtt_contract import SCHEMA_VERSION, ClockState, GatewayState, GatewayStatus, Reading
 from kilowatch.quantities import QUANTITIES
 from tests.collector_support import at, batch, reading
@@ -538,7 +538,9 @@ def test_a_rolled_back_group_is_forgotten_by_the_writer_too(
     failing = batch(*parts[2])
     if when == "mid-group":
         group: list[Item] = [failing, RejectedMessage("t", "invalid_json", "d", b"x")]
-        monkeypatch.setattr("collector.ledger.Ledger._store_item", _crash_on_rejected(Ledger._store_item))
+        monkeypatch.setattr(
+            "collector.store.ledger.Ledger._store_item", _crash_on_rejected(Ledger._store_item)
+        )
     else:
         group = [failing]
         monkeypatch.setattr(Ledger, "_flush", failing_flush)
@@ -621,5 +623,5 @@ def test_values_json_is_what_json_dumps_writes() -> None:
             name: rng.choice([rng.uniform(-1e6, 1e6), float(rng.randint(-5, 5)), rng.random() * 1e-300, -0.0])
             for name in rng.sample(sorted(QUANTITIES), rng.randint(0, 12))
         }
-        assert _values_json(formatted_values(values)) == json.dumps(values)
+        assert values_json(formatted_values(values)) == json.dumps(values)
     assert all(json.dumps(name) == f'"{name}"' for name in QUANTITIES)  # nothing to escape

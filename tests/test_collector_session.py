@@ -14,7 +14,7 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from collector.ledger import LedgerReader
+from collector.store import LedgerReader
 from kilowatch.mqtt_contract import Channel, topic
 from tests.collector_support import at, batch, reading
 from tests.services import (

@@ -24,14 +24,14 @@ from typing import Any
 import pytest
 import yaml
 
-from collector.alerts import AlertQuery, AlertStatus, AlertStore
+from collector.alerts import AlertStore
 from collector.calendars import SLOT_MS
 from collector.config import CollectorConfig, DetectionSettings
 from collector.detect_live import LiveDetection
 from collector.detectors.config import load_sites
 from collector.detectors.findings import Detector, Finding
 from collector.evaluate import scenario_sites
-from collector.ledger import Ledger
+from collector.store import AlertQuery, AlertStatus, Ledger
 from kilowatch import yamlconfig
 from kilowatch.mqtt_contract import (
     SCHEMA_VERSION,

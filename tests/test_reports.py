@@ -13,10 +13,10 @@ import pytest
 from collector.alerts import VIETNAM, AlertStore
 from collector.api import create_app
 from collector.detectors.config import MeterConfig, Role, SiteConfig, Sites
-from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
 from collector.notifiers.digest import digest
 from collector.reports import ledger_reporter
+from collector.store import Ledger
 from tests.alert_support import finding
 from tests.collector_support import batch, reading
 

@@ -7,19 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from collector.alerts import (
-    VIETNAM,
-    AlertOut,
-    AlertQuery,
-    AlertStatus,
-    AlertStore,
-    local_day_ms,
-    to_datetime,
-    to_ms,
-    vnd_en,
-    vnd_vi,
-)
+from collector.alerts import VIETNAM, AlertOut, AlertStore, local_day_ms, to_datetime, to_ms, vnd_en, vnd_vi
 from collector.reports import Reporter, SiteDay, summary_lines
+from collector.store import AlertQuery, AlertStatus
 
 MAX_ALERTS = 1000
 """Alerts a digest lists at most, per list."""
