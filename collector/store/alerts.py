@@ -14,13 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from collector.detectors.findings import Detector
-from collector.store import outbox, schema
+from collector.store import connection, outbox
+from collector.store.connection import Closing
 from collector.store.outbox import NotificationRow
 
 
@@ -174,7 +174,7 @@ class AlertTransaction:
         return self._db.execute("INSERT OR IGNORE INTO digest_days VALUES (?, ?)", (day, at_ms)).rowcount == 1
 
 
-class AlertLedger:
+class AlertLedger(Closing):
     """The alert tables on a connection of their own; methods are serialised by a lock.
 
     Args:
@@ -183,20 +183,12 @@ class AlertLedger:
 
     def __init__(self, path: Path | str) -> None:
         self._lock = threading.Lock()
-        self._db = schema.open_side_writer(Path(path))
+        self._db = connection.open_side_writer(Path(path))
         self._db.row_factory = sqlite3.Row
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @contextmanager
     def transaction(self) -> Iterator[AlertTransaction]:

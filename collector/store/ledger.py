@@ -39,13 +39,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 from collector import line_protocol
 from collector.intervals import CounterSample, CounterStep, bucket_start
-from collector.store import clock, delivery, gateways, intervals, outbox, readings, schema
+from collector.store import clock, connection, delivery, gateways, intervals, outbox, readings
 from collector.store.clock import QuarantineReason
+from collector.store.connection import Closing
 from collector.store.delivery import RejectedMessage
 from collector.store.intervals import BucketSums, CounterEvent, CounterEventKind
 from collector.store.reader import LedgerReader
@@ -128,7 +128,7 @@ class _Pending:
         """meter -> (site, gateway, profile) of its newest reading, first and last ts seen."""
 
 
-class Ledger:
+class Ledger(Closing):
     """The single writer. Creates the file and its tables when missing, upgrades an older one.
 
     Args:
@@ -146,20 +146,12 @@ class Ledger:
         """Each boot's offset from ``boot_clocks``, kept so a batch costs no look-up (forgotten on rollback)."""
         self._pending = _Pending()
         with self._lock:
-            self._db = schema.open_writer(self.path)
+            self._db = connection.open_writer(self.path)
 
     def close(self) -> None:
         """Close once any running transaction has finished."""
         with self._lock:
             self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def reader(self) -> LedgerReader:
         return LedgerReader(self.path)

@@ -10,13 +10,12 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from collector.detectors.series import Sample
 from collector.intervals import INTERVAL_MS
-from collector.store import outbox, readings, schema
+from collector.store import connection, outbox, readings
 from collector.store.clock import ClockStepSpan, QuarantineReason, QuarantineRow
+from collector.store.connection import Closing
 from collector.store.delivery import RejectedRow, SeqGapRow
 from collector.store.gateways import GatewayEventRow, GatewayRow, GatewayStateChange
 from collector.store.intervals import CounterEvent, CounterEventKind, IntervalRow
@@ -27,22 +26,14 @@ from kilowatch.mqtt_contract import ClockState, GatewayEventKind, GatewayState, 
 _NEWEST_TRUSTED = f"SELECT max(ts) FROM readings WHERE meter_id = ? AND ts <= ? AND {readings.TRUSTED}"  # noqa: S608
 
 
-class LedgerReader:
+class LedgerReader(Closing):
     """Queries on a read-only connection of its own."""
 
     def __init__(self, path: Path | str) -> None:
-        self._db = schema.open_reader(Path(path))
+        self._db = connection.open_reader(Path(path))
 
     def close(self) -> None:
         self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:

@@ -5,8 +5,8 @@ release before versioning (b5b063c and older): migration 1 creates the tables of
 ``IF NOT EXISTS``, so it creates a new file and only stamps an old one. A later change of the schema is a
 new entry at the end, never an edit of one that has shipped.
 
-Every connection that writes (the ledger's writer, the alerts' own connection) runs :func:`migrate` when it
-opens; one ``BEGIN IMMEDIATE`` makes whichever comes second find the work done.
+Every connection that writes (see :mod:`collector.store.connection`) runs :func:`migrate` when it opens;
+one ``BEGIN IMMEDIATE`` makes whichever comes second find the work done.
 """
 
 from __future__ import annotations
@@ -223,11 +223,6 @@ MIGRATIONS: tuple[str, ...] = (_V1,)
 SCHEMA_VERSION = len(MIGRATIONS)
 """The ``user_version`` of a ledger this code wrote or upgraded."""
 
-BUSY_TIMEOUT_MS = 10_000
-"""How long a writer waits for the other one (ledger or alerts) to finish its transaction."""
-
-READ_BUSY_TIMEOUT_MS = 5_000
-
 
 class NewerLedger(Exception):
     """The file was written by a newer release; this code does not know its schema."""
@@ -264,35 +259,3 @@ def migrate(db: sqlite3.Connection, path: Path) -> None:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
-
-
-def open_writer(path: Path) -> sqlite3.Connection:
-    """The ingest writer's connection: WAL, every commit fsynced, a large page cache; schema current."""
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    # WAL + synchronous=FULL: each commit (one per group of messages) fsyncs the WAL before the messages
-    # are acknowledged, so not even a power cut can undo readings the broker was told are stored. NORMAL
-    # would skip that fsync and could lose acknowledged groups on power loss; measured here, FULL cost
-    # nothing visible at 50 messages per commit (22-25k readings/s).
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("PRAGMA cache_size=-65536")  # KiB: 64 MiB of page cache for the writer
-    db.execute("PRAGMA temp_store=MEMORY")
-    migrate(db, path)
-    return db
-
-
-def open_side_writer(path: Path) -> sqlite3.Connection:
-    """A second writer beside the ingest writer (alerts): waits up to BUSY_TIMEOUT_MS for it."""
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    db.execute("PRAGMA journal_mode=WAL")
-    migrate(db, path)
-    return db
-
-
-def open_reader(path: Path) -> sqlite3.Connection:
-    """A read-only connection (WAL lets it read while a writer commits)."""
-    uri = path.absolute().as_uri() + "?mode=ro"
-    db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-    db.execute(f"PRAGMA busy_timeout={READ_BUSY_TIMEOUT_MS}")
-    return db
