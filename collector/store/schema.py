@@ -224,8 +224,9 @@ SCHEMA_VERSION = len(MIGRATIONS)
 """The ``user_version`` of a ledger this code wrote or upgraded."""
 
 
-class NewerLedger(Exception):
-    """The file was written by a newer release; this code does not know its schema."""
+class NewerLedger(sqlite3.DatabaseError):
+    """The file was written by a newer release; this code does not know its schema. A database error, so
+    callers that report a ledger they cannot open (``sqlite3.Error``) report this one too."""
 
     def __init__(self, path: Path, version: int) -> None:
         super().__init__(
