@@ -17,14 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kilowatch.counters import went_backwards
-from kilowatch.timebase import DAY_MS, SLOT_HOURS, SLOT_MS
-
-# Transitional: collector/ledger.py and collector/api.py (being moved by other lanes) still import these
-# from here; they go once those files import kilowatch.timebase (SLOT_MS, SLOT_HOURS, bucket_start).
-from kilowatch.timebase import bucket_start as bucket_start
-
-INTERVAL_MS = SLOT_MS
-HOURS_PER_INTERVAL = SLOT_HOURS
+from kilowatch.timebase import DAY_MS, SLOT_MS, bucket_start
 
 MAX_SPREAD_MS = DAY_MS
 """The longest step whose energy is spread over buckets; a longer one is a gap."""

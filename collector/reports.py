@@ -21,12 +21,12 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from collector.alerts import Alert, AlertQuery, AlertStore
+from collector.alerts import AlertStore
 from collector.detectors.common import Context, quantile
 from collector.detectors.config import Role, SiteConfig, Sites
 from collector.detectors.series import Series
 from collector.detectors.states import STATES, State, state_codes
-from collector.ledger import IntervalRow, LedgerReader
+from collector.store import Alert, AlertQuery, IntervalRow, LedgerReader
 from kilowatch.calendars import Band
 from kilowatch.timebase import (
     DAY_MS,

@@ -26,10 +26,10 @@ from collector.config import CollectorConfig
 from collector.detect_live import LiveDetection
 from collector.detectors.config import load_sites
 from collector.ingest import Ingestor
-from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
 from collector.notifiers.dispatch import Notifications, channels
 from collector.reports import ledger_reporter
+from collector.store import Ledger
 from collector.tsdb import TsdbWriter
 from kilowatch import __version__
 from kilowatch.yamlconfig import ConfigError

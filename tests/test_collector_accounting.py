@@ -12,8 +12,8 @@ import pytest
 from collector.api.app import create_app
 from collector.config import MqttSettings
 from collector.ingest import Ingestor
-from collector.ledger import Ledger, QuarantineReason
 from collector.metrics import CollectorMetrics
+from collector.store import Ledger, QuarantineReason
 from kilowatch.mqtt_contract import (
     SCHEMA_VERSION,
     Channel,

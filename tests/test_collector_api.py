@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from collector.api.app import create_app
-from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics, RejectReason
+from collector.store import Ledger
 from kilowatch.mqtt_contract import ClockState, Quality, Reading
 from tests.api_support import api_client
 from tests.collector_support import at, batch, reading

@@ -14,8 +14,8 @@ from asgi_lifespan import LifespanManager
 
 from collector.alerts import AlertStore
 from collector.api.app import create_app
-from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
+from collector.store import Ledger
 from tests.alert_support import finding
 from tests.api_support import api_client, open_descriptors
 

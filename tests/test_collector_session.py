@@ -15,7 +15,7 @@ import aiomqtt
 import pytest
 
 from app.processes import Mosquitto, Process, free_port, port_open, wait_until, write_collector_config
-from collector.ledger import LedgerReader
+from collector.store import LedgerReader
 from kilowatch.mqtt_contract import Channel, topic
 from tests.collector_support import at, batch, reading
 from tests.services import eventually

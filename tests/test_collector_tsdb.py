@@ -13,9 +13,9 @@ import pytest
 from app.processes import Process, VictoriaMetrics, wait_until
 from collector.config import MqttSettings, TsdbSettings
 from collector.ingest import Ingestor
-from collector.ledger import Ledger
 from collector.line_protocol import lines
 from collector.metrics import CollectorMetrics
+from collector.store import Ledger
 from collector.tsdb import TsdbWriter
 from kilowatch.mqtt_contract import Channel, ClockState, Quality, Reading, ReadingsBatch, topic
 from tests.collector_support import at, batch, reading

@@ -26,12 +26,12 @@ import yaml
 
 from app.evaluation.evaluate import scenario_sites
 from app.processes import Mosquitto, Process, free_port, require_binary, wait_until
-from collector.alerts import AlertChange, AlertQuery, AlertStatus, AlertStore
+from collector.alerts import AlertChange, AlertStore
 from collector.config import CollectorConfig, DetectionSettings
 from collector.detect_live import LiveDetection
 from collector.detectors.config import load_sites
 from collector.detectors.findings import Detector, Finding
-from collector.ledger import Ledger
+from collector.store import AlertQuery, AlertStatus, Ledger
 from kilowatch import yamlconfig
 from kilowatch.mqtt_contract import (
     SCHEMA_VERSION,

@@ -13,10 +13,10 @@ import pytest
 from collector.alerts import AlertStore
 from collector.api.app import create_app
 from collector.detectors.config import MeterConfig, Role, SiteConfig, Sites
-from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
 from collector.notifiers.digest import digest
 from collector.reports import ledger_reporter
+from collector.store import Ledger
 from kilowatch.timebase import VIETNAM_TZ
 from tests.alert_support import finding
 from tests.api_support import api_client

@@ -10,9 +10,7 @@ Nothing is shared in memory with the collector: what is scored is what a facilit
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -35,6 +33,7 @@ from app.processes import (
     wait_for,
 )
 from collector.detectors.findings import Detector
+from collector.store import LedgerReader
 from sim.scenario import Scenario
 
 Say = Callable[[str], None]
@@ -101,9 +100,8 @@ def _write_configs(
 
 
 def _stored_batches(ledger: Path) -> int:
-    uri = ledger.absolute().as_uri() + "?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-        return int(db.execute("SELECT count(*) FROM batches").fetchone()[0])
+    with LedgerReader(ledger) as reader:
+        return reader.stored_batches()
 
 
 def _counter(metrics: str, name: str) -> float:

@@ -16,15 +16,14 @@ from collector.alerts import (
     AlertConflict,
     AlertError,
     AlertOut,
-    AlertQuery,
-    AlertStatus,
     InvalidSilence,
     UnknownAlert,
-    to_ms,
 )
 from collector.api.deps import Alerts
 from collector.api.problems import ApiError, Conflict, NotFound, Unprocessable, problem, require_order
 from collector.detectors.findings import Detector
+from collector.store import AlertQuery, AlertStatus
+from kilowatch.timebase import to_ms
 
 _REFUSALS: dict[type[AlertError], type[ApiError]] = {
     UnknownAlert: NotFound,

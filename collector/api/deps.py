@@ -19,8 +19,8 @@ from fastapi import Depends, Query, Request
 
 from collector.alerts import AlertStore
 from collector.detectors.config import Sites
-from collector.ledger import LedgerReader
 from collector.metrics import CollectorMetrics
+from collector.store import LedgerReader
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,9 @@ from datetime import datetime
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from collector.alerts import to_datetime
 from collector.api.deps import Limit, Reader
 from kilowatch.mqtt_contract import GatewayEventKind, GatewayState
+from kilowatch.timebase import utc_datetime
 
 
 class GatewayOut(BaseModel):
@@ -45,7 +45,7 @@ class SeqGapOut(BaseModel):
 
 
 def _optional_datetime(ms: int | None) -> datetime | None:
-    return None if ms is None else to_datetime(ms)
+    return None if ms is None else utc_datetime(ms)
 
 
 router = APIRouter(prefix="/api/v1/gateways", tags=["accounting"])
@@ -59,10 +59,10 @@ def list_gateways(reader: Reader) -> list[GatewayOut]:
             site=row.site,
             gateway=row.gateway,
             state=GatewayState(row.state),
-            ts=to_datetime(row.ts),
+            ts=utc_datetime(row.ts),
             agent_version=row.agent_version,
             meters=row.meters,
-            received_at=to_datetime(row.received_at),
+            received_at=utc_datetime(row.received_at),
         )
         for row in reader.gateways()
     ]
@@ -75,13 +75,13 @@ def list_gateway_events(reader: Reader, limit: Limit = 100) -> list[GatewayEvent
         GatewayEventOut(
             site=row.site,
             gateway=row.gateway,
-            ts=to_datetime(row.ts),
+            ts=utc_datetime(row.ts),
             kind=row.kind,
             readings=row.readings,
             oldest_ts=_optional_datetime(row.oldest_ts),
             newest_ts=_optional_datetime(row.newest_ts),
             detail=row.detail,
-            received_at=to_datetime(row.received_at),
+            received_at=utc_datetime(row.received_at),
         )
         for row in reader.gateway_events(limit)
     ]
@@ -98,7 +98,7 @@ def list_seq_gaps(reader: Reader) -> list[SeqGapOut]:
             first_seq=row.first_seq,
             last_seq=row.last_seq,
             batches=row.last_seq - row.first_seq + 1,
-            detected_at=to_datetime(row.detected_at),
+            detected_at=utc_datetime(row.detected_at),
         )
         for row in reader.seq_gaps()
     ]

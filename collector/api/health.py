@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
 from collector.api.deps import Context
-from collector.ledger import LedgerReader
+from collector.store import LedgerReader
 
 
 class HealthOut(BaseModel):

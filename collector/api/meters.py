@@ -8,12 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
-from collector.alerts import to_datetime, to_ms
 from collector.api.deps import Now, Reader
 from collector.api.problems import InvalidRange, NotFound, problem, require_order
-from collector.ledger import IntervalRow
+from collector.store import IntervalRow
 from kilowatch.mqtt_contract import ClockState, Quality
-from kilowatch.timebase import SLOT_HOURS, SLOT_MS
+from kilowatch.timebase import SLOT_HOURS, SLOT_MS, to_ms, utc_datetime
 
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_RANGE = timedelta(days=31)
@@ -72,8 +71,8 @@ def list_meters(reader: Reader) -> list[MeterOut]:
             site=m.site,
             gateway=m.gateway,
             profile=m.profile,
-            first_seen=to_datetime(m.first_seen),
-            last_seen=to_datetime(m.last_seen),
+            first_seen=utc_datetime(m.first_seen),
+            last_seen=utc_datetime(m.last_seen),
         )
         for m in reader.meters()
     ]
@@ -86,7 +85,7 @@ def latest(meter_id: str, reader: Reader) -> LatestOut:
         raise UnknownMeter(meter_id)
     return LatestOut(
         meter=row.meter_id,
-        ts=to_datetime(row.ts),
+        ts=utc_datetime(row.ts),
         values=row.values,
         quality=row.quality,
         value_quality=row.value_quality,
@@ -124,8 +123,8 @@ def intervals(
 def _interval_out(row: IntervalRow) -> IntervalOut:
     imported, exported = row.energy_import_kwh, row.energy_export_kwh
     return IntervalOut(
-        start=to_datetime(row.start_ms),
-        end=to_datetime(row.start_ms + SLOT_MS),
+        start=utc_datetime(row.start_ms),
+        end=utc_datetime(row.start_ms + SLOT_MS),
         energy_import_kwh=imported,
         energy_export_kwh=exported,
         mean_kw=None if imported is None else (imported - (exported or 0.0)) / SLOT_HOURS,

@@ -8,9 +8,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from collector.alerts import to_datetime
 from collector.api.deps import Limit, Reader
-from collector.ledger import QuarantineReason
+from collector.store import QuarantineReason
+from kilowatch.timebase import utc_datetime
 
 
 class QuarantinedOut(BaseModel):
@@ -43,13 +43,13 @@ def list_quarantine(
             meter=row.meter_id,
             site=row.site,
             gateway=row.gateway,
-            ts=to_datetime(row.ts),
+            ts=utc_datetime(row.ts),
             boot_id=row.boot_id,
             mono_ms=row.mono_ms,
             values=row.reading.values,
             reason=row.reason,
             detail=row.reason.detail,
-            received_at=to_datetime(row.received_at),
+            received_at=utc_datetime(row.received_at),
         )
         for row in reader.quarantine(meter, limit)
     ]

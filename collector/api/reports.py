@@ -7,10 +7,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from collector.alerts import VIETNAM
 from collector.api.deps import Context, Now
 from collector.api.problems import NotFound, problem
 from collector.reports import SiteDay, ledger_reporter
+from kilowatch.timebase import VIETNAM_TZ
 
 router = APIRouter(prefix="/api/v1/sites", tags=["reports"])
 
@@ -28,7 +28,7 @@ def daily_report(
     if context.sites is None:
         raise NotFound("no sites: detection is not configured (detection.sites in collector.yaml)")
     report = ledger_reporter(context.ledger_path, context.sites)(
-        site, day or now.astimezone(VIETNAM).date() - timedelta(days=1)
+        site, day or now.astimezone(VIETNAM_TZ).date() - timedelta(days=1)
     )
     if report is None:
         raise NotFound(f"unknown site {site!r}")
