@@ -208,7 +208,10 @@ async def test_healthz_reports_mqtt_and_ledger(
             "mqtt_connected": True,
             "ledger_ok": True,
         }
-    async with api(tmp_path / "missing.db", metrics, lambda: True) as client:
+    broken = tmp_path / "broken.db"
+    Ledger(broken).close()
+    async with api(broken, metrics, lambda: True) as client:
+        broken.write_bytes(b"not a database" * 512)  # the file is damaged while the server runs
         response = await client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["status"] == "failing"
