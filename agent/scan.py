@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import termios
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -32,7 +32,7 @@ from agent.transport import (
     SerialPortLink,
     serial_open_problem,
 )
-from kilowatch.profiles import Profile, Register, Table
+from kilowatch.profiles import FingerprintCheck, Located, Parameter, Profile, Table
 
 CONNECT_TIMEOUT_S = 3.0
 """Opening the link may take longer than a unit's answer (a serial server across a network)."""
@@ -95,15 +95,16 @@ def refused_settings(link: SerialPortLink) -> str | None:
     return reason
 
 
-def probe_register(profiles: Sequence[Profile]) -> Register:
-    """The register every unit is asked for: the first fingerprint check of the first profile."""
+def probe_register(profiles: Sequence[Profile]) -> Located:
+    """The register every unit is asked for: the first value check of the first profile that has one."""
     for profile in profiles:
-        if profile.fingerprint:
-            return profile.register(profile.fingerprint[0].quantity)
+        for check in profile.fingerprint:
+            if check.refuses is None:
+                return profile.check_target(check)
     raise ValueError("none of the profiles has a fingerprint to scan with")
 
 
-async def probe(reader: RegisterReader, unit: int, register: Register) -> str | None:
+async def probe(reader: RegisterReader, unit: int, register: Located) -> str | None:
     """What `unit` answered to one read of `register`, or None if it is not there."""
     try:
         await reader.read(register.table, register.address, register.count, unit)
@@ -121,16 +122,22 @@ async def probe(reader: RegisterReader, unit: int, register: Register) -> str | 
 
 
 async def identify(reader: RegisterReader, unit: int, profiles: Sequence[Profile]) -> str | None:
-    """Id of the first profile whose every fingerprint check reads a value in range, or None."""
-    cache: dict[tuple[Table, int, int], list[int] | None] = {}
+    """Id of the first profile whose every fingerprint check passes, or None.
 
-    async def words(reg: Register) -> list[int] | None:
-        key = (reg.table, reg.address, reg.count)
+    A value check passes when its register answers with a value the check accepts; a `refuses` check
+    when the meter answers its read with a Modbus exception (silence proves nothing).
+    """
+    cache: dict[tuple[Table, int, int], list[int] | ModbusExceptionResponse | None] = {}
+
+    async def words(table: Table, address: int, count: int) -> list[int] | ModbusExceptionResponse | None:
+        key = (table, address, count)
         if key not in cache:
             try:
-                cache[key] = await reader.read(reg.table, reg.address, reg.count, unit)
+                cache[key] = await reader.read(table, address, count, unit)
             except BusUnavailable:
                 raise
+            except ModbusExceptionResponse as exc:
+                cache[key] = None if exc.code in GATEWAY_FAILURES else exc
             except AgentError:
                 cache[key] = None
         return cache[key]
@@ -139,13 +146,33 @@ async def identify(reader: RegisterReader, unit: int, profiles: Sequence[Profile
         if not profile.fingerprint:
             continue
         for check in profile.fingerprint:
-            reg = profile.register(check.quantity)
-            read = await words(reg)
-            if read is None or not check.accepts(reg.decode(read)):
+            if not await _passes(profile, check, words):
                 break
         else:
             return profile.id
     return None
+
+
+async def _passes(
+    profile: Profile,
+    check: FingerprintCheck,
+    words: Callable[[Table, int, int], Awaitable[list[int] | ModbusExceptionResponse | None]],
+) -> bool:
+    if check.refuses is not None:
+        ref = check.refuses
+        return isinstance(await words(ref.table, ref.address, ref.count), ModbusExceptionResponse)
+    target = profile.check_target(check)
+    read = await words(target.table, target.address, target.count)
+    if not isinstance(read, list):
+        return False
+    value = (
+        target.decode(read)
+        if isinstance(target, Parameter)
+        else profile.decode({(target.table, target.address + i): w for i, w in enumerate(read)}).get(
+            check.quantity or ""
+        )
+    )
+    return check.accepts(value)
 
 
 async def scan_reader(

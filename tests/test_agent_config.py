@@ -96,7 +96,7 @@ def test_the_defaults_the_sample_config_shows_are_the_real_ones(tmp_path: Path) 
             line = f"{match[1]}{match[2]}: {match[3]}"
             uncommented += 1
         lines.append(line)
-    assert uncommented == 30
+    assert uncommented == 32
     explicit = tmp_path / "agent.yaml"
     explicit.write_text("\n".join(lines))
     assert yamlconfig.load(AgentConfig, explicit) == yamlconfig.load(AgentConfig, EXAMPLE)
