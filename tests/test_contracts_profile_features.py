@@ -101,8 +101,11 @@ def test_holding_and_input_registers_are_read_with_their_own_function_code() -> 
     )
     image = RegisterImage(p)
     values = {"voltage_l1_v": 230.0, "current_l1_a": 5.0}
-    assert p.decode_words({0: image.read(3, 0, 2, values)}, Table.HOLDING) == {"voltage_l1_v": 230.0}
-    assert p.decode_words({0: image.read(4, 0, 2, values)}, Table.INPUT) == {"current_l1_a": 5.0}
+    holding, read_input = image.read(3, 0, 2, values), image.read(4, 0, 2, values)
+    assert isinstance(holding, list)
+    assert isinstance(read_input, list)
+    assert p.decode_words({0: holding}, Table.HOLDING) == {"voltage_l1_v": 230.0}
+    assert p.decode_words({0: read_input}, Table.INPUT) == {"current_l1_a": 5.0}
 
 
 def test_a_vector_names_its_table_when_the_profile_uses_both(tmp_path: Path) -> None:
