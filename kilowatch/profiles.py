@@ -20,7 +20,16 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from kilowatch import yamlconfig
 from kilowatch.quantities import QUANTITIES
-from kilowatch.registers import INTEGER_BITS, DataType, WordOrder, decode, register_count, representable
+from kilowatch.registers import (
+    INTEGER_BITS,
+    SIGNED,
+    DataType,
+    WordOrder,
+    decode,
+    encode,
+    register_count,
+    representable,
+)
 
 PROFILE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{0,63}$"
 PARAMETER_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
@@ -135,6 +144,21 @@ class Located(_Strict):
         """What this value is called in messages."""
         raise NotImplementedError
 
+    def stored(self, value: float, factor: float = 1.0, offset: float = 0.0) -> float | int:
+        """The number a meter stores for `value`: (value - offset) / (scale * factor), fitted to the type.
+
+        Unsigned integers wrap around as real counters roll over; signed integers saturate.
+        """
+        raw = (value - offset) / (self.scale * factor)
+        bits = INTEGER_BITS.get(self.type)
+        if bits is None:
+            return raw
+        whole = round(raw)
+        if self.type in SIGNED:
+            limit = 1 << (bits - 1)
+            return min(limit - 1, max(-limit, whole))
+        return whole % (1 << bits)
+
 
 class Parameter(Located):
     """A register the measurements depend on or a scan recognises the model by: a scale-factor exponent,
@@ -207,6 +231,9 @@ class Register(Located):
     @property
     def label(self) -> str:
         return self.quantity
+
+    def stored(self, value: float, factor: float = 1.0, offset: float | None = None) -> float | int:
+        return super().stored(value, factor, self.offset if offset is None else offset)
 
     def raw(self, words: list[int]) -> float | None:
         """The number in the wire words, None for a sentinel or a non-finite number."""
@@ -472,6 +499,30 @@ class Profile(_Strict):
         assert check.parameter is not None, "a refuses check reads no value"
         return self.parameter(check.parameter)
 
+    def factors(
+        self, params: Mapping[str, float | None], ratios: Ratios | None = None
+    ) -> dict[str, float | None]:
+        """What each register's raw value is multiplied by besides its scale: 10^scale_factor and the CT/VT
+        ratios, from the parameters' values (the meter's) and `ratios` (the config's, for those the meter
+        does not hold). Missing: a parameter it needs was not read; None: it holds no number."""
+        config = ratios or Ratios()
+        held = self.ratio_registers
+        ct = config.ct if held.ct is None else params.get(held.ct)
+        vt = config.vt if held.vt is None else params.get(held.vt)
+        out: dict[str, float | None] = {}
+        for reg in self.registers:
+            factor: float | None = 1.0
+            if reg.scale_factor is not None:
+                if reg.scale_factor not in params:
+                    continue
+                exponent = params[reg.scale_factor]
+                factor = None if exponent is None else 10.0**exponent
+            for scaled, ratio in ((reg.ct_scaled, ct), (reg.vt_scaled, vt)):
+                if scaled:
+                    factor = None if factor is None or ratio is None else factor * ratio
+            out[reg.quantity] = factor
+        return out
+
     def decode(self, words: Words, ratios: Ratios | None = None) -> dict[str, float | None]:
         """Every quantity whose words (and parameters) were read; None: not available.
 
@@ -482,32 +533,29 @@ class Profile(_Strict):
             span = _span(words, param)
             if span is not None:
                 params[param.name] = param.decode(span)
-        config = ratios or Ratios()
-        ct = self._ratio(self.ratio_registers.ct, config.ct, params)
-        vt = self._ratio(self.ratio_registers.vt, config.vt, params)
+        factors = self.factors(params, ratios)
         out: dict[str, float | None] = {}
         for reg in self.registers:
             span = _span(words, reg)
-            if span is None:
+            if span is None or reg.quantity not in factors:
                 continue
-            factor: float | None = 1.0
-            if reg.scale_factor is not None:
-                if reg.scale_factor not in params:
-                    continue
-                exponent = params[reg.scale_factor]
-                factor = None if exponent is None else 10.0**exponent
-            if reg.ct_scaled:
-                factor = None if factor is None or ct is None else factor * ct
-            if reg.vt_scaled:
-                factor = None if factor is None or vt is None else factor * vt
+            factor = factors[reg.quantity]
             out[reg.quantity] = None if factor is None else reg.decode(span, factor)
         return out
 
-    @staticmethod
-    def _ratio(name: str | None, configured: float, params: Mapping[str, float | None]) -> float | None:
-        if name is None:
-            return configured
-        return params.get(name)
+    def encode(
+        self, values: Mapping[str, float], ratios: Ratios | None = None
+    ) -> dict[tuple[Table, int], int]:
+        """The words a meter of this model holds while it shows `values` (one per register), each parameter
+        holding its `value`: the inverse of :meth:`decode`."""
+        factors = self.factors({p.name: p.value for p in self.parameters}, ratios)
+        raws: list[tuple[Located, float | int]] = [(p, p.stored(p.value)) for p in self.parameters]
+        raws += [(r, r.stored(values[r.quantity], factors[r.quantity] or 1.0)) for r in self.registers]
+        return {
+            (item.table, item.address + i): word
+            for item, raw in raws
+            for i, word in enumerate(encode(raw, item.type, item.word_order))
+        }
 
     def decode_words(
         self, words: dict[int, list[int]], table: Table | None = None, ratios: Ratios | None = None

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from enum import IntEnum
 
 from kilowatch.profiles import Located, Parameter, Profile, Ratios, Register, Table
-from kilowatch.registers import INTEGER_BITS, SIGNED, encode
+from kilowatch.registers import encode
 
 
 class ExceptionCode(IntEnum):
@@ -32,24 +32,6 @@ MAX_PDU_REGISTERS = 125
 """The protocol's own limit for one register read."""
 
 
-def raw_value(register: Located, value: float, factor: float = 1.0) -> float | int:
-    """The number a meter stores for `value`: (value - offset) / (scale * factor), fitted to the type.
-
-    `factor` is what the profile's parameters contribute (10^scale_factor, CT/VT ratios). Unsigned integers
-    wrap around as real counters roll over; signed integers saturate.
-    """
-    offset = register.offset if isinstance(register, Register) else 0.0
-    raw = (value - offset) / (register.scale * factor)
-    bits = INTEGER_BITS.get(register.type)
-    if bits is None:
-        return raw
-    whole = round(raw)
-    if register.type in SIGNED:
-        limit = 1 << (bits - 1)
-        return min(limit - 1, max(-limit, whole))
-    return whole % (1 << bits)
-
-
 class RegisterImage:
     """The register map of one profile, answering reads from a snapshot of quantity values.
 
@@ -63,17 +45,8 @@ class RegisterImage:
         self._starts: dict[Table, dict[int, Located]] = {table: {} for table in Table}
         for item in profile.located():
             self._starts[item.table][item.address] = item
-        params = {p.name: p.value for p in profile.parameters}
-        config = ratios or Ratios()
-        ratio_names = profile.ratio_registers
-        ct = params[ratio_names.ct] if ratio_names.ct else config.ct
-        vt = params[ratio_names.vt] if ratio_names.vt else config.vt
-        self._factors = {
-            reg.quantity: (10.0 ** params[reg.scale_factor] if reg.scale_factor else 1.0)
-            * (ct if reg.ct_scaled else 1.0)
-            * (vt if reg.vt_scaled else 1.0)
-            for reg in profile.registers
-        }
+        factors = profile.factors({p.name: p.value for p in profile.parameters}, ratios)
+        self._factors = {name: factor or 1.0 for name, factor in factors.items()}
 
     def plan(self, function_code: int, address: int, count: int) -> list[Located] | ExceptionCode:
         """The registers a read covers, whole and without gaps, or the exception code it is refused with."""
@@ -97,18 +70,9 @@ class RegisterImage:
     def raw(self, item: Located, values: Mapping[str, float]) -> float | int:
         """What the meter stores in `item` while it shows `values`."""
         if isinstance(item, Register):
-            return raw_value(item, values[item.quantity], self._factors[item.quantity])
+            return item.stored(values[item.quantity], self._factors[item.quantity])
         assert isinstance(item, Parameter)
-        return raw_value(item, item.value)
-
-    def words(self, values: Mapping[str, float]) -> dict[tuple[Table, int], int]:
-        """Every word the meter holds while it shows `values`, by table and address."""
-        return {
-            (item.table, item.address + i): word
-            for table in self._starts.values()
-            for item in table.values()
-            for i, word in enumerate(encode(self.raw(item, values), item.type, item.word_order))
-        }
+        return item.stored(item.value)
 
     def read(
         self, function_code: int, address: int, count: int, values: Mapping[str, float]

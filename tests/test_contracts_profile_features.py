@@ -59,9 +59,10 @@ def test_every_type_and_word_order_round_trips_through_the_simulator(
             }
         ]
     )
-    image = RegisterImage(p)
-    got = p.decode(image.words({"energy_import_kwh": 123.45}))
-    assert got["energy_import_kwh"] == pytest.approx(123.45, rel=1e-6)
+    words = RegisterImage(p).read(4, 0, p.registers[0].count, {"energy_import_kwh": 123.45})
+    assert isinstance(words, list)
+    assert p.encode({"energy_import_kwh": 123.45}) == {(Table.INPUT, i): w for i, w in enumerate(words)}
+    assert p.decode_words({0: words})["energy_import_kwh"] == pytest.approx(123.45, rel=1e-6)
 
 
 def test_a_wh_counter_maps_onto_kwh_with_a_fixed_scale() -> None:
@@ -81,7 +82,7 @@ def test_a_scale_factor_register_gives_the_power_of_ten() -> None:
     assert p.decode_words({0: [12345]}) == {}  # the value alone cannot be scaled
     image = RegisterImage(p)
     assert image.read(4, 10, 1, {"active_power_w": 0}) == encode(-1, DataType.INT16)
-    assert p.decode(image.words({"active_power_w": 2000.3}))["active_power_w"] == pytest.approx(2000.3)
+    assert p.decode(p.encode({"active_power_w": 2000.3}))["active_power_w"] == pytest.approx(2000.3)
 
 
 def test_a_scale_factor_must_name_a_parameter(tmp_path: Path) -> None:
@@ -178,7 +179,9 @@ async def test_the_poller_applies_the_meter_ratio_registers() -> None:
     values = {"current_l1_a": 60.0, "voltage_l1_v": 230.0, "active_power_w": 13_800.0, "frequency_hz": 50.0}
     image = RegisterImage(p, Ratios(ct=99, vt=99))  # the meter's own ratios win over any config
     assert image.read(4, 0, 2, values) == encode(3.0, DataType.FLOAT32)
-    result = await poll(MemoryReader({1: image.words(values)}), p, 1, ratios=Ratios(ct=99, vt=99))
+    result = await poll(
+        MemoryReader({1: p.encode(values, Ratios(ct=99, vt=99))}), p, 1, ratios=Ratios(ct=99, vt=99)
+    )
     assert result.values == pytest.approx(values)
     assert result.errors == {}
 
@@ -188,7 +191,7 @@ async def test_a_missing_scale_factor_says_why_its_registers_have_no_value() -> 
         parameters=[{"name": "w_sf", "address": 10, "type": "int16"}],
         registers=[{"quantity": "active_power_w", "address": 0, "type": "int16", "scale_factor": "w_sf"}],
     )
-    words = RegisterImage(p).words({"active_power_w": 5})
+    words = p.encode({"active_power_w": 5})
     del words[(Table.INPUT, 10)]
     result = await poll(MemoryReader({1: words}), p, 1)
     assert "illegal data address" in result.errors["active_power_w"]
@@ -256,7 +259,7 @@ async def test_a_model_code_tells_meters_with_the_same_map_apart() -> None:
     )
     values = {"frequency_hz": 50.0, "voltage_l1_v": 230.0}
     for served in (a, b):
-        reader = MemoryReader({1: RegisterImage(served).words(values)})
+        reader = MemoryReader({1: served.encode(values)})
         assert await identify(reader, 1, [a, b]) == served.id
 
 
@@ -275,11 +278,8 @@ async def test_a_refused_address_tells_a_smaller_sibling_apart() -> None:
         ],
     )
     values = {"frequency_hz": 50.0, "voltage_l1_v": 230.0, "current_l1_a": 1.0}
-    assert await identify(MemoryReader({1: RegisterImage(big).words(values)}), 1, [small, big]) == "meter-big"
-    assert (
-        await identify(MemoryReader({1: RegisterImage(small).words(values)}), 1, [small, big])
-        == "meter-small"
-    )
+    assert await identify(MemoryReader({1: big.encode(values)}), 1, [small, big]) == "meter-big"
+    assert await identify(MemoryReader({1: small.encode(values)}), 1, [small, big]) == "meter-small"
     assert RegisterImage(small).read(4, 4, 2, values) is ExceptionCode.ILLEGAL_DATA_ADDRESS
 
 

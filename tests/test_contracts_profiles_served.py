@@ -22,7 +22,6 @@ from agent.scan import identify
 from agent.transport import ModbusReader, TcpLink
 from kilowatch.profiles import Profile, builtin_ids, load_builtin
 from kilowatch.registers import INTEGER_BITS
-from sim.register_image import RegisterImage
 from sim.server import SimServer
 from tests.services import Process, wait_until
 
@@ -72,7 +71,7 @@ def truth(profile: Profile) -> dict[str, float]:
 async def test_the_agent_reads_every_quantity_back(served: tuple[Profile, int]) -> None:
     profile, port = served
     shown = truth(profile)
-    stored = profile.decode(RegisterImage(profile).words(shown))
+    stored = profile.decode(profile.encode(shown))
     async with ModbusReader(TcpLink("127.0.0.1", port), bus="sim", timeout_s=5) as reader:
         result = await poll(reader, profile, 1, plan(profile))
     assert result.errors == {}, f"{profile.id}: {result.errors}"
