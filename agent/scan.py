@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import errno
 import termios
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import BaseModel, Field
 
@@ -32,7 +32,7 @@ from agent.transport import (
     SerialPortLink,
     serial_open_problem,
 )
-from kilowatch.profiles import FingerprintCheck, Located, Parameter, Profile, Table
+from kilowatch.profiles import REFUSED, Answer, Profile, Table
 
 CONNECT_TIMEOUT_S = 3.0
 """Opening the link may take longer than a unit's answer (a serial server across a network)."""
@@ -95,19 +95,19 @@ def refused_settings(link: SerialPortLink) -> str | None:
     return reason
 
 
-def probe_register(profiles: Sequence[Profile]) -> Located:
-    """The register every unit is asked for: the first value check of the first profile that has one."""
+def probe_register(profiles: Sequence[Profile]) -> tuple[Table, int, int]:
+    """The read every unit is probed with: that of the first value check of the first profile with one."""
     for profile in profiles:
         for check in profile.fingerprint:
             if check.refuses is None:
-                return profile.check_target(check)
+                return profile.check_read(check)
     raise ValueError("none of the profiles has a fingerprint to scan with")
 
 
-async def probe(reader: RegisterReader, unit: int, register: Located) -> str | None:
-    """What `unit` answered to one read of `register`, or None if it is not there."""
+async def probe(reader: RegisterReader, unit: int, read: tuple[Table, int, int]) -> str | None:
+    """What `unit` answered to one `read` (table, address, count), or None if it is not there."""
     try:
-        await reader.read(register.table, register.address, register.count, unit)
+        await reader.read(*read, unit)
     except ModbusExceptionResponse as exc:
         if exc.code in GATEWAY_FAILURES:
             return None
@@ -122,57 +122,30 @@ async def probe(reader: RegisterReader, unit: int, register: Located) -> str | N
 
 
 async def identify(reader: RegisterReader, unit: int, profiles: Sequence[Profile]) -> str | None:
-    """Id of the first profile whose every fingerprint check passes, or None.
+    """Id of the first profile whose every fingerprint check passes (see ``Profile.passes``), or None."""
+    cache: dict[tuple[Table, int, int], Answer] = {}
 
-    A value check passes when its register answers with a value the check accepts; a `refuses` check
-    when the meter answers its read with a Modbus exception (silence proves nothing).
-    """
-    cache: dict[tuple[Table, int, int], list[int] | ModbusExceptionResponse | None] = {}
-
-    async def words(table: Table, address: int, count: int) -> list[int] | ModbusExceptionResponse | None:
-        key = (table, address, count)
-        if key not in cache:
+    async def answer(read: tuple[Table, int, int]) -> Answer:
+        if read not in cache:
             try:
-                cache[key] = await reader.read(table, address, count, unit)
+                cache[read] = await reader.read(*read, unit)
             except BusUnavailable:
                 raise
             except ModbusExceptionResponse as exc:
-                cache[key] = None if exc.code in GATEWAY_FAILURES else exc
+                cache[read] = None if exc.code in GATEWAY_FAILURES else REFUSED
             except AgentError:
-                cache[key] = None
-        return cache[key]
+                cache[read] = None
+        return cache[read]
 
     for profile in profiles:
         if not profile.fingerprint:
             continue
         for check in profile.fingerprint:
-            if not await _passes(profile, check, words):
+            if not profile.passes(check, await answer(profile.check_read(check))):
                 break
         else:
             return profile.id
     return None
-
-
-async def _passes(
-    profile: Profile,
-    check: FingerprintCheck,
-    words: Callable[[Table, int, int], Awaitable[list[int] | ModbusExceptionResponse | None]],
-) -> bool:
-    if check.refuses is not None:
-        ref = check.refuses
-        return isinstance(await words(ref.table, ref.address, ref.count), ModbusExceptionResponse)
-    target = profile.check_target(check)
-    read = await words(target.table, target.address, target.count)
-    if not isinstance(read, list):
-        return False
-    value = (
-        target.decode(read)
-        if isinstance(target, Parameter)
-        else profile.decode({(target.table, target.address + i): w for i, w in enumerate(read)}).get(
-            check.quantity or ""
-        )
-    )
-    return check.accepts(value)
 
 
 async def scan_reader(
@@ -183,10 +156,10 @@ async def scan_reader(
     progress: Progress,
 ) -> list[Found]:
     """Probe `units` one after the other on one reader and fingerprint those that answer."""
-    register = probe_register(profiles)
+    read = probe_register(profiles)
     found = []
     for unit in units:
-        answer = await probe(reader, unit, register)
+        answer = await probe(reader, unit, read)
         if answer is not None:
             model = await identify(reader, unit, profiles)
             found.append(Found(transport=transport, unit=unit, model=model, answer=answer))

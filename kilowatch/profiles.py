@@ -13,7 +13,7 @@ from enum import StrEnum
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Final, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -348,6 +348,9 @@ class FingerprintCheck(_Strict):
 
 Words = Mapping[tuple[Table, int], int]
 """Every word read in one poll by table and wire address."""
+REFUSED: Final = "refused"
+Answer = list[int] | Literal["refused"] | None
+"""What one read got: the words, a Modbus exception (REFUSED), or nothing (silence, a broken frame)."""
 
 
 class Profile(_Strict):
@@ -492,12 +495,47 @@ class Profile(_Strict):
                 return param
         raise KeyError(name)
 
-    def check_target(self, check: FingerprintCheck) -> Located:
-        """The register a value check reads."""
+    def check_read(self, check: FingerprintCheck) -> tuple[Table, int, int]:
+        """The read a fingerprint check makes: table, address and register count."""
+        if check.refuses is not None:
+            return check.refuses.table, check.refuses.address, check.refuses.count
+        target: Located
         if check.quantity is not None:
-            return self.register(check.quantity)
-        assert check.parameter is not None, "a refuses check reads no value"
-        return self.parameter(check.parameter)
+            target = self.register(check.quantity)
+        else:
+            assert check.parameter is not None
+            target = self.parameter(check.parameter)
+        return target.table, target.address, target.count
+
+    def passes(self, check: FingerprintCheck, answer: Answer) -> bool:
+        """Whether a fingerprint check passes on what its read got.
+
+        A `refuses` check passes on an exception alone (silence proves nothing); a value check when the
+        words decode to a value it accepts. A quantity that needs a scale factor or a ratio held by the
+        meter cannot be decoded from its own words and never passes: check the parameter instead.
+        """
+        if check.refuses is not None:
+            return answer == REFUSED
+        if not isinstance(answer, list):
+            return False
+        if check.parameter is not None:
+            return check.accepts(self.parameter(check.parameter).decode(answer))
+        table, address, _ = self.check_read(check)
+        words = {(table, address + i): w for i, w in enumerate(answer)}
+        return check.accepts(self.decode(words).get(check.quantity or ""))
+
+    def recognises(self, words: Words) -> bool:
+        """Whether this profile's fingerprint identifies a meter that holds `words` and refuses every read
+        of another address (as most meters do, and as the simulator does)."""
+        if not self.fingerprint:
+            return False
+        for check in self.fingerprint:
+            table, address, count = self.check_read(check)
+            span = [words.get((table, a)) for a in range(address, address + count)]
+            answer: Answer = REFUSED if None in span else [w for w in span if w is not None]
+            if not self.passes(check, answer):
+                return False
+        return True
 
     def factors(
         self, params: Mapping[str, float | None], ratios: Ratios | None = None
