@@ -527,15 +527,14 @@ class Profile(_Strict):
     def recognises(self, words: Words) -> bool:
         """Whether this profile's fingerprint identifies a meter that holds `words` and refuses every read
         of another address (as most meters do, and as the simulator does)."""
-        if not self.fingerprint:
-            return False
-        for check in self.fingerprint:
-            table, address, count = self.check_read(check)
-            span = [words.get((table, a)) for a in range(address, address + count)]
-            answer: Answer = REFUSED if None in span else [w for w in span if w is not None]
-            if not self.passes(check, answer):
-                return False
-        return True
+        return bool(self.fingerprint) and self.failing_check(words) is None
+
+    def failing_check(self, words: Words) -> int | None:
+        """Index of the first fingerprint check that fails on a meter holding `words` (None: all pass)."""
+        for i, check in enumerate(self.fingerprint):
+            if not self.passes(check, held(words, *self.check_read(check))):
+                return i
+        return None
 
     def factors(
         self, params: Mapping[str, float | None], ratios: Ratios | None = None
@@ -610,6 +609,12 @@ class Profile(_Strict):
         return self.decode(flat, ratios)
 
 
+def held(words: Words, table: Table, address: int, count: int) -> Answer:
+    """What a meter holding exactly `words` answers to a read: the words, or REFUSED."""
+    span = [words.get((table, a)) for a in range(address, address + count)]
+    return REFUSED if None in span else [w for w in span if w is not None]
+
+
 def _span(words: Words, item: Located) -> list[int] | None:
     """The words of `item`, if all of them were read."""
     span = [words.get((item.table, a)) for a in range(item.address, item.address + item.count)]
@@ -655,8 +660,29 @@ def builtin_ids() -> list[str]:
     return sorted(p.stem for p in builtin_dir().glob("*.yaml"))
 
 
+class VectorFailure(BaseModel):
+    """A value a test vector expects and the profile decodes otherwise, with a hint at the likely cause."""
+
+    index: int
+    quantity: str
+    expected: float | None
+    actual: float | str | None
+    hint: str
+
+    def message(self, profile_id: str) -> str:
+        return (
+            f"{profile_id}: test_vectors[{self.index}] {self.quantity}: expected {self.expected}, "
+            f"got {self.actual}" + (f" ({self.hint})" if self.hint else "")
+        )
+
+
 def vector_failures(profile: Profile) -> list[str]:
     """Decode every test vector of `profile`; one message per value that differs from what it expects."""
+    return [failure.message(profile.id) for failure in explain_vectors(profile)]
+
+
+def explain_vectors(profile: Profile) -> list[VectorFailure]:
+    """Every value a test vector expects that `profile` decodes otherwise, each with its likely cause."""
     failures = []
     for i, vector in enumerate(profile.test_vectors):
         got = profile.decode_words(vector.words, vector.table, vector.ratios)
@@ -667,7 +693,68 @@ def vector_failures(profile: Profile) -> list[str]:
             else:
                 ok = math.isclose(actual, expected, rel_tol=vector.tolerance, abs_tol=1e-9)
             if not ok:
+                hint = _vector_hint(profile, vector, profile.register(quantity), expected, actual)
                 failures.append(
-                    f"{profile.id}: test_vectors[{i}] {quantity}: expected {expected}, got {actual}"
+                    VectorFailure(index=i, quantity=quantity, expected=expected, actual=actual, hint=hint)
                 )
     return failures
+
+
+def _vector_hint(
+    profile: Profile, vector: TestVector, reg: Register, expected: float | None, actual: float | str | None
+) -> str:
+    """Why a vector's value came out wrong, as far as the words tell."""
+    tables = {item.table for item in profile.located()}
+    table = vector.table or (tables.pop() if len(tables) == 1 else Table.INPUT)
+    flat = {start + i: w for start, run in vector.words.items() for i, w in enumerate(run)}
+    if table is not reg.table:
+        return (
+            f"the register is in the {reg.table.value} table, the vector's words in the {table.value} table"
+        )
+    missing = [a for a in range(reg.address, reg.address + reg.count) if a not in flat]
+    if missing:
+        return (
+            f"the words do not cover {', '.join(f'{a:#06x}' for a in missing)}: the register is a "
+            f"{reg.type.value} in {reg.count} registers from {reg.address:#06x}"
+        )
+    needed = [reg.scale_factor] if reg.scale_factor else []
+    needed += [
+        n
+        for flag, n in (
+            (reg.ct_scaled, profile.ratio_registers.ct),
+            (reg.vt_scaled, profile.ratio_registers.vt),
+        )
+        if flag and n
+    ]
+    for name in needed:
+        param = profile.parameter(name)
+        if any(a not in flat for a in range(param.address, param.address + param.count)):
+            return f"the words lack parameter {name!r} at {param.address:#06x}, which this register needs"
+    if expected is None:
+        return "add the raw value to nan_sentinels if the meter means 'not available' by it"
+    if not isinstance(actual, float):
+        return "the words hold a sentinel or NaN" if actual is None else ""
+    words = [flat[a] for a in range(reg.address, reg.address + reg.count)]
+    params = {
+        p.name: p.decode([flat[a] for a in range(p.address, p.address + p.count)])
+        for p in profile.parameters
+        if all(a in flat for a in range(p.address, p.address + p.count))
+    }
+    factor = profile.factors(params, vector.ratios).get(reg.quantity) or 1.0
+    for data_type in DataType:
+        if data_type is DataType.STRING or register_count(data_type) != reg.count:
+            continue
+        for order in WordOrder:
+            if (data_type, order) == (reg.type, reg.word_order):
+                continue
+            raw = decode(words, data_type, order)
+            assert not isinstance(raw, str)
+            if math.isfinite(raw) and math.isclose(
+                float(raw) * reg.scale * factor + reg.offset, expected, rel_tol=max(vector.tolerance, 1e-6)
+            ):
+                return f"read as {data_type.value} {order.value} the words give {expected}: check type and word_order"
+    if actual and expected:
+        exponent = math.log10(abs(expected / actual))
+        if abs(exponent - round(exponent)) < 1e-6 and round(exponent) != 0:
+            return f"off by a factor of 10^{round(exponent)}: check scale (or the scale factor)"
+    return ""
