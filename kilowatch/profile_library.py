@@ -74,6 +74,19 @@ def vector_problems(entry: Entry) -> list[str]:
     ]
 
 
+def name_problems(entries: Sequence[Entry]) -> list[str]:
+    """Aliases (or ids) that two profiles claim: a config naming one would get whichever loads first."""
+    owner: dict[str, Entry] = {}
+    problems = []
+    for entry in entries:
+        for i, name in enumerate([entry.profile.id, *entry.profile.aliases]):
+            first = owner.setdefault(name.lower(), entry)
+            if first is not entry:
+                where = entry.at("id") if i == 0 else entry.at("aliases", i - 1)
+                problems.append(f"{where}: {name!r} already names {first.profile.id} ({first.path.name})")
+    return problems
+
+
 def fingerprint_problems(entries: Sequence[Entry]) -> list[str]:
     """Profiles whose fingerprint misses their own map, and pairs whose fingerprints cannot tell them apart.
 

@@ -313,7 +313,11 @@ class FingerprintCheck(_Strict):
         None, description="A parameter of this profile (e.g. a model code register)"
     )
     refuses: AddressRef | None = Field(None, description="Registers this model answers with an exception")
-    equals: float | None = Field(None, description="The exact value (e.g. a model code) this model holds")
+    equals: float | list[float] | None = Field(
+        None,
+        description="The exact value this model holds (e.g. its model code), or a list of the values its "
+        "variants hold (one must match)",
+    )
     min: float | None = Field(None, description="Lowest value this model can show (inclusive)")
     max: float | None = Field(None, description="Highest value this model can show (inclusive)")
 
@@ -340,7 +344,8 @@ class FingerprintCheck(_Strict):
         if value is None:
             return False
         if self.equals is not None:
-            return math.isclose(value, self.equals, rel_tol=1e-9, abs_tol=1e-9)
+            allowed = self.equals if isinstance(self.equals, list) else [self.equals]
+            return any(math.isclose(value, v, rel_tol=1e-9, abs_tol=1e-9) for v in allowed)
         assert self.min is not None
         assert self.max is not None
         return self.min <= value <= self.max

@@ -72,7 +72,7 @@ def check(
 ) -> None:
     """Validate profiles, decode their test vectors and try every fingerprint on every map; exit 2 on any
     problem, each named by file, line and key with its likely cause."""
-    from kilowatch.profile_library import fingerprint_problems, load_entries, vector_problems
+    from kilowatch.profile_library import fingerprint_problems, load_entries, name_problems, vector_problems
 
     entries, problems = load_entries(files or sorted(builtin_dir().glob("*.yaml")))
     for entry in entries:
@@ -83,6 +83,7 @@ def check(
                 f"ok  {entry.path.name}: {len(entry.profile.registers)} registers, "
                 f"{len(entry.profile.test_vectors)} test vectors"
             )
+    problems.extend(name_problems(entries))
     problems.extend(fingerprint_problems(entries))
     if problems:
         fail("\n".join(problems), EXIT_CONFIG)

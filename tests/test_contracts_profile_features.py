@@ -254,8 +254,8 @@ async def test_a_model_code_tells_meters_with_the_same_map_apart() -> None:
         BASE | SIBLING | {"id": "meter-a", "fingerprint": [{"parameter": "model_code", "equals": 71}]}
     )
     b_fields = SIBLING | {"parameters": [SIBLING["parameters"][0] | {"value": 72}]}
-    b = Profile.model_validate(
-        BASE | b_fields | {"id": "meter-b", "fingerprint": [{"parameter": "model_code", "equals": 72}]}
+    b = Profile.model_validate(  # a model with two variants, either of which is a "b"
+        BASE | b_fields | {"id": "meter-b", "fingerprint": [{"parameter": "model_code", "equals": [72, 73]}]}
     )
     values = {"frequency_hz": 50.0, "voltage_l1_v": 230.0}
     for served in (a, b):

@@ -171,3 +171,15 @@ def test_profiles_docs_check_reports_a_stale_page(tmp_path: Path) -> None:
     assert "out of date" in result.output
     assert RUNNER.invoke(app, ["docs", "--out", str(page)]).exit_code == 0
     assert RUNNER.invoke(app, ["docs", "--check", "--out", str(page)]).exit_code == 0
+
+
+def test_an_alias_two_profiles_claim_is_named(tmp_path: Path) -> None:
+    first = tmp_path / "acme-x1.yaml"
+    first.write_text(HEADER.replace("registers:", "aliases: [x1]\nregisters:"))
+    second = tmp_path / "acme-x2.yaml"
+    second.write_text(
+        HEADER.replace("id: acme-x1", "id: acme-x2").replace("registers:", "aliases: [X1]\nregisters:")
+    )
+    code, out = check(first, second)
+    assert code == 2
+    assert "acme-x2.yaml:5 aliases[0]: 'X1' already names acme-x1 (acme-x1.yaml)" in out
