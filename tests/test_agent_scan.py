@@ -22,7 +22,12 @@ from kilowatch.profiles import FingerprintCheck, Profile, Table, load_builtin
 from tests.agent_support import register_map
 
 SDM = load_builtin("eastron-sdm630")
-MAINS = {"frequency_hz": 50.0, "voltage_l1_v": 230.0, "power_factor": 0.9}
+MAINS = {
+    "frequency_hz": 50.0,
+    "voltage_l1_v": 230.0,
+    "power_factor": 0.9,
+    "reactive_energy_import_kvarh": 1234.5,
+}
 
 
 class Refusing:
