@@ -42,15 +42,23 @@ def list_profiles() -> None:
 
 @app.command()
 def show(profile_id: Annotated[str, typer.Argument(help="Profile id or alias")]) -> None:
-    """Show one profile's register map."""
+    """Show one profile's register map, its parameters and how each value is scaled."""
     from rich.console import Console
     from rich.table import Table as RichTable
 
     console = Console()
     p = _get(profile_id)
-    console.print(f"[bold]{p.id}[/bold]: {p.manufacturer} {p.model}\nsource: {p.source}")
-    table = RichTable("quantity", "unit", "table", "address", "manual", "type", "order", "scale")
+    console.print(
+        f"[bold]{p.id}[/bold]: {p.manufacturer} {p.model} ({p.phases}-phase{', ' + p.wiring if p.wiring else ''})"
+        f"\nsource: {' '.join(p.source.split())}"
+    )
+    table = RichTable("quantity", "unit", "table", "address", "manual", "type", "order", "scale", "also x")
     for r in p.registers:
+        factors = [
+            f"10^{r.scale_factor}" if r.scale_factor else "",
+            "CT" if r.ct_scaled else "",
+            "VT" if r.vt_scaled else "",
+        ]
         table.add_row(
             r.quantity,
             QUANTITIES[r.quantity].unit,
@@ -60,8 +68,16 @@ def show(profile_id: Annotated[str, typer.Argument(help="Profile id or alias")])
             r.type.value,
             r.word_order.value,
             f"{r.scale:g}",
+            " ".join(f for f in factors if f),
         )
     console.print(table)
+    if p.parameters:
+        params = RichTable("parameter", "table", "address", "type", "scale", "typical value")
+        for q in p.parameters:
+            params.add_row(
+                q.name, q.table.value, f"{q.address:#06x}", q.type.value, f"{q.scale:g}", f"{q.value:g}"
+            )
+        console.print(params)
 
 
 @app.command()
