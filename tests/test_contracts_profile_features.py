@@ -11,13 +11,15 @@ from typing import Any
 import pytest
 import yaml
 
+from agent.planner import plan
 from agent.poller import poll
 from agent.scan import identify
-from agent.transport import MemoryReader
+from agent.transport import MemoryReader, ModbusReader, TcpLink
 from kilowatch import yamlconfig
 from kilowatch.profiles import Profile, Ratios, Table, load_file, vector_failures
 from kilowatch.registers import DataType, WordOrder, encode
 from sim.register_image import ExceptionCode, RegisterImage
+from sim.server import SimServer
 
 BASE: dict[str, Any] = {
     "id": "test-meter",
@@ -300,3 +302,33 @@ def test_broken_fingerprint_checks_are_explained(
     said = problems(tmp_path, **SIBLING, fingerprint=[check])
     assert expected in said
     assert "test-meter.yaml:" in said
+
+
+async def test_the_simulator_serves_scale_factors_ratios_and_model_codes_over_tcp() -> None:
+    """End to end: what these features look like on a socket, read by the agent's planner and scan."""
+    p = profile(
+        id="acme-sunspec",
+        parameters=[
+            {"name": "model_code", "table": "holding", "address": 0, "type": "uint16", "value": 201},
+            {"name": "w_sf", "table": "holding", "address": 1, "type": "int16", "value": -1},
+            {"name": "ct_ratio", "table": "holding", "address": 2, "type": "uint16", "value": 40},
+        ],
+        ratio_registers={"ct": "ct_ratio"},
+        registers=[
+            {"quantity": "active_power_w", "table": "holding", "address": 3, "type": "int32",
+             "word_order": "CDAB", "scale_factor": "w_sf", "ct_scaled": True},
+            {"quantity": "current_l1_a", "table": "holding", "address": 5, "type": "uint16", "scale": 0.01,
+             "ct_scaled": True, "nan_sentinels": [0xFFFF]},
+            {"quantity": "frequency_hz", "address": 0, "type": "float64", "word_order": "DCBA"},
+        ],
+        fingerprint=[{"parameter": "model_code", "equals": 201}, {"refuses": {"table": "holding", "address": 9}}],
+    )  # fmt: skip
+    async with SimServer(profile=p, units=[1], port=0, speed=0.001) as sim:  # one window throughout
+        shown = sim.values(1)
+        async with ModbusReader(TcpLink("127.0.0.1", sim.port), bus="sim", timeout_s=5) as reader:
+            result = await poll(reader, p, 1, plan(p))
+            assert await identify(reader, 1, [p]) == p.id
+    assert result.errors == {}
+    assert result.values["active_power_w"] == pytest.approx(shown["active_power_w"], abs=40 * 0.1 / 2 + 1e-6)
+    assert result.values["current_l1_a"] == pytest.approx(shown["current_l1_a"], abs=40 * 0.01 / 2 + 1e-6)
+    assert result.values["frequency_hz"] == pytest.approx(shown["frequency_hz"])
