@@ -65,6 +65,24 @@ def load_entries(paths: Sequence[Path]) -> tuple[list[Entry], list[str]]:
     return entries, problems
 
 
+MIN_VECTORS = 3
+"""Test vectors a library profile needs: enough to pin type, word order and scale for several registers."""
+
+
+def completeness_problems(entry: Entry) -> list[str]:
+    """What a profile lacks before it can be shipped: test vectors, and a fingerprint a scan can name it by."""
+    problems = []
+    count = len(entry.profile.test_vectors)
+    if count < MIN_VECTORS:
+        problems.append(
+            f"{entry.at('test_vectors')}: {count} test vectors; at least {MIN_VECTORS} are needed, "
+            "each from real words or the manual's byte layout"
+        )
+    if not entry.profile.fingerprint:
+        problems.append(f"{entry.at('fingerprint')}: empty; a scan could never name this model")
+    return problems
+
+
 def vector_problems(entry: Entry) -> list[str]:
     """Each test-vector value the profile decodes otherwise, at its `expect` key, with the likely cause."""
     return [

@@ -88,11 +88,17 @@ def check(
 ) -> None:
     """Validate profiles, decode their test vectors and try every fingerprint on every map; exit 2 on any
     problem, each named by file, line and key with its likely cause."""
-    from kilowatch.profile_library import fingerprint_problems, load_entries, name_problems, vector_problems
+    from kilowatch.profile_library import (
+        completeness_problems,
+        fingerprint_problems,
+        load_entries,
+        name_problems,
+        vector_problems,
+    )
 
     entries, problems = load_entries(files or sorted(builtin_dir().glob("*.yaml")))
     for entry in entries:
-        failures = vector_problems(entry)
+        failures = completeness_problems(entry) + vector_problems(entry)
         problems.extend(failures)
         if not failures:
             typer.echo(

@@ -183,3 +183,15 @@ def test_an_alias_two_profiles_claim_is_named(tmp_path: Path) -> None:
     code, out = check(first, second)
     assert code == 2
     assert "acme-x2.yaml:5 aliases[0]: 'X1' already names acme-x1 (acme-x1.yaml)" in out
+
+
+def test_a_profile_without_three_vectors_or_a_fingerprint_is_not_finished(tmp_path: Path) -> None:
+    path = tmp_path / "acme-x1.yaml"
+    path.write_text(
+        HEADER.split("fingerprint:")[0]
+        + "test_vectors:\n  - words: {0x0002: [0x4248, 0]}\n    expect: {frequency_hz: 50}\n"
+    )
+    code, out = check(path)
+    assert code == 2
+    assert "acme-x1.yaml:9 test_vectors: 1 test vectors; at least 3 are needed" in out
+    assert "acme-x1.yaml:1 fingerprint: empty; a scan could never name this model" in out
