@@ -148,6 +148,24 @@ async def identify(reader: RegisterReader, unit: int, profiles: Sequence[Profile
     return None
 
 
+def most_specific_first(profiles: Sequence[Profile]) -> list[Profile]:
+    """`profiles` in the order a scan should try them: those that read an exact identification value first,
+    then those that expect a refusal, then by number of checks (a stable sort keeps the given order otherwise).
+
+    A model whose map is a superset of another's passes the other's range checks too; trying the profile
+    with the sharper fingerprint first names the meter right (a PM5000 checks its model code, an iEM3000
+    only ranges on the same block).
+    """
+
+    def sharpness(profile: Profile) -> tuple[int, int, int]:
+        checks = profile.fingerprint
+        exact = sum(1 for c in checks if c.equals is not None)
+        refusals = sum(1 for c in checks if c.refuses is not None)
+        return (-exact, -refusals, -len(checks))
+
+    return sorted(profiles, key=sharpness)
+
+
 async def scan_reader(
     reader: RegisterReader,
     transport: str,
@@ -157,11 +175,12 @@ async def scan_reader(
 ) -> list[Found]:
     """Probe `units` one after the other on one reader and fingerprint those that answer."""
     read = probe_register(profiles)
+    ranked = most_specific_first(profiles)
     found = []
     for unit in units:
         answer = await probe(reader, unit, read)
         if answer is not None:
-            model = await identify(reader, unit, profiles)
+            model = await identify(reader, unit, ranked)
             found.append(Found(transport=transport, unit=unit, model=model, answer=answer))
         progress(1)
     return found

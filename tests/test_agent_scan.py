@@ -16,7 +16,15 @@ from agent.errors import (
     ModbusTimeout,
     WrongUnit,
 )
-from agent.scan import identify, probe, probe_register, scan_reader, serial_links, settings_refusal
+from agent.scan import (
+    identify,
+    most_specific_first,
+    probe,
+    probe_register,
+    scan_reader,
+    serial_links,
+    settings_refusal,
+)
 from agent.transport import MemoryReader, SerialPortLink, TcpLink
 from kilowatch.profiles import FingerprintCheck, Profile, Table, load_builtin
 from tests.agent_support import register_map
@@ -144,3 +152,17 @@ def test_only_refused_settings_skip_a_combination(exc: BaseException | None, rea
     link = SerialPortLink(device="/dev/ttyUSB0", baud=9600, parity="E")
     assert settings_refusal(link, exc) == reason
     assert settings_refusal(TcpLink("h", 502), exc) is None
+
+
+async def test_a_scan_tries_the_sharpest_fingerprint_first() -> None:
+    """A sibling whose map answers the SDM630's range checks too is named by its own model code."""
+    coded = SDM.model_copy(
+        update={
+            "id": "coded-sibling",
+            "fingerprint": [FingerprintCheck(quantity="frequency_hz", equals=50.0), *SDM.fingerprint],
+        }
+    )
+    assert [p.id for p in most_specific_first([SDM, coded])] == ["coded-sibling", "eastron-sdm630"]
+    reader = MemoryReader({1: register_map(SDM, MAINS)})
+    found = await scan_reader(reader, "memory", [1], [SDM, coded], lambda _: None)
+    assert [f.model for f in found] == ["coded-sibling"]
