@@ -21,6 +21,7 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/lint-imports
 	$(BIN)/kilowatch schemas --check
 	$(BIN)/kilowatch profiles check
+	$(BIN)/kilowatch profiles docs --check
 
 # Installs the Debian packages the tests need when root; otherwise says exactly what to run.
 system-deps:

@@ -36,7 +36,7 @@ from agent.planner import Request, plan
 from agent.poller import Poll, poll, to_reading
 from agent.transport import RegisterReader
 from kilowatch.mqtt_contract import ClockState, GatewayEventKind, Quality, Reading
-from kilowatch.profiles import Profile, Table, load_builtin
+from kilowatch.profiles import Profile, Ratios, Table, load_builtin
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ class MeterSlot:
     profile: Profile
     timing: EffectiveTiming
     requests: Sequence[Request]
+    ratios: Ratios = field(default_factory=Ratios)
+    """The meter's configured CT/VT ratios."""
     breaker: Breaker = field(default_factory=Breaker)
     health: MeterStats = field(default_factory=MeterStats)
     """Counts since the agent started, for the status topic and the metrics endpoint."""
@@ -87,6 +89,7 @@ def slots(bus: Bus) -> list[MeterSlot]:
                 profile=profile,
                 timing=bus.timing_of(meter),
                 requests=plan(profile, timing=timing),
+                ratios=meter.ratios,
             )
         )
     return out
@@ -214,7 +217,7 @@ class BusWorker:
 
     async def _poll(self, slot: MeterSlot, timing: EffectiveTiming) -> Poll:
         try:
-            return await poll(self.channel(timing), slot.profile, slot.unit, slot.requests)
+            return await poll(self.channel(timing), slot.profile, slot.unit, slot.requests, slot.ratios)
         except Exception:  # one meter's bug must not stop the others; logged with its traceback
             log.exception("meter %s on bus %s: unexpected error; no reading this cycle", slot.id, self.name)
             return Poll.unread(slot.profile, "internal error, see the agent's log")

@@ -82,6 +82,14 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
+def line_of(path: Path, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the deepest key `loc` reaches in the YAML file at `path` (None: unreadable)."""
+    try:
+        return _line_of(yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader), loc)
+    except (OSError, yaml.YAMLError):
+        return None
+
+
 _SECRET_KEY = re.compile(r"password|token|secret|key", re.IGNORECASE)
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
