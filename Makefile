@@ -18,8 +18,10 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/kilowatch schemas --check
 	$(BIN)/kilowatch profiles check
+	$(BIN)/kilowatch profiles docs --check
 
 # Offline agent bundles for Raspberry Pi OS bookworm (arm64, armhf; Python 3.11):
 # dist/wheelhouse/kilowatch-agent-<arch>.tar.gz. Names any dependency without a wheel and what to do.
@@ -52,4 +54,4 @@ $(VENV)/.dev-installed: pyproject.toml $(VENV)/.python-ok
 	touch $@
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

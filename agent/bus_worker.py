@@ -13,7 +13,9 @@ tick. When less than half its timeout is left it gets the whole timeout anyway (
 slow meter on a busy bus must still be able to answer and recover.
 
 Logs follow state, not cycles: a meter's problem is logged when it appears or changes and when it ends,
-a breaker when it opens or closes, and a summary per bus every few minutes while anything is wrong.
+a breaker when it opens or closes, and a summary per bus every few minutes while anything is wrong. So do
+events: a meter whose answers decode to impossible values (see :meth:`agent.health.MeterStats.judge`) is
+reported once when it starts and once when it reads plausibly again, not every cycle.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from agent.breaker import Breaker, Transition
 from agent.bus_time import RtuTiming
 from agent.config import Bus, EffectiveTiming, RtuBus, RtuOverTcpBus
 from agent.errors import AgentError, BusUnavailable
-from agent.health import MeterStats
+from agent.health import PLAUSIBLE_AGAIN_POLLS, MeterStats
 from agent.planner import Request, plan
 from agent.poller import Poll, poll, to_reading
 from agent.transport import RegisterReader
-from kilowatch.mqtt_contract import ClockState, Quality, Reading
-from kilowatch.profiles import Profile, Table, load_builtin
+from kilowatch.mqtt_contract import ClockState, GatewayEventKind, Quality, Reading
+from kilowatch.profiles import Profile, Ratios, Table, load_builtin
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ SUMMARY_EVERY_S = 300.0
 """Seconds between a bus's summary log lines while any of its meters has a problem."""
 TICK_MARGIN = 0.05
 """Share of the poll interval kept free before the next tick, for decoding and publishing a cycle."""
+
+Report = Callable[[GatewayEventKind, str], None]
+"""Where a worker sends a gateway event (the spool, which publishes it): its kind and detail."""
 
 
 def next_tick(now: float, interval: float) -> float:
@@ -58,6 +63,8 @@ class MeterSlot:
     profile: Profile
     timing: EffectiveTiming
     requests: Sequence[Request]
+    ratios: Ratios = field(default_factory=Ratios)
+    """The meter's configured CT/VT ratios."""
     breaker: Breaker = field(default_factory=Breaker)
     health: MeterStats = field(default_factory=MeterStats)
     """Counts since the agent started, for the status topic and the metrics endpoint."""
@@ -82,6 +89,7 @@ def slots(bus: Bus) -> list[MeterSlot]:
                 profile=profile,
                 timing=bus.timing_of(meter),
                 requests=plan(profile, timing=timing),
+                ratios=meter.ratios,
             )
         )
     return out
@@ -116,6 +124,8 @@ class BusWorker:
         reader: The bus's transport; nothing else may use it while the worker runs.
         meters: The meters, polled in this order every cycle.
         summary_every_s: Seconds between summary log lines while something is wrong.
+        report: Where to send the events of meters that start or stop answering impossible values;
+            None: logged only.
     """
 
     def __init__(
@@ -125,8 +135,10 @@ class BusWorker:
         reader: RegisterReader,
         meters: Sequence[MeterSlot],
         summary_every_s: float = SUMMARY_EVERY_S,
+        report: Report | None = None,
     ) -> None:
         self.name = name
+        self.report = report
         self.reader = reader
         self.meters = list(meters)
         self.summary_every_s = summary_every_s
@@ -197,13 +209,15 @@ class BusWorker:
                             step.before,
                             step.after,
                         )
+                    if slot.health.judge(result):
+                        self._note_plausibility(slot, result)
         self._note_bus(down)
         self._maybe_summarise()
         return [to_reading(results[slot.id], slot.profile, slot.id, clock) for slot in self.meters]
 
     async def _poll(self, slot: MeterSlot, timing: EffectiveTiming) -> Poll:
         try:
-            return await poll(self.channel(timing), slot.profile, slot.unit, slot.requests)
+            return await poll(self.channel(timing), slot.profile, slot.unit, slot.requests, slot.ratios)
         except Exception:  # one meter's bug must not stop the others; logged with its traceback
             log.exception("meter %s on bus %s: unexpected error; no reading this cycle", slot.id, self.name)
             return Poll.unread(slot.profile, "internal error, see the agent's log")
@@ -246,6 +260,24 @@ class BusWorker:
             )
         elif transition is Transition.CLOSED:
             log.info("meter %s: answering again; polled every cycle", slot.id)
+
+    def _note_plausibility(self, slot: MeterSlot, result: Poll) -> None:
+        """Log and report a meter that started, or stopped, answering impossible values."""
+        where = f"meter {slot.id} (bus {self.name}, unit {slot.unit})"
+        if slot.health.implausible:
+            name, why = next(iter(result.bad.items()))
+            kind = GatewayEventKind.METER_IMPLAUSIBLE
+            detail = (
+                f"{where}: {len(result.bad)} values impossible, e.g. {name}: {why}; sent as bad until "
+                f"{PLAUSIBLE_AGAIN_POLLS} clean polls in a row"
+            )
+            log.warning("%s", detail)
+        else:
+            kind = GatewayEventKind.METER_PLAUSIBLE
+            detail = f"{where}: reads plausibly again"
+            log.info("%s", detail)
+        if self.report is not None:
+            self.report(kind, detail)
 
     def _maybe_summarise(self) -> None:
         now = time.monotonic()

@@ -1,4 +1,4 @@
-"""`kilowatch agent ...`: read one meter by hand, or run the agent from its config file.
+"""`kilowatch agent ...`: read one meter or its raw registers by hand, or run the agent from its config file.
 
 pymodbus and aiomqtt are imported inside the commands (through the modules that need them), so
 ``kilowatch --help`` stays light.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -31,6 +30,7 @@ from kilowatch.cli_support import (
 )
 from kilowatch.profiles import Connection, Profile, Table, load_builtin
 from kilowatch.quantities import QUANTITIES
+from kilowatch.timebase import utc_datetime
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -42,7 +42,7 @@ class Parity(StrEnum):
 
 
 def _iso_ms(ts_ms: int) -> str:
-    return datetime.fromtimestamp(ts_ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_datetime(ts_ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _print_table(result: Poll, profile: Profile, title: str) -> None:
@@ -54,6 +54,8 @@ def _print_table(result: Poll, profile: Profile, title: str) -> None:
         name, unit = reg.quantity, QUANTITIES[reg.quantity].unit
         if name in result.values:
             table.add_row(name, f"{result.values[name]:.6g}", unit, "good")
+        elif name in result.bad:
+            table.add_row(name, "", unit, f"[red]bad[/red]: {result.bad[name]}")
         else:
             table.add_row(name, "", unit, f"[red]error[/red]: {result.errors.get(name, '')}")
     Console().print(table)
@@ -122,6 +124,13 @@ def _print_raw(address: int, table: Table, words: list[int]) -> None:
     console.print(candidates)
 
 
+def _profile_or_none(profile: str | None) -> Profile | None:
+    try:
+        return None if profile is None else load_builtin(profile)
+    except KeyError as exc:
+        fail(str(exc.args[0]), EXIT_CONFIG)
+
+
 @app.command()
 def read(
     unit: Annotated[int, typer.Option(min=1, max=247, help="Modbus unit (slave) id")],
@@ -136,15 +145,14 @@ def read(
         Parity | None, typer.Option(case_sensitive=False, help="Parity with --rtu (default: the profile's)")
     ] = None,
     profile: Annotated[
-        str | None,
-        typer.Option(help="Device profile id or alias, e.g. eastron-sdm630 (not needed with --raw)"),
+        str | None, typer.Option(help="Device profile id or alias, e.g. eastron-sdm630 (required)")
     ] = None,
     raw: Annotated[
-        int | None, typer.Option(min=0, max=0xFFFF, help="Read raw registers from this 0-based wire address")
+        int | None, typer.Option(min=0, max=0xFFFF, hidden=True, help="Old spelling of `agent raw --address`")
     ] = None,
-    count: Annotated[int, typer.Option(min=1, max=125, help="Registers to read with --raw")] = 2,
+    count: Annotated[int, typer.Option(min=1, max=125, hidden=True, help="With the old --raw")] = 2,
     table: Annotated[
-        Table, typer.Option(case_sensitive=False, help="Register table with --raw")
+        Table, typer.Option(case_sensitive=False, hidden=True, help="With the old --raw")
     ] = Table.INPUT,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
     timeout: Annotated[
@@ -153,27 +161,32 @@ def read(
 ) -> None:
     """Read one meter once and print its values: the first thing to try on a new installation.
 
-    With --raw, print the register words and every way to decode them (all types, all word orders), to
-    find the one that matches the meter's display. Values that cannot be read are shown with the reason;
-    the exit code is 1 when none could be, 2 when the port cannot be used.
+    Values that cannot be read are shown with the reason; the exit code is 1 when none could be, 2 when
+    the port cannot be used. To see a meter's registers without a profile, use ``kilowatch agent raw``.
     """
-    if profile is None and raw is None:
-        raise typer.BadParameter(
-            "give --profile, or --raw ADDRESS to read raw registers", param_hint="--profile"
+    if raw is not None:
+        typer.secho(
+            "warning: `agent read --raw` is now `kilowatch agent raw --address`",
+            err=True,
+            fg=typer.colors.YELLOW,
         )
-    try:
-        meter_profile = None if profile is None else load_builtin(profile)
-    except KeyError as exc:
-        fail(str(exc.args[0]), EXIT_CONFIG)
-    defaults = Connection() if meter_profile is None else meter_profile.connection
-    reader = _reader_for(tcp, rtu, baud, parity, defaults, timeout or defaults.timeout_s)
+        raw_command(
+            unit=unit, address=raw, tcp=tcp, rtu=rtu, baud=baud, parity=parity, count=count, table=table,
+            profile=profile, as_json=as_json, timeout=timeout,
+        )  # fmt: skip
+        return
+    meter_profile = _profile_or_none(profile)
+    if meter_profile is None:
+        raise typer.BadParameter(
+            "give --profile (to read raw registers without one: kilowatch agent raw)", param_hint="--profile"
+        )
+    reader = _reader_for(
+        tcp, rtu, baud, parity, meter_profile.connection, timeout or meter_profile.connection.timeout_s
+    )
     setup_logging(LogLevel.ERROR)
 
-    async def _read() -> Poll | list[int]:
+    async def _read() -> Poll:
         async with reader:
-            if raw is not None:
-                return await reader.read(table, raw, count, unit)
-            assert meter_profile is not None
             return await poll(reader, meter_profile, unit)
 
     try:
@@ -182,14 +195,6 @@ def read(
         fail(str(exc), EXIT_CONFIG if rtu else 1)
     except AgentError as exc:
         fail(f"cannot read the meter: {exc}")
-    if isinstance(result, list):
-        assert raw is not None
-        if as_json:
-            typer.echo(json.dumps({"table": table.value, "address": raw, "unit": unit, "words": result}))
-        else:
-            _print_raw(raw, table, result)
-        return
-    assert meter_profile is not None
     down = next((f for f in result.failures if isinstance(f, BusUnavailable)), None)
     if down is not None and rtu:
         fail(str(down), EXIT_CONFIG)
@@ -206,7 +211,61 @@ def read(
     }
     if result.errors:
         out["errors"] = result.errors
+    if result.bad:
+        out["bad"] = result.bad
     typer.echo(json.dumps(out))
+
+
+@app.command("raw")
+def raw_command(
+    unit: Annotated[int, typer.Option(min=1, max=247, help="Modbus unit (slave) id")],
+    address: Annotated[
+        int, typer.Option(min=0, max=0xFFFF, help="0-based wire address of the first register")
+    ],
+    tcp: Annotated[str | None, typer.Option("--tcp", help="Modbus TCP meter or gateway as HOST:PORT")] = None,
+    rtu: Annotated[
+        str | None, typer.Option("--rtu", help="Serial port of an RS-485 line, e.g. /dev/ttyUSB0")
+    ] = None,
+    baud: Annotated[
+        int | None, typer.Option(min=1, help="Baud rate with --rtu (default: the profile's, else 9600)")
+    ] = None,
+    parity: Annotated[
+        Parity | None,
+        typer.Option(case_sensitive=False, help="Parity with --rtu (default: the profile's, else N)"),
+    ] = None,
+    count: Annotated[int, typer.Option(min=1, max=125, help="Registers to read")] = 2,
+    table: Annotated[Table, typer.Option(case_sensitive=False, help="Register table")] = Table.INPUT,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="Device profile whose connection defaults (baud, parity, timeout) to use"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")] = False,
+    timeout: Annotated[
+        float | None, typer.Option(min=0.01, help="Response timeout in seconds (default: the profile's)")
+    ] = None,
+) -> None:
+    """Read raw registers once and print the words and every way to decode them (all types, all word
+    orders), to find the one that matches the meter's display. The exit code is 1 when they cannot be read,
+    2 when the port cannot be used."""
+    meter_profile = _profile_or_none(profile)
+    defaults = Connection() if meter_profile is None else meter_profile.connection
+    reader = _reader_for(tcp, rtu, baud, parity, defaults, timeout or defaults.timeout_s)
+    setup_logging(LogLevel.ERROR)
+
+    async def _read() -> list[int]:
+        async with reader:
+            return await reader.read(table, address, count, unit)
+
+    try:
+        words = asyncio.run(_read())
+    except BusUnavailable as exc:
+        fail(str(exc), EXIT_CONFIG if rtu else 1)
+    except AgentError as exc:
+        fail(f"cannot read the meter: {exc}")
+    if as_json:
+        typer.echo(json.dumps({"table": table.value, "address": address, "unit": unit, "words": words}))
+    else:
+        _print_raw(address, table, words)
 
 
 @app.command()

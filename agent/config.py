@@ -25,7 +25,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from agent.bus_time import SerialLine
 from kilowatch.broker import BrokerSettings
 from kilowatch.mqtt_contract import ID_PATTERN
-from kilowatch.profiles import Profile, load_builtin
+from kilowatch.profiles import Profile, Ratios, load_builtin
 from kilowatch.yamlconfig import ConfigError
 
 log = logging.getLogger(__name__)
@@ -153,11 +153,6 @@ class EffectiveTiming:
     pause_after_connect_s: float
     pause_between_requests_s: float
 
-    @property
-    def budget_s(self) -> float:
-        """The longest one request to this meter can hold the bus (every attempt timing out)."""
-        return (self.timeout_s + self.pause_between_requests_s) * (self.retries + 1)
-
 
 BUILT_IN_TIMING = EffectiveTiming(
     timeout_s=1.0, retries=1, pause_after_connect_s=0.0, pause_between_requests_s=0.0
@@ -188,6 +183,20 @@ class Meter(_Strict):
         default_factory=Timing,
         description="Overrides the bus's timing for this meter, key by key (e.g. a slow meter: timeout_s: 2)",
     )
+    ct_ratio: float = Field(
+        1.0,
+        gt=0,
+        description="Current transformer ratio (primary / secondary, 100/5 A: 20) for a meter that reports "
+        "secondary values; applies to the registers its profile marks ct_scaled",
+    )
+    vt_ratio: float = Field(
+        1.0, gt=0, description="Voltage transformer ratio, likewise for registers marked vt_scaled"
+    )
+
+    @property
+    def ratios(self) -> Ratios:
+        """The transformer ratios the profile's decoding applies."""
+        return Ratios(ct=self.ct_ratio, vt=self.vt_ratio)
 
     @field_validator("profile")
     @classmethod

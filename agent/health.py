@@ -2,7 +2,8 @@
 
 Pure data with small update methods, no I/O: the bus worker feeds every failed attempt
 (:meth:`MeterStats.record_error`, so an answer garbled once and repaired by a retry still shows) and
-every finished poll (:meth:`MeterStats.record_poll`). :meth:`MeterStats.snapshot` turns the counts into
+every finished poll (:meth:`MeterStats.record_poll`, and :meth:`MeterStats.judge` for the values it
+decoded). :meth:`MeterStats.snapshot` turns the counts into
 the wire :class:`~kilowatch.mqtt_contract.MeterHealth` that the status topic and the Prometheus
 endpoint both publish, so the two never disagree.
 """
@@ -23,13 +24,19 @@ from agent.errors import (
     WrongUnit,
 )
 from agent.poller import NOT_AVAILABLE, Poll
+from kilowatch.counters import went_backwards
 from kilowatch.mqtt_contract import MeterHealth
 from kilowatch.quantities import QUANTITIES, Kind
 
+PLAUSIBLE_AGAIN_POLLS = 3
+"""Clean polls in a row that clear a meter's `implausible` flag: a meter answering random words decodes
+plausibly now and then, and its flag (and event) must not flap with it."""
+
 
 @dataclass(frozen=True)
-class CounterStep:
-    """An energy counter that read lower than at the meter's previous poll."""
+class CounterReset:
+    """An energy counter that went backwards (:func:`~kilowatch.counters.went_backwards`) since the
+    meter's previous poll."""
 
     quantity: str
     before: float
@@ -54,6 +61,11 @@ class MeterStats:
     """Modbus exception responses by code."""
     last_good_ts: int | None = None
     counter_resets: int = 0
+    implausible_values: int = 0
+    implausible: bool = False
+    """The meter answered impossible values and has not had PLAUSIBLE_AGAIN_POLLS clean polls since."""
+    clean_polls: int = 0
+    """Polls in a row that decoded values and no impossible one."""
     last_counters: dict[str, float] = field(default_factory=dict)
     """Each energy counter's last value read, to catch one going backwards."""
 
@@ -71,7 +83,7 @@ class MeterStats:
             case ModbusExceptionResponse(code=code):
                 self.exceptions[code] += 1
 
-    def record_poll(self, result: Poll, *, latency_s: float) -> list[CounterStep]:
+    def record_poll(self, result: Poll, *, latency_s: float) -> list[CounterReset]:
         """One finished poll. It succeeded when every request was answered: a value the meter reports
         as not available (NaN sentinel) is the meter's answer, any other missing value is a failure.
 
@@ -83,8 +95,8 @@ class MeterStats:
             if QUANTITIES[name].kind is not Kind.COUNTER:
                 continue
             before = self.last_counters.get(name)
-            if before is not None and value < before:
-                steps.append(CounterStep(name, before, value))
+            if before is not None and went_backwards(before, value):
+                steps.append(CounterReset(name, before, value))
             self.last_counters[name] = value
         self.counter_resets += len(steps)
         self.polls += 1
@@ -94,6 +106,21 @@ class MeterStats:
             self.successes += 1
             self.last_good_ts = result.ts
         return steps
+
+    def judge(self, result: Poll) -> bool:
+        """Count a finished poll's impossible values and update the `implausible` flag; whether the flag
+        changed (set by the first impossible value, cleared by PLAUSIBLE_AGAIN_POLLS clean polls)."""
+        self.implausible_values += len(result.bad)
+        if result.bad:
+            self.clean_polls = 0
+            changed, self.implausible = not self.implausible, True
+            return changed
+        if result.values:
+            self.clean_polls += 1
+            if self.implausible and self.clean_polls >= PLAUSIBLE_AGAIN_POLLS:
+                self.implausible = False
+                return True
+        return False
 
     def record_skip(self) -> None:
         """A cycle in which the open breaker kept the meter off the bus."""
@@ -117,5 +144,7 @@ class MeterStats:
             exceptions=dict(sorted(self.exceptions.items())),
             last_good_ts=self.last_good_ts,
             counter_resets=self.counter_resets,
+            implausible_values=self.implausible_values,
+            implausible=self.implausible,
             breaker="open" if breaker is BreakerState.OPEN else "closed",
         )

@@ -78,6 +78,18 @@ METRICS: tuple[tuple[str, str, str, Callable[[MeterHealth], Samples]], ...] = (
         lambda h: [({}, h.counter_resets)],
     ),
     (
+        "implausible_values_total",
+        "counter",
+        "Values decoded outside their quantity's physical range, sent as bad",
+        lambda h: [({}, h.implausible_values)],
+    ),
+    (
+        "implausible",
+        "gauge",
+        "1 while the meter answers impossible values (wrong word order or unit id, broken firmware)",
+        lambda h: [({}, 1 if h.implausible else 0)],
+    ),
+    (
         "last_good_timestamp_seconds",
         "gauge",
         "When the last successful poll started, seconds since the epoch (absent before one)",

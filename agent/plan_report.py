@@ -29,7 +29,7 @@ class RequestPlan(_Out):
     function: int = Field(description="Modbus function code (3 holding, 4 input registers)")
     start: str = Field(description="First wire address, hexadecimal")
     count: int = Field(description="Registers read")
-    quantities: list[str] = Field(description="Quantities decoded from the answer")
+    quantities: list[str] = Field(description="Quantities (and parameters) decoded from the answer")
     request_bytes: int = Field(description="Bytes sent, in the bus's framing")
     response_bytes: int = Field(description="Bytes received, in the bus's framing")
     time_s: float = Field(description="Estimated line time of this request")
@@ -109,7 +109,7 @@ def agent_plan(config: AgentConfig, *, turnaround_s: float) -> AgentPlan:
                             function=r.table.function_code,
                             start=f"0x{r.address:04X}",
                             count=r.count,
-                            quantities=[reg.quantity for reg in r.registers],
+                            quantities=[reg.label for reg in r.registers],
                             request_bytes=frame(r.count)[0],
                             response_bytes=frame(r.count)[1],
                             time_s=timing.read_s(r.count),

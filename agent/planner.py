@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 
 from agent.bus_time import RtuTiming, SerialLine
-from kilowatch.profiles import Profile, Quirks, Register, Table
+from kilowatch.profiles import Located, Profile, Quirks, Table
 
 TIE_S = 1e-12
 """Plans whose costs differ by less than this are equal; the one with fewer requests wins."""
@@ -29,12 +29,12 @@ TIE_S = 1e-12
 
 @dataclass(frozen=True)
 class Request:
-    """One read request and the registers its answer holds, in address order."""
+    """One read request and the registers (and parameters) its answer holds, in address order."""
 
     table: Table
     address: int
     count: int
-    registers: tuple[Register, ...]
+    registers: tuple[Located, ...]
 
     @property
     def end(self) -> int:
@@ -43,7 +43,7 @@ class Request:
 
 
 def plan(profile: Profile, *, timing: RtuTiming | None = None) -> list[Request]:
-    """The cheapest read requests for every register of `profile`, by table then address.
+    """The cheapest read requests for every register and parameter of `profile`, by table then address.
 
     `timing` is the line the meter is on; by default the profile's connection defaults with the default
     turnaround. On Modbus TCP the same model still ranks plans sensibly: fewer, shorter requests.
@@ -51,7 +51,7 @@ def plan(profile: Profile, *, timing: RtuTiming | None = None) -> list[Request]:
     timing = timing or RtuTiming(line=SerialLine.of(profile.connection))
     requests: list[Request] = []
     for table in sorted(Table, key=lambda t: t.value):
-        registers = sorted((r for r in profile.registers if r.table is table), key=lambda r: r.address)
+        registers = sorted((r for r in profile.located() if r.table is table), key=lambda r: r.address)
         requests.extend(_plan_table(table, registers, profile.quirks, timing))
     return requests
 
@@ -61,7 +61,7 @@ def plan_time_s(requests: list[Request], timing: RtuTiming) -> float:
     return sum(timing.read_s(r.count) for r in requests)
 
 
-def _plan_table(table: Table, registers: list[Register], quirks: Quirks, timing: RtuTiming) -> list[Request]:
+def _plan_table(table: Table, registers: list[Located], quirks: Quirks, timing: RtuTiming) -> list[Request]:
     single, fill, largest = quirks.single_register_reads, quirks.fill_gaps, quirks.max_registers_per_request
     forbidden = [f for f in quirks.forbidden_ranges if f.table is table]
     spans = [(r.address, r.address + r.count) for r in registers]

@@ -155,6 +155,12 @@ async def _cancel(tasks: set[asyncio.Task[Any]]) -> None:
             task.cancel()
 
 
+async def _finish(tasks: set[asyncio.Task[int]]) -> None:
+    """Wait for the spool's re-dating threads, raising what one raised. Cancelling would not stop a thread
+    (``asyncio.to_thread``): it would go on writing to a spool about to be closed."""
+    await asyncio.gather(*tasks)
+
+
 async def run(
     config: AgentConfig,
     *,
@@ -173,17 +179,21 @@ async def run(
         config.site,
         config.gateway,
     )
-    background: set[asyncio.Task[int]] = set()
     with _stop_on_signals(stop):
         async with contextlib.AsyncExitStack() as stack:
+            spool = Spool(config.spool, boot_id=boot_id())
+            stack.callback(spool.close)  # after the publisher's final flush: the exit stack unwinds backwards
+            reanchoring: set[asyncio.Task[int]] = set()
+            stack.push_async_callback(_finish, reanchoring)  # before the spool closes
             workers = [
                 BusWorker(
-                    name=bus.name, reader=await stack.enter_async_context(open_reader(bus)), meters=slots(bus)
+                    name=bus.name,
+                    reader=await stack.enter_async_context(open_reader(bus)),
+                    meters=slots(bus),
+                    report=spool.record_event,
                 )
                 for bus in config.buses
             ]
-            spool = Spool(config.spool, boot_id=boot_id())
-            stack.callback(spool.close)  # after the publisher's final flush: the exit stack unwinds backwards
             publisher = Publisher(
                 config.mqtt,
                 site=config.site,
@@ -198,9 +208,12 @@ async def run(
             def anchor(found: ClockAnchor) -> None:
                 """Publish the anchor and re-date the spooled readings of this boot stamped before."""
                 publisher.set_clock_anchor(found)
-                task = asyncio.create_task(asyncio.to_thread(spool.reanchor, found.boot_id, found.offset_ms))
-                background.add(task)
-                task.add_done_callback(background.discard)
+                task = asyncio.create_task(
+                    asyncio.to_thread(spool.reanchor, found.boot_id, found.offset_ms),
+                    name="kilowatch-spool-reanchor",
+                )
+                reanchoring.add(task)
+                task.add_done_callback(reanchoring.discard)
 
             clock = ClockWatch(config.clock, anchor)
             await serve_metrics(stack, config.metrics, lambda: health_of(workers), spool.status)

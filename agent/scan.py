@@ -32,7 +32,7 @@ from agent.transport import (
     SerialPortLink,
     serial_open_problem,
 )
-from kilowatch.profiles import Profile, Register, Table
+from kilowatch.profiles import REFUSED, Answer, Profile, Table
 
 CONNECT_TIMEOUT_S = 3.0
 """Opening the link may take longer than a unit's answer (a serial server across a network)."""
@@ -95,18 +95,19 @@ def refused_settings(link: SerialPortLink) -> str | None:
     return reason
 
 
-def probe_register(profiles: Sequence[Profile]) -> Register:
-    """The register every unit is asked for: the first fingerprint check of the first profile."""
+def probe_register(profiles: Sequence[Profile]) -> tuple[Table, int, int]:
+    """The read every unit is probed with: that of the first value check of the first profile with one."""
     for profile in profiles:
-        if profile.fingerprint:
-            return profile.register(profile.fingerprint[0].quantity)
+        for check in profile.fingerprint:
+            if check.refuses is None:
+                return profile.check_read(check)
     raise ValueError("none of the profiles has a fingerprint to scan with")
 
 
-async def probe(reader: RegisterReader, unit: int, register: Register) -> str | None:
-    """What `unit` answered to one read of `register`, or None if it is not there."""
+async def probe(reader: RegisterReader, unit: int, read: tuple[Table, int, int]) -> str | None:
+    """What `unit` answered to one `read` (table, address, count), or None if it is not there."""
     try:
-        await reader.read(register.table, register.address, register.count, unit)
+        await reader.read(*read, unit)
     except ModbusExceptionResponse as exc:
         if exc.code in GATEWAY_FAILURES:
             return None
@@ -121,31 +122,48 @@ async def probe(reader: RegisterReader, unit: int, register: Register) -> str | 
 
 
 async def identify(reader: RegisterReader, unit: int, profiles: Sequence[Profile]) -> str | None:
-    """Id of the first profile whose every fingerprint check reads a value in range, or None."""
-    cache: dict[tuple[Table, int, int], list[int] | None] = {}
+    """Id of the first profile whose every fingerprint check passes (see ``Profile.passes``), or None."""
+    cache: dict[tuple[Table, int, int], Answer] = {}
 
-    async def words(reg: Register) -> list[int] | None:
-        key = (reg.table, reg.address, reg.count)
-        if key not in cache:
+    async def answer(read: tuple[Table, int, int]) -> Answer:
+        if read not in cache:
             try:
-                cache[key] = await reader.read(reg.table, reg.address, reg.count, unit)
+                cache[read] = await reader.read(*read, unit)
             except BusUnavailable:
                 raise
+            except ModbusExceptionResponse as exc:
+                cache[read] = None if exc.code in GATEWAY_FAILURES else REFUSED
             except AgentError:
-                cache[key] = None
-        return cache[key]
+                cache[read] = None
+        return cache[read]
 
     for profile in profiles:
         if not profile.fingerprint:
             continue
         for check in profile.fingerprint:
-            reg = profile.register(check.quantity)
-            read = await words(reg)
-            if read is None or not check.accepts(reg.decode(read)):
+            if not profile.passes(check, await answer(profile.check_read(check))):
                 break
         else:
             return profile.id
     return None
+
+
+def most_specific_first(profiles: Sequence[Profile]) -> list[Profile]:
+    """`profiles` in the order a scan should try them: those that read an exact identification value first,
+    then those that expect a refusal, then by number of checks (a stable sort keeps the given order otherwise).
+
+    A model whose map is a superset of another's passes the other's range checks too; trying the profile
+    with the sharper fingerprint first names the meter right (a PM5000 checks its model code, an iEM3000
+    only ranges on the same block).
+    """
+
+    def sharpness(profile: Profile) -> tuple[int, int, int]:
+        checks = profile.fingerprint
+        exact = sum(1 for c in checks if c.equals is not None)
+        refusals = sum(1 for c in checks if c.refuses is not None)
+        return (-exact, -refusals, -len(checks))
+
+    return sorted(profiles, key=sharpness)
 
 
 async def scan_reader(
@@ -156,12 +174,13 @@ async def scan_reader(
     progress: Progress,
 ) -> list[Found]:
     """Probe `units` one after the other on one reader and fingerprint those that answer."""
-    register = probe_register(profiles)
+    read = probe_register(profiles)
+    ranked = most_specific_first(profiles)
     found = []
     for unit in units:
-        answer = await probe(reader, unit, register)
+        answer = await probe(reader, unit, read)
         if answer is not None:
-            model = await identify(reader, unit, profiles)
+            model = await identify(reader, unit, ranked)
             found.append(Found(transport=transport, unit=unit, model=model, answer=answer))
         progress(1)
     return found

@@ -33,6 +33,7 @@ from pydantic import TypeAdapter
 
 from agent.clock import now_ms
 from agent.config import SpoolSettings
+from kilowatch.clock import redate
 from kilowatch.mqtt_contract import ClockState, GatewayEventKind, Reading, SpoolStatus
 
 log = logging.getLogger(__name__)
@@ -153,14 +154,12 @@ class _Lost:
     span: _Span = field(default_factory=_Span)
 
 
-def redate(readings: Sequence[Reading], offset_ms: int) -> tuple[list[Reading], int]:
+def _redate_unsynced(readings: Sequence[Reading], offset_ms: int) -> tuple[list[Reading], int]:
     """Readings with every unsynced one that has `mono_ms` re-dated to `mono_ms + offset_ms`, and how many."""
     out, changed = [], 0
     for reading in readings:
         if reading.clock is ClockState.UNSYNCED and reading.mono_ms is not None:
-            reading = reading.model_copy(
-                update={"ts": reading.mono_ms + offset_ms, "clock": ClockState.CORRECTED}
-            )
+            reading = redate(reading, offset_ms)
             changed += 1
         out.append(reading)
     return out, changed
@@ -307,7 +306,7 @@ class Spool:
                 return None
             seq, self._next_seq = self._next_seq, self._next_seq + 1
             if self._offset_ms is not None:
-                readings, _ = redate(readings, self._offset_ms)
+                readings, _ = _redate_unsynced(readings, self._offset_ms)
             self._buffer.append(_Buffered(seq, now_ms(), list(readings)))
             if len(self._buffer) == 1:  # a commit took the others
                 self._buffered_readings = 0
@@ -334,6 +333,12 @@ class Spool:
                 )
                 self.db.execute("DELETE FROM batches WHERE seq = ?", (seq,))
             self._refresh_totals()
+
+    def record_event(self, kind: GatewayEventKind, detail: str) -> None:
+        """Buffer, for the next commit, an event that concerns no readings (e.g. a meter answering
+        impossible values); published like the spool's own."""
+        with self._mem_lock:
+            self._new_events.append(_Span().event(kind, detail))
 
     def ack_event(self, event_id: int) -> None:
         with self._mem_lock:
@@ -396,14 +401,14 @@ class Spool:
                 if boot_id == self.boot_id:
                     self._offset_ms = offset_ms
                     for batch in self._buffer:
-                        batch.readings, count = redate(batch.readings, offset_ms)
+                        batch.readings, count = _redate_unsynced(batch.readings, offset_ms)
                         changed += count
             rows = self.db.execute(
                 "SELECT seq, payload FROM batches WHERE boot_id = ? AND unsynced > 0", (boot_id,)
             ).fetchall()
             with _transaction(self.db):
                 for seq, payload in rows:
-                    readings, count = redate(READINGS.validate_json(payload), offset_ms)
+                    readings, count = _redate_unsynced(READINGS.validate_json(payload), offset_ms)
                     if count and seq not in acked:
                         self.db.execute(
                             "UPDATE batches SET readings = ?, oldest_ts = ?, newest_ts = ?, unsynced = ?, "

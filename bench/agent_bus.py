@@ -42,9 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.services import Mosquitto, Process, free_port, port_open, wait_until
+from app.processes import Mosquitto, Process, free_port, port_open, wait_until
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -249,7 +247,7 @@ def agent_child(profiles: Path, argv: list[str]) -> None:
     import kilowatch.profiles
 
     kilowatch.profiles.builtin_dir = lambda: profiles
-    from kilowatch.cli import app
+    from app.cli import app
 
     app(argv)
 
@@ -454,7 +452,7 @@ def start_sim(work: Path, name: str, port: int, fault: list[str]) -> Process:
         [
             sys.executable,
             "-m",
-            "kilowatch",
+            "app",
             "sim",
             "serve",
             "--profile",

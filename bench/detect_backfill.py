@@ -14,21 +14,17 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
 from datetime import date
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from collector.calendars import DAY_MS, OFFSET_MS, day_number, day_start_ms
 from collector.detectors.common import Context
 from collector.detectors.config import MeterConfig, Role, SiteConfig
 from collector.detectors.run import detect_meter
 from collector.detectors.series import Sample, Series
+from kilowatch.timebase import DAY_MS, OFFSET_MS, day_number, day_start_ms
 
 MINUTE = 60_000
 ROLES = (Role.SUB_METER, Role.MACHINE, Role.LIGHTING_CABINET, Role.ADVERTISING)

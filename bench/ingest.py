@@ -24,8 +24,15 @@ from pathlib import Path
 
 import aiomqtt
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from app.processes import (
+    UNBOUNDED_QUEUE,
+    Mosquitto,
+    Process,
+    VictoriaMetrics,
+    free_port,
+    wait_until,
+    write_collector_config,
+)
 from kilowatch.mqtt_contract import (
     SCHEMA_VERSION,
     Channel,
@@ -36,19 +43,11 @@ from kilowatch.mqtt_contract import (
     topic,
 )
 from kilowatch.profiles import load_builtin
-from tests.services import (
-    Mosquitto,
-    Process,
-    VictoriaMetrics,
-    free_port,
-    wait_until,
-    write_collector_config,
-)
 
 SITE, GATEWAY = "bench-site", "gw-bench"
-# Room for a whole backlog: Mosquitto's default of 1,000 queued messages would silently drop the rest.
+# Room for a whole backlog (UNBOUNDED_QUEUE) and a wide in-flight window.
 BASELINE_TOPIC = "bench-baseline/readings"  # outside the collector's subscription
-BROKER_CONF = "max_queued_messages 0\nmax_inflight_messages 100\n"
+BROKER_CONF = f"{UNBOUNDED_QUEUE}\nmax_inflight_messages 100\n"
 
 
 def payloads(batches: int, meters: int) -> list[bytes]:
@@ -159,7 +158,7 @@ def main() -> None:
         )  # fmt: skip
         collector = Process(
             "collector",
-            [sys.executable, "-m", "kilowatch", "collector", "run", "--config", str(work / "collector.yaml"),
+            [sys.executable, "-m", "app", "collector", "run", "--config", str(work / "collector.yaml"),
              "--log-level", "WARNING"],
             work / "collector.log",
         ).start()  # fmt: skip

@@ -23,8 +23,6 @@ from pathlib import Path
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.framer import FramerType
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from kilowatch.profiles import Table, load_builtin
 from sim.scenario import load_scenario
 
@@ -120,7 +118,7 @@ def main() -> None:
         log = Path(tmp) / "sim.log"
         with log.open("wb") as out:
             sim = subprocess.Popen(
-                [sys.executable, "-m", "kilowatch", "sim", "serve", "--scenario", args.scenario,
+                [sys.executable, "-m", "app", "sim", "serve", "--scenario", args.scenario,
                  "--tcp", "127.0.0.1:0", "--start", "2025-05-06T09:00:00+07:00"],
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip

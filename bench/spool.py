@@ -51,17 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from app.processes import Mosquitto, Process, VictoriaMetrics, free_port, wait_until, write_collector_config
 from bench.agent_bus import CORE_QUANTITIES, cpu_seconds, peak_rss_mb
-from tests.services import (
-    Mosquitto,
-    Process,
-    VictoriaMetrics,
-    free_port,
-    wait_until,
-    write_collector_config,
-)
 
 if TYPE_CHECKING:
     from agent.spool import Spool
@@ -394,13 +385,13 @@ def drain(
     api = f"http://127.0.0.1:{api_port}"
     collector = Process(
         "collector",
-        [sys.executable, "-m", "kilowatch", "collector", "run", "--config", str(work / "collector.yaml"),
+        [sys.executable, "-m", "app", "collector", "run", "--config", str(work / "collector.yaml"),
          "--log-level", "WARNING"],
         work / "collector.log",
     )  # fmt: skip
     agent = Process(
         "agent",
-        [sys.executable, "-m", "kilowatch", "agent", "run", "--config",
+        [sys.executable, "-m", "app", "agent", "run", "--config",
          str(write_agent_config(work, broker, spool, max_inflight)), "--log-level", "ERROR"],
         work / "agent.log",
     )  # fmt: skip

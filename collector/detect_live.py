@@ -22,7 +22,6 @@ with a read-only connection of their own, so ingestion is never held up.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import threading
@@ -32,29 +31,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from collector.alerts import AlertChange, Clock, wall_clock_ms
-from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS
 from collector.config import DetectionSettings
 from collector.detectors.common import Context, Episode
 from collector.detectors.config import Sites
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.run import DETECTORS_BY_ROLE, detect_meter
 from collector.detectors.series import Series
-from collector.ledger import power_samples
 from collector.metrics import CollectorMetrics
-from kilowatch.mqtt_contract import ClockState, GatewayState
+from collector.store import LedgerReader
+from kilowatch.mqtt_contract import GatewayState
+from kilowatch.timebase import DAY_MS, bucket_start, day_start_ms, local_day
 
 log = logging.getLogger(__name__)
-
-_UNSYNCED = ClockState.UNSYNCED.value
-# Column names come from constants, never from input.
-_NEWEST_SQL = f"SELECT max(ts) FROM readings WHERE meter_id = ? AND ts <= ? AND clock != '{_UNSYNCED}'"  # noqa: S608
-_COUNT_SQL = "SELECT count(*) FROM readings WHERE meter_id = ? AND ts >= ? AND ts < ?"
-
-_STEPS_SQL = "SELECT gateway, start_ts, end_ts FROM clock_steps WHERE site = ? ORDER BY start_ts"
-_STATES_SQL = (
-    "SELECT gateway, state, received_at FROM gateway_states WHERE site = ? ORDER BY gateway, received_at"
-)
-_OFFLINE_SQL = "SELECT meters FROM gateways WHERE state = 'offline'"
 
 FindingKey = tuple[str, Detector, str, int]
 """(meter, detector, rule, start_ms): one occurrence of a condition."""
@@ -96,14 +84,6 @@ def configured_meters(sites: Sites) -> list[Meter]:
     ]
 
 
-def _floor(ms: int, step: int) -> int:
-    return ms - ms % step
-
-
-def _local_midnight(ms: int) -> int:
-    return _floor(ms + OFFSET_MS, DAY_MS) - OFFSET_MS
-
-
 class LiveDetection:
     """Judges the configured meters on the ledger in `path`; see the module docstring.
 
@@ -137,7 +117,7 @@ class LiveDetection:
         self._seen: dict[str, _Seen] = {m.ctx.meter: _Seen() for m in self._meters}
         self._gateway_findings: dict[FindingKey, Finding] = {}
         """Gateway findings (clock steps, offline) applied by this process."""
-        self._db: sqlite3.Connection | None = None
+        self._reader: LedgerReader | None = None
         self._lock = threading.Lock()
         self._stopping = False
 
@@ -145,20 +125,18 @@ class LiveDetection:
     def meters(self) -> list[Meter]:
         return list(self._meters)
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            uri = self._path.absolute().as_uri() + "?mode=ro"
-            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            self._db.execute("PRAGMA busy_timeout=5000")
-        return self._db
+    def _connection(self) -> LedgerReader:
+        if self._reader is None:
+            self._reader = LedgerReader(self._path)
+        return self._reader
 
     def close(self) -> None:
         """Close the connection; a pass under way stops at its next meter first."""
         self._stopping = True
         with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             self._stopping = False
 
     def scan(self) -> PassReport:
@@ -168,30 +146,30 @@ class LiveDetection:
         findings: list[Finding] = []
         with self._lock:
             db = self._connection()
-            db.execute("BEGIN")  # one snapshot per pass
             judged_meters: list[str] = []
-            try:
-                nows = self._data_clocks(db) if self._settings.clock == "data" else {}
-                now = max(nows.values(), default=0) if nows else self._clock()
-                offline = {m for (meters,) in db.execute(_OFFLINE_SQL) for m in json.loads(meters)}
-                for meter in self._meters:
-                    if self._stopping:
-                        break
-                    fresh = self._judge(db, meter, nows.get(meter.ctx.meter, now), meter.ctx.meter in offline)
-                    if fresh is not None:
-                        judged_meters.append(meter.ctx.meter)
-                        findings += fresh
-                findings += self._gateways(db, now)
-            except BaseException:  # what this pass found is lost: judge those meters again next pass
-                for name in judged_meters:
-                    self.forget(name)
-                raise
-            finally:
-                db.execute("COMMIT")
+            with db.snapshot():  # one snapshot per pass
+                try:
+                    nows = self._data_clocks(db) if self._settings.clock == "data" else {}
+                    now = max(nows.values(), default=0) if nows else self._clock()
+                    offline = db.offline_meters()
+                    for meter in self._meters:
+                        if self._stopping:
+                            break
+                        fresh = self._judge(
+                            db, meter, nows.get(meter.ctx.meter, now), meter.ctx.meter in offline
+                        )
+                        if fresh is not None:
+                            judged_meters.append(meter.ctx.meter)
+                            findings += fresh
+                    findings += self._gateways(db, now)
+                except BaseException:  # what this pass found is lost: judge those meters again next pass
+                    for name in judged_meters:
+                        self.forget(name)
+                    raise
             judged = len(judged_meters)
         return PassReport(len(self._meters), judged, findings, time.perf_counter() - started)
 
-    def _gateways(self, db: sqlite3.Connection, now: int) -> list[Finding]:
+    def _gateways(self, db: LedgerReader, now: int) -> list[Finding]:
         """Gateway findings on ``<site>/<gateway>`` not yet applied: spans in which its clock had stepped
         away (its readings re-dated by the ledger; open while the newest data is still stepped), and spans
         it was offline, from its last will to its next birth (wall clock, as the collector saw them)."""
@@ -201,11 +179,11 @@ class LiveDetection:
             poll = max(m.poll_ms for m in meters)
             spans = [
                 (gateway, "untrusted_clock", start, None if end + 2 * poll >= now else end + poll)
-                for gateway, start, end in db.execute(_STEPS_SQL, (site_id,))
+                for gateway, start, end in db.clock_steps(site_id)
             ]
             offline: dict[str, int] = {}
-            for gateway, state, received_at in db.execute(_STATES_SQL, (site_id,)):
-                if state == GatewayState.OFFLINE.value:
+            for gateway, state, received_at in db.gateway_states(site_id):
+                if state is GatewayState.OFFLINE:
                     offline.setdefault(gateway, received_at)
                 elif gateway in offline:
                     spans.append((gateway, "gateway_offline", offline.pop(gateway), received_at))
@@ -220,13 +198,13 @@ class LiveDetection:
                     findings.append(finding)
         return findings
 
-    def _data_clocks(self, db: sqlite3.Connection) -> dict[str, int]:
+    def _data_clocks(self, db: LedgerReader) -> dict[str, int]:
         """Per configured meter, "now" when replaying history: the end of the newest poll of any meter of
         its gateway (gateways flush their backlogs each at its own pace)."""
-        gateway_of = dict(db.execute("SELECT meter_id, site || '/' || gateway FROM meters"))
+        gateway_of = db.meter_gateways()
         newest: dict[str, int] = {}
         for m in self._meters:
-            (ts,) = db.execute(_NEWEST_SQL, (m.ctx.meter, 2**62)).fetchone()
+            ts = db.newest_trusted_ts(m.ctx.meter)
             if ts is not None:
                 newest[m.ctx.meter] = ts + m.poll_ms
         by_gateway: dict[str, int] = {}
@@ -235,24 +213,24 @@ class LiveDetection:
             by_gateway[key] = max(by_gateway.get(key, 0), end)
         return {meter: by_gateway[gateway_of.get(meter, meter)] for meter in newest}
 
-    def _judge(self, db: sqlite3.Connection, meter: Meter, now: int, offline: bool) -> list[Finding] | None:
+    def _judge(self, db: LedgerReader, meter: Meter, now: int, offline: bool) -> list[Finding] | None:
         """The meter's findings not yet applied, or None when nothing changed since the last judgement.
         The meter of an `offline` gateway is not called silent: the gateway's finding says why."""
         ctx, poll = meter.ctx, meter.poll_ms
-        (newest,) = db.execute(_NEWEST_SQL, (ctx.meter, now + poll)).fetchone()
+        newest = db.newest_trusted_ts(ctx.meter, now + poll)
         if newest is None:
             return None
-        horizon = _floor(min(newest + poll, now), SLOT_MS)
+        horizon = bucket_start(min(newest + poll, now))
         judged_from = horizon - self._settings.catch_up_days * DAY_MS
-        start = _local_midnight(judged_from - self._settings.history_days * DAY_MS)
+        start = day_start_ms(local_day(judged_from - self._settings.history_days * DAY_MS))
         silent_polls = ctx.thresholds.data_quality.silent_polls
         silent = not offline and now - (newest + poll) > silent_polls * poll
-        (count,) = db.execute(_COUNT_SQL, (ctx.meter, start, horizon)).fetchone()
+        count = db.count_readings(ctx.meter, start, horizon)
         seen = self._seen[ctx.meter]
         fingerprint = (horizon, count, silent)
         if fingerprint == seen.fingerprint:
             return None
-        samples = power_samples(db, ctx.meter, start, horizon)
+        samples = db.power_samples(ctx.meter, start, horizon)
         findings: list[Finding] = []
         if samples:
             series = Series.of(

@@ -28,8 +28,8 @@ import aiomqtt
 
 from collector import mqtt_acks
 from collector.config import MqttSettings
-from collector.ledger import IngestResult, Item, Ledger, RejectedMessage
 from collector.metrics import CollectorMetrics
+from collector.store import IngestResult, Item, Ledger, RejectedMessage
 from collector.validate import Rejected, parse_message
 from kilowatch.backoff import Backoff
 from kilowatch.mqtt_contract import Channel, GatewayEvent, GatewayEventKind, ReadingsBatch, subscription

@@ -8,27 +8,19 @@ contributes nothing, never negative energy. A step longer than :data:`MAX_SPREAD
 the energy flowed is unknown, so it is not put in any bucket (and a reading stamped years off cannot make
 the ledger write a row for every quarter hour in between).
 
-Buckets are aligned to 15 minutes in UTC. Vietnam is UTC+7 (whole hours, no daylight saving), so UTC
-alignment is local alignment too.
+Buckets are the 15-minute slots of :mod:`kilowatch.timebase`; what counts as going backwards is
+:func:`kilowatch.counters.went_backwards`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-INTERVAL_MS = 15 * 60 * 1000
-"""Length of one interval (bucket), milliseconds."""
+from kilowatch.counters import went_backwards
+from kilowatch.timebase import DAY_MS, SLOT_MS, bucket_start
 
-HOURS_PER_INTERVAL = INTERVAL_MS / 3_600_000
-"""0.25: mean kW over a bucket is its kWh divided by this."""
-
-MAX_SPREAD_MS = 24 * 3_600_000
+MAX_SPREAD_MS = DAY_MS
 """The longest step whose energy is spread over buckets; a longer one is a gap."""
-
-
-def bucket_start(ts_ms: int) -> int:
-    """Start (UTC ms) of the 15-minute bucket that contains `ts_ms`."""
-    return ts_ms - ts_ms % INTERVAL_MS
 
 
 def spread(start_ms: int, end_ms: int, amount: float) -> list[tuple[int, float]]:
@@ -42,9 +34,9 @@ def spread(start_ms: int, end_ms: int, amount: float) -> list[tuple[int, float]]
     shares = []
     bucket = bucket_start(start_ms)
     while bucket < end_ms:
-        overlap = min(bucket + INTERVAL_MS, end_ms) - max(bucket, start_ms)
+        overlap = min(bucket + SLOT_MS, end_ms) - max(bucket, start_ms)
         shares.append((bucket, amount * overlap / span))
-        bucket += INTERVAL_MS
+        bucket += SLOT_MS
     return shares
 
 
@@ -66,7 +58,7 @@ class CounterStep:
     @property
     def reset(self) -> bool:
         """The counter went backwards: the meter was reset or replaced."""
-        return self.end.value < self.start.value
+        return went_backwards(self.start.value, self.end.value)
 
     @property
     def gap(self) -> bool:
@@ -75,8 +67,9 @@ class CounterStep:
 
     @property
     def energy(self) -> float:
-        """What flowed between the two readings; 0 across a reset (the amount before it is unknown)."""
-        return 0.0 if self.reset else self.end.value - self.start.value
+        """What flowed between the two readings; 0 across a reset (the amount before it is unknown) and
+        for a step back within the tolerance (rounding, not consumption)."""
+        return 0.0 if self.reset else max(self.end.value - self.start.value, 0.0)
 
     def shares(self) -> list[tuple[int, float]]:
         """The step's energy per bucket it covers; a gap covers none.

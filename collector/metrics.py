@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from collector.ledger import QuarantineReason
+from collector.store import QuarantineReason
 from kilowatch.mqtt_contract import GatewayEventKind
 
 

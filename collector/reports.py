@@ -21,13 +21,22 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from collector.alerts import VIETNAM, Alert, AlertQuery, AlertStore, local_day_ms
-from collector.calendars import DAY_MS, SLOT_HOURS, SLOT_MS, SLOTS_PER_DAY, Band, day_number
+from collector.alerts import AlertStore
 from collector.detectors.common import Context, quantile
 from collector.detectors.config import Role, SiteConfig, Sites
 from collector.detectors.series import Series
 from collector.detectors.states import STATES, State, state_codes
-from collector.ledger import IntervalRow, LedgerReader
+from collector.store import Alert, AlertQuery, IntervalRow, LedgerReader
+from kilowatch.calendars import Band
+from kilowatch.timebase import (
+    DAY_MS,
+    SLOT_HOURS,
+    SLOT_MS,
+    SLOTS_PER_DAY,
+    day_number,
+    day_start_ms,
+    local_datetime,
+)
 
 MAX_ALERTS = 10_000
 """Alerts of one site and day counted at most."""
@@ -88,7 +97,7 @@ def shift_idle(ctx: Context, series: Series, day: date) -> list[ShiftIdle]:
     """Each shift of `day` (a run of occupied quarter hours) with the share of its readings IDLE."""
     settings = ctx.thresholds.idle
     ts, codes = state_codes(series, settings, ctx.config.rated_kw)
-    midnight = local_day_ms(day)[0]
+    midnight = day_start_ms(day_number(day))
     shifts = []
     for first, end in _runs(ctx.calendar.occupied_slots(day_number(day))):
         start_ms, end_ms = midnight + first * SLOT_MS, midnight + end * SLOT_MS
@@ -97,8 +106,8 @@ def shift_idle(ctx: Context, series: Series, day: date) -> list[ShiftIdle]:
         share = float((known == STATES.index(State.IDLE)).mean()) if known.size else None
         shifts.append(
             ShiftIdle(
-                start=datetime.fromtimestamp(start_ms / 1000, VIETNAM),
-                end=datetime.fromtimestamp(end_ms / 1000, VIETNAM),
+                start=local_datetime(start_ms),
+                end=local_datetime(end_ms),
                 idle_share=share,
                 flagged=share is not None and share > settings.report_share,
             )
@@ -111,8 +120,8 @@ def meter_day(
 ) -> MeterDay:
     """`ctx`'s meter on `day` from its interval `rows`, the alerts that `began` on it that day and, for a
     machine, its readings' `series`."""
-    calendar, start = ctx.calendar, local_day_ms(day)[0]
     n = day_number(day)
+    calendar, start = ctx.calendar, day_start_ms(n)
     bands, occupied, permitted = calendar.bands(n), calendar.occupied_slots(n), calendar.permitted_slots(n)
     kwh: dict[int, float] = {
         (row.start_ms - start) // SLOT_MS: row.energy_import_kwh
@@ -152,7 +161,8 @@ def meter_day(
 
 def site_day(reader: LedgerReader, store: AlertStore, site_id: str, site: SiteConfig, day: date) -> SiteDay:
     """Every configured meter of `site_id` on `day`, from the ledger `reader` and the alert `store`."""
-    start, end = local_day_ms(day)
+    start = day_start_ms(day_number(day))
+    end = start + DAY_MS
     poll_ms = round(site.poll_s * 1000)
     began: dict[str, list[Alert]] = {}
     for alert in store.alerts(AlertQuery(site=site_id, start_ms=start, end_ms=end, limit=MAX_ALERTS)):

@@ -16,19 +16,20 @@ import signal
 import socket
 import sqlite3
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
 
 from collector.alerts import AlertStore
-from collector.api import create_app
+from collector.api.app import create_app
 from collector.config import CollectorConfig
 from collector.detect_live import LiveDetection
 from collector.detectors.config import load_sites
 from collector.ingest import Ingestor
-from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
 from collector.notifiers.dispatch import Notifications, channels
 from collector.reports import ledger_reporter
+from collector.store import Ledger
 from collector.tsdb import TsdbWriter
 from kilowatch import __version__
 from kilowatch.sdnotify import supervise
@@ -60,18 +61,6 @@ def _listen(host: str, port: int) -> socket.socket:
         raise ServiceError(f"the API cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
-async def serve(config: CollectorConfig) -> None:
-    """Run until SIGTERM/SIGINT; raise :class:`ServiceError` when it cannot start or a task dies."""
-    try:
-        ledger = await asyncio.to_thread(Ledger, config.ledger.path, outbox=config.tsdb is not None)
-    except sqlite3.Error as exc:
-        raise ServiceError(f"cannot open the ledger {config.ledger.path}: {exc}") from exc
-    try:
-        await _run(config, ledger)
-    finally:
-        await asyncio.to_thread(ledger.close)
-
-
 async def _detection(config: CollectorConfig, metrics: CollectorMetrics) -> LiveDetection | None:
     """The live detectors if enabled; ServiceError naming the file, key and problem if their settings are bad."""
     settings = config.detection
@@ -89,80 +78,106 @@ async def _detection(config: CollectorConfig, metrics: CollectorMetrics) -> Live
     return detection
 
 
-async def _run(config: CollectorConfig, ledger: Ledger) -> None:
-    metrics = CollectorMetrics()
-    detection = await _detection(config, metrics)
-    writer = TsdbWriter(settings=config.tsdb, metrics=metrics, ledger=ledger) if config.tsdb else None
-    ingestor = Ingestor(
-        settings=config.mqtt, ledger=ledger, metrics=metrics, on_commit=writer.wake if writer else None
-    )
-    app = create_app(
-        ledger_path=config.ledger.path,
-        metrics=metrics,
-        mqtt_connected=lambda: ingestor.connected,
-        sites=detection.sites if detection else None,
-    )
-    api = config.api
-    sock = _listen(api.host, api.port)
-    server = _EmbeddedServer(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
-    log.info(
-        "kilowatch collector %s: API http://%s:%d, ledger %s, %s, broker %s",
-        __version__,
-        api.host,
-        api.port,
-        config.ledger.path.absolute(),
-        f"TSDB {writer.url}" if writer else "no TSDB",
-        config.mqtt.address,
-    )
+async def serve(config: CollectorConfig) -> None:
+    """Run until SIGTERM/SIGINT; raise :class:`ServiceError` when it cannot start or a task dies.
 
-    senders = channels(config.notify)
-    alert_store = AlertStore(config.ledger.path, settings=config.alerts, channels=[c.name for c in senders])
-    notifications = Notifications(
-        store=alert_store,
-        channels=senders,
-        settings=config.notify,
-        reporter=ledger_reporter(config.ledger.path, detection.sites) if detection else None,
-    )
+    What it opens is closed by one exit stack, in reverse order; its tasks are all cancelled (the API asked
+    to finish its requests) and awaited before that.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            ledger = await asyncio.to_thread(Ledger, config.ledger.path, outbox=config.tsdb is not None)
+        except sqlite3.Error as exc:
+            raise ServiceError(f"cannot open the ledger {config.ledger.path}: {exc}") from exc
+        stack.push_async_callback(asyncio.to_thread, ledger.close)
+        metrics = CollectorMetrics()
+        detection = await _detection(config, metrics)
+        writer = TsdbWriter(settings=config.tsdb, metrics=metrics, ledger=ledger) if config.tsdb else None
+        ingestor = Ingestor(
+            settings=config.mqtt, ledger=ledger, metrics=metrics, on_commit=writer.wake if writer else None
+        )
+        app = create_app(
+            ledger_path=config.ledger.path,
+            metrics=metrics,
+            mqtt_connected=lambda: ingestor.connected,
+            sites=detection.sites if detection else None,
+        )
+        api = config.api
+        sock = stack.enter_context(_listen(api.host, api.port))
+        server = _EmbeddedServer(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+        log.info(
+            "kilowatch collector %s: API http://%s:%d, ledger %s, %s, broker %s",
+            __version__,
+            api.host,
+            api.port,
+            config.ledger.path.absolute(),
+            f"TSDB {writer.url}" if writer else "no TSDB",
+            config.mqtt.address,
+        )
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    ingest_task = asyncio.create_task(ingestor.run(), name="mqtt-ingest")
-    api_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-api")
-    writer_task = asyncio.create_task(writer.run(), name="tsdb-writer") if writer else None
-    notify_task = asyncio.create_task(notifications.run(), name="notifications") if senders else None
-    detect_task = (
-        asyncio.create_task(detection.run(notifications.submit), name="detection") if detection else None
-    )
-    workers = [t for t in (ingest_task, api_task, writer_task, notify_task, detect_task) if t is not None]
-    workers.append(asyncio.create_task(supervise(), name="systemd-notify"))  # READY=1, watchdog pings
-    stop_task = asyncio.create_task(stop.wait(), name="stop-signal")
-    try:
-        done, _ = await asyncio.wait([*workers, stop_task], return_when=asyncio.FIRST_COMPLETED)
-        log.info("stopping: %s", "signal received" if stop_task in done else "a task ended")
-        ingest_task.cancel()
-        server.should_exit = True
-        if writer is not None and writer_task is not None and not writer_task.done():
-            try:
-                await asyncio.wait_for(writer.drain(), DRAIN_TIMEOUT_S)
-            except TimeoutError:
-                log.warning(
-                    "the TSDB writer did not empty the outbox in %.0f s; the rest waits in the ledger",
-                    DRAIN_TIMEOUT_S,
-                )
-    finally:
-        for task in [*workers, stop_task]:
-            if task is not api_task:
-                task.cancel()
-        await asyncio.gather(*workers, stop_task, return_exceptions=True)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        sock.close()
-        alert_store.close()
+        senders = channels(config.notify)
+        alert_store = stack.enter_context(
+            AlertStore(config.ledger.path, settings=config.alerts, channels=[c.name for c in senders])
+        )
+        notifications = Notifications(
+            store=alert_store,
+            channels=senders,
+            settings=config.notify,
+            reporter=ledger_reporter(config.ledger.path, detection.sites) if detection else None,
+        )
+
+        stop = asyncio.Event()
+        stack.enter_context(_stop_on_signals(stop))
+        ingest_task = asyncio.create_task(ingestor.run(), name="mqtt-ingest")
+        api_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-api")
+        writer_task = asyncio.create_task(writer.run(), name="tsdb-writer") if writer else None
+        notify_task = asyncio.create_task(notifications.run(), name="notifications") if senders else None
+        detect_task = (
+            asyncio.create_task(detection.run(notifications.submit), name="detection") if detection else None
+        )
+        workers = {t for t in (ingest_task, api_task, writer_task, notify_task, detect_task) if t is not None}
+        workers.add(asyncio.create_task(supervise(), name="systemd-notify"))  # READY=1, watchdog pings
+        stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+        try:
+            done, _ = await asyncio.wait({*workers, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            log.info("stopping: %s", "signal received" if stopping in done else "a task ended")
+            ingest_task.cancel()
+            server.should_exit = True
+            if writer is not None and writer_task is not None and not writer_task.done():
+                try:
+                    await asyncio.wait_for(writer.drain(), DRAIN_TIMEOUT_S)
+                except TimeoutError:
+                    log.warning(
+                        "the TSDB writer did not empty the outbox in %.0f s; the rest waits in the ledger",
+                        DRAIN_TIMEOUT_S,
+                    )
+        finally:
+            await _stop(workers | {stopping}, api_task, server)
     died = [t for t in workers if t in done]
     if died:
         task = died[0]
         cause = task.exception() if not task.cancelled() else None
         raise ServiceError(f"task {task.get_name()} stopped unexpectedly: {cause!r}") from cause
     log.info("stopped")
+
+
+async def _stop(tasks: set[asyncio.Task[Any]], api_task: asyncio.Task[Any], server: uvicorn.Server) -> None:
+    """Cancel every task but the API, which is asked to finish its requests and close its lifespan;
+    then wait until all have ended."""
+    server.should_exit = True
+    for task in tasks - {api_task}:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)

@@ -20,8 +20,8 @@ from influxdb_client.client.write_api_async import WriteApiAsync
 from influxdb_client.domain.write_precision import WritePrecision
 
 from collector.config import TsdbSettings
-from collector.ledger import Ledger, LedgerReader, OutboxRow
 from collector.metrics import CollectorMetrics
+from collector.store import Ledger, LedgerReader, TsdbOutboxRow
 from kilowatch.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class TsdbWriter:
             else:
                 await asyncio.sleep(self._backoff.next_delay())
 
-    async def _write(self, write_api: WriteApiAsync, chunk: list[OutboxRow]) -> bool:
+    async def _write(self, write_api: WriteApiAsync, chunk: list[TsdbOutboxRow]) -> bool:
         points = sum(row.points for row in chunk)
         try:
             await write_api.write(

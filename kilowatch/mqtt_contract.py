@@ -7,6 +7,12 @@ Topics live under ``kilowatch/v1/<site>/<gateway>/``:
 - ``events``: a :class:`GatewayEvent` (QoS 1, not retained): something the collector must know happened
   on the gateway, such as readings its spool had to evict.
 
+Bounds are part of the contract, so one message can never break a receiver: every integer fits a signed
+64-bit column (:data:`INT64_MAX`), a trustworthy event time is not older than :data:`TS_FLOOR_MS`, and a
+value outside its quantity's physical range (:mod:`kilowatch.quantities`) is never a value: it is ``bad``,
+with a reason. What depends on the receiver's own clock (how far in the future or the past an event time
+may be) is :class:`TimeWindow`, applied by the receiver.
+
 The JSON Schema of every message is exported to ``docs/mqtt/`` by ``kilowatch schemas`` and tests check
 both sides (agent output, collector input) against those files, so the documentation cannot drift.
 """
@@ -14,15 +20,48 @@ both sides (agent output, collector input) against those files, so the documenta
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from kilowatch.quantities import QUANTITIES, is_quantity
+from kilowatch.quantities import QUANTITIES, is_quantity, out_of_range
 
 TOPIC_ROOT = "kilowatch/v1"
 SCHEMA_VERSION = 1
+
+INT64_MAX = 2**63 - 1
+"""Largest integer on the wire: every count, seq and time fits a signed 64-bit column (SQLite INTEGER,
+PostgreSQL BIGINT), which a larger one would overflow."""
+TS_FLOOR_MS = 946_684_800_000
+"""2000-01-01T00:00:00Z: no trustworthy (synced or corrected) event time is older. Fixed, unlike
+:class:`TimeWindow`, so the JSON Schema carries it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimeWindow:
+    """How far a trustworthy event time may lie from the receiver's clock: the part of a timestamp's
+    plausibility that depends on *now*, so no schema can carry it. The receiver (the collector, with its
+    configured skew and retention) applies it; the contract fixes only :data:`TS_FLOOR_MS`.
+
+    Attributes:
+        future_ms: How far ahead of the receiver's clock a gateway's synced clock may be.
+        past_ms: How old an event time may be: at least the agent's spool age bound, so a gateway's
+            backlog after an outage is still taken.
+    """
+
+    future_ms: int = 5 * 60_000
+    past_ms: int = 400 * 86_400_000
+
+    def problem(self, ts: int, now_ms: int) -> str | None:
+        """Why event time `ts` is implausible at the receiver's `now_ms`; None when it is plausible."""
+        if ts > now_ms + self.future_ms:
+            return f"ts {ts} is more than {self.future_ms} ms ahead of the receiver's clock ({now_ms})"
+        if ts < max(TS_FLOOR_MS, now_ms - self.past_ms):
+            return f"ts {ts} is older than the retention window ({self.past_ms} ms before {now_ms})"
+        return None
+
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,63}$"
 """Site, gateway and meter ids: lower-case, no MQTT wildcard or separator characters, at most 64 long."""
@@ -80,6 +119,9 @@ class Quality(StrEnum):
     """Could not be read or decoded (timeout, exception, NaN sentinel); no value is sent."""
     STALE = "stale"
     """The value is an older one repeated (e.g. a frozen register); sent, but not fresh."""
+    BAD = "bad"
+    """Read and decoded, but impossible (outside its quantity's physical range: wrong word order, the
+    wrong unit answering, broken firmware); not sent as a value, its reason is in `value_reasons`."""
 
 
 class ClockState(StrEnum):
@@ -112,8 +154,28 @@ def _check_quality_names(qualities: dict[str, Quality]) -> dict[str, Quality]:
     return qualities
 
 
+_QUALITY_ORDER = [Quality.GOOD, Quality.STALE, Quality.BAD, Quality.ERROR]
+"""Best to worst: a reading's quality is its worst value's."""
+
+
+def _worst(a: Quality, b: Quality) -> Quality:
+    return max(a, b, key=_QUALITY_ORDER.index)
+
+
 _QUANTITY_KEYS: dict[str, JsonValue] = {"propertyNames": {"enum": list[JsonValue](sorted(QUANTITIES))}}
 """Puts the vocabulary into the exported JSON Schema, so non-Python consumers check names too."""
+_QUANTITY_RANGES: dict[str, JsonValue] = {
+    **_QUANTITY_KEYS,
+    "properties": {
+        q.name: {"type": "number", "minimum": q.minimum, "maximum": q.maximum} for q in QUANTITIES.values()
+    },
+}
+"""And each quantity's physical range, which a sender never puts in `values` (see :class:`Reading`)."""
+_TRUSTED_TS_FLOOR: dict[str, JsonValue] = {
+    "if": {"properties": {"clock": {"enum": ["synced", "corrected"]}}},
+    "then": {"properties": {"ts": {"minimum": TS_FLOOR_MS}}},
+}
+"""Reading's rule that a trustworthy `ts` is not older than TS_FLOOR_MS, in the JSON Schema."""
 
 
 class _Message(BaseModel):
@@ -121,16 +183,28 @@ class _Message(BaseModel):
 
 
 class Reading(_Message):
-    """One poll of one meter."""
+    """One poll of one meter.
+
+    A value outside its quantity's physical range is not a measurement. A sender leaves it out of
+    `values`, marks it `bad` and says why in `value_reasons` (the JSON Schema refuses it in `values`). A
+    receiver given one in `values` anyway does the same when it parses the reading, so the rest of the
+    reading and of its batch still counts and the impossible value is never taken as `good`.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_TRUSTED_TS_FLOOR)
 
     meter: Ident = Field(description="Meter id, unique across the deployment")
     profile: str = Field(min_length=1, max_length=64, description="Device profile id, e.g. eastron-sdm630")
     ts: int = Field(
-        ge=0, description="Event time: when the meter was read, UTC, milliseconds since the epoch"
+        ge=0,
+        le=INT64_MAX,
+        description="Event time: when the meter was read, UTC, milliseconds since the epoch; not before "
+        f"2000-01-01 ({TS_FLOOR_MS}) unless `clock` is unsynced or unknown",
     )
     values: Annotated[dict[str, float], AfterValidator(_check_values)] = Field(
-        description="Good (and stale) values by canonical quantity name; unreadable values are absent",
-        json_schema_extra=_QUANTITY_KEYS,
+        description="Good (and stale) values by canonical quantity name, each within its quantity's "
+        "physical range; unreadable and bad values are absent",
+        json_schema_extra=_QUANTITY_RANGES,
     )
     quality: Quality = Field(description="good when every value is good, else the worst value quality")
     value_quality: Annotated[dict[str, Quality], AfterValidator(_check_quality_names)] = Field(
@@ -138,18 +212,57 @@ class Reading(_Message):
         description="Quality of each value that is not good (absent names are good)",
         json_schema_extra=_QUANTITY_KEYS,
     )
+    value_reasons: Annotated[
+        dict[str, Annotated[str, Field(max_length=200)]], AfterValidator(_check_quality_names)
+    ] = Field(
+        default_factory=dict,
+        description="Why each bad value was refused (what was decoded, and the range it broke)",
+        json_schema_extra=_QUANTITY_KEYS,
+    )
     clock: ClockState = Field(description="The gateway's clock state when it stamped `ts`")
     mono_ms: int | None = Field(
         None,
         ge=0,
+        le=INT64_MAX,
         description="The gateway's monotonic clock (CLOCK_BOOTTIME, ms since its boot `boot_id` of the batch) "
         "when the meter was read: lets a reading stamped by an unsynchronised clock be re-dated later",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _impossible_values_are_bad(cls, data: Any) -> Any:
+        """Move every finite value outside its physical range out of `values`, as `bad` with a reason."""
+        if not isinstance(data, dict) or not isinstance(values := data.get("values"), dict):
+            return data
+        refused = {
+            name: why
+            for name, value in values.items()
+            if is_quantity(name)
+            and isinstance(value, int | float)
+            and math.isfinite(value)
+            and (why := out_of_range(name, value)) is not None
+        }
+        value_quality, value_reasons = data.get("value_quality", {}), data.get("value_reasons", {})
+        if not refused or not isinstance(value_quality, dict) or not isinstance(value_reasons, dict):
+            return data
+        out = {
+            **data,
+            "values": {name: value for name, value in values.items() if name not in refused},
+            "value_quality": {**value_quality, **dict.fromkeys(refused, Quality.BAD)},
+            "value_reasons": {**value_reasons, **refused},
+        }
+        if data.get("quality") in set(Quality):
+            out["quality"] = _worst(Quality(data["quality"]), Quality.BAD)
+        return out
 
     @model_validator(mode="after")
     def _quality_consistent(self) -> Reading:
         if self.quality is Quality.GOOD and self.value_quality:
             raise ValueError("quality is 'good' but value_quality lists values that are not")
+        if sent := [n for n, q in self.value_quality.items() if q is Quality.BAD and n in self.values]:
+            raise ValueError(f"values {sent} are marked bad: a bad value is not sent")
+        if self.clock in (ClockState.SYNCED, ClockState.CORRECTED) and self.ts < TS_FLOOR_MS:
+            raise ValueError(f"ts {self.ts} is before 2000-01-01 ({TS_FLOOR_MS}) on a {self.clock} clock")
         return self
 
 
@@ -159,14 +272,18 @@ class ReadingsBatch(_Message):
     schema_version: Literal[1] = Field(description="Version of this message format")
     site: Ident
     gateway: Ident
-    seq: int = Field(ge=0, description="Per-gateway batch sequence number, increasing by one per batch")
+    seq: int = Field(
+        ge=0, le=INT64_MAX, description="Per-gateway batch sequence number, increasing by one per batch"
+    )
     spool_id: str | None = Field(
         None,
         pattern=r"^[0-9a-f]{8,32}$",
         description="Which spool file numbered `seq` (a new spool, after a corrupt one was moved aside, "
         "starts again at 0): a resend is the same (site, gateway, spool_id, seq)",
     )
-    sent_at: int = Field(ge=0, description="When the batch was published, UTC ms (gateway clock)")
+    sent_at: int = Field(
+        ge=0, le=INT64_MAX, description="When the batch was published, UTC ms (gateway clock)"
+    )
     boot_id: BootId | None = Field(None, description="The boot the readings' `mono_ms` count from")
     readings: list[Reading] = Field(min_length=1, max_length=10_000)
 
@@ -184,31 +301,57 @@ class MeterHealth(_Message):
     """
 
     bus: Ident = Field(description="Name of the bus the meter is on")
-    since: int = Field(ge=0, description="When these counts started (agent start), UTC ms")
-    polls: int = Field(ge=0, description="Polls made (cycles where the breaker skipped the meter are not)")
-    successes: int = Field(ge=0, description="Polls in which every request was answered")
+    since: int = Field(ge=0, le=INT64_MAX, description="When these counts started (agent start), UTC ms")
+    polls: int = Field(
+        ge=0, le=INT64_MAX, description="Polls made (cycles where the breaker skipped the meter are not)"
+    )
+    successes: int = Field(ge=0, le=INT64_MAX, description="Polls in which every request was answered")
     success_rate: float | None = Field(
         ge=0, le=1, description="successes / polls; null before the first poll"
     )
-    skipped: int = Field(ge=0, description="Cycles the meter was not polled because its breaker was open")
+    skipped: int = Field(
+        ge=0, le=INT64_MAX, description="Cycles the meter was not polled because its breaker was open"
+    )
     last_latency_s: float | None = Field(
         ge=0, description="How long the last poll held the bus (all its requests and retries), seconds"
     )
     mean_latency_s: float | None = Field(ge=0, description="Mean of that over every poll; null before one")
-    timeouts: int = Field(ge=0, description="Attempts the meter did not answer in time")
-    crc_errors: int = Field(ge=0, description="Attempts answered with a bad CRC or an unframeable answer")
-    wrong_unit: int = Field(ge=0, description="Attempts answered by another unit id than the one asked")
-    malformed: int = Field(ge=0, description="Attempts answered with something other than what was asked")
-    exceptions: dict[Annotated[int, Field(ge=1, le=255)], Annotated[int, Field(ge=1)]] = Field(
+    timeouts: int = Field(ge=0, le=INT64_MAX, description="Attempts the meter did not answer in time")
+    crc_errors: int = Field(
+        ge=0, le=INT64_MAX, description="Attempts answered with a bad CRC or an unframeable answer"
+    )
+    wrong_unit: int = Field(
+        ge=0, le=INT64_MAX, description="Attempts answered by another unit id than the one asked"
+    )
+    malformed: int = Field(
+        ge=0, le=INT64_MAX, description="Attempts answered with something other than what was asked"
+    )
+    exceptions: dict[Annotated[int, Field(ge=1, le=255)], Annotated[int, Field(ge=1, le=INT64_MAX)]] = Field(
         default_factory=dict,
         description="Modbus exception responses by exception code",
         json_schema_extra={"propertyNames": {"pattern": "^[1-9][0-9]{0,2}$"}},
     )
     last_good_ts: int | None = Field(
-        ge=0, description="When the last successful poll started, UTC ms; null if none succeeded yet"
+        ge=0,
+        le=INT64_MAX,
+        description="When the last successful poll started, UTC ms; null if none succeeded yet",
     )
     counter_resets: int = Field(
-        0, ge=0, description="Times an energy counter read lower than before: a reset or a replaced meter"
+        0,
+        ge=0,
+        le=INT64_MAX,
+        description="Times an energy counter read lower than before: a reset or a replaced meter",
+    )
+    implausible_values: int = Field(
+        0,
+        ge=0,
+        le=INT64_MAX,
+        description="Values decoded outside their quantity's physical range, sent as bad",
+    )
+    implausible: bool = Field(
+        False,
+        description="true: the meter's answers decode to impossible values (wrong word order or unit id, "
+        "broken firmware); set by the first such poll, cleared after a few clean ones",
     )
     breaker: Literal["closed", "open"] = Field(
         description="open: the meter stopped answering and is polled only now and then, as a probe"
@@ -220,18 +363,28 @@ class ClockAnchor(_Message):
     `ts` = `mono_ms` + `offset_ms` for readings of that boot."""
 
     boot_id: BootId
-    offset_ms: int = Field(description="UTC ms minus CLOCK_BOOTTIME ms, measured while synchronised")
-    synced_at: int = Field(ge=0, description="When it was measured, UTC ms")
+    offset_ms: int = Field(
+        ge=-INT64_MAX - 1,
+        le=INT64_MAX,
+        description="UTC ms minus CLOCK_BOOTTIME ms, measured while synchronised",
+    )
+    synced_at: int = Field(ge=0, le=INT64_MAX, description="When it was measured, UTC ms")
 
 
 class SpoolStatus(_Message):
     """The agent's on-disk spool: what waits for the broker, and what was lost on the way."""
 
-    pending_batches: int = Field(ge=0, description="Batches stored, not yet acknowledged by the broker")
-    pending_readings: int = Field(ge=0, description="Readings in those batches")
-    oldest_ts: int | None = Field(None, ge=0, description="Event time of the oldest pending reading, UTC ms")
+    pending_batches: int = Field(
+        ge=0, le=INT64_MAX, description="Batches stored, not yet acknowledged by the broker"
+    )
+    pending_readings: int = Field(ge=0, le=INT64_MAX, description="Readings in those batches")
+    oldest_ts: int | None = Field(
+        None, ge=0, le=INT64_MAX, description="Event time of the oldest pending reading, UTC ms"
+    )
     evicted_readings: int = Field(
-        ge=0, description="Readings evicted (spool over its size or age bound) since the spool was created"
+        ge=0,
+        le=INT64_MAX,
+        description="Readings evicted (spool over its size or age bound) since the spool was created",
     )
     accepting: bool = Field(description="false: the disk is full or the spool failed; new readings are lost")
 
@@ -246,7 +399,7 @@ class GatewayStatus(_Message):
     site: Ident
     gateway: Ident
     state: GatewayState
-    ts: int = Field(ge=0, description="UTC ms, gateway clock")
+    ts: int = Field(ge=0, le=INT64_MAX, description="UTC ms, gateway clock")
     agent_version: str
     meters: list[Ident] = Field(default_factory=list, description="Meters this gateway polls")
     health: dict[Ident, MeterHealth] | None = Field(
@@ -267,6 +420,11 @@ class GatewayEventKind(StrEnum):
     """The disk is full: new readings are not stored (and lost) until space is freed."""
     SPOOL_ACCEPTING = "spool_accepting"
     """The spool stores readings again after `spool_full`."""
+    METER_IMPLAUSIBLE = "meter_implausible"
+    """A meter's answers decode to values outside physical ranges (named in `detail`): they are sent as
+    bad until it reads plausibly again."""
+    METER_PLAUSIBLE = "meter_plausible"
+    """The meter named in `detail` reads plausibly again after `meter_implausible`."""
 
 
 class GatewayEvent(_Message):
@@ -276,11 +434,17 @@ class GatewayEvent(_Message):
     schema_version: Literal[1]
     site: Ident
     gateway: Ident
-    ts: int = Field(ge=0, description="When it happened, UTC ms (gateway clock)")
+    ts: int = Field(ge=0, le=INT64_MAX, description="When it happened, UTC ms (gateway clock)")
     kind: GatewayEventKind
-    readings: int = Field(ge=0, description="Readings it concerns (evicted, or not stored); 0 if none")
-    oldest_ts: int | None = Field(None, ge=0, description="Event time of the oldest of them, UTC ms")
-    newest_ts: int | None = Field(None, ge=0, description="Event time of the newest of them, UTC ms")
+    readings: int = Field(
+        ge=0, le=INT64_MAX, description="Readings it concerns (evicted, or not stored); 0 if none"
+    )
+    oldest_ts: int | None = Field(
+        None, ge=0, le=INT64_MAX, description="Event time of the oldest of them, UTC ms"
+    )
+    newest_ts: int | None = Field(
+        None, ge=0, le=INT64_MAX, description="Event time of the newest of them, UTC ms"
+    )
     detail: str = Field(max_length=1000, description="What happened, for a person")
 
 

@@ -46,6 +46,23 @@ _FORMATS: dict[DataType, str] = {
 }
 
 
+INTEGER_BITS: dict[DataType, int] = {
+    DataType.INT16: 16, DataType.UINT16: 16, DataType.INT32: 32,
+    DataType.UINT32: 32, DataType.INT64: 64, DataType.UINT64: 64,
+}  # fmt: skip
+"""Width of each integer type."""
+SIGNED = frozenset({DataType.INT16, DataType.INT32, DataType.INT64})
+
+
+def representable(value: float, data_type: DataType) -> bool:
+    """Whether `value` can be read from a register of `data_type`: an integer type's signed or unsigned
+    reading of its bits, so both -32768 and 0x8000 are representable in an int16."""
+    bits = INTEGER_BITS.get(data_type)
+    if bits is None:
+        return data_type is not DataType.STRING
+    return float(value).is_integer() and -(1 << (bits - 1)) <= value < (1 << bits)
+
+
 def register_count(data_type: DataType, length: int | None = None) -> int:
     """How many 16-bit registers a value of `data_type` occupies (`length` registers for strings)."""
     if data_type is DataType.STRING:

@@ -2,7 +2,9 @@
 
 Every YAML boundary (agent config, collector config, device profiles) goes through :func:`load`, so a
 technician always reads something like ``agent.yaml:14 buses[0].meters[2].unit: Input should be less
-than or equal to 247`` and never a traceback.
+than or equal to 247`` and never a traceback. That holds for files that are not YAML at all (binary, not
+UTF-8, too large, nested too deeply) and for a key given twice in one mapping, which YAML libraries
+otherwise accept silently with the last value winning.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
+
+MAX_BYTES = 2**20
+"""Largest file :func:`load` reads: 1 MiB is hundreds of times a large agent config or device profile,
+and parses in about a second; a larger file is a mistake (or an attack), not a config."""
 
 
 class ConfigError(Exception):
@@ -76,6 +82,14 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
+def line_of(path: Path, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the deepest key `loc` reaches in the YAML file at `path` (None: unreadable)."""
+    try:
+        return _line_of(yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader), loc)
+    except (OSError, yaml.YAMLError):
+        return None
+
+
 _SECRET_KEY = re.compile(r"password|token|secret|key", re.IGNORECASE)
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
@@ -108,21 +122,72 @@ def validate(model: type[M], data: Any, path: Path | str, node: yaml.Node | None
         raise ConfigError(path, problems) from exc
 
 
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text, refusing one over MAX_BYTES without reading it all."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(path, [f"{path}: cannot read: {exc.strerror or exc}"]) from exc
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(path, [f"{path.name}: larger than {MAX_BYTES} bytes: not a config file"])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            path,
+            [f"{path.name}:{line}: not UTF-8 text (byte 0x{raw[exc.start]:02x}): binary or another encoding"],
+        ) from exc
+
+
+def _duplicate_keys(node: yaml.Node, path: Path) -> list[str]:
+    """Every key given twice in one mapping, with both lines; merge keys (``<<``) may repeat."""
+    found: list[tuple[int, str]] = []
+    pending = [node]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, yaml.MappingNode):
+            first: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                    line = key.start_mark.line + 1
+                    if (seen := first.get((key.tag, key.value))) is not None:
+                        found.append((line, f"duplicate key {key.value!r}: already given at line {seen}"))
+                    else:
+                        first[(key.tag, key.value)] = line
+                pending.extend((key, value))
+        elif isinstance(node, yaml.SequenceNode):
+            pending.extend(node.value)
+    return [f"{path.name}:{line} {problem}" for line, problem in sorted(found)]
+
+
 def load(model: type[M], path: Path | str) -> M:
     """Read `path` as YAML and validate it as `model`."""
     path = Path(path)
+    text = _read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(path, [f"{path}: cannot read: {exc.strerror or exc}"]) from exc
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                raise ConfigError(path, [f"{path.name}: the file is empty"])
+            if duplicates := _duplicate_keys(node, path):
+                raise ConfigError(path, duplicates)
+            data = loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        problem = f"character #x{exc.character:04x} is not allowed in YAML: binary?"
+        raise ConfigError(path, [f"{path.name}:{line}: not valid YAML: {problem}"]) from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path.name}:{mark.line + 1}" if mark else path.name
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(path, [f"{where}: not valid YAML: {problem}"]) from exc
+    except RecursionError as exc:
+        raise ConfigError(path, [f"{path.name}: nested too deeply to be a config file"]) from exc
     if data is None:
         raise ConfigError(path, [f"{path.name}: the file is empty"])
     return validate(model, data, path, node)

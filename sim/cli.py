@@ -342,10 +342,10 @@ async def _serve_scenario(
     name: str, lines: _Lines, start: datetime | None, days: int, speed: float, update_interval: float
 ) -> None:
     """Build a server per bus of the scenario on one shared clock, pseudo-terminals first, then serve."""
+    from kilowatch.timebase import VIETNAM_TZ
     from kilowatch.yamlconfig import ConfigError
     from sim.clock import SimClock
     from sim.live import pty_pair, scenario_buses
-    from sim.load_model import VIETNAM_TZ
     from sim.scenario import load_scenario
     from sim.server import SimServer, SimServerError
 

@@ -10,8 +10,9 @@ from datetime import date, datetime, time, timedelta
 
 import numpy as np
 
+from kilowatch.timebase import VIETNAM_TZ
 from sim.anomalies import LOAD_EFFECTS, AnomalyKind, Injected, Injection, category
-from sim.load_model import VIETNAM_TZ, Times, instants, seeded_rng, uniform
+from sim.load_model import Times, instants, seeded_rng, uniform
 from sim.loads import Category, Load
 from sim.loads.advertising import AdvertisingSchedule, advertising
 from sim.loads.machine import ShiftSchedule, machine

@@ -35,9 +35,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kilowatch.mqtt_contract import SCHEMA_VERSION, Channel, ClockState, Quality, topic
 from kilowatch.profiles import load_builtin
+from kilowatch.timebase import DAY_MS, VIETNAM_TZ
 from sim.anomalies import CRC_FAILURE_SHARE, LOAD_EFFECTS, AnomalyKind
 from sim.deployment import VALUE_FAULTS, FaultyMeter, Placed, build_loads, place, simulated_meter
-from sim.load_model import DAY_MS, VIETNAM_TZ, Floats, Times, instants, uniforms
+from sim.load_model import Floats, Times, instants, uniforms
 from sim.loads import Category
 from sim.meter import COUNTERS
 from sim.scenario import ExpandedMeter, Scenario

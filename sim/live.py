@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Literal
 
 from kilowatch.profiles import load_builtin
+from kilowatch.timebase import VIETNAM_TZ
 from sim.anomalies import CRC_FAILURE_SHARE, AnomalyKind
 from sim.deployment import VALUE_FAULTS, FaultyMeter, Placed, build_loads, place, simulated_meter
 from sim.faults import Fault, FaultKind, Scheduled
-from sim.load_model import VIETNAM_TZ
 from sim.register_image import ExceptionCode
 from sim.scenario import ExpandedMeter, Scenario
 from sim.server import SimServerError, Unit

@@ -13,15 +13,14 @@ import hashlib
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import date, datetime
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-VIETNAM_TZ = timezone(timedelta(hours=7), "ICT")
-"""Vietnam keeps UTC+7 all year, so a fixed offset is exact (and needs no tz database on the gateway)."""
+from kilowatch.timebase import DAY_MS, EPOCH, HOUR_MS, OFFSET_MS, as_date, to_ms
 
 NOMINAL_VOLTAGE_V = 220.0
 NOMINAL_FREQUENCY_HZ = 50.0
@@ -51,12 +50,7 @@ SLOW_NOISE_PERIOD_S = 900.0
 """Slow variation (people, weather, equipment cycling) changes course every quarter of an hour."""
 
 _POWER_FACTOR_RANGE = (0.05, 0.999)
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_EPOCH_ORDINAL = _EPOCH.date().toordinal()
-_EPOCH_WEEKDAY = _EPOCH.weekday()
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
-_LOCAL_OFFSET_MS = 7 * HOUR_MS
+_EPOCH_WEEKDAY = EPOCH.weekday()
 
 # splitmix64 (Steele, Lea, Flood 2014): a Weyl sequence through a 64-bit finaliser, a counter-based
 # generator whose value at any counter costs the same, so noise at an instant needs no history.
@@ -102,17 +96,17 @@ class Grid:
 
 def instants(*ts: datetime) -> Times:
     """`ts` (timezone-aware) as the epoch milliseconds the models take."""
-    return np.array([(t - _EPOCH) // timedelta(milliseconds=1) for t in ts], dtype=np.int64)
+    return np.array([to_ms(t) for t in ts], dtype=np.int64)
 
 
 def local_hour(ms: Times) -> Floats:
-    result: Floats = ((ms + _LOCAL_OFFSET_MS) % DAY_MS) / HOUR_MS
+    result: Floats = ((ms + OFFSET_MS) % DAY_MS) / HOUR_MS
     return result
 
 
 def local_weekday(ms: Times) -> npt.NDArray[np.int64]:
     """Monday 0 .. Sunday 6, in local time."""
-    result: npt.NDArray[np.int64] = ((ms + _LOCAL_OFFSET_MS) // DAY_MS + _EPOCH_WEEKDAY) % 7
+    result: npt.NDArray[np.int64] = ((ms + OFFSET_MS) // DAY_MS + _EPOCH_WEEKDAY) % 7
     return result
 
 
@@ -121,11 +115,11 @@ def local_days(ms: Times) -> Iterator[tuple[date, slice]]:
     office's timetable, a machine's jobs, a night's switching) are looked up once a day, not per instant."""
     if not len(ms):
         return
-    first, last = (int(m + _LOCAL_OFFSET_MS) // DAY_MS for m in (ms[0], ms[-1]))
-    starts = np.searchsorted(ms, np.arange(first + 1, last + 1) * DAY_MS - _LOCAL_OFFSET_MS).tolist()
+    first, last = (int(m + OFFSET_MS) // DAY_MS for m in (ms[0], ms[-1]))
+    starts = np.searchsorted(ms, np.arange(first + 1, last + 1) * DAY_MS - OFFSET_MS).tolist()
     for i, (lo, hi) in enumerate(zip([0, *starts], [*starts, len(ms)], strict=True)):
         if hi > lo:
-            yield date.fromordinal(_EPOCH_ORDINAL + first + i), slice(lo, hi)
+            yield as_date(first + i), slice(lo, hi)
 
 
 def seeded_rng(*key: object) -> random.Random:

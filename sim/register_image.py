@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import IntEnum
 
-from kilowatch.profiles import Profile, Register, Table
-from kilowatch.registers import DataType, encode
+from kilowatch.profiles import Located, Parameter, Profile, Ratios, Register, Table
+from kilowatch.registers import encode
 
 
 class ExceptionCode(IntEnum):
@@ -31,40 +31,24 @@ REGISTER_READS: dict[int, Table] = {3: Table.HOLDING, 4: Table.INPUT}
 MAX_PDU_REGISTERS = 125
 """The protocol's own limit for one register read."""
 
-_INTEGER_BITS = {
-    DataType.INT16: 16, DataType.UINT16: 16, DataType.INT32: 32,
-    DataType.UINT32: 32, DataType.INT64: 64, DataType.UINT64: 64,
-}  # fmt: skip
-_SIGNED = frozenset({DataType.INT16, DataType.INT32, DataType.INT64})
-
-
-def raw_value(register: Register, value: float) -> float | int:
-    """The number a meter stores for `value`: (value - offset) / scale, fitted to the register's type.
-
-    Unsigned integers wrap around as real counters roll over; signed integers saturate.
-    """
-    raw = (value - register.offset) / register.scale
-    bits = _INTEGER_BITS.get(register.type)
-    if bits is None:
-        return raw
-    whole = round(raw)
-    if register.type in _SIGNED:
-        limit = 1 << (bits - 1)
-        return min(limit - 1, max(-limit, whole))
-    return whole % (1 << bits)
-
 
 class RegisterImage:
-    """The register map of one profile, answering reads from a snapshot of quantity values."""
+    """The register map of one profile, answering reads from a snapshot of quantity values.
 
-    def __init__(self, profile: Profile) -> None:
+    Parameters (scale factors, ratios, model codes) hold the value the profile gives them; a ratio the
+    meter does not hold itself is `ratios`, as the agent's config for this meter would say.
+    """
+
+    def __init__(self, profile: Profile, ratios: Ratios | None = None) -> None:
         self.profile = profile
         self.max_count = min(profile.quirks.max_registers_per_request, MAX_PDU_REGISTERS)
-        self._starts: dict[Table, dict[int, Register]] = {table: {} for table in Table}
-        for reg in profile.registers:
-            self._starts[reg.table][reg.address] = reg
+        self._starts: dict[Table, dict[int, Located]] = {table: {} for table in Table}
+        for item in profile.located():
+            self._starts[item.table][item.address] = item
+        factors = profile.factors({p.name: p.value for p in profile.parameters}, ratios)
+        self._factors = {name: factor or 1.0 for name, factor in factors.items()}
 
-    def plan(self, function_code: int, address: int, count: int) -> list[Register] | ExceptionCode:
+    def plan(self, function_code: int, address: int, count: int) -> list[Located] | ExceptionCode:
         """The registers a read covers, whole and without gaps, or the exception code it is refused with."""
         if function_code not in REGISTER_READS and function_code not in BIT_READS:
             return ExceptionCode.ILLEGAL_FUNCTION
@@ -73,15 +57,22 @@ class RegisterImage:
         table = REGISTER_READS.get(function_code)
         if table is None:
             return ExceptionCode.ILLEGAL_DATA_ADDRESS
-        covered: list[Register] = []
+        covered: list[Located] = []
         cursor, end = address, address + count
         while cursor < end:
-            reg = self._starts[table].get(cursor)
-            if reg is None or cursor + reg.count > end:
+            item = self._starts[table].get(cursor)
+            if item is None or cursor + item.count > end:
                 return ExceptionCode.ILLEGAL_DATA_ADDRESS
-            covered.append(reg)
-            cursor += reg.count
+            covered.append(item)
+            cursor += item.count
         return covered
+
+    def raw(self, item: Located, values: Mapping[str, float]) -> float | int:
+        """What the meter stores in `item` while it shows `values`."""
+        if isinstance(item, Register):
+            return item.stored(values[item.quantity], self._factors[item.quantity])
+        assert isinstance(item, Parameter)
+        return item.stored(item.value)
 
     def read(
         self, function_code: int, address: int, count: int, values: Mapping[str, float]
@@ -91,7 +82,5 @@ class RegisterImage:
         if isinstance(covered, ExceptionCode):
             return covered
         return [
-            word
-            for reg in covered
-            for word in encode(raw_value(reg, values[reg.quantity]), reg.type, reg.word_order)
+            word for item in covered for word in encode(self.raw(item, values), item.type, item.word_order)
         ]

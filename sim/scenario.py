@@ -17,6 +17,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kilowatch import yamlconfig
+from kilowatch.calendars import OFFICE_HOURS
 from kilowatch.mqtt_contract import Ident
 from kilowatch.profiles import MAX_UNIT, builtin_ids, load_builtin
 from sim.anomalies import BLIP_MAX_S, GATEWAY_FAULTS, LOAD_EFFECTS, AnomalyKind
@@ -54,11 +55,17 @@ class Coordinates(_Spec):
     lon: float = Field(ge=-180, le=180)
 
 
+def _office_hours() -> tuple[Window, Window]:
+    morning, afternoon = (Window.model_validate({"from": w.start, "to": w.end}) for w in OFFICE_HOURS.windows)
+    return morning, afternoon
+
+
+_OFFICE_HOURS = _office_hours()
+"""Vietnamese public offices' hours (:data:`kilowatch.calendars.OFFICE_HOURS`)."""
+
+
 class OfficeSpec(_Spec):
-    hours: tuple[Window, Window] = (
-        Window.model_validate({"from": "07:30", "to": "11:30"}),
-        Window.model_validate({"from": "13:00", "to": "17:00"}),
-    )
+    hours: tuple[Window, Window] = _OFFICE_HOURS
     saturday_work: float = Field(0.15, ge=0, le=1)
     overtime: float = Field(0.2, ge=0, le=1)
 
@@ -304,7 +311,3 @@ def load_scenario(path: Path | str) -> Scenario:
     if not candidate.exists() and (SCENARIO_DIR / f"{path}.yaml").is_file():
         candidate = SCENARIO_DIR / f"{path}.yaml"
     return yamlconfig.load(Scenario, candidate)
-
-
-def shipped_scenarios() -> list[str]:
-    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))

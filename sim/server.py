@@ -382,7 +382,3 @@ class _RtuFramer(FramerRTU):
         if pdu:
             used = data.index(bytes([unit]) + pdu) + 1 + len(pdu) + 2  # unit id, PDU, CRC
         return used, unit, tid, pdu
-
-
-def _refusal(request: ModbusPDU, code: int) -> ExceptionResponse:
-    return ExceptionResponse(request.function_code, code, request.dev_id, request.transaction_id)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import aiomqtt
 
+from app.processes import Mosquitto, Process, require_binary
 from kilowatch.profiles import Profile, Table
+from kilowatch.quantities import out_of_range
 from kilowatch.registers import encode
-from tests.services import Mosquitto, Process, require_binary
 
 
 def register_map(profile: Profile, values: Mapping[str, float]) -> dict[tuple[Table, int], int]:
@@ -26,8 +27,12 @@ def register_map(profile: Profile, values: Mapping[str, float]) -> dict[tuple[Ta
 
 
 def full_map(profile: Profile, base: float = 1.0) -> tuple[dict[str, float], dict[tuple[Table, int], int]]:
-    """Every register of `profile` holding a distinct exactly-representable value, and its words."""
-    values = {reg.quantity: base + i * 0.5 for i, reg in enumerate(profile.registers)}
+    """Every register of `profile` holding a distinct exactly-representable value within its quantity's
+    physical range (i / 64 where base + i * 0.5 is not), and its words."""
+    values = {
+        reg.quantity: base + i * 0.5 if out_of_range(reg.quantity, base + i * 0.5) is None else i / 64
+        for i, reg in enumerate(profile.registers)
+    }
     return values, register_map(profile, values)
 
 
@@ -38,11 +43,11 @@ def payload(message: aiomqtt.Message) -> bytes:
 
 
 async def kilowatch(*args: str) -> tuple[int, str, str]:
-    """Run `python -m kilowatch ARGS` to completion without blocking the loop a simulator may run on."""
+    """Run `python -m app ARGS` to completion without blocking the loop a simulator may run on."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "kilowatch",
+        "app",
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -15,7 +15,7 @@ from typing import Any
 from collector.alerts import AlertStore
 from collector.config import AlertSettings
 from collector.detectors.findings import Detector, Finding
-from collector.ledger import Ledger
+from collector.store import Ledger
 from tests.collector_support import at
 
 

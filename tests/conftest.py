@@ -1,4 +1,4 @@
-"""Fixtures that start real services; see tests/services.py."""
+"""Fixtures that start real services; see app/processes.py."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from app.processes import Mosquitto, VictoriaMetrics
 from tests.alert_support import Received, webhook_receiver
 from tests.serial_link import SerialLink, serial_pair
-from tests.services import Mosquitto, VictoriaMetrics
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import subprocess
 
-from tests.services import require_binary
+from app.processes import require_binary
 
 _VALUE_LINE = re.compile(r"^\[(\d+)\]:\s+(\S+)\s*$")
 

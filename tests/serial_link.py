@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.services import Process, require_binary, wait_until
+from app.processes import Process, require_binary, wait_until
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from agent.cli import app
+from app.processes import Mosquitto, free_port
 from kilowatch.cli_support import parse_host_port
 from kilowatch.mqtt_contract import (
     Channel,
@@ -29,7 +30,6 @@ from kilowatch.mqtt_contract import (
 from kilowatch.profiles import load_builtin
 from sim.server import SimServer
 from tests.agent_support import kilowatch, payload
-from tests.services import Mosquitto, free_port
 
 SDM = load_builtin("eastron-sdm630")
 STATUS = topic("s1", "g1", Channel.STATUS)
@@ -120,7 +120,7 @@ def agent_config(path: Path, modbus_port: int, mqtt_port: int) -> Path:
 async def start_agent(config: Path, log: Path) -> asyncio.subprocess.Process:
     with log.open("wb") as out:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kilowatch", "agent", "run", "--config", str(config),
+            sys.executable, "-m", "app", "agent", "run", "--config", str(config),
             "--log-level", "DEBUG", stdout=out, stderr=out,
         )  # fmt: skip
 

@@ -20,16 +20,23 @@ from agent.errors import (
     ModbusTimeout,
     WrongUnit,
 )
-from agent.health import CounterStep, MeterStats
+from agent.health import PLAUSIBLE_AGAIN_POLLS, CounterReset, MeterStats
 from agent.metrics_server import CONTENT_TYPE, escape_label_value, render, respond
 from agent.planner import plan
 from agent.poller import NOT_AVAILABLE, Poll
 from agent.publisher import Publisher
 from agent.runner import serve_metrics
 from agent.transport import MemoryReader
-from kilowatch.mqtt_contract import ClockState, GatewayState, GatewayStatus, MeterHealth
+from kilowatch.mqtt_contract import (
+    ClockState,
+    GatewayEventKind,
+    GatewayState,
+    GatewayStatus,
+    MeterHealth,
+    Quality,
+)
 from kilowatch.profiles import Table, load_builtin
-from tests.agent_support import full_map
+from tests.agent_support import full_map, register_map
 
 SDM = load_builtin("eastron-sdm630")
 REQUESTS = len(plan(SDM))
@@ -94,7 +101,7 @@ def test_a_counter_going_backwards_is_flagged_not_a_gauge_going_down() -> None:
     silent = stats.record_poll(Poll(ts=3, errors={"energy_import_kwh": "no answer"}), latency_s=0)
     reset = stats.record_poll(Poll(ts=4, values={"energy_import_kwh": 0.25}), latency_s=0)
     assert (first, same, silent) == ([], [], [])
-    assert reset == [CounterStep("energy_import_kwh", 812.5, 0.25)]
+    assert reset == [CounterReset("energy_import_kwh", 812.5, 0.25)]
     assert stats.snapshot(bus="b", breaker=BreakerState.CLOSED).counter_resets == 1
 
 
@@ -270,3 +277,45 @@ async def test_a_metrics_port_in_use_is_logged_and_the_agent_goes_on(
         async with contextlib.AsyncExitStack() as stack:
             await serve_metrics(stack, MetricsSettings(enabled=True, port=port), dict)
     assert f"metrics endpoint off: cannot listen on 127.0.0.1:{port}" in caplog.text
+
+
+async def test_a_meter_answering_impossible_values_is_flagged_and_reported_once_per_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    values, words = full_map(SDM)
+    garbage = register_map(SDM, values | {"frequency_hz": 2.5e9})
+    reader = MemoryReader({1: garbage})
+    meter = MeterSlot(id="m1", unit=1, profile=SDM, timing=NO_RETRY, requests=plan(SDM))
+    events: list[tuple[GatewayEventKind, str]] = []
+    worker = BusWorker(name="b", reader=reader, meters=[meter], report=lambda *e: events.append(e))
+    for _ in range(3):
+        [reading] = await worker.cycle(ClockState.SYNCED)
+        assert reading.quality is Quality.BAD
+        assert "frequency_hz" not in reading.values
+    assert events == [
+        (
+            GatewayEventKind.METER_IMPLAUSIBLE,
+            "meter m1 (bus b, unit 1): 1 values impossible, e.g. frequency_hz: 2.5e+09 Hz is outside the "
+            f"physical range 0..1000 Hz; sent as bad until {PLAUSIBLE_AGAIN_POLLS} clean polls in a row",
+        )
+    ]
+    snapshot = meter.health.snapshot(bus="b", breaker=BreakerState.CLOSED)
+    assert (snapshot.implausible, snapshot.implausible_values) == (True, 3)
+    reader.units[1] = words
+    for _ in range(
+        PLAUSIBLE_AGAIN_POLLS - 1
+    ):  # one clean poll does not clear it: garbage decodes well now and then
+        await worker.cycle(ClockState.SYNCED)
+        assert meter.health.implausible
+    reader.units[1] = {}  # a timeout neither clears nor sets it
+    await worker.cycle(ClockState.SYNCED)
+    reader.units[1] = words
+    await worker.cycle(ClockState.SYNCED)
+    assert not meter.health.implausible
+    assert events[1:] == [
+        (GatewayEventKind.METER_PLAUSIBLE, "meter m1 (bus b, unit 1): reads plausibly again")
+    ]
+    assert caplog.text.count("values impossible") == 1
+    got = samples(render({"m1": meter.health.snapshot(bus="b", breaker=BreakerState.CLOSED)}))
+    assert got[("kilowatch_agent_meter_implausible_values_total", (("bus", "b"), ("meter", "m1")))] == 3
+    assert got[("kilowatch_agent_meter_implausible", (("bus", "b"), ("meter", "m1")))] == 0

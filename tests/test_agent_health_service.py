@@ -16,12 +16,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.clock import now_ms
 from agent.config import AgentConfig
 from agent.runner import run
+from app.processes import Mosquitto, free_port
 from kilowatch.mqtt_contract import Channel, GatewayState, GatewayStatus, MeterHealth, topic
 from kilowatch.profiles import load_builtin
 from sim.faults import Fault, FaultKind
 from sim.server import SimServer
 from tests.agent_support import payload
-from tests.services import Mosquitto, free_port
 
 pytestmark = pytest.mark.services
 

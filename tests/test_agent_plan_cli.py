@@ -152,7 +152,7 @@ def test_check_as_a_process_names_the_bad_line(tmp_path: Path) -> None:
     config = write_config(tmp_path, [tcp_bus()])
     config.write_text(config.read_text().replace("unit: 2", "unit: 300"))
     result = subprocess.run(
-        [sys.executable, "-m", "kilowatch", "agent", "check", "--config", str(config)],
+        [sys.executable, "-m", "app", "agent", "check", "--config", str(config)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -28,7 +28,7 @@ def profile(registers: list[dict[str, Any]], **quirks: Any) -> Profile:
 
 
 def spans(requests: list[Request]) -> list[tuple[str, int, int, list[str]]]:
-    return [(r.table.value, r.address, r.count, [reg.quantity for reg in r.registers]) for r in requests]
+    return [(r.table.value, r.address, r.count, [reg.label for reg in r.registers]) for r in requests]
 
 
 def test_contiguous_registers_share_a_request_and_gaps_split() -> None:
@@ -78,7 +78,7 @@ def test_single_register_reads_ask_for_one_value_each() -> None:
 def test_sdm630_plan_covers_every_register_once_within_its_limit() -> None:
     sdm = load_builtin("eastron-sdm630")
     requests = plan(sdm)
-    planned = [reg.quantity for r in requests for reg in r.registers]
+    planned = [reg.label for r in requests for reg in r.registers]
     assert sorted(planned) == sorted(reg.quantity for reg in sdm.registers)
     assert all(r.count <= sdm.quirks.max_registers_per_request for r in requests)
     assert all(r.table is Table.INPUT for r in requests)
@@ -102,7 +102,7 @@ def test_a_gap_is_bridged_only_when_one_request_is_cheaper(gap: int, requests: i
     assert len(got) == requests
     if requests == 1:
         assert (got[0].address, got[0].count) == (0, 4 + gap)
-        assert [r.quantity for r in got[0].registers] == ["voltage_l1_v", "voltage_l2_v"]
+        assert [r.label for r in got[0].registers] == ["voltage_l1_v", "voltage_l2_v"]
     bridged, split = timing.read_s(4 + gap), 2 * timing.read_s(2)
     assert plan_time_s(got, timing) == pytest.approx(min(bridged, split))
 

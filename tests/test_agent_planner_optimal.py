@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from agent.bus_time import Parity, RtuTiming, SerialLine
 from agent.planner import Request, plan, plan_time_s
-from kilowatch.profiles import Profile, Register, Table
+from kilowatch.profiles import Located, Profile, Table
 from kilowatch.quantities import QUANTITIES
 
 NAMES = sorted(QUANTITIES)
@@ -63,7 +64,7 @@ def random_timing(rng: random.Random) -> RtuTiming:
     return RtuTiming(line=line, turnaround_s=rng.choice([0.0, 0.002, 0.010, 0.030]))
 
 
-def allowed(profile: Profile, table: Table, registers: list[Register]) -> bool:
+def allowed(profile: Profile, table: Table, registers: Sequence[Located]) -> bool:
     """Whether one request may read exactly from the first to the last of `registers`."""
     quirks = profile.quirks
     start, end = registers[0].address, registers[-1].address + registers[-1].count
@@ -102,7 +103,7 @@ def brute_force_s(profile: Profile, timing: RtuTiming) -> float:
 
 def check_requests(profile: Profile, requests: list[Request]) -> None:
     read = [reg for r in requests for reg in r.registers]
-    assert sorted(read, key=lambda r: r.quantity) == sorted(profile.registers, key=lambda r: r.quantity)
+    assert sorted(read, key=lambda r: r.label) == sorted(profile.registers, key=lambda r: r.label)
     for r in requests:
         assert all(reg.table is r.table for reg in r.registers)
         assert (r.address, r.end) == (r.registers[0].address, r.registers[-1].address + r.registers[-1].count)

@@ -7,7 +7,7 @@ from agent.poller import NOT_AVAILABLE, Poll, poll, to_reading
 from agent.transport import MemoryReader
 from kilowatch.mqtt_contract import ClockState, Quality, Reading
 from kilowatch.profiles import Table, load_builtin
-from tests.agent_support import full_map
+from tests.agent_support import full_map, register_map
 
 SDM = load_builtin("eastron-sdm630")
 
@@ -86,3 +86,19 @@ def test_errors_carry_their_data() -> None:
     assert (exc.bus, exc.unit, exc.address, exc.unreachable) == ("bus-a", 4, 0x48, True)
     assert str(exc) == "bus 'bus-a' unit 4: no answer reading register 0x0048"
     assert not ModbusExceptionResponse("b", 1, 0, 2).unreachable
+
+
+async def test_impossible_values_are_bad_with_their_reason_never_good() -> None:
+    values, _ = full_map(SDM)
+    words = register_map(SDM, values | {"voltage_l1_v": 3.4e18, "power_factor": -7.0})
+    result = await poll(MemoryReader({1: words}), SDM, 1)
+    assert result.bad == {
+        "voltage_l1_v": "3.4e+18 V is outside the physical range 0..1e+06 V",
+        "power_factor": "-7 1 is outside the physical range -1..1 1",
+    }
+    reading = to_reading(result, SDM, "m1", ClockState.SYNCED)
+    assert reading.quality is Quality.BAD
+    assert reading.value_quality == dict.fromkeys(result.bad, Quality.BAD)
+    assert reading.value_reasons == result.bad
+    assert reading.values == {k: v for k, v in values.items() if k not in result.bad}
+    assert Reading.model_validate_json(reading.model_dump_json()) == reading

@@ -16,6 +16,7 @@ import pytest
 from agent.clock import now_ms
 from agent.config import MqttSettings
 from agent.publisher import Publisher
+from app.processes import Mosquitto, free_port, require_binary
 from kilowatch.mqtt_contract import (
     Channel,
     ClockState,
@@ -27,7 +28,7 @@ from kilowatch.mqtt_contract import (
     topic,
 )
 from tests.agent_support import payload
-from tests.services import Mosquitto, eventually, free_port, require_binary
+from tests.services import eventually
 
 pytestmark = pytest.mark.services
 

@@ -43,7 +43,17 @@ async def test_raw_registers_with_every_decoding(line: tuple[SerialLink, SimServ
     link, sim = line
     address = SDM.register("energy_import_kwh").address
     code, out, _ = await kilowatch(
-        "agent", "read", "--rtu", str(link.b), "--unit", "1", "--raw", str(address), "--count", "2", "--json"
+        "agent",
+        "raw",
+        "--rtu",
+        str(link.b),
+        "--unit",
+        "1",
+        "--address",
+        str(address),
+        "--count",
+        "2",
+        "--json",
     )
     assert code == 0
     raw = json.loads(out)
@@ -51,7 +61,7 @@ async def test_raw_registers_with_every_decoding(line: tuple[SerialLink, SimServ
     expected = sim.values(1)["energy_import_kwh"]
     assert SDM.register("energy_import_kwh").decode(raw["words"]) == pytest.approx(expected, rel=1e-3)
     code, out, _ = await kilowatch(
-        "agent", "read", "--rtu", str(link.b), "--unit", "1", "--raw", str(address)
+        "agent", "raw", "--rtu", str(link.b), "--unit", "1", "--address", str(address)
     )
     assert code == 0
     assert "every decoding" in out
@@ -60,6 +70,18 @@ async def test_raw_registers_with_every_decoding(line: tuple[SerialLink, SimServ
     assert "int16" in out
     [row] = [line for line in out.splitlines() if "float32" in line and "ABCD" in line]
     assert float(row.split("│")[4]) == pytest.approx(expected, rel=1e-3)  # the row matching the display
+
+
+async def test_the_old_read_raw_spelling_still_works(line: tuple[SerialLink, SimServer]) -> None:
+    """README used to document `agent read --raw`: it runs `agent raw` and names it."""
+    link, _ = line
+    address = SDM.register("energy_import_kwh").address
+    code, out, err = await kilowatch(
+        "agent", "read", "--rtu", str(link.b), "--unit", "1", "--raw", str(address), "--json"
+    )
+    assert code == 0
+    assert len(json.loads(out)["words"]) == 2
+    assert "kilowatch agent raw --address" in err
 
 
 async def test_a_busy_port_is_one_line_and_exit_2(line: tuple[SerialLink, SimServer]) -> None:

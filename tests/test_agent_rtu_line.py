@@ -15,13 +15,13 @@ import pytest
 from agent.bus_worker import BusWorker, slots
 from agent.config import AgentConfig, RtuOverTcpBus
 from agent.runner import open_bus, run
+from app.processes import Mosquitto
 from kilowatch.mqtt_contract import Channel, ClockState, Quality, ReadingsBatch, topic
 from kilowatch.profiles import load_builtin
 from sim.faults import Fault, FaultKind
 from sim.server import SimServer
 from tests.agent_support import payload
 from tests.serial_link import serial_pair
-from tests.services import Mosquitto
 
 pytestmark = pytest.mark.services
 

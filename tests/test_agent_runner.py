@@ -13,6 +13,7 @@ import pytest
 from agent.config import AgentConfig, ClockMode, ClockSettings
 from agent.runner import open_bus, run
 from agent.transport import MemoryReader
+from app.processes import Mosquitto, free_port, port_open, wait_until
 from kilowatch.mqtt_contract import (
     Channel,
     ClockState,
@@ -24,7 +25,7 @@ from kilowatch.mqtt_contract import (
 )
 from kilowatch.profiles import Table, load_builtin
 from tests.agent_support import full_map, late_broker, payload
-from tests.services import Mosquitto, eventually, free_port, port_open, wait_until
+from tests.services import eventually
 
 pytestmark = pytest.mark.services
 

@@ -16,13 +16,26 @@ from agent.errors import (
     ModbusTimeout,
     WrongUnit,
 )
-from agent.scan import identify, probe, probe_register, scan_reader, serial_links, settings_refusal
+from agent.scan import (
+    identify,
+    most_specific_first,
+    probe,
+    probe_register,
+    scan_reader,
+    serial_links,
+    settings_refusal,
+)
 from agent.transport import MemoryReader, SerialPortLink, TcpLink
 from kilowatch.profiles import FingerprintCheck, Profile, Table, load_builtin
 from tests.agent_support import register_map
 
 SDM = load_builtin("eastron-sdm630")
-MAINS = {"frequency_hz": 50.0, "voltage_l1_v": 230.0, "power_factor": 0.9}
+MAINS = {
+    "frequency_hz": 50.0,
+    "voltage_l1_v": 230.0,
+    "power_factor": 0.9,
+    "reactive_energy_import_kvarh": 1234.5,
+}
 
 
 class Refusing:
@@ -63,8 +76,7 @@ async def test_a_lost_bus_is_not_a_missing_unit() -> None:
 
 
 def test_the_probe_reads_the_first_fingerprint_register_whole() -> None:
-    reg = probe_register([SDM])
-    assert (reg.quantity, reg.table, reg.address, reg.count) == ("frequency_hz", Table.INPUT, 0x46, 2)
+    assert probe_register([SDM]) == (Table.INPUT, 0x46, 2)  # frequency_hz
     with pytest.raises(ValueError, match="fingerprint"):
         probe_register([SDM.model_copy(update={"fingerprint": []})])
 
@@ -140,3 +152,17 @@ def test_only_refused_settings_skip_a_combination(exc: BaseException | None, rea
     link = SerialPortLink(device="/dev/ttyUSB0", baud=9600, parity="E")
     assert settings_refusal(link, exc) == reason
     assert settings_refusal(TcpLink("h", 502), exc) is None
+
+
+async def test_a_scan_tries_the_sharpest_fingerprint_first() -> None:
+    """A sibling whose map answers the SDM630's range checks too is named by its own model code."""
+    coded = SDM.model_copy(
+        update={
+            "id": "coded-sibling",
+            "fingerprint": [FingerprintCheck(quantity="frequency_hz", equals=50.0), *SDM.fingerprint],
+        }
+    )
+    assert [p.id for p in most_specific_first([SDM, coded])] == ["coded-sibling", "eastron-sdm630"]
+    reader = MemoryReader({1: register_map(SDM, MAINS)})
+    found = await scan_reader(reader, "memory", [1], [SDM, coded], lambda _: None)
+    assert [f.model for f in found] == ["coded-sibling"]

@@ -19,6 +19,7 @@ import pytest
 from agent.config import MqttSettings, SpoolSettings
 from agent.publisher import Publisher
 from agent.spool import Spool
+from app.processes import Mosquitto, free_port, port_open, wait_until
 from kilowatch.mqtt_contract import (
     Channel,
     ClockState,
@@ -30,7 +31,7 @@ from kilowatch.mqtt_contract import (
     topic,
 )
 from tests.agent_support import late_broker, payload
-from tests.services import Mosquitto, eventually, free_port, port_open, wait_until
+from tests.services import eventually
 
 READINGS = topic("s1", "g1", Channel.READINGS)
 EVENTS = topic("s1", "g1", Channel.EVENTS)
@@ -102,7 +103,7 @@ async def main() -> None:
     n = 0
     while True:
         for _ in range(5):
-            spool.append([Reading(meter="m1", profile="p", ts=n, values={"active_power_w": float(n)},
+            spool.append([Reading(meter="m1", profile="p", ts=1_700_000_000_000 + n, values={"active_power_w": float(n)},
                                   quality=Quality.GOOD, clock=ClockState.SYNCED)] * 20)
             n += 1
         await spool.flush()
@@ -326,7 +327,7 @@ async def main(path: str, port: int, count: int, commit_interval_s: float) -> No
     async with Publisher(mqtt, site="s1", gateway="g1", spool=spool) as publisher:
         n = 0
         while count < 0 or n < count:
-            publisher.submit([Reading(meter="m1", profile="p", ts=n, values={"active_power_w": float(n)},
+            publisher.submit([Reading(meter="m1", profile="p", ts=1_700_000_000_000 + n, values={"active_power_w": float(n)},
                                       quality=Quality.GOOD, clock=ClockState.SYNCED)])
             n += 1
             await asyncio.sleep(0.002)

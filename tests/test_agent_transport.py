@@ -11,9 +11,9 @@ import pytest
 
 from agent.errors import BusUnavailable, ModbusExceptionResponse, ModbusTimeout
 from agent.transport import ModbusReader, TcpLink
+from app.processes import free_port
 from kilowatch.profiles import Table, load_builtin
 from sim.server import SimServer
-from tests.services import free_port
 
 SDM = load_builtin("eastron-sdm630")
 

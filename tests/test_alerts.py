@@ -11,14 +11,14 @@ import pytest
 from collector.alerts import (
     AlertConflict,
     AlertNotice,
-    AlertQuery,
-    AlertStatus,
     AlertStore,
     ChangeKind,
     InvalidSilence,
     UnknownAlert,
+    messages,
 )
 from collector.detectors.findings import Detector
+from collector.store import AlertQuery, AlertStatus
 from tests.alert_support import FakeClock, finding, open_store
 from tests.collector_support import at
 
@@ -47,7 +47,7 @@ def test_a_finding_opens_an_alert_with_cost_and_both_languages(store: AlertStore
         "R4",
     )
     assert (alert.wasted_kwh, alert.cost_vnd, alert.count, alert.raised_late) == (3.0, 6000.0, 1, False)
-    vi, en = alert.messages()
+    vi, en = messages(alert)
     assert vi == "6 kW vẫn chạy ngoài giờ làm việc. Lãng phí 3.0 kWh, khoảng 6.000 đồng."
     assert en == "6 kW left on after hours. Wasted 3.0 kWh, about 6,000 VND."
 
@@ -172,7 +172,7 @@ def test_an_alert_raised_long_after_it_was_detectable_says_so(store: AlertStore,
     clock.now_ms = at(7, day=2)  # the backlog of the night arrives next day
     change = store.apply(finding(detected_at=at(19, 30)))
     assert change.alert.raised_late
-    vi, en = change.alert.messages()
+    vi, en = messages(change.alert)
     assert "Cảnh báo muộn: có thể phát hiện lúc 2024-05-02 02:30 (UTC+7)" in vi
     assert "chỉ được báo lúc 2024-05-02 14:00 (UTC+7)" in vi
     assert "Raised late: detectable at 2024-05-02 02:30 (UTC+7) but reported only at 2024-05-02 14:00" in en

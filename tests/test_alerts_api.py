@@ -9,10 +9,11 @@ import httpx
 import pytest
 
 from collector.alerts import AlertStore
-from collector.api import create_app
+from collector.api.app import create_app
 from collector.detectors.findings import Detector
 from collector.metrics import CollectorMetrics
 from tests.alert_support import FakeClock, finding, open_store
+from tests.api_support import api_client
 from tests.collector_support import at
 
 
@@ -27,9 +28,7 @@ async def client(store: AlertStore, tmp_path: Path) -> AsyncIterator[httpx.Async
     app = create_app(
         ledger_path=tmp_path / "kilowatch.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True
     )
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://collector"
-    ) as client:
+    async with api_client(app) as client:
         yield client
 
 
@@ -102,15 +101,15 @@ async def test_bad_queries_are_422_naming_the_parameter(
 ) -> None:
     response = await client.get(f"/api/v1/alerts?{query}")
     assert response.status_code == 422
-    assert [e["loc"] for e in response.json()["detail"]] == [["query", problem]]
+    assert [e["loc"] for e in response.json()["errors"]] == [["query", problem]]
 
 
 async def test_a_range_that_ends_before_it_starts_is_422(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/alerts?from=2024-05-02T00:00:00Z&to=2024-05-01T00:00:00Z")
     assert response.status_code == 422
-    assert response.json() == {
-        "detail": "'from' (2024-05-02T00:00:00+00:00) must be before 'to' (2024-05-01T00:00:00+00:00)"
-    }
+    assert response.json()["detail"] == (
+        "'from' (2024-05-02T00:00:00+00:00) must be before 'to' (2024-05-01T00:00:00+00:00)"
+    )
 
 
 async def test_ack_then_409_on_a_second_ack_and_404_on_an_unknown_alert(
@@ -122,9 +121,9 @@ async def test_ack_then_409_on_a_second_ack_and_404_on_an_unknown_alert(
     assert response.json()["status"] == "acknowledged"
     assert response.json()["acknowledged_at"] is not None
     again = await client.post(f"/api/v1/alerts/{alert_id}/ack")
-    assert (again.status_code, again.json()) == (409, {"detail": f"alert {alert_id} is already acknowledged"})
+    assert (again.status_code, again.json()["detail"]) == (409, f"alert {alert_id} is already acknowledged")
     missing = await client.post("/api/v1/alerts/404/ack")
-    assert (missing.status_code, missing.json()) == (404, {"detail": "no alert with id 404"})
+    assert (missing.status_code, missing.json()["detail"]) == (404, "no alert with id 404")
     assert (await client.get("/api/v1/alerts/404")).status_code == 404
 
 
@@ -148,17 +147,17 @@ async def test_silence_refuses_the_past_a_missing_reason_and_a_resolved_alert(
         f"/api/v1/alerts/{alert_id}/silence", json={"until": "2020-01-01T00:00:00Z", "reason": "x"}
     )
     assert past.status_code == 422
-    assert past.json() == {"detail": "'until' (2020-01-01 07:00 (UTC+7)) is not in the future"}
+    assert past.json()["detail"] == "'until' (2020-01-01 07:00 (UTC+7)) is not in the future"
     no_reason = await client.post(
         f"/api/v1/alerts/{alert_id}/silence", json={"until": "2099-01-01T00:00:00Z"}
     )
     assert no_reason.status_code == 422
-    assert [e["loc"] for e in no_reason.json()["detail"]] == [["body", "reason"]]
+    assert [e["loc"] for e in no_reason.json()["errors"]] == [["body", "reason"]]
     store.apply(finding(end_ms=at(21)))
     resolved = await client.post(
         f"/api/v1/alerts/{alert_id}/silence", json={"until": "2099-01-01T00:00:00Z", "reason": "x"}
     )
-    assert (resolved.status_code, resolved.json()) == (
+    assert (resolved.status_code, resolved.json()["detail"]) == (
         409,
-        {"detail": f"alert {alert_id} is resolved; there is nothing to silence"},
+        f"alert {alert_id} is resolved; there is nothing to silence",
     )

@@ -10,9 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
+from app.processes import Process, free_port, wait_until
 from collector.alerts import AlertStore
 from tests.alert_support import call, finding
-from tests.services import Process, free_port, wait_until
 
 SECRET = "live-webhook-s3cret-42"  # noqa: S105 - the test receiver's
 

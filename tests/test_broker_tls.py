@@ -14,9 +14,10 @@ import aiomqtt
 import pytest
 from pydantic import BaseModel, ConfigDict
 
+from app.processes import Mosquitto, TlsListener, require_binary
 from kilowatch import yamlconfig
 from kilowatch.broker import BrokerSettings, TlsSettings
-from tests.services import Mosquitto, TestCertificates, TlsListener, eventually, require_binary
+from tests.services import TestCertificates, eventually
 
 pytestmark = pytest.mark.services
 
@@ -28,14 +29,14 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> TestCertificates:
 
 @pytest.fixture
 def tls_broker(tmp_path: Path, certs: TestCertificates) -> Iterator[Mosquitto]:
-    broker = Mosquitto.start(tmp_path / "mosquitto", tls=TlsListener.of(certs))
+    broker = Mosquitto.start(tmp_path / "mosquitto", tls=certs.listener())
     yield broker
     broker.stop()
 
 
 @pytest.fixture
 def mtls_broker(tmp_path: Path, certs: TestCertificates) -> Iterator[Mosquitto]:
-    broker = Mosquitto.start(tmp_path / "mosquitto", tls=TlsListener.of(certs, require_certificate=True))
+    broker = Mosquitto.start(tmp_path / "mosquitto", tls=certs.listener(require_certificate=True))
     yield broker
     broker.stop()
 
@@ -141,7 +142,7 @@ def password_broker(tmp_path: Path, certs: TestCertificates) -> Iterator[Mosquit
     )
     broker = Mosquitto.start(
         tmp_path / "mosquitto",
-        tls=TlsListener.of(certs),
+        tls=certs.listener(),
         extra_conf=f"allow_anonymous false\npassword_file {passwords}\n",
     )
     yield broker

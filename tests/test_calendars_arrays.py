@@ -6,17 +6,10 @@ from datetime import date
 
 import numpy as np
 
-from collector.calendars import (
-    BANDS,
-    DAY_MS,
-    SLOT_MS,
-    LightingWindow,
-    SiteCalendar,
-    day_number,
-    day_start_ms,
-    local_day,
-)
+from collector.calendars import LightingWindow, SiteCalendar
 from collector.detectors.lighting import in_window
+from kilowatch.calendars import BANDS
+from kilowatch.timebase import DAY_MS, SLOT_MS, day_number, day_start_ms, local_day
 
 
 def test_band_codes_follow_each_day_and_the_2026_change() -> None:

@@ -33,9 +33,9 @@ import pytest
 import yaml
 
 from agent.planner import plan
+from app.processes import Mosquitto, Process, VictoriaMetrics, free_port, wait_until, write_collector_config
 from kilowatch.mqtt_contract import Channel, subscription
 from kilowatch.profiles import load_builtin
-from tests.services import Mosquitto, Process, VictoriaMetrics, free_port, wait_until, write_collector_config
 
 pytestmark = pytest.mark.services
 
@@ -80,7 +80,7 @@ def _now_ms() -> int:
 
 
 def kilowatch(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kilowatch", *args]
+    return [sys.executable, "-m", "app", *args]
 
 
 def agent_config(work: Path, broker: Mosquitto, modbus_port: int) -> Path:

@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from collector.api import create_app
+from collector.api.app import create_app
 from collector.config import MqttSettings
 from collector.ingest import Ingestor
-from collector.ledger import Ledger, QuarantineReason
 from collector.metrics import CollectorMetrics
+from collector.store import Ledger, QuarantineReason
 from kilowatch.mqtt_contract import (
     SCHEMA_VERSION,
     Channel,
@@ -27,6 +27,7 @@ from kilowatch.mqtt_contract import (
     ReadingsBatch,
     topic,
 )
+from tests.api_support import api_client
 from tests.collector_support import at, batch, reading
 
 SPOOL = "0123abcd"
@@ -77,8 +78,7 @@ async def running(
     with Ledger(tmp_path / "ledger.db") as ledger:
         ingestor = Ingestor(settings=MqttSettings(), ledger=ledger, metrics=metrics)
         app = create_app(ledger_path=ledger.path, metrics=metrics, mqtt_connected=lambda: True)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://collector") as client:
+        async with api_client(app) as client:
             yield ingestor, ledger, metrics, client
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import httpx
 import pytest
 
-from collector.api import create_app
-from collector.ledger import Ledger
+from collector.api.app import create_app
 from collector.metrics import CollectorMetrics, RejectReason
+from collector.store import Ledger
 from kilowatch.mqtt_contract import ClockState, Quality, Reading
+from tests.api_support import api_client
 from tests.collector_support import at, batch, reading
 
 
@@ -28,9 +30,8 @@ def metrics() -> CollectorMetrics:
 
 def api(
     ledger_path: Path, metrics: CollectorMetrics, mqtt_connected: Callable[[], bool]
-) -> httpx.AsyncClient:
-    app = create_app(ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://collector")
+) -> AbstractAsyncContextManager[httpx.AsyncClient]:
+    return api_client(create_app(ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected))
 
 
 @pytest.fixture
@@ -156,13 +157,20 @@ async def test_intervals_default_to_the_last_24_hours(client: httpx.AsyncClient,
         ("/api/v1/meters/nope/intervals", {"from": "2024-05-01T10:00:00Z", "to": "2024-05-01T11:00:00Z"}),
     ],
 )
-async def test_an_unknown_meter_is_a_404_json_error(
+async def test_an_unknown_meter_is_a_404_problem(
     client: httpx.AsyncClient, ledger: Ledger, path: str, params: dict[str, str]
 ) -> None:
     fill(ledger)
     response = await client.get(path, params=params)
     assert response.status_code == 404
-    assert response.json() == {"detail": "unknown meter 'nope'"}
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Not Found",
+        "status": 404,
+        "detail": "unknown meter 'nope'",
+        "instance": path,
+    }
 
 
 @pytest.mark.parametrize(
@@ -200,7 +208,10 @@ async def test_healthz_reports_mqtt_and_ledger(
             "mqtt_connected": True,
             "ledger_ok": True,
         }
-    async with api(tmp_path / "missing.db", metrics, lambda: True) as client:
+    broken = tmp_path / "broken.db"
+    Ledger(broken).close()
+    async with api(broken, metrics, lambda: True) as client:
+        broken.write_bytes(b"not a database" * 512)  # the file is damaged while the server runs
         response = await client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["status"] == "failing"
@@ -220,4 +231,4 @@ async def test_metrics_serves_this_instances_registry(
 
 async def test_openapi_documents_the_public_models(client: httpx.AsyncClient) -> None:
     schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
-    assert {"MeterOut", "LatestOut", "IntervalOut", "IntervalsOut", "HealthOut", "ErrorOut"} <= schemas.keys()
+    assert {"MeterOut", "LatestOut", "IntervalOut", "IntervalsOut", "HealthOut", "Problem"} <= schemas.keys()

@@ -14,10 +14,10 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from app.processes import Mosquitto
 from collector import mqtt_acks
 from collector.config import MqttSettings
 from kilowatch.broker import MqttProtocol
-from tests.services import Mosquitto
 
 pytestmark = pytest.mark.services
 

@@ -12,13 +12,14 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from app.processes import Mosquitto, Process, free_port, port_open, require_binary, wait_until
 from collector.config import MqttSettings
 from collector.ingest import Ingestor
-from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics, RejectReason
+from collector.store import Ledger
 from kilowatch.mqtt_contract import SCHEMA_VERSION, Channel, GatewayState, GatewayStatus, ReadingsBatch, topic
 from tests.collector_support import at, batch, reading
-from tests.services import Mosquitto, Process, eventually, free_port, port_open, require_binary, wait_until
+from tests.services import eventually
 
 pytestmark = pytest.mark.services
 

@@ -7,13 +7,12 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from collector.intervals import (
-    INTERVAL_MS,
     MAX_SPREAD_MS,
     CounterSample,
     CounterStep,
-    bucket_start,
     spread,
 )
+from kilowatch.timebase import SLOT_MS, bucket_start
 from tests.collector_support import at
 
 
@@ -42,7 +41,7 @@ def test_buckets_are_aligned_to_15_minutes_which_is_also_local_time_in_vietnam()
     assert bucket_start(at(10, 15)) == at(10, 15)
     local = datetime(2024, 5, 1, 17, 45, tzinfo=timezone(timedelta(hours=7)))  # 10:45 UTC
     assert bucket_start(int(local.timestamp() * 1000) + 1) == int(local.timestamp() * 1000)
-    assert INTERVAL_MS == 900_000
+    assert SLOT_MS == 900_000
 
 
 def test_a_counter_going_backwards_is_a_reset_worth_nothing() -> None:
@@ -67,5 +66,5 @@ def test_a_step_longer_than_a_day_is_a_gap_in_no_bucket() -> None:
     day = CounterStep(CounterSample(at(10), 1.0), CounterSample(at(10) + MAX_SPREAD_MS, 9.0))
     assert (long.gap, day.gap) == (True, False)
     assert long.shares() == []
-    assert len(day.shares()) == MAX_SPREAD_MS // INTERVAL_MS
+    assert len(day.shares()) == MAX_SPREAD_MS // SLOT_MS
     assert sum(share for _, share in day.shares()) == pytest.approx(8.0)

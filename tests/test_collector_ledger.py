@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.intervals import INTERVAL_MS
-from collector.ledger import (
+from collector.line_protocol import formatted_values
+from collector.store import (
     MAX_REJECTED_PAYLOAD,
     CounterEvent,
     CounterEventKind,
@@ -23,11 +23,11 @@ from collector.ledger import (
     MeterRow,
     QuarantineReason,
     RejectedMessage,
-    _values_json,
 )
-from collector.line_protocol import formatted_values
+from collector.store.readings import values_json
 from kilowatch.mqtt_contract import SCHEMA_VERSION, ClockState, GatewayState, GatewayStatus, Reading
 from kilowatch.quantities import QUANTITIES
+from kilowatch.timebase import SLOT_MS
 from tests.collector_support import at, batch, reading
 
 IntervalTuple = tuple[int, float | None, float | None, float | None, int]
@@ -252,9 +252,13 @@ def test_the_reader_is_read_only_and_sees_committed_data(ledger: Ledger) -> None
 
 
 def test_steps_longer_than_a_day_are_gaps_in_no_interval(ledger: Ledger) -> None:
-    # A reading stamped 1970 by a clock that claimed to be synced, and a meter silent for three days.
+    # A reading stamped 1970 by a clock that could not tell, and a meter silent for three days.
     result = ledger.ingest(
-        batch(reading(5_000, imp=1.0), reading(at(10), imp=10.0), reading(at(10, day=4), imp=50.0))
+        batch(
+            reading(5_000, imp=1.0, clock=ClockState.UNKNOWN),
+            reading(at(10), imp=10.0),
+            reading(at(10, day=4), imp=50.0),
+        )
     )
     assert result.counter_resets == 0
     with ledger.reader() as r:
@@ -347,7 +351,7 @@ def test_readings_that_split_a_gap_put_its_energy_into_intervals(ledger: Ledger)
     # Splitting the rest into 17 h and 18 h: every bucket of the 36 h gets its 0.25 kWh and the gap is gone.
     ledger.ingest(batch(reading(at(18), imp=28.0)))
     rows = energy()
-    assert sorted(rows) == [at(0) + i * INTERVAL_MS for i in range(36 * 4 + 1)]
+    assert sorted(rows) == [at(0) + i * SLOT_MS for i in range(36 * 4 + 1)]
     assert [rows[start] for start in sorted(rows)[:-1]] == pytest.approx([0.25] * 36 * 4)
     assert rows[at(12, day=2)] is None
     assert events(ledger) == []
@@ -542,7 +546,9 @@ def test_a_rolled_back_group_is_forgotten_by_the_writer_too(
     failing = batch(*parts[2])
     if when == "mid-group":
         group: list[Item] = [failing, RejectedMessage("t", "invalid_json", "d", b"x")]
-        monkeypatch.setattr("collector.ledger.Ledger._store_item", _crash_on_rejected(Ledger._store_item))
+        monkeypatch.setattr(
+            "collector.store.ledger.Ledger._store_item", _crash_on_rejected(Ledger._store_item)
+        )
     else:
         group = [failing]
         monkeypatch.setattr(Ledger, "_flush", failing_flush)
@@ -629,5 +635,5 @@ def test_values_json_is_what_json_dumps_writes() -> None:
             name: rng.choice([rng.uniform(-1e6, 1e6), float(rng.randint(-5, 5)), rng.random() * 1e-300, -0.0])
             for name in rng.sample(sorted(QUANTITIES), rng.randint(0, 12))
         }
-        assert _values_json(formatted_values(values)) == json.dumps(values)
+        assert values_json(formatted_values(values)) == json.dumps(values)
     assert all(json.dumps(name) == f'"{name}"' for name in QUANTITIES)  # nothing to escape

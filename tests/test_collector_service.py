@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import signal
 import socket
 import sys
@@ -10,13 +12,18 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from typer.testing import CliRunner
 
+from app.processes import Mosquitto, Process, VictoriaMetrics, free_port, port_open, wait_until
 from collector.cli import app
+from collector.config import ApiSettings, CollectorConfig, LedgerSettings, MqttSettings
+from collector.service import serve
 from kilowatch.mqtt_contract import Channel, topic
+from tests.api_support import open_descriptors
 from tests.collector_support import at, batch, reading
-from tests.services import Mosquitto, Process, VictoriaMetrics, free_port, wait_until
+from tests.services import eventually
 
 
 def get_json(url: str) -> Any:
@@ -87,3 +94,24 @@ def test_an_api_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         result = CliRunner().invoke(app, ["run", "--config", str(config)])
     assert result.exit_code == 1
     assert f"the API cannot listen on 127.0.0.1:{port}" in result.output
+
+
+async def test_sigterm_ends_every_task_and_closes_what_it_opened(tmp_path: Path) -> None:
+    """In this process, without a broker: the API (its lifespan run by uvicorn) serves; SIGTERM leaves no
+    task, no signal handler and no open ledger file behind."""
+    ledger = tmp_path / "kilowatch.db"
+    port = free_port()
+    config = CollectorConfig(
+        mqtt=MqttSettings(port=free_port()), ledger=LedgerSettings(path=ledger), api=ApiSettings(port=port)
+    )
+    service = asyncio.create_task(serve(config), name="collector")
+    await eventually(lambda: port_open("127.0.0.1", port), "the API to listen")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        assert (await client.get("/healthz")).json()["status"] == "degraded"
+        assert (await client.get("/api/v1/alerts")).json() == []
+    assert open_descriptors(ledger) >= 3  # the ledger's, the notifications' and the API's connections
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(service, 20)
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert not asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
+    assert open_descriptors(ledger) == 0

@@ -14,18 +14,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from collector.ledger import LedgerReader
+from app.processes import Mosquitto, Process, free_port, port_open, wait_until, write_collector_config
+from collector.store import LedgerReader
 from kilowatch.mqtt_contract import Channel, topic
 from tests.collector_support import at, batch, reading
-from tests.services import (
-    Mosquitto,
-    Process,
-    eventually,
-    free_port,
-    port_open,
-    wait_until,
-    write_collector_config,
-)
+from tests.services import eventually
 
 pytestmark = pytest.mark.services
 
@@ -51,7 +44,7 @@ class Stack:
         self.collector: Process | None = None
 
     def start_collector(self) -> None:
-        args = [sys.executable, "-m", "kilowatch", "collector", "run", "--config", str(self.config)]
+        args = [sys.executable, "-m", "app", "collector", "run", "--config", str(self.config)]
         self.collector = Process("collector", args, self.tmp / "collector.log").start()
         wait_until(lambda: self.metrics()["kilowatch_collector_mqtt_connected"] == 1, 30, "the collector")
 

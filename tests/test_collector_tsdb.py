@@ -10,15 +10,16 @@ from typing import Any
 
 import pytest
 
+from app.processes import Process, VictoriaMetrics, wait_until
 from collector.config import MqttSettings, TsdbSettings
 from collector.ingest import Ingestor
-from collector.ledger import Ledger
 from collector.line_protocol import lines
 from collector.metrics import CollectorMetrics
+from collector.store import Ledger
 from collector.tsdb import TsdbWriter
 from kilowatch.mqtt_contract import Channel, ClockState, Quality, Reading, ReadingsBatch, topic
 from tests.collector_support import at, batch, reading
-from tests.services import Process, VictoriaMetrics, eventually, wait_until
+from tests.services import eventually
 
 A = batch(
     reading(at(10, 0, 1) + 123, meter="m1", imp=1234.5, exp=0.25, power_w=4200.0),

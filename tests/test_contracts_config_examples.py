@@ -14,12 +14,12 @@ from pydantic import BaseModel, Field
 from typer.testing import CliRunner
 
 from agent.config import AgentConfig
+from app.cli import app
+from app.schemas_cli import examples, generated_files
 from collector.config import CollectorConfig
 from collector.detectors.config import Sites, load_sites
 from kilowatch import yamlconfig
-from kilowatch.cli import app
 from kilowatch.config_example import render
-from kilowatch.schemas_cli import examples, generated_files
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

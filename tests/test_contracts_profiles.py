@@ -62,7 +62,7 @@ HEADER = "id: acme-x1\nmanufacturer: Acme\nmodel: X1\nsource: Acme X1 manual v1.
         ),
         (
             "  - {quantity: voltage_l1_v, address: 0}\n  - {quantity: voltage_l2_v, address: 1}\n",
-            "acme-x1.yaml:1 (top level): Value error, 'voltage_l2_v' overlaps 'voltage_l1_v'",
+            "acme-x1.yaml:7 registers[1].address: 'voltage_l2_v' overlaps 'voltage_l1_v'",
         ),
         (
             "  - {quantity: voltage_l1_v, address: 0, type: float33}\n",
@@ -100,14 +100,16 @@ def test_every_shipped_profile_can_be_recognised_by_a_scan(path: Path) -> None:
     [
         (
             "  - {quantity: frequency_hz, min: 45, max: 65}\n",
-            "acme-x1.yaml:1 (top level): Value error, fingerprint[0] reads 'frequency_hz', which this "
-            "profile does not map",
+            "acme-x1.yaml:8 fingerprint[0].quantity: reads 'frequency_hz', which this profile does not map",
         ),
         (
             "  - {quantity: voltage_l1_v, min: 300, max: 100}\n",
             "acme-x1.yaml:8 fingerprint[0]: Value error, max 100 is below min 300",
         ),
-        ("  - {quantity: voltage_l1_v, min: 0}\n", "acme-x1.yaml:8 fingerprint[0].max: field required"),
+        (
+            "  - {quantity: voltage_l1_v, min: 0}\n",
+            "acme-x1.yaml:8 fingerprint[0]: Value error, give equals, or both min and max",
+        ),
     ],
 )
 def test_broken_fingerprints_name_file_line_and_key(tmp_path: Path, fingerprint: str, expected: str) -> None:

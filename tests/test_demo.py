@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import free_port, require_binary
+from app.processes import free_port, require_binary
 
 
 @pytest.mark.parametrize("broker", ["mosquitto", "embedded"])
@@ -18,7 +18,7 @@ def test_demo_runs_every_part_and_prints_the_urls(tmp_path: Path, broker: str) -
         require_binary("mosquitto")  # fails, never skips, when it is missing
     port = free_port()
     result = subprocess.run(
-        [sys.executable, "-m", "kilowatch", "demo", "--broker", broker, "--workdir", str(tmp_path),
+        [sys.executable, "-m", "app", "demo", "--broker", broker, "--workdir", str(tmp_path),
          "--api-port", str(port), "--poll-interval", "1", "--duration", "4"],
         capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip

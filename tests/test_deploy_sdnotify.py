@@ -20,10 +20,10 @@ import pytest
 from agent import runner
 from agent.config import AgentConfig
 from agent.transport import MemoryReader
+from app.processes import Mosquitto, Process, free_port, wait_until
 from kilowatch.profiles import Table, load_builtin
 from kilowatch.sdnotify import Liveness, notify, watchdog_interval_s
 from tests.agent_support import full_map
-from tests.services import Mosquitto, Process, free_port, wait_until
 
 WATCHDOG_USEC = 200_000
 """WatchdogSec=0.2: a ping every 0.1 s."""

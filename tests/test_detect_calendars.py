@@ -9,18 +9,11 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from collector.calendars import (
-    OFFSET_MS,
-    Band,
-    SiteCalendar,
-    TouCalendar,
-    day_number,
-    is_public_holiday,
-    window,
-)
+from collector.calendars import SiteCalendar
 from collector.detectors.config import MeterConfig, SiteConfig, Tariff, Thresholds, load_sites
+from kilowatch.calendars import Band, TouCalendar, is_public_holiday, window
+from kilowatch.timebase import OFFSET_MS, VIETNAM_TZ, day_number
 from kilowatch.yamlconfig import ConfigError
-from sim.load_model import VIETNAM_TZ
 
 
 def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:

@@ -7,14 +7,15 @@ import random
 from collections.abc import Callable
 from datetime import datetime
 
-from collector.calendars import SiteCalendar, WeeklyHours, window
+from collector.calendars import SiteCalendar
 from collector.detectors import advertising, after_hours, data_quality, idle, lighting, peak
 from collector.detectors.common import Context
 from collector.detectors.config import MeterConfig, Role, SiteConfig
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.run import detect_meter
 from collector.detectors.series import Sample, Series
-from sim.load_model import VIETNAM_TZ
+from kilowatch.calendars import WeeklyHours, window
+from kilowatch.timebase import VIETNAM_TZ
 
 MINUTE = 60_000
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from app.evaluation.evaluate import KIND_RULES, evaluate, score
 from collector.detectors.config import MeterConfig, Role
 from collector.detectors.findings import Detector, Finding
-from collector.evaluate import KIND_RULES, evaluate, score
 from sim.scenario import load_scenario
 
 H = 3_600_000

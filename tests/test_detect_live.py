@@ -24,14 +24,14 @@ from typing import Any
 import pytest
 import yaml
 
-from collector.alerts import AlertChange, AlertQuery, AlertStatus, AlertStore
-from collector.calendars import SLOT_MS
+from app.evaluation.evaluate import scenario_sites
+from app.processes import Mosquitto, Process, free_port, require_binary, wait_until
+from collector.alerts import AlertChange, AlertStore
 from collector.config import CollectorConfig, DetectionSettings
 from collector.detect_live import LiveDetection
 from collector.detectors.config import load_sites
 from collector.detectors.findings import Detector, Finding
-from collector.evaluate import scenario_sites
-from collector.ledger import Ledger
+from collector.store import AlertQuery, AlertStatus, Ledger
 from kilowatch import yamlconfig
 from kilowatch.mqtt_contract import (
     SCHEMA_VERSION,
@@ -41,10 +41,10 @@ from kilowatch.mqtt_contract import (
     ReadingsBatch,
     topic,
 )
+from kilowatch.timebase import SLOT_MS
 from sim.generate import Run
 from sim.scenario import Scenario, load_scenario
 from tests.alert_support import FakeClock, call
-from tests.services import Mosquitto, Process, free_port, require_binary, wait_until
 
 SECRET = "live-detect-s3cret-4242"  # noqa: S105 - the test receiver's
 
@@ -269,7 +269,7 @@ def test_the_collector_alerts_on_after_hours_waste_in_a_flushed_backlog(
             [
                 sys.executable,
                 "-c",
-                "from kilowatch.cli import app; app()",
+                "from app.cli import app; app()",
                 "sim",
                 "generate",
                 "--scenario",

@@ -23,9 +23,7 @@ import jsonschema
 import pytest
 import yaml
 
-from kilowatch.mqtt_contract import Channel, ReadingsBatch, subscription, topic
-from tests.mbpoll import MbpollError, read_floats
-from tests.services import (
+from app.processes import (
     Mosquitto,
     Process,
     VictoriaMetrics,
@@ -34,6 +32,8 @@ from tests.services import (
     wait_until,
     write_collector_config,
 )
+from kilowatch.mqtt_contract import Channel, ReadingsBatch, subscription, topic
+from tests.mbpoll import MbpollError, read_floats
 
 SITE, GATEWAY = "e2e-office", "gw-e2e"
 METERS = {"main": 1, "floor-1": 2, "floor-2": 3}
@@ -49,7 +49,7 @@ MBPOLL_READS = [
 
 
 def kilowatch(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kilowatch", *args]
+    return [sys.executable, "-m", "app", *args]
 
 
 def get(url: str) -> Any:

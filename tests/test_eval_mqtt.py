@@ -11,9 +11,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from collector.eval_mqtt import evaluate_via_mqtt
-from collector.evaluate import KIND_RULES, Rule, Score, evaluate
-from kilowatch.cli import app
+from app.cli import app
+from app.evaluation.evaluate import KIND_RULES, Rule, Score, evaluate
+from app.evaluation.mqtt import evaluate_via_mqtt
 from sim.scenario import load_scenario
 
 DAYS = 4

@@ -9,12 +9,12 @@ from pathlib import Path
 import yaml
 from pydantic import SecretStr
 
-from collector.alerts import Alert
 from collector.config import CollectorConfig, EmailSettings, NotifySettings, WebhookSettings
 from collector.detectors.findings import Finding
 from collector.notifiers.digest import digest, last_digest_ms, local_day_before, next_digest_ms, queue_digests
 from collector.notifiers.dispatch import Notifications
 from collector.notifiers.webhook import WebhookChannel
+from collector.store import Alert
 from kilowatch import yamlconfig
 from tests.alert_support import FakeClock, finding, open_store
 from tests.collector_support import at

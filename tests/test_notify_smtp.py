@@ -18,6 +18,7 @@ from aiosmtpd.smtp import SMTP as SMTPServer
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from pydantic import SecretStr
 
+from app.processes import free_port
 from collector.config import EmailSettings, NotifySettings
 from collector.notifiers.channel import NotifyError
 from collector.notifiers.digest import queue_digests
@@ -25,7 +26,7 @@ from collector.notifiers.dispatch import Notifications
 from collector.notifiers.smtp import EmailChannel
 from tests.alert_support import FakeClock, finding, open_store
 from tests.collector_support import at
-from tests.services import eventually, free_port
+from tests.services import eventually
 
 PASSWORD = "smtp-pa55word"  # noqa: S105 - the local test server's
 

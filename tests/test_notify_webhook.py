@@ -14,14 +14,15 @@ import pytest
 from aiohttp import web
 from pydantic import SecretStr
 
-from collector.alerts import OutboxRow
+from app.processes import free_port
 from collector.config import NotifySettings, WebhookSettings
 from collector.notifiers.channel import NotifyError
 from collector.notifiers.dispatch import Notifications
 from collector.notifiers.webhook import WebhookChannel
+from collector.store import NotificationRow
 from tests.alert_support import FakeClock, finding, open_store
 from tests.collector_support import at
-from tests.services import eventually, free_port
+from tests.services import eventually
 
 SECRET = "webhook-s3cret-0123456789"  # noqa: S105 - the test receiver's
 
@@ -115,7 +116,9 @@ async def test_failures_name_scheme_and_host_but_never_the_path_or_secret() -> N
     url = f"http://127.0.0.1:{free_port()}/bot123456:TOKEN/send"
     channel = WebhookChannel(WebhookSettings(url=url, secret=SecretStr(SECRET)))
     with pytest.raises(NotifyError) as caught:
-        await channel.send(OutboxRow(id=1, channel="webhook", kind="alert.opened", body="{}", attempts=0))
+        await channel.send(
+            NotificationRow(id=1, channel="webhook", kind="alert.opened", body="{}", attempts=0)
+        )
     message = str(caught.value)
     assert message.startswith("webhook http://127.0.0.1:")
     assert "TOKEN" not in message

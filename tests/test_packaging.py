@@ -19,7 +19,7 @@ def imported_after(code: str, modules: tuple[str, ...]) -> list[str]:
 
 
 def test_kilowatch_help_imports_no_heavy_library() -> None:
-    assert imported_after("import kilowatch.cli", (*COLLECTOR_ONLY, "pymodbus", "aiomqtt")) == []
+    assert imported_after("import app.cli", (*COLLECTOR_ONLY, "pymodbus", "aiomqtt")) == []
 
 
 @pytest.mark.parametrize("module", ["agent.runner", "agent.cli", "agent.publisher", "agent.transport"])

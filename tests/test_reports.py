@@ -10,17 +10,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from collector.alerts import VIETNAM, AlertStore
-from collector.api import create_app
+from collector.alerts import AlertStore
+from collector.api.app import create_app
 from collector.detectors.config import MeterConfig, Role, SiteConfig, Sites
-from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
 from collector.notifiers.digest import digest
 from collector.reports import ledger_reporter
+from collector.store import Ledger
+from kilowatch.timebase import VIETNAM_TZ
 from tests.alert_support import finding
+from tests.api_support import api_client
 from tests.collector_support import batch, reading
 
-DAY = datetime(2025, 6, 3, tzinfo=VIETNAM)  # a Tuesday, Circular 16's bands: peak 09:30-11:30, 17:00-20:00
+DAY = datetime(2025, 6, 3, tzinfo=VIETNAM_TZ)  # a Tuesday, Circular 16's bands: peak 09:30-11:30, 17:00-20:00
 
 
 def local_ms(hours: float, day: datetime = DAY) -> int:
@@ -82,7 +84,7 @@ async def client(ledger_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
         ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as client:
+    async with api_client(app) as client:
         yield client
 
 
@@ -128,11 +130,11 @@ async def test_a_partial_day_says_so(client: httpx.AsyncClient) -> None:
 
 async def test_unknown_site_or_no_detection(client: httpx.AsyncClient, tmp_path: Path) -> None:
     response = await client.get("/api/v1/sites/nowhere/report")
-    assert (response.status_code, response.json()) == (404, {"detail": "unknown site 'nowhere'"})
+    assert (response.status_code, response.json()["detail"]) == (404, "unknown site 'nowhere'")
     app = create_app(
         ledger_path=tmp_path / "kilowatch.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://c") as bare:
+    async with api_client(app) as bare:
         response = await bare.get("/api/v1/sites/s/report")
     assert response.status_code == 404
     assert "detection is not configured" in response.json()["detail"]

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from app.processes import Process, wait_until
 from kilowatch.cli_support import parse_units
 from sim.cli import app
 from tests.mbpoll import MbpollError, read_floats, read_floats_rtu
 from tests.serial_link import serial_pair
-from tests.services import Process, wait_until
 
 SERVING = re.compile(
     r"^serving 2 meters \(eastron-sdm630, units 1,3\) on tcp 127\.0\.0\.1:(\d+)$", re.MULTILINE
@@ -24,9 +24,7 @@ SERVING = re.compile(
 
 
 def start_sim(tmp_path: Path, *args: str) -> Process:
-    return Process(
-        "sim", [sys.executable, "-m", "kilowatch", "sim", "serve", *args], tmp_path / "sim.log"
-    ).start()
+    return Process("sim", [sys.executable, "-m", "app", "sim", "serve", *args], tmp_path / "sim.log").start()
 
 
 @pytest.mark.services

@@ -18,6 +18,7 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
+from app.processes import Process, wait_until
 from kilowatch.profiles import Table, load_builtin
 from kilowatch.yamlconfig import load
 from sim.clock import SimClock
@@ -26,7 +27,6 @@ from sim.live import Bus, scenario_buses
 from sim.scenario import Scenario, load_scenario
 from sim.server import SimServer
 from tests.mbpoll import read_floats, read_floats_rtu
-from tests.services import Process, wait_until
 
 SDM630 = load_builtin("eastron-sdm630")
 SERVING = re.compile(
@@ -36,9 +36,7 @@ ACTIVE_POWER, ENERGY = 0x0034, 0x0048
 
 
 def serve(tmp_path: Path, *args: str) -> Process:
-    return Process(
-        "sim", [sys.executable, "-m", "kilowatch", "sim", "serve", *args], tmp_path / "sim.log"
-    ).start()
+    return Process("sim", [sys.executable, "-m", "app", "sim", "serve", *args], tmp_path / "sim.log").start()
 
 
 def announced(sim: Process, buses: int) -> dict[str, tuple[list[int], str]]:

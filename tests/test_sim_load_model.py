@@ -9,8 +9,10 @@ from statistics import mean
 import numpy as np
 import pytest
 
-from sim.calendar import in_peak_band, is_holiday, is_workday
-from sim.load_model import VIETNAM_TZ, Times, combine, grid, instants, interpolate
+from kilowatch.calendars import is_public_holiday
+from kilowatch.timebase import VIETNAM_TZ
+from sim.calendar import in_peak_band, is_workday
+from sim.load_model import Times, combine, grid, instants, interpolate
 from sim.loads import Load, Mode
 from sim.loads.advertising import AdvertisingSchedule, advertising
 from sim.loads.machine import ShiftSchedule, State, machine
@@ -72,7 +74,7 @@ def test_office_is_busy_in_office_hours_and_closed_on_sundays_and_tet() -> None:
     sunday = MONDAY + timedelta(days=6)
     assert watts(building, at(sunday, 10)) < 1.3 * night
     tet = datetime(2025, 1, 29, tzinfo=VIETNAM_TZ)  # Wednesday, first day of the lunar new year
-    assert is_holiday(tet.date())
+    assert is_public_holiday(tet.date())
     assert not is_workday(tet.date())
     lights, cooling, _ = building.levels(at(tet, 10))
     assert (lights[0], cooling[0]) == (0.0, 0.0)

@@ -11,9 +11,9 @@ import aiomqtt
 import pytest
 from typer.testing import CliRunner
 
+from app.processes import Mosquitto, free_port
 from kilowatch.mqtt_contract import Channel, ReadingsBatch, subscription, topic
 from sim.cli import app
-from tests.services import Mosquitto, free_port
 
 pytestmark = pytest.mark.services
 
@@ -25,7 +25,7 @@ async def test_published_batches_are_the_files_out_writes(mosquitto: Mosquitto, 
     ) as client:
         await client.subscribe(subscription(Channel.READINGS), qos=1)
         generate = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "kilowatch", "sim", "generate", "--scenario", "office-lang-son",
+            sys.executable, "-m", "app", "sim", "generate", "--scenario", "office-lang-son",
             "--days", "2", "--start", "2025-06-02", "--interval", "300",
             "--publish", f"mqtt://{mosquitto.host}:{mosquitto.port}", "--out", str(tmp_path / "out"),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from kilowatch.profiles import Profile, Table, load_builtin
-from sim.register_image import ExceptionCode, RegisterImage, raw_value
+from sim.register_image import ExceptionCode, RegisterImage
 
 SDM630 = load_builtin("eastron-sdm630")
 VALUES = {reg.quantity: 1000.0 + 7.25 * i for i, reg in enumerate(SDM630.registers)}
@@ -122,6 +122,6 @@ def test_integers_that_do_not_fit_roll_over_or_saturate_like_meter_registers() -
         ]
     )
     counter, power = profile.registers
-    assert raw_value(counter, 70_000.4) == 70_000 - 65_536  # a counter rolls over
-    assert raw_value(power, 40_000) == 32_767  # an instantaneous value saturates
-    assert raw_value(power, -40_000) == -32_768
+    assert counter.stored(70_000.4) == 70_000 - 65_536  # a counter rolls over
+    assert power.stored(40_000) == 32_767  # an instantaneous value saturates
+    assert power.stored(-40_000) == -32_768

@@ -10,10 +10,11 @@ import math
 
 import numpy as np
 
-from collector.calendars import BANDS, DAY_MS, OFFSET_MS, SLOT_HOURS, SLOT_MS, SLOTS_PER_DAY, Band
 from collector.detectors.common import STEP_CODE, Context, Step, episodes_of
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
+from kilowatch.calendars import BANDS, Band
+from kilowatch.timebase import DAY_MS, OFFSET_MS, SLOT_HOURS, SLOT_MS, SLOTS_PER_DAY
 
 
 def detect(ctx: Context, series: Series) -> list[Finding]:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from collector.calendars import DAY_MS, OFFSET_MS, SLOT_MS, local_day
 from collector.detectors.common import Context, Step, episodes, quantile
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
+from kilowatch.timebase import DAY_MS, SLOT_MS, local_day, slot_of_day
 
 _MIN_HISTORY = 16
 """Unoccupied intervals needed before B means anything (four hours)."""
@@ -30,7 +30,7 @@ def detect(ctx: Context, series: Series) -> list[Finding]:
     baseline: tuple[float, float] | None = None
     for i, kw in enumerate(intervals.kw):
         ts = intervals.ts(i)
-        day, slot = local_day(ts), (ts + OFFSET_MS) % DAY_MS // SLOT_MS
+        day, slot = local_day(ts), slot_of_day(ts)
         closed = slot not in calendar.occupied_slots(day) and slot not in calendar.permitted_slots(day)
         unoccupied.append(closed)
         if slot == 0 or (baseline is None and slot % 4 == 0):

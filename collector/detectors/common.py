@@ -10,11 +10,12 @@ from enum import Enum
 import numpy as np
 import numpy.typing as npt
 
-from collector.calendars import SLOT_HOURS, SiteCalendar, local_datetime
+from collector.calendars import SiteCalendar
 from collector.detectors.config import MeterConfig, SiteConfig, Thresholds
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.messages import message
 from collector.detectors.series import Intervals, run_bounds
+from kilowatch.timebase import SLOT_HOURS, local_datetime
 
 
 def quantile(values: Iterable[float], q: float) -> float:

@@ -12,8 +12,9 @@ from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from collector.calendars import Band, SiteCalendar
+from collector.calendars import SiteCalendar
 from kilowatch import yamlconfig
+from kilowatch.calendars import Band
 
 
 class _Model(BaseModel):

@@ -13,9 +13,7 @@ import numpy as np
 from collector.detectors.common import Context, Episode
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
-
-COUNTER_TOLERANCE_KWH = 0.01
-"""A counter read back lower by more than rounding has gone backwards."""
+from kilowatch.counters import went_backwards
 
 
 def detect(ctx: Context, series: Series) -> list[Finding]:
@@ -34,7 +32,7 @@ def detect(ctx: Context, series: Series) -> list[Finding]:
         episode = Episode(a, a + (settings.frozen_polls - 1) * poll, b + poll, 0, 0)
         findings.append(ctx.finding(Detector.DATA_QUALITY, "frozen", episode))
     energy = series.energy
-    backwards = np.flatnonzero(energy[1:] < energy[:-1] - COUNTER_TOLERANCE_KWH)  # False where NaN
+    backwards = np.flatnonzero(went_backwards(energy[:-1], energy[1:]))  # False where NaN
     for t0, t1 in zip(series.ts[backwards].tolist(), series.ts[backwards + 1].tolist(), strict=True):
         findings.append(ctx.finding(Detector.DATA_QUALITY, "counter_reset", Episode(t0, t1, t1, 0, 0)))
     return findings

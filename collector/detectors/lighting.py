@@ -9,10 +9,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from collector.calendars import DAY_MS, OFFSET_MS, SiteCalendar
+from collector.calendars import SiteCalendar
 from collector.detectors.common import STEP_CODE, Context, Step, episodes_of
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
+from kilowatch.timebase import DAY_MS, OFFSET_MS
 
 
 def in_window(calendar: SiteCalendar, ts: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:

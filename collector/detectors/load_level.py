@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from collector.calendars import DAY_MS, OFFSET_MS
+from kilowatch.timebase import DAY_MS, OFFSET_MS
 
 Floats = npt.NDArray[np.float64]
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 import statistics
 from functools import cached_property
 
-from collector.calendars import BANDS, DAY_MS, OFFSET_MS, SLOT_MS, Band, day_start_ms, local_day
 from collector.detectors.common import STEP_CODE, Context, Step, episodes, episodes_of, quantile
 from collector.detectors.config import Role
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
 from collector.detectors.states import State, state_steps
 from collector.detectors.switching import Switching
+from kilowatch.calendars import BANDS, Band
+from kilowatch.timebase import SLOT_MS, day_start_ms, local_day, slot_of_day
 
 _SAME_WEEKDAY_WEEKS = 5
 _RECENT_DAYS = 10
@@ -38,7 +39,7 @@ _BEFORE_SLOTS = 4
 
 
 def _slot(ts: int) -> tuple[int, int]:
-    return local_day(ts), (ts + OFFSET_MS) % DAY_MS // SLOT_MS
+    return local_day(ts), slot_of_day(ts)
 
 
 def detect(ctx: Context, series: Series) -> list[Finding]:

@@ -18,7 +18,7 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from collector.calendars import SLOT_MS
+from kilowatch.timebase import SLOT_MS
 
 MIN_COVERAGE = 0.5
 """An interval needs samples over at least half of it to count."""

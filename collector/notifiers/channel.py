@@ -6,8 +6,9 @@ from typing import Annotated, Protocol
 
 from pydantic import Field, TypeAdapter
 
-from collector.alerts import AlertNotice, OutboxRow
+from collector.alerts import AlertNotice
 from collector.notifiers.digest import DigestNotice
+from collector.store import NotificationRow
 
 Notice = Annotated[AlertNotice | DigestNotice, Field(discriminator="kind")]
 NOTICE: TypeAdapter[Notice] = TypeAdapter(Notice)
@@ -24,4 +25,4 @@ class Channel(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def send(self, row: OutboxRow) -> None: ...
+    async def send(self, row: NotificationRow) -> None: ...

@@ -7,19 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from collector.alerts import (
-    VIETNAM,
-    AlertOut,
-    AlertQuery,
-    AlertStatus,
-    AlertStore,
-    local_day_ms,
-    to_datetime,
-    to_ms,
-    vnd_en,
-    vnd_vi,
-)
+from collector.alerts import AlertOut, AlertStore, vnd_en, vnd_vi
 from collector.reports import Reporter, SiteDay, summary_lines
+from collector.store import AlertQuery, AlertStatus
+from kilowatch.timebase import DAY_MS, VIETNAM_TZ, day_number, day_start_ms, to_ms, utc_datetime
 
 MAX_ALERTS = 1000
 """Alerts a digest lists at most, per list."""
@@ -47,7 +38,8 @@ class DigestNotice(BaseModel):
 def digest(store: AlertStore, site: str, day: date, report: SiteDay | None = None) -> Digest:
     """The digest of `site` for `day`; the day's waste counts the alerts that began on it; with the
     site's `report`, a line per meter."""
-    start, end = local_day_ms(day)
+    start = day_start_ms(day_number(day))
+    end = start + DAY_MS
     overlapping = store.alerts(AlertQuery(site=site, start_ms=start, end_ms=end, limit=MAX_ALERTS))
     began = [AlertOut.of(a) for a in overlapping if a.start_ms >= start]
     still_open = [
@@ -99,8 +91,8 @@ def queue_digests(store: AlertStore, day: date, reporter: Reporter | None = None
 
 def next_digest_ms(now_ms: int, at: time) -> int:
     """The first moment after `now_ms` at which the local (Vietnam) clock reads `at`."""
-    local = to_datetime(now_ms).astimezone(VIETNAM)
-    candidate = datetime.combine(local.date(), at, tzinfo=VIETNAM)
+    local = utc_datetime(now_ms).astimezone(VIETNAM_TZ)
+    candidate = datetime.combine(local.date(), at, tzinfo=VIETNAM_TZ)
     if candidate <= local:
         candidate += timedelta(days=1)
     return to_ms(candidate)
@@ -113,4 +105,4 @@ def last_digest_ms(now_ms: int, at: time) -> int:
 
 def local_day_before(ms: int) -> date:
     """The Vietnamese calendar day before the one `ms` falls on: the day a digest sent at `ms` covers."""
-    return to_datetime(ms).astimezone(VIETNAM).date() - timedelta(days=1)
+    return utc_datetime(ms).astimezone(VIETNAM_TZ).date() - timedelta(days=1)

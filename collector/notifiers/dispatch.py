@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from collector.alerts import AlertChange, AlertStore, Clock, OutboxRow, wall_clock_ms
+from collector.alerts import AlertChange, AlertStore, Clock, wall_clock_ms
 from collector.config import NotifySettings
 from collector.detectors.findings import Finding
 from collector.notifiers.channel import Channel, NotifyError
@@ -21,6 +21,7 @@ from collector.notifiers.digest import last_digest_ms, local_day_before, next_di
 from collector.notifiers.smtp import EmailChannel
 from collector.notifiers.webhook import WebhookChannel
 from collector.reports import Reporter
+from collector.store import NotificationRow
 from kilowatch.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class Notifications:
             if await self._send(channel, rows, backoff) and len(rows) < BATCH:
                 await self._idle(channel.name, wake)
 
-    async def _send(self, channel: Channel, rows: list[OutboxRow], backoff: Backoff) -> bool:
+    async def _send(self, channel: Channel, rows: list[NotificationRow], backoff: Backoff) -> bool:
         """Send `rows` in order; on the first failure wait out the backoff and return False."""
         for row in rows:
             try:

@@ -12,9 +12,11 @@ import ssl
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from collector.alerts import AlertNotice, OutboxRow, local_text, to_ms
+from collector.alerts import AlertNotice, local_text
 from collector.config import EmailSettings
 from collector.notifiers.channel import NOTICE, Notice, NotifyError
+from collector.store import NotificationRow
+from kilowatch.timebase import to_ms
 
 SUBJECT_PREFIX = "[kilowatch]"
 
@@ -44,7 +46,7 @@ class EmailChannel:
     def __init__(self, settings: EmailSettings) -> None:
         self._settings = settings
 
-    async def send(self, row: OutboxRow) -> None:
+    async def send(self, row: NotificationRow) -> None:
         subject, text = render(NOTICE.validate_json(row.body))
         message = EmailMessage()
         message["Subject"] = subject

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from collector.alerts import OutboxRow
 from collector.config import WebhookSettings
 from collector.notifiers.channel import NotifyError
+from collector.store import NotificationRow
 
 SIGNATURE_HEADER = "X-Kilowatch-Signature"
 EVENT_HEADER = "X-Kilowatch-Event"
@@ -39,7 +39,7 @@ class WebhookChannel:
         # Chat bridges put tokens in the path (Telegram, Slack): logs and errors show scheme and host only.
         self.target = f"{parts.scheme}://{parts.netloc}"
 
-    async def send(self, row: OutboxRow) -> None:
+    async def send(self, row: NotificationRow) -> None:
         body = row.body.encode()
         headers = {
             "Content-Type": "application/json",

@@ -8,8 +8,9 @@ from datetime import date, datetime, time, timedelta
 
 import numpy as np
 
+from kilowatch.timebase import VIETNAM_TZ
 from sim.calendar import PEAK_BANDS, in_peak_band
-from sim.load_model import VIETNAM_TZ, Demand, Flags, PhaseShares, Times, local_hour, phase_shares, split
+from sim.load_model import Demand, Flags, PhaseShares, Times, local_hour, phase_shares, split
 from sim.loads import Category, Mode, Span
 
 _STANDBY = (10.0, 0.6)

@@ -15,9 +15,10 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-from sim.calendar import in_peak_band, is_holiday
+from kilowatch.calendars import is_public_holiday
+from kilowatch.timebase import VIETNAM_TZ
+from sim.calendar import in_peak_band
 from sim.load_model import (
-    VIETNAM_TZ,
     Component,
     Demand,
     Floats,
@@ -60,7 +61,7 @@ class ShiftSchedule:
 @cache
 def machine_day(seed: int, key: str, schedule: ShiftSchedule, day: date) -> tuple[tuple[float, State], ...]:
     """(from local hour, state) segments of `day`: jobs of 20-90 min, idle spells of 2-12 min between."""
-    if is_holiday(day) or day.weekday() == 6 or (day.weekday() == 5 and not schedule.saturday):
+    if is_public_holiday(day) or day.weekday() == 6 or (day.weekday() == 5 and not schedule.saturday):
         return ((0.0, State.OFF),)
     rng = seeded_rng("machine-day", seed, key, day.isoformat())
     segments = [(0.0, State.OFF)]

@@ -15,9 +15,10 @@ from functools import cache
 
 import numpy as np
 
-from sim.calendar import is_holiday
+from kilowatch import calendars
+from kilowatch.calendars import hours, is_public_holiday
+from kilowatch.timebase import VIETNAM_TZ
 from sim.load_model import (
-    VIETNAM_TZ,
     Curve,
     Demand,
     Floats,
@@ -37,8 +38,9 @@ from sim.weather import hot_spell, outdoor_temperature
 Window = tuple[float, float]
 """(from, to) in local hours."""
 
-OFFICE_HOURS: tuple[Window, Window] = ((7.5, 11.5), (13.0, 17.0))
-"""Vietnamese public offices: Monday to Friday, 07:30-11:30 and 13:00-17:00."""
+_MORNING, _AFTERNOON = hours(calendars.OFFICE_HOURS.windows)
+OFFICE_HOURS: tuple[Window, Window] = (_MORNING, _AFTERNOON)
+"""Vietnamese public offices' hours (:data:`kilowatch.calendars.OFFICE_HOURS`), Monday to Friday."""
 
 _POWER_FACTORS = (0.955, 0.93, 0.86)
 """Base (IT with PFC supplies), lights and plugs (LED drivers, PCs), cooling (compressor motors)."""
@@ -77,7 +79,7 @@ def office_day(seed: int, site: str, schedule: OfficeSchedule, day: date) -> Off
     """The plan of `day` at `site`: closed, a Saturday morning, or a working day with its own end and lunch."""
     rng = seeded_rng("office-day", seed, site, day.isoformat())
     (a1, b1), (a2, b2) = schedule.hours
-    if is_holiday(day) or day.weekday() == 6:
+    if is_public_holiday(day) or day.weekday() == 6:
         return _CLOSED
     if day.weekday() == 5:
         if rng.random() >= schedule.saturday_work:

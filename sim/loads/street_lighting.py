@@ -18,8 +18,8 @@ import numpy as np
 from astral import Observer
 from astral.sun import sunrise, sunset
 
+from kilowatch.timebase import VIETNAM_TZ
 from sim.load_model import (
-    VIETNAM_TZ,
     Demand,
     Flags,
     Floats,

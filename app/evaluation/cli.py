@@ -1,6 +1,6 @@
 """``kilowatch eval``: its options only, so that starting any ``kilowatch`` command does not load the
-detectors, the calendars (holidays, astral) and the simulator; :mod:`collector.evaluate` and
-:mod:`collector.eval_mqtt` do the work."""
+detectors, the calendars (holidays, astral) and the simulator; :mod:`app.evaluation.evaluate` and
+:mod:`app.evaluation.mqtt` do the work."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from kilowatch.cli_support import EXIT_CONFIG, fail
 if TYPE_CHECKING:
     from datetime import date
 
-    from collector.evaluate import Evaluation
+    from app.evaluation.evaluate import Evaluation
     from sim.scenario import Scenario
 
 
@@ -59,7 +59,7 @@ def eval_command(
     ] = None,
 ) -> None:
     """Score the detectors on a labelled simulator scenario: precision, recall, F1 and delay per rule."""
-    from collector.evaluate import evaluate, render
+    from app.evaluation.evaluate import evaluate, render
     from sim.scenario import load_scenario
 
     try:
@@ -84,7 +84,7 @@ def _through_mqtt(
 ) -> Evaluation:
     from rich.progress import Progress
 
-    from collector.eval_mqtt import EvalError, evaluate_via_mqtt
+    from app.evaluation.mqtt import EvalError, evaluate_via_mqtt
 
     folder = workdir or Path(tempfile.mkdtemp(prefix="kilowatch-eval-"))
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import typer
 
 from agent.cli import app as agent_app
+from app.demo import demo
+from app.evaluation.cli import eval_command
+from app.schemas_cli import schemas
 from collector.cli import app as collector_app
-from collector.eval_cli import eval_command
-from kilowatch.demo import demo
 from kilowatch.profiles_cli import app as profiles_app
-from kilowatch.schemas_cli import schemas
 from sim.cli import app as sim_app
 
 app = typer.Typer(

@@ -17,7 +17,7 @@ the scenario (the configuration its sites would have), and every finding is matc
   findings that end before the span, or start at or after its end (a meter "silent" since the data
   ended), are not about it and are not scored.
 
-:func:`evaluate` runs the detectors in this process on the generated files; :mod:`collector.eval_mqtt`
+:func:`evaluate` runs the detectors in this process on the generated files; :mod:`app.evaluation.mqtt`
 sends the same dataset through a broker into a real collector and scores the alerts it raised.
 """
 
@@ -33,23 +33,15 @@ from datetime import date, time
 from pathlib import Path
 from typing import Any, Protocol
 
-from collector.calendars import (
-    MONDAY_TO_FRIDAY,
-    MONDAY_TO_SATURDAY,
-    Coordinates,
-    LightingWindow,
-    SiteCalendar,
-    WeeklyHours,
-    day_number,
-    day_start_ms,
-    window,
-)
+from collector.calendars import Coordinates, LightingWindow, SiteCalendar
 from collector.detectors.common import Context
 from collector.detectors.config import MeterConfig, Role, SiteConfig, Sites
 from collector.detectors.data_quality import untrusted_clock
 from collector.detectors.dataset import read_dataset
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.run import DETECTORS_BY_ROLE, detect_meter
+from kilowatch.calendars import MONDAY_TO_FRIDAY, MONDAY_TO_SATURDAY, WeeklyHours, window
+from kilowatch.timebase import day_number, day_start_ms
 from sim.scenario import ExpandedMeter, Scenario, SiteSpec
 
 Rule = tuple[Detector, str]

@@ -1,36 +1,35 @@
-"""The reports API: a site's day in figures (:mod:`collector.reports`), for the sites detection judges."""
+"""Reports: a site's day in figures (:mod:`collector.reports`), for the sites detection judges."""
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
-from collector.alerts import VIETNAM
-from collector.api import Context, ErrorOut
+from collector.api.deps import Context, Now
+from collector.api.problems import NotFound, problem
 from collector.reports import SiteDay, ledger_reporter
+from kilowatch.timebase import VIETNAM_TZ
 
 router = APIRouter(prefix="/api/v1/sites", tags=["reports"])
 
 
-@router.get(
-    "/{site}/report",
-    responses={404: {"model": ErrorOut, "description": "Not a site of the detection settings"}},
-)
+@router.get("/{site}/report", responses={404: problem("Not a site of the detection settings")})
 def daily_report(
     site: str,
     context: Context,
+    now: Now,
     day: Annotated[date | None, Query(description="Vietnam calendar day (default: yesterday)")] = None,
 ) -> SiteDay:
     """Per configured meter of `site` on `day`: energy and cost by time-of-use band, base and near-peak
     load, after-hours and peak-band shares, machines' idle share per shift, and what the day's alerts
     wasted."""
     if context.sites is None:
-        raise HTTPException(404, "no sites: detection is not configured (detection.sites in collector.yaml)")
+        raise NotFound("no sites: detection is not configured (detection.sites in collector.yaml)")
     report = ledger_reporter(context.ledger_path, context.sites)(
-        site, day or datetime.now(VIETNAM).date() - timedelta(days=1)
+        site, day or now.astimezone(VIETNAM_TZ).date() - timedelta(days=1)
     )
     if report is None:
-        raise HTTPException(404, f"unknown site {site!r}")
+        raise NotFound(f"unknown site {site!r}")
     return report

@@ -20,16 +20,17 @@ from typing import Annotated
 import typer
 import yaml
 
-from kilowatch.cli_support import fail
-from kilowatch.processes import (
+from app.processes import (
+    UNBOUNDED_QUEUE,
     Children,
+    Mosquitto,
+    find_binary,
     free_port,
     get_json,
-    mosquitto_binary,
-    mosquitto_config,
     port_or_free,
     wait_for,
 )
+from kilowatch.cli_support import fail
 
 SITE = "demo-office"
 GATEWAY = "gw-demo"
@@ -104,36 +105,36 @@ async def _run(
     duration: float | None,
     poll_s: float,
 ) -> None:
-    mosquitto = mosquitto_binary() if broker is not BrokerChoice.EMBEDDED else None
-    if broker is BrokerChoice.MOSQUITTO and mosquitto is None:
+    mosquitto = broker is not BrokerChoice.EMBEDDED and find_binary("mosquitto") is not None
+    if broker is BrokerChoice.MOSQUITTO and not mosquitto:
         fail("--broker mosquitto: mosquitto is not installed (apt-get install mosquitto)")
-    broker_port, modbus_port, api_port = free_port(), free_port(), port_or_free(api_port)
-    protocol = "5" if mosquitto else "3.1.1"
-    agent_cfg, collector_cfg = _write_configs(
-        workdir,
-        broker_port=broker_port,
-        modbus_port=modbus_port,
-        api_port=api_port,
-        protocol=protocol,
-        poll_s=poll_s,
-    )
     children = Children(workdir)
-    kilowatch = [sys.executable, "-m", "kilowatch"]
+    kilowatch = [sys.executable, "-m", "app"]
     async with contextlib.AsyncExitStack() as stack:
-        if not mosquitto:
-            await stack.enter_async_context(_embedded_broker(broker_port))
-        stack.push_async_callback(children.stop)
         if mosquitto:
-            conf = mosquitto_config(workdir, broker_port)
-            await children.start("mosquitto", mosquitto, "-c", str(conf))
+            started = await asyncio.to_thread(Mosquitto.start, workdir, extra_conf=UNBOUNDED_QUEUE)
+            children.add(started.process)
+            broker_port = started.port
             typer.echo(f"broker     mosquitto on 127.0.0.1:{broker_port}")
         else:
+            broker_port = free_port()
+            await stack.enter_async_context(_embedded_broker(broker_port))
             typer.echo(
                 f"broker     mosquitto is not installed: using the embedded amqtt broker (MQTT 3.1.1) on "
                 f"127.0.0.1:{broker_port}; install mosquitto for the real thing"
             )
+        stack.push_async_callback(children.stop)
+        modbus_port, api_port = free_port(), port_or_free(api_port)
+        agent_cfg, collector_cfg = _write_configs(
+            workdir,
+            broker_port=broker_port,
+            modbus_port=modbus_port,
+            api_port=api_port,
+            protocol="5" if mosquitto else "3.1.1",
+            poll_s=poll_s,
+        )
         units = ",".join(map(str, UNITS))
-        await children.start(
+        children.start(
             "sim",
             *kilowatch,
             "sim",
@@ -148,8 +149,8 @@ async def _run(
         typer.echo(
             f"simulator  {len(UNITS)} x {PROFILE} on Modbus TCP 127.0.0.1:{modbus_port} (units {units})"
         )
-        await children.start("collector", *kilowatch, "collector", "run", "--config", str(collector_cfg))
-        await children.start("agent", *kilowatch, "agent", "run", "--config", str(agent_cfg))
+        children.start("collector", *kilowatch, "collector", "run", "--config", str(collector_cfg))
+        children.start("agent", *kilowatch, "agent", "run", "--config", str(agent_cfg))
         base = f"http://127.0.0.1:{api_port}"
         await wait_for("the collector's API", lambda: get_json(f"{base}/healthz"), children, 60)
         meters = await wait_for(

@@ -3,16 +3,14 @@
 The scenario's dataset is published the way gateways flush a backlog (``sim generate --publish``) to a
 broker (a private Mosquitto unless one is given), consumed by a real ``kilowatch collector run`` process
 whose live detection is configured with the scenario's sites, and the alerts it raised are read back from
-its API and scored against the labels exactly as :func:`collector.evaluate.evaluate` scores findings.
+its API and scored against the labels exactly as :func:`app.evaluation.evaluate.evaluate` scores findings.
 Nothing is shared in memory with the collector: what is scored is what a facility manager would be told.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -23,17 +21,19 @@ from typing import Any
 
 import yaml
 
-from collector.detectors.findings import Detector
-from collector.evaluate import WARMUP_DAYS, Evaluation, scenario_sites, score
-from kilowatch.processes import (
+from app.evaluation.evaluate import WARMUP_DAYS, Evaluation, scenario_sites, score
+from app.processes import (
+    UNBOUNDED_QUEUE,
     Children,
+    Mosquitto,
+    find_binary,
     free_port,
     get_json,
     get_text,
-    mosquitto_binary,
-    mosquitto_config,
     wait_for,
 )
+from collector.detectors.findings import Detector
+from collector.store import LedgerReader
 from sim.scenario import Scenario
 
 Say = Callable[[str], None]
@@ -100,9 +100,8 @@ def _write_configs(
 
 
 def _stored_batches(ledger: Path) -> int:
-    uri = ledger.absolute().as_uri() + "?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True)) as db:
-        return int(db.execute("SELECT count(*) FROM batches").fetchone()[0])
+    with LedgerReader(ledger) as reader:
+        return reader.stored_batches()
 
 
 def _counter(metrics: str, name: str) -> float:
@@ -194,19 +193,18 @@ async def evaluate_via_mqtt(
         scenario, start=start or scenario.start, days=days, interval_s=interval_s, warmup_days=warmup_days
     )
     children = Children(workdir)
-    kilowatch = [sys.executable, "-m", "kilowatch"]
+    kilowatch = [sys.executable, "-m", "app"]
     try:
         if broker is None:
-            mosquitto = mosquitto_binary()
-            if mosquitto is None:
+            if find_binary("mosquitto") is None:
                 raise EvalError(
                     "evaluating through MQTT needs a broker: install mosquitto (apt-get install mosquitto), "
                     "give one with --broker mqtt://HOST:PORT, or use --path in-process"
                 )
-            port = free_port()
-            await children.start("mosquitto", mosquitto, "-c", str(mosquitto_config(workdir, port)))
-            target = Broker(host="127.0.0.1", port=port)
-            say(f"broker     mosquitto on 127.0.0.1:{port}")
+            started = await asyncio.to_thread(Mosquitto.start, workdir, extra_conf=UNBOUNDED_QUEUE)
+            children.add(started.process)
+            target = Broker(host=started.host, port=started.port)
+            say(f"broker     mosquitto on {started.host}:{started.port}")
         else:
             target = Broker.parse(broker)
             try:
@@ -224,7 +222,7 @@ async def evaluate_via_mqtt(
             interval_s=interval_s,
             days=warmup_days + days,
         )
-        await children.start("collector", *kilowatch, "collector", "run", "--config", str(config))
+        children.start("collector", *kilowatch, "collector", "run", "--config", str(config))
         base = f"http://127.0.0.1:{api_port}"
         await wait_for(
             "the collector to subscribe",

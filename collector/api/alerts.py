@@ -1,7 +1,6 @@
-"""The alerts API: list and filter alerts, acknowledge one, silence one.
+"""Alerts: list and filter them, acknowledge one, silence one.
 
-Each request opens the alert store on a connection of its own (endpoints are plain ``def``, run in
-FastAPI's thread pool), like the rest of the API. Lifecycle errors map to HTTP in one table.
+The alert store's refusals become the API's errors in one table.
 """
 
 from __future__ import annotations
@@ -10,43 +9,41 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
 from collector.alerts import (
     AlertConflict,
     AlertError,
     AlertOut,
-    AlertQuery,
-    AlertStatus,
-    AlertStore,
     InvalidSilence,
     UnknownAlert,
-    to_ms,
 )
-from collector.api import Context, ErrorOut
+from collector.api.deps import Alerts
+from collector.api.problems import ApiError, Conflict, NotFound, Unprocessable, problem, require_order
 from collector.detectors.findings import Detector
+from collector.store import AlertQuery, AlertStatus
+from kilowatch.timebase import to_ms
 
-_HTTP_STATUS: dict[type[AlertError], int] = {UnknownAlert: 404, AlertConflict: 409, InvalidSilence: 422}
+_REFUSALS: dict[type[AlertError], type[ApiError]] = {
+    UnknownAlert: NotFound,
+    AlertConflict: Conflict,
+    InvalidSilence: Unprocessable,
+}
 
 
 @contextmanager
-def _as_http() -> Iterator[None]:
+def _refusals() -> Iterator[None]:
+    """The store's refusal as the API's error, with the same message."""
     try:
         yield
     except AlertError as exc:
-        raise HTTPException(_HTTP_STATUS[type(exc)], str(exc)) from exc
+        raise _REFUSALS[type(exc)](str(exc)) from exc
 
 
-def _store(context: Context) -> Iterator[AlertStore]:
-    with AlertStore(context.ledger_path) as store:
-        yield store
-
-
-Store = Annotated[AlertStore, Depends(_store)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorOut, "description": "Unknown alert"},
-    409: {"model": ErrorOut, "description": "The alert is resolved, or already acknowledged"},
+    404: problem("Unknown alert"),
+    409: problem("The alert is resolved, or already acknowledged"),
 }
 
 
@@ -58,9 +55,9 @@ class SilenceIn(BaseModel):
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 
-@router.get("", responses={422: {"model": ErrorOut, "description": "Invalid range"}})
+@router.get("", responses={422: problem("Invalid range")})
 def list_alerts(
-    store: Store,
+    store: Alerts,
     status: Annotated[AlertStatus | None, Query(description="Only alerts in this state")] = None,
     detector: Annotated[Detector | None, Query(description="Only this detector's alerts")] = None,
     site: Annotated[str | None, Query(description="Only this site")] = None,
@@ -77,8 +74,8 @@ def list_alerts(
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many")] = 100,
 ) -> list[AlertOut]:
     """Alerts, newest first; pass the last id seen as `before` for the next page."""
-    if start is not None and end is not None and start >= end:
-        raise HTTPException(422, f"'from' ({start.isoformat()}) must be before 'to' ({end.isoformat()})")
+    if start is not None and end is not None:
+        require_order(start, end)
     query = AlertQuery(
         status=status,
         detector=detector,
@@ -93,23 +90,20 @@ def list_alerts(
 
 
 @router.get("/{alert_id}", responses=_ERRORS)
-def get_alert(alert_id: int, store: Store) -> AlertOut:
-    with _as_http():
+def get_alert(alert_id: int, store: Alerts) -> AlertOut:
+    with _refusals():
         return AlertOut.of(store.get(alert_id))
 
 
 @router.post("/{alert_id}/ack", responses=_ERRORS)
-def acknowledge(alert_id: int, store: Store) -> AlertOut:
+def acknowledge(alert_id: int, store: Alerts) -> AlertOut:
     """Someone is on it: the alert goes from open to acknowledged (it still resolves by itself)."""
-    with _as_http():
+    with _refusals():
         return AlertOut.of(store.acknowledge(alert_id))
 
 
-@router.post(
-    "/{alert_id}/silence",
-    responses={**_ERRORS, 422: {"model": ErrorOut, "description": "'until' is not in the future"}},
-)
-def silence(alert_id: int, body: SilenceIn, store: Store) -> AlertOut:
+@router.post("/{alert_id}/silence", responses={**_ERRORS, 422: problem("'until' is not in the future")})
+def silence(alert_id: int, body: SilenceIn, store: Alerts) -> AlertOut:
     """Hold back the alert's notifications until `until`; what is due then is sent then."""
-    with _as_http():
+    with _refusals():
         return AlertOut.of(store.silence(alert_id, until_ms=to_ms(body.until), reason=body.reason))

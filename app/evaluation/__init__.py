@@ -1,0 +1,1 @@
+"""`kilowatch eval`: the detectors scored on labelled simulator scenarios, in process or through MQTT."""

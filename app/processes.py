@@ -1,0 +1,321 @@
+"""Real processes on loopback: the product's own commands, Mosquitto and VictoriaMetrics, free ports, waiting.
+
+`kilowatch demo` and `kilowatch eval` start real parts (broker, simulator, agent, collector) as the installed
+commands, so what they show is the product, not a shortcut; the tests and the benchmarks start the same
+processes with the same helpers. A missing binary is an error with the install command in its message, never
+a skip: a suite that quietly skips its real-service tests proves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+INSTALL_HINT = "run `make test` (as root it installs: apt-get install mosquitto mosquitto-clients victoria-metrics mbpoll socat)"
+UNBOUNDED_QUEUE = "max_queued_messages 0"
+"""Mosquitto configuration for a subscriber that must get a whole backlog: the default cap of 1,000 queued
+messages silently drops the rest of one published faster than the collector stores it."""
+
+
+def find_binary(name: str) -> str | None:
+    """Debian installs Mosquitto and VictoriaMetrics in /usr/sbin or /usr/bin, not on every user's PATH."""
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/local/sbin/{name}", f"/usr/bin/{name}") if Path(p).exists()),
+        None,
+    )
+
+
+def require_binary(name: str) -> str:
+    if (path := find_binary(name)) is None:
+        raise RuntimeError(f"{name} is not installed; {INSTALL_HINT}")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_or_free(port: int) -> int:
+    """`port` if it can be listened on, else a free one."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn will: TIME_WAIT is no conflict
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return free_port()
+    return port
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def get_json(url: str, timeout_s: float = 2.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - loopback URL we built
+        return json.load(response)
+
+
+def get_text(url: str, timeout_s: float = 2.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - loopback URL we built
+        return str(response.read().decode())
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
+    """Poll `predicate` until it returns something truthy; fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except Exception as exc:  # the service is still starting: remember why, try again
+            last_error = exc
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}; last error: {last_error!r}")
+
+
+@dataclass
+class Process:
+    """A child process whose output goes to a log file that failures can quote."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> Process:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        log.close()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+class Children:
+    """Child processes of an asyncio program with their logs in `workdir`; all are stopped on the way out."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.processes: list[Process] = []
+
+    def start(self, name: str, *args: str) -> Process:
+        return self.add(Process(name, list(args), self.workdir / f"{name}.log").start())
+
+    def add(self, process: Process) -> Process:
+        """Stop `process` with the others (started elsewhere, e.g. by `Mosquitto.start`)."""
+        self.processes.append(process)
+        return process
+
+    def dead(self) -> list[str]:
+        return [process.name for process in self.processes if not process.alive()]
+
+    async def stop(self) -> None:
+        """Stop in reverse start order (the agent before the collector, the broker last)."""
+        for process in reversed(self.processes):
+            await asyncio.to_thread(process.stop)
+
+
+async def wait_for(what: str, check: Callable[[], Any], children: Children, limit_s: float) -> Any:
+    """The first truthy result of `check` (polled; OSError and ValueError mean "not yet"); RuntimeError if
+    a child dies meanwhile, TimeoutError after `limit_s`."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if dead := children.dead():
+            raise RuntimeError(f"{', '.join(dead)} exited while waiting for {what}; see {children.workdir}")
+        with contextlib.suppress(OSError, ValueError):
+            if result := check():
+                return result
+        await asyncio.sleep(0.3)
+    raise TimeoutError(f"timed out after {limit_s:.0f}s waiting for {what}")
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """What `Mosquitto.start(tls=...)` puts on its listener: the server certificate and the client policy."""
+
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    require_certificate: bool = False
+
+    def conf(self) -> str:
+        return (
+            f"cafile {self.ca_file}\ncertfile {self.cert_file}\nkeyfile {self.key_file}\n"
+            f"require_certificate {str(self.require_certificate).lower()}\ntls_version tlsv1.2\n"
+        )
+
+
+@dataclass
+class Mosquitto:
+    host: str
+    port: int
+    process: Process
+
+    @classmethod
+    def start(cls, workdir: Path, *, extra_conf: str = "", tls: TlsListener | None = None) -> Mosquitto:
+        """Mosquitto on a free loopback port, anonymous, without persistence, plus `extra_conf`.
+
+        With `tls`, the listener speaks only TLS (and the broker runs as root when started as root, so it can
+        read the certificates in a test folder).
+        """
+        port = free_port()
+        listener = f"listener {port} 127.0.0.1\n"
+        if tls is not None:
+            listener += tls.conf()
+            if not any(line.split()[:1] == ["user"] for line in extra_conf.splitlines()):
+                listener += "user root\n"
+        return cls.run(workdir, f"{listener}allow_anonymous true\npersistence false\n{extra_conf}\n", port)
+
+    @classmethod
+    def run(cls, workdir: Path, conf_text: str, port: int) -> Mosquitto:
+        """Mosquitto with exactly `conf_text` (as workdir/mosquitto.conf); `port` is the listener to wait for."""
+        binary = require_binary("mosquitto")
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(conf_text)
+        process = Process("mosquitto", [binary, "-c", str(conf)], workdir / "mosquitto.log")
+        broker = cls("127.0.0.1", port, process)
+        broker.restart()
+        return broker
+
+    def restart(self) -> None:
+        """Start the (stopped) broker again with the same configuration, port and persistence file; a broker
+        that does not listen within 10 s is stopped, not left behind."""
+        process = self.process.start()
+        try:
+            wait_until(
+                lambda: port_open(self.host, self.port) or not process.alive(), 10, "mosquitto to listen"
+            )
+        except TimeoutError:
+            process.stop()
+            raise
+        if not process.alive():
+            raise RuntimeError(f"mosquitto exited at start:\n{process.log()}")
+
+    def publish(self, topic: str, payload: bytes | str, *, qos: int = 1) -> None:
+        """Publish with the real `mosquitto_pub` client."""
+        data = payload.encode() if isinstance(payload, str) else payload
+        subprocess.run(
+            [
+                require_binary("mosquitto_pub"),
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-q",
+                str(qos),
+                "-t",
+                topic,
+                "-s",
+            ],
+            input=data,
+            check=True,
+            timeout=10,
+        )
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@dataclass
+class VictoriaMetrics:
+    """VictoriaMetrics single node: takes the InfluxDB v2 write API at /api/v2/write."""
+
+    url: str
+    process: Process
+
+    @classmethod
+    def start(cls, workdir: Path) -> VictoriaMetrics:
+        binary = require_binary("victoria-metrics")
+        port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        process = Process(
+            "victoria-metrics",
+            [
+                binary,
+                f"-storageDataPath={workdir / 'data'}",
+                f"-httpListenAddr=127.0.0.1:{port}",
+                "-dedup.minScrapeInterval=1ms",
+                "-retentionPeriod=100y",
+                "-search.latencyOffset=0s",
+                "-loggerLevel=WARN",
+            ],
+            workdir / "victoria-metrics.log",
+        ).start()
+        vm = cls(f"http://127.0.0.1:{port}", process)
+        wait_until(vm.healthy, 20, "victoria-metrics /health")
+        return vm
+
+    def healthy(self) -> bool:
+        if not self.process.alive():
+            raise RuntimeError(f"victoria-metrics exited at start:\n{self.process.log()}")
+        with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:  # noqa: S310 - loopback
+            return bool(response.status == 200)
+
+    def export(self, match: str = '{__name__=~".+"}') -> list[dict[str, Any]]:
+        """Every series matching `match`, as /api/v1/export's JSON lines (metric, values, timestamps).
+
+        Flushes first: without it, fresh series become searchable only after several seconds.
+        """
+        with urllib.request.urlopen(f"{self.url}/internal/force_flush", timeout=5):  # noqa: S310 - loopback
+            pass
+        query = urllib.parse.urlencode({"match[]": match})
+        with urllib.request.urlopen(f"{self.url}/api/v1/export?{query}", timeout=10) as response:  # noqa: S310
+            text = response.read().decode()
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def write_collector_config(
+    path: Path, broker: Mosquitto, *, ledger: Path, api_port: int, tsdb_url: str | None, client_id: str
+) -> Path:
+    """A collector.yaml pointing at `broker` (and a TSDB when given), for tests and benchmarks."""
+    config: dict[str, Any] = {
+        "mqtt": {"host": broker.host, "port": broker.port, "client_id": client_id},
+        "ledger": {"path": str(ledger)},
+        "api": {"host": "127.0.0.1", "port": api_port},
+    }
+    if tsdb_url:
+        config["tsdb"] = {"url": tsdb_url}
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -1,0 +1,55 @@
+"""Quarantine: readings stamped by an unsynchronised gateway clock that could not be re-dated yet."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from collector.api.deps import Limit, Reader
+from collector.store import QuarantineReason
+from kilowatch.timebase import utc_datetime
+
+
+class QuarantinedOut(BaseModel):
+    id: int
+    meter: str
+    site: str
+    gateway: str
+    ts: datetime = Field(description="As stamped by the gateway's unsynchronised clock: not to be trusted")
+    boot_id: str | None = Field(description="The boot whose monotonic clock `mono_ms` counts on")
+    mono_ms: int | None = Field(description="The gateway's monotonic clock when the meter was read")
+    values: dict[str, float] = Field(description="By canonical quantity name")
+    reason: QuarantineReason
+    detail: str = Field(description="The reason, for a person")
+    received_at: datetime
+
+
+router = APIRouter(prefix="/api/v1", tags=["accounting"])
+
+
+@router.get("/quarantine")
+def list_quarantine(
+    reader: Reader,
+    meter: Annotated[str | None, Query(description="Only this meter")] = None,
+    limit: Limit = 100,
+) -> list[QuarantinedOut]:
+    """Readings stamped by an unsynchronised clock, kept out of readings and intervals, oldest first."""
+    return [
+        QuarantinedOut(
+            id=row.id,
+            meter=row.meter_id,
+            site=row.site,
+            gateway=row.gateway,
+            ts=utc_datetime(row.ts),
+            boot_id=row.boot_id,
+            mono_ms=row.mono_ms,
+            values=row.reading.values,
+            reason=row.reason,
+            detail=row.reason.detail,
+            received_at=utc_datetime(row.received_at),
+        )
+        for row in reader.quarantine(meter, limit)
+    ]

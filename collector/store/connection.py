@@ -1,0 +1,63 @@
+"""Connections to the ledger's file, each set up for its role, and the closing they share."""
+
+from __future__ import annotations
+
+import sqlite3
+from abc import ABC, abstractmethod
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from collector.store.schema import migrate
+
+BUSY_TIMEOUT_MS = 10_000
+"""How long a writer waits for the other one (ledger or alerts) to finish its transaction."""
+
+READ_BUSY_TIMEOUT_MS = 5_000
+
+
+class Closing(ABC):
+    """Closes its connection on ``close()`` and at the end of a ``with`` block."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def open_writer(path: Path) -> sqlite3.Connection:
+    """The ingest writer's connection: WAL, every commit fsynced, a large page cache; schema current."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    # WAL + synchronous=FULL: each commit (one per group of messages) fsyncs the WAL before the messages
+    # are acknowledged, so not even a power cut can undo readings the broker was told are stored. NORMAL
+    # would skip that fsync and could lose acknowledged groups on power loss; measured here, FULL cost
+    # nothing visible at 50 messages per commit (22-25k readings/s).
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA cache_size=-65536")  # KiB: 64 MiB of page cache for the writer
+    db.execute("PRAGMA temp_store=MEMORY")
+    migrate(db, path)
+    return db
+
+
+def open_side_writer(path: Path) -> sqlite3.Connection:
+    """A second writer beside the ingest writer (alerts): waits up to BUSY_TIMEOUT_MS for it."""
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    db.execute("PRAGMA journal_mode=WAL")
+    migrate(db, path)
+    return db
+
+
+def open_reader(path: Path) -> sqlite3.Connection:
+    """A read-only connection (WAL lets it read while a writer commits)."""
+    uri = path.absolute().as_uri() + "?mode=ro"
+    db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+    db.execute(f"PRAGMA busy_timeout={READ_BUSY_TIMEOUT_MS}")
+    return db

@@ -1,0 +1,139 @@
+"""15-minute interval energy and the counter events kept out of it: rows and the writer's statements."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from enum import StrEnum
+
+from collector.intervals import CounterSample, CounterStep
+from collector.store.readings import COUNTERS, TRUSTED
+from kilowatch.quantities import ENERGY_EXPORT, ENERGY_IMPORT
+
+# Column names below come from the COUNTERS constant, never from input.
+_NEIGHBOURS = {
+    q: f"""
+    SELECT * FROM (SELECT ts, {q} FROM readings WHERE meter_id = :meter AND {q} IS NOT NULL AND {TRUSTED}
+                   AND ts < :ts ORDER BY ts DESC LIMIT 1)
+    UNION ALL
+    SELECT * FROM (SELECT ts, {q} FROM readings WHERE meter_id = :meter AND {q} IS NOT NULL AND {TRUSTED}
+                   AND ts > :ts ORDER BY ts LIMIT 1)
+    """  # noqa: S608
+    for q in COUNTERS
+}
+_NEWEST = {
+    q: f"SELECT ts, {q} FROM readings WHERE meter_id = ? AND {q} IS NOT NULL AND {TRUSTED}"  # noqa: S608
+    " ORDER BY ts DESC LIMIT 1"
+    for q in COUNTERS
+}
+# What one transaction adds to one bucket, in one statement: each energy (NULL: no step covers the bucket
+# in this transaction), the largest kW and the number of samples. Taking a step out can leave rounding
+# residue; energy is never negative, so it stops at 0. SQLite's max(a, b) is NULL when either is: an
+# energy the transaction does not touch keeps its value, and max_kw keeps the known one.
+_ADD_TO_BUCKET = (
+    f"INSERT INTO intervals (meter_id, start_ms, {ENERGY_IMPORT}, {ENERGY_EXPORT}, max_kw, samples)"  # noqa: S608
+    " VALUES (?1, ?2, max(?3, 0.0), max(?4, 0.0), ?5, ?6) ON CONFLICT (meter_id, start_ms) DO UPDATE SET"
+    f" {ENERGY_IMPORT} = coalesce(max(coalesce({ENERGY_IMPORT}, 0.0) + ?3, 0.0), {ENERGY_IMPORT}),"
+    f" {ENERGY_EXPORT} = coalesce(max(coalesce({ENERGY_EXPORT}, 0.0) + ?4, 0.0), {ENERGY_EXPORT}),"
+    " max_kw = coalesce(max(max_kw, ?5), max_kw, ?5), samples = samples + ?6"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalRow:
+    meter_id: str
+    start_ms: int
+    energy_import_kwh: float | None
+    energy_export_kwh: float | None
+    max_kw: float | None
+    samples: int
+
+
+@dataclass(slots=True)
+class BucketSums:
+    """What one transaction adds to one (meter, bucket); an energy is None when no step touched it.
+
+    The energy fields are named as the counters (see :data:`COUNTERS`), so a step adds to
+    ``getattr(sums, quantity)``.
+    """
+
+    energy_import_kwh: float | None = None
+    energy_export_kwh: float | None = None
+    max_kw: float | None = None
+    samples: int = 0
+
+
+class CounterEventKind(StrEnum):
+    RESET = "reset"
+    """The counter went backwards (reset or replaced meter); the step counts as 0."""
+    GAP = "gap"
+    """The readings are too far apart to say when the energy flowed; the step is in no interval."""
+
+
+@dataclass(frozen=True, slots=True)
+class CounterEvent:
+    """A step between two consecutive readings of a counter that intervals leave out."""
+
+    meter_id: str
+    quantity: str
+    kind: CounterEventKind
+    prev_ts: int
+    prev_value: float
+    ts: int
+    value: float
+
+    @classmethod
+    def of(cls, meter_id: str, quantity: str, step: CounterStep) -> CounterEvent | None:
+        """The event a step is, if any: a reset (also across a gap), else a gap."""
+        if step.reset:
+            kind = CounterEventKind.RESET
+        elif step.gap:
+            kind = CounterEventKind.GAP
+        else:
+            return None
+        return cls(meter_id, quantity, kind, step.start.ts, step.start.value, step.end.ts, step.end.value)
+
+
+def newest_sample(db: sqlite3.Connection, meter: str, quantity: str) -> CounterSample | None:
+    """The meter's newest trusted stored sample of a counter."""
+    row = db.execute(_NEWEST[quantity], (meter,)).fetchone()
+    return None if row is None else CounterSample(*row)
+
+
+def neighbours(
+    db: sqlite3.Connection, meter: str, quantity: str, ts: int
+) -> tuple[CounterSample | None, CounterSample | None]:
+    """The trusted stored samples of a counter just before and just after `ts`."""
+    prev = nxt = None
+    for stored_ts, stored in db.execute(_NEIGHBOURS[quantity], {"meter": meter, "ts": ts}):
+        if stored_ts < ts:
+            prev = CounterSample(stored_ts, stored)
+        else:
+            nxt = CounterSample(stored_ts, stored)
+    return prev, nxt
+
+
+def add_to_buckets(db: sqlite3.Connection, buckets: dict[tuple[str, int], BucketSums]) -> None:
+    """Add what a transaction summed to each (meter, bucket start)."""
+    db.executemany(
+        _ADD_TO_BUCKET,
+        [
+            (meter, start, sums.energy_import_kwh, sums.energy_export_kwh, sums.max_kw, sums.samples)
+            for (meter, start), sums in buckets.items()
+        ],
+    )
+
+
+def insert_event(db: sqlite3.Connection, event: CounterEvent) -> None:
+    db.execute(
+        "INSERT INTO counter_events VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (event.meter_id, event.quantity, event.kind.value, event.prev_ts, event.prev_value, event.ts,
+         event.value),
+    )  # fmt: skip
+
+
+def delete_event(db: sqlite3.Connection, event: CounterEvent) -> None:
+    db.execute(
+        "DELETE FROM counter_events WHERE meter_id = ? AND quantity = ? AND ts = ?",
+        (event.meter_id, event.quantity, event.ts),
+    )
