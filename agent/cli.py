@@ -283,6 +283,28 @@ def run(
     asyncio.run(run_agent(agent_config))
 
 
+@app.command()
+def doctor(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Agent configuration file (YAML)")] = Path(
+        "/etc/kilowatch/agent.yaml"
+    ),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON for scripts instead of the checklist")
+    ] = False,
+    user: Annotated[
+        str, typer.Option(help="The account the agent runs as (its serial port access)")
+    ] = "kilowatch",
+) -> None:
+    """Check the installed agent: config and profiles, serial ports, one read per meter, the broker (TLS,
+    credentials), the clock, the spool (space, integrity) and the systemd unit. Exit 1 when a check fails."""
+    from agent.doctor import examine, render
+
+    report = asyncio.run(examine(config, user=user))
+    typer.echo(report.model_dump_json(indent=2) if as_json else render(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 TurnaroundMs = Annotated[
     float, typer.Option("--turnaround-ms", min=0, help="Meter response latency assumed per request, in ms")
 ]
