@@ -1,0 +1,178 @@
+"""A gateway's broker identity, given and taken back: `kilowatch collector provision-gateway / revoke-gateway`.
+
+A gateway logs in as ``<site>.<gateway>`` (the user names of deploy/mosquitto/kilowatch.acl) with a random
+password; the Mosquitto password file gets its hashed entry (hashed by the Debian package's own
+``mosquitto_passwd``, so the format is always the broker's), the ACL file a block that lets it write only
+``<topic_root>/<site>/<gateway>/#``. With ``use_username_as_clientid`` (deploy/mosquitto.conf) its user name
+is also its client id, so no other gateway can take its session. The technician gets a ready agent.yaml
+with the credentials. Mosquitto applies both files on ``systemctl reload mosquitto`` (SIGHUP).
+
+In app/, not collector/: the agent.yaml it writes is validated by the agent's own config model, and the
+collector does not import the agent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from agent.config import AgentConfig
+from kilowatch.mqtt_contract import ID_PATTERN, TOPIC_ROOT
+
+AGENT_CA_FILE = "/etc/kilowatch/ca.pem"
+"""Where the technician puts the broker's CA on the gateway (the agent.yaml written points there)."""
+
+
+class ProvisionError(Exception):
+    """Provisioning cannot proceed; the message says why."""
+
+
+def username(site: str, gateway: str) -> str:
+    """The gateway's broker login: unique across sites, unlike the gateway id alone."""
+    for kind, value in (("site", site), ("gateway", gateway)):
+        if not re.fullmatch(ID_PATTERN, value):
+            raise ProvisionError(f"{kind} {value!r} is not an id (pattern {ID_PATTERN})")
+    return f"{site}.{gateway}"
+
+
+def hashed_entry(user: str, password: str) -> str:
+    """The password-file line for `user`, hashed by ``mosquitto_passwd -U`` on a private temporary file
+    (never on its command line, where `ps` would show the password)."""
+    tool = shutil.which("mosquitto_passwd")
+    if tool is None:
+        raise ProvisionError("mosquitto_passwd not found: apt-get install mosquitto")
+    with tempfile.TemporaryDirectory() as folder:
+        plain = Path(folder) / "passwd"
+        plain.write_text(f"{user}:{password}\n")
+        plain.chmod(0o600)
+        result = subprocess.run([tool, "-U", str(plain)], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise ProvisionError(
+                f"mosquitto_passwd -U failed: {result.stderr.strip() or result.stdout.strip()}"
+            )
+        return plain.read_text().strip()
+
+
+def _write(path: Path, text: str) -> None:
+    """Replace `path` atomically, keeping its mode, owner and group (the broker must still read it)."""
+    info = path.stat() if path.exists() else None
+    tmp = path.with_name(f".{path.name}.new")
+    tmp.write_text(text)
+    if info is not None:
+        os.chmod(tmp, info.st_mode & 0o7777)
+        os.chown(tmp, info.st_uid, info.st_gid)
+    else:
+        tmp.chmod(0o640)
+    tmp.replace(path)
+
+
+def _without_user(lines: list[str], user: str, *, acl: bool) -> list[str]:
+    """`lines` of a password file or ACL without `user`'s entry (its ACL block: the ``user`` line, its
+    ``topic`` lines and the comment line provisioning put above it)."""
+    if not acl:
+        return [line for line in lines if line.partition(":")[0] != user]
+    out: list[str] = []
+    skipping = False
+    for line in lines:
+        if line.strip() == f"user {user}":
+            skipping = True
+            if out and out[-1] == _marker(user):
+                out.pop()
+            continue
+        if skipping and line.startswith("topic "):
+            continue
+        skipping = False
+        out.append(line)
+    return out
+
+
+def _marker(user: str) -> str:
+    return f"# gateway {user}: added by `kilowatch collector provision-gateway`"
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    user: str
+    password: str
+    agent_yaml: str
+
+
+def provision(
+    site: str,
+    gateway: str,
+    *,
+    password_file: Path,
+    acl_file: Path,
+    broker_host: str,
+    broker_port: int = 8883,
+    topic_root: str = TOPIC_ROOT,
+) -> Provisioned:
+    """Create (or renew: a new password) the gateway's login and ACL block; its ready agent.yaml."""
+    user = username(site, gateway)
+    password = secrets.token_urlsafe(24)
+    entry = hashed_entry(user, password)
+    lines = password_file.read_text().splitlines() if password_file.exists() else []
+    _write(password_file, "\n".join([*_without_user(lines, user, acl=False), entry]) + "\n")
+    acl = acl_file.read_text().splitlines() if acl_file.exists() else []
+    acl = _without_user(acl, user, acl=True)
+    while acl and not acl[-1].strip():
+        acl.pop()
+    block = [_marker(user), f"user {user}", f"topic write {topic_root}/{site}/{gateway}/#"]
+    _write(acl_file, "\n".join([*acl, "", *block]) + "\n")
+    return Provisioned(
+        user, password, agent_yaml(site, gateway, user, password, broker_host, broker_port, topic_root)
+    )
+
+
+def agent_yaml(
+    site: str, gateway: str, user: str, password: str, host: str, port: int, topic_root: str
+) -> str:
+    """A valid agent.yaml for the gateway: its identity and broker login filled in, the spool where the
+    installer puts it, and the sample bus to replace with the gateway's own."""
+    examples = AgentConfig.model_fields["buses"].examples
+    assert examples, "AgentConfig.buses documents an example"
+    data = {
+        "site": site,
+        "gateway": gateway,
+        "mqtt": {
+            "host": host,
+            "port": port,
+            "username": user,
+            "password": password,
+            "tls": {"ca_file": AGENT_CA_FILE},
+            "topic_root": topic_root,
+        },
+        "spool": {"path": "/var/lib/kilowatch/spool.db"},
+        "buses": examples[0][:1],
+    }
+    header = (
+        f"## kilowatch agent for gateway {gateway} of site {site}, written by `kilowatch collector "
+        "provision-gateway`.\n"
+        f"## Copy the broker's CA to {AGENT_CA_FILE}; replace the example bus below with this gateway's "
+        "buses and meters,\n## then check it on the gateway: kilowatch agent doctor --config "
+        "/etc/kilowatch/agent.yaml\n"
+    )
+    return header + yaml.safe_dump(data, sort_keys=False)
+
+
+def revoke(site: str, gateway: str, *, password_file: Path, acl_file: Path) -> bool:
+    """Remove the gateway's login and ACL block; False when it had neither."""
+    user = username(site, gateway)
+    found = False
+    for path, acl in ((password_file, False), (acl_file, True)):
+        if not path.exists():
+            continue
+        lines = path.read_text().splitlines()
+        kept = _without_user(lines, user, acl=acl)
+        if kept != lines:
+            found = True
+            _write(path, "\n".join(kept) + "\n")
+    return found

@@ -1,0 +1,69 @@
+"""`kilowatch collector provision-gateway` and `revoke-gateway`: the administrator's side of a new gateway
+(see :mod:`app.provision`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.provision import ProvisionError, provision, revoke
+from kilowatch.cli_support import fail
+from kilowatch.mqtt_contract import TOPIC_ROOT
+
+PasswordFile = Annotated[Path, typer.Option(help="Mosquitto's password_file (deploy/mosquitto.conf)")]
+AclFile = Annotated[Path, typer.Option(help="Mosquitto's acl_file (deploy/mosquitto.conf)")]
+RELOAD = "apply it: sudo systemctl reload mosquitto"
+
+
+def provision_gateway(
+    site: Annotated[str, typer.Argument(help="Site id")],
+    gateway: Annotated[str, typer.Argument(help="Gateway id, unique within the site")],
+    broker_host: Annotated[
+        str, typer.Option(help="The broker's name as gateways reach it (in its certificate)")
+    ],
+    broker_port: Annotated[int, typer.Option(help="The broker's TLS port")] = 8883,
+    out: Annotated[Path, typer.Option(help="Where to write the gateway's agent.yaml (mode 0600)")] = Path(
+        "agent.yaml"
+    ),
+    password_file: PasswordFile = Path("/etc/mosquitto/kilowatch.passwd"),
+    acl_file: AclFile = Path("/etc/mosquitto/kilowatch.acl"),
+    topic_root: Annotated[str, typer.Option(help="Topic prefix (the agents' mqtt.topic_root)")] = TOPIC_ROOT,
+) -> None:
+    """Create a gateway's broker login (a new random password each time) and ACL entry, and write its
+    ready agent.yaml for the technician."""
+    try:
+        done = provision(
+            site,
+            gateway,
+            password_file=password_file,
+            acl_file=acl_file,
+            broker_host=broker_host,
+            broker_port=broker_port,
+            topic_root=topic_root,
+        )
+    except ProvisionError as exc:
+        fail(f"provision-gateway: {exc}")
+    out.touch(mode=0o600)
+    out.chmod(0o600)
+    out.write_text(done.agent_yaml)
+    typer.echo(f"gateway {done.user}: login and ACL written; its agent.yaml is {out} (holds the password)")
+    typer.echo(RELOAD)
+
+
+def revoke_gateway(
+    site: Annotated[str, typer.Argument(help="Site id")],
+    gateway: Annotated[str, typer.Argument(help="Gateway id")],
+    password_file: PasswordFile = Path("/etc/mosquitto/kilowatch.passwd"),
+    acl_file: AclFile = Path("/etc/mosquitto/kilowatch.acl"),
+) -> None:
+    """Remove a gateway's broker login and ACL entry."""
+    try:
+        found = revoke(site, gateway, password_file=password_file, acl_file=acl_file)
+    except ProvisionError as exc:
+        fail(f"revoke-gateway: {exc}")
+    if not found:
+        fail(f"revoke-gateway: {site}.{gateway} has no login or ACL entry in {password_file} / {acl_file}")
+    typer.echo(f"gateway {site}.{gateway}: login and ACL entry removed")
+    typer.echo(RELOAD)
