@@ -96,6 +96,10 @@ create_user() {
 }
 
 install_venv() {
+    if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
+        say "$PYTHON cannot create a venv: sudo apt-get install python3-venv"
+        exit 1
+    fi
     [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
     if [ -n "$wheelhouse" ]; then
         "$VENV/bin/python" -m pip install --quiet --no-index --find-links "$wheelhouse" --upgrade \
