@@ -29,6 +29,12 @@ from kilowatch.mqtt_contract import ID_PATTERN, TOPIC_ROOT
 
 AGENT_CA_FILE = "/etc/kilowatch/ca.pem"
 """Where the technician puts the broker's CA on the gateway (the agent.yaml written points there)."""
+AGENT_CERT_FILE = "/etc/kilowatch/client.pem"
+AGENT_KEY_FILE = "/etc/kilowatch/client.key"
+"""Where the technician puts the gateway's client certificate and key (mutual TLS)."""
+CERT_DAYS = 825
+"""Validity of a gateway's client certificate: the longest browsers' rules ever allowed, renewed by
+provisioning the gateway again."""
 
 
 class ProvisionError(Exception):
@@ -99,10 +105,65 @@ def _marker(user: str) -> str:
 
 
 @dataclass(frozen=True)
+class SiteCa:
+    """The CA that signs the gateways' client certificates (the broker's ``cafile`` must trust it)."""
+
+    cert_file: Path
+    key_file: Path
+
+
+@dataclass(frozen=True)
+class ClientCertificate:
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def issue_client_certificate(user: str, ca: SiteCa, *, days: int = CERT_DAYS) -> ClientCertificate:
+    """A client certificate for `user` (its CN, so ``use_identity_as_username`` would give the same login),
+    for client authentication only, signed by the site CA, with a new P-256 key (unencrypted: the agent
+    starts unattended; the file is 0640 root:kilowatch on the gateway)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    try:
+        ca_cert = x509.load_pem_x509_certificate(ca.cert_file.read_bytes())
+        ca_key = serialization.load_pem_private_key(ca.key_file.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ProvisionError(f"cannot load the site CA {ca.cert_file} / {ca.key_file}: {exc}") from exc
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ProvisionError(f"{ca.key_file}: an EC or RSA CA key is needed")
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))  # a gateway clock a little behind
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return ClientCertificate(
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+        key_pem=key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+
+
+@dataclass(frozen=True)
 class Provisioned:
     user: str
     password: str
     agent_yaml: str
+    certificate: ClientCertificate | None = None
 
 
 def provision(
@@ -114,9 +175,12 @@ def provision(
     broker_host: str,
     broker_port: int = 8883,
     topic_root: str = TOPIC_ROOT,
+    site_ca: SiteCa | None = None,
 ) -> Provisioned:
-    """Create (or renew: a new password) the gateway's login and ACL block; its ready agent.yaml."""
+    """Create (or renew: a new password) the gateway's login and ACL block, with `site_ca` its client
+    certificate; its ready agent.yaml."""
     user = username(site, gateway)
+    certificate = issue_client_certificate(user, site_ca) if site_ca is not None else None
     password = secrets.token_urlsafe(24)
     entry = hashed_entry(user, password)
     lines = password_file.read_text().splitlines() if password_file.exists() else []
@@ -127,13 +191,29 @@ def provision(
         acl.pop()
     block = [_marker(user), f"user {user}", f"topic write {topic_root}/{site}/{gateway}/#"]
     _write(acl_file, "\n".join([*acl, "", *block]) + "\n")
-    return Provisioned(
-        user, password, agent_yaml(site, gateway, user, password, broker_host, broker_port, topic_root)
+    text = agent_yaml(
+        site,
+        gateway,
+        user,
+        password,
+        broker_host,
+        broker_port,
+        topic_root,
+        mutual_tls=certificate is not None,
     )
+    return Provisioned(user, password, text, certificate)
 
 
 def agent_yaml(
-    site: str, gateway: str, user: str, password: str, host: str, port: int, topic_root: str
+    site: str,
+    gateway: str,
+    user: str,
+    password: str,
+    host: str,
+    port: int,
+    topic_root: str,
+    *,
+    mutual_tls: bool,
 ) -> str:
     """A valid agent.yaml for the gateway: its identity and broker login filled in, the spool where the
     installer puts it, and the sample bus to replace with the gateway's own."""
@@ -147,7 +227,8 @@ def agent_yaml(
             "port": port,
             "username": user,
             "password": password,
-            "tls": {"ca_file": AGENT_CA_FILE},
+            "tls": {"ca_file": AGENT_CA_FILE}
+            | ({"cert_file": AGENT_CERT_FILE, "key_file": AGENT_KEY_FILE} if mutual_tls else {}),
             "topic_root": topic_root,
         },
         "spool": {"path": "/var/lib/kilowatch/spool.db"},
@@ -156,7 +237,13 @@ def agent_yaml(
     header = (
         f"## kilowatch agent for gateway {gateway} of site {site}, written by `kilowatch collector "
         "provision-gateway`.\n"
-        f"## Copy the broker's CA to {AGENT_CA_FILE}; replace the example bus below with this gateway's "
+        f"## Copy the broker's CA to {AGENT_CA_FILE}"
+        + (
+            f", the client certificate and key to {AGENT_CERT_FILE} and {AGENT_KEY_FILE}"
+            if mutual_tls
+            else ""
+        )
+        + "; replace the example bus below with this gateway's "
         "buses and meters,\n## then check it on the gateway: kilowatch agent doctor --config "
         "/etc/kilowatch/agent.yaml\n"
     )

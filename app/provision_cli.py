@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from app.provision import ProvisionError, provision, revoke
+from app.provision import ProvisionError, SiteCa, provision, revoke
 from kilowatch.cli_support import fail
 from kilowatch.mqtt_contract import TOPIC_ROOT
 
@@ -30,9 +30,19 @@ def provision_gateway(
     password_file: PasswordFile = Path("/etc/mosquitto/kilowatch.passwd"),
     acl_file: AclFile = Path("/etc/mosquitto/kilowatch.acl"),
     topic_root: Annotated[str, typer.Option(help="Topic prefix (the agents' mqtt.topic_root)")] = TOPIC_ROOT,
+    client_ca_cert: Annotated[
+        Path | None, typer.Option(help="Site CA certificate: also issue a client certificate (mutual TLS)")
+    ] = None,
+    client_ca_key: Annotated[
+        Path | None, typer.Option(help="Site CA private key (with --client-ca-cert)")
+    ] = None,
 ) -> None:
     """Create a gateway's broker login (a new random password each time) and ACL entry, and write its
-    ready agent.yaml for the technician."""
+    ready agent.yaml for the technician; with the site CA, also its client certificate and key, beside
+    the agent.yaml as NAME.pem and NAME.key."""
+    if (client_ca_cert is None) != (client_ca_key is None):
+        raise typer.BadParameter("give both or neither", param_hint="--client-ca-cert/--client-ca-key")
+    site_ca = SiteCa(client_ca_cert, client_ca_key) if client_ca_cert and client_ca_key else None
     try:
         done = provision(
             site,
@@ -42,14 +52,24 @@ def provision_gateway(
             broker_host=broker_host,
             broker_port=broker_port,
             topic_root=topic_root,
+            site_ca=site_ca,
         )
     except ProvisionError as exc:
         fail(f"provision-gateway: {exc}")
-    out.touch(mode=0o600)
-    out.chmod(0o600)
-    out.write_text(done.agent_yaml)
+    _write_private(out, done.agent_yaml.encode())
     typer.echo(f"gateway {done.user}: login and ACL written; its agent.yaml is {out} (holds the password)")
+    if done.certificate is not None:
+        _write_private(out.with_suffix(".pem"), done.certificate.cert_pem)
+        _write_private(out.with_suffix(".key"), done.certificate.key_pem)
+        typer.echo(f"client certificate {out.with_suffix('.pem')} and key {out.with_suffix('.key')}")
     typer.echo(RELOAD)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    """Write `path` readable by its owner only, from its creation on."""
+    path.touch(mode=0o600)
+    path.chmod(0o600)
+    path.write_bytes(data)
 
 
 def revoke_gateway(

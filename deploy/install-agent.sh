@@ -9,7 +9,8 @@
 # What it does: the system user `kilowatch` (in group dialout, for the serial ports), a venv in
 # /opt/kilowatch/venv with `kilowatch[agent]`, /usr/local/bin/kilowatch, /etc/kilowatch/agent.yaml
 # (0640 root:kilowatch; from --config, or the sample to edit; NEVER overwritten: an upgrade keeps it), the
-# spool folder /var/lib/kilowatch (0750, the unit's StateDirectory), and the unit kilowatch-agent.service,
+# spool folder /var/lib/kilowatch (0750, the unit's StateDirectory), the certificates and keys already in
+# /etc/kilowatch (*.pem, *.key) made 0640 root:kilowatch, and the unit kilowatch-agent.service,
 # enabled (and restarted on an upgrade; started at once when --config was given). Running it again upgrades.
 #
 # For packaging and tests: every path is under $DESTDIR (default: /), and the commands that change the
@@ -115,6 +116,12 @@ install_venv() {
 install_config() {
     install -d -m 0750 "$CONFIG_DIR"
     "$CHOWN" root:"$USER_NAME" "$CONFIG_DIR"
+    # Certificates and keys put there beforehand (ca.pem, client.pem, client.key): for the service only.
+    for file in "$CONFIG_DIR"/*.pem "$CONFIG_DIR"/*.key; do
+        [ -e "$file" ] || continue
+        chmod 0640 "$file"
+        "$CHOWN" root:"$USER_NAME" "$file"
+    done
     if [ -e "$CONFIG" ]; then
         say "kept $CONFIG"
         return 1

@@ -79,6 +79,10 @@ def mode(path: Path) -> int:
 def test_install_upgrade_uninstall_purge(bundle: Path, tmp_path: Path) -> None:
     root = tmp_path / "root"
     install = Installer(bundle / "install-agent.sh", root, tmp_path / "commands.log")
+    key = root / "etc/kilowatch/client.key"  # the technician put the certificate's key there first
+    key.parent.mkdir(parents=True)
+    key.write_text("key")
+    key.chmod(0o600)
 
     ran = install(user_exists=False)
     assert ran == [
@@ -86,12 +90,14 @@ def test_install_upgrade_uninstall_purge(bundle: Path, tmp_path: Path) -> None:
         "--shell /usr/sbin/nologin --comment kilowatch agent kilowatch",
         "chown kilowatch:kilowatch " + str(root / "var/lib/kilowatch"),
         "chown root:kilowatch " + str(root / "etc/kilowatch"),
+        "chown root:kilowatch " + str(key),
         "chown root:kilowatch " + str(root / "etc/kilowatch/agent.yaml"),
         "systemctl daemon-reload",
         "systemctl enable kilowatch-agent.service",
     ]  # not started: the sample config is still to be edited
     config = root / "etc/kilowatch/agent.yaml"
     assert (mode(config), mode(config.parent), mode(root / "var/lib/kilowatch")) == (0o640, 0o750, 0o750)
+    assert mode(key) == 0o640
     sample = AgentConfig.model_validate(yaml.safe_load(config.read_text()))
     assert sample.spool.path == Path("/var/lib/kilowatch/spool.db")
     unit = root / "etc/systemd/system/kilowatch-agent.service"

@@ -18,7 +18,7 @@ import yaml
 
 from agent.config import AgentConfig
 from app.processes import Mosquitto, TlsListener
-from app.provision import hashed_entry
+from app.provision import SiteCa, hashed_entry, issue_client_certificate
 from kilowatch.broker import BrokerSettings
 from tests.services import TestCertificates
 
@@ -55,10 +55,14 @@ def reload(broker: Mosquitto) -> None:
     broker.process.proc.send_signal(signal.SIGHUP)
 
 
-def gateway_settings(agent_yaml: Path, ca: Path) -> BrokerSettings:
-    """The broker settings of a provisioned agent.yaml, with the test CA where the gateway keeps its own."""
+def gateway_settings(
+    agent_yaml: Path, ca: Path, cert: Path | None = None, key: Path | None = None
+) -> BrokerSettings:
+    """The broker settings of a provisioned agent.yaml, with the test files where the gateway keeps its own."""
     data = yaml.safe_load(agent_yaml.read_text())
-    data["mqtt"]["tls"]["ca_file"] = str(ca)
+    data["mqtt"]["tls"] = {"ca_file": str(ca)} | (
+        {"cert_file": str(cert), "key_file": str(key)} if cert and key else {}
+    )
     return AgentConfig.model_validate(data).mqtt
 
 
@@ -135,3 +139,54 @@ async def test_provisioned_gateway_publishes_only_as_itself_until_revoked(
     reload(mosquitto)
     assert re.search(r"Not authorized|Bad user name or password", await refused(gw1))
     await logs_in(gw2)  # the others still get in
+
+
+async def test_client_certificate_from_the_site_ca(tmp_path: Path) -> None:
+    """With the site CA, the gateway also gets a client certificate; a broker that demands one lets it in,
+    and refuses the same login with no certificate, with one from another CA or with an expired one."""
+    certs = TestCertificates.generate(tmp_path / "pki")
+    passwd, acl = tmp_path / "kilowatch.passwd", tmp_path / "kilowatch.acl"
+    passwd.write_text("")
+    acl.write_text("")
+    mosquitto = Mosquitto.start(
+        tmp_path / "mosquitto",
+        extra_conf=f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}\nuse_username_as_clientid true\n",
+        tls=TlsListener(certs.ca, certs.server_cert, certs.server_key, require_certificate=True),
+    )
+    try:
+        files = ["--password-file", str(passwd), "--acl-file", str(acl)]
+        for gw, ca in (("gw1", "ca"), ("gw2", "other-ca")):
+            out = kilowatch(
+                "collector", "provision-gateway", "s1", gw, "--broker-host", "localhost",
+                "--broker-port", str(mosquitto.port), "--out", str(tmp_path / f"{gw}.yaml"), *files,
+                "--client-ca-cert", str(certs.folder / f"{ca}.pem"), "--client-ca-key", str(certs.folder / f"{ca}.key"),
+            )  # fmt: skip
+            assert f"client certificate {tmp_path / gw}.pem" in out
+        assert (tmp_path / "gw1.key").stat().st_mode & 0o777 == 0o600
+        written = yaml.safe_load((tmp_path / "gw1.yaml").read_text())["mqtt"]["tls"]
+        assert written == {
+            "ca_file": "/etc/kilowatch/ca.pem",
+            "cert_file": "/etc/kilowatch/client.pem",
+            "key_file": "/etc/kilowatch/client.key",
+        }
+        reload(mosquitto)
+        gw1 = gateway_settings(tmp_path / "gw1.yaml", certs.ca, tmp_path / "gw1.pem", tmp_path / "gw1.key")
+        await logs_in(gw1)
+        async with gw1.client(identifier="s1.gw1", timeout=10) as client:
+            await client.publish("kilowatch/v1/s1/gw1/readings", b"over mutual TLS", qos=1)
+
+        bare = gateway_settings(tmp_path / "gw1.yaml", certs.ca)  # the login, without the certificate
+        assert "certificate required" in await refused(bare)
+        other = gateway_settings(tmp_path / "gw2.yaml", certs.ca, tmp_path / "gw2.pem", tmp_path / "gw2.key")
+        assert "unknown ca" in (await refused(other)).lower()
+
+        expired = issue_client_certificate("s1.gw1", SiteCa(certs.ca, certs.folder / "ca.key"), days=0)
+        (tmp_path / "expired.pem").write_bytes(expired.cert_pem)
+        (tmp_path / "expired.key").write_bytes(expired.key_pem)
+        await asyncio.sleep(1)
+        stale = gateway_settings(
+            tmp_path / "gw1.yaml", certs.ca, tmp_path / "expired.pem", tmp_path / "expired.key"
+        )
+        assert "certificate expired" in (await refused(stale)).lower()
+    finally:
+        mosquitto.stop()
