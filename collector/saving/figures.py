@@ -53,7 +53,9 @@ class Use(BaseModel):
     last: date = Field(description="Last day, included")
     days: int
     working_days: int = Field(description="Days of the unit's working-day calendar")
-    completeness: float = Field(description="Share of the period's 15-minute intervals (all meters) with energy")
+    completeness: float = Field(
+        description="Share of the period's 15-minute intervals (all meters) with energy"
+    )
     measured_kwh: float = Field(description="Energy of the intervals with data")
     estimated_kwh: float | None = Field(
         description="Energy filled in for the intervals without (null: a meter has no data in a month)"
@@ -139,7 +141,9 @@ class DayLoss(BaseModel):
     day: date
     parent_kwh: float | None
     sub_meters_kwh: float | None
-    loss: float | None = Field(description="(parent - sub-meters) / parent; null unless every meter is complete")
+    loss: float | None = Field(
+        description="(parent - sub-meters) / parent; null unless every meter is complete"
+    )
 
 
 class TreeLoss(BaseModel):
@@ -316,7 +320,10 @@ def monthly(reader: LedgerReader, sites: Sites, year: int, month: int) -> Monthl
             )
         )
     return MonthlyReport(
-        province=sites.reporting.province, month=f"{year:04d}-{month:02d}", min_completeness=floor, units=units
+        province=sites.reporting.province,
+        month=f"{year:04d}-{month:02d}",
+        min_completeness=floor,
+        units=units,
     )
 
 
@@ -416,8 +423,10 @@ def losses(reader: LedgerReader, sites: Sites, year: int, month: int) -> LossRep
                 n = day_number(d)
                 p = daily[parent].get(n)
                 subs = [daily[c].get(n) for c in children]
-                whole = p is not None and p.intervals == SLOTS_PER_DAY and all(
-                    s is not None and s.intervals == SLOTS_PER_DAY for s in subs
+                whole = (
+                    p is not None
+                    and p.intervals == SLOTS_PER_DAY
+                    and all(s is not None and s.intervals == SLOTS_PER_DAY for s in subs)
                 )
                 sub_kwh = sum(s.energy_import_kwh for s in subs if s is not None)
                 parent_kwh = p.energy_import_kwh if p is not None else None
