@@ -45,7 +45,7 @@ def _csv(text: str, name: str) -> Response:
 _CSV_RESPONSE = {"content": {CSV: {}}, "description": "The report (format=csv: as CSV)"}
 
 
-@router.get("/monthly", responses={200: _CSV_RESPONSE, 404: _NO_UNITS})
+@router.get("/monthly", response_model=figures.MonthlyReport, responses={200: _CSV_RESPONSE, 404: _NO_UNITS})
 def monthly(
     month: Month, context: Context, reader: Reader, format: Format = "json"
 ) -> figures.MonthlyReport | Response:
@@ -56,7 +56,9 @@ def monthly(
 
 
 @router.get(
-    "/ytd", responses={200: _CSV_RESPONSE, 404: _NO_UNITS, 422: problem("No month of the year has ended")}
+    "/ytd",
+    response_model=figures.YtdReport,
+    responses={200: _CSV_RESPONSE, 404: _NO_UNITS, 422: problem("No month of the year has ended")},
 )
 def year_to_date(
     year: Annotated[int, Query(ge=2000, le=2100, description="The calendar year")],
@@ -87,7 +89,7 @@ def year_to_date(
     return _csv(export.ytd_csv(report), f"ytd-{year}-{through:02d}") if format == "csv" else report
 
 
-@router.get("/losses", responses={200: _CSV_RESPONSE, 404: _NO_UNITS})
+@router.get("/losses", response_model=figures.LossReport, responses={200: _CSV_RESPONSE, 404: _NO_UNITS})
 def losses(
     month: Month, context: Context, reader: Reader, format: Format = "json"
 ) -> figures.LossReport | Response:

@@ -261,8 +261,8 @@ def _ytd_sheet(book: Workbook, report: YtdReport) -> None:
     sheet = _sheet(
         book,
         SHEETS[1],
-        f"LŨY KẾ TIẾT KIỆM ĐIỆN THÁNG 01-{report.through_month:02d}/{report.year} SO VỚI CÙNG KỲ "
-        f"NĂM {report.year - 1}",
+        f"LŨY KẾ TIẾT KIỆM ĐIỆN TỪ ĐẦU NĂM ĐẾN HẾT THÁNG {report.through_month:02d}/{report.year} SO VỚI "
+        f"CÙNG KỲ NĂM {report.year - 1}",
         f"Tỉnh {report.province}: cơ quan công sở ≥ 5 % (R1), chiếu sáng công cộng ≥ 30 % (R5), cơ sở ≥ 1 triệu "
         "kWh/năm ≥ 2 % (R8), toàn tỉnh ≥ 2 % (R2)",
         YTD_HEADINGS,
