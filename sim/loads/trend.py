@@ -35,4 +35,3 @@ class Trend:
 
     def spans(self, day: date) -> list[Span]:
         return self.load.spans(day)
-
