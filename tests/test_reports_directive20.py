@@ -502,3 +502,26 @@ async def test_each_manager_is_mailed_their_units_workbook_once(
     assert "báo cáo sử dụng điện tháng 01/2027 của Chiếu sáng TP" in text
     assert "electricity report for 2027-01, Chiếu sáng TP" in text
     assert "van-phong@sct.example.vn" in mails
+
+
+async def test_without_units_the_reports_are_not_found(tmp_path: Path) -> None:
+    Ledger(tmp_path / "kilowatch.db").close()
+    app = create_app(
+        ledger_path=tmp_path / "kilowatch.db",
+        metrics=CollectorMetrics(),
+        mqtt_connected=lambda: True,
+        sites=Sites(sites={}),
+    )
+    async with api_client(app) as c:
+        response = await c.get("/api/v1/reports/losses", params={"month": "2027-01"})
+        assert response.status_code == 404
+        assert "no units" in response.json()["detail"]
+        assert (await c.get("/api/v1/reports/monthly", params={"month": "2027-13"})).status_code == 422
+
+
+def test_the_command_refuses_a_month_it_cannot_read(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        kilowatch, ["collector", "report", "monthly", "--month", "January", "--out", str(tmp_path / "x.xlsx")]
+    )
+    assert result.exit_code == 2
+    assert "--month 'January': expected YYYY-MM" in result.output
