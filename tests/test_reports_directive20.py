@@ -35,7 +35,7 @@ from collector.store import Ledger
 from kilowatch.mqtt_contract import ReadingsBatch
 from kilowatch.timebase import DAY_MS, OFFSET_MS, VIETNAM_TZ, to_ms
 from sim.generate import npz_batches
-from sim.weather import hot_spell, seasonal_temperature
+from sim.weather import daily_mean_temperature
 from tests.alert_support import FakeClock, open_store
 from tests.api_support import api_client
 from tests.services import eventually
@@ -133,11 +133,12 @@ def province(tmp_path_factory: pytest.TempPathFactory) -> Province:
             for first in range(0, len(batches), 2000):
                 writer.store(batches[first : first + 2000], received_at=0)
     temperatures = root / "temperatures.csv"
-    day, lines = date(2025, 1, 1), ["date,temperature_c"]
-    while day < date(2027, 4, 1):  # the simulator's daily mean: season plus hot spells
-        lines.append(f"{day},{_temperature(day):.3f}")
-        day += timedelta(days=1)
-    temperatures.write_text("\n".join(lines) + "\n")
+    result = CliRunner().invoke(
+        kilowatch,
+        ["sim", "weather", "--scenario", "province-year", "--from", "2025-01-01", "--to", "2027-03-31",
+         "--out", str(temperatures)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
     sites_file = root / "sites.yaml"
     sites_file.write_text(SITES_YAML.replace("{temperatures}", str(temperatures)))
     return Province(ledger, sites_file, load_sites(sites_file), _expected_days(dataset))
@@ -215,13 +216,9 @@ def _sum(months: list[Expected]) -> Expected:
     )
 
 
-def _temperature(d: date) -> float:
-    return seasonal_temperature(d) + (3.0 if hot_spell(SEED, d) else 0.0)
-
-
 def _degree_days(year: int, month: int) -> tuple[float, float]:
     """Mean cooling and heating degree days (base 18 °C) per day of a month."""
-    t = np.array([round(_temperature(d), 3) for d in _month_days(year, month)])
+    t = np.array([round(daily_mean_temperature(SEED, d), 3) for d in _month_days(year, month)])
     return float(np.maximum(t - 18, 0).mean()), float(np.maximum(18 - t, 0).mean())
 
 
