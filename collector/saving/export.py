@@ -143,10 +143,11 @@ def losses_csv(report: LossReport) -> str:
 
 def _gaps(use: Use, floor: float) -> str:
     """A note on a period's data: how complete, what was estimated."""
+    period = f"{use.first:%d/%m/%Y}-{use.last:%d/%m/%Y}"
     if use.measured_kwh == 0:
-        return f"{use.first:%m/%Y}: không có số liệu"
+        return f"{period}: không có số liệu"
     if use.kwh is None:
-        return f"{use.first:%d/%m/%Y}-{use.last:%d/%m/%Y}: thiếu số liệu cả tháng, không ước tính được"
+        return f"{period}: có tháng không có số liệu nào, không ước tính được"
     if use.completeness >= 1:
         return ""
     note = f"số liệu đủ {use.completeness:.1%}, ước tính {use.estimated_kwh or 0:,.1f} kWh"

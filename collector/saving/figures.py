@@ -272,12 +272,8 @@ def combine(uses: list[Use]) -> Use:
     )
 
 
-def year_before(d: date) -> date:
-    """The same day a year before (28 February for a 29th)."""
-    return d.replace(year=d.year - 1, day=min(d.day, calendar.monthrange(d.year - 1, d.month)[1]))
-
-
 def why_not(use: Use, last_year: Use, min_completeness: float) -> NotComparable | None:
+    """Why `use` is not compared with `last_year`, None when it is."""
     if last_year.kwh is None or last_year.measured_kwh == 0:
         return NotComparable.NO_DATA_LAST_YEAR
     if use.kwh is None or use.measured_kwh == 0:
@@ -304,8 +300,9 @@ def monthly(reader: LedgerReader, sites: Sites, year: int, month: int) -> Monthl
         use = period_use(unit, daily, first, last)
         before = period_use(unit, daily, before_first, before_last)
         reason = why_not(use, before, floor)
-        change = None if reason else (_ratio(use.kwh, before.kwh) or 0.0) - 1
-        per_working = _ratio(use.kwh_per_working_day, before.kwh_per_working_day)
+        ratio = None if reason else _ratio(use.kwh, before.kwh)
+        per_working = None if reason else _ratio(use.kwh_per_working_day, before.kwh_per_working_day)
+        change = None if ratio is None else ratio - 1
         units.append(
             UnitMonth(
                 unit=unit_id,
@@ -314,7 +311,7 @@ def monthly(reader: LedgerReader, sites: Sites, year: int, month: int) -> Monthl
                 use=use,
                 last_year=before,
                 change=change,
-                change_per_working_day=None if reason or per_working is None else per_working - 1,
+                change_per_working_day=None if per_working is None else per_working - 1,
                 not_comparable=reason,
                 increased=change is not None and change > 0,
             )
@@ -333,7 +330,7 @@ def ytd(
     """R1/R5/R8 per unit and R2 for the province: January to `through` of `year` against the same months
     of the year before; with `temperatures`, the weather-normalised saving where the model passes."""
     first, last = date(year, 1, 1), month_bounds(year, through)[1]
-    before_first, before_last = date(year - 1, 1, 1), year_before(last)
+    before_first, before_last = date(year - 1, 1, 1), month_bounds(year - 1, through)[1]
     floor = sites.reporting.min_completeness
     units: list[UnitYtd] = []
     for unit_id, unit in sites.units.items():
@@ -341,7 +338,8 @@ def ytd(
         use = period_use(unit, daily, first, last)
         before = period_use(unit, daily, before_first, before_last)
         reason = why_not(use, before, floor)
-        saving = None if reason else 1 - (_ratio(use.kwh, before.kwh) or 0.0)
+        ratio = None if reason else _ratio(use.kwh, before.kwh)
+        saving = None if ratio is None else 1 - ratio
         target = unit.target
         twelve = period_use(unit, daily, last - timedelta(days=364), last)
         weather = None
