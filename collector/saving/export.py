@@ -306,14 +306,14 @@ def _losses_sheet(book: Workbook, report: LossReport) -> None:
         subs = ", ".join(t.sub_meters)
         days = len(t.days)
         note = f"{t.complete_days}/{days} ngày đủ số liệu" + ("; vượt ngưỡng" if t.flagged else "")
-        _row(sheet, row, [t.unit, t.parent, subs, f"Tháng {month}/{year}", t.parent_kwh, t.sub_meters_kwh,
+        _row(sheet, row, [t.name, t.parent, subs, f"Tháng {month}/{year}", t.parent_kwh, t.sub_meters_kwh,
                           t.loss, t.target, note], formats, t.flagged)  # fmt: skip
         for cell in sheet[row]:
             cell.font = _BOLD
         row += 1
         for d in t.days:
             gap = "" if d.loss is not None else "thiếu số liệu"
-            _row(sheet, row, [t.unit, t.parent, subs, d.day, d.parent_kwh, d.sub_meters_kwh, d.loss, t.target, gap],
+            _row(sheet, row, [t.name, t.parent, subs, d.day, d.parent_kwh, d.sub_meters_kwh, d.loss, t.target, gap],
                  formats, d.loss is not None and d.loss > t.target)  # fmt: skip
             sheet.cell(row, 4).number_format = "dd/mm/yyyy"
             row += 1

@@ -150,6 +150,7 @@ class TreeLoss(BaseModel):
     """R11: a parent meter against the sum of its sub-meters."""
 
     unit: str
+    name: str
     parent: str
     sub_meters: list[str]
     target: float
@@ -444,6 +445,7 @@ def losses(reader: LedgerReader, sites: Sites, year: int, month: int) -> LossRep
             trees.append(
                 TreeLoss(
                     unit=unit_id,
+                    name=unit.name,
                     parent=parent,
                     sub_meters=list(children),
                     target=unit.loss_target,
