@@ -354,6 +354,16 @@ class AlertStore:
                 tx.notify(self._channels, "digest", body, self._clock())
             return True
 
+    def enqueue_monthly_reports(self, month: str, channel: str, bodies: list[str]) -> bool:
+        """Queue `month`'s report e-mails on `channel` unless they were queued before; together with the
+        record that they were, so a restart neither skips nor repeats a month."""
+        with self._ledger.transaction() as tx:
+            if not tx.mark_report_month(month, self._clock()):
+                return False
+            for body in bodies:
+                tx.notify([channel], "monthly_report", body, self._clock())
+            return True
+
     def due(self, channel: str, *, limit: int = 50) -> list[NotificationRow]:
         """The channel's notifications that may be sent now, oldest first."""
         return self._ledger.due(channel, self._clock(), limit)

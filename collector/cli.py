@@ -7,13 +7,14 @@ stays light and a gateway without the `collector` extra can still run the rest o
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from collector.config import CollectorConfig
-from kilowatch.cli_support import LogLevel, fail, load_config, setup_logging
+from kilowatch.cli_support import EXIT_CONFIG, LogLevel, fail, load_config, setup_logging
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -42,3 +43,46 @@ def run(
         asyncio.run(serve(settings))
     except ServiceError as exc:
         fail(f"collector: {exc}")
+
+
+report_app = typer.Typer(no_args_is_help=True)
+app.add_typer(report_app, name="report", help="The Directive 20 reports for the Department, as files.")
+
+
+@report_app.command()
+def monthly(
+    month: Annotated[str, typer.Option("--month", help="The month, YYYY-MM (Vietnam calendar)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The XLSX workbook to write")],
+    config: Annotated[
+        Path,
+        typer.Option(
+            "--config", "-c", help="Collector configuration: its ledger and detection.sites (the units)"
+        ),
+    ] = Path("collector.yaml"),
+) -> None:
+    """Write a month's workbook: R3 (the month against the same month last year), the year to date through
+    it against the units' targets (R1, R5, R8, R2) and losses (R11), from the ledger's 15-minute intervals."""
+    from collector.detectors.config import Sites
+    from collector.saving.export import month_reports, workbook
+    from collector.saving.weather import TemperatureError
+    from collector.store import LedgerReader
+
+    try:
+        first = datetime.strptime(month, "%Y-%m").date()
+    except ValueError:
+        fail(f"--month {month!r}: expected YYYY-MM", EXIT_CONFIG)
+    settings = load_config(CollectorConfig, config)
+    if settings.detection.sites is None:
+        fail(f"{config}: detection.sites names no sites file, so there are no units to report", EXIT_CONFIG)
+    sites = load_config(Sites, settings.detection.sites)
+    if not sites.units:
+        fail(f"{settings.detection.sites}: no units to report", EXIT_CONFIG)
+    if not settings.ledger.path.exists():
+        fail(f"{settings.ledger.path}: no ledger")
+    try:
+        with LedgerReader(settings.ledger.path) as reader:
+            content = workbook(month_reports(reader, sites, first.year, first.month))
+    except TemperatureError as exc:
+        fail(f"reporting.temperature_file: {exc}", EXIT_CONFIG)
+    out.write_bytes(content)
+    typer.echo(f"wrote {out} ({len(sites.units)} units, {month})")

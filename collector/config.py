@@ -195,6 +195,12 @@ class NotifySettings(_Section):
         description="Local time (Vietnam, UTC+7) at which each site's digest of the day before is sent: the "
         "alerts still open and what the day's alerts wasted (kWh, VND). Quote it. null = no digest",
     )
+    monthly_report_at: time | None = Field(
+        time(8, 0),
+        description="Local time (Vietnam) on the 1st of each month at which each unit with a manager_email "
+        "(the sites file's units) is mailed the month before's Directive 20 workbook; needs `email`. Quote "
+        "it. null = no monthly report",
+    )
     retry_min_s: float = Field(
         1.0, gt=0, description="First wait before retrying a failed notification, seconds"
     )
@@ -208,7 +214,7 @@ class NotifySettings(_Section):
         description="Seconds between looks at the outbox for notifications queued by another process",
     )
 
-    @field_validator("digest_at", mode="before")
+    @field_validator("digest_at", "monthly_report_at", mode="before")
     @classmethod
     def _quoted(cls, value: object) -> object:
         if isinstance(value, int):  # YAML 1.1 reads an unquoted 18:30 as the number 1110

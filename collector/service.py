@@ -28,6 +28,7 @@ from collector.detectors.config import load_sites
 from collector.ingest import Ingestor
 from collector.metrics import CollectorMetrics
 from collector.notifiers.dispatch import Notifications, channels
+from collector.notifiers.monthly import ledger_monthly_reporter
 from collector.reports import ledger_reporter
 from collector.store import Ledger
 from collector.tsdb import TsdbWriter
@@ -124,6 +125,11 @@ async def serve(config: CollectorConfig) -> None:
             channels=senders,
             settings=config.notify,
             reporter=ledger_reporter(config.ledger.path, detection.sites) if detection else None,
+            monthly=(
+                ledger_monthly_reporter(config.ledger.path, detection.sites)
+                if detection and detection.sites.units
+                else None
+            ),
         )
 
         stop = asyncio.Event()

@@ -9,7 +9,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar, cast
@@ -376,6 +376,36 @@ async def _serve_scenario(
             if rtu_line is None and port:
                 port += 1
         await _serve(served)
+
+
+@app.command()
+def weather(
+    scenario: Annotated[str, typer.Option(help="Scenario file, or a shipped scenario's name (its seed).")],
+    first: Annotated[str, typer.Option("--from", help="First local day, YYYY-MM-DD.")],
+    last: Annotated[str, typer.Option("--to", help="Last local day, YYYY-MM-DD (included).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="The CSV file to write.")],
+) -> None:
+    """Write the scenario's daily mean outdoor temperature as `date,temperature_c` CSV: what the collector's
+    reporting.temperature_file takes, so the Directive 20 reports normalise a simulated province's savings
+    for its own weather."""
+    from kilowatch.yamlconfig import ConfigError
+    from sim.scenario import load_scenario
+    from sim.weather import daily_mean_temperature
+
+    try:
+        day, end = date.fromisoformat(first), date.fromisoformat(last)
+    except ValueError as exc:
+        fail(f"--from/--to: {exc}", EXIT_CONFIG)
+    try:
+        seed = load_scenario(scenario).seed
+    except ConfigError as exc:
+        fail(str(exc), EXIT_CONFIG)
+    lines = ["date,temperature_c"]
+    while day <= end:
+        lines.append(f"{day},{daily_mean_temperature(seed, day):.3f}")
+        day += timedelta(days=1)
+    out.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {len(lines) - 1} days to {out}")
 
 
 async def _serve(servers: list[_Served]) -> None:

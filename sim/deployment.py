@@ -19,6 +19,7 @@ from sim.loads.machine import ShiftSchedule, machine
 from sim.loads.main_meter import MainMeter
 from sim.loads.office import OfficeSchedule, office
 from sim.loads.street_lighting import LightingSchedule, street_lighting
+from sim.loads.trend import Trend
 from sim.meter import SimulatedMeter, Values
 from sim.scenario import AnomalySpec, ExpandedMeter, Scenario, hours
 
@@ -44,8 +45,11 @@ class Placed:
         return self.start <= t < self.end
 
 
-def _base_load(seed: int, meter: ExpandedMeter) -> Load:
+def _base_load(seed: int, meter: ExpandedMeter) -> Load | None:
+    """The meter's own circuits; None for a feeder, which has none."""
     spec, schedule, key = meter.spec, meter.site.schedule, meter.id
+    if spec.model == "feeder":
+        return None
     rated_w = spec.rated_kw * 1000
     if spec.model == "office":
         (m, a) = schedule.office.hours
@@ -132,24 +136,35 @@ def _magnitude(scenario: Scenario, spec: AnomalySpec, target: str) -> tuple[floa
 
 
 def build_loads(scenario: Scenario, placed: list[Placed]) -> dict[str, Load]:
-    """Each meter's load with its anomalies injected; a main meter also carries its site's sub-meters."""
+    """Each meter's load with its anomalies injected and its site's yearly change; a main meter also
+    carries its site's sub-meters."""
     injections: dict[str, list[Injection]] = defaultdict(list)
     for p in placed:
         if p.kind in LOAD_EFFECTS:
             extra = p.magnitude * 1000 if p.spec.magnitude_kw is not None else 0.0
             injections[p.target].append(Injection(p.kind, p.start, p.end, extra))
-    loads: dict[str, Load] = {}
+    since_ms = int(instants(datetime.combine(scenario.start, time(), VIETNAM_TZ))[0])
+    own: dict[str, Load | None] = {}
     for meter in scenario.meters:
         base = _base_load(scenario.seed, meter)
-        loads[meter.id] = (
-            Injected(base, tuple(injections[meter.id]), meter.id) if injections[meter.id] else base
-        )
+        if base is not None and injections[meter.id]:
+            base = Injected(base, tuple(injections[meter.id]), meter.id)
+        if base is not None and meter.site.yearly_change:
+            base = Trend(base, meter.site.yearly_change, since_ms)
+        own[meter.id] = base
+    loads: dict[str, Load] = {}
     for meter in scenario.meters:
+        load = own[meter.id]
         if meter.spec.role == "main":
             children = tuple(
-                loads[m.id] for m in scenario.meters if m.site_id == meter.site_id and m.spec.role == "sub"
+                child
+                for m in scenario.meters
+                if m.site_id == meter.site_id and m.spec.role == "sub" and (child := own[m.id]) is not None
             )
-            loads[meter.id] = MainMeter(loads[meter.id], children)
+            loads[meter.id] = MainMeter(load, children, meter.spec.losses)
+        else:
+            assert load is not None, "only a main meter may be a feeder"
+            loads[meter.id] = load
     return loads
 
 

@@ -208,6 +208,12 @@ class Run:
             delay = np.zeros((len(ts), len(meters)), dtype=np.int64)
             for j, (meter, sim) in enumerate(zip(meters, sims, strict=True)):
                 _answers(ts, sim.key, faults[meter.id], status[:, j], delay[:, j])
+                for outage in meter.site.outages:
+                    first, after = instants(
+                        datetime.combine(outage.first, time(), VIETNAM_TZ),
+                        datetime.combine(outage.last + timedelta(days=1), time(), VIETNAM_TZ),
+                    )
+                    status[(ts >= first) & (ts < after), j] = ABSENT
             yield Polls(ts, shift, status, delay, [sim.upcoming(stop, phasors=phasors) for sim in sims])
             if progress is not None:
                 progress(stop - first)

@@ -25,7 +25,7 @@ from sim.loads.street_lighting import SwitchMode
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 
-Model = Literal["office", "lighting_cabinet", "advertising", "machine"]
+Model = Literal["office", "lighting_cabinet", "advertising", "machine", "feeder"]
 Part = Literal["base", "lights", "cooling"]
 
 
@@ -136,6 +136,18 @@ class MeterSpec(_Spec):
     rated_kw: float = Field(gt=0)
     parts: tuple[Part, ...] = Field(("base", "lights", "cooling"), min_length=1, description="office only")
     large: bool = Field(False, description="machine only: the plant keeps it out of the peak bands")
+    losses: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="main only: it reads (own circuits + sub-meters) x (1 + losses), the cable losses between",
+    )
+
+    @model_validator(mode="after")
+    def _feeder_is_main(self) -> Self:
+        if self.model == "feeder" and self.role != "main":
+            raise ValueError("a feeder (no circuit of its own, only its sub-meters) must have role main")
+        return self
 
     @field_validator("profile")
     @classmethod
@@ -167,6 +179,19 @@ class GatewaySpec(_Spec):
     buses: list[BusSpec] = Field(min_length=1)
 
 
+class Outage(_Spec):
+    """Whole local days on which no meter of the site answers (a gateway away for a month)."""
+
+    first: date
+    last: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.last < self.first:
+            raise ValueError(f"the outage ends ({self.last}) before it begins ({self.first})")
+        return self
+
+
 class SiteSpec(_Spec):
     id: Ident
     kind: Literal["office", "street_lighting", "advertising", "factory"]
@@ -174,6 +199,14 @@ class SiteSpec(_Spec):
     schedule: Schedule = Schedule()
     count: int = Field(1, ge=1, le=999, description="repeat the site as <id>-01, <id>-02, ...")
     gateways: list[GatewaySpec] = Field(min_length=1)
+    yearly_change: float = Field(
+        0.0,
+        gt=-1,
+        le=1,
+        description="every meter's load changes by this share a year, compounded from the scenario's start "
+        "(-0.05: 5 % less than on the same day a year before)",
+    )
+    outages: list[Outage] = Field(default_factory=list, description="days on which the site sends nothing")
 
     @model_validator(mode="after")
     def _one_main(self) -> Self:

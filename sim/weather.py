@@ -33,11 +33,16 @@ def seasonal_temperature(day: date) -> float:
     return 21.5 - 7.0 * math.cos(2 * math.pi * (day.timetuple().tm_yday - 15) / 365)
 
 
+def daily_mean_temperature(seed: int, day: date) -> float:
+    """The day's mean °C (the daily swing and the wandering weather average out): season and hot spell."""
+    return seasonal_temperature(day) + (3.0 if hot_spell(seed, day) else 0.0)
+
+
 def outdoor_temperature(ms: Times, seed: int) -> Floats:
     """°C at each instant: season, a day warmest at 14:30, wandering weather, and hot spells."""
     daily = np.empty(len(ms))
     for day, part in local_days(ms):
-        daily[part] = seasonal_temperature(day) + (3.0 if hot_spell(seed, day) else 0.0)
+        daily[part] = daily_mean_temperature(seed, day)
     result: Floats = (
         daily
         + 4.0 * np.cos(2 * math.pi / 24 * (local_hour(ms) - 14.5))

@@ -6,10 +6,9 @@ import asyncio
 from datetime import date, time
 from pathlib import Path
 
-import yaml
 from pydantic import SecretStr
 
-from collector.config import CollectorConfig, EmailSettings, NotifySettings, WebhookSettings
+from collector.config import NotifySettings, WebhookSettings
 from collector.detectors.findings import Finding
 from collector.notifiers.digest import digest, last_digest_ms, local_day_before, next_digest_ms, queue_digests
 from collector.notifiers.dispatch import Notifications
@@ -19,7 +18,7 @@ from kilowatch import yamlconfig
 from tests.alert_support import FakeClock, finding, open_store
 from tests.collector_support import at
 from tests.services import eventually
-from tests.test_collector_config import EXAMPLE, load_text
+from tests.test_collector_config import load_text
 
 
 def test_a_site_digest_lists_open_alerts_and_what_the_day_wasted(tmp_path: Path) -> None:
@@ -60,29 +59,6 @@ def test_the_digest_goes_out_at_the_local_time_and_covers_the_day_before() -> No
     assert next_digest_ms(at(0, day=2), seven) == at(0, day=3)  # 07:00 sharp: tomorrow's
     assert next_digest_ms(at(17, 30), time(18, 30)) == at(11, 30, day=2)
     assert local_day_before(at(0, day=2)) == date(2024, 5, 1)
-
-
-def test_the_example_documents_alerts_and_notify_and_its_commented_channels_load() -> None:
-    text = EXAMPLE.read_text()
-    for section in ("alerts", "notify"):
-        model = CollectorConfig.model_fields[section].annotation
-        assert isinstance(model, type)
-        for key in model.model_fields:
-            assert f"\n  {key}:" in text, f"{section}.{key} missing from {EXAMPLE.name}"
-    for channel in (WebhookSettings, EmailSettings):
-        for key in channel.model_fields:
-            assert f"\n  #   {key}:" in text, f"notify.*.{key} missing from {EXAMPLE.name}"
-    notify = text[text.index("\nnotify:") :]
-    uncommented = "\n".join(
-        line.replace("  # ", "  ", 1) if line.startswith(("  #   ", "  # webhook:", "  # email:")) else line
-        for line in notify.splitlines()
-        if line not in ("  webhook: null", "  email: null")
-    )
-    settings = NotifySettings.model_validate(yaml.safe_load(uncommented)["notify"])
-    assert settings.webhook is not None
-    assert settings.webhook.url == "https://hooks.example.vn/kilowatch"
-    assert settings.email is not None
-    assert (settings.email.port, settings.email.to) == (587, ["facility@example.vn"])
 
 
 def test_an_unquoted_digest_time_and_a_password_without_user_are_refused(tmp_path: Path) -> None:

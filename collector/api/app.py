@@ -16,13 +16,13 @@ from typing import Any
 from fastapi import FastAPI
 
 from collector.alerts import AlertStore
-from collector.api import alerts, gateways, health, meters, metrics, problems, quarantine, reports
+from collector.api import alerts, gateways, health, meters, metrics, problems, quarantine, reports, saving
 from collector.api.deps import ApiContext, ApiState
 from collector.detectors.config import Sites
 from collector.metrics import CollectorMetrics
 from kilowatch import __version__
 
-_ROUTERS = (meters, quarantine, gateways, health, metrics, alerts, reports)
+_ROUTERS = (meters, quarantine, gateways, health, metrics, alerts, reports, saving)
 
 
 class _App(FastAPI):

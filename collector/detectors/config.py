@@ -1,4 +1,5 @@
-"""Detection settings per site and meter: role, rated kW, calendar, tariff and thresholds.
+"""Detection settings per site and meter: role, rated kW, calendar, tariff and thresholds; and the units
+the Directive 20 reports are made for, with their meter trees and saving targets.
 
 Defaults are domain.md's; a YAML file (``kilowatch`` reads it with :func:`load_sites`) overrides any of
 them, and a bad value is refused naming the file, the line and the key.
@@ -204,6 +205,101 @@ class SiteConfig(_Model):
     )
 
 
+class UnitCategory(StrEnum):
+    """What the provincial plan asks of a unit, by what it is."""
+
+    PUBLIC_OFFICE = "public_office"
+    PUBLIC_LIGHTING = "public_lighting"
+    LARGE_USER = "large_user"
+    OTHER = "other"
+
+
+DEFAULT_SAVING_TARGETS: dict[UnitCategory, float | None] = {
+    UnitCategory.PUBLIC_OFFICE: 0.05,
+    UnitCategory.PUBLIC_LIGHTING: 0.30,
+    UnitCategory.LARGE_USER: 0.02,
+    UnitCategory.OTHER: None,
+}
+"""domain.md's yearly saving by category: R1 public offices >= 5 %, R5 public lighting >= 30 %, R8 users of
+1 GWh a year or more >= 2 %; the plan sets none for the others (they count towards the province's, R2)."""
+
+LARGE_USER_KWH = 1_000_000.0
+"""R8 binds users of this many kWh a year or more."""
+
+
+class UnitConfig(_Model):
+    """An office, a lighting operator's district, a factory: whose use the Department follows month by month."""
+
+    name: str = Field(
+        min_length=1, description="The unit's name as the Department knows it", examples=["Sở Công Thương"]
+    )
+    category: UnitCategory = Field(
+        description="public_office (R1), public_lighting (R5), large_user (R8, 1 GWh a year or more) or other: "
+        "which saving target applies by default",
+        examples=["public_office"],
+    )
+    meters: tuple[str, ...] = Field(
+        min_length=1,
+        description="The meters whose sum is the unit's use: its supply points, never a sub-meter of another",
+        examples=[["so-cong-thuong.main"]],
+    )
+    saving_target: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Yearly saving against the year before, as a share (0.05 = 5 %); null: the category's "
+        "(public_office 0.05, public_lighting 0.30, large_user 0.02, other none)",
+    )
+    sub_meters: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Meter trees for losses (R11): a parent meter and the sub-meters it feeds, e.g. "
+        "{tu-chieu-sang.feeder: [tu-chieu-sang.cabinet-1, tu-chieu-sang.cabinet-2]}",
+    )
+    loss_target: float = Field(
+        0.049,
+        ge=0,
+        lt=1,
+        description="Losses ((parent - sub-meters) / parent) above this share are flagged (the plan: under "
+        "4.9 % by 2025)",
+    )
+    calendar: SiteCalendar = Field(
+        SiteCalendar(),
+        description="Its working days, for kWh per working day: occupancy.days, public_holidays, closed_days "
+        "and working_days (make-up days) count; the rest of the calendar is not used by the reports",
+    )
+    manager_email: tuple[str, ...] = Field(
+        (),
+        description="Who gets the monthly report workbook by e-mail (notify.email in collector.yaml sends "
+        "it); empty: nobody",
+    )
+
+    @property
+    def target(self) -> float | None:
+        """The saving target in force: the configured one, else the category's."""
+        return self.saving_target if self.saving_target is not None else DEFAULT_SAVING_TARGETS[self.category]
+
+
+class Reporting(_Model):
+    """What the Directive 20 reports need beyond the units."""
+
+    province: str = Field("Lạng Sơn", description="Whose plan the reports answer to, for their headings")
+    province_target: float = Field(
+        0.02, ge=0, lt=1, description="The province's yearly saving across all units (R2: 2 %)"
+    )
+    min_completeness: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="A period with less of its 15-minute intervals than this share is not compared",
+    )
+    temperature_file: Path | None = Field(
+        None,
+        description="CSV of daily mean outdoor temperature (columns `date`, `temperature_c`; Vietnam dates): "
+        "with it, a weather-normalised saving is given where a monthly model passes ASHRAE Guideline 14. "
+        "Relative to the working folder; null: raw savings only",
+    )
+
+
 class Sites(_Model):
     sites: dict[str, SiteConfig] = Field(
         description="One entry per site id: the meters to judge, with their role and rated power, and "
@@ -250,6 +346,47 @@ class Sites(_Model):
             }
         ],
     )
+    units: dict[str, UnitConfig] = Field(
+        default_factory=dict,
+        description="The units of the Directive 20 reports (monthly use against last year, yearly savings, "
+        "losses), by an id of your choosing",
+        examples=[
+            {
+                "so-cong-thuong": {
+                    "name": "Sở Công Thương",
+                    "category": "public_office",
+                    "meters": ["so-cong-thuong.main"],
+                    "manager_email": ["van.phong@socongthuong.langson.gov.vn"],
+                },
+                "chieu-sang-tp": {
+                    "name": "Chiếu sáng công cộng TP Lạng Sơn",
+                    "category": "public_lighting",
+                    "meters": ["tu-chieu-sang-01.feeder"],
+                    "sub_meters": {
+                        "tu-chieu-sang-01.feeder": ["tu-chieu-sang-01.cabinet", "tu-chieu-sang-01.cabinet-2"]
+                    },
+                    "calendar": {"occupancy": {"days": [0, 1, 2, 3, 4, 5, 6]}, "public_holidays": False},
+                },
+                "nha-may-co-khi": {
+                    "name": "Nhà máy cơ khí",
+                    "category": "large_user",
+                    "meters": ["nha-may-co-khi.press", "nha-may-co-khi.compressor"],
+                    "saving_target": 0.03,
+                },
+            }
+        ],
+    )
+    reporting: Reporting = Field(Reporting(), description="Province-wide settings of those reports")
+
+    @model_validator(mode="after")
+    def _meters_in_one_unit(self) -> Self:
+        owner: dict[str, str] = {}
+        for unit_id, unit in self.units.items():
+            for meter in unit.meters:
+                if meter in owner:
+                    raise ValueError(f"meter {meter!r} belongs to units {owner[meter]!r} and {unit_id!r}")
+                owner[meter] = unit_id
+        return self
 
 
 def load_sites(path: Path | str) -> Sites:

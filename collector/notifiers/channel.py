@@ -8,9 +8,10 @@ from pydantic import Field, TypeAdapter
 
 from collector.alerts import AlertNotice
 from collector.notifiers.digest import DigestNotice
+from collector.notifiers.monthly import MonthlyReportNotice
 from collector.store import NotificationRow
 
-Notice = Annotated[AlertNotice | DigestNotice, Field(discriminator="kind")]
+Notice = Annotated[AlertNotice | DigestNotice | MonthlyReportNotice, Field(discriminator="kind")]
 NOTICE: TypeAdapter[Notice] = TypeAdapter(Notice)
 """Parses an outbox row's body."""
 

@@ -18,6 +18,14 @@ from collector.config import NotifySettings
 from collector.detectors.findings import Finding
 from collector.notifiers.channel import Channel, NotifyError
 from collector.notifiers.digest import last_digest_ms, local_day_before, next_digest_ms, queue_digests
+from collector.notifiers.monthly import (
+    EMAIL,
+    MonthlyReporter,
+    last_monthly_ms,
+    month_before_ms,
+    next_monthly_ms,
+    queue_monthly_reports,
+)
 from collector.notifiers.smtp import EmailChannel
 from collector.notifiers.webhook import WebhookChannel
 from collector.reports import Reporter
@@ -48,6 +56,7 @@ class Notifications:
         channels: Where to deliver.
         settings: Retry policy, polling period, digest time.
         reporter: Each site's report of the day, for its digest (with detection).
+        monthly: Each unit's monthly report e-mail (with units in the sites file).
         clock: Wall-clock time, UTC ms.
     """
 
@@ -58,10 +67,12 @@ class Notifications:
         channels: Sequence[Channel],
         settings: NotifySettings,
         reporter: Reporter | None = None,
+        monthly: MonthlyReporter | None = None,
         clock: Clock = wall_clock_ms,
     ) -> None:
         self._store = store
         self._reporter = reporter
+        self._monthly = monthly
         self._channels = list(channels)
         self._settings = settings
         self._clock = clock
@@ -87,6 +98,9 @@ class Notifications:
                 group.create_task(self._drain(channel), name=f"notify-{channel.name}")
             if self._settings.digest_at is not None and self._channels:
                 group.create_task(self._digests(), name="daily-digest")
+            emails = any(channel.name == EMAIL for channel in self._channels)
+            if self._settings.monthly_report_at is not None and self._monthly is not None and emails:
+                group.create_task(self._monthly_reports(), name="monthly-report")
 
     async def _drain(self, channel: Channel) -> None:
         backoff = Backoff(first_s=self._settings.retry_min_s, max_s=self._settings.retry_max_s)
@@ -136,4 +150,21 @@ class Notifications:
                 self.wake()
             now = self._clock()
             due = next_digest_ms(now, at)
+            await asyncio.sleep((due - now) / 1000)
+
+    async def _monthly_reports(self) -> None:
+        """On the 1st of every month at `monthly_report_at`, the month before's e-mails; at start, the last
+        ones if they are owed (the collector was down at their time)."""
+        at, monthly = self._settings.monthly_report_at, self._monthly
+        assert at is not None
+        assert monthly is not None
+        due = last_monthly_ms(self._clock(), at)
+        while True:
+            year, month = month_before_ms(due)
+            queued = await asyncio.to_thread(queue_monthly_reports, self._store, year, month, monthly)
+            if queued is not None:
+                log.info("monthly report of %04d-%02d queued for %d unit(s)", year, month, queued)
+                self.wake()
+            now = self._clock()
+            due = next_monthly_ms(now, at)
             await asyncio.sleep((due - now) / 1000)

@@ -7,6 +7,7 @@ mails a day, which does not justify another dependency (``aiosmtplib``) in the c
 from __future__ import annotations
 
 import asyncio
+import base64
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -15,6 +16,8 @@ from email.utils import formatdate, make_msgid
 from collector.alerts import AlertNotice, local_text
 from collector.config import EmailSettings
 from collector.notifiers.channel import NOTICE, Notice, NotifyError
+from collector.notifiers.monthly import MonthlyReportNotice
+from collector.saving.export import XLSX
 from collector.store import NotificationRow
 from kilowatch.timebase import to_ms
 
@@ -31,6 +34,9 @@ def render(notice: Notice) -> tuple[str, str]:
         subject = f"{SUBJECT_PREFIX} {state}{late}: {a.site} {a.meter} {a.detector.value}"
         when = f"{local_text(to_ms(a.start))} -> {local_text(to_ms(a.end)) if a.end else '...'}"
         return subject, f"{a.message_vi}\n\n{a.message_en}\n\n{when}\nalert #{a.id}\n"
+    if isinstance(notice, MonthlyReportNotice):
+        subject = f"{SUBJECT_PREFIX} Báo cáo điện tháng / Monthly report {notice.month}: {notice.name}"
+        return subject, f"{notice.message_vi}\n\n{notice.message_en}\n"
     d = notice.digest
     return (
         f"{SUBJECT_PREFIX} Tóm tắt / Digest {d.day:%Y-%m-%d}: {d.site}",
@@ -39,7 +45,8 @@ def render(notice: Notice) -> tuple[str, str]:
 
 
 class EmailChannel:
-    """Mails each notice to the configured recipients."""
+    """Mails each notice to the configured recipients; a unit's monthly report goes to its managers, with
+    the workbook attached."""
 
     name = "email"
 
@@ -47,14 +54,24 @@ class EmailChannel:
         self._settings = settings
 
     async def send(self, row: NotificationRow) -> None:
-        subject, text = render(NOTICE.validate_json(row.body))
+        notice = NOTICE.validate_json(row.body)
+        subject, text = render(notice)
+        monthly = notice if isinstance(notice, MonthlyReportNotice) else None
         message = EmailMessage()
         message["Subject"] = subject
         message["From"] = self._settings.sender
-        message["To"] = ", ".join(self._settings.to)
+        message["To"] = ", ".join(monthly.to if monthly else self._settings.to)
         message["Date"] = formatdate(localtime=False)
         message["Message-ID"] = make_msgid(idstring=f"kilowatch.{row.id}")
         message.set_content(text)
+        if monthly is not None:
+            maintype, subtype = XLSX.split("/")
+            message.add_attachment(
+                base64.b64decode(monthly.workbook),
+                maintype=maintype,
+                subtype=subtype,
+                filename=monthly.filename,
+            )
         await asyncio.to_thread(self._deliver, message)
 
     def _deliver(self, message: EmailMessage) -> None:

@@ -11,7 +11,7 @@ from collector.store.alerts import Alert, AlertLedger, AlertQuery, AlertStatus, 
 from collector.store.clock import ClockStepSpan, QuarantineReason, QuarantineRow
 from collector.store.delivery import MAX_REJECTED_PAYLOAD, RejectedMessage, RejectedRow, SeqGapRow
 from collector.store.gateways import GatewayEventRow, GatewayRow, GatewayStateChange
-from collector.store.intervals import CounterEvent, CounterEventKind, IntervalRow
+from collector.store.intervals import CounterEvent, CounterEventKind, DayEnergy, IntervalRow
 from collector.store.ledger import CLOCK_STEP_TOLERANCE_MS, IngestResult, Item, Ledger
 from collector.store.outbox import NotificationRow, TsdbOutboxRow
 from collector.store.reader import LedgerReader
@@ -31,6 +31,7 @@ __all__ = [
     "ClockStepSpan",
     "CounterEvent",
     "CounterEventKind",
+    "DayEnergy",
     "GatewayEventRow",
     "GatewayRow",
     "GatewayStateChange",

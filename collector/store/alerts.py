@@ -173,6 +173,13 @@ class AlertTransaction:
         """Record that `day`'s digests are queued; False when they were before."""
         return self._db.execute("INSERT OR IGNORE INTO digest_days VALUES (?, ?)", (day, at_ms)).rowcount == 1
 
+    def mark_report_month(self, month: str, at_ms: int) -> bool:
+        """Record that `month`'s report e-mails are queued; False when they were before."""
+        return (
+            self._db.execute("INSERT OR IGNORE INTO report_months VALUES (?, ?)", (month, at_ms)).rowcount
+            == 1
+        )
+
 
 class AlertLedger(Closing):
     """The alert tables on a connection of their own; methods are serialised by a lock.

@@ -9,6 +9,7 @@ from enum import StrEnum
 from collector.intervals import CounterSample, CounterStep
 from collector.store.readings import COUNTERS, TRUSTED
 from kilowatch.quantities import ENERGY_EXPORT, ENERGY_IMPORT
+from kilowatch.timebase import DAY_MS, OFFSET_MS, day_start_ms
 
 # Column names below come from the COUNTERS constant, never from input.
 _NEIGHBOURS = {
@@ -47,6 +48,31 @@ class IntervalRow:
     energy_export_kwh: float | None
     max_kw: float | None
     samples: int
+
+
+@dataclass(frozen=True, slots=True)
+class DayEnergy:
+    """One meter's imported energy on one local (Vietnam) day, from its 15-minute intervals."""
+
+    meter_id: str
+    day: int
+    """Local day number (:func:`kilowatch.timebase.local_day`)."""
+    energy_import_kwh: float
+    intervals: int
+    """Intervals of the day that have imported energy (96 for a whole day)."""
+
+
+_DAILY = (
+    f"SELECT meter_id, (start_ms + {OFFSET_MS}) / {DAY_MS} AS day, sum({ENERGY_IMPORT}), count({ENERGY_IMPORT})"  # noqa: S608
+    f" FROM intervals WHERE meter_id = ? AND start_ms >= ? AND start_ms < ? AND {ENERGY_IMPORT} IS NOT NULL"
+    " GROUP BY day ORDER BY day"
+)
+
+
+def daily_energy(db: sqlite3.Connection, meter: str, first_day: int, end_day: int) -> list[DayEnergy]:
+    """The meter's days from local day `first_day` up to `end_day` (exclusive) that have any energy."""
+    rows = db.execute(_DAILY, (meter, day_start_ms(first_day), day_start_ms(end_day))).fetchall()
+    return [DayEnergy(m, int(day), float(kwh), int(n)) for m, day, kwh, n in rows]
 
 
 @dataclass(slots=True)

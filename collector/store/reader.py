@@ -12,12 +12,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from collector.detectors.series import Sample
-from collector.store import connection, outbox, readings
+from collector.store import connection, intervals, outbox, readings
 from collector.store.clock import ClockStepSpan, QuarantineReason, QuarantineRow
 from collector.store.connection import Closing
 from collector.store.delivery import RejectedRow, SeqGapRow
 from collector.store.gateways import GatewayEventRow, GatewayRow, GatewayStateChange
-from collector.store.intervals import CounterEvent, CounterEventKind, IntervalRow
+from collector.store.intervals import CounterEvent, CounterEventKind, DayEnergy, IntervalRow
 from collector.store.outbox import TsdbOutboxRow
 from collector.store.readings import LatestRow, MeterRow, ReadingRow
 from kilowatch.mqtt_contract import ClockState, GatewayEventKind, GatewayState, Quality, Reading
@@ -81,6 +81,12 @@ class LedgerReader(Closing):
             (meter_id, start_ms - SLOT_MS, end_ms),
         ).fetchall()
         return [IntervalRow(*row) for row in rows]
+
+    def daily_energy(self, meter_id: str, first_day: int, end_day: int) -> list[DayEnergy]:
+        """The meter's imported energy per local day, `first_day` to `end_day` (exclusive, day numbers of
+        :func:`kilowatch.timebase.local_day`), with how many of each day's intervals have it; days without
+        any are left out."""
+        return intervals.daily_energy(self._db, meter_id, first_day, end_day)
 
     def readings(self, meter_id: str, start_ms: int, end_ms: int) -> list[ReadingRow]:
         """Stored readings with start_ms <= ts < end_ms, oldest first."""

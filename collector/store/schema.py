@@ -217,7 +217,15 @@ CREATE TABLE IF NOT EXISTS alert_outbox (
 CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox (channel, due_ms);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+_V2 = """
+CREATE TABLE report_months (
+    month TEXT PRIMARY KEY,
+    queued_at INTEGER NOT NULL
+);
+"""
+"""The months whose report e-mails (the Directive 20 workbook to each unit's manager) were queued."""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """``MIGRATIONS[v]`` takes ``user_version`` v to v + 1: statements separated by ``;`` (none inside one)."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
