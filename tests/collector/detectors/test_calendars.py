@@ -14,6 +14,7 @@ from collector.detectors.config import MeterConfig, SiteConfig, Tariff, Threshol
 from kilowatch.calendars import Band, TouCalendar, is_public_holiday, window
 from kilowatch.timebase import OFFSET_MS, VIETNAM_TZ, day_number
 from kilowatch.yamlconfig import ConfigError
+from tests.paths import REPO
 
 
 def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
@@ -106,7 +107,7 @@ def test_a_bad_setting_names_file_line_and_key(tmp_path: Path) -> None:
     assert "sites.yaml:6 sites.ubnd.meters.ubnd.main.rated_kw" in problems
 
 
-SITES_EXAMPLE = Path(__file__).parent.parent / "deploy" / "sites.example.yaml"
+SITES_EXAMPLE = REPO / "deploy" / "sites.example.yaml"
 
 
 def test_the_sites_example_loads_shows_every_key_and_its_first_site_keeps_the_defaults() -> None:

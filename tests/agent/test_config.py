@@ -28,8 +28,9 @@ from agent.runner import link_of
 from agent.transport import RtuOverTcpLink, SerialPortLink, TcpLink
 from kilowatch import yamlconfig
 from kilowatch.profiles import Connection, load_builtin
+from tests.paths import REPO
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "agent.example.yaml"
+EXAMPLE = REPO / "deploy" / "agent.example.yaml"
 
 HEADER = """\
 site: s1

@@ -23,11 +23,12 @@ from paho.mqtt.properties import Properties
 
 from app.processes import Mosquitto, free_port, require_binary
 from kilowatch.broker import BrokerSettings, TlsSettings
+from tests.paths import REPO
 from tests.services import TestCertificates
 
 pytestmark = pytest.mark.services
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = REPO / "deploy"
 CONF = DEPLOY / "mosquitto.conf"
 ACL = DEPLOY / "mosquitto" / "kilowatch.acl"
 

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 from kilowatch.profile_library import meters_markdown, scaffold
 from kilowatch.profiles import Table, builtin_ids, load_builtin, load_file
 from kilowatch.profiles_cli import app
+from tests.paths import REPO
 
 RUNNER = CliRunner()
-REPO = Path(__file__).resolve().parent.parent
 
 HEADER = """\
 id: acme-x1

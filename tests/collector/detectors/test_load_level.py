@@ -10,7 +10,7 @@ from collector.detectors import idle
 from collector.detectors.common import Context
 from collector.detectors.config import Idle, MeterConfig, Role, SiteConfig, Thresholds
 from collector.detectors.load_level import Floats, learned_load_kw, learned_off_kw
-from tests.test_detect_detectors import MINUTE, SHIFTS, hour, ms, series
+from tests.collector.detectors.test_detectors import MINUTE, SHIFTS, hour, ms, series
 
 START = ms(2025, 5, 5)  # a Monday
 DAYS = 21

@@ -11,8 +11,9 @@ import pytest
 from collector.alerts import AlertStore
 from collector.store import SCHEMA_VERSION, AlertQuery, AlertStatus, Ledger, LedgerReader, NewerLedger
 from tests.collector_support import at, batch, reading
+from tests.paths import FIXTURES
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ledger_v1.sql"
+FIXTURE = FIXTURES / "ledger_v1.sql"
 
 
 def old_ledger(path: Path) -> Path:

@@ -34,11 +34,12 @@ from app.processes import (
 )
 from kilowatch.mqtt_contract import Channel, ReadingsBatch, subscription, topic
 from tests.mbpoll import MbpollError, read_floats
+from tests.paths import REPO
 
 SITE, GATEWAY = "e2e-office", "gw-e2e"
 METERS = {"main": 1, "floor-1": 2, "floor-2": 3}
 UPDATE_S = 10  # the simulated meters refresh their registers every 10 s; the agent polls every second
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = REPO / "docs"
 MBPOLL_REL = 5.1e-6  # mbpoll prints 6 significant digits: at most half a unit of the 6th off, relatively
 # What mbpoll reads of unit 1 (wire address, number of float32 values) and the quantities found there.
 MBPOLL_READS = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -26,8 +25,9 @@ from kilowatch.mqtt_contract import (
 )
 from kilowatch.profiles_cli import schema_documents
 from kilowatch.quantities import QUANTITIES, out_of_range
+from tests.paths import REPO
 
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+DOCS = REPO / "docs"
 REQUIRED_NAMES = [
     "voltage_l1_v",
     "voltage_l2_v",

@@ -19,8 +19,9 @@ import pytest
 import yaml
 
 from agent.config import AgentConfig
+from tests.paths import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 
 
 @pytest.fixture(scope="module")

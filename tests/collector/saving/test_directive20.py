@@ -38,9 +38,9 @@ from sim.generate import npz_batches
 from sim.weather import daily_mean_temperature
 from tests.alert_support import FakeClock, open_store
 from tests.api_support import api_client
+from tests.collector.notifiers.test_smtp import Mailbox, email_settings
+from tests.collector.notifiers.test_smtp import smtp_server as smtp_server
 from tests.services import eventually
-from tests.test_notify_smtp import Mailbox, email_settings
-from tests.test_notify_smtp import smtp_server as smtp_server
 
 DAYS = 426
 """2026-01-01 to 2027-03-01 included: January and February of both years, whole."""

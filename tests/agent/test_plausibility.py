@@ -34,12 +34,13 @@ from kilowatch.quantities import out_of_range
 from sim.faults import parse_fault
 from sim.server import SimServer
 from tests.agent_support import kilowatch, payload
+from tests.paths import REPO
 
 pytestmark = pytest.mark.services
 
 SDM = load_builtin("eastron-sdm630")
 CYCLES = 12
-DOCS = Path(__file__).resolve().parent.parent / "docs" / "mqtt"
+DOCS = REPO / "docs" / "mqtt"
 
 
 def config(mqtt_port: int, sim_port: int, spool: str) -> AgentConfig:

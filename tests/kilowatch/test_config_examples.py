@@ -20,8 +20,9 @@ from collector.config import CollectorConfig
 from collector.detectors.config import Sites, load_sites
 from kilowatch import yamlconfig
 from kilowatch.config_example import render
+from tests.paths import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = REPO
 DEPLOY = ROOT / "deploy"
 
 LOADERS: dict[str, Callable[[Path], BaseModel]] = {

@@ -16,9 +16,9 @@ from collector.notifiers.webhook import WebhookChannel
 from collector.store import Alert
 from kilowatch import yamlconfig
 from tests.alert_support import FakeClock, finding, open_store
+from tests.collector.test_config import load_text
 from tests.collector_support import at
 from tests.services import eventually
-from tests.test_collector_config import load_text
 
 
 def test_a_site_digest_lists_open_alerts_and_what_the_day_wasted(tmp_path: Path) -> None:

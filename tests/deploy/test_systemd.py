@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-UNITS = Path(__file__).resolve().parent.parent / "deploy" / "systemd"
+from tests.paths import REPO
+
+UNITS = REPO / "deploy" / "systemd"
 INSTALLED_KILOWATCH = "/opt/kilowatch/venv/bin/kilowatch"
 
 EXPOSURE = {"kilowatch-agent.service": 1.6, "kilowatch-collector.service": 1.1}

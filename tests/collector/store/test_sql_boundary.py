@@ -7,7 +7,9 @@ import ast
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.paths import REPO
+
+ROOT = REPO
 SCANNED = ("agent", "app", "collector", "kilowatch", "sim")
 ALLOWED = (ROOT / "collector" / "store", ROOT / "agent" / "spool.py")
 SQL = re.compile(

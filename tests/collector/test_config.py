@@ -10,8 +10,9 @@ from typer.testing import CliRunner
 from collector.cli import app
 from collector.config import CollectorConfig
 from kilowatch import yamlconfig
+from tests.paths import REPO
 
-EXAMPLE = Path(__file__).parent.parent / "deploy" / "collector.example.yaml"
+EXAMPLE = REPO / "deploy" / "collector.example.yaml"
 
 
 def load_text(tmp_path: Path, text: str) -> CollectorConfig:
