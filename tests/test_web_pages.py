@@ -1,0 +1,119 @@
+"""The web app's pages in-process: the login, each page in both languages, the sites a user may see, and
+the catalogues (the browser test, tests/test_web_browser.py, drives the same pages in Chromium)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from collector.access import Access, Role
+from collector.access_store import AccessStore
+from collector.alerts import AlertStore
+from collector.api.app import create_app
+from collector.detectors.config import MeterConfig, SiteConfig, Sites
+from collector.detectors.config import Role as SiteRole
+from collector.ledger import Ledger
+from collector.metrics import CollectorMetrics
+from collector.web import i18n
+from collector.web.auth import safe_next
+from tests.alert_support import finding
+from tests.api_support import api_client
+from tests.test_reports import DAY, ingest, local_ms, office
+
+SITES = Sites(
+    sites={
+        "s": SiteConfig(meters={"office": MeterConfig(role=SiteRole.OFFICE_MAIN, rated_kw=12)}),
+        "other": SiteConfig(meters={"elsewhere": MeterConfig(role=SiteRole.SUB_METER, rated_kw=5)}),
+    }
+)
+PASSWORD = "correct horse battery"  # noqa: S105 - the test users'
+
+
+@pytest.fixture
+def ledger_path(tmp_path: Path) -> Path:
+    path = tmp_path / "kilowatch.db"
+    with Ledger(path) as ledger:
+        ingest(ledger, "office", office)
+    with AlertStore(path) as store:
+        store.apply(finding(site="s", meter="office", start_ms=local_ms(19), wasted_kwh=3.0))
+    with AccessStore(path) as access_store:
+        access = Access(access_store)
+        access.add_user("lan", PASSWORD, Role.MANAGER, ["s"], 0)
+        access.add_user("minh", PASSWORD, Role.VIEWER, ["other"], 0)
+    return path
+
+
+@pytest.fixture
+async def browser(ledger_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """A client without an API key, as a browser is."""
+    app = create_app(
+        ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES
+    )
+    async with api_client(app) as client:
+        yield client
+
+
+async def log_in(client: httpx.AsyncClient, user: str) -> None:
+    response = await client.post("/login", data={"username": user, "password": PASSWORD, "next": "/alerts"})
+    assert (response.status_code, response.headers["location"]) == (303, "/alerts")
+
+
+def test_the_catalogues_have_the_same_keys() -> None:
+    assert i18n.catalogue(i18n.Lang.VI).keys() == i18n.catalogue(i18n.Lang.EN).keys()
+
+
+def test_numbers_in_each_language() -> None:
+    assert i18n.number(1234.56, 1, i18n.Lang.VI) == "1.234,6"
+    assert i18n.number(1234.56, 1, i18n.Lang.EN) == "1,234.6"
+    assert i18n.percent(0.125, i18n.Lang.VI) == "12,5 %"
+    assert i18n.number(None, 1, i18n.Lang.EN) == i18n.MISSING
+
+
+@pytest.mark.parametrize(
+    ("asked", "expected"), [("/meters/x", "/meters/x"), ("//evil.example", "/"), ("https://evil", "/"), (None, "/")]
+)
+def test_only_a_path_of_this_site_follows_the_login(asked: str | None, expected: str) -> None:
+    assert safe_next(asked) == expected
+
+
+async def test_a_visitor_without_a_session_is_sent_to_the_login(browser: httpx.AsyncClient) -> None:
+    response = await browser.get("/sites/s?day=2025-06-03")
+    assert response.status_code == 303
+    assert response.headers["location"] == "/login?next=%2Fsites%2Fs%3Fday%3D2025-06-03"
+    login = await browser.get("/login")
+    assert "Đăng nhập" in login.text
+    wrong = await browser.post("/login", data={"username": "lan", "password": "guess"})
+    assert wrong.status_code == 401
+    assert "Sai tên đăng nhập" in wrong.text
+
+
+async def test_every_page_in_both_languages(browser: httpx.AsyncClient) -> None:
+    await log_in(browser, "lan")
+    [alert] = (await browser.get("/api/v1/alerts")).json()
+    day = DAY.date().isoformat()
+    pages = ["/", f"/?day={day}", f"/sites/s?day={day}", "/meters/office", "/meters/office?days=7", "/alerts"]
+    pages.append(f"/alerts/{alert['id']}")
+    for lang, word in (("vi", "Cảnh báo"), ("en", "Alerts")):
+        for page in pages:
+            response = await browser.get(page, params={"lang": lang})
+            assert response.status_code == 200, (page, response.text)
+            assert word in response.text, page
+    # The language chosen last is remembered.
+    assert 'lang="en"' in (await browser.get("/alerts")).text
+    site = (await browser.get(f"/sites/s?day={day}")).text
+    report = (await browser.get(f"/api/v1/sites/s/report?day={day}")).json()
+    energy = report["meters"][0]["energy_kwh"]
+    assert f"{energy:,.1f} kWh" in site
+
+
+async def test_a_user_sees_only_their_sites(browser: httpx.AsyncClient) -> None:
+    await log_in(browser, "minh")
+    overview = (await browser.get("/")).text
+    assert 'data-site="other"' in overview
+    assert 'data-site="s"' not in overview
+    assert (await browser.get("/sites/s")).status_code == 403
+    assert (await browser.get("/meters/office")).status_code == 403
+    assert "office" not in (await browser.get("/alerts")).text
