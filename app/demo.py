@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +31,8 @@ from app.processes import (
     port_or_free,
     wait_for,
 )
+from collector.access import Access, AccessError, Role
+from collector.access_store import AccessStore
 from kilowatch.cli_support import fail
 
 SITE = "demo-office"
@@ -98,6 +101,28 @@ def _write_configs(
     return agent_path, collector_path
 
 
+DEMO_USER = "admin"
+DEMO_KEY = "demo"
+
+
+def _credentials(ledger: Path) -> tuple[str, str]:
+    """A fresh password for the admin user `DEMO_USER` and a new admin API key (the previous run's demo
+    keys are revoked): (password, key)."""
+    password = secrets.token_urlsafe(12)
+    now_ms = time.time_ns() // 1_000_000
+    with AccessStore(ledger) as store:
+        access = Access(store)
+        try:
+            access.add_user(DEMO_USER, password, Role.ADMIN, None, now_ms)
+        except AccessError:
+            access.set_password(DEMO_USER, password)
+        for old in store.api_keys():
+            if old.name == DEMO_KEY and old.revoked_at is None:
+                access.revoke_key(old.id, now_ms)
+        _, key = access.create_key(DEMO_KEY, Role.ADMIN, None, now_ms)
+    return password, key
+
+
 async def _run(
     workdir: Path,
     broker: BrokerChoice,
@@ -149,13 +174,14 @@ async def _run(
         typer.echo(
             f"simulator  {len(UNITS)} x {PROFILE} on Modbus TCP 127.0.0.1:{modbus_port} (units {units})"
         )
+        password, key = await asyncio.to_thread(_credentials, workdir / "ledger.db")
         children.start("collector", *kilowatch, "collector", "run", "--config", str(collector_cfg))
         children.start("agent", *kilowatch, "agent", "run", "--config", str(agent_cfg))
         base = f"http://127.0.0.1:{api_port}"
         await wait_for("the collector's API", lambda: get_json(f"{base}/healthz"), children, 60)
         meters = await wait_for(
             "readings from all meters",
-            lambda: (m := get_json(f"{base}/api/v1/meters")) and len(m) >= len(UNITS) and m,
+            lambda: (m := get_json(f"{base}/api/v1/meters", key=key)) and len(m) >= len(UNITS) and m,
             children,
             60 + 3 * poll_s,
         )
@@ -170,11 +196,18 @@ async def _run(
             "/healthz",
         ):
             typer.echo(f"  {base}{path}")
+        typer.echo(
+            f"\nLog in at {base}/ as {DEMO_USER!r} with password {password!r}; API calls need the admin key"
+            f" (shown once, new each run):\n  curl -H 'Authorization: Bearer {key}' {base}/api/v1/meters"
+            f"\nMore users and keys: kilowatch collector users|keys ... --config {collector_cfg}"
+        )
         typer.echo("\nCtrl-C stops everything." if duration is None else f"\nStopping in {duration:.0f}s.")
-        await _watch(base, MAIN, children, duration, poll_s)
+        await _watch(base, MAIN, key, children, duration, poll_s)
 
 
-async def _watch(base: str, meter: str, children: Children, duration: float | None, poll_s: float) -> None:
+async def _watch(
+    base: str, meter: str, key: str, children: Children, duration: float | None, poll_s: float
+) -> None:
     """Print the main meter's power now and then, until the duration is up or a part dies."""
     stop_at = None if duration is None else time.monotonic() + duration
     while stop_at is None or time.monotonic() < stop_at:
@@ -182,7 +215,7 @@ async def _watch(base: str, meter: str, children: Children, duration: float | No
             raise RuntimeError(f"{', '.join(dead)} exited unexpectedly; see its log in {children.workdir}")
         shown = False
         with contextlib.suppress(OSError, ValueError, KeyError):
-            latest = get_json(f"{base}/api/v1/meters/{meter}/latest")
+            latest = get_json(f"{base}/api/v1/meters/{meter}/latest", key=key)
             values = latest["values"]
             typer.echo(
                 f"{latest['ts']}  {meter}: {values['active_power_w'] / 1000:.2f} kW, "

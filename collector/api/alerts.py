@@ -5,24 +5,28 @@ The alert store's refusals become the API's errors in one table.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
+from collector.access import Principal
 from collector.alerts import (
+    Alert,
     AlertConflict,
     AlertError,
     AlertOut,
     AlertQuery,
     AlertStatus,
+    AlertStore,
     InvalidSilence,
     UnknownAlert,
     to_ms,
 )
-from collector.api.deps import Alerts
+from collector.api.deps import Alerts, Manager, Viewer, require_site, viewer
 from collector.api.problems import ApiError, Conflict, NotFound, Unprocessable, problem, require_order
 from collector.detectors.findings import Detector
 
@@ -43,6 +47,7 @@ def _refusals() -> Iterator[None]:
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    403: problem("An alert of a site the caller may not see, or a viewer acting on it"),
     404: problem("Unknown alert"),
     409: problem("The alert is resolved, or already acknowledged"),
 }
@@ -53,12 +58,13 @@ class SilenceIn(BaseModel):
     reason: str = Field(min_length=1, max_length=500, description="Why, for the people who see the alert")
 
 
-router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
+router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], dependencies=[Depends(viewer)])
 
 
 @router.get("", responses={422: problem("Invalid range")})
 def list_alerts(
     store: Alerts,
+    principal: Viewer,
     status: Annotated[AlertStatus | None, Query(description="Only alerts in this state")] = None,
     detector: Annotated[Detector | None, Query(description="Only this detector's alerts")] = None,
     site: Annotated[str | None, Query(description="Only this site")] = None,
@@ -87,24 +93,43 @@ def list_alerts(
         before_id=before,
         limit=limit,
     )
-    return [AlertOut.of(alert) for alert in store.alerts(query)]
+    return [AlertOut.of(alert) for alert in _visible(store, query, principal)]
+
+
+def _visible(store: AlertStore, query: AlertQuery, principal: Principal) -> list[Alert]:
+    """The alerts of `query` on the principal's sites: one query per site, merged newest first (ids
+    grow with time, so the `limit` newest of each site hold the `limit` newest of all)."""
+    if principal.sites is None:
+        return store.alerts(query)
+    sites = principal.sites if query.site is None else principal.sites & {query.site}
+    found = [alert for site in sites for alert in store.alerts(dataclasses.replace(query, site=site))]
+    return sorted(found, key=lambda alert: alert.id, reverse=True)[: query.limit]
+
+
+def _get(store: AlertStore, alert_id: int, principal: Principal) -> Alert:
+    """The alert, if it exists (404) and the principal may see its site (403)."""
+    with _refusals():
+        alert = store.get(alert_id)
+    require_site(principal, alert.site)
+    return alert
 
 
 @router.get("/{alert_id}", responses=_ERRORS)
-def get_alert(alert_id: int, store: Alerts) -> AlertOut:
-    with _refusals():
-        return AlertOut.of(store.get(alert_id))
+def get_alert(alert_id: int, store: Alerts, principal: Viewer) -> AlertOut:
+    return AlertOut.of(_get(store, alert_id, principal))
 
 
 @router.post("/{alert_id}/ack", responses=_ERRORS)
-def acknowledge(alert_id: int, store: Alerts) -> AlertOut:
+def acknowledge(alert_id: int, store: Alerts, principal: Manager) -> AlertOut:
     """Someone is on it: the alert goes from open to acknowledged (it still resolves by itself)."""
+    _get(store, alert_id, principal)
     with _refusals():
         return AlertOut.of(store.acknowledge(alert_id))
 
 
 @router.post("/{alert_id}/silence", responses={**_ERRORS, 422: problem("'until' is not in the future")})
-def silence(alert_id: int, body: SilenceIn, store: Alerts) -> AlertOut:
+def silence(alert_id: int, body: SilenceIn, store: Alerts, principal: Manager) -> AlertOut:
     """Hold back the alert's notifications until `until`; what is due then is sent then."""
+    _get(store, alert_id, principal)
     with _refusals():
         return AlertOut.of(store.silence(alert_id, until_ms=to_ms(body.until), reason=body.reason))

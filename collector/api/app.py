@@ -15,14 +15,17 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from collector.access import Access
+from collector.access_store import AccessStore
 from collector.alerts import AlertStore
-from collector.api import alerts, gateways, health, meters, metrics, problems, quarantine, reports
+from collector.api import alerts, gateways, health, meters, metrics, problems, quarantine, reports, session
 from collector.api.deps import ApiContext, ApiState
+from collector.config import ApiSettings
 from collector.detectors.config import Sites
 from collector.metrics import CollectorMetrics
 from kilowatch import __version__
 
-_ROUTERS = (meters, quarantine, gateways, health, metrics, alerts, reports)
+_ROUTERS = (session, meters, quarantine, gateways, health, metrics, alerts, reports)
 
 
 class _App(FastAPI):
@@ -40,17 +43,28 @@ def create_app(
     metrics: CollectorMetrics,
     mqtt_connected: Callable[[], bool],
     sites: Sites | None = None,
+    settings: ApiSettings | None = None,
 ) -> FastAPI:
     """The API over the ledger at `ledger_path` (which must exist: the :class:`Ledger` creates it)."""
-    context = ApiContext(ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected, sites=sites)
+    context = ApiContext(
+        ledger_path=ledger_path,
+        metrics=metrics,
+        mqtt_connected=mqtt_connected,
+        settings=settings or ApiSettings(),
+        sites=sites,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ApiState]:
-        """One alert store for every request while the server runs (its lock serialises them), closed
-        when the server stops."""
+        """One alert store and one access store for every request while the server runs (their locks
+        serialise them), closed when the server stops."""
         store = await asyncio.to_thread(AlertStore, context.ledger_path)
         try:
-            yield ApiState(context=context, alerts=store)
+            access = await asyncio.to_thread(AccessStore, context.ledger_path)
+            try:
+                yield ApiState(context=context, alerts=store, access=Access(access))
+            finally:
+                await asyncio.to_thread(access.close)
         finally:
             await asyncio.to_thread(store.close)
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from collector.alerts import to_datetime
-from collector.api.deps import Limit, Reader
+from collector.api.deps import Limit, Reader, Viewer, viewer
 from kilowatch.mqtt_contract import GatewayEventKind, GatewayState
 
 
@@ -48,11 +48,11 @@ def _optional_datetime(ms: int | None) -> datetime | None:
     return None if ms is None else to_datetime(ms)
 
 
-router = APIRouter(prefix="/api/v1/gateways", tags=["accounting"])
+router = APIRouter(prefix="/api/v1/gateways", tags=["accounting"], dependencies=[Depends(viewer)])
 
 
 @router.get("")
-def list_gateways(reader: Reader) -> list[GatewayOut]:
+def list_gateways(reader: Reader, principal: Viewer) -> list[GatewayOut]:
     """Every gateway's last status, by site and gateway."""
     return [
         GatewayOut(
@@ -65,11 +65,12 @@ def list_gateways(reader: Reader) -> list[GatewayOut]:
             received_at=to_datetime(row.received_at),
         )
         for row in reader.gateways()
+        if principal.sees(row.site)
     ]
 
 
 @router.get("/events")
-def list_gateway_events(reader: Reader, limit: Limit = 100) -> list[GatewayEventOut]:
+def list_gateway_events(reader: Reader, principal: Viewer, limit: Limit = 100) -> list[GatewayEventOut]:
     """What gateways reported happening (spool evictions, corruption, full disk), newest first."""
     return [
         GatewayEventOut(
@@ -84,11 +85,12 @@ def list_gateway_events(reader: Reader, limit: Limit = 100) -> list[GatewayEvent
             received_at=to_datetime(row.received_at),
         )
         for row in reader.gateway_events(limit)
+        if principal.sees(row.site)
     ]
 
 
 @router.get("/gaps")
-def list_seq_gaps(reader: Reader) -> list[SeqGapOut]:
+def list_seq_gaps(reader: Reader, principal: Viewer) -> list[SeqGapOut]:
     """Batches a gateway numbered but never delivered (its spool evicted them), per spool."""
     return [
         SeqGapOut(
@@ -101,4 +103,5 @@ def list_seq_gaps(reader: Reader) -> list[SeqGapOut]:
             detected_at=to_datetime(row.detected_at),
         )
         for row in reader.seq_gaps()
+        if principal.sees(row.site)
     ]

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import AwareDatetime, BaseModel, Field
 
+from collector.access import Principal
 from collector.alerts import to_datetime, to_ms
-from collector.api.deps import Now, Reader
+from collector.api.deps import Now, Reader, Viewer, require_site, viewer
 from collector.api.problems import InvalidRange, NotFound, problem, require_order
 from collector.intervals import HOURS_PER_INTERVAL, INTERVAL_MS
-from collector.ledger import IntervalRow
+from collector.ledger import IntervalRow, LedgerReader
 from kilowatch.mqtt_contract import ClockState, Quality
 
 DEFAULT_RANGE = timedelta(hours=24)
@@ -61,11 +62,11 @@ class UnknownMeter(NotFound):
         super().__init__(f"unknown meter {meter_id!r}")
 
 
-router = APIRouter(prefix="/api/v1/meters", tags=["meters"])
+router = APIRouter(prefix="/api/v1/meters", tags=["meters"], dependencies=[Depends(viewer)])
 
 
 @router.get("")
-def list_meters(reader: Reader) -> list[MeterOut]:
+def list_meters(reader: Reader, principal: Viewer) -> list[MeterOut]:
     return [
         MeterOut(
             id=m.meter_id,
@@ -76,11 +77,21 @@ def list_meters(reader: Reader) -> list[MeterOut]:
             last_seen=to_datetime(m.last_seen),
         )
         for m in reader.meters()
+        if principal.sees(m.site)
     ]
 
 
-@router.get("/{meter_id}/latest", responses={404: problem("Unknown meter")})
-def latest(meter_id: str, reader: Reader) -> LatestOut:
+def _check_meter(reader: LedgerReader, principal: Principal, meter_id: str) -> None:
+    """404 for an unknown meter, 403 for a meter of a site the principal may not see."""
+    meter = reader.meter(meter_id)
+    if meter is None:
+        raise UnknownMeter(meter_id)
+    require_site(principal, meter.site)
+
+
+@router.get("/{meter_id}/latest", responses={404: problem("Unknown meter"), 403: problem("Not your site")})
+def latest(meter_id: str, reader: Reader, principal: Viewer) -> LatestOut:
+    _check_meter(reader, principal, meter_id)
     row = reader.latest(meter_id)
     if row is None:
         raise UnknownMeter(meter_id)
@@ -94,10 +105,14 @@ def latest(meter_id: str, reader: Reader) -> LatestOut:
     )
 
 
-@router.get("/{meter_id}/intervals", responses={404: problem("Unknown meter"), 422: problem("Invalid range")})
+@router.get(
+    "/{meter_id}/intervals",
+    responses={404: problem("Unknown meter"), 403: problem("Not your site"), 422: problem("Invalid range")},
+)
 def intervals(
     meter_id: str,
     reader: Reader,
+    principal: Viewer,
     now: Now,
     start: Annotated[
         AwareDatetime | None, Query(alias="from", description="ISO 8601 with offset; default: `to` - 24 h")
@@ -111,8 +126,7 @@ def intervals(
     require_order(start, end)
     if end - start > MAX_RANGE:
         raise InvalidRange(f"the range is longer than {MAX_RANGE.days} days; ask in pieces")
-    if reader.meter(meter_id) is None:
-        raise UnknownMeter(meter_id)
+    _check_meter(reader, principal, meter_id)
     return IntervalsOut(
         meter=meter_id,
         start=start.astimezone(UTC),

@@ -31,6 +31,18 @@ class ApiError(Exception):
     status = HTTPStatus.BAD_REQUEST
 
 
+class Unauthorized(ApiError):
+    """No credentials, or credentials that are not valid (an unknown or revoked key, an expired session)."""
+
+    status = HTTPStatus.UNAUTHORIZED
+
+
+class Forbidden(ApiError):
+    """Valid credentials whose role or sites do not allow the request (or a missing anti-forgery token)."""
+
+    status = HTTPStatus.FORBIDDEN
+
+
 class NotFound(ApiError):
     """What the request names does not exist (a meter, an alert, a site)."""
 
@@ -105,7 +117,14 @@ def _response(
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return _response(request, exc.status, str(exc))
+    headers = {"WWW-Authenticate": 'Bearer realm="kilowatch"'} if isinstance(exc, Unauthorized) else None
+    return _response(request, exc.status, str(exc), headers=headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug or an unavailable resource, answered without its message or traceback (they may name files,
+    SQL or settings). Starlette re-raises the exception after this answer, so the server logs it."""
+    return _response(request, HTTPStatus.INTERNAL_SERVER_ERROR, "the collector failed to answer; see its log")
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -125,6 +144,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
 
 
 def document(openapi: dict[str, Any]) -> None:

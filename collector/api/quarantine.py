@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from collector.alerts import to_datetime
-from collector.api.deps import Limit, Reader
+from collector.api.deps import Limit, Reader, Viewer, viewer
 from collector.ledger import QuarantineReason
 
 
@@ -27,12 +27,13 @@ class QuarantinedOut(BaseModel):
     received_at: datetime
 
 
-router = APIRouter(prefix="/api/v1", tags=["accounting"])
+router = APIRouter(prefix="/api/v1", tags=["accounting"], dependencies=[Depends(viewer)])
 
 
 @router.get("/quarantine")
 def list_quarantine(
     reader: Reader,
+    principal: Viewer,
     meter: Annotated[str | None, Query(description="Only this meter")] = None,
     limit: Limit = 100,
 ) -> list[QuarantinedOut]:
@@ -52,4 +53,5 @@ def list_quarantine(
             received_at=to_datetime(row.received_at),
         )
         for row in reader.quarantine(meter, limit)
+        if principal.sees(row.site)
     ]
