@@ -168,3 +168,22 @@ async def test_the_lifespan_opens_the_alert_and_access_stores_once_and_closes_th
             assert (await client.get("/api/v1/alerts")).json() == []
         assert open_descriptors(ledger_path) == 2
     assert open_descriptors(ledger_path) == 0
+
+
+async def test_an_unexpected_error_is_a_500_problem_that_reveals_nothing(ledger_path: Path) -> None:
+    app = create_app(ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("/var/lib/secret.db: no such table: readings")
+
+    async with api_client(app, ledger_path) as client:
+        response = await client.get("/boom")
+    assert (response.status_code, response.headers["content-type"]) == (500, PROBLEM_JSON)
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "the collector failed to answer; see its log",
+        "instance": "/boom",
+    }

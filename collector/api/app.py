@@ -13,13 +13,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
 from collector.access import Access
 from collector.access_store import AccessStore
 from collector.alerts import AlertStore
 from collector.api import alerts, gateways, health, meters, metrics, problems, quarantine, reports, session
-from collector.api.deps import ApiContext, ApiState
+from collector.api.deps import ApiContext, ApiState, viewer
 from collector.config import ApiSettings
 from collector.detectors.config import Sites
 from collector.metrics import CollectorMetrics
@@ -35,6 +37,19 @@ class _App(FastAPI):
             problems.document(super().openapi())
         assert self.openapi_schema is not None
         return self.openapi_schema
+
+
+def _documentation(app: _App) -> None:
+    """The OpenAPI document and its Swagger UI, for callers with credentials like every route (FastAPI's
+    own would be open to all)."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(viewer)])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(viewer)])
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - API")
 
 
 def create_app(
@@ -68,7 +83,15 @@ def create_app(
         finally:
             await asyncio.to_thread(store.close)
 
-    app = _App(title="kilowatch collector", version=__version__, lifespan=lifespan)
+    app = _App(
+        title="kilowatch collector",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    _documentation(app)
     for module in _ROUTERS:
         app.include_router(module.router)
     problems.install(app)
