@@ -73,7 +73,8 @@ def test_numbers_in_each_language() -> None:
 
 
 @pytest.mark.parametrize(
-    ("asked", "expected"), [("/meters/x", "/meters/x"), ("//evil.example", "/"), ("https://evil", "/"), (None, "/")]
+    ("asked", "expected"),
+    [("/meters/x", "/meters/x"), ("//evil.example", "/"), ("https://evil", "/"), (None, "/")],
 )
 def test_only_a_path_of_this_site_follows_the_login(asked: str | None, expected: str) -> None:
     assert safe_next(asked) == expected

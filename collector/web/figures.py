@@ -12,7 +12,7 @@ from collector.detectors.config import Role
 from collector.reports import MeterDay, SiteDay
 
 TYPICAL_DAYS = 4
-"""A typical day is the mean of this many earlier days of the same kind (open or closed)..."""
+"""A typical day is the mean of this many earlier days of the same kind (open or closed) with data..."""
 TYPICAL_LOOKBACK = 28
 """...found within this many days before."""
 
@@ -55,11 +55,19 @@ def site_totals(report: SiteDay) -> SiteTotals:
     )
 
 
-def typical_days(day: date, is_open: Callable[[date], bool]) -> list[date]:
-    """The days `day`'s load is compared with: the latest earlier days of the same kind."""
+def typical_days(
+    day: date, is_open: Callable[[date], bool], load: Callable[[date], dict[int, float]]
+) -> dict[date, dict[int, float]]:
+    """The days `day`'s load is compared with, and their `load`: the latest earlier days of the same kind
+    that have data."""
     kind = is_open(day)
-    earlier = (day - timedelta(days=n) for n in range(1, TYPICAL_LOOKBACK + 1))
-    return [d for d in earlier if is_open(d) == kind][:TYPICAL_DAYS]
+    found: dict[date, dict[int, float]] = {}
+    for d in (day - timedelta(days=n) for n in range(1, TYPICAL_LOOKBACK + 1)):
+        if len(found) == TYPICAL_DAYS:
+            break
+        if is_open(d) == kind and (slots := load(d)):
+            found[d] = slots
+    return found
 
 
 def slot_mean(days: Sequence[dict[int, float]]) -> list[float | None]:

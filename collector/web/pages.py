@@ -169,13 +169,15 @@ def site_page(
         raise NotFound(f"unknown site {site!r}")
     calendar = context.sites.sites[site].calendar
     supply = [m.meter for m in figures.supply(report)]
-    typical_days = figures.typical_days(day, lambda d: bool(calendar.occupied_slots(day_number(d))))
+    loads = figures.typical_days(
+        day, lambda d: bool(calendar.occupied_slots(day_number(d))), lambda d: _load(reader, supply, d)
+    )
     today = _load(reader, supply, day)
     chart = {
         "start": local_day_ms(day)[0] / 1000,
         "step": SLOT_MS / 1000,
         "today": [today.get(s) for s in range(SLOTS_PER_DAY)],
-        "typical": figures.slot_mean([_load(reader, supply, d) for d in typical_days]),
+        "typical": figures.slot_mean(list(loads.values())),
     }
     return page.render(
         "site.html",
@@ -184,7 +186,7 @@ def site_page(
         report=report,
         totals=figures.site_totals(report),
         supply=supply,
-        typical_days=typical_days,
+        typical_days=list(loads),
         chart=chart,
         open_alerts=_open_alerts(store, page.viewer, site),
         previous=day - timedelta(days=1),

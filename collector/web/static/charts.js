@@ -8,7 +8,15 @@
   const labels = JSON.parse(document.getElementById("chart-labels").textContent);
   // The sites are in Vietnam: show their local time whatever the browser's zone.
   const tzDate = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Asia/Ho_Chi_Minh");
-  const kw = { scale: "kW", label: labels.kw, values: (u, vals) => vals.map((v) => v.toFixed(1)) };
+  const kw = { label: labels.kw, values: (u, vals) => vals.map((v) => v.toFixed(1)) };
+  // 24-hour clock; the date too when the chart spans days.
+  const hours = uPlot.fmtDate("{HH}:{mm}"), days = uPlot.fmtDate("{DD}/{MM} {HH}:{mm}");
+  const time = {
+    values: (u, splits) => {
+      const span = u.scales.x.max - u.scales.x.min;
+      return splits.map((ts) => (span > 86400 ? days : hours)(tzDate(ts)));
+    },
+  };
   let options, series;
   if (box.dataset.kind === "site") {
     const xs = data.today.map((_, i) => data.start + i * data.step);
@@ -30,7 +38,7 @@
   const size = () => ({ width: box.clientWidth, height: Math.max(220, Math.min(360, box.clientWidth * 0.55)) });
   const plot = new uPlot(
     { ...size(), tzDate, cursor: { drag: { x: true, y: false } }, scales: { x: { time: true } },
-      series: [{}, ...options], axes: [{}, kw] },
+      series: [{ value: (u, ts) => ts == null ? "--" : days(tzDate(ts)) }, ...options], axes: [time, kw] },
     series, box);
   new ResizeObserver(() => plot.setSize(size())).observe(box);
   window.kilowatchChart = plot;
