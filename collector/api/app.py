@@ -25,6 +25,7 @@ from collector.api.deps import ApiContext, ApiState, viewer
 from collector.config import ApiSettings
 from collector.detectors.config import Sites
 from collector.metrics import CollectorMetrics
+from collector.web import pages
 from kilowatch import __version__
 
 _ROUTERS = (session, meters, quarantine, gateways, health, metrics, alerts, reports)
@@ -95,4 +96,5 @@ def create_app(
     for module in _ROUTERS:
         app.include_router(module.router)
     problems.install(app)
+    pages.install(app)
     return app
