@@ -8,9 +8,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from collector.access import Principal
@@ -27,6 +28,7 @@ from collector.alerts import (
     to_ms,
 )
 from collector.api.deps import Alerts, Manager, Viewer, require_site, viewer
+from collector.api.paging import DEFAULT_LIMIT, LINK_HEADER, MAX_LIMIT, link_next
 from collector.api.problems import ApiError, Conflict, NotFound, Unprocessable, problem, require_order
 from collector.detectors.findings import Detector
 
@@ -61,26 +63,56 @@ class SilenceIn(BaseModel):
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"], dependencies=[Depends(viewer)])
 
 
-@router.get("", responses={422: problem("Invalid range")})
-def list_alerts(
+class AlertFilters(BaseModel):
+    """The alerts route's query parameters."""
+
+    status: AlertStatus | None = Field(None, description="Only alerts in this state")
+    detector: Detector | None = Field(None, description="Only this detector's alerts")
+    site: str | None = Field(None, description="Only this site")
+    meter: str | None = Field(None, description="Only this meter")
+    start: AwareDatetime | None = Field(
+        None, alias="from", description="Alerts whose condition lasted past this"
+    )
+    end: AwareDatetime | None = Field(
+        None, alias="to", description="Alerts whose condition began before this"
+    )
+    before: int | None = Field(
+        None, ge=1, description='Page on: alerts with a smaller id than this (the `Link: rel="next"` has it)'
+    )
+    limit: int = Field(
+        DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"At most this many (at most {MAX_LIMIT})"
+    )
+
+
+@router.get("", responses={200: {"headers": LINK_HEADER}, 422: problem("Invalid range")})
+def alerts(
     store: Alerts,
     principal: Viewer,
-    status: Annotated[AlertStatus | None, Query(description="Only alerts in this state")] = None,
-    detector: Annotated[Detector | None, Query(description="Only this detector's alerts")] = None,
-    site: Annotated[str | None, Query(description="Only this site")] = None,
-    meter: Annotated[str | None, Query(description="Only this meter")] = None,
-    start: Annotated[
-        AwareDatetime | None, Query(alias="from", description="Alerts whose condition lasted past this")
-    ] = None,
-    end: Annotated[
-        AwareDatetime | None, Query(alias="to", description="Alerts whose condition began before this")
-    ] = None,
-    before: Annotated[
-        int | None, Query(ge=1, description="Page on: alerts with a smaller id than this")
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=1000, description="At most this many")] = 100,
+    filters: Annotated[AlertFilters, Query()],
+    request: Request,
+    response: Response,
 ) -> list[AlertOut]:
-    """Alerts, newest first; pass the last id seen as `before` for the next page."""
+    """Alerts, newest first; the next page is the last id seen as `before` (the `Link` header has it)."""
+    found = list_alerts(store, principal, **filters.model_dump())
+    if len(found) == filters.limit:
+        link_next(request, response, before=found[-1].id)
+    return found
+
+
+def list_alerts(
+    store: AlertStore,
+    principal: Principal,
+    *,
+    status: AlertStatus | None = None,
+    detector: Detector | None = None,
+    site: str | None = None,
+    meter: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    before: int | None = None,
+    limit: int = DEFAULT_LIMIT,
+) -> list[AlertOut]:
+    """The principal's alerts that pass the filters, newest first."""
     if start is not None and end is not None:
         require_order(start, end)
     query = AlertQuery(

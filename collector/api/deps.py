@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, TypedDict
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Request
 from fastapi.security import APIKeyCookie, HTTPBearer
 
 from collector.access import Access, Principal, Role
@@ -87,7 +87,6 @@ Context = Annotated[ApiContext, Depends(_context)]
 Reader = Annotated[LedgerReader, Depends(_reader)]
 Alerts = Annotated[AlertStore, Depends(_alerts)]
 Now = Annotated[datetime, Depends(now)]
-Limit = Annotated[int, Query(ge=1, le=10_000, description="At most this many")]
 
 SESSION_COOKIE = "kw_session"
 """The browser session's token: HttpOnly, Secure, SameSite=Strict."""

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
 from collector.alerts import to_datetime
-from collector.api.deps import Limit, Reader, Viewer, viewer
+from collector.api.deps import Reader, Viewer, viewer
+from collector.api.paging import LINK_HEADER, Paged
 from kilowatch.mqtt_contract import GatewayEventKind, GatewayState
 
 
@@ -51,8 +52,8 @@ def _optional_datetime(ms: int | None) -> datetime | None:
 router = APIRouter(prefix="/api/v1/gateways", tags=["accounting"], dependencies=[Depends(viewer)])
 
 
-@router.get("")
-def list_gateways(reader: Reader, principal: Viewer) -> list[GatewayOut]:
+@router.get("", responses={200: {"headers": LINK_HEADER}})
+def list_gateways(reader: Reader, principal: Viewer, page: Paged) -> list[GatewayOut]:
     """Every gateway's last status, by site and gateway."""
     return [
         GatewayOut(
@@ -64,13 +65,12 @@ def list_gateways(reader: Reader, principal: Viewer) -> list[GatewayOut]:
             meters=row.meters,
             received_at=to_datetime(row.received_at),
         )
-        for row in reader.gateways()
-        if principal.sees(row.site)
+        for row in page.take(lambda _: reader.gateways(), lambda row: principal.sees(row.site))
     ]
 
 
-@router.get("/events")
-def list_gateway_events(reader: Reader, principal: Viewer, limit: Limit = 100) -> list[GatewayEventOut]:
+@router.get("/events", responses={200: {"headers": LINK_HEADER}})
+def list_gateway_events(reader: Reader, principal: Viewer, page: Paged) -> list[GatewayEventOut]:
     """What gateways reported happening (spool evictions, corruption, full disk), newest first."""
     return [
         GatewayEventOut(
@@ -84,13 +84,12 @@ def list_gateway_events(reader: Reader, principal: Viewer, limit: Limit = 100) -
             detail=row.detail,
             received_at=to_datetime(row.received_at),
         )
-        for row in reader.gateway_events(limit)
-        if principal.sees(row.site)
+        for row in page.take(reader.gateway_events, lambda row: principal.sees(row.site))
     ]
 
 
-@router.get("/gaps")
-def list_seq_gaps(reader: Reader, principal: Viewer) -> list[SeqGapOut]:
+@router.get("/gaps", responses={200: {"headers": LINK_HEADER}})
+def list_seq_gaps(reader: Reader, principal: Viewer, page: Paged) -> list[SeqGapOut]:
     """Batches a gateway numbered but never delivered (its spool evicted them), per spool."""
     return [
         SeqGapOut(
@@ -102,6 +101,5 @@ def list_seq_gaps(reader: Reader, principal: Viewer) -> list[SeqGapOut]:
             batches=row.last_seq - row.first_seq + 1,
             detected_at=to_datetime(row.detected_at),
         )
-        for row in reader.seq_gaps()
-        if principal.sees(row.site)
+        for row in page.take(lambda _: reader.seq_gaps(), lambda row: principal.sees(row.site))
     ]

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter
 
 from collector.access import Principal
 from collector.alerts import to_datetime, to_ms
 from collector.api.deps import Now, Reader, Viewer, require_site, viewer
+from collector.api.paging import LINK_HEADER, Paged
 from collector.api.problems import InvalidRange, NotFound, problem, require_order
 from collector.intervals import HOURS_PER_INTERVAL, INTERVAL_MS
-from collector.ledger import IntervalRow, LedgerReader
+from collector.ledger import LedgerReader
 from kilowatch.mqtt_contract import ClockState, Quality
 
 DEFAULT_RANGE = timedelta(hours=24)
@@ -65,8 +69,9 @@ class UnknownMeter(NotFound):
 router = APIRouter(prefix="/api/v1/meters", tags=["meters"], dependencies=[Depends(viewer)])
 
 
-@router.get("")
-def list_meters(reader: Reader, principal: Viewer) -> list[MeterOut]:
+@router.get("", responses={200: {"headers": LINK_HEADER}})
+def list_meters(reader: Reader, principal: Viewer, page: Paged) -> list[MeterOut]:
+    """Every meter seen, by id."""
     return [
         MeterOut(
             id=m.meter_id,
@@ -76,8 +81,7 @@ def list_meters(reader: Reader, principal: Viewer) -> list[MeterOut]:
             first_seen=to_datetime(m.first_seen),
             last_seen=to_datetime(m.last_seen),
         )
-        for m in reader.meters()
-        if principal.sees(m.site)
+        for m in page.take(lambda _: reader.meters(), lambda m: principal.sees(m.site))
     ]
 
 
@@ -105,44 +109,117 @@ def latest(meter_id: str, reader: Reader, principal: Viewer) -> LatestOut:
     )
 
 
+INTERVALS_CSV = "text/csv"
+_CSV_COLUMNS = list(IntervalOut.model_fields)
+_INTERVAL_LIST = TypeAdapter(list[IntervalOut])
+CLOSED_MAX_AGE_S = 3600
+"""How long a client may reuse a range of closed intervals without asking again. Not `immutable`: a
+gateway that was cut off flushes its spool later, and re-dated readings land late, both in closed intervals."""
+
+
 @router.get(
     "/{meter_id}/intervals",
-    responses={404: problem("Unknown meter"), 403: problem("Not your site"), 422: problem("Invalid range")},
+    response_model=IntervalsOut,
+    responses={
+        200: {
+            "content": {INTERVALS_CSV: {"schema": {"type": "string"}}},
+            "description": "JSON, or CSV (one row per interval, columns as the JSON's) with `Accept: text/csv` "
+            "or `format=csv`; an `ETag` to ask again with `If-None-Match`",
+            "headers": {
+                "ETag": {"description": "The answer's version", "schema": {"type": "string"}},
+                "Cache-Control": {
+                    "description": f"A range of closed intervals: `private, max-age={CLOSED_MAX_AGE_S}`; "
+                    "one with the current interval: `private, no-cache`",
+                    "schema": {"type": "string"},
+                },
+            },
+        },
+        304: {"description": "Not modified: the `If-None-Match` ETag is the answer's"},
+        403: problem("Not your site"),
+        404: problem("Unknown meter"),
+        422: problem("Invalid range"),
+    },
 )
-def intervals(
+def get_intervals(
     meter_id: str,
     reader: Reader,
     principal: Viewer,
     now: Now,
+    request: Request,
     start: Annotated[
         AwareDatetime | None, Query(alias="from", description="ISO 8601 with offset; default: `to` - 24 h")
     ] = None,
     end: Annotated[
         AwareDatetime | None, Query(alias="to", description="ISO 8601 with offset; default: now")
     ] = None,
+    format: Annotated[
+        Literal["json", "csv"] | None,
+        Query(description="csv: the same as `Accept: text/csv`; default: by the Accept header, else JSON"),
+    ] = None,
+) -> Response:
+    """A meter's 15-minute intervals over at most 31 days, oldest first."""
+    window = intervals(meter_id, reader, principal, now, start, end)
+    if format == "csv" or (format is None and INTERVALS_CSV in request.headers.get("accept", "")):
+        text = io.StringIO()
+        writer = csv.DictWriter(text, _CSV_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(_INTERVAL_LIST.dump_python(window.intervals, mode="json"))
+        body, media_type = text.getvalue().encode(), INTERVALS_CSV
+    else:
+        body, media_type = window.model_dump_json().encode(), "application/json"
+    slot_start = to_ms(now) // INTERVAL_MS * INTERVAL_MS
+    closed = to_ms(window.end) <= slot_start
+    return conditional(
+        request, body, media_type, f"private, max-age={CLOSED_MAX_AGE_S}" if closed else "private, no-cache"
+    )
+
+
+def intervals(
+    meter_id: str,
+    reader: LedgerReader,
+    principal: Principal,
+    now: datetime,
+    start: datetime | None = None,
+    end: datetime | None = None,
 ) -> IntervalsOut:
+    """The intervals overlapping [start, end) (default: the 24 h before now) of a meter the principal sees.
+
+    The rows are validated in one go (pydantic's core, not a model per row): 31 days are ~3,000 of them.
+    """
     end = end or now
     start = start or end - DEFAULT_RANGE
     require_order(start, end)
     if end - start > MAX_RANGE:
         raise InvalidRange(f"the range is longer than {MAX_RANGE.days} days; ask in pieces")
     _check_meter(reader, principal, meter_id)
-    return IntervalsOut(
+    rows = [
+        {
+            "start": to_datetime(row.start_ms),
+            "end": to_datetime(row.start_ms + INTERVAL_MS),
+            "energy_import_kwh": row.energy_import_kwh,
+            "energy_export_kwh": row.energy_export_kwh,
+            "mean_kw": None
+            if row.energy_import_kwh is None
+            else (row.energy_import_kwh - (row.energy_export_kwh or 0.0)) / HOURS_PER_INTERVAL,
+            "max_kw": row.max_kw,
+            "samples": row.samples,
+        }
+        for row in reader.intervals(meter_id, to_ms(start), to_ms(end))
+    ]
+    return IntervalsOut.model_construct(
         meter=meter_id,
         start=start.astimezone(UTC),
         end=end.astimezone(UTC),
-        intervals=[_interval_out(row) for row in reader.intervals(meter_id, to_ms(start), to_ms(end))],
+        intervals=_INTERVAL_LIST.validate_python(rows),
     )
 
 
-def _interval_out(row: IntervalRow) -> IntervalOut:
-    imported, exported = row.energy_import_kwh, row.energy_export_kwh
-    return IntervalOut(
-        start=to_datetime(row.start_ms),
-        end=to_datetime(row.start_ms + INTERVAL_MS),
-        energy_import_kwh=imported,
-        energy_export_kwh=exported,
-        mean_kw=None if imported is None else (imported - (exported or 0.0)) / HOURS_PER_INTERVAL,
-        max_kw=row.max_kw,
-        samples=row.samples,
-    )
+def conditional(request: Request, body: bytes, media_type: str, cache_control: str) -> Response:
+    """`body` with a strong ETag (a digest of it) and `cache_control`; 304 without it when the request's
+    If-None-Match names that ETag (or is `*`)."""
+    etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": etag, "Cache-Control": cache_control, "Vary": "Accept, Authorization, Cookie"}
+    asked = {tag.strip().removeprefix("W/") for tag in request.headers.get("if-none-match", "").split(",")}
+    if etag in asked or "*" in asked:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from collector.alerts import to_datetime
-from collector.api.deps import Limit, Reader, Viewer, viewer
+from collector.api.deps import Reader, Viewer, viewer
+from collector.api.paging import LINK_HEADER, Paged
 from collector.ledger import QuarantineReason
 
 
@@ -30,12 +31,12 @@ class QuarantinedOut(BaseModel):
 router = APIRouter(prefix="/api/v1", tags=["accounting"], dependencies=[Depends(viewer)])
 
 
-@router.get("/quarantine")
+@router.get("/quarantine", responses={200: {"headers": LINK_HEADER}})
 def list_quarantine(
     reader: Reader,
     principal: Viewer,
+    page: Paged,
     meter: Annotated[str | None, Query(description="Only this meter")] = None,
-    limit: Limit = 100,
 ) -> list[QuarantinedOut]:
     """Readings stamped by an unsynchronised clock, kept out of readings and intervals, oldest first."""
     return [
@@ -52,6 +53,5 @@ def list_quarantine(
             detail=row.reason.detail,
             received_at=to_datetime(row.received_at),
         )
-        for row in reader.quarantine(meter, limit)
-        if principal.sees(row.site)
+        for row in page.take(lambda n: reader.quarantine(meter, n), lambda row: principal.sees(row.site))
     ]
