@@ -6,8 +6,9 @@ import csv
 import hashlib
 import io
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import pydantic_core
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter
 
@@ -112,6 +113,7 @@ def latest(meter_id: str, reader: Reader, principal: Viewer) -> LatestOut:
 INTERVALS_CSV = "text/csv"
 _CSV_COLUMNS = list(IntervalOut.model_fields)
 _INTERVAL_LIST = TypeAdapter(list[IntervalOut])
+SLOT = timedelta(milliseconds=INTERVAL_MS)
 CLOSED_MAX_AGE_S = 3600
 """How long a client may reuse a range of closed intervals without asking again. Not `immutable`: a
 gateway that was cut off flushes its spool later, and re-dated readings land late, both in closed intervals."""
@@ -158,18 +160,18 @@ def get_intervals(
     ] = None,
 ) -> Response:
     """A meter's 15-minute intervals over at most 31 days, oldest first."""
-    window = intervals(meter_id, reader, principal, now, start, end)
+    start, end, rows = _window(meter_id, reader, principal, now, start, end)
     if format == "csv" or (format is None and INTERVALS_CSV in request.headers.get("accept", "")):
         text = io.StringIO()
         writer = csv.DictWriter(text, _CSV_COLUMNS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(_INTERVAL_LIST.dump_python(window.intervals, mode="json"))
+        writer.writerows(pydantic_core.to_jsonable_python(rows))
         body, media_type = text.getvalue().encode(), INTERVALS_CSV
     else:
-        body, media_type = window.model_dump_json().encode(), "application/json"
-    slot_start = to_ms(now) // INTERVAL_MS * INTERVAL_MS
-    closed = to_ms(window.end) <= slot_start
-    return conditional(
+        body = pydantic_core.to_json({"meter": meter_id, "start": start, "end": end, "intervals": rows})
+        media_type = "application/json"
+    closed = to_ms(end) <= to_ms(now) // INTERVAL_MS * INTERVAL_MS
+    return _conditional(
         request, body, media_type, f"private, max-age={CLOSED_MAX_AGE_S}" if closed else "private, no-cache"
     )
 
@@ -182,10 +184,24 @@ def intervals(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> IntervalsOut:
-    """The intervals overlapping [start, end) (default: the 24 h before now) of a meter the principal sees.
+    """The intervals overlapping [start, end) (default: the 24 h before now) of a meter the principal sees."""
+    start, end, rows = _window(meter_id, reader, principal, now, start, end)
+    return IntervalsOut.model_construct(
+        meter=meter_id, start=start, end=end, intervals=_INTERVAL_LIST.validate_python(rows)
+    )
 
-    The rows are validated in one go (pydantic's core, not a model per row): 31 days are ~3,000 of them.
-    """
+
+def _window(
+    meter_id: str,
+    reader: LedgerReader,
+    principal: Principal,
+    now: datetime,
+    start: datetime | None,
+    end: datetime | None,
+) -> tuple[datetime, datetime, list[dict[str, Any]]]:
+    """The range in UTC and its intervals as :class:`IntervalOut`'s fields: plain dicts, because 31 days are
+    ~3,000 rows, and a model per row cost more than the query (the route serialises them as they are,
+    with pydantic's core, the same way a model would be)."""
     end = end or now
     start = start or end - DEFAULT_RANGE
     require_order(start, end)
@@ -194,8 +210,8 @@ def intervals(
     _check_meter(reader, principal, meter_id)
     rows = [
         {
-            "start": to_datetime(row.start_ms),
-            "end": to_datetime(row.start_ms + INTERVAL_MS),
+            "start": (began := to_datetime(row.start_ms)),
+            "end": began + SLOT,
             "energy_import_kwh": row.energy_import_kwh,
             "energy_export_kwh": row.energy_export_kwh,
             "mean_kw": None
@@ -206,15 +222,10 @@ def intervals(
         }
         for row in reader.intervals(meter_id, to_ms(start), to_ms(end))
     ]
-    return IntervalsOut.model_construct(
-        meter=meter_id,
-        start=start.astimezone(UTC),
-        end=end.astimezone(UTC),
-        intervals=_INTERVAL_LIST.validate_python(rows),
-    )
+    return start.astimezone(UTC), end.astimezone(UTC), rows
 
 
-def conditional(request: Request, body: bytes, media_type: str, cache_control: str) -> Response:
+def _conditional(request: Request, body: bytes, media_type: str, cache_control: str) -> Response:
     """`body` with a strong ETag (a digest of it) and `cache_control`; 304 without it when the request's
     If-None-Match names that ETag (or is `*`)."""
     etag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
