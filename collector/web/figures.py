@@ -19,14 +19,13 @@ TYPICAL_LOOKBACK = 28
 
 @dataclass(frozen=True)
 class SiteTotals:
-    """A site's day: energy and cost of its whole supply, the shares of it after hours and in peak bands."""
+    """A site's day: energy and cost of its whole supply, the shares of it after hours and in peak bands
+    (what alerts wasted is per meter: a sub-meter's waste is in its main meter's too)."""
 
     energy_kwh: float
     cost_vnd: float
     after_hours_share: float | None
     peak_band_share: float | None
-    wasted_kwh: float
-    wasted_vnd: float
 
 
 def supply(report: SiteDay) -> list[MeterDay]:
@@ -50,8 +49,6 @@ def site_totals(report: SiteDay) -> SiteTotals:
         cost_vnd=sum(m.cost_vnd for m in meters),
         after_hours_share=_share(meters, lambda m: m.after_hours_share),
         peak_band_share=_share(meters, lambda m: m.peak_band_share),
-        wasted_kwh=sum(m.wasted_kwh for m in report.meters),
-        wasted_vnd=sum(m.wasted_vnd for m in report.meters),
     )
 
 

@@ -173,8 +173,9 @@ def site_page(
         day, lambda d: bool(calendar.occupied_slots(day_number(d))), lambda d: _load(reader, supply, d)
     )
     today = _load(reader, supply, day)
+    start_ms, end_ms = local_day_ms(day)
     chart = {
-        "start": local_day_ms(day)[0] / 1000,
+        "start": start_ms / 1000,
         "step": SLOT_MS / 1000,
         "today": [today.get(s) for s in range(SLOTS_PER_DAY)],
         "typical": figures.slot_mean(list(loads.values())),
@@ -188,7 +189,9 @@ def site_page(
         supply=supply,
         typical_days=list(loads),
         chart=chart,
-        open_alerts=_open_alerts(store, page.viewer, site),
+        alerts=alerts_api.list_alerts(
+            store, page.viewer, site=site, start=to_datetime(start_ms), end=to_datetime(end_ms), limit=1000
+        ),
         previous=day - timedelta(days=1),
         following=day + timedelta(days=1),
     )
