@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import AwareDatetime, BaseModel, Field
 
 from collector.access import Principal
@@ -48,6 +48,10 @@ def _refusals() -> Iterator[None]:
         raise _REFUSALS[type(exc)](str(exc)) from exc
 
 
+MAX_ID = 2**63 - 1
+"""SQLite's largest integer: an id above it names no alert."""
+AlertId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
     403: problem("An alert of a site the caller may not see, or a viewer acting on it"),
     404: problem("Unknown alert"),
@@ -77,7 +81,10 @@ class AlertFilters(BaseModel):
         None, alias="to", description="Alerts whose condition began before this"
     )
     before: int | None = Field(
-        None, ge=1, description='Page on: alerts with a smaller id than this (the `Link: rel="next"` has it)'
+        None,
+        ge=1,
+        le=MAX_ID,
+        description='Page on: alerts with a smaller id than this (the `Link: rel="next"` has it)',
     )
     limit: int = Field(
         DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"At most this many (at most {MAX_LIMIT})"
@@ -147,12 +154,12 @@ def _get(store: AlertStore, alert_id: int, principal: Principal) -> Alert:
 
 
 @router.get("/{alert_id}", responses=_ERRORS)
-def get_alert(alert_id: int, store: Alerts, principal: Viewer) -> AlertOut:
+def get_alert(alert_id: AlertId, store: Alerts, principal: Viewer) -> AlertOut:
     return AlertOut.of(_get(store, alert_id, principal))
 
 
 @router.post("/{alert_id}/ack", responses=_ERRORS)
-def acknowledge(alert_id: int, store: Alerts, principal: Manager) -> AlertOut:
+def acknowledge(alert_id: AlertId, store: Alerts, principal: Manager) -> AlertOut:
     """Someone is on it: the alert goes from open to acknowledged (it still resolves by itself)."""
     _get(store, alert_id, principal)
     with _refusals():
@@ -160,7 +167,7 @@ def acknowledge(alert_id: int, store: Alerts, principal: Manager) -> AlertOut:
 
 
 @router.post("/{alert_id}/silence", responses={**_ERRORS, 422: problem("'until' is not in the future")})
-def silence(alert_id: int, body: SilenceIn, store: Alerts, principal: Manager) -> AlertOut:
+def silence(alert_id: AlertId, body: SilenceIn, store: Alerts, principal: Manager) -> AlertOut:
     """Hold back the alert's notifications until `until`; what is due then is sent then."""
     _get(store, alert_id, principal)
     with _refusals():

@@ -148,14 +148,19 @@ def install(app: FastAPI) -> None:
 
 
 def document(openapi: dict[str, Any]) -> None:
-    """Declare the problem schemas in an OpenAPI document, and FastAPI's default validation response
-    (which it adds to every route with parameters) as a problem too."""
+    """Declare the problem schemas in an OpenAPI document, FastAPI's default validation response (which it
+    adds to every route with parameters) as a problem too, and 401 and 403 on every route that needs
+    credentials."""
     _, defs = models_json_schema([(Problem, "serialization")], ref_template=_SCHEMAS + "{model}")
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(defs["$defs"])
     fastapi_default = {"schema": {"$ref": _SCHEMAS + "HTTPValidationError"}}
     for operations in openapi["paths"].values():
         for operation in operations.values():
+            if operation.get("security"):
+                responses = operation.setdefault("responses", {})
+                responses.setdefault("401", problem("No valid credentials (API key or session)"))
+                responses.setdefault("403", problem("The credentials' role or sites do not allow it"))
             for response in operation.get("responses", {}).values():
                 if response.get("content") == {"application/json": fastapi_default}:
                     response.update(problem("The request is invalid: see `errors`"))
