@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sqlite3
 import statistics
@@ -119,11 +120,20 @@ async def _client(base: str, key: str, paths: list[str], latencies: list[float],
                 failures.append(f"{path}: {response.status_code} {response.text[:200]}")
 
 
-async def measure(base: str, key: str, route: str, clients: int, requests: int, meters: int, end: int) -> str:
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) the process `pid` has used so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure(
+    base: str, key: str, route: str, clients: int, requests: int, meters: int, end: int, server: int
+) -> str:
     rng = random.Random(route)
     latencies: list[float] = []
     failures: list[str] = []
     per_client = max(1, requests // clients)
+    cpu_before = cpu_s(server)
     began = time.perf_counter()
     await asyncio.gather(
         *(
@@ -138,12 +148,13 @@ async def measure(base: str, key: str, route: str, clients: int, requests: int, 
         )
     )
     elapsed = time.perf_counter() - began
+    cpu = (cpu_s(server) - cpu_before) / len(latencies)
     if failures:
         raise SystemExit(f"{route}: {len(failures)} failures, e.g. {failures[0]}")
     q = statistics.quantiles(latencies, n=100, method="inclusive")
     return (
         f"{route:<16} {clients:>3} {len(latencies):>6} {q[49] * 1000:>8.1f} {q[94] * 1000:>8.1f} "
-        f"{q[98] * 1000:>8.1f} {len(latencies) / elapsed:>8.0f}"
+        f"{q[98] * 1000:>8.1f} {len(latencies) / elapsed:>8.0f} {cpu * 1000:>8.1f}"
     )
 
 
@@ -197,11 +208,20 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
         try:
             wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200, 60, "the collector's API")
-            print(f"{args.meters} meters x {args.days} days; times in ms")
-            print(f"{'route':<16} {'clients':>3} {'n':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'req/s':>8}")
+            print(
+                f"{args.meters} meters x {args.days} days; times in ms (cpu: the collector's CPU time per request); "
+                f"load average {os.getloadavg()[0]:.1f}"
+            )
+            print(
+                f"{'route':<16} {'clients':>3} {'n':>6} {'p50':>8} {'p95':>8} {'p99':>8} {'req/s':>8} {'cpu':>8}"
+            )
+            assert collector.proc is not None
+            pid = collector.proc.pid
             for clients in (1, 16):
                 for route in ROUTES:
-                    line = asyncio.run(measure(base, key, route, clients, args.requests, args.meters, end_ms))
+                    line = asyncio.run(
+                        measure(base, key, route, clients, args.requests, args.meters, end_ms, pid)
+                    )
                     print(line, flush=True)
         finally:
             collector.stop()

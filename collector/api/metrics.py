@@ -11,12 +11,12 @@ from collector.api.problems import Forbidden, problem
 router = APIRouter(tags=["operations"])
 
 
-def _guard(request: Request, context: Context, access: AccessDep, now: Now) -> None:
+async def _guard(request: Request, context: Context, access: AccessDep, now: Now) -> None:
     """With ``api.metrics_auth: key``, a principal that sees every site (the figures are the whole
     collector's); with ``none``, anyone."""
     if context.settings.metrics_auth == "none":
         return
-    principal = authenticated(request, access, now, None, None)
+    principal = await authenticated(request, access, now, None, None)
     if principal.sites is not None:
         raise Forbidden("/metrics needs a key or user that sees every site")
 
