@@ -227,3 +227,9 @@ def test_every_page_in_both_languages_shows_the_apis_figures(
     phone.goto(f"{base}/?day={DAY}")
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
     phone.screenshot(path=str(screens / "vi-overview-phone.png"), full_page=True)
+
+    # Logging out ends the session (the API's route, with the anti-forgery token): back to the login page.
+    page.click("#logout")
+    page.wait_for_url(f"{base}/login")
+    page.goto(f"{base}/alerts")
+    assert "/login?next=%2Falerts" in page.url

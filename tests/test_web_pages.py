@@ -39,6 +39,7 @@ def ledger_path(tmp_path: Path) -> Path:
         ingest(ledger, "office", office)
     with AlertStore(path) as store:
         store.apply(finding(site="s", meter="office", start_ms=local_ms(19), wasted_kwh=3.0))
+        store.apply(finding(site="other", meter="elsewhere", start_ms=local_ms(20), wasted_kwh=1.0))
     with AccessStore(path) as access_store:
         access = Access(access_store)
         access.add_user("lan", PASSWORD, Role.MANAGER, ["s"], 0)
@@ -94,6 +95,7 @@ async def test_a_visitor_without_a_session_is_sent_to_the_login(browser: httpx.A
 async def test_every_page_in_both_languages(browser: httpx.AsyncClient) -> None:
     await log_in(browser, "lan")
     [alert] = (await browser.get("/api/v1/alerts")).json()
+    assert 'id="acknowledge"' in (await browser.get(f"/alerts/{alert['id']}")).text
     day = DAY.date().isoformat()
     pages = ["/", f"/?day={day}", f"/sites/s?day={day}", "/meters/office", "/meters/office?days=7", "/alerts"]
     pages.append(f"/alerts/{alert['id']}")
@@ -110,11 +112,28 @@ async def test_every_page_in_both_languages(browser: httpx.AsyncClient) -> None:
     assert f"{energy:,.1f} kWh" in site
 
 
-async def test_a_user_sees_only_their_sites(browser: httpx.AsyncClient) -> None:
+async def test_a_user_sees_only_their_sites_and_a_viewer_has_no_buttons(browser: httpx.AsyncClient) -> None:
     await log_in(browser, "minh")
     overview = (await browser.get("/")).text
     assert 'data-site="other"' in overview
     assert 'data-site="s"' not in overview
-    assert (await browser.get("/sites/s")).status_code == 403
+    refused = await browser.get("/sites/s")
+    assert refused.status_code == 403
+    assert "Không có quyền xem" in refused.text
+    assert refused.headers["content-type"].startswith("text/html")
     assert (await browser.get("/meters/office")).status_code == 403
-    assert "office" not in (await browser.get("/alerts")).text
+    alerts = (await browser.get("/alerts")).text
+    assert 'href="/meters/office"' not in alerts
+    [alert] = (await browser.get("/api/v1/alerts")).json()
+    page = (await browser.get(f"/alerts/{alert['id']}")).text
+    assert "elsewhere" in page
+    assert 'id="acknowledge"' not in page
+    assert 'id="silence"' not in page
+
+
+async def test_a_refusal_is_a_page_in_the_visitors_language(browser: httpx.AsyncClient) -> None:
+    await log_in(browser, "lan")
+    unknown = await browser.get("/meters/nowhere?lang=en")
+    assert (unknown.status_code, "Not found" in unknown.text) == (404, True)
+    invalid = await browser.get("/sites/s?day=yesterday")
+    assert (invalid.status_code, "Invalid request" in invalid.text) == (422, True)  # English, remembered

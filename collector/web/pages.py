@@ -8,15 +8,19 @@ draws the charts (uPlot, vendored under ``static/vendor``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import partial
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, FastAPI, Form, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
@@ -28,7 +32,7 @@ from collector.api import meters as meters_api
 from collector.api import reports as reports_api
 from collector.api import session as session_api
 from collector.api.deps import AccessDep, Alerts, Context, Now, Reader, require_site
-from collector.api.problems import NotFound, Unauthorized
+from collector.api.problems import ApiError, NotFound, Unauthorized
 from collector.api.session import LoginIn
 from collector.calendars import SLOT_MS, SLOTS_PER_DAY, day_number
 from collector.detectors.findings import Detector
@@ -95,7 +99,27 @@ def _page(request: Request, viewer: SessionUser, lang: Annotated[str | None, Que
 Current = Annotated[Page, Depends(_page)]
 Day = Annotated[date | None, Query(description="Vietnam calendar day (default: today)")]
 
-router = APIRouter(include_in_schema=False)
+
+class _PageRoute(APIRoute):
+    """A page's refusal (an unknown or forbidden site, meter or alert; a query that does not validate) as a
+    page saying why, with the API's status and message, rather than the API's problem details."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def page(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (ApiError, RequestValidationError) as exc:
+                status = exc.status if isinstance(exc, ApiError) else HTTPStatus.UNPROCESSABLE_ENTITY
+                lang = _lang(request, request.query_params.get("lang"))
+                detail = str(exc) if isinstance(exc, ApiError) else i18n.catalogue(lang)["invalid_query"]
+                return _render(request, lang, None, "error.html", status, status_code=status, detail=detail)
+
+        return page
+
+
+router = APIRouter(include_in_schema=False, route_class=_PageRoute)
 
 
 def install(app: FastAPI) -> None:
