@@ -18,12 +18,9 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import yaml
 
 from kilowatch.mqtt_contract import Channel, topic
-from sim.generate import Run
-from sim.scenario import load_scenario
 
 SITE = "demo-office"
 GATEWAY = "gw-demo"
@@ -89,6 +86,9 @@ def write_scenario(path: Path, *, history: bool) -> Path:
 def history(scenario_file: Path, today: date, until: datetime) -> list[str]:
     """The gateway's readings batches from DAYS days before `today` up to `until` (excluded), meters
     named as the agent names them, counters shifted to end where the live meters' begin."""
+    from sim.generate import Run  # numpy and the load models: not for every `kilowatch` command
+    from sim.scenario import load_scenario
+
     run = Run(
         load_scenario(str(scenario_file)),
         start=today - timedelta(days=DAYS),
@@ -120,6 +120,8 @@ def _readings(batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
 
 async def publish(batches: list[str], *, host: str, port: int, protocol: str) -> None:
     """Send `batches` on the gateway's readings topic, QoS 1, in order: as the gateway flushes a backlog."""
+    import aiomqtt  # the MQTT client: not for every `kilowatch` command
+
     version = aiomqtt.ProtocolVersion.V5 if protocol == "5" else aiomqtt.ProtocolVersion.V311
     name = topic(SITE, GATEWAY, Channel.READINGS)
     async with aiomqtt.Client(host, port, identifier="kilowatch-demo-history", protocol=version) as client:
