@@ -156,6 +156,21 @@ def check_meter(page: Page, base: str, meter: str, lang: i18n.Lang) -> None:
     assert page.locator('#quality [data-figure="quality"]').inner_text() == latest["quality"]
     assert shown(page, "#quality", "power_kw", lang) == approx(latest["values"]["active_power_w"] / 1000, 2)
     assert page.locator("#chart canvas").count() > 0, "the power chart is drawn"
+    zoom_in(page)
+
+
+def zoom_in(page: Page) -> None:
+    """Dragging across the middle of the chart zooms in on that stretch of time."""
+    span = "() => window.kilowatchChart.scales.x.max - window.kilowatchChart.scales.x.min"
+    before = page.evaluate(span)
+    box = page.locator("#chart .u-over").bounding_box()
+    assert box is not None
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.4, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=5)
+    page.mouse.up()
+    assert page.evaluate(span) < before / 3
 
 
 def check_alert(page: Page, base: str, alert_id: int, lang: i18n.Lang) -> None:
@@ -233,3 +248,7 @@ def test_every_page_in_both_languages_shows_the_apis_figures(
     page.wait_for_url(f"{base}/login")
     page.goto(f"{base}/alerts")
     assert "/login?next=%2Falerts" in page.url
+    for lang in i18n.Lang:
+        page.goto(f"{base}/login?lang={lang}")
+        assert page.locator("#login").inner_text() == i18n.catalogue(lang)["login"]
+        page.screenshot(path=str(screens / f"{lang}-login.png"), full_page=True)
