@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -56,9 +57,26 @@ def collector(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[str]:
         )
         assert publish.returncode == 0, publish.stdout + publish.stderr
         wait_until(lambda: _alerts(tmp_path), 30, "the after-hours alert")
+        wait_until(_settled(tmp_path), 30, "detection to settle (no alert opened or resolved for 2 s)")
         yield base
     finally:
         process.stop()
+
+
+def _settled(tmp_path: Path) -> Callable[[], bool]:
+    """True once the alerts (and their states) are the same as 2 s before: the backlog is judged, and the
+    pages and the API, asked one after the other, see the same alerts."""
+    seen: list[list[tuple[int, str]]] = []
+
+    def settled() -> bool:
+        with AlertStore(tmp_path / "kilowatch.db") as store:
+            seen.append([(a.id, a.status.value) for a in store.alerts(AlertQuery(limit=1000))])
+        if len(seen) > 1 and seen[-1] == seen[-2]:
+            return True
+        time.sleep(2)
+        return False
+
+    return settled
 
 
 def _alerts(tmp_path: Path) -> bool:
