@@ -3,11 +3,13 @@ the catalogues (the browser test, tests/test_web_browser.py, drives the same pag
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 
 from collector.access import Access, Role
 from collector.access_store import AccessStore
@@ -17,7 +19,7 @@ from collector.detectors.config import MeterConfig, SiteConfig, Sites
 from collector.detectors.config import Role as SiteRole
 from collector.ledger import Ledger
 from collector.metrics import CollectorMetrics
-from collector.web import i18n
+from collector.web import i18n, pages
 from collector.web.auth import safe_next
 from tests.alert_support import finding
 from tests.api_support import api_client
@@ -81,7 +83,19 @@ def test_only_a_path_of_this_site_follows_the_login(asked: str | None, expected:
     assert safe_next(asked) == expected
 
 
-async def test_a_visitor_without_a_session_is_sent_to_the_login(browser: httpx.AsyncClient) -> None:
+async def test_every_page_sends_a_visitor_without_a_session_to_the_login(browser: httpx.AsyncClient) -> None:
+    """Walks the pages' routes, so that a new page without the session's check fails here."""
+    paths = [
+        re.sub(r"\{[^}]+\}", "1", route.path)
+        for route in pages.router.routes
+        if isinstance(route, APIRoute) and route.methods == {"GET"} and route.path != "/login"
+    ]
+    assert len(paths) >= 5
+    for path in paths:
+        response = await browser.get(path)
+        assert (response.status_code, response.headers.get("location", "")[:13]) == (303, "/login?next=%"), (
+            path
+        )
     response = await browser.get("/sites/s?day=2025-06-03")
     assert response.status_code == 303
     assert response.headers["location"] == "/login?next=%2Fsites%2Fs%3Fday%3D2025-06-03"
