@@ -2,9 +2,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# Real services the tests start themselves (never mocked, never skipped).
-APT_PACKAGES := mosquitto mosquitto-clients victoria-metrics mbpoll socat
-TOOLS := mosquitto mosquitto_pub victoria-metrics mbpoll socat
+# Real services the tests start themselves (never mocked, never skipped); Chromium for the web app's browser test.
+APT_PACKAGES := mosquitto mosquitto-clients victoria-metrics mbpoll socat chromium chromium-driver
+TOOLS := mosquitto mosquitto_pub victoria-metrics mbpoll socat chromium chromedriver
 
 .PHONY: demo test lint system-deps wheelhouse clean
 

@@ -9,11 +9,9 @@ the running agent's session), each meter gets one poll.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import grp
 import pwd
 import shutil
-import sqlite3
 import stat
 import subprocess
 from collections.abc import Sequence
@@ -22,6 +20,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from agent import spool
 from agent.clock import kernel_clock_state
 from agent.config import AgentConfig, RtuBus
 from agent.errors import AgentError, BusUnavailable
@@ -270,12 +269,7 @@ def check_spool(config: AgentConfig) -> list[Check]:
     if not path.exists():
         checks.append(ok("spool integrity", f"{path} not created yet (the agent creates it)"))
         return checks
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
-            result = [row[0] for row in db.execute("PRAGMA quick_check")]
-            batches = db.execute("SELECT count(*) FROM batches").fetchone()[0]
-    except sqlite3.Error as exc:
-        result = [str(exc)]
+    result, batches = spool.inspect(path)
     if result != ["ok"]:
         checks.append(
             fail(

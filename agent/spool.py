@@ -601,3 +601,15 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         if db.in_transaction:
             db.execute("ROLLBACK")
         raise
+
+
+def inspect(path: Path) -> tuple[list[str], int]:
+    """A read-only look at a spool file (`agent doctor`): SQLite's quick_check findings (``["ok"]`` when
+    sound) and how many batches wait; a file SQLite cannot read is one finding."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
+            findings = [str(row[0]) for row in db.execute("PRAGMA quick_check")]
+            waiting = int(db.execute("SELECT count(*) FROM batches").fetchone()[0])
+    except sqlite3.Error as exc:
+        return [str(exc)], 0
+    return findings, waiting

@@ -69,8 +69,11 @@ def port_open(host: str, port: int) -> bool:
         return False
 
 
-def get_json(url: str, timeout_s: float = 2.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 - loopback URL we built
+def get_json(url: str, timeout_s: float = 2.0, *, key: str | None = None) -> Any:
+    """GET `url` as JSON, with the API key `key` if given."""
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback URL we built
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 - loopback URL we built
         return json.load(response)
 
 

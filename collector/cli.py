@@ -13,10 +13,13 @@ from typing import Annotated
 
 import typer
 
+from collector.access_cli import keys, users
 from collector.config import CollectorConfig
 from kilowatch.cli_support import EXIT_CONFIG, LogLevel, fail, load_config, setup_logging
 
 app = typer.Typer(no_args_is_help=True)
+app.add_typer(users, name="users")
+app.add_typer(keys, name="keys")
 
 
 @app.callback()

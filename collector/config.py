@@ -113,6 +113,19 @@ class ApiSettings(_Section):
     port: int = Field(
         8000, ge=1, le=65535, description="TCP port to listen on: serves /api/v1/..., /healthz and /metrics"
     )
+    metrics_auth: Literal["key", "none"] = Field(
+        "key",
+        description="/metrics asks for an API key (or session) that sees every site; none: open to whoever "
+        "reaches the port (a scraper on a private network)",
+    )
+    session_hours: float = Field(
+        12, gt=0, le=24 * 30, description="How long a browser login lasts, hours (logging out ends it sooner)"
+    )
+    cookie_secure: bool = Field(
+        True,
+        description="Mark the session cookies Secure (sent over HTTPS only; browsers treat http://localhost "
+        "as secure too); false only for plain HTTP on a trusted network",
+    )
 
 
 class AlertSettings(_Section):

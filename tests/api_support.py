@@ -12,14 +12,29 @@ import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
+from collector.access import Access, Role
+from collector.store.access import AccessStore
+
+
+def api_key(ledger: Path, role: Role = Role.ADMIN, sites: list[str] | None = None) -> str:
+    """A new API key with `role` on `sites` (None: every site), stored in the ledger at `ledger`."""
+    with AccessStore(ledger) as store:
+        _, key = Access(store).create_key("tests", role, sites, 0)
+    return key
+
 
 @asynccontextmanager
-async def api_client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of `app` while its lifespan runs (httpx's transport alone does not run it)."""
+async def api_client(app: FastAPI, ledger: Path | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of `app` while its lifespan runs (httpx's transport alone does not run it), with a new
+    admin API key stored in `ledger` (None: no credentials). HTTPS, so that the client sends Secure cookies;
+    an application error is answered (500), not raised."""
+    headers = {} if ledger is None else {"Authorization": f"Bearer {api_key(ledger)}"}
     async with (
         LifespanManager(app) as manager,
         httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=manager.app), base_url="http://collector"
+            transport=httpx.ASGITransport(app=manager.app, raise_app_exceptions=False),
+            base_url="https://collector",
+            headers=headers,
         ) as client,
     ):
         yield client

@@ -32,8 +32,10 @@ from app.processes import (
     get_text,
     wait_for,
 )
+from collector.access import Access, Role
 from collector.detectors.findings import Detector
 from collector.store import LedgerReader
+from collector.store.access import AccessStore
 from sim.scenario import Scenario
 
 Say = Callable[[str], None]
@@ -87,7 +89,7 @@ def _write_configs(
             "session_expiry_s": 0,  # a one-off run: leave no session behind on a shared broker
         },
         "ledger": {"path": str(workdir / "ledger.db")},
-        "api": {"host": "127.0.0.1", "port": api_port},
+        "api": {"host": "127.0.0.1", "port": api_port, "metrics_auth": "none"},  # loopback, one-off
         "detection": {
             "enabled": True, "sites": str(sites), "interval_s": _PASS_S, "catch_up_days": days + 1,
             "clock": "data",  # history replayed at full speed: the wall clock would call every meter silent
@@ -111,10 +113,17 @@ def _counter(metrics: str, name: str) -> float:
     raise ValueError(f"{name} is not in /metrics")
 
 
-def _alerts(base: str) -> list[RaisedAlert]:
+def _api_key(ledger: Path) -> str:
+    """An admin API key for this run's collector."""
+    with AccessStore(ledger) as store:
+        _, key = Access(store).create_key("evaluation", Role.ADMIN, None, time.time_ns() // 1_000_000)
+    return key
+
+
+def _alerts(base: str, key: str) -> list[RaisedAlert]:
     alerts: list[RaisedAlert] = []
     before = ""
-    while page := get_json(f"{base}/api/v1/alerts?limit=1000{before}", timeout_s=30):
+    while page := get_json(f"{base}/api/v1/alerts?limit=1000{before}", timeout_s=30, key=key):
         alerts += [RaisedAlert.of(body) for body in page]
         before = f"&before={page[-1]['id']}"
     return alerts
@@ -222,6 +231,7 @@ async def evaluate_via_mqtt(
             interval_s=interval_s,
             days=warmup_days + days,
         )
+        key = await asyncio.to_thread(_api_key, workdir / "ledger.db")
         children.start("collector", *kilowatch, "collector", "run", "--config", str(config))
         base = f"http://127.0.0.1:{api_port}"
         await wait_for(
@@ -237,7 +247,7 @@ async def evaluate_via_mqtt(
         await _all_stored(ledger, published, children, stored)
         say("stored     every batch; waiting for detection to catch up")
         await _caught_up(base, children)
-        alerts = _alerts(base)
+        alerts = _alerts(base, key)
     except (TimeoutError, RuntimeError, OSError) as exc:
         raise EvalError(f"{exc} (logs in {workdir})") from exc
     finally:

@@ -13,16 +13,33 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 
+from collector.access import Access
 from collector.alerts import AlertStore
-from collector.api import alerts, gateways, health, meters, metrics, problems, quarantine, reports, saving
-from collector.api.deps import ApiContext, ApiState
+from collector.api import (
+    alerts,
+    gateways,
+    health,
+    meters,
+    metrics,
+    problems,
+    quarantine,
+    reports,
+    saving,
+    session,
+)
+from collector.api.deps import ApiContext, ApiState, viewer
+from collector.config import ApiSettings
 from collector.detectors.config import Sites
 from collector.metrics import CollectorMetrics
+from collector.store.access import AccessStore
+from collector.web import pages
 from kilowatch import __version__
 
-_ROUTERS = (meters, quarantine, gateways, health, metrics, alerts, reports, saving)
+_ROUTERS = (session, meters, quarantine, gateways, health, metrics, alerts, reports, saving)
 
 
 class _App(FastAPI):
@@ -34,28 +51,61 @@ class _App(FastAPI):
         return self.openapi_schema
 
 
+def _documentation(app: _App) -> None:
+    """The OpenAPI document and its Swagger UI, for callers with credentials like every route (FastAPI's
+    own would be open to all)."""
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Depends(viewer)])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Depends(viewer)])
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - API")
+
+
 def create_app(
     *,
     ledger_path: Path,
     metrics: CollectorMetrics,
     mqtt_connected: Callable[[], bool],
     sites: Sites | None = None,
+    settings: ApiSettings | None = None,
 ) -> FastAPI:
     """The API over the ledger at `ledger_path` (which must exist: the :class:`Ledger` creates it)."""
-    context = ApiContext(ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected, sites=sites)
+    context = ApiContext(
+        ledger_path=ledger_path,
+        metrics=metrics,
+        mqtt_connected=mqtt_connected,
+        settings=settings or ApiSettings(),
+        sites=sites,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ApiState]:
-        """One alert store for every request while the server runs (its lock serialises them), closed
-        when the server stops."""
+        """One alert store and one access store for every request while the server runs (their locks
+        serialise them), closed when the server stops."""
         store = await asyncio.to_thread(AlertStore, context.ledger_path)
         try:
-            yield ApiState(context=context, alerts=store)
+            access = await asyncio.to_thread(AccessStore, context.ledger_path)
+            try:
+                yield ApiState(context=context, alerts=store, access=Access(access))
+            finally:
+                await asyncio.to_thread(access.close)
         finally:
             await asyncio.to_thread(store.close)
 
-    app = _App(title="kilowatch collector", version=__version__, lifespan=lifespan)
+    app = _App(
+        title="kilowatch collector",
+        version=__version__,
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
+    _documentation(app)
     for module in _ROUTERS:
         app.include_router(module.router)
     problems.install(app)
+    pages.install(app)
     return app

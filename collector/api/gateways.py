@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 
-from collector.api.deps import Limit, Reader
+from collector.api.deps import Reader, Viewer, viewer
+from collector.api.paging import LINK_HEADER, Paged
 from kilowatch.mqtt_contract import GatewayEventKind, GatewayState
 from kilowatch.timebase import utc_datetime
 
@@ -48,11 +49,11 @@ def _optional_datetime(ms: int | None) -> datetime | None:
     return None if ms is None else utc_datetime(ms)
 
 
-router = APIRouter(prefix="/api/v1/gateways", tags=["accounting"])
+router = APIRouter(prefix="/api/v1/gateways", tags=["accounting"], dependencies=[Depends(viewer)])
 
 
-@router.get("")
-def list_gateways(reader: Reader) -> list[GatewayOut]:
+@router.get("", responses={200: {"headers": LINK_HEADER}})
+def list_gateways(reader: Reader, principal: Viewer, page: Paged) -> list[GatewayOut]:
     """Every gateway's last status, by site and gateway."""
     return [
         GatewayOut(
@@ -64,12 +65,12 @@ def list_gateways(reader: Reader) -> list[GatewayOut]:
             meters=row.meters,
             received_at=utc_datetime(row.received_at),
         )
-        for row in reader.gateways()
+        for row in page.take(lambda _: reader.gateways(), lambda row: principal.sees(row.site))
     ]
 
 
-@router.get("/events")
-def list_gateway_events(reader: Reader, limit: Limit = 100) -> list[GatewayEventOut]:
+@router.get("/events", responses={200: {"headers": LINK_HEADER}})
+def list_gateway_events(reader: Reader, principal: Viewer, page: Paged) -> list[GatewayEventOut]:
     """What gateways reported happening (spool evictions, corruption, full disk), newest first."""
     return [
         GatewayEventOut(
@@ -83,12 +84,12 @@ def list_gateway_events(reader: Reader, limit: Limit = 100) -> list[GatewayEvent
             detail=row.detail,
             received_at=utc_datetime(row.received_at),
         )
-        for row in reader.gateway_events(limit)
+        for row in page.take(reader.gateway_events, lambda row: principal.sees(row.site))
     ]
 
 
-@router.get("/gaps")
-def list_seq_gaps(reader: Reader) -> list[SeqGapOut]:
+@router.get("/gaps", responses={200: {"headers": LINK_HEADER}})
+def list_seq_gaps(reader: Reader, principal: Viewer, page: Paged) -> list[SeqGapOut]:
     """Batches a gateway numbered but never delivered (its spool evicted them), per spool."""
     return [
         SeqGapOut(
@@ -100,5 +101,5 @@ def list_seq_gaps(reader: Reader) -> list[SeqGapOut]:
             batches=row.last_seq - row.first_seq + 1,
             detected_at=utc_datetime(row.detected_at),
         )
-        for row in reader.seq_gaps()
+        for row in page.take(lambda _: reader.seq_gaps(), lambda row: principal.sees(row.site))
     ]

@@ -31,6 +31,18 @@ class ApiError(Exception):
     status = HTTPStatus.BAD_REQUEST
 
 
+class Unauthorized(ApiError):
+    """No credentials, or credentials that are not valid (an unknown or revoked key, an expired session)."""
+
+    status = HTTPStatus.UNAUTHORIZED
+
+
+class Forbidden(ApiError):
+    """Valid credentials whose role or sites do not allow the request (or a missing anti-forgery token)."""
+
+    status = HTTPStatus.FORBIDDEN
+
+
 class NotFound(ApiError):
     """What the request names does not exist (a meter, an alert, a site)."""
 
@@ -105,7 +117,14 @@ def _response(
 
 async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    return _response(request, exc.status, str(exc))
+    headers = {"WWW-Authenticate": 'Bearer realm="kilowatch"'} if isinstance(exc, Unauthorized) else None
+    return _response(request, exc.status, str(exc), headers=headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug or an unavailable resource, answered without its message or traceback (they may name files,
+    SQL or settings). Starlette re-raises the exception after this answer, so the server logs it."""
+    return _response(request, HTTPStatus.INTERNAL_SERVER_ERROR, "the collector failed to answer; see its log")
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -125,17 +144,23 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)
 
 
 def document(openapi: dict[str, Any]) -> None:
-    """Declare the problem schemas in an OpenAPI document, and FastAPI's default validation response
-    (which it adds to every route with parameters) as a problem too."""
+    """Declare the problem schemas in an OpenAPI document, FastAPI's default validation response (which it
+    adds to every route with parameters) as a problem too, and 401 and 403 on every route that needs
+    credentials."""
     _, defs = models_json_schema([(Problem, "serialization")], ref_template=_SCHEMAS + "{model}")
     schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(defs["$defs"])
     fastapi_default = {"schema": {"$ref": _SCHEMAS + "HTTPValidationError"}}
     for operations in openapi["paths"].values():
         for operation in operations.values():
+            if operation.get("security"):
+                responses = operation.setdefault("responses", {})
+                responses.setdefault("401", problem("No valid credentials (API key or session)"))
+                responses.setdefault("403", problem("The credentials' role or sites do not allow it"))
             for response in operation.get("responses", {}).values():
                 if response.get("content") == {"application/json": fastapi_default}:
                     response.update(problem("The request is invalid: see `errors`"))

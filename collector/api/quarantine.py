@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from collector.api.deps import Limit, Reader
+from collector.api.deps import Reader, Viewer, viewer
+from collector.api.paging import LINK_HEADER, Paged
 from collector.store import QuarantineReason
 from kilowatch.timebase import utc_datetime
 
@@ -27,14 +28,15 @@ class QuarantinedOut(BaseModel):
     received_at: datetime
 
 
-router = APIRouter(prefix="/api/v1", tags=["accounting"])
+router = APIRouter(prefix="/api/v1", tags=["accounting"], dependencies=[Depends(viewer)])
 
 
-@router.get("/quarantine")
+@router.get("/quarantine", responses={200: {"headers": LINK_HEADER}})
 def list_quarantine(
     reader: Reader,
+    principal: Viewer,
+    page: Paged,
     meter: Annotated[str | None, Query(description="Only this meter")] = None,
-    limit: Limit = 100,
 ) -> list[QuarantinedOut]:
     """Readings stamped by an unsynchronised clock, kept out of readings and intervals, oldest first."""
     return [
@@ -51,5 +53,5 @@ def list_quarantine(
             detail=row.reason.detail,
             received_at=utc_datetime(row.received_at),
         )
-        for row in reader.quarantine(meter, limit)
+        for row in page.take(lambda n: reader.quarantine(meter, n), lambda row: principal.sees(row.site))
     ]

@@ -5,26 +5,31 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from collector.api.deps import Context, Now
+from collector.api.deps import Context, Now, Viewer, require_site, viewer
 from collector.api.problems import NotFound, problem
 from collector.reports import SiteDay, ledger_reporter
 from kilowatch.timebase import VIETNAM_TZ
 
-router = APIRouter(prefix="/api/v1/sites", tags=["reports"])
+router = APIRouter(prefix="/api/v1/sites", tags=["reports"], dependencies=[Depends(viewer)])
 
 
-@router.get("/{site}/report", responses={404: problem("Not a site of the detection settings")})
+@router.get(
+    "/{site}/report",
+    responses={404: problem("Not a site of the detection settings"), 403: problem("Not your site")},
+)
 def daily_report(
     site: str,
     context: Context,
     now: Now,
+    principal: Viewer,
     day: Annotated[date | None, Query(description="Vietnam calendar day (default: yesterday)")] = None,
 ) -> SiteDay:
     """Per configured meter of `site` on `day`: energy and cost by time-of-use band, base and near-peak
     load, after-hours and peak-band shares, machines' idle share per shift, and what the day's alerts
     wasted."""
+    require_site(principal, site)
     if context.sites is None:
         raise NotFound("no sites: detection is not configured (detection.sites in collector.yaml)")
     report = ledger_reporter(context.ledger_path, context.sites)(

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import PlainTextResponse
 
-from collector.api.deps import Context, Now, Reader
+from collector.api.deps import Context, Now, Reader, every_site
 from collector.api.problems import NotFound, Unprocessable, problem
 from collector.detectors.config import Sites
 from collector.saving import export, figures
@@ -18,7 +18,12 @@ from kilowatch.timebase import VIETNAM_TZ
 
 CSV = "text/csv; charset=utf-8"
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+router = APIRouter(
+    prefix="/api/v1/reports",
+    tags=["reports"],
+    dependencies=[Depends(every_site)],
+    responses={401: problem("No valid credentials"), 403: problem("A key or user scoped to some sites")},
+)
 
 Month = Annotated[str, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (Vietnam calendar)")]
 Format = Annotated[Literal["json", "csv"], Query(description="json, or csv: one row per unit, tree or day")]

@@ -225,7 +225,35 @@ CREATE TABLE report_months (
 """
 """The months whose report e-mails (the Directive 20 workbook to each unit's manager) were queued."""
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+_V3 = """
+CREATE TABLE access_users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    sites TEXT,
+    password_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE access_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    sites TEXT,
+    secret_hash TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    revoked_at INTEGER
+);
+CREATE TABLE access_sessions (
+    token_hash TEXT PRIMARY KEY,
+    user TEXT NOT NULL REFERENCES access_users(name) ON DELETE CASCADE,
+    csrf_token TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX access_sessions_user ON access_sessions(user);
+"""
+"""Access control: users (argon2id password hashes), API keys and browser sessions (SHA-256 of their secrets)."""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 """``MIGRATIONS[v]`` takes ``user_version`` v to v + 1: statements separated by ``;`` (none inside one)."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

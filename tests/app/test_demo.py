@@ -26,6 +26,10 @@ def test_demo_runs_every_part_and_prints_the_urls(tmp_path: Path, broker: str) -
     out = result.stdout
     assert ("embedded amqtt broker" in out) is (broker == "embedded")
     assert "3 meters reporting" in out
+    # The web app's opening page: the demo site's day with the after-hours alert raised from its history.
+    assert re.search(rf"http://127.0.0.1:{port}/sites/demo-office\?day=\d{{4}}-\d\d-\d\d\n", out), out
+    assert re.search(r"air conditioning has been on since 19:00: alert #\d+, \d+ kWh wasted", out), out
+    assert "Log in to the web app as 'admin' with password '" in out
     for path in ("/api/v1/meters", "/api/v1/meters/main/latest", "/api/v1/meters/main/intervals", "/docs"):
         assert f"http://127.0.0.1:{port}{path}\n" in out
     assert re.search(r"main: \d+\.\d\d kW, \d+\.\d{3} kWh imported", out), out

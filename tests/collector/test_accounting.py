@@ -78,7 +78,7 @@ async def running(
     with Ledger(tmp_path / "ledger.db") as ledger:
         ingestor = Ingestor(settings=MqttSettings(), ledger=ledger, metrics=metrics)
         app = create_app(ledger_path=ledger.path, metrics=metrics, mqtt_connected=lambda: True)
-        async with api_client(app) as client:
+        async with api_client(app, ledger.path) as client:
             yield ingestor, ledger, metrics, client
 
 

@@ -6,12 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from collector.intervals import (
-    MAX_SPREAD_MS,
-    CounterSample,
-    CounterStep,
-    spread,
-)
+from collector.intervals import MAX_SPREAD_MS, CounterSample, CounterStep, spread
 from kilowatch.timebase import SLOT_MS, bucket_start
 from tests.collector_support import at
 

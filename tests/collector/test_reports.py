@@ -84,7 +84,7 @@ async def client(ledger_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
         ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES
     )
-    async with api_client(app) as client:
+    async with api_client(app, ledger_path) as client:
         yield client
 
 
@@ -134,7 +134,7 @@ async def test_unknown_site_or_no_detection(client: httpx.AsyncClient, tmp_path:
     app = create_app(
         ledger_path=tmp_path / "kilowatch.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True
     )
-    async with api_client(app) as bare:
+    async with api_client(app, tmp_path / "kilowatch.db") as bare:
         response = await bare.get("/api/v1/sites/s/report")
     assert response.status_code == 404
     assert "detection is not configured" in response.json()["detail"]

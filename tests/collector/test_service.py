@@ -21,14 +21,20 @@ from collector.cli import app
 from collector.config import ApiSettings, CollectorConfig, LedgerSettings, MqttSettings
 from collector.service import serve
 from kilowatch.mqtt_contract import Channel, topic
-from tests.api_support import open_descriptors
+from tests.api_support import api_key, open_descriptors
 from tests.collector_support import at, batch, reading
 from tests.services import eventually
 
 
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-        return json.loads(response.read())
+def get(url: str, key: str | None) -> bytes:
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback
+    with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback
+        return bytes(response.read())
+
+
+def get_json(url: str, key: str | None = None) -> Any:
+    return json.loads(get(url, key))
 
 
 @pytest.mark.services
@@ -50,20 +56,22 @@ def test_runs_ingests_serves_and_stops_on_sigterm(
         [sys.executable, "-c", "from collector.cli import app; app()", "run", "--config", str(config)],
         tmp_path / "collector.log",
     ).start()
+    created = CliRunner().invoke(app, ["keys", "create", "tests", "--role", "admin", "--config", str(config)])
+    assert created.exit_code == 0, created.output
+    key = created.stdout.strip()
     base = f"http://127.0.0.1:{api_port}"
     try:
         wait_until(lambda: get_json(f"{base}/healthz")["mqtt_connected"], 20, "the collector to connect")
         message = batch(reading(at(10), imp=5.0, power_w=1500.0), reading(at(10, 20), imp=6.0), seq=9)
         mosquitto.publish(topic("site1", "gw1", Channel.READINGS), message.model_dump_json())
-        wait_until(lambda: get_json(f"{base}/api/v1/meters"), 20, "the meter in the API")
-        latest = get_json(f"{base}/api/v1/meters/m1/latest")
+        wait_until(lambda: get_json(f"{base}/api/v1/meters", key), 20, "the meter in the API")
+        latest = get_json(f"{base}/api/v1/meters/m1/latest", key)
         assert (latest["ts"], latest["values"]) == ("2024-05-01T10:20:00Z", {"energy_import_kwh": 6.0})
         intervals = get_json(
-            f"{base}/api/v1/meters/m1/intervals?from=2024-05-01T10:00:00Z&to=2024-05-01T11:00:00Z"
+            f"{base}/api/v1/meters/m1/intervals?from=2024-05-01T10:00:00Z&to=2024-05-01T11:00:00Z", key
         )
         assert [i["energy_import_kwh"] for i in intervals["intervals"]] == [0.75, 0.25]
-        with urllib.request.urlopen(f"{base}/metrics", timeout=2) as response:  # noqa: S310 - loopback
-            assert "kilowatch_collector_readings_accepted_total 2.0" in response.read().decode()
+        assert b"kilowatch_collector_readings_accepted_total 2.0" in get(f"{base}/metrics", key)
         [series] = wait_until(
             lambda: victoria.export('{__name__="meter_energy_import_kwh"}'),
             20,
@@ -82,6 +90,7 @@ def test_runs_ingests_serves_and_stops_on_sigterm(
     assert f"broker mqtt://{mosquitto.host}:{mosquitto.port}" in log
     assert "stopped" in log
     assert "s3cret" not in log
+    assert key.partition("_")[2] not in log
 
 
 def test_an_api_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
@@ -104,9 +113,10 @@ async def test_sigterm_ends_every_task_and_closes_what_it_opened(tmp_path: Path)
     config = CollectorConfig(
         mqtt=MqttSettings(port=free_port()), ledger=LedgerSettings(path=ledger), api=ApiSettings(port=port)
     )
+    headers = {"Authorization": f"Bearer {api_key(ledger)}"}
     service = asyncio.create_task(serve(config), name="collector")
     await eventually(lambda: port_open("127.0.0.1", port), "the API to listen")
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10, headers=headers) as client:
         assert (await client.get("/healthz")).json()["status"] == "degraded"
         assert (await client.get("/api/v1/alerts")).json() == []
     assert open_descriptors(ledger) >= 3  # the ledger's, the notifications' and the API's connections

@@ -28,7 +28,7 @@ async def client(store: AlertStore, tmp_path: Path) -> AsyncIterator[httpx.Async
     app = create_app(
         ledger_path=tmp_path / "kilowatch.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True
     )
-    async with api_client(app) as client:
+    async with api_client(app, tmp_path / "kilowatch.db") as client:
         yield client
 
 

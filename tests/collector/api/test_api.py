@@ -31,7 +31,9 @@ def metrics() -> CollectorMetrics:
 def api(
     ledger_path: Path, metrics: CollectorMetrics, mqtt_connected: Callable[[], bool]
 ) -> AbstractAsyncContextManager[httpx.AsyncClient]:
-    return api_client(create_app(ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected))
+    return api_client(
+        create_app(ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected), ledger_path
+    )
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from collector.api.app import create_app
 from collector.metrics import CollectorMetrics
 from collector.store import Ledger
 from tests.alert_support import finding
-from tests.api_support import api_client, open_descriptors
+from tests.api_support import api_client, api_key, open_descriptors
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -33,7 +33,7 @@ def ledger_path(tmp_path: Path) -> Path:
 @pytest.fixture
 async def client(ledger_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
-    async with api_client(app) as client:
+    async with api_client(app, ledger_path) as client:
         yield client
 
 
@@ -154,14 +154,36 @@ async def test_openapi_declares_every_error_as_a_problem(client: httpx.AsyncClie
     assert all(content == problem_content for content in errors.values()), errors
 
 
-async def test_the_lifespan_opens_the_alert_store_once_and_closes_it(ledger_path: Path) -> None:
+async def test_the_lifespan_opens_the_alert_and_access_stores_once_and_closes_them(ledger_path: Path) -> None:
     app = create_app(ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+    headers = {"Authorization": f"Bearer {api_key(ledger_path)}"}
     assert open_descriptors(ledger_path) == 0
     async with LifespanManager(app) as manager:
-        assert open_descriptors(ledger_path) == 1
+        assert open_descriptors(ledger_path) == 2
         transport = httpx.ASGITransport(app=manager.app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://collector") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://collector", headers=headers
+        ) as client:
             assert (await client.get("/api/v1/alerts")).json() == []
             assert (await client.get("/api/v1/alerts")).json() == []
-        assert open_descriptors(ledger_path) == 1
+        assert open_descriptors(ledger_path) == 2
     assert open_descriptors(ledger_path) == 0
+
+
+async def test_an_unexpected_error_is_a_500_problem_that_reveals_nothing(ledger_path: Path) -> None:
+    app = create_app(ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("/var/lib/secret.db: no such table: readings")
+
+    async with api_client(app, ledger_path) as client:
+        response = await client.get("/boom")
+    assert (response.status_code, response.headers["content-type"]) == (500, PROBLEM_JSON)
+    assert response.json() == {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "the collector failed to answer; see its log",
+        "instance": "/boom",
+    }

@@ -259,7 +259,7 @@ async def client(province: Province) -> AsyncIterator[httpx.AsyncClient]:
         mqtt_connected=lambda: True,
         sites=province.sites,
     )
-    async with api_client(app) as c:
+    async with api_client(app, province.ledger) as c:
         yield c
 
 
@@ -510,7 +510,7 @@ async def test_without_units_the_reports_are_not_found(tmp_path: Path) -> None:
         mqtt_connected=lambda: True,
         sites=Sites(sites={}),
     )
-    async with api_client(app) as c:
+    async with api_client(app, tmp_path / "kilowatch.db") as c:
         response = await c.get("/api/v1/reports/losses", params={"month": "2027-01"})
         assert response.status_code == 404
         assert "no units" in response.json()["detail"]
