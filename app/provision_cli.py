@@ -111,6 +111,11 @@ def broker_setup(
     mosquitto.conf (deploy/mosquitto.conf); write the collector's collector.yaml."""
     from app.broker_setup import setup
 
+    if collector_out.exists():
+        fail(
+            f"broker-setup: {collector_out} exists (a collector.yaml you may have extended): give another "
+            "--collector-out, then copy its mqtt.password into your collector.yaml"
+        )
     try:
         done = setup(broker_host, etc=etc_dir, group=group, require_certificate=require_certificate)
     except ProvisionError as exc:

@@ -31,10 +31,11 @@ def kilowatch(*args: str) -> list[str]:
     return [sys.executable, "-m", "app", *args]
 
 
-def run(*args: str) -> str:
+def run(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    """`kilowatch ARGS`, which must exit with `expect`."""
     result = subprocess.run(kilowatch(*args), capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.stdout
+    assert result.returncode == expect, result.stdout + result.stderr
+    return result
 
 
 def get(url: str) -> Any:
@@ -85,7 +86,7 @@ def broker_setup(tmp: Path, *, mutual: bool) -> Host:
         "collector", "broker-setup", "--broker-host", "localhost", "--broker-host", "127.0.0.1",
         "--etc-dir", str(etc), "--collector-out", str(tmp / "collector.yaml"),
         *(["--require-certificate"] if mutual else []),
-    )  # fmt: skip
+    ).stdout  # fmt: skip
     assert "systemctl restart mosquitto" in out
     text, plain, tls = runnable_conf((etc / "mosquitto.conf").read_text(), tmp / "broker")
     (tmp / "broker" / "var").mkdir(parents=True)
@@ -213,10 +214,10 @@ async def test_tls_with_passwords_and_a_second_run_keeps_the_ca(tmp_path: Path) 
     finally:
         host.broker.stop()
 
-    out = run(
-        "collector", "broker-setup", "--broker-host", "localhost", "--etc-dir", str(host.etc),
-        "--collector-out", str(tmp_path / "again.yaml"),
-    )  # fmt: skip
+    again = ["collector", "broker-setup", "--broker-host", "localhost", "--etc-dir", str(host.etc)]
+    kept = run(*again, "--collector-out", str(tmp_path / "collector.yaml"), expect=1)
+    assert "give another --collector-out" in kept.stderr  # an extended collector.yaml is never overwritten
+    out = run(*again, "--collector-out", str(tmp_path / "again.yaml")).stdout
     assert "(kept;" in out
     assert host.ca.cert_file.read_bytes() == first_ca  # every gateway's CA file stays valid
     assert "user s1.gw1" in (host.etc / "kilowatch.acl").read_text()  # provisioned gateways stay
