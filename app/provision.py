@@ -7,6 +7,10 @@ password; the Mosquitto password file gets its hashed entry (hashed by the Debia
 is also its client id, so no other gateway can take its session. The technician gets a ready agent.yaml
 with the credentials. Mosquitto applies both files on ``systemctl reload mosquitto`` (SIGHUP).
 
+The site's certificates are issued here too (with ``cryptography``, imported only when one is made: a gateway's
+install has no such dependency): the site CA and the broker's certificate for `broker-setup`
+(:mod:`app.broker_setup`), a gateway's client certificate for mutual TLS.
+
 In app/, not collector/: the agent.yaml it writes is validated by the agent's own config model, and the
 collector does not import the agent.
 """

@@ -108,7 +108,7 @@ def broker_setup(
 ) -> None:
     """Set up Mosquitto for the collector host: the site CA (made once, then kept), the broker's TLS
     certificate, the password file and ACL with the collector's login (a new password each time), and
-    mosquitto.conf (deploy/mosquitto.conf); write the collector's collector.yaml."""
+    mosquitto.conf (deploy/mosquitto.conf); write a ready collector.yaml with that login."""
     from app.broker_setup import setup
 
     if collector_out.exists():

@@ -231,3 +231,17 @@ def test_rotation_keeps_the_newest_copies(tmp_path: Path) -> None:
     assert made[-1].name == "kilowatch-20260105T023000Z.db"
     assert made[-1].stat().st_mode & 0o777 == 0o640
     assert check(made[-1]) == SCHEMA_VERSION
+
+
+def test_backup_takes_one_destination(tmp_path: Path) -> None:
+    (tmp_path / "collector.yaml").write_text(f"ledger:\n  path: {tmp_path / 'ledger.db'}\n")
+    config = ["-c", str(tmp_path / "collector.yaml")]
+    both = kilowatch("collector", "backup", *config, "--out", str(tmp_path / "a.db"), "--dir", str(tmp_path))
+    assert both.returncode == 2
+    assert "--out/--dir" in both.stderr
+    keep = kilowatch("collector", "backup", *config, "--out", str(tmp_path / "a.db"), "--keep", "3")
+    assert keep.returncode == 2
+    assert "--keep needs --dir" in keep.stderr
+    missing = kilowatch("collector", "backup", *config, "--out", str(tmp_path / "a.db"))
+    assert missing.returncode == 1
+    assert "no ledger" in missing.stderr
