@@ -1,10 +1,11 @@
 """`kilowatch collector broker-setup` run for real: the real Mosquitto starts with the files it wrote, a gateway
 provisioned from its site CA reaches the collector over TLS and mutual TLS (simulator -> agent -> Mosquitto ->
-collector, each its own process), and a broker certificate from another CA or an expired client certificate
-is refused with the reason in the error."""
+collector, each its own process), and a broker certificate from another CA, an expired broker certificate or
+an expired client certificate is refused with the reason in the error."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -18,8 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
-from app.processes import Mosquitto, Process, free_port, wait_until
-from app.provision import SiteCa, issue_client_certificate, new_site_ca
+from app.processes import Mosquitto, Process, TlsListener, free_port, wait_until
+from app.provision import SiteCa, issue_client_certificate, issue_server_certificate, new_site_ca
 from kilowatch.broker import BrokerSettings
 from tests.test_deploy_broker import runnable_conf
 from tests.test_deploy_provision import gateway_settings, logs_in, refused
@@ -195,7 +196,7 @@ async def test_agent_to_collector_over_mutual_tls(mutual: Host) -> None:
     )
 
 
-async def test_tls_with_passwords_and_a_second_run_keeps_the_ca(tmp_path: Path) -> None:
+async def test_tls_with_passwords_an_expired_broker_and_a_second_run_keeping_the_ca(tmp_path: Path) -> None:
     host = broker_setup(tmp_path, mutual=False)
     try:
         first_ca = host.ca.cert_file.read_bytes()
@@ -213,6 +214,21 @@ async def test_tls_with_passwords_and_a_second_run_keeps_the_ca(tmp_path: Path) 
         assert message.payload == b"over TLS"
     finally:
         host.broker.stop()
+
+    # A broker whose certificate has expired: the gateway refuses it, and says so.
+    stale = issue_server_certificate(["localhost"], host.ca, days=0)
+    (tmp_path / "stale.pem").write_bytes(stale.cert_pem)
+    (tmp_path / "stale.key").write_bytes(stale.key_pem)
+    await asyncio.sleep(1)
+    expired = Mosquitto.start(
+        tmp_path / "expired",
+        tls=TlsListener(host.ca.cert_file, tmp_path / "stale.pem", tmp_path / "stale.key"),
+    )
+    try:
+        gw_there = gw.model_copy(update={"port": expired.port})
+        assert "certificate has expired" in await refused(gw_there)
+    finally:
+        expired.stop()
 
     again = ["collector", "broker-setup", "--broker-host", "localhost", "--etc-dir", str(host.etc)]
     kept = run(*again, "--collector-out", str(tmp_path / "collector.yaml"), expect=1)
