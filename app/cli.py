@@ -11,7 +11,7 @@ import typer
 from agent.cli import app as agent_app
 from app.demo import demo
 from app.evaluation.cli import eval_command
-from app.provision_cli import provision_gateway, revoke_gateway
+from app.provision_cli import broker_setup, provision_gateway, revoke_gateway
 from app.schemas_cli import schemas
 from collector.cli import app as collector_app
 from kilowatch.profiles_cli import app as profiles_app
@@ -26,6 +26,7 @@ app = typer.Typer(
 app.add_typer(agent_app, name="agent", help="Read meters and publish readings (runs on the gateway).")
 collector_app.command("provision-gateway")(provision_gateway)  # in app/: they need the agent's config model
 collector_app.command("revoke-gateway")(revoke_gateway)
+collector_app.command("broker-setup")(broker_setup)
 app.add_typer(collector_app, name="collector", help="Ingest readings, store them and serve the API.")
 app.add_typer(sim_app, name="sim", help="Simulated Modbus meters for tests and demos.")
 app.add_typer(profiles_app, name="profiles", help="List, show and check device profiles.")

@@ -7,6 +7,10 @@ password; the Mosquitto password file gets its hashed entry (hashed by the Debia
 is also its client id, so no other gateway can take its session. The technician gets a ready agent.yaml
 with the credentials. Mosquitto applies both files on ``systemctl reload mosquitto`` (SIGHUP).
 
+The site's certificates are issued here too (with ``cryptography``, imported only when one is made: a gateway's
+install has no such dependency): the site CA and the broker's certificate for `broker-setup`
+(:mod:`app.broker_setup`), a gateway's client certificate for mutual TLS.
+
 In app/, not collector/: the agent.yaml it writes is validated by the agent's own config model, and the
 collector does not import the agent.
 """
@@ -19,13 +23,20 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from agent.config import AgentConfig
 from kilowatch.mqtt_contract import ID_PATTERN, TOPIC_ROOT
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509 import ObjectIdentifier
 
 AGENT_CA_FILE = "/etc/kilowatch/ca.pem"
 """Where the technician puts the broker's CA on the gateway (the agent.yaml written points there)."""
@@ -33,8 +44,10 @@ AGENT_CERT_FILE = "/etc/kilowatch/client.pem"
 AGENT_KEY_FILE = "/etc/kilowatch/client.key"
 """Where the technician puts the gateway's client certificate and key (mutual TLS)."""
 CERT_DAYS = 825
-"""Validity of a gateway's client certificate: the longest browsers' rules ever allowed, renewed by
-provisioning the gateway again."""
+"""Validity of a gateway's client certificate and of the broker's: the longest browsers' rules ever allowed,
+renewed by provisioning the gateway again (`broker-setup` again for the broker)."""
+CA_DAYS = 3650
+"""Validity of the site CA: every gateway trusts it, so replacing it means visiting every gateway."""
 
 
 class ProvisionError(Exception):
@@ -80,7 +93,7 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _without_user(lines: list[str], user: str, *, acl: bool) -> list[str]:
+def without_user(lines: list[str], user: str, *, acl: bool) -> list[str]:
     """`lines` of a password file or ACL without `user`'s entry (its ACL block: the ``user`` line, its
     ``topic`` lines and the comment line provisioning put above it)."""
     if not acl:
@@ -113,21 +126,73 @@ class SiteCa:
 
 
 @dataclass(frozen=True)
-class ClientCertificate:
+class Certificate:
+    """A PEM certificate and its PEM private key."""
+
     cert_pem: bytes
     key_pem: bytes
 
 
-def issue_client_certificate(user: str, ca: SiteCa, *, days: int = CERT_DAYS) -> ClientCertificate:
+def issue_client_certificate(user: str, ca: SiteCa, *, days: int = CERT_DAYS) -> Certificate:
     """A client certificate for `user` (its CN, so ``use_identity_as_username`` would give the same login),
     for client authentication only, signed by the site CA, with a new P-256 key (unencrypted: the agent
     starts unattended; the file is 0640 root:kilowatch on the gateway)."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    return _issue(user, ca, usage=ExtendedKeyUsageOID.CLIENT_AUTH, days=days)
+
+
+def issue_server_certificate(names: Sequence[str], ca: SiteCa, *, days: int = CERT_DAYS) -> Certificate:
+    """The broker's certificate: every name (host name or IP address) the gateways may connect to, for
+    server authentication only, signed by the site CA, with a new P-256 key."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    return _issue(names[0], ca, usage=ExtendedKeyUsageOID.SERVER_AUTH, days=days, names=names)
+
+
+def new_site_ca(name: str, *, days: int = CA_DAYS) -> Certificate:
+    """A self-signed CA for the broker's and the gateways' certificates, with a new P-256 key."""
     import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.UTC)
+    usage = dict.fromkeys(
+        ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement",
+         "encipher_only", "decipher_only"), False,
+    )  # fmt: skip
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(key_cert_sign=True, crl_sign=True, **usage), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return _pem(cert, key)
+
+
+def _issue(
+    common_name: str, ca: SiteCa, *, usage: ObjectIdentifier, days: int, names: Sequence[str] = ()
+) -> Certificate:
+    """A leaf certificate for `common_name` (and `names` as its subject alternative names) signed by `ca`."""
+    import datetime
+    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    from cryptography.x509.oid import NameOID
 
     try:
         ca_cert = x509.load_pem_x509_certificate(ca.cert_file.read_bytes())
@@ -138,19 +203,32 @@ def issue_client_certificate(user: str, ca: SiteCa, *, days: int = CERT_DAYS) ->
         raise ProvisionError(f"{ca.key_file}: an EC or RSA CA key is needed")
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)]))
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))  # a gateway clock a little behind
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     )
-    return ClientCertificate(
+    if names:
+        alternative: list[x509.GeneralName] = []
+        for name in names:
+            try:
+                alternative.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                alternative.append(x509.DNSName(name))
+        builder = builder.add_extension(x509.SubjectAlternativeName(alternative), critical=False)
+    return _pem(builder.sign(ca_key, hashes.SHA256()), key)
+
+
+def _pem(cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> Certificate:
+    from cryptography.hazmat.primitives import serialization
+
+    return Certificate(
         cert_pem=cert.public_bytes(serialization.Encoding.PEM),
         key_pem=key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -163,7 +241,7 @@ class Provisioned:
     user: str
     password: str
     agent_yaml: str
-    certificate: ClientCertificate | None = None
+    certificate: Certificate | None = None
 
 
 def provision(
@@ -184,9 +262,9 @@ def provision(
     password = secrets.token_urlsafe(24)
     entry = hashed_entry(user, password)
     lines = password_file.read_text().splitlines() if password_file.exists() else []
-    _write(password_file, "\n".join([*_without_user(lines, user, acl=False), entry]) + "\n")
+    _write(password_file, "\n".join([*without_user(lines, user, acl=False), entry]) + "\n")
     acl = acl_file.read_text().splitlines() if acl_file.exists() else []
-    acl = _without_user(acl, user, acl=True)
+    acl = without_user(acl, user, acl=True)
     while acl and not acl[-1].strip():
         acl.pop()
     block = [_marker(user), f"user {user}", f"topic write {topic_root}/{site}/{gateway}/#"]
@@ -258,7 +336,7 @@ def revoke(site: str, gateway: str, *, password_file: Path, acl_file: Path) -> b
         if not path.exists():
             continue
         lines = path.read_text().splitlines()
-        kept = _without_user(lines, user, acl=acl)
+        kept = without_user(lines, user, acl=acl)
         if kept != lines:
             found = True
             _write(path, "\n".join(kept) + "\n")

@@ -87,3 +87,46 @@ def revoke_gateway(
         fail(f"revoke-gateway: {site}.{gateway} has no login or ACL entry in {password_file} / {acl_file}")
     typer.echo(f"gateway {site}.{gateway}: login and ACL entry removed")
     typer.echo(RELOAD)
+
+
+def broker_setup(
+    broker_host: Annotated[
+        list[str],
+        typer.Option(help="A name (or IP address) gateways reach the broker by; repeat for several"),
+    ],
+    etc_dir: Annotated[Path, typer.Option(help="Mosquitto's configuration folder")] = Path("/etc/mosquitto"),
+    require_certificate: Annotated[
+        bool, typer.Option(help="Mutual TLS: the broker demands a client certificate from the site CA")
+    ] = False,
+    collector_out: Annotated[
+        Path,
+        typer.Option(help="Where to write the collector's collector.yaml (mode 0600: holds its password)"),
+    ] = Path("collector.yaml"),
+    group: Annotated[
+        str, typer.Option(help="The group the broker runs as (Mosquitto's `user`)")
+    ] = "mosquitto",
+) -> None:
+    """Set up Mosquitto for the collector host: the site CA (made once, then kept), the broker's TLS
+    certificate, the password file and ACL with the collector's login (a new password each time), and
+    mosquitto.conf (deploy/mosquitto.conf); write a ready collector.yaml with that login."""
+    from app.broker_setup import setup
+
+    if collector_out.exists():
+        fail(
+            f"broker-setup: {collector_out} exists (a collector.yaml you may have extended): give another "
+            "--collector-out, then copy its mqtt.password into your collector.yaml"
+        )
+    try:
+        done = setup(broker_host, etc=etc_dir, group=group, require_certificate=require_certificate)
+    except ProvisionError as exc:
+        fail(f"broker-setup: {exc}")
+    files = done.files
+    typer.echo(
+        f"site CA {files.ca.cert_file} ({'new' if done.new_ca else 'kept'}; its key {files.ca.key_file} is "
+        "root's only: give both to provision-gateway --client-ca-cert/--client-ca-key)"
+    )
+    typer.echo(f"broker certificate {files.cert} for {', '.join(broker_host)}; configuration {files.conf}")
+    typer.echo(f"collector login {files.password_file} / {files.acl_file}")
+    _write_private(collector_out, done.collector_yaml.encode())
+    typer.echo(f"the collector's configuration is {collector_out} (holds its password)")
+    typer.echo("apply it: sudo systemctl restart mosquitto")

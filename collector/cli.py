@@ -89,3 +89,67 @@ def monthly(
         fail(f"reporting.temperature_file: {exc}", EXIT_CONFIG)
     out.write_bytes(content)
     typer.echo(f"wrote {out} ({len(sites.units)} units, {month})")
+
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="Collector configuration: its ledger.path is the ledger")
+]
+
+
+@app.command()
+def backup(
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="The copy to write (replaced if it exists)")
+    ] = None,
+    folder: Annotated[
+        Path | None, typer.Option("--dir", help="Write kilowatch-<UTC time>.db into this folder instead")
+    ] = None,
+    keep: Annotated[
+        int | None,
+        typer.Option("--keep", min=1, help="With --dir: delete the oldest copies beyond this many"),
+    ] = None,
+    config: ConfigOption = Path("collector.yaml"),
+) -> None:
+    """Copy the ledger while the collector runs (SQLite's online backup: one consistent state, checked for
+    integrity before it is kept)."""
+    from collector.backups import rotate
+    from collector.store.backup import BackupError
+    from collector.store.backup import backup as copy_ledger
+
+    if (out is None) == (folder is None):
+        raise typer.BadParameter("give one of them", param_hint="--out/--dir")
+    if keep is not None and folder is None:
+        raise typer.BadParameter("--keep needs --dir", param_hint="--keep")
+    ledger = load_config(CollectorConfig, config).ledger.path
+    expired: list[Path] = []
+    try:
+        if out is not None:
+            copy_ledger(ledger, out)
+            written = out
+        else:
+            assert folder is not None
+            written, expired = rotate(ledger, folder, keep=keep)
+    except (BackupError, OSError) as exc:
+        fail(f"backup: {exc}")
+    typer.echo(f"backed {ledger} up to {written}")
+    for path in expired:
+        typer.echo(f"deleted {path} (beyond --keep {keep})")
+
+
+@app.command()
+def restore(
+    backup_file: Annotated[Path, typer.Argument(help="A copy written by `kilowatch collector backup`")],
+    config: ConfigOption = Path("collector.yaml"),
+    force: Annotated[bool, typer.Option("--force", help="Replace the ledger if it exists")] = False,
+) -> None:
+    """Put a backup in place of the ledger, once it passes the integrity check and its schema version is one
+    this release can open. Refused while a collector (or anything else) has the ledger open: stop it first."""
+    from collector.store.backup import BackupError
+    from collector.store.backup import restore as put_back
+
+    ledger = load_config(CollectorConfig, config).ledger.path
+    try:
+        found = put_back(backup_file, ledger, replace=force)
+    except BackupError as exc:
+        fail(f"restore: {exc}")
+    typer.echo(f"restored {backup_file} (schema version {found}) to {ledger}")

@@ -70,21 +70,28 @@ class Deployed:
 
 def production_conf(workdir: Path, *, drop: tuple[str, ...] = ()) -> tuple[str, int, int]:
     """deploy/mosquitto.conf for a test: (text, plain port, TLS port); options named in `drop` removed."""
-    text = CONF.read_text()
+    text, count = re.subn(r"/etc/mosquitto/", f"{workdir / 'etc'}/", CONF.read_text())
+    assert count >= 1, f"{CONF.name} no longer names /etc/mosquitto/: update this test"
+    text, plain, tls = runnable_conf(text, workdir)
+    for option in drop:
+        text, count = re.subn(rf"^{option} .*\n", "", text, flags=re.MULTILINE)
+        assert count >= 1, option  # a listener option is in every listener block
+    return text, plain, tls
+
+
+def runnable_conf(text: str, workdir: Path) -> tuple[str, int, int]:
+    """A production configuration a test can run: (text, plain port, TLS port) with free loopback ports, the
+    persistence in `workdir`, and the broker staying root (it cannot read a pytest folder as `mosquitto`)."""
     plain, tls = free_port(), free_port()
     swaps = [
         (r"^listener 8883$", f"listener {tls} 127.0.0.1"),
         (r"^listener 1883 127\.0\.0\.1$", f"listener {plain} 127.0.0.1"),
         (r"^user mosquitto$", "user root"),
-        (r"/etc/mosquitto/", f"{workdir / 'etc'}/"),
         (r"/var/lib/mosquitto/", f"{workdir / 'var'}/"),
     ]
     for pattern, replacement in swaps:
         text, count = re.subn(pattern, replacement, text, flags=re.MULTILINE)
-        assert count >= 1, f"{CONF.name} no longer has {pattern!r}: update this test"
-    for option in drop:
-        text, count = re.subn(rf"^{option} .*\n", "", text, flags=re.MULTILINE)
-        assert count >= 1, option  # a listener option is in every listener block
+        assert count >= 1, f"the configuration no longer has {pattern!r}: update this test"
     return text, plain, tls
 
 

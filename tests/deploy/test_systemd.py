@@ -19,8 +19,15 @@ from tests.paths import REPO
 UNITS = REPO / "deploy" / "systemd"
 INSTALLED_KILOWATCH = "/opt/kilowatch/venv/bin/kilowatch"
 
-EXPOSURE = {"kilowatch-agent.service": 1.6, "kilowatch-collector.service": 1.1}
+EXPOSURE = {
+    "kilowatch-agent.service": 1.6,
+    "kilowatch-collector.service": 1.1,
+    "kilowatch-backup.service": 0.2,
+}
 """The highest exposure each unit may have (0 = fully locked down, 10 = unprotected), as in deploy/README.md."""
+SERVICES = ("kilowatch-agent.service", "kilowatch-collector.service")
+"""The long-running ones (the backup is a oneshot its timer starts)."""
+DEBIAN_MOSQUITTO = Path("/lib/systemd/system/mosquitto.service")
 
 
 def local_copy(unit: str, folder: Path) -> Path:
@@ -69,7 +76,7 @@ def test_unit_exposure_at_most_the_stated_score(unit: str, tmp_path: Path) -> No
     assert float(found[1]) <= EXPOSURE[unit], result.stdout
 
 
-@pytest.mark.parametrize("unit", sorted(EXPOSURE))
+@pytest.mark.parametrize("unit", SERVICES)
 def test_unit_has_the_required_settings(unit: str) -> None:
     settings = {
         line.partition("=")[0]: line.partition("=")[2]
@@ -114,3 +121,45 @@ def test_agent_may_open_serial_ports_only() -> None:
         "char-ttyACM",
     ]
     assert "SupplementaryGroups=dialout" in text
+
+
+def test_backup_timer_and_service_verify_together(tmp_path: Path) -> None:
+    local_copy("kilowatch-backup.service", tmp_path)
+    timer = tmp_path / "kilowatch-backup.timer"
+    timer.write_text((UNITS / "kilowatch-backup.timer").read_text())
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(timer)], capture_output=True, text=True, check=False
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    service = (UNITS / "kilowatch-backup.service").read_text()
+    assert re.search(r"^ExecStart=\S+ collector backup .*--dir (\S+) --keep \d+$", service, re.MULTILINE)
+    assert "StateDirectory=kilowatch kilowatch-backup" in service
+    assert "Persistent=true" in timer.read_text()
+
+
+def test_mosquitto_drop_in_applies_to_the_debian_unit(tmp_path: Path) -> None:
+    """systemd loads the drop-in beside Debian's own unit without a complaint, and it raises the descriptor
+    limit well above the 1,024 sockets that ~1,000 gateways need."""
+    (tmp_path / "mosquitto.service").write_text(DEBIAN_MOSQUITTO.read_text())
+    drop_in = tmp_path / "mosquitto.service.d" / "kilowatch.conf"
+    drop_in.parent.mkdir()
+    text = (UNITS / "mosquitto.service.d" / "kilowatch.conf").read_text()
+    drop_in.write_text(text)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "mosquitto.service")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    drop_in.write_text(text.replace("LimitNOFILE", "LimitNOFILEX"))  # it is read: a typo shows
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(tmp_path / "mosquitto.service")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert "Unknown key 'LimitNOFILEX'" in result.stderr
+    limit = re.search(r"^LimitNOFILE=(\d+)$", text, re.MULTILINE)
+    assert limit
+    assert int(limit[1]) >= 8 * 1024
