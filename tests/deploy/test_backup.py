@@ -5,7 +5,6 @@ new collector, the copy is served exactly as the backup held it, and that collec
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import subprocess
 import sys
@@ -16,18 +15,26 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 import pytest
 
-from app.processes import UNBOUNDED_QUEUE, Mosquitto, Process, free_port, wait_until, write_collector_config
+from app.processes import (
+    UNBOUNDED_QUEUE,
+    Mosquitto,
+    Process,
+    free_port,
+    get_json,
+    wait_until,
+    write_collector_config,
+)
 from collector.backups import rotate
 from collector.store import SCHEMA_VERSION, Ledger, LedgerReader
 from collector.store.backup import BackupError, check
 from kilowatch.mqtt_contract import SCHEMA_VERSION as WIRE_VERSION
 from kilowatch.mqtt_contract import Channel, ClockState, Quality, Reading, ReadingsBatch, topic
 from kilowatch.timebase import SLOT_MS
+from tests.api_support import api_key
 
 pytestmark = pytest.mark.services
 
@@ -39,11 +46,6 @@ PER_BATCH = 6  # a minute of readings per meter in each batch
 
 def kilowatch(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, check=False)
-
-
-def get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-        return json.load(response)
 
 
 def batch(seq: int) -> bytes:
@@ -91,13 +93,14 @@ class Collector:
     def start(self) -> Collector:
         self.process.start()
         wait_until(
-            lambda: get(f"{self.api}/healthz")["status"] == "ok", 30, f"{self.process.name} to connect"
+            lambda: get_json(f"{self.api}/healthz")["status"] == "ok", 30, f"{self.process.name} to connect"
         )
+        self.key = api_key(self.ledger)
         return self
 
     def latest_ms(self, meter: str = "m1") -> int:
         try:
-            ts = get(f"{self.api}/api/v1/meters/{meter}/latest")["ts"]
+            ts = get_json(f"{self.api}/api/v1/meters/{meter}/latest", key=self.key)["ts"]
         except urllib.error.HTTPError:
             return 0
         return int(datetime.fromisoformat(ts).timestamp() * 1000)
@@ -107,7 +110,9 @@ class Collector:
             "from": datetime.fromtimestamp(START_MS / 1000, UTC).isoformat(),
             "to": datetime.now(UTC).isoformat(),
         }
-        found = get(f"{self.api}/api/v1/meters/{meter}/intervals?{urllib.parse.urlencode(window)}")
+        found = get_json(
+            f"{self.api}/api/v1/meters/{meter}/intervals?{urllib.parse.urlencode(window)}", key=self.key
+        )
         return [(i["start"], i["energy_import_kwh"]) for i in found["intervals"]]
 
 
@@ -176,11 +181,11 @@ async def test_backup_mid_stream_and_restore_into_a_new_collector(tmp_path: Path
         for meter in METERS:
             row = held[meter]
             assert row is not None
-            served = get(f"{second.api}/api/v1/meters/{meter}/latest")
+            served = get_json(f"{second.api}/api/v1/meters/{meter}/latest", key=second.key)
             assert int(datetime.fromisoformat(served["ts"]).timestamp() * 1000) == row.ts
             assert served["values"] == row.values
             assert [(s.replace("+00:00", "Z"), e) for s, e in second.intervals(meter)] == copied[meter]
-        assert [m["id"] for m in get(f"{second.api}/api/v1/meters")] == list(METERS)
+        assert [m["id"] for m in get_json(f"{second.api}/api/v1/meters", key=second.key)] == list(METERS)
 
         # It keeps ingesting where the stream goes on.
         await publish(broker, range(120, 130), 0)
