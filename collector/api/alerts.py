@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from collector.alerts import (
     AlertConflict,
@@ -20,9 +20,11 @@ from collector.alerts import (
     UnknownAlert,
 )
 from collector.api.deps import Alerts
+from collector.api.params import RowId, Time
 from collector.api.problems import ApiError, Conflict, NotFound, Unprocessable, problem, require_order
 from collector.detectors.findings import Detector
 from collector.store import AlertQuery, AlertStatus
+from kilowatch.mqtt_contract import INT64_MAX
 from kilowatch.timebase import to_ms
 
 _REFUSALS: dict[type[AlertError], type[ApiError]] = {
@@ -48,7 +50,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class SilenceIn(BaseModel):
-    until: AwareDatetime = Field(description="Notifications of the alert are held back until then")
+    until: Time = Field(description="Notifications of the alert are held back until then")
     reason: str = Field(min_length=1, max_length=500, description="Why, for the people who see the alert")
 
 
@@ -63,13 +65,13 @@ def list_alerts(
     site: Annotated[str | None, Query(description="Only this site")] = None,
     meter: Annotated[str | None, Query(description="Only this meter")] = None,
     start: Annotated[
-        AwareDatetime | None, Query(alias="from", description="Alerts whose condition lasted past this")
+        Time | None, Query(alias="from", description="Alerts whose condition lasted past this")
     ] = None,
     end: Annotated[
-        AwareDatetime | None, Query(alias="to", description="Alerts whose condition began before this")
+        Time | None, Query(alias="to", description="Alerts whose condition began before this")
     ] = None,
     before: Annotated[
-        int | None, Query(ge=1, description="Page on: alerts with a smaller id than this")
+        int | None, Query(ge=1, le=INT64_MAX, description="Page on: alerts with a smaller id than this")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="At most this many")] = 100,
 ) -> list[AlertOut]:
@@ -90,20 +92,20 @@ def list_alerts(
 
 
 @router.get("/{alert_id}", responses=_ERRORS)
-def get_alert(alert_id: int, store: Alerts) -> AlertOut:
+def get_alert(alert_id: RowId, store: Alerts) -> AlertOut:
     with _refusals():
         return AlertOut.of(store.get(alert_id))
 
 
 @router.post("/{alert_id}/ack", responses=_ERRORS)
-def acknowledge(alert_id: int, store: Alerts) -> AlertOut:
+def acknowledge(alert_id: RowId, store: Alerts) -> AlertOut:
     """Someone is on it: the alert goes from open to acknowledged (it still resolves by itself)."""
     with _refusals():
         return AlertOut.of(store.acknowledge(alert_id))
 
 
 @router.post("/{alert_id}/silence", responses={**_ERRORS, 422: problem("'until' is not in the future")})
-def silence(alert_id: int, body: SilenceIn, store: Alerts) -> AlertOut:
+def silence(alert_id: RowId, body: SilenceIn, store: Alerts) -> AlertOut:
     """Hold back the alert's notifications until `until`; what is due then is sent then."""
     with _refusals():
         return AlertOut.of(store.silence(alert_id, until_ms=to_ms(body.until), reason=body.reason))

@@ -6,9 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from collector.api.deps import Now, Reader
+from collector.api.params import Time
 from collector.api.problems import InvalidRange, NotFound, problem, require_order
 from collector.store import IntervalRow
 from kilowatch.mqtt_contract import ClockState, Quality
@@ -99,11 +100,9 @@ def intervals(
     reader: Reader,
     now: Now,
     start: Annotated[
-        AwareDatetime | None, Query(alias="from", description="ISO 8601 with offset; default: `to` - 24 h")
+        Time | None, Query(alias="from", description="ISO 8601 with offset; default: `to` - 24 h")
     ] = None,
-    end: Annotated[
-        AwareDatetime | None, Query(alias="to", description="ISO 8601 with offset; default: now")
-    ] = None,
+    end: Annotated[Time | None, Query(alias="to", description="ISO 8601 with offset; default: now")] = None,
 ) -> IntervalsOut:
     end = end or now
     start = start or end - DEFAULT_RANGE
