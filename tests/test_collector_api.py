@@ -99,6 +99,7 @@ async def test_latest_gives_the_newest_reading(client: httpx.AsyncClient, ledger
         "values": {"active_power_w": 8000.0},
         "quality": "error",
         "value_quality": {"energy_import_kwh": "error"},
+        "value_reasons": {},
         "clock": "unknown",
     }
 

@@ -44,6 +44,7 @@ def test_runs_ingests_serves_and_stops_on_sigterm(
         f"ledger:\n  path: {tmp_path / 'kilowatch.db'}\n"
         f"tsdb:\n  url: http://{host}:{port}\n  token: tok-s3cret\n"
         f"api:\n  port: {api_port}\n"
+        "plausibility:\n  retention_days: 36600\n"  # the readings are stamped in 2024
     )
     collector = Process(
         "collector",

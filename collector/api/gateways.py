@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from collector.api.deps import Limit, Reader
+from collector.store import CollectorEventKind
 from kilowatch.mqtt_contract import GatewayEventKind, GatewayState
 from kilowatch.timebase import utc_datetime
 
@@ -25,8 +26,12 @@ class GatewayOut(BaseModel):
 class GatewayEventOut(BaseModel):
     site: str
     gateway: str
-    ts: datetime = Field(description="When it happened (gateway clock)")
-    kind: GatewayEventKind
+    ts: datetime = Field(description="When it happened (gateway clock; the collector's for its own kinds)")
+    kind: GatewayEventKind | CollectorEventKind = Field(
+        description="What happened: reported by the gateway, or noticed by the collector (foreign_meter: "
+        "readings of a meter bound to another gateway refused; meter_moved; spool_epoch: a seq jump too "
+        "large to be missing batches)"
+    )
     readings: int = Field(description="Readings it concerns (evicted, or not stored)")
     oldest_ts: datetime | None
     newest_ts: datetime | None

@@ -34,6 +34,10 @@ class LatestOut(BaseModel):
     values: dict[str, float] = Field(description="By canonical quantity name")
     quality: Quality
     value_quality: dict[str, Quality] = Field(description="Quality of each value that is not good")
+    value_reasons: dict[str, str] = Field(
+        description="Why each bad value is bad (outside its physical range, or a counter rising faster than "
+        "the meter can); bad values are not in `values`"
+    )
     clock: ClockState = Field(description="The gateway's clock state when it stamped `ts`")
 
 
@@ -90,6 +94,7 @@ def latest(meter_id: str, reader: Reader) -> LatestOut:
         values=row.values,
         quality=row.quality,
         value_quality=row.value_quality,
+        value_reasons=row.value_reasons,
         clock=row.clock,
     )
 

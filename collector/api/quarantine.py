@@ -1,4 +1,5 @@
-"""Quarantine: readings stamped by an unsynchronised gateway clock that could not be re-dated yet."""
+"""Quarantine: readings stamped by an unsynchronised gateway clock that could not be re-dated yet, and
+readings whose time lies outside the collector's window."""
 
 from __future__ import annotations
 
@@ -18,13 +19,25 @@ class QuarantinedOut(BaseModel):
     meter: str
     site: str
     gateway: str
-    ts: datetime = Field(description="As stamped by the gateway's unsynchronised clock: not to be trusted")
+    ts: datetime | None = Field(
+        description="As stamped by the gateway's clock: not to be trusted; null when no calendar date (past "
+        "year 9999, see `ts_ms`)"
+    )
+    ts_ms: int = Field(description="The same, UTC milliseconds since the epoch")
     boot_id: str | None = Field(description="The boot whose monotonic clock `mono_ms` counts on")
     mono_ms: int | None = Field(description="The gateway's monotonic clock when the meter was read")
     values: dict[str, float] = Field(description="By canonical quantity name")
     reason: QuarantineReason
     detail: str = Field(description="The reason, for a person")
     received_at: datetime
+
+
+def _datetime(ms: int) -> datetime | None:
+    """The time of a quarantined reading, if it is a date at all."""
+    try:
+        return utc_datetime(ms)
+    except (OverflowError, ValueError):
+        return None
 
 
 router = APIRouter(prefix="/api/v1", tags=["accounting"])
@@ -36,14 +49,16 @@ def list_quarantine(
     meter: Annotated[str | None, Query(description="Only this meter")] = None,
     limit: Limit = 100,
 ) -> list[QuarantinedOut]:
-    """Readings stamped by an unsynchronised clock, kept out of readings and intervals, oldest first."""
+    """Readings kept out of readings and intervals (stamped by an unsynchronised clock, or at an implausible
+    time), oldest first."""
     return [
         QuarantinedOut(
             id=row.id,
             meter=row.meter_id,
             site=row.site,
             gateway=row.gateway,
-            ts=utc_datetime(row.ts),
+            ts=_datetime(row.ts),
+            ts_ms=row.ts,
             boot_id=row.boot_id,
             mono_ms=row.mono_ms,
             values=row.reading.values,

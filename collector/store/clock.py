@@ -22,6 +22,7 @@ class QuarantineReason(StrEnum):
 
     AWAITING_ANCHOR = "awaiting_clock_anchor"
     NO_MONOTONIC_TIME = "no_monotonic_time"
+    IMPLAUSIBLE_TIME = "implausible_time"
 
     @property
     def detail(self) -> str:
@@ -32,6 +33,8 @@ _REASON_DETAIL = {
     QuarantineReason.AWAITING_ANCHOR: "stamped by an unsynchronised clock; waiting for the gateway's clock "
     "anchor for its boot to re-date it",
     QuarantineReason.NO_MONOTONIC_TIME: "no monotonic time to re-date it",
+    QuarantineReason.IMPLAUSIBLE_TIME: "its time lies outside the collector's window (too far in the future, "
+    "or older than the retention): never stored, so it can neither pin a meter's latest reading nor book energy",
 }
 
 
@@ -109,11 +112,11 @@ def quarantine(
 
 
 def release(db: sqlite3.Connection, key: BootKey) -> list[Reading]:
-    """Take the boot's quarantined readings that have a monotonic time out of quarantine."""
+    """Take the boot's readings that await its anchor (and have a monotonic time) out of quarantine."""
     rows = db.execute(
         "DELETE FROM quarantine WHERE site = ? AND gateway = ? AND boot_id = ? AND mono_ms IS NOT NULL"
-        " RETURNING reading",
-        key,
+        " AND reason = ? RETURNING reading",
+        (*key, QuarantineReason.AWAITING_ANCHOR.value),
     ).fetchall()
     return [Reading.model_validate_json(reading) for (reading,) in rows]
 

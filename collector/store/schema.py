@@ -217,7 +217,21 @@ CREATE TABLE IF NOT EXISTS alert_outbox (
 CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox (channel, due_ms);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# Each meter is bound to one gateway (provisioned, else the first it is seen from); a meter seen before is
+# bound where its newest reading came from. `latest` keeps why each bad value of the reading is bad.
+_V2 = """
+CREATE TABLE meter_owners (
+    meter_id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    how TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meter_owners SELECT meter_id, site, gateway, last_seen, 'first_seen' FROM meters;
+ALTER TABLE latest ADD COLUMN value_reasons TEXT NOT NULL DEFAULT '{}'
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 """``MIGRATIONS[v]`` takes ``user_version`` v to v + 1: statements separated by ``;`` (none inside one)."""
 
 SCHEMA_VERSION = len(MIGRATIONS)
