@@ -48,7 +48,7 @@ async def client(ledger: Ledger) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def spooled(*readings: Reading, seq: int, gateway: str = "gw1") -> ReadingsBatch:
-    return batch(*readings, seq=seq, gateway=gateway).model_copy(update={"spool_id": "5p001"})
+    return batch(*readings, seq=seq, gateway=gateway).model_copy(update={"spool_id": "5b001001"})
 
 
 def ingest(ledger: Ledger, message: ReadingsBatch) -> None:
