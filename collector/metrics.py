@@ -121,7 +121,7 @@ class CollectorMetrics:
         )
         self.quarantined = Gauge(
             "kilowatch_collector_readings_quarantined",
-            "Readings from an unsynchronised clock waiting in quarantine, by reason",
+            "Readings kept in quarantine (an unsynchronised clock awaiting its anchor, an implausible time), by reason",
             ["reason"],
             registry=r,
         )
