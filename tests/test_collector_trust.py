@@ -25,7 +25,7 @@ from collector.store import (
     ReadingRejection,
     ReadingRow,
 )
-from kilowatch.mqtt_contract import INT64_MAX, Quality, Reading, ReadingsBatch
+from kilowatch.mqtt_contract import INT64_MAX, GatewayEvent, GatewayStatus, Quality, Reading, ReadingsBatch
 from kilowatch.timebase import SLOT_MS
 from tests.api_support import api_client
 from tests.collector_support import at, batch, reading
@@ -86,6 +86,21 @@ async def test_times_outside_the_window_never_break_the_api(
         response = await client.get(path)
         assert response.status_code == 200, (path, response.text)
     assert (await client.get("/api/v1/meters/m1/latest")).json()["ts"] == "2024-05-01T11:00:00Z"
+
+
+async def test_a_gateway_clock_past_year_9999_never_breaks_the_api(
+    ledger: Ledger, client: httpx.AsyncClient
+) -> None:
+    common = {"schema_version": 1, "site": "site1", "gateway": "gw1", "ts": INT64_MAX}
+    status = GatewayStatus.model_validate({**common, "state": "online", "agent_version": "1"})
+    event = GatewayEvent.model_validate(
+        {**common, "kind": "spool_evicted", "readings": 1, "oldest_ts": INT64_MAX, "detail": "x"}
+    )
+    ledger.store([status, event], received_at=NOW)
+    [gateway] = (await client.get("/api/v1/gateways")).json()
+    assert gateway["ts"] is None
+    [shown] = (await client.get("/api/v1/gateways/events")).json()
+    assert (shown["ts"], shown["oldest_ts"], shown["kind"]) == (None, None, "spool_evicted")
 
 
 async def test_a_counter_rising_faster_than_its_meter_can_is_a_bad_value_not_energy(

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 
 from collector.api.deps import Limit, Reader
 from collector.store import QuarantineReason
-from kilowatch.timebase import utc_datetime
+from kilowatch.timebase import utc_datetime, utc_datetime_or_none
 
 
 class QuarantinedOut(BaseModel):
@@ -32,14 +32,6 @@ class QuarantinedOut(BaseModel):
     received_at: datetime
 
 
-def _datetime(ms: int) -> datetime | None:
-    """The time of a quarantined reading, if it is a date at all."""
-    try:
-        return utc_datetime(ms)
-    except (OverflowError, ValueError):
-        return None
-
-
 router = APIRouter(prefix="/api/v1", tags=["accounting"])
 
 
@@ -57,7 +49,7 @@ def list_quarantine(
             meter=row.meter_id,
             site=row.site,
             gateway=row.gateway,
-            ts=_datetime(row.ts),
+            ts=utc_datetime_or_none(row.ts),
             ts_ms=row.ts,
             boot_id=row.boot_id,
             mono_ms=row.mono_ms,
