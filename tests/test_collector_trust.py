@@ -76,6 +76,20 @@ def test_a_reading_from_the_future_is_quarantined_and_pins_nothing(ledger: Ledge
         assert reader.counter_events("m1") == []
 
 
+def test_a_bad_first_time_of_a_boot_does_not_become_its_clock_reference(ledger: Ledger) -> None:
+    boot = "0f3a9c1e-5b7d-4a64-9e2b-1c2d3e4f5a6b"
+    year_2100 = 4_102_444_800_000
+    first = reading(year_2100, imp=1.0).model_copy(update={"mono_ms": 1_000})
+    real = reading(at(11), imp=1.0).model_copy(update={"mono_ms": 61_000})
+    [result] = ledger.store([batch(first, real).model_copy(update={"boot_id": boot})], received_at=NOW)
+    assert (result.accepted, result.clock_stepped) == (1, 0)
+    assert result.quarantined == {QuarantineReason.IMPLAUSIBLE_TIME: 1}
+    with LedgerReader(ledger.path) as reader:
+        latest = reader.latest("m1")
+        assert latest is not None
+        assert latest.ts == at(11)
+
+
 @pytest.mark.parametrize("ts", [INT64_MAX, 253_402_300_800_000, at(12) - 401 * 86_400_000])
 async def test_times_outside_the_window_never_break_the_api(
     ledger: Ledger, client: httpx.AsyncClient, ts: int

@@ -350,9 +350,16 @@ class Ledger(Closing):
         step_ms = 0
         for reading in batch.readings:
             if reading.clock is not ClockState.UNSYNCED:
-                if boot is not None and reading.mono_ms is not None:
-                    if reference is None:
-                        reference = self._boot_offset(db, boot, reading.ts - reading.mono_ms)
+                # A time outside the window never becomes the boot's reference: it would make every
+                # later reading of the boot look stepped and re-date it there.
+                if (
+                    boot is not None
+                    and reading.mono_ms is not None
+                    and reference is None
+                    and self._plausible(reading.ts, received_at)
+                ):
+                    reference = self._boot_offset(db, boot, reading.ts - reading.mono_ms)
+                if reference is not None and reading.mono_ms is not None:
                     step = reading.ts - reading.mono_ms - reference
                     if abs(step) > CLOCK_STEP_TOLERANCE_MS:
                         step_ms = step
@@ -399,6 +406,9 @@ class Ledger(Closing):
             bad_values=stored.bad_values,
             seq_jump=jump,
         )
+
+    def _plausible(self, ts: int, received_at: int) -> bool:
+        return self._checks is None or self._checks.window.problem(ts, received_at) is None
 
     def _in_window(
         self,
