@@ -102,6 +102,17 @@ async def test_times_outside_the_window_never_break_the_api(
     assert (await client.get("/api/v1/meters/m1/latest")).json()["ts"] == "2024-05-01T11:00:00Z"
 
 
+async def test_a_ledger_written_before_the_window_never_breaks_the_api(tmp_path: Path) -> None:
+    """A ledger from before the window (here: one written without checks) may hold a time past 9999."""
+    with Ledger(tmp_path / "old.db") as old:
+        old.ingest(batch(reading(INT64_MAX, imp=1.0)))
+    app = create_app(ledger_path=tmp_path / "old.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+    async with api_client(app) as client:
+        [meter] = (await client.get("/api/v1/meters")).json()
+        assert (meter["first_seen"], meter["last_seen"]) == (None, None)
+        assert (await client.get("/api/v1/meters/m1/latest")).json()["ts"] is None
+
+
 async def test_a_gateway_clock_past_year_9999_never_breaks_the_api(
     ledger: Ledger, client: httpx.AsyncClient
 ) -> None:

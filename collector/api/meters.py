@@ -13,7 +13,7 @@ from collector.api.params import Time
 from collector.api.problems import InvalidRange, NotFound, problem, require_order
 from collector.store import IntervalRow
 from kilowatch.mqtt_contract import ClockState, Quality
-from kilowatch.timebase import SLOT_HOURS, SLOT_MS, to_ms, utc_datetime
+from kilowatch.timebase import SLOT_HOURS, SLOT_MS, to_ms, utc_datetime, utc_datetime_or_none
 
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_RANGE = timedelta(days=31)
@@ -24,13 +24,20 @@ class MeterOut(BaseModel):
     site: str
     gateway: str
     profile: str = Field(description="Device profile id")
-    first_seen: datetime = Field(description="Event time of the oldest reading received")
-    last_seen: datetime = Field(description="Event time of the newest reading received")
+    first_seen: datetime | None = Field(
+        description="Event time of the oldest reading received (null: no calendar date, see below)"
+    )
+    last_seen: datetime | None = Field(
+        description="Event time of the newest reading received (null: no calendar date; a ledger written "
+        "before the collector held times to a window may keep one past year 9999)"
+    )
 
 
 class LatestOut(BaseModel):
     meter: str
-    ts: datetime = Field(description="When the meter was read")
+    ts: datetime | None = Field(
+        description="When the meter was read (null: no calendar date, as for /meters)"
+    )
     values: dict[str, float] = Field(description="By canonical quantity name")
     quality: Quality
     value_quality: dict[str, Quality] = Field(description="Quality of each value that is not good")
@@ -76,8 +83,8 @@ def list_meters(reader: Reader) -> list[MeterOut]:
             site=m.site,
             gateway=m.gateway,
             profile=m.profile,
-            first_seen=utc_datetime(m.first_seen),
-            last_seen=utc_datetime(m.last_seen),
+            first_seen=utc_datetime_or_none(m.first_seen),
+            last_seen=utc_datetime_or_none(m.last_seen),
         )
         for m in reader.meters()
     ]
@@ -90,7 +97,7 @@ def latest(meter_id: str, reader: Reader) -> LatestOut:
         raise UnknownMeter(meter_id)
     return LatestOut(
         meter=row.meter_id,
-        ts=utc_datetime(row.ts),
+        ts=utc_datetime_or_none(row.ts),
         values=row.values,
         quality=row.quality,
         value_quality=row.value_quality,
