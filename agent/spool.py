@@ -301,6 +301,8 @@ class Spool:
     # -- opening ----------------------------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
+        if str(self.path) == ":memory:":  # a publisher's spool in tests: no file to check or lock
+            return self._connect()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _opening_lock(self.path):
             try:
