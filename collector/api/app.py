@@ -40,9 +40,16 @@ def create_app(
     metrics: CollectorMetrics,
     mqtt_connected: Callable[[], bool],
     sites: Sites | None = None,
+    ledger_error: Callable[[], str | None] = lambda: None,
 ) -> FastAPI:
     """The API over the ledger at `ledger_path` (which must exist: the :class:`Ledger` creates it)."""
-    context = ApiContext(ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected, sites=sites)
+    context = ApiContext(
+        ledger_path=ledger_path,
+        metrics=metrics,
+        mqtt_connected=mqtt_connected,
+        sites=sites,
+        ledger_error=ledger_error,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[ApiState]:
