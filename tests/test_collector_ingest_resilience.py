@@ -17,9 +17,18 @@ from app.processes import Mosquitto
 from collector.config import LimitsSettings, MqttSettings
 from collector.ingest import Ingestor
 from collector.metrics import CollectorMetrics, RejectReason
-from collector.store import Ledger, ReadingRejection, RejectedLimits, RejectedMessage
+from collector.store import Ledger, QuarantineReason, ReadingRejection, RejectedLimits, RejectedMessage
 from collector.store import gateways as gateway_store
-from kilowatch.mqtt_contract import SCHEMA_VERSION, Channel, GatewayState, GatewayStatus, topic
+from kilowatch.mqtt_contract import (
+    SCHEMA_VERSION,
+    Channel,
+    ClockAnchor,
+    ClockState,
+    GatewayState,
+    GatewayStatus,
+    Reading,
+    topic,
+)
 from tests.collector_support import at, batch, reading
 from tests.services import eventually
 
@@ -208,3 +217,35 @@ def test_the_payload_limit_matches_the_shipped_brokers_packet_limit() -> None:
     conf = (Path(__file__).parents[1] / "deploy" / "mosquitto.conf").read_text()
     [packet_limit] = re.findall(r"^max_packet_size (\d+)$", conf, re.MULTILINE)
     assert LimitsSettings().max_payload_bytes == int(packet_limit)
+
+
+def test_monotonic_times_at_the_int64_extremes_are_quarantined_not_an_overflow(tmp_path: Path) -> None:
+    """Found by the fuzz test: a valid batch whose mono_ms (or a status whose clock anchor) sits at the
+    contract's int64 extremes would re-date a reading past what SQLite holds (OverflowError). Such a
+    reading is quarantined as implausible_time instead, and the rest of the batch is stored."""
+    boot = "0f0f0f0f-0000-4000-8000-000000000000"
+    ledger = Ledger(tmp_path / "ledger.db")
+
+    def at_mono(ts: int, mono_ms: int, meter: str = "m1", clock: ClockState = ClockState.SYNCED) -> Reading:
+        return reading(ts, meter=meter, imp=1.0, clock=clock).model_copy(update={"mono_ms": mono_ms})
+
+    first = batch(at_mono(at(10), 1000), seq=1).model_copy(update={"boot_id": boot})
+    assert ledger.ingest(first).accepted == 1
+    stepped = batch(at_mono(at(10, 1), 2**63 - 1), at_mono(at(10, 2), 121_000, "m2"), seq=2)
+    result = ledger.ingest(stepped.model_copy(update={"boot_id": boot}))
+    assert (result.accepted, result.quarantined) == (1, {QuarantineReason.IMPLAUSIBLE_TIME: 1})
+
+    unsynced = batch(at_mono(at(10, 3), 2**62, "m3", ClockState.UNSYNCED), seq=3)
+    other_boot = "1f0f0f0f-0000-4000-8000-000000000000"
+    assert ledger.ingest(unsynced.model_copy(update={"boot_id": other_boot})).quarantined == {
+        QuarantineReason.AWAITING_ANCHOR: 1
+    }
+    anchor = ClockAnchor(boot_id=other_boot, offset_ms=2**63 - 1, synced_at=at(10, 4))
+    released = ledger.record_status(
+        status(ts=at(10, 4)).model_copy(update={"clock_anchor": anchor}), received_at=at(10, 4)
+    )
+    assert released.quarantined == {
+        QuarantineReason.AWAITING_ANCHOR: -1,
+        QuarantineReason.IMPLAUSIBLE_TIME: 1,
+    }
+    ledger.close()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from kilowatch.mqtt_contract import ClockAnchor, Reading
+from kilowatch.mqtt_contract import INT64_MAX, ClockAnchor, Reading
 
 BootKey = tuple[str, str, str]
 """(site, gateway, boot_id)."""
@@ -83,7 +83,7 @@ def record_step(db: sqlite3.Connection, key: BootKey, start: int, end: int, step
     rows = db.execute(
         "DELETE FROM clock_steps WHERE site = ? AND gateway = ? AND boot_id = ? AND start_ts <= ? AND end_ts >= ?"
         " RETURNING start_ts, end_ts",
-        (*key, end + _STEP_MERGE_MS, start - _STEP_MERGE_MS),
+        (*key, min(end + _STEP_MERGE_MS, INT64_MAX), max(start - _STEP_MERGE_MS, 0)),  # SQLite's int64
     ).fetchall()
     for a, b in rows:
         start, end = min(start, a), max(end, b)

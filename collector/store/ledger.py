@@ -54,7 +54,15 @@ from collector.store.intervals import BucketSums, CounterEvent, CounterEventKind
 from collector.store.reader import LedgerReader
 from collector.store.readings import COUNTERS, LatestParams, MeterSeen, ReadingParams
 from kilowatch.clock import redate
-from kilowatch.mqtt_contract import ClockState, GatewayEvent, GatewayStatus, Quality, Reading, ReadingsBatch
+from kilowatch.mqtt_contract import (
+    INT64_MAX,
+    ClockState,
+    GatewayEvent,
+    GatewayStatus,
+    Quality,
+    Reading,
+    ReadingsBatch,
+)
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
 from kilowatch.timebase import bucket_start
 
@@ -341,6 +349,7 @@ class Ledger(Closing):
             )  # fmt: skip
         delivery.record_batch(db, key, batch.seq, len(batch.readings), received_at)
         boot = None if batch.boot_id is None else (batch.site, batch.gateway, batch.boot_id)
+        where = (batch.site, batch.gateway, batch.boot_id)
         offset = None if boot is None else clock.anchor_offset(db, boot)
         reference = offset
         trusted: list[Reading] = []
@@ -362,12 +371,25 @@ class Ledger(Closing):
                 if reference is not None and reading.mono_ms is not None:
                     step = reading.ts - reading.mono_ms - reference
                     if abs(step) > CLOCK_STEP_TOLERANCE_MS:
+                        if (redated := _redated(reading, reference)) is None:
+                            _hold(
+                                db,
+                                where,
+                                reading,
+                                QuarantineReason.IMPLAUSIBLE_TIME,
+                                received_at,
+                                quarantined,
+                            )
+                            continue
                         step_ms = step
-                        reading = redate(reading, reference)
+                        reading = redated
                         stepped.append(reading)
                 trusted.append(reading)
             elif offset is not None and reading.mono_ms is not None:
-                trusted.append(redate(reading, offset))
+                if (redated := _redated(reading, offset)) is None:
+                    _hold(db, where, reading, QuarantineReason.IMPLAUSIBLE_TIME, received_at, quarantined)
+                    continue
+                trusted.append(redated)
                 corrected += 1
             else:
                 reason = (
@@ -375,10 +397,7 @@ class Ledger(Closing):
                     if batch.boot_id is None or reading.mono_ms is None
                     else QuarantineReason.AWAITING_ANCHOR
                 )
-                if clock.quarantine(
-                    db, batch.site, batch.gateway, batch.boot_id, reading, reason, received_at
-                ):
-                    quarantined[reason] = quarantined.get(reason, 0) + 1
+                _hold(db, where, reading, reason, received_at, quarantined)
         trusted = self._in_window(
             db, batch.site, batch.gateway, batch.boot_id, trusted, received_at, quarantined
         )
@@ -427,12 +446,9 @@ class Ledger(Closing):
         for reading in candidates:
             if window.problem(reading.ts, received_at) is None:
                 kept.append(reading)
-            elif clock.quarantine(
-                db, site, gateway, boot_id, reading, QuarantineReason.IMPLAUSIBLE_TIME, received_at
-            ):
-                quarantined[QuarantineReason.IMPLAUSIBLE_TIME] = (
-                    quarantined.get(QuarantineReason.IMPLAUSIBLE_TIME, 0) + 1
-                )
+            else:
+                where = (site, gateway, boot_id)
+                _hold(db, where, reading, QuarantineReason.IMPLAUSIBLE_TIME, received_at, quarantined)
         return kept
 
     def _store_readings(
@@ -761,12 +777,18 @@ class Ledger(Closing):
         if anchor is None:
             return IngestResult()
         clock.record_anchor(db, status.site, status.gateway, anchor)
-        released = clock.release(db, (status.site, status.gateway, anchor.boot_id))
+        where = (status.site, status.gateway, anchor.boot_id)
+        released = clock.release(db, where)
         quarantined = {QuarantineReason.AWAITING_ANCHOR: -len(released)} if released else {}
+        candidates = []
+        for reading in released:
+            if (redated_one := _redated(reading, anchor.offset_ms)) is None:
+                _hold(db, where, reading, QuarantineReason.IMPLAUSIBLE_TIME, received_at, quarantined)
+            else:
+                candidates.append(redated_one)
         redated = self._in_window(
-            db, status.site, status.gateway, anchor.boot_id,
-            [redate(reading, anchor.offset_ms) for reading in released], received_at, quarantined,
-        )  # fmt: skip
+            db, status.site, status.gateway, anchor.boot_id, candidates, received_at, quarantined
+        )
         stored = self._store_readings(db, status.site, status.gateway, redated, received_at)
         return IngestResult(
             accepted=stored.accepted,
@@ -782,6 +804,27 @@ class Ledger(Closing):
 
 def _ts(reading: Reading) -> int:
     return reading.ts
+
+
+def _redated(reading: Reading, offset_ms: int) -> Reading | None:
+    """The reading re-dated by its monotonic time; None when that is no time the ledger can hold (outside
+    0..INT64_MAX: a monotonic time or an offset at the contract's extremes, which no real clock gives)."""
+    assert reading.mono_ms is not None
+    return redate(reading, offset_ms) if 0 <= reading.mono_ms + offset_ms <= INT64_MAX else None
+
+
+def _hold(
+    db: sqlite3.Connection,
+    boot: tuple[str, str, str | None],
+    reading: Reading,
+    reason: QuarantineReason,
+    received_at: int,
+    quarantined: dict[QuarantineReason, int],
+) -> None:
+    """Quarantine a reading of a (site, gateway, boot_id), counting it in `quarantined` unless it already
+    was (a resend)."""
+    if clock.quarantine(db, *boot, reading, reason, received_at):
+        quarantined[reason] = quarantined.get(reason, 0) + 1
 
 
 def _count_bad(bad: dict[BadValue, int], reading: Reading, too_fast: set[str]) -> None:
