@@ -19,7 +19,7 @@ A bad message is logged (reason, never the payload), counted by reason and kept 
 ``limits.rejected_stored_per_minute`` a gateway's refused messages are only counted). A payload larger than
 ``limits.max_payload_bytes`` is refused before it is parsed. No message stops the loop: one whose storing
 fails with anything else than an unwritable ledger (a bug, a value SQLite refuses) makes the group be
-stored again one message at a time, and the culprit is dead-lettered (reason ``unprocessable``) and
+stored again in halves until it is alone, and is dead-lettered (reason ``unprocessable``) and
 acknowledged. The broker may be down when the collector starts or go away later: the loop reconnects with
 exponential backoff and jitter, and the rest of the collector (the API) keeps running meanwhile.
 """
