@@ -11,7 +11,12 @@ batches acknowledged since. A batch is publishable once committed.
 
 Nothing is dropped silently. Over its size or age bound the spool evicts its oldest batches and stores a
 ``spool_evicted`` event for the collector. A file that is not a sound spool is moved aside (never
-deleted) and a fresh spool started, with a ``spool_corrupt`` event. When the disk is full new readings are
+deleted) and a fresh spool started, with a ``spool_corrupt`` event that says what could be recovered: the
+batches SQLite can still read in the file moved aside are carried over into the fresh spool (new seqs, the
+same readings; the collector drops any it already has). SQLite itself would take an empty (0-byte) file
+for a new database and silently ignore a write-ahead log whose header is garbage (losing the batches only
+it held), so both are checked before SQLite opens the file; one opener at a time, under a lock file
+(``<spool>.lock``), so that a file another opener is just creating is never taken for an empty one. When the disk is full new readings are
 refused and counted; every commit retries, and once one succeeds ``spool_full`` (with the count) and
 ``spool_accepting`` events are stored. Events wait in the spool, like batches, until acknowledged.
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import sqlite3
 import threading
@@ -27,7 +33,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
@@ -172,6 +178,83 @@ def _row(readings: Sequence[Reading]) -> tuple[int, int, int, int, bytes]:
     return len(readings), min(times), max(times), unsynced, READINGS.dump_json(list(readings))
 
 
+_WAL_MAGIC = (0x377F0682, 0x377F0683)
+_WAL_VERSION = 3007000
+
+
+def _wal_header_sound(header: bytes) -> bool:
+    """Whether `header` (a WAL file's first 32 bytes) is a valid SQLite WAL header: magic, version and
+    checksum (https://www.sqlite.org/fileformat.html#the_write_ahead_log)."""
+    if len(header) < 32:
+        return False
+    magic, version = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    if magic not in _WAL_MAGIC or version != _WAL_VERSION:
+        return False
+    order: Literal["big", "little"] = "big" if magic & 1 else "little"
+    s0 = s1 = 0
+    for i in range(0, 24, 8):
+        s0 = (s0 + int.from_bytes(header[i : i + 4], order) + s1) & 0xFFFFFFFF
+        s1 = (s1 + int.from_bytes(header[i + 4 : i + 8], order) + s0) & 0xFFFFFFFF
+    return (s0, s1) == (int.from_bytes(header[24:28], "big"), int.from_bytes(header[28:32], "big"))
+
+
+def _unsound_files(path: Path) -> str | None:
+    """Why the spool's files cannot be a sound spool though SQLite would open them; None if they may be."""
+    if not path.exists():
+        return None
+    wal = Path(f"{path}-wal")
+    wal_size = wal.stat().st_size if wal.exists() else 0
+    if wal_size:
+        with wal.open("rb") as f:
+            if not _wal_header_sound(f.read(32)):
+                return f"its write-ahead log {wal.name} ({wal_size} bytes) has no valid header"
+    if path.stat().st_size == 0 and wal_size == 0:
+        return "the file is empty (0 bytes)"
+    return None
+
+
+@contextlib.contextmanager
+def _opening_lock(path: Path) -> Iterator[None]:
+    """Held while a process inspects, opens, sets up or moves aside the spool file."""
+    with Path(f"{path}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class _Salvaged:
+    """Batches read from a spool file that was moved aside."""
+
+    batches: list[tuple[str | None, list[Reading]]]
+    """(boot_id, readings) of each readable batch, oldest first."""
+    unreadable: str | None = None
+    """Why (part of) the file could not be read; None when all of it was."""
+
+    @property
+    def readings(self) -> int:
+        return sum(len(readings) for _, readings in self.batches)
+
+
+def _salvage(aside: Path) -> _Salvaged:
+    """The batches SQLite can read in the file moved aside (immutable: never written, its WAL ignored)."""
+    batches: list[tuple[str | None, list[Reading]]] = []
+    skipped = 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{aside}?mode=ro&immutable=1", uri=True)) as db:
+            rows = db.execute("SELECT boot_id, payload FROM batches ORDER BY seq").fetchall()
+    except sqlite3.Error as exc:
+        return _Salvaged([], f"no batch readable: {exc}")
+    for boot_id, payload in rows:
+        try:
+            batches.append((boot_id, READINGS.validate_json(payload)))
+        except ValueError:
+            skipped += 1
+    return _Salvaged(batches, f"{skipped} batches unreadable" if skipped else None)
+
+
 def _aside_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
 
@@ -218,24 +301,50 @@ class Spool:
     # -- opening ----------------------------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
+        if str(self.path) == ":memory:":  # a publisher's spool in tests: no file to check or lock
+            return self._connect()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            return self._connect()
-        except SpoolCorrupt as problem:
-            aside = self._move_aside()
-            log.error(
-                "spool %s is unusable (%s): moved aside to %s; starting a fresh spool (its unsent readings "
-                "stay in that file)",
-                self.path,
-                problem,
-                aside,
-            )
-            self._new_events.append(
-                _Span().event(
-                    GatewayEventKind.SPOOL_CORRUPT, f"spool file unusable ({problem}); moved aside to {aside}"
+        with _opening_lock(self.path):
+            try:
+                if (unsound := _unsound_files(self.path)) is not None:
+                    raise SpoolCorrupt(unsound)
+                return self._connect()
+            except SpoolCorrupt as problem:
+                aside = self._move_aside()
+                salvaged = _salvage(aside)
+                db = self._connect()
+                self._carry_over(db, salvaged)
+                recovered = (
+                    f"recovered {len(salvaged.batches)} batches ({salvaged.readings} readings) from it"
+                    + (f"; {salvaged.unreadable}" if salvaged.unreadable else "")
                 )
-            )
-            return self._connect()
+                log.error(
+                    "spool %s is unusable (%s): moved aside to %s; %s; starting a fresh spool",
+                    self.path, problem, aside, recovered,
+                )  # fmt: skip
+                self._new_events.append(
+                    _Span().event(
+                        GatewayEventKind.SPOOL_CORRUPT,
+                        f"spool file unusable ({problem}); moved aside to {aside}; {recovered}",
+                    )
+                )
+                return db
+
+    def _carry_over(self, db: sqlite3.Connection, salvaged: _Salvaged) -> None:
+        """Store the salvaged batches in the fresh spool, in order, as new batches."""
+        if not salvaged.batches:
+            return
+        now = now_ms()
+        with _transaction(db):
+            (seq,) = db.execute("SELECT value FROM meta WHERE key = 'next_seq'").fetchone()
+            for boot_id, readings in salvaged.batches:
+                db.execute(
+                    "INSERT INTO batches (seq, created_ms, boot_id, readings, oldest_ts, newest_ts, unsynced, "
+                    "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (seq, now, boot_id, *_row(readings)),
+                )
+                seq += 1
+            db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'", (seq,))
 
     def _connect(self) -> sqlite3.Connection:
         """Open and check the file. SQLite answers "database is locked" at once, without waiting, to an

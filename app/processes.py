@@ -310,14 +310,24 @@ class VictoriaMetrics:
 
 
 def write_collector_config(
-    path: Path, broker: Mosquitto, *, ledger: Path, api_port: int, tsdb_url: str | None, client_id: str
+    path: Path,
+    broker: Mosquitto,
+    *,
+    ledger: Path,
+    api_port: int,
+    tsdb_url: str | None,
+    client_id: str,
+    retention_days: int | None = None,
 ) -> Path:
-    """A collector.yaml pointing at `broker` (and a TSDB when given), for tests and benchmarks."""
+    """A collector.yaml pointing at `broker` (and a TSDB when given), for tests and benchmarks;
+    `retention_days` widens the window of plausible times for data stamped in the past."""
     config: dict[str, Any] = {
         "mqtt": {"host": broker.host, "port": broker.port, "client_id": client_id},
         "ledger": {"path": str(ledger)},
         "api": {"host": "127.0.0.1", "port": api_port},
     }
+    if retention_days is not None:
+        config["plausibility"] = {"retention_days": retention_days}
     if tsdb_url:
         config["tsdb"] = {"url": tsdb_url}
     path.write_text(yaml.safe_dump(config))

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from kilowatch.broker import BrokerSettings
+from kilowatch.mqtt_contract import TimeWindow
 
 
 class _Section(BaseModel):
@@ -69,6 +70,71 @@ class LedgerSettings(_Section):
         description="SQLite file: meters, energy counters, 15-minute intervals, alerts, rejected messages "
         "(created if missing; relative to the working folder)",
     )
+
+
+class LimitsSettings(_Section):
+    """What one gateway's credentials can cost the collector, however they are used."""
+
+    max_payload_bytes: int = Field(
+        2 * 2**20,
+        ge=1024,
+        le=256 * 2**20,
+        description="A message larger than this is refused before it is parsed (reason too_large). The default "
+        "matches the broker's max_packet_size in deploy/mosquitto.conf (2 MiB, more than twice the largest "
+        "legitimate batch)",
+    )
+    max_meters_per_gateway: int = Field(
+        1000,
+        ge=1,
+        description="Meters one gateway may report; readings of further new meter ids are refused and counted "
+        "(kilowatch_collector_readings_rejected_total, reason too_many_meters)",
+    )
+    rejected_max_bytes: int = Field(
+        64 * 2**20,
+        ge=2**20,
+        description="Refused messages are kept in the ledger (reason, detail, the first 4 KiB of the payload) "
+        "up to about this many bytes in all; beyond it the oldest are dropped first",
+    )
+    rejected_retention_days: float = Field(
+        30, gt=0, description="Refused messages older than this many days are dropped"
+    )
+    rejected_stored_per_minute: int = Field(
+        60,
+        ge=1,
+        description="Refused messages kept (and logged) per gateway per minute; a gateway's further ones in "
+        "that minute are only counted (kilowatch_collector_rejected_unstored_total), so a gateway flooding "
+        "garbage costs bounded storage and logs",
+    )
+
+
+class PlausibilitySettings(_Section):
+    """What the collector believes of a reading, whoever sent it."""
+
+    future_skew_s: int = Field(
+        300,
+        ge=0,
+        le=366 * 86_400,
+        description="A reading stamped more than this many seconds ahead of the collector's clock is "
+        "quarantined (reason implausible_time), never stored: it could pin the meter's latest reading",
+    )
+    retention_days: int = Field(
+        400,
+        ge=1,
+        le=36_600,
+        description="A reading older than this many days when it arrives is quarantined (reason "
+        "implausible_time), as is any trustworthy time before 2000. Keep it above the agents' spool age bound "
+        "so that a backlog after an outage is still taken",
+    )
+    default_max_kw: float = Field(
+        10_000,
+        gt=0,
+        description="Maximum power of a meter the sites file does not rate, kW. A counter rising faster than "
+        "its meter's maximum power allows is kept as a bad value, never booked as energy (a rated meter's "
+        "maximum is 3 times the larger of its rated_kw and demand_limit_kw)",
+    )
+
+    def window(self) -> TimeWindow:
+        return TimeWindow(future_ms=self.future_skew_s * 1000, past_ms=self.retention_days * 86_400_000)
 
 
 class TsdbSettings(_Section):
@@ -305,6 +371,14 @@ class CollectorConfig(_Section):
         "VictoriaMetrics); null = no TSDB",
     )
     api: ApiSettings = Field(default_factory=ApiSettings, description="The HTTP API")
+    plausibility: PlausibilitySettings = Field(
+        default_factory=PlausibilitySettings,
+        description="Time window and counter rates readings are held to (meters are also bound to their "
+        "gateway: see the sites file's `gateway` and `kilowatch collector move-meter`)",
+    )
+    limits: LimitsSettings = Field(
+        default_factory=LimitsSettings, description="Size, rate and cardinality limits on what gateways send"
+    )
     alerts: AlertSettings = Field(default_factory=AlertSettings, description="Alerts made from findings")
     notify: NotifySettings = Field(
         default_factory=NotifySettings,

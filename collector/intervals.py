@@ -21,6 +21,9 @@ from kilowatch.timebase import DAY_MS, SLOT_MS, bucket_start
 
 MAX_SPREAD_MS = DAY_MS
 """The longest step whose energy is spread over buckets; a longer one is a gap."""
+STEP_SLACK_KWH = 1.0
+"""What a counter may rise beyond what its meter's maximum power could deliver: the resolution of coarse
+registers (a meter counting whole kWh may show +1 a second after the last one)."""
 
 
 def spread(start_ms: int, end_ms: int, amount: float) -> list[tuple[int, float]]:
@@ -70,6 +73,21 @@ class CounterStep:
         """What flowed between the two readings; 0 across a reset (the amount before it is unknown) and
         for a step back within the tolerance (rounding, not consumption)."""
         return 0.0 if self.reset else max(self.end.value - self.start.value, 0.0)
+
+    def implausible(self, max_kw: float) -> str | None:
+        """Why the counter cannot have risen this much: more than `max_kw` could deliver in the time
+        between the readings (plus :data:`STEP_SLACK_KWH`); None when it could. A reset or a gap books
+        nothing, so it is not judged here."""
+        if self.reset or self.gap:
+            return None
+        seconds = (self.end.ts - self.start.ts) / 1000
+        allowed = max_kw * seconds / 3600 + STEP_SLACK_KWH
+        if self.energy <= allowed:
+            return None
+        return (
+            f"the counter rose {self.energy:.6g} in {seconds:g} s, more than {max_kw:g} kW can deliver "
+            f"({allowed:.6g})"
+        )
 
     def shares(self) -> list[tuple[int, float]]:
         """The step's energy per bucket it covers; a gap covers none.

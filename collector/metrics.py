@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from collector.store import QuarantineReason
+from collector.store import BadValue, QuarantineReason, ReadingRejection
 from kilowatch.mqtt_contract import GatewayEventKind
 
 
@@ -18,6 +18,11 @@ class RejectReason(StrEnum):
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
     TOPIC_MISMATCH = "topic_mismatch"
     BAD_TOPIC = "bad_topic"
+    TOO_LARGE = "too_large"
+    """Larger than ``limits.max_payload_bytes``: refused before parsing."""
+    UNPROCESSABLE = "unprocessable"
+    """Valid, yet storing it failed with an unexpected error (a bug, or a value SQLite refuses): dead-lettered
+    so that the messages behind it go on."""
 
 
 class CollectorMetrics:
@@ -34,6 +39,42 @@ class CollectorMetrics:
         )
         for reason in RejectReason:
             self.rejected.labels(reason=reason.value)  # every reason is exported from the start, at 0
+        self.rejected_unstored = Counter(
+            "kilowatch_collector_rejected_unstored",
+            "Refused messages counted but not kept nor logged: their gateway had more than "
+            "limits.rejected_stored_per_minute refused that minute",
+            registry=r,
+        )
+        self.rejected_readings = Counter(
+            "kilowatch_collector_readings_rejected",
+            "Readings of valid batches refused (counted, not stored), by reason",
+            ["reason"],
+            registry=r,
+        )
+        for rejection in ReadingRejection:
+            self.rejected_readings.labels(reason=rejection.value)
+        self.bad_values = Counter(
+            "kilowatch_collector_bad_values",
+            "Values of stored readings that are bad (kept with their reason, served in /latest, never booked "
+            "as energy), by reason",
+            ["reason"],
+            registry=r,
+        )
+        for bad in BadValue:
+            self.bad_values.labels(reason=bad.value)
+        self.ledger_writable = Gauge(
+            "kilowatch_collector_ledger_writable",
+            "0 while the ledger cannot commit (disk full, I/O error): ingestion pauses, the broker keeps the "
+            "messages",
+            registry=r,
+        )
+        self.ledger_writable.set(1)
+        self.task_restarts = Counter(
+            "kilowatch_collector_task_restarts",
+            "Background tasks restarted after an unexpected error, by task",
+            ["task"],
+            registry=r,
+        )
         self.accepted_readings = Counter(
             "kilowatch_collector_readings_accepted", "Readings newly stored in the ledger", registry=r
         )
@@ -80,7 +121,7 @@ class CollectorMetrics:
         )
         self.quarantined = Gauge(
             "kilowatch_collector_readings_quarantined",
-            "Readings from an unsynchronised clock waiting in quarantine, by reason",
+            "Readings kept in quarantine (an unsynchronised clock awaiting its anchor, an implausible time), by reason",
             ["reason"],
             registry=r,
         )

@@ -19,7 +19,9 @@ drained a week's backlog faster than the ledger committed it, the collector's me
 the backlog. Hence :class:`_Window`: the client stops reading the socket once it holds ``receive_maximum``
 messages received and not yet acknowledged, and reads again after the next acknowledgement. Nothing is
 dropped nor acknowledged early: unread messages stay in the kernel's socket buffer and at the broker
-(TCP flow control), which is where a backlog belongs.
+(TCP flow control), which is where a backlog belongs. It also stops once the payloads it holds reach
+:data:`MAX_HELD_BYTES`, so that the receive maximum's worth of the largest messages the broker lets through
+(2 MiB each) cannot take the collector's memory past its bound.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from paho.mqtt.properties import Properties
 
 from collector.config import MqttSettings
 from kilowatch.broker import MqttProtocol
+
+MAX_HELD_BYTES = 32 * 2**20
+"""Payload bytes a client holds (received, not yet acknowledged) before it stops reading; it can exceed this
+by one message."""
 
 
 class _Window:
@@ -49,6 +55,8 @@ class _Window:
         self.limit = limit
         self.held = 0
         """Messages received and not yet acknowledged (QoS 0 ones until :func:`ack` is called for them)."""
+        self.held_bytes = 0
+        """Their payloads' bytes."""
         self.peak = 0
         """The most `held` has been."""
         self.pauses = 0
@@ -66,6 +74,7 @@ class _Window:
     def _on_message(self, paho: Any, userdata: Any, message: Any) -> None:
         self._client._on_message(paho, userdata, message)  # private: see the module docstring
         self.held += 1
+        self.held_bytes += len(message.payload)
         self.peak = max(self.peak, self.held)
 
     def _on_socket_open(self, paho: Any, userdata: Any, sock: Any) -> None:
@@ -87,8 +96,11 @@ class _Window:
         self._fd = fd
         self._start_reading()  # replaces aiomqtt's reader, even at the limit (then _read pauses)
 
+    def _full(self) -> bool:
+        return self.held >= self.limit or self.held_bytes >= MAX_HELD_BYTES
+
     def _resume(self) -> None:
-        if self._fd is not None and not self._reading and self.held < self.limit:
+        if self._fd is not None and not self._reading and not self._full():
             self._start_reading()
 
     def _start_reading(self) -> None:
@@ -107,7 +119,7 @@ class _Window:
     def _read(self) -> None:
         paho = self._client._client  # private: see the module docstring
         try:
-            while self._reading and self.held < self.limit:
+            while self._reading and not self._full():
                 paho.loop_read()
                 pending = getattr(paho._sock, "pending", None)  # private: see the module docstring
                 if pending is None or pending() <= 0:
@@ -117,12 +129,13 @@ class _Window:
             if not disconnected.done():
                 disconnected.set_exception(exc)
             return
-        if self.held >= self.limit:
+        if self._full():
             self._pause()
 
-    def release(self) -> None:
-        """One held message acknowledged: read again if reading had stopped."""
+    def release(self, size: int) -> None:
+        """One held message of `size` payload bytes acknowledged: read again if reading had stopped."""
         self.held -= 1
+        self.held_bytes -= size
         if not self._reading:
             self._resume()
 
@@ -164,7 +177,7 @@ def ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         client._client.ack(message.mid, message.qos)  # private: see the module docstring
     window = _windows.get(client)
     if window is not None:
-        window.release()
+        window.release(len(message.payload) if isinstance(message.payload, bytes | bytearray) else 0)
 
 
 def held(client: aiomqtt.Client) -> tuple[int, int, int]:

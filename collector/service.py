@@ -5,6 +5,11 @@ SIGTERM or SIGINT stops it gracefully: ingestion stops taking messages (what it 
 not acknowledged, so the broker keeps it for the next start), the TSDB writer gets a few seconds to
 empty the outbox (what remains waits in the ledger), the API finishes its requests, the ledger is
 closed; then it returns normally (exit 0). The broker may be down at start: the API comes up anyway and ingestion keeps retrying.
+
+No background task takes the service down: each handles the errors it expects (the broker going away, the
+TSDB down, a full disk: ingestion pauses and /healthz says so) and, should one still fail, it is logged,
+counted (``kilowatch_collector_task_restarts_total``) and started again with backoff (:func:`_supervised`).
+Only the API server ending, or a signal, stops the service.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import logging
 import signal
 import socket
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import uvicorn
@@ -25,15 +30,16 @@ from collector.alerts import AlertStore
 from collector.api.app import create_app
 from collector.config import CollectorConfig
 from collector.detect_live import LiveDetection
-from collector.detectors.config import load_sites
+from collector.detectors.config import Sites, load_sites
 from collector.ingest import Ingestor
 from collector.metrics import CollectorMetrics
 from collector.notifiers.dispatch import Notifications, channels
 from collector.notifiers.monthly import ledger_monthly_reporter
 from collector.reports import ledger_reporter
-from collector.store import Ledger
+from collector.store import RATED_HEADROOM, IngestChecks, Ledger, RejectedLimits
 from collector.tsdb import TsdbWriter
 from kilowatch import __version__
+from kilowatch.backoff import Backoff
 from kilowatch.sdnotify import supervise
 from kilowatch.yamlconfig import ConfigError
 
@@ -41,6 +47,10 @@ log = logging.getLogger(__name__)
 
 DRAIN_TIMEOUT_S = 5.0
 """How long shutdown waits for the TSDB writer to empty the outbox."""
+
+RESTART_MIN_S = 1.0
+RESTART_MAX_S = 60.0
+"""A failed background task starts again after a wait doubling between these (with jitter)."""
 
 
 class ServiceError(Exception):
@@ -88,6 +98,28 @@ async def _detection(config: CollectorConfig, metrics: CollectorMetrics) -> Live
     return detection
 
 
+async def _ingest_checks(config: CollectorConfig) -> IngestChecks:
+    """What readings are held to: collector.yaml's plausibility, and from the sites file (when one is
+    given) each configured meter's site, gateway and maximum power."""
+    plausibility = config.plausibility
+    sites = Sites(sites={})
+    if config.detection.sites is not None:
+        try:
+            sites = await asyncio.to_thread(load_sites, config.detection.sites)
+        except ConfigError as exc:
+            raise ServiceError(f"sites file: {exc}") from exc
+    meters = {m: (s, meter) for s, site in sites.sites.items() for m, meter in site.meters.items()}
+    return IngestChecks(
+        window=plausibility.window(),
+        max_kw={
+            m: RATED_HEADROOM * max(meter.rated_kw, meter.demand_limit_kw or 0.0)
+            for m, (_, meter) in meters.items()
+        },
+        default_max_kw=plausibility.default_max_kw,
+        provisioned={m: (s, meter.gateway) for m, (s, meter) in meters.items()},
+    )
+
+
 async def serve(config: CollectorConfig) -> None:
     """Run until SIGTERM/SIGINT; raise :class:`ServiceError` when it cannot start or a task dies.
 
@@ -95,8 +127,20 @@ async def serve(config: CollectorConfig) -> None:
     to finish its requests) and awaited before that.
     """
     async with contextlib.AsyncExitStack() as stack:
+        limits = config.limits
+        checks = await _ingest_checks(config)
         try:
-            ledger = await asyncio.to_thread(Ledger, config.ledger.path, outbox=config.tsdb is not None)
+            ledger = await asyncio.to_thread(
+                Ledger,
+                config.ledger.path,
+                outbox=config.tsdb is not None,
+                max_meters_per_gateway=limits.max_meters_per_gateway,
+                rejected=RejectedLimits(
+                    max_bytes=limits.rejected_max_bytes,
+                    retention_ms=int(limits.rejected_retention_days * 86_400_000),
+                ),
+                checks=checks,
+            )
         except sqlite3.Error as exc:
             raise ServiceError(f"cannot open the ledger {config.ledger.path}: {exc}") from exc
         stack.push_async_callback(asyncio.to_thread, ledger.close)
@@ -104,13 +148,18 @@ async def serve(config: CollectorConfig) -> None:
         detection = await _detection(config, metrics)
         writer = TsdbWriter(settings=config.tsdb, metrics=metrics, ledger=ledger) if config.tsdb else None
         ingestor = Ingestor(
-            settings=config.mqtt, ledger=ledger, metrics=metrics, on_commit=writer.wake if writer else None
+            settings=config.mqtt,
+            ledger=ledger,
+            metrics=metrics,
+            on_commit=writer.wake if writer else None,
+            limits=limits,
         )
         app = create_app(
             ledger_path=config.ledger.path,
             metrics=metrics,
             mqtt_connected=lambda: ingestor.connected,
             sites=detection.sites if detection else None,
+            ledger_error=lambda: ingestor.ledger_error,
         )
         api = config.api
         sock = stack.enter_context(_listen(api.host, api.port))
@@ -147,13 +196,15 @@ async def serve(config: CollectorConfig) -> None:
         gc.freeze()
         stop = asyncio.Event()
         stack.enter_context(_stop_on_signals(stop))
-        ingest_task = asyncio.create_task(ingestor.run(), name="mqtt-ingest")
+
+        def start(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+            return asyncio.create_task(_supervised(name, run, metrics), name=name)
+
+        ingest_task = start("mqtt-ingest", ingestor.run)
         api_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-api")
-        writer_task = asyncio.create_task(writer.run(), name="tsdb-writer") if writer else None
-        notify_task = asyncio.create_task(notifications.run(), name="notifications") if senders else None
-        detect_task = (
-            asyncio.create_task(detection.run(notifications.submit), name="detection") if detection else None
-        )
+        writer_task = start("tsdb-writer", writer.run) if writer else None
+        notify_task = start("notifications", notifications.run) if senders else None
+        detect_task = start("detection", lambda: detection.run(notifications.submit)) if detection else None
         workers = {t for t in (ingest_task, api_task, writer_task, notify_task, detect_task) if t is not None}
         workers.add(asyncio.create_task(supervise(), name="systemd-notify"))  # READY=1, watchdog pings
         stopping = asyncio.create_task(stop.wait(), name="stop-signal")
@@ -178,6 +229,27 @@ async def serve(config: CollectorConfig) -> None:
         cause = task.exception() if not task.cancelled() else None
         raise ServiceError(f"task {task.get_name()} stopped unexpectedly: {cause!r}") from cause
     log.info("stopped")
+
+
+async def _supervised(name: str, run: Callable[[], Awaitable[None]], metrics: CollectorMetrics) -> None:
+    """Run a background task until it returns or is cancelled; when it fails, log and count it and start it
+    again after a backoff (reset once it has run for RESTART_MAX_S), so one bug or one unforeseen error
+    never takes ingestion, the TSDB writer or the notifications down for good."""
+    backoff = Backoff(first_s=RESTART_MIN_S, max_s=RESTART_MAX_S)
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        try:
+            await run()
+        except Exception:
+            if loop.time() - started >= RESTART_MAX_S:
+                backoff.reset()
+            wait = backoff.next_delay()
+            log.exception("task %s failed; starting it again in %.1f s", name, wait)
+            metrics.task_restarts.labels(task=name).inc()
+            await asyncio.sleep(wait)
+        else:
+            return
 
 
 async def _stop(tasks: set[asyncio.Task[Any]], api_task: asyncio.Task[Any], server: uvicorn.Server) -> None:

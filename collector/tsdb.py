@@ -5,7 +5,9 @@ as line protocol (:mod:`collector.line_protocol`), to its ``tsdb_outbox`` table 
 stores it. :class:`TsdbWriter` sends the outbox in order and deletes rows only once the TSDB has taken
 them; while writes fail it retries with backoff and the ledger keeps committing. The backlog is on
 /metrics. A crash between a write and its delete resends those points once more, which the TSDB's
-(meter, ts) dedup absorbs (VictoriaMetrics with dedup, InfluxDB by overwriting the same point).
+(meter, ts) dedup absorbs (VictoriaMetrics with dedup, InfluxDB by overwriting the same point). So does a
+delete the ledger cannot commit (a full disk): the rows stay, the writer waits with backoff and sends them
+again, and never stops for it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 
 from collector.config import TsdbSettings
 from collector.metrics import CollectorMetrics
-from collector.store import Ledger, LedgerReader, TsdbOutboxRow
+from collector.store import Ledger, LedgerReader, LedgerUnwritable, TsdbOutboxRow
 from kilowatch.backoff import Backoff
 
 log = logging.getLogger(__name__)
@@ -90,12 +92,22 @@ class TsdbWriter:
                 self._empty.set()
                 await self._wake.wait()
                 continue
-            if await self._write(write_api, chunk):
-                await asyncio.to_thread(self._ledger.outbox_delete, chunk[-1].id)
-                self._metrics.tsdb_outbox_rows.dec(len(chunk))
-                self._metrics.tsdb_outbox_points.dec(sum(row.points for row in chunk))
-            else:
+            if not await self._write(write_api, chunk):
                 await asyncio.sleep(self._backoff.next_delay())
+                continue
+            try:
+                await asyncio.to_thread(self._ledger.outbox_delete, chunk[-1].id)
+            except LedgerUnwritable as exc:
+                wait = self._backoff.next_delay()
+                log.warning(
+                    "the TSDB took %d outbox rows but the ledger cannot forget them (%s); they stay and are "
+                    "sent again (the TSDB deduplicates them) in %.1f s",
+                    len(chunk), exc, wait,
+                )  # fmt: skip
+                await asyncio.sleep(wait)
+                continue
+            self._metrics.tsdb_outbox_rows.dec(len(chunk))
+            self._metrics.tsdb_outbox_points.dec(sum(row.points for row in chunk))
 
     async def _write(self, write_api: WriteApiAsync, chunk: list[TsdbOutboxRow]) -> bool:
         points = sum(row.points for row in chunk)

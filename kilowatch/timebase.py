@@ -38,6 +38,15 @@ def utc_datetime(ts_ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ts_ms)
 
 
+def utc_datetime_or_none(ts_ms: int) -> datetime | None:
+    """The UTC datetime of epoch ms `ts_ms`, or None when no calendar date has it (past year 9999, before
+    year 1): what a gateway's broken clock may have stamped, shown without failing."""
+    try:
+        return utc_datetime(ts_ms)
+    except (OverflowError, ValueError):
+        return None
+
+
 def local_datetime(ts_ms: int) -> datetime:
     """The Vietnamese local datetime of epoch ms `ts_ms`."""
     return utc_datetime(ts_ms).astimezone(VIETNAM_TZ)

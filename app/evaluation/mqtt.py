@@ -95,6 +95,7 @@ def _write_configs(
             "clock": "data",  # history replayed at full speed: the wall clock would call every meter silent
         },
         "notify": {"digest_at": None},
+        "plausibility": {"retention_days": 36_600},  # history replayed: any age is plausible
     }  # fmt: skip
     path = workdir / "collector.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -11,16 +11,18 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, Field
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from collector.access import Principal
 from collector.alerts import AlertConflict, AlertError, AlertOut, AlertStore, InvalidSilence, UnknownAlert
 from collector.api.deps import Alerts, Manager, Viewer, require_site, viewer
 from collector.api.paging import DEFAULT_LIMIT, LINK_HEADER, MAX_LIMIT, link_next
+from collector.api.params import RowId, Time
 from collector.api.problems import ApiError, Conflict, NotFound, Unprocessable, problem, require_order
 from collector.detectors.findings import Detector
 from collector.store import Alert, AlertQuery, AlertStatus
+from kilowatch.mqtt_contract import INT64_MAX
 from kilowatch.timebase import to_ms
 
 _REFUSALS: dict[type[AlertError], type[ApiError]] = {
@@ -39,10 +41,6 @@ def _refusals() -> Iterator[None]:
         raise _REFUSALS[type(exc)](str(exc)) from exc
 
 
-MAX_ID = 2**63 - 1
-"""SQLite's largest integer: an id above it names no alert."""
-AlertId = Annotated[int, Path(ge=1, le=MAX_ID)]
-
 _ERRORS: dict[int | str, dict[str, Any]] = {
     403: problem("An alert of a site the caller may not see, or a viewer acting on it"),
     404: problem("Unknown alert"),
@@ -51,7 +49,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class SilenceIn(BaseModel):
-    until: AwareDatetime = Field(description="Notifications of the alert are held back until then")
+    until: Time = Field(description="Notifications of the alert are held back until then")
     reason: str = Field(min_length=1, max_length=500, description="Why, for the people who see the alert")
 
 
@@ -65,16 +63,12 @@ class AlertFilters(BaseModel):
     detector: Detector | None = Field(None, description="Only this detector's alerts")
     site: str | None = Field(None, description="Only this site")
     meter: str | None = Field(None, description="Only this meter")
-    start: AwareDatetime | None = Field(
-        None, alias="from", description="Alerts whose condition lasted past this"
-    )
-    end: AwareDatetime | None = Field(
-        None, alias="to", description="Alerts whose condition began before this"
-    )
+    start: Time | None = Field(None, alias="from", description="Alerts whose condition lasted past this")
+    end: Time | None = Field(None, alias="to", description="Alerts whose condition began before this")
     before: int | None = Field(
         None,
         ge=1,
-        le=MAX_ID,
+        le=INT64_MAX,
         description='Page on: alerts with a smaller id than this (the `Link: rel="next"` has it)',
     )
     limit: int = Field(
@@ -145,12 +139,12 @@ def _get(store: AlertStore, alert_id: int, principal: Principal) -> Alert:
 
 
 @router.get("/{alert_id}", responses=_ERRORS)
-def get_alert(alert_id: AlertId, store: Alerts, principal: Viewer) -> AlertOut:
+def get_alert(alert_id: RowId, store: Alerts, principal: Viewer) -> AlertOut:
     return AlertOut.of(_get(store, alert_id, principal))
 
 
 @router.post("/{alert_id}/ack", responses=_ERRORS)
-def acknowledge(alert_id: AlertId, store: Alerts, principal: Manager) -> AlertOut:
+def acknowledge(alert_id: RowId, store: Alerts, principal: Manager) -> AlertOut:
     """Someone is on it: the alert goes from open to acknowledged (it still resolves by itself)."""
     _get(store, alert_id, principal)
     with _refusals():
@@ -158,7 +152,7 @@ def acknowledge(alert_id: AlertId, store: Alerts, principal: Manager) -> AlertOu
 
 
 @router.post("/{alert_id}/silence", responses={**_ERRORS, 422: problem("'until' is not in the future")})
-def silence(alert_id: AlertId, body: SilenceIn, store: Alerts, principal: Manager) -> AlertOut:
+def silence(alert_id: RowId, body: SilenceIn, store: Alerts, principal: Manager) -> AlertOut:
     """Hold back the alert's notifications until `until`; what is due then is sent then."""
     _get(store, alert_id, principal)
     with _refusals():

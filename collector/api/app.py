@@ -71,6 +71,7 @@ def create_app(
     mqtt_connected: Callable[[], bool],
     sites: Sites | None = None,
     settings: ApiSettings | None = None,
+    ledger_error: Callable[[], str | None] = lambda: None,
 ) -> FastAPI:
     """The API over the ledger at `ledger_path` (which must exist: the :class:`Ledger` creates it)."""
     context = ApiContext(
@@ -79,6 +80,7 @@ def create_app(
         mqtt_connected=mqtt_connected,
         settings=settings or ApiSettings(),
         sites=sites,
+        ledger_error=ledger_error,
     )
 
     @asynccontextmanager

@@ -46,6 +46,8 @@ class ApiContext:
     settings: ApiSettings
     sites: Sites | None = None
     """The detection settings, when detection runs: sites' calendars and meters for the reports."""
+    ledger_error: Callable[[], str | None] = lambda: None
+    """Why ingestion is paused because the ledger cannot commit (a full disk); None while it commits."""
 
 
 class ApiState(TypedDict):

@@ -9,15 +9,18 @@ from pydantic import BaseModel, Field
 
 from collector.api.deps import Reader, Viewer, viewer
 from collector.api.paging import LINK_HEADER, Paged
+from collector.store import CollectorEventKind
 from kilowatch.mqtt_contract import GatewayEventKind, GatewayState
-from kilowatch.timebase import utc_datetime
+from kilowatch.timebase import utc_datetime, utc_datetime_or_none
 
 
 class GatewayOut(BaseModel):
     site: str
     gateway: str
     state: GatewayState = Field(description="online (its birth) or offline (its last will, or a clean stop)")
-    ts: datetime = Field(description="When the gateway wrote that status (gateway clock)")
+    ts: datetime | None = Field(
+        description="When the gateway wrote that status (gateway clock; null: no calendar date, a broken clock)"
+    )
     agent_version: str
     meters: list[str] = Field(description="The meters it polls")
     received_at: datetime = Field(description="When the collector received the status")
@@ -26,8 +29,14 @@ class GatewayOut(BaseModel):
 class GatewayEventOut(BaseModel):
     site: str
     gateway: str
-    ts: datetime = Field(description="When it happened (gateway clock)")
-    kind: GatewayEventKind
+    ts: datetime | None = Field(
+        description="When it happened (gateway clock, null if no calendar date; the collector's for its kinds)"
+    )
+    kind: GatewayEventKind | CollectorEventKind = Field(
+        description="What happened: reported by the gateway, or noticed by the collector (foreign_meter: "
+        "readings of a meter bound to another gateway refused; meter_moved; spool_epoch: a seq jump too "
+        "large to be missing batches)"
+    )
     readings: int = Field(description="Readings it concerns (evicted, or not stored)")
     oldest_ts: datetime | None
     newest_ts: datetime | None
@@ -46,7 +55,7 @@ class SeqGapOut(BaseModel):
 
 
 def _optional_datetime(ms: int | None) -> datetime | None:
-    return None if ms is None else utc_datetime(ms)
+    return None if ms is None else utc_datetime_or_none(ms)
 
 
 router = APIRouter(prefix="/api/v1/gateways", tags=["accounting"], dependencies=[Depends(viewer)])
@@ -60,7 +69,7 @@ def list_gateways(reader: Reader, principal: Viewer, page: Paged) -> list[Gatewa
             site=row.site,
             gateway=row.gateway,
             state=GatewayState(row.state),
-            ts=utc_datetime(row.ts),
+            ts=utc_datetime_or_none(row.ts),
             agent_version=row.agent_version,
             meters=row.meters,
             received_at=utc_datetime(row.received_at),
@@ -76,7 +85,7 @@ def list_gateway_events(reader: Reader, principal: Viewer, page: Paged) -> list[
         GatewayEventOut(
             site=row.site,
             gateway=row.gateway,
-            ts=utc_datetime(row.ts),
+            ts=utc_datetime_or_none(row.ts),
             kind=row.kind,
             readings=row.readings,
             oldest_ts=_optional_datetime(row.oldest_ts),

@@ -14,10 +14,14 @@ from collector.store import LedgerReader
 
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded", "failing"] = Field(
-        description="ok; degraded = no MQTT connection (the API still serves); failing = ledger unreadable"
+        description="ok; degraded = no MQTT connection, or the ledger cannot commit (ingestion paused, the "
+        "broker keeps the messages; the API still serves); failing = ledger unreadable"
     )
     mqtt_connected: bool
     ledger_ok: bool
+    ledger_error: str | None = Field(
+        None, description="Why the ledger cannot commit (a full disk, say) while ingestion is paused for it"
+    )
 
 
 router = APIRouter(tags=["operations"])
@@ -31,9 +35,12 @@ def healthz(context: Context, response: Response) -> HealthOut:
     except sqlite3.Error:
         ledger_ok = False
     mqtt_connected = context.mqtt_connected()
+    ledger_error = context.ledger_error()
     if not ledger_ok:
         response.status_code = 503
     status: Literal["ok", "degraded", "failing"] = (
-        "failing" if not ledger_ok else "ok" if mqtt_connected else "degraded"
+        "failing" if not ledger_ok else "ok" if mqtt_connected and ledger_error is None else "degraded"
     )
-    return HealthOut(status=status, mqtt_connected=mqtt_connected, ledger_ok=ledger_ok)
+    return HealthOut(
+        status=status, mqtt_connected=mqtt_connected, ledger_ok=ledger_ok, ledger_error=ledger_error
+    )

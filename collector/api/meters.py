@@ -10,15 +10,16 @@ from typing import Annotated, Any, Literal
 
 import pydantic_core
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Field, TypeAdapter
 
 from collector.access import Principal
 from collector.api.deps import Now, Reader, Viewer, require_site, viewer
 from collector.api.paging import LINK_HEADER, Paged
+from collector.api.params import Time
 from collector.api.problems import InvalidRange, NotFound, problem, require_order
 from collector.store import LedgerReader
 from kilowatch.mqtt_contract import ClockState, Quality
-from kilowatch.timebase import SLOT_HOURS, SLOT_MS, to_ms, utc_datetime
+from kilowatch.timebase import SLOT_HOURS, SLOT_MS, to_ms, utc_datetime, utc_datetime_or_none
 
 DEFAULT_RANGE = timedelta(hours=24)
 MAX_RANGE = timedelta(days=31)
@@ -29,16 +30,27 @@ class MeterOut(BaseModel):
     site: str
     gateway: str
     profile: str = Field(description="Device profile id")
-    first_seen: datetime = Field(description="Event time of the oldest reading received")
-    last_seen: datetime = Field(description="Event time of the newest reading received")
+    first_seen: datetime | None = Field(
+        description="Event time of the oldest reading received (null: no calendar date, see below)"
+    )
+    last_seen: datetime | None = Field(
+        description="Event time of the newest reading received (null: no calendar date; a ledger written "
+        "before the collector held times to a window may keep one past year 9999)"
+    )
 
 
 class LatestOut(BaseModel):
     meter: str
-    ts: datetime = Field(description="When the meter was read")
+    ts: datetime | None = Field(
+        description="When the meter was read (null: no calendar date, as for /meters)"
+    )
     values: dict[str, float] = Field(description="By canonical quantity name")
     quality: Quality
     value_quality: dict[str, Quality] = Field(description="Quality of each value that is not good")
+    value_reasons: dict[str, str] = Field(
+        description="Why each bad value is bad (outside its physical range, or a counter rising faster than "
+        "the meter can); bad values are not in `values`"
+    )
     clock: ClockState = Field(description="The gateway's clock state when it stamped `ts`")
 
 
@@ -78,8 +90,8 @@ def list_meters(reader: Reader, principal: Viewer, page: Paged) -> list[MeterOut
             site=m.site,
             gateway=m.gateway,
             profile=m.profile,
-            first_seen=utc_datetime(m.first_seen),
-            last_seen=utc_datetime(m.last_seen),
+            first_seen=utc_datetime_or_none(m.first_seen),
+            last_seen=utc_datetime_or_none(m.last_seen),
         )
         for m in page.take(lambda _: reader.meters(), lambda m: principal.sees(m.site))
     ]
@@ -101,10 +113,11 @@ def latest(meter_id: str, reader: Reader, principal: Viewer) -> LatestOut:
         raise UnknownMeter(meter_id)
     return LatestOut(
         meter=row.meter_id,
-        ts=utc_datetime(row.ts),
+        ts=utc_datetime_or_none(row.ts),
         values=row.values,
         quality=row.quality,
         value_quality=row.value_quality,
+        value_reasons=row.value_reasons,
         clock=row.clock,
     )
 
@@ -148,11 +161,9 @@ def get_intervals(
     now: Now,
     request: Request,
     start: Annotated[
-        AwareDatetime | None, Query(alias="from", description="ISO 8601 with offset; default: `to` - 24 h")
+        Time | None, Query(alias="from", description="ISO 8601 with offset; default: `to` - 24 h")
     ] = None,
-    end: Annotated[
-        AwareDatetime | None, Query(alias="to", description="ISO 8601 with offset; default: now")
-    ] = None,
+    end: Annotated[Time | None, Query(alias="to", description="ISO 8601 with offset; default: now")] = None,
     format: Annotated[
         Literal["json", "csv"] | None,
         Query(description="csv: the same as `Accept: text/csv`; default: by the Accept header, else JSON"),

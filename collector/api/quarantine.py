@@ -1,4 +1,5 @@
-"""Quarantine: readings stamped by an unsynchronised gateway clock that could not be re-dated yet."""
+"""Quarantine: readings stamped by an unsynchronised gateway clock that could not be re-dated yet, and
+readings whose time lies outside the collector's window."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pydantic import BaseModel, Field
 from collector.api.deps import Reader, Viewer, viewer
 from collector.api.paging import LINK_HEADER, Paged
 from collector.store import QuarantineReason
-from kilowatch.timebase import utc_datetime
+from kilowatch.timebase import utc_datetime, utc_datetime_or_none
 
 
 class QuarantinedOut(BaseModel):
@@ -19,7 +20,11 @@ class QuarantinedOut(BaseModel):
     meter: str
     site: str
     gateway: str
-    ts: datetime = Field(description="As stamped by the gateway's unsynchronised clock: not to be trusted")
+    ts: datetime | None = Field(
+        description="As stamped by the gateway's clock: not to be trusted; null when no calendar date (past "
+        "year 9999, see `ts_ms`)"
+    )
+    ts_ms: int = Field(description="The same, UTC milliseconds since the epoch")
     boot_id: str | None = Field(description="The boot whose monotonic clock `mono_ms` counts on")
     mono_ms: int | None = Field(description="The gateway's monotonic clock when the meter was read")
     values: dict[str, float] = Field(description="By canonical quantity name")
@@ -38,14 +43,16 @@ def list_quarantine(
     page: Paged,
     meter: Annotated[str | None, Query(description="Only this meter")] = None,
 ) -> list[QuarantinedOut]:
-    """Readings stamped by an unsynchronised clock, kept out of readings and intervals, oldest first."""
+    """Readings kept out of readings and intervals (stamped by an unsynchronised clock, or at an implausible
+    time), oldest first."""
     return [
         QuarantinedOut(
             id=row.id,
             meter=row.meter_id,
             site=row.site,
             gateway=row.gateway,
-            ts=utc_datetime(row.ts),
+            ts=utc_datetime_or_none(row.ts),
+            ts_ms=row.ts,
             boot_id=row.boot_id,
             mono_ms=row.mono_ms,
             values=row.reading.values,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
 from collector.api.deps import Context, Now, Viewer, require_site, viewer
+from collector.api.params import Day
 from collector.api.problems import NotFound, problem
 from collector.reports import SiteDay, ledger_reporter
 from kilowatch.timebase import VIETNAM_TZ
@@ -24,7 +25,7 @@ def daily_report(
     context: Context,
     now: Now,
     principal: Viewer,
-    day: Annotated[date | None, Query(description="Vietnam calendar day (default: yesterday)")] = None,
+    day: Annotated[Day | None, Query(description="Vietnam calendar day (default: yesterday)")] = None,
 ) -> SiteDay:
     """Per configured meter of `site` on `day`: energy and cost by time-of-use band, base and near-peak
     load, after-hours and peak-band shares, machines' idle share per shift, and what the day's alerts

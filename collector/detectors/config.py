@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from collector.calendars import SiteCalendar
 from kilowatch import yamlconfig
 from kilowatch.calendars import Band
+from kilowatch.mqtt_contract import Ident
 
 
 class _Model(BaseModel):
@@ -176,6 +177,11 @@ class MeterConfig(_Model):
         examples=["sub_meter"],
     )
     rated_kw: float = Field(gt=0, description="its full load, kW", examples=[60])
+    gateway: Ident | None = Field(
+        None,
+        description="the gateway that polls it: the collector refuses its readings from any other. null: "
+        "the first gateway of this site it is seen from (moved with `kilowatch collector move-meter`)",
+    )
     large: bool = Field(False, description="a large machine the plant keeps out of the peak bands (R9)")
     demand_limit_kw: float | None = Field(
         None,

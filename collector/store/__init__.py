@@ -8,12 +8,28 @@ migrations are in :mod:`collector.store.schema`, the connections each role opens
 """
 
 from collector.store.alerts import Alert, AlertLedger, AlertQuery, AlertStatus, AlertTransaction
+from collector.store.checks import DEFAULT_MAX_KW, RATED_HEADROOM, IngestChecks
 from collector.store.clock import ClockStepSpan, QuarantineReason, QuarantineRow
-from collector.store.delivery import MAX_REJECTED_PAYLOAD, RejectedMessage, RejectedRow, SeqGapRow
-from collector.store.gateways import GatewayEventRow, GatewayRow, GatewayStateChange
+from collector.store.connection import LedgerUnwritable
+from collector.store.delivery import (
+    MAX_REJECTED_PAYLOAD,
+    RejectedLimits,
+    RejectedMessage,
+    RejectedRow,
+    SeqGapRow,
+)
+from collector.store.gateways import CollectorEventKind, GatewayEventRow, GatewayRow, GatewayStateChange
 from collector.store.intervals import CounterEvent, CounterEventKind, DayEnergy, IntervalRow
-from collector.store.ledger import CLOCK_STEP_TOLERANCE_MS, IngestResult, Item, Ledger
+from collector.store.ledger import (
+    CLOCK_STEP_TOLERANCE_MS,
+    BadValue,
+    IngestResult,
+    Item,
+    Ledger,
+    ReadingRejection,
+)
 from collector.store.outbox import NotificationRow, TsdbOutboxRow
+from collector.store.owners import Binding, OwnerRow
 from collector.store.reader import LedgerReader
 from collector.store.readings import COUNTERS, LatestRow, MeterRow, ReadingRow
 from collector.store.schema import SCHEMA_VERSION, NewerLedger
@@ -21,32 +37,42 @@ from collector.store.schema import SCHEMA_VERSION, NewerLedger
 __all__ = [
     "CLOCK_STEP_TOLERANCE_MS",
     "COUNTERS",
+    "DEFAULT_MAX_KW",
     "MAX_REJECTED_PAYLOAD",
+    "RATED_HEADROOM",
     "SCHEMA_VERSION",
     "Alert",
     "AlertLedger",
     "AlertQuery",
     "AlertStatus",
     "AlertTransaction",
+    "BadValue",
+    "Binding",
     "ClockStepSpan",
+    "CollectorEventKind",
     "CounterEvent",
     "CounterEventKind",
     "DayEnergy",
     "GatewayEventRow",
     "GatewayRow",
     "GatewayStateChange",
+    "IngestChecks",
     "IngestResult",
     "IntervalRow",
     "Item",
     "LatestRow",
     "Ledger",
     "LedgerReader",
+    "LedgerUnwritable",
     "MeterRow",
     "NewerLedger",
     "NotificationRow",
+    "OwnerRow",
     "QuarantineReason",
     "QuarantineRow",
+    "ReadingRejection",
     "ReadingRow",
+    "RejectedLimits",
     "RejectedMessage",
     "RejectedRow",
     "SeqGapRow",

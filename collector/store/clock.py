@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
-from kilowatch.mqtt_contract import ClockAnchor, Reading
+from kilowatch.mqtt_contract import INT64_MAX, ClockAnchor, Reading
 
 BootKey = tuple[str, str, str]
 """(site, gateway, boot_id)."""
@@ -22,6 +22,7 @@ class QuarantineReason(StrEnum):
 
     AWAITING_ANCHOR = "awaiting_clock_anchor"
     NO_MONOTONIC_TIME = "no_monotonic_time"
+    IMPLAUSIBLE_TIME = "implausible_time"
 
     @property
     def detail(self) -> str:
@@ -32,6 +33,8 @@ _REASON_DETAIL = {
     QuarantineReason.AWAITING_ANCHOR: "stamped by an unsynchronised clock; waiting for the gateway's clock "
     "anchor for its boot to re-date it",
     QuarantineReason.NO_MONOTONIC_TIME: "no monotonic time to re-date it",
+    QuarantineReason.IMPLAUSIBLE_TIME: "its time lies outside the collector's window (too far in the future, "
+    "or older than the retention): never stored, so it can neither pin a meter's latest reading nor book energy",
 }
 
 
@@ -80,7 +83,7 @@ def record_step(db: sqlite3.Connection, key: BootKey, start: int, end: int, step
     rows = db.execute(
         "DELETE FROM clock_steps WHERE site = ? AND gateway = ? AND boot_id = ? AND start_ts <= ? AND end_ts >= ?"
         " RETURNING start_ts, end_ts",
-        (*key, end + _STEP_MERGE_MS, start - _STEP_MERGE_MS),
+        (*key, min(end + _STEP_MERGE_MS, INT64_MAX), max(start - _STEP_MERGE_MS, 0)),  # SQLite's int64
     ).fetchall()
     for a, b in rows:
         start, end = min(start, a), max(end, b)
@@ -109,11 +112,11 @@ def quarantine(
 
 
 def release(db: sqlite3.Connection, key: BootKey) -> list[Reading]:
-    """Take the boot's quarantined readings that have a monotonic time out of quarantine."""
+    """Take the boot's readings that await its anchor (and have a monotonic time) out of quarantine."""
     rows = db.execute(
         "DELETE FROM quarantine WHERE site = ? AND gateway = ? AND boot_id = ? AND mono_ms IS NOT NULL"
-        " RETURNING reading",
-        key,
+        " AND reason = ? RETURNING reading",
+        (*key, QuarantineReason.AWAITING_ANCHOR.value),
     ).fetchall()
     return [Reading.model_validate_json(reading) for (reading,) in rows]
 

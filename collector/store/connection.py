@@ -15,6 +15,34 @@ BUSY_TIMEOUT_MS = 10_000
 
 READ_BUSY_TIMEOUT_MS = 5_000
 
+_UNWRITABLE = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
+"""SQLite's primary result codes that say the file cannot be written now, whatever is being written."""
+
+
+class LedgerUnwritable(Exception):
+    """The ledger cannot commit now, whatever the data: a full disk, an I/O error, a read-only or locked or
+    damaged file. Nothing of the transaction was stored; the same transaction may succeed later, so the
+    caller keeps what it was storing (the ingestor does not acknowledge it) and tries again."""
+
+
+def unwritable(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite saying the file cannot be written (not something about the data written)."""
+    code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
+    return code is not None and code & 0xFF in _UNWRITABLE
+
 
 class Closing(ABC):
     """Closes its connection on ``close()`` and at the end of a ``with`` block."""

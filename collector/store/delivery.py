@@ -6,8 +6,9 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-MAX_REJECTED_PAYLOAD = 256 * 1024
-"""Bytes of a rejected payload kept; the rest is cut off (the original size is stored beside it)."""
+MAX_REJECTED_PAYLOAD = 4096
+"""Bytes of a rejected payload kept: an excerpt to recognise it by (the reason's detail says where it is
+wrong); the rest is cut off and the original size is stored beside it."""
 
 BatchKey = tuple[str, str, str]
 """(site, gateway, spool); spool is '' for agents that send no spool_id."""
@@ -21,6 +22,16 @@ class RejectedMessage:
     reason: str
     detail: str
     payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedLimits:
+    """How much of the refused messages the ledger keeps; beyond either bound the oldest go first."""
+
+    max_bytes: int = 64 * 2**20
+    """Their excerpts, details and topics together."""
+    retention_ms: int = 30 * 86_400_000
+    """Their age (by when they were received)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,19 +68,36 @@ def record_batch(db: sqlite3.Connection, key: BatchKey, seq: int, readings: int,
     db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?)", (*key, seq, readings, received_at))
 
 
-def track_seq(db: sqlite3.Connection, key: BatchKey, seq: int, received_at: int) -> int:
+MAX_SEQ_JUMP = 1_000_000
+"""A spool's seq moving on by more than this is a new numbering (a spool epoch: a restored or hand-edited
+spool, a bug, a forged seq), not that many missing batches: no spool holds a million batches (a batch a
+minute for almost two years)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeqJump:
+    """A seq further on than :data:`MAX_SEQ_JUMP` from the last one seen (None: the spool's first)."""
+
+    previous: int | None
+    seq: int
+
+
+def track_seq(db: sqlite3.Connection, key: BatchKey, seq: int, received_at: int) -> int | SeqJump:
     """Record the gap a new seq reveals, or close the one a late seq fills; returns the change in missing
-    batches. The first seq seen of a spool reveals nothing (the collector may be newer than the spool)."""
+    batches, or the :class:`SeqJump` it is (no gap recorded).
+
+    The first seq seen of a spool counts from 0: a first seq of 30 means batches 0-29 never arrived (a
+    broker that never queued them for this collector acknowledged them).
+    """
     (highest,) = db.execute(
         "SELECT max(seq) FROM batches WHERE site = ? AND gateway = ? AND spool = ?", key
     ).fetchone()
-    if highest is None:
-        return 0
-    if seq > highest + 1:
-        db.execute(
-            "INSERT INTO seq_gaps VALUES (?, ?, ?, ?, ?, ?)", (*key, highest + 1, seq - 1, received_at)
-        )
-        return int(seq - highest - 1)
+    after = -1 if highest is None else int(highest)
+    if seq - after - 1 > MAX_SEQ_JUMP:
+        return SeqJump(None if highest is None else after, seq)
+    if seq > after + 1:
+        db.execute("INSERT INTO seq_gaps VALUES (?, ?, ?, ?, ?, ?)", (*key, after + 1, seq - 1, received_at))
+        return seq - after - 1
     gap = db.execute(
         "DELETE FROM seq_gaps WHERE site = ? AND gateway = ? AND spool = ? AND first_seq <= ? AND last_seq >= ?"
         " RETURNING first_seq, last_seq, detected_at",
@@ -91,3 +119,34 @@ def reject(db: sqlite3.Connection, message: RejectedMessage, received_at: int) -
         (received_at, message.topic, message.reason, message.detail, message.payload[:MAX_REJECTED_PAYLOAD],
          len(message.payload)),
     )  # fmt: skip
+
+
+_ROW_BYTES = "length(CAST(payload AS BLOB)) + length(CAST(detail AS BLOB)) + length(CAST(topic AS BLOB))"
+_REJECTED_BYTES = f"SELECT coalesce(sum({_ROW_BYTES}), 0) FROM rejected"  # noqa: S608 - constants only
+_DROP_EXPIRED = f"DELETE FROM rejected WHERE received_at < ? RETURNING {_ROW_BYTES}"  # noqa: S608 - idem
+_DROP_OLDEST = (
+    "DELETE FROM rejected WHERE id <= (SELECT id FROM"  # noqa: S608 - idem
+    f" (SELECT id, sum({_ROW_BYTES}) OVER (ORDER BY id) AS upto FROM rejected)"
+    f" WHERE upto >= ? ORDER BY id LIMIT 1) RETURNING {_ROW_BYTES}"
+)
+
+
+def rejected_bytes(db: sqlite3.Connection) -> int:
+    """What the kept refused messages weigh, as :class:`RejectedLimits` counts it."""
+    (total,) = db.execute(_REJECTED_BYTES).fetchone()
+    return int(total)
+
+
+def row_bytes(message: RejectedMessage) -> int:
+    """What :func:`reject` adds to :func:`rejected_bytes`."""
+    kept = len(message.payload[:MAX_REJECTED_PAYLOAD])
+    return kept + len(message.detail.encode()) + len(message.topic.encode())
+
+
+def drop_rejected(db: sqlite3.Connection, *, at_least_bytes: int, before_ms: int) -> int:
+    """Drop the kept refused messages received before `before_ms`, then the oldest others until at least
+    `at_least_bytes` are gone in all; returns the bytes dropped."""
+    dropped: int = sum(n for (n,) in db.execute(_DROP_EXPIRED, (before_ms,)))
+    if dropped < at_least_bytes:
+        dropped += sum(n for (n,) in db.execute(_DROP_OLDEST, (at_least_bytes - dropped,)))
+    return dropped

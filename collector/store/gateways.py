@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import NamedTuple
 
 from kilowatch.mqtt_contract import GatewayEvent, GatewayEventKind, GatewayState, GatewayStatus
@@ -21,13 +22,25 @@ class GatewayRow:
     received_at: int
 
 
+class CollectorEventKind(StrEnum):
+    """What the collector itself noticed about a gateway; kept with the gateway's own events."""
+
+    FOREIGN_METER = "foreign_meter"
+    """The gateway sent readings of a meter bound to another gateway: refused (named in `detail`)."""
+    METER_MOVED = "meter_moved"
+    """A meter was moved to this gateway by ``kilowatch collector move-meter``."""
+    SPOOL_EPOCH = "spool_epoch"
+    """A spool's seq jumped further than any backlog could (or began there): a new numbering, not that
+    many missing batches; `detail` says from which seq to which."""
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayEventRow:
     id: int
     site: str
     gateway: str
     ts: int
-    kind: GatewayEventKind
+    kind: GatewayEventKind | CollectorEventKind
     readings: int
     oldest_ts: int | None
     newest_ts: int | None
@@ -63,6 +76,35 @@ def record_event(db: sqlite3.Connection, event: GatewayEvent, received_at: int) 
          event.newest_ts, event.detail, received_at),
     )  # fmt: skip
     return cursor.rowcount == 1
+
+
+def record_collector_event(
+    db: sqlite3.Connection,
+    site: str,
+    gateway: str,
+    kind: CollectorEventKind,
+    detail: str,
+    *,
+    at: int,
+    readings: int = 0,
+    oldest_ts: int | None = None,
+    newest_ts: int | None = None,
+) -> None:
+    """Keep what the collector noticed about a gateway at `at` (collector clock), beside its own events."""
+    db.execute(
+        "INSERT OR IGNORE INTO gateway_events"
+        " (site, gateway, ts, kind, readings, oldest_ts, newest_ts, detail, received_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (site, gateway, at, kind.value, readings, oldest_ts, newest_ts, detail, at),
+    )
+
+
+def event_kind(value: str) -> GatewayEventKind | CollectorEventKind:
+    """A stored event's kind: the gateway's, or the collector's."""
+    try:
+        return GatewayEventKind(value)
+    except ValueError:
+        return CollectorEventKind(value)
 
 
 class GatewayStateChange(NamedTuple):

@@ -38,20 +38,31 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
 from collector import line_protocol
 from collector.intervals import CounterSample, CounterStep
-from collector.store import clock, connection, delivery, gateways, intervals, outbox, readings
+from collector.store import clock, connection, delivery, gateways, intervals, outbox, owners, readings
+from collector.store.checks import IngestChecks
 from collector.store.clock import QuarantineReason
-from collector.store.connection import Closing
-from collector.store.delivery import RejectedMessage
+from collector.store.connection import Closing, LedgerUnwritable, unwritable
+from collector.store.delivery import RejectedLimits, RejectedMessage, SeqJump
+from collector.store.gateways import CollectorEventKind
 from collector.store.intervals import BucketSums, CounterEvent, CounterEventKind
 from collector.store.reader import LedgerReader
 from collector.store.readings import COUNTERS, LatestParams, MeterSeen, ReadingParams
 from kilowatch.clock import redate
-from kilowatch.mqtt_contract import ClockState, GatewayEvent, GatewayStatus, Reading, ReadingsBatch
+from kilowatch.mqtt_contract import (
+    INT64_MAX,
+    ClockState,
+    GatewayEvent,
+    GatewayStatus,
+    Quality,
+    Reading,
+    ReadingsBatch,
+)
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
 from kilowatch.timebase import bucket_start
 
@@ -62,6 +73,26 @@ CLOCK_STEP_TOLERANCE_MS = 10_000
 """A synchronised clock differing from its boot's offset (UTC minus boottime) by more than this has been
 stepped (a bad time server, a wrong manual setting). Slewing and the gap between stamping a reading and
 its monotonic time stay far below it."""
+
+
+class ReadingRejection(StrEnum):
+    """Why a reading of a valid batch was refused; the ``reason`` label of the refused readings' metric."""
+
+    TOO_MANY_METERS = "too_many_meters"
+    """A meter new to its gateway, which already has as many as it may (``max_meters_per_gateway``)."""
+    FOREIGN_METER = "foreign_meter"
+    """A meter bound to another gateway (see :mod:`collector.store.owners`); a ``foreign_meter`` gateway
+    event names it."""
+
+
+class BadValue(StrEnum):
+    """Why a value of a stored reading is bad; the ``reason`` label of the bad values' metric."""
+
+    OUT_OF_RANGE = "out_of_range"
+    """Outside its quantity's physical range: the agent (or the contract, when it parsed the batch) marked
+    it bad."""
+    COUNTER_STEP = "counter_step"
+    """A counter rising faster than the meter's maximum power allows: not booked as energy."""
 
 
 @dataclass(frozen=True)
@@ -91,6 +122,12 @@ class IngestResult:
     """Rows and points added to the TSDB outbox."""
     new_event: bool = False
     """A gateway event stored for the first time (a redelivered one is not)."""
+    rejected_readings: dict[ReadingRejection, int] = field(default_factory=dict)
+    """Readings refused (counted, not stored), by reason."""
+    bad_values: dict[BadValue, int] = field(default_factory=dict)
+    """Values of newly stored readings that are bad, by reason."""
+    seq_jump: SeqJump | None = None
+    """The batch's seq began a new numbering of its spool (recorded as a ``spool_epoch`` event)."""
 
 
 @dataclass
@@ -136,12 +173,38 @@ class Ledger(Closing):
     Args:
         path: The SQLite file.
         outbox: Also record stored readings in the TSDB outbox (a TSDB is configured).
+        max_meters_per_gateway: Readings of a meter new to a gateway that has this many are refused and
+            counted (None: no limit); what one gateway's credentials can add to the ledger stays bounded.
+        rejected: How much of the refused messages is kept.
+        checks: Time window, meter owners and counter rates to hold readings to; None: none (a ledger fed
+            by a trusted replay, or a test of the bookkeeping alone).
     """
 
-    def __init__(self, path: Path | str, *, outbox: bool = False) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        outbox: bool = False,
+        max_meters_per_gateway: int | None = None,
+        rejected: RejectedLimits = RejectedLimits(),  # noqa: B008 - frozen
+        checks: IngestChecks | None = None,
+    ) -> None:
         self.path = Path(path)
+        self._checks = checks
+        self._owners: dict[str, tuple[str, str]] = {}
+        """Meter owners looked up in this transaction (a move by another process shows at the next)."""
+        self._refused_counters: dict[tuple[str, str], CounterSample] = {}
+        """(meter, counter) -> its last value refused as an implausible step: a meter that keeps counting
+        plausibly from there was replaced or re-based, and is taken up from there (as after a reset)."""
         self._outbox = outbox
         """Whether stored readings also go to the TSDB outbox (only when a TSDB is configured)."""
+        self._max_meters = max_meters_per_gateway
+        self._gateway_meters: dict[tuple[str, str], set[str]] = {}
+        """Each gateway's meters as far as the limit goes (loaded lazily; forgotten on rollback)."""
+        self._rejected_limits = rejected
+        self._rejected_bytes: int | None = None
+        """What the kept refused messages weigh (loaded lazily; forgotten on rollback)."""
+        self._rejected_pruned_at = 0
         self._lock = threading.Lock()
         self._meters: dict[str, _MeterState] = {}
         self._boot_offsets: dict[clock.BootKey, int] = {}
@@ -161,26 +224,45 @@ class Ledger(Closing):
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, writing what is pending first; on any failure ROLLBACK and forget
-        the in-memory meter states, which may describe rows that are no longer there."""
+        the in-memory meter states, which may describe rows that are no longer there.
+
+        Raises :class:`LedgerUnwritable` (chained from SQLite's error) when the file cannot be written now
+        (disk full, I/O error, locked), whatever the transaction held; any other error is the data's.
+        """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if unwritable(exc):  # another writer holds the file past the busy timeout, say
+                    raise LedgerUnwritable(str(exc)) from exc
+                raise
             self._pending = _Pending()
+            self._owners.clear()
             try:
                 yield self._db
                 self._flush(self._db)
                 self._db.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 self._meters.clear()
                 self._boot_offsets.clear()
+                self._gateway_meters.clear()
+                self._rejected_bytes = None
                 self._pending = _Pending()
-                if self._db.in_transaction:  # a failed COMMIT may have rolled back already
-                    self._db.execute("ROLLBACK")
+                try:
+                    if self._db.in_transaction:  # a failed COMMIT may have rolled back already
+                        self._db.execute("ROLLBACK")
+                except sqlite3.Error as failed:
+                    raise LedgerUnwritable(f"{exc}; and the rollback failed: {failed}") from failed
+                if unwritable(exc):
+                    raise LedgerUnwritable(str(exc)) from exc
                 raise
 
     def store(self, items: Sequence[Item], *, received_at: int) -> list[IngestResult]:
         """Store a group of messages in one transaction (all or none); one result per item, in order."""
         with self._transaction() as db:
-            return [self._store_item(db, item, received_at) for item in items]
+            results = [self._store_item(db, item, received_at) for item in items]
+            self._keep_rejected_within_limits(db, received_at)
+            return results
 
     def ingest(self, batch: ReadingsBatch, *, received_at: int = 0) -> IngestResult:
         """Store one batch in a transaction of its own."""
@@ -196,6 +278,22 @@ class Ledger(Closing):
         """Keep a refused message for inspection (its first MAX_REJECTED_PAYLOAD bytes)."""
         self.store([RejectedMessage(topic, reason, detail, payload)], received_at=received_at)
 
+    def move_meter(self, meter: str, site: str, gateway: str, *, at: int) -> owners.OwnerRow | None:
+        """Bind `meter` to (site, gateway) from now on (its readings from any other gateway are refused),
+        with a ``meter_moved`` event for that gateway; returns the binding it replaced, if any."""
+        with self._transaction() as db:
+            previous = owners.bind(db, meter, site, gateway, at, owners.Binding.MOVED)
+            was = "no gateway" if previous is None else f"{previous.site}/{previous.gateway}"
+            gateways.record_collector_event(
+                db,
+                site,
+                gateway,
+                CollectorEventKind.METER_MOVED,
+                f"meter {meter} moved here from {was}",
+                at=at,
+            )
+            return previous
+
     def outbox_delete(self, last_id: int) -> None:
         """Forget TSDB outbox rows up to `last_id`, once the TSDB has taken them."""
         with self._transaction() as db:
@@ -209,7 +307,24 @@ class Ledger(Closing):
         if isinstance(item, GatewayEvent):
             return IngestResult(new_event=gateways.record_event(db, item, received_at))
         delivery.reject(db, item, received_at)
+        if self._rejected_bytes is not None:
+            self._rejected_bytes += delivery.row_bytes(item)
         return IngestResult()
+
+    def _keep_rejected_within_limits(self, db: sqlite3.Connection, now_ms: int) -> None:
+        """Drop the oldest refused messages beyond the byte budget (down to 90% of it, so that this runs
+        once per many rejections, not at each) and, once a minute, those past their retention."""
+        limits = self._rejected_limits
+        if self._rejected_bytes is None:
+            self._rejected_bytes = delivery.rejected_bytes(db)
+        over = self._rejected_bytes - limits.max_bytes
+        if over <= 0 and now_ms - self._rejected_pruned_at < 60_000:
+            return
+        at_least = over + limits.max_bytes // 10 if over > 0 else 0
+        self._rejected_bytes -= delivery.drop_rejected(
+            db, at_least_bytes=at_least, before_ms=now_ms - limits.retention_ms
+        )
+        self._rejected_pruned_at = now_ms
 
     def _ingest(self, db: sqlite3.Connection, batch: ReadingsBatch, received_at: int) -> IngestResult:
         """A batch: skipped whole when seen; else its trusted readings stored, unsynchronised ones
@@ -222,9 +337,19 @@ class Ledger(Closing):
         seen = delivery.seen(db, key, batch.seq)
         if seen and batch.spool_id is not None:
             return IngestResult(duplicates=len(batch.readings), duplicate_batch=True)
-        missing = 0 if seen or batch.spool_id is None else delivery.track_seq(db, key, batch.seq, received_at)
+        tracked = 0 if seen or batch.spool_id is None else delivery.track_seq(db, key, batch.seq, received_at)
+        missing, jump = (0, tracked) if isinstance(tracked, SeqJump) else (tracked, None)
+        if jump is not None:
+            gateways.record_collector_event(
+                db, batch.site, batch.gateway, CollectorEventKind.SPOOL_EPOCH,
+                f"spool {batch.spool_id}: seq {batch.seq} "
+                + ("is its first" if jump.previous is None else f"follows {jump.previous}")
+                + f", more than {delivery.MAX_SEQ_JUMP} on: a new numbering, not missing batches",
+                at=received_at, readings=len(batch.readings),
+            )  # fmt: skip
         delivery.record_batch(db, key, batch.seq, len(batch.readings), received_at)
         boot = None if batch.boot_id is None else (batch.site, batch.gateway, batch.boot_id)
+        where = (batch.site, batch.gateway, batch.boot_id)
         offset = None if boot is None else clock.anchor_offset(db, boot)
         reference = offset
         trusted: list[Reading] = []
@@ -234,17 +359,37 @@ class Ledger(Closing):
         step_ms = 0
         for reading in batch.readings:
             if reading.clock is not ClockState.UNSYNCED:
-                if boot is not None and reading.mono_ms is not None:
-                    if reference is None:
-                        reference = self._boot_offset(db, boot, reading.ts - reading.mono_ms)
+                # A time outside the window never becomes the boot's reference: it would make every
+                # later reading of the boot look stepped and re-date it there.
+                if (
+                    boot is not None
+                    and reading.mono_ms is not None
+                    and reference is None
+                    and self._plausible(reading.ts, received_at)
+                ):
+                    reference = self._boot_offset(db, boot, reading.ts - reading.mono_ms)
+                if reference is not None and reading.mono_ms is not None:
                     step = reading.ts - reading.mono_ms - reference
                     if abs(step) > CLOCK_STEP_TOLERANCE_MS:
+                        if (redated := _redated(reading, reference)) is None:
+                            _hold(
+                                db,
+                                where,
+                                reading,
+                                QuarantineReason.IMPLAUSIBLE_TIME,
+                                received_at,
+                                quarantined,
+                            )
+                            continue
                         step_ms = step
-                        reading = redate(reading, reference)
+                        reading = redated
                         stepped.append(reading)
                 trusted.append(reading)
             elif offset is not None and reading.mono_ms is not None:
-                trusted.append(redate(reading, offset))
+                if (redated := _redated(reading, offset)) is None:
+                    _hold(db, where, reading, QuarantineReason.IMPLAUSIBLE_TIME, received_at, quarantined)
+                    continue
+                trusted.append(redated)
                 corrected += 1
             else:
                 reason = (
@@ -252,12 +397,13 @@ class Ledger(Closing):
                     if batch.boot_id is None or reading.mono_ms is None
                     else QuarantineReason.AWAITING_ANCHOR
                 )
-                if clock.quarantine(
-                    db, batch.site, batch.gateway, batch.boot_id, reading, reason, received_at
-                ):
-                    quarantined[reason] = quarantined.get(reason, 0) + 1
-        stored = self._store_readings(db, batch.site, batch.gateway, trusted)
-        duplicates = len(batch.readings) - stored.accepted - sum(quarantined.values())
+                _hold(db, where, reading, reason, received_at, quarantined)
+        trusted = self._in_window(
+            db, batch.site, batch.gateway, batch.boot_id, trusted, received_at, quarantined
+        )
+        stored = self._store_readings(db, batch.site, batch.gateway, trusted, received_at)
+        refused = sum(stored.rejected_readings.values())
+        duplicates = len(batch.readings) - stored.accepted - refused - sum(quarantined.values())
         new_step = False
         if stepped:
             assert boot is not None
@@ -275,10 +421,38 @@ class Ledger(Closing):
             corrected=corrected,
             outbox_rows=stored.outbox_rows,
             outbox_points=stored.outbox_points,
+            rejected_readings=stored.rejected_readings,
+            bad_values=stored.bad_values,
+            seq_jump=jump,
         )
 
+    def _plausible(self, ts: int, received_at: int) -> bool:
+        return self._checks is None or self._checks.window.problem(ts, received_at) is None
+
+    def _in_window(
+        self,
+        db: sqlite3.Connection,
+        site: str,
+        gateway: str,
+        boot_id: str | None,
+        candidates: list[Reading],
+        received_at: int,
+        quarantined: dict[QuarantineReason, int],
+    ) -> list[Reading]:
+        """The readings whose (final) time is within the checks' window; the others quarantined."""
+        if self._checks is None:
+            return candidates
+        window, kept = self._checks.window, []
+        for reading in candidates:
+            if window.problem(reading.ts, received_at) is None:
+                kept.append(reading)
+            else:
+                where = (site, gateway, boot_id)
+                _hold(db, where, reading, QuarantineReason.IMPLAUSIBLE_TIME, received_at, quarantined)
+        return kept
+
     def _store_readings(
-        self, db: sqlite3.Connection, site: str, gateway: str, new_readings: list[Reading]
+        self, db: sqlite3.Connection, site: str, gateway: str, new_readings: list[Reading], received_at: int
     ) -> IngestResult:
         """Trusted readings into readings, meters, latest, intervals and the outbox.
 
@@ -287,12 +461,28 @@ class Ledger(Closing):
         stored for their meter: they only append (no look-up, see :class:`_MeterState`), and their rows
         wait in the pending list until something has to read ``readings``. Any other reading takes the
         general path: INSERT OR IGNORE, then the neighbour look-ups of :meth:`_add_to_intervals`.
+
+        With checks, a reading of a meter bound to another gateway is refused (and a ``foreign_meter``
+        event names it), and a counter rising faster than its meter can is kept as a bad value.
         """
         new: list[_NewReading] = []
         resets = 0
+        refused = 0
+        foreign: dict[str, tuple[str, str]] = {}
+        foreign_ts: list[int] = []
+        bad: dict[BadValue, int] = {}
         pending = self._pending
         for reading in sorted(new_readings, key=_ts):
+            if not self._meter_admitted(db, site, gateway, reading.meter):  # before a new meter is bound
+                refused += 1
+                continue
+            owner = self._owner(db, site, gateway, reading.meter, received_at)
+            if owner != (site, gateway):
+                foreign[reading.meter] = owner
+                foreign_ts.append(reading.ts)
+                continue
             state = self._meter_state(db, reading.meter)
+            reading, too_fast, rebased = self._judge_counters(db, reading, state)
             formatted = line_protocol.formatted_values(reading.values)
             values_json = readings.values_json(formatted)
             values = reading.values
@@ -314,8 +504,12 @@ class Ledger(Closing):
                 if not readings.insert(db, row):
                     continue
             new.append((reading, formatted, values_json))
-            resets += self._add_to_intervals(db, reading, state)
+            if reading.value_reasons:
+                _count_bad(bad, reading, too_fast)
+            resets += self._add_to_intervals(db, reading, state, rebased)
         self._pend_meters(site, gateway, new)
+        if foreign:
+            _record_foreign(db, site, gateway, foreign, foreign_ts, received_at)
         points = (
             [line_protocol.line(site, gateway, r, formatted) for r, formatted, _ in new if formatted]
             if self._outbox
@@ -323,13 +517,108 @@ class Ledger(Closing):
         )
         if points:
             outbox.add_points(db, points)
+        rejected = {
+            ReadingRejection.TOO_MANY_METERS: refused,
+            ReadingRejection.FOREIGN_METER: len(foreign_ts),
+        }
         return IngestResult(
             accepted=len(new),
-            duplicates=len(new_readings) - len(new),
+            duplicates=len(new_readings) - len(new) - refused - len(foreign_ts),
             counter_resets=resets,
             outbox_rows=int(bool(points)),
             outbox_points=len(points),
+            rejected_readings={reason: n for reason, n in rejected.items() if n},
+            bad_values=bad,
         )
+
+    def _owner(self, db: sqlite3.Connection, site: str, gateway: str, meter: str, at: int) -> tuple[str, str]:
+        """The (site, gateway) the meter belongs to: provisioned, else bound; a meter of nobody yet is
+        bound to this gateway (unless the sites file puts it in another site)."""
+        if self._checks is None:
+            return site, gateway
+        known = self._owners.get(meter)
+        if known is not None:
+            return known
+        want_site, want_gateway = self._checks.provisioned.get(meter, (None, None))
+        if want_site is not None and want_gateway is not None:
+            known = (want_site, want_gateway)
+        elif (row := owners.owner(db, meter)) is not None and want_site in (None, row.site):
+            known = (row.site, row.gateway)
+        elif want_site not in (None, site):
+            known = (str(want_site), "(not seen yet)")
+        else:
+            how = owners.Binding.FIRST_SEEN if want_site is None else owners.Binding.PROVISIONED
+            owners.bind(db, meter, site, gateway, at, how)
+            known = (site, gateway)
+        self._owners[meter] = known
+        return known
+
+    def _judge_counters(
+        self, db: sqlite3.Connection, reading: Reading, state: _MeterState
+    ) -> tuple[Reading, set[str], set[str]]:
+        """The reading with every counter that rose faster than its meter can (from the stored reading
+        before it, or to the one after) made a bad value; the counters so refused, and those taken up
+        afresh (a meter that goes on counting plausibly from its refused value was replaced or re-based:
+        that step is booked as a reset, not as energy)."""
+        if self._checks is None:
+            return reading, set(), set()
+        max_kw = self._checks.meter_max_kw(reading.meter)
+        refused: dict[str, str] = {}
+        rebased: set[str] = set()
+        for quantity in COUNTERS:
+            value = reading.values.get(quantity)
+            if value is None:
+                continue
+            new = CounterSample(reading.ts, value)
+            newest = self._newest_sample(db, reading.meter, state, quantity)
+            if newest is None or reading.ts > newest.ts:
+                prev, nxt = newest, None
+            else:
+                self._flush_readings(db)
+                prev, nxt = intervals.neighbours(db, reading.meter, quantity, reading.ts)
+            why = (None if prev is None else CounterStep(prev, new).implausible(max_kw)) or (
+                None if nxt is None else CounterStep(new, nxt).implausible(max_kw)
+            )
+            key = (reading.meter, quantity)
+            last = self._refused_counters.pop(key, None)
+            if why is None:
+                continue
+            if nxt is None and last is not None and last.ts < new.ts:
+                from_last = CounterStep(last, new)
+                if not from_last.reset and from_last.implausible(max_kw) is None:
+                    rebased.add(quantity)
+                    continue
+            self._refused_counters[key] = new
+            refused[quantity] = f"{why} (kept out of intervals)"
+        if not refused:
+            return reading, set(), rebased
+        quality = Quality.BAD if reading.quality in (Quality.GOOD, Quality.STALE) else reading.quality
+        judged = reading.model_copy(
+            update={
+                "values": {k: v for k, v in reading.values.items() if k not in refused},
+                "value_quality": {**reading.value_quality, **dict.fromkeys(refused, Quality.BAD)},
+                "value_reasons": {**reading.value_reasons, **refused},
+                "quality": quality,
+            }
+        )
+        return judged, set(refused), rebased
+
+    def _meter_admitted(self, db: sqlite3.Connection, site: str, gateway: str, meter: str) -> bool:
+        """Whether a reading of `meter` may be stored for the gateway: a meter it has reported, or a new
+        one while it has reported fewer than ``max_meters_per_gateway`` (asked before a new meter is bound
+        to it, so that ids beyond the limit cost nothing; a foreign meter it reports counts against it)."""
+        if self._max_meters is None:
+            return True
+        key = (site, gateway)
+        known = self._gateway_meters.get(key)
+        if known is None:
+            known = self._gateway_meters[key] = readings.gateway_meters(db, site, gateway)
+        if meter in known:
+            return True
+        if len(known) >= self._max_meters:
+            return False
+        known.add(meter)
+        return True
 
     def _meter_state(self, db: sqlite3.Connection, meter: str) -> _MeterState:
         state = self._meters.get(meter)
@@ -394,6 +683,7 @@ class Ledger(Closing):
                         reading.quality.value,
                         json.dumps({k: v.value for k, v in reading.value_quality.items()}),
                         reading.clock.value,
+                        json.dumps(reading.value_reasons),
                     )
                     for meter, (reading, values) in pending.latest.items()
                 ],
@@ -409,7 +699,9 @@ class Ledger(Closing):
             sums = self._pending.buckets[key] = BucketSums()
         return sums
 
-    def _add_to_intervals(self, db: sqlite3.Connection, reading: Reading, state: _MeterState) -> int:
+    def _add_to_intervals(
+        self, db: sqlite3.Connection, reading: Reading, state: _MeterState, rebased: set[str]
+    ) -> int:
         """Fold a newly stored trusted reading into its meter's intervals and counter events.
 
         The reading is a sample of its bucket. For each counter it carries, the step between its stored
@@ -434,7 +726,13 @@ class Ledger(Closing):
             newest = self._newest_sample(db, meter, state, quantity)
             if newest is None or ts > newest.ts:
                 state.counters[quantity] = new
-                if newest is not None:
+                if newest is not None and quantity in rebased:
+                    event = CounterEvent(
+                        meter, quantity, CounterEventKind.RESET, newest.ts, newest.value, ts, value
+                    )
+                    intervals.insert_event(db, event)
+                    resets += 1
+                elif newest is not None:
                     resets += self._apply_step(db, meter, quantity, CounterStep(newest, new), 1)
                 continue
             self._flush_readings(db)
@@ -479,19 +777,77 @@ class Ledger(Closing):
         if anchor is None:
             return IngestResult()
         clock.record_anchor(db, status.site, status.gateway, anchor)
-        released = clock.release(db, (status.site, status.gateway, anchor.boot_id))
-        redated = [redate(reading, anchor.offset_ms) for reading in released]
-        stored = self._store_readings(db, status.site, status.gateway, redated)
+        where = (status.site, status.gateway, anchor.boot_id)
+        released = clock.release(db, where)
+        quarantined = {QuarantineReason.AWAITING_ANCHOR: -len(released)} if released else {}
+        candidates = []
+        for reading in released:
+            if (redated_one := _redated(reading, anchor.offset_ms)) is None:
+                _hold(db, where, reading, QuarantineReason.IMPLAUSIBLE_TIME, received_at, quarantined)
+            else:
+                candidates.append(redated_one)
+        redated = self._in_window(
+            db, status.site, status.gateway, anchor.boot_id, candidates, received_at, quarantined
+        )
+        stored = self._store_readings(db, status.site, status.gateway, redated, received_at)
         return IngestResult(
             accepted=stored.accepted,
             duplicates=stored.duplicates,
             counter_resets=stored.counter_resets,
-            quarantined={QuarantineReason.AWAITING_ANCHOR: -len(released)} if released else {},
-            corrected=len(released),
+            quarantined=quarantined,
+            corrected=len(redated),
             outbox_rows=stored.outbox_rows,
             outbox_points=stored.outbox_points,
+            rejected_readings=stored.rejected_readings,
         )
 
 
 def _ts(reading: Reading) -> int:
     return reading.ts
+
+
+def _redated(reading: Reading, offset_ms: int) -> Reading | None:
+    """The reading re-dated by its monotonic time; None when that is no time the ledger can hold (outside
+    0..INT64_MAX: a monotonic time or an offset at the contract's extremes, which no real clock gives)."""
+    assert reading.mono_ms is not None
+    return redate(reading, offset_ms) if 0 <= reading.mono_ms + offset_ms <= INT64_MAX else None
+
+
+def _hold(
+    db: sqlite3.Connection,
+    boot: tuple[str, str, str | None],
+    reading: Reading,
+    reason: QuarantineReason,
+    received_at: int,
+    quarantined: dict[QuarantineReason, int],
+) -> None:
+    """Quarantine a reading of a (site, gateway, boot_id), counting it in `quarantined` unless it already
+    was (a resend)."""
+    if clock.quarantine(db, *boot, reading, reason, received_at):
+        quarantined[reason] = quarantined.get(reason, 0) + 1
+
+
+def _count_bad(bad: dict[BadValue, int], reading: Reading, too_fast: set[str]) -> None:
+    """Add a stored reading's bad values to `bad`, by reason."""
+    for name in reading.value_reasons:
+        reason = BadValue.COUNTER_STEP if name in too_fast else BadValue.OUT_OF_RANGE
+        bad[reason] = bad.get(reason, 0) + 1
+
+
+def _record_foreign(
+    db: sqlite3.Connection,
+    site: str,
+    gateway: str,
+    foreign: dict[str, tuple[str, str]],
+    times: list[int],
+    at: int,
+) -> None:
+    """One ``foreign_meter`` event for a message's readings of meters bound elsewhere."""
+    named = ", ".join(f"{meter} (bound to {s}/{g})" for meter, (s, g) in sorted(foreign.items())[:5])
+    more = f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+    gateways.record_collector_event(
+        db, site, gateway, CollectorEventKind.FOREIGN_METER,
+        f"refused {len(times)} readings of meters bound to another gateway: {named}{more}; "
+        "move a meter with `kilowatch collector move-meter`",
+        at=at, readings=len(times), oldest_ts=min(times), newest_ts=max(times),
+    )  # fmt: skip

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from collector.detectors.series import Sample
-from collector.store import connection, intervals, outbox, readings
+from collector.store import connection, gateways, intervals, outbox, readings
 from collector.store.clock import ClockStepSpan, QuarantineReason, QuarantineRow
 from collector.store.connection import Closing
 from collector.store.delivery import RejectedRow, SeqGapRow
@@ -20,7 +20,7 @@ from collector.store.gateways import GatewayEventRow, GatewayRow, GatewayStateCh
 from collector.store.intervals import CounterEvent, CounterEventKind, DayEnergy, IntervalRow
 from collector.store.outbox import TsdbOutboxRow
 from collector.store.readings import LatestRow, MeterRow, ReadingRow
-from kilowatch.mqtt_contract import ClockState, GatewayEventKind, GatewayState, Quality, Reading
+from kilowatch.mqtt_contract import ClockState, GatewayState, Quality, Reading
 from kilowatch.timebase import SLOT_MS
 
 _NEWEST_TRUSTED = f"SELECT max(ts) FROM readings WHERE meter_id = ? AND ts <= ? AND {readings.TRUSTED}"  # noqa: S608
@@ -64,7 +64,7 @@ class LedgerReader(Closing):
         row = self._db.execute("SELECT * FROM latest WHERE meter_id = ?", (meter_id,)).fetchone()
         if row is None:
             return None
-        meter, ts, values, quality, value_quality, clock = row
+        meter, ts, values, quality, value_quality, clock, value_reasons = row
         return LatestRow(
             meter_id=meter,
             ts=ts,
@@ -72,6 +72,7 @@ class LedgerReader(Closing):
             quality=Quality(quality),
             value_quality={k: Quality(v) for k, v in json.loads(value_quality).items()},
             clock=ClockState(clock),
+            value_reasons=json.loads(value_reasons),
         )
 
     def intervals(self, meter_id: str, start_ms: int, end_ms: int) -> list[IntervalRow]:
@@ -179,7 +180,7 @@ class LedgerReader(Closing):
     def gateway_events(self, limit: int = 100) -> list[GatewayEventRow]:
         """The most recent gateway events, newest first."""
         rows = self._db.execute("SELECT * FROM gateway_events ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-        return [GatewayEventRow(i, s, g, ts, GatewayEventKind(k), *rest) for i, s, g, ts, k, *rest in rows]
+        return [GatewayEventRow(i, s, g, ts, gateways.event_kind(k), *rest) for i, s, g, ts, k, *rest in rows]
 
     def outbox(self, max_points: int) -> list[TsdbOutboxRow]:
         """The oldest TSDB outbox rows, about `max_points` points' worth (at least one row)."""

@@ -27,10 +27,11 @@ _INSERT = f"INSERT OR IGNORE INTO readings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?
 # (and rolls the group back) rather than silently ignore a row should that knowledge ever be wrong.
 _APPEND = f"INSERT INTO readings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 _UPSERT_LATEST = (
-    'INSERT INTO latest (meter_id, ts, "values", quality, value_quality, clock) VALUES (?, ?, ?, ?, ?, ?)'
+    'INSERT INTO latest (meter_id, ts, "values", quality, value_quality, clock, value_reasons)'
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
     ' ON CONFLICT (meter_id) DO UPDATE SET ts = excluded.ts, "values" = excluded."values",'
-    " quality = excluded.quality, value_quality = excluded.value_quality, clock = excluded.clock"
-    " WHERE excluded.ts > latest.ts"
+    " quality = excluded.quality, value_quality = excluded.value_quality, clock = excluded.clock,"
+    " value_reasons = excluded.value_reasons WHERE excluded.ts > latest.ts"
 )
 _UPSERT_METER = (
     "INSERT INTO meters VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (meter_id) DO UPDATE SET"
@@ -78,10 +79,12 @@ class LatestRow:
     quality: Quality
     value_quality: dict[str, Quality]
     clock: ClockState
+    value_reasons: dict[str, str]
+    """Why each bad value is bad (the agent's word, or the collector's)."""
 
 
 class LatestParams(NamedTuple):
-    """A `latest` row to upsert (values and value qualities as JSON)."""
+    """A `latest` row to upsert (values, value qualities and reasons as JSON)."""
 
     meter_id: str
     ts: int
@@ -89,6 +92,7 @@ class LatestParams(NamedTuple):
     quality: str
     value_quality: str
     clock: str
+    value_reasons: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,12 @@ def newest_ts(db: sqlite3.Connection, meter: str) -> int | None:
 def upsert_latest(db: sqlite3.Connection, rows: list[LatestParams]) -> None:
     """Each row replaces its meter's latest reading when it is newer."""
     db.executemany(_UPSERT_LATEST, rows)
+
+
+def gateway_meters(db: sqlite3.Connection, site: str, gateway: str) -> set[str]:
+    """The meters whose newest reading came from the gateway."""
+    rows = db.execute("SELECT meter_id FROM meters WHERE site = ? AND gateway = ?", (site, gateway))
+    return {meter for (meter,) in rows}
 
 
 def upsert_meters(db: sqlite3.Connection, rows: list[tuple[str, MeterSeen]]) -> None:

@@ -253,7 +253,21 @@ CREATE INDEX access_sessions_user ON access_sessions(user);
 """
 """Access control: users (argon2id password hashes), API keys and browser sessions (SHA-256 of their secrets)."""
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# Each meter is bound to one gateway (provisioned, else the first it is seen from); a meter seen before is
+# bound where its newest reading came from. `latest` keeps why each bad value of the reading is bad.
+_V4 = """
+CREATE TABLE meter_owners (
+    meter_id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    gateway TEXT NOT NULL,
+    since INTEGER NOT NULL,
+    how TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meter_owners SELECT meter_id, site, gateway, last_seen, 'first_seen' FROM meters;
+ALTER TABLE latest ADD COLUMN value_reasons TEXT NOT NULL DEFAULT '{}'
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 """``MIGRATIONS[v]`` takes ``user_version`` v to v + 1: statements separated by ``;`` (none inside one)."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

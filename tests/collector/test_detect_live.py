@@ -244,6 +244,7 @@ def detecting_collector(
                 "api": {"host": "127.0.0.1", "port": api_port},
                 "notify": notify,
                 "detection": {"enabled": True, "sites": str(sites), "interval_s": 0.5},
+                "plausibility": {"retention_days": 36_600},  # the backlog is stamped in 2025
             }
         )
     )

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from app.processes import Mosquitto, Process, VictoriaMetrics, free_port, port_open, wait_until
 from collector.cli import app
 from collector.config import ApiSettings, CollectorConfig, LedgerSettings, MqttSettings
+from collector.ingest import Ingestor
 from collector.service import serve
 from kilowatch.mqtt_contract import Channel, topic
 from tests.api_support import api_key, open_descriptors
@@ -50,6 +51,7 @@ def test_runs_ingests_serves_and_stops_on_sigterm(
         f"ledger:\n  path: {tmp_path / 'kilowatch.db'}\n"
         f"tsdb:\n  url: http://{host}:{port}\n  token: tok-s3cret\n"
         f"api:\n  port: {api_port}\n"
+        "plausibility:\n  retention_days: 36600\n"  # the readings are stamped in 2024
     )
     collector = Process(
         "collector",
@@ -125,3 +127,37 @@ async def test_sigterm_ends_every_task_and_closes_what_it_opened(tmp_path: Path)
     assert asyncio.all_tasks() == {asyncio.current_task()}
     assert not asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
     assert open_descriptors(ledger) == 0
+
+
+async def test_a_background_task_that_fails_is_started_again_and_the_service_stays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unforeseen error in ingestion (here: its first two runs raise) is logged, counted and the task
+    started again with backoff; the API serves throughout and SIGTERM still ends everything."""
+    real_run = Ingestor.run
+    calls: list[int] = []
+
+    async def failing_run(self: Ingestor) -> None:
+        calls.append(1)
+        if len(calls) <= 2:
+            raise RuntimeError(f"unforeseen #{len(calls)}")
+        await real_run(self)
+
+    monkeypatch.setattr(Ingestor, "run", failing_run)
+    monkeypatch.setattr("collector.service.RESTART_MIN_S", 0.05)
+    port = free_port()
+    config = CollectorConfig(
+        mqtt=MqttSettings(port=free_port()),
+        ledger=LedgerSettings(path=tmp_path / "kilowatch.db"),
+        api=ApiSettings(port=port),
+    )
+    service = asyncio.create_task(serve(config), name="collector")
+    await eventually(lambda: len(calls) == 3, "the ingest task to be started a third time")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+        assert (await client.get("/healthz")).json()["status"] == "degraded"  # no broker, not failing
+        text = (await client.get("/metrics")).text
+    assert 'kilowatch_collector_task_restarts_total{task="mqtt-ingest"} 2.0' in text
+    assert not service.done()
+    assert "task mqtt-ingest failed; starting it again" in caplog.text
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(service, 20)

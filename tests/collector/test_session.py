@@ -40,6 +40,7 @@ class Stack:
         self.config = write_collector_config(
             tmp_path / "collector.yaml", self.broker, ledger=self.ledger,
             api_port=int(self.api.rsplit(":", 1)[1]), tsdb_url=None, client_id="session-test",
+            retention_days=36_600,  # the readings are stamped in 2024
         )  # fmt: skip
         self.collector: Process | None = None
 

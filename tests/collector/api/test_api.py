@@ -101,6 +101,7 @@ async def test_latest_gives_the_newest_reading(client: httpx.AsyncClient, ledger
         "values": {"active_power_w": 8000.0},
         "quality": "error",
         "value_quality": {"energy_import_kwh": "error"},
+        "value_reasons": {},
         "clock": "unknown",
     }
 
@@ -203,12 +204,14 @@ async def test_healthz_reports_mqtt_and_ledger(
             "status": "degraded",
             "mqtt_connected": False,
             "ledger_ok": True,
+            "ledger_error": None,
         }
         connected = True
         assert (await client.get("/healthz")).json() == {
             "status": "ok",
             "mqtt_connected": True,
             "ledger_ok": True,
+            "ledger_error": None,
         }
     broken = tmp_path / "broken.db"
     Ledger(broken).close()
