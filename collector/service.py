@@ -5,6 +5,7 @@ SIGTERM or SIGINT stops it gracefully: ingestion stops taking messages (what it 
 not acknowledged, so the broker keeps it for the next start), the TSDB writer gets a few seconds to
 empty the outbox (what remains waits in the ledger), the API finishes its requests, the ledger is
 closed; then it returns normally (exit 0). The broker may be down at start: the API comes up anyway and ingestion keeps retrying.
+A full disk at start does not stop it either: it waits for room to open its ledger (:func:`_open_ledger`).
 
 No background task takes the service down: each handles the errors it expects (the broker going away, the
 TSDB down, a full disk: ingestion pauses and /healthz says so) and, should one still fail, it is logged,
@@ -28,6 +29,7 @@ import uvicorn
 
 from collector.alerts import AlertStore
 from collector.api.app import create_app
+from collector.api.health import waiting_app
 from collector.config import CollectorConfig
 from collector.detect_live import LiveDetection
 from collector.detectors.config import Sites, load_sites
@@ -51,6 +53,9 @@ DRAIN_TIMEOUT_S = 5.0
 RESTART_MIN_S = 1.0
 RESTART_MAX_S = 60.0
 """A failed background task starts again after a wait doubling between these (with jitter)."""
+
+LEDGER_RETRY_MAX_S = 30.0
+"""The longest wait between two tries to open the ledger on a full disk at start."""
 
 
 class ServiceError(Exception):
@@ -129,20 +134,14 @@ async def serve(config: CollectorConfig) -> None:
     async with contextlib.AsyncExitStack() as stack:
         limits = config.limits
         checks = await _ingest_checks(config)
-        try:
-            ledger = await asyncio.to_thread(
-                Ledger,
-                config.ledger.path,
-                outbox=config.tsdb is not None,
-                max_meters_per_gateway=limits.max_meters_per_gateway,
-                rejected=RejectedLimits(
-                    max_bytes=limits.rejected_max_bytes,
-                    retention_ms=int(limits.rejected_retention_days * 86_400_000),
-                ),
-                checks=checks,
-            )
-        except sqlite3.Error as exc:
-            raise ServiceError(f"cannot open the ledger {config.ledger.path}: {exc}") from exc
+        api = config.api
+        sock = stack.enter_context(_listen(api.host, api.port))
+        stop = asyncio.Event()
+        stack.enter_context(_stop_on_signals(stop))
+        ledger = await _open_ledger(config, checks, sock, stop)
+        if ledger is None:
+            log.info("stopped before the ledger could be opened")
+            return
         stack.push_async_callback(asyncio.to_thread, ledger.close)
         metrics = CollectorMetrics()
         detection = await _detection(config, metrics)
@@ -161,8 +160,6 @@ async def serve(config: CollectorConfig) -> None:
             sites=detection.sites if detection else None,
             ledger_error=lambda: ingestor.ledger_error,
         )
-        api = config.api
-        sock = stack.enter_context(_listen(api.host, api.port))
         server = _EmbeddedServer(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
         log.info(
             "kilowatch collector %s: API http://%s:%d, ledger %s, %s, broker %s",
@@ -194,8 +191,6 @@ async def serve(config: CollectorConfig) -> None:
         # collector's sight, a full collection no longer walks it (~50 ms, paid by whichever request
         # triggered it: the API's tail latency).
         gc.freeze()
-        stop = asyncio.Event()
-        stack.enter_context(_stop_on_signals(stop))
 
         def start(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
             return asyncio.create_task(_supervised(name, run, metrics), name=name)
@@ -229,6 +224,85 @@ async def serve(config: CollectorConfig) -> None:
         cause = task.exception() if not task.cancelled() else None
         raise ServiceError(f"task {task.get_name()} stopped unexpectedly: {cause!r}") from cause
     log.info("stopped")
+
+
+def _no_room(exc: sqlite3.Error) -> bool:
+    """Whether SQLite failed for lack of room (worth waiting for), not for a file that is damaged, of a
+    newer schema or forbidden (those need someone: the service exits)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
+
+
+async def _open_ledger(
+    config: CollectorConfig, checks: IngestChecks, sock: socket.socket, stop: asyncio.Event
+) -> Ledger | None:
+    """The ledger (created and migrated if need be); None if `stop` is set before it could be opened.
+
+    On a full disk it waits instead of exiting: it tries again with backoff, logs the reason when it
+    changes, and answers ``/healthz`` as failing with it on the API's socket meanwhile. Nothing subscribes
+    to the broker before the ledger is open, so nothing is acknowledged and the broker keeps the messages.
+    Any other error (damaged file, newer schema, permission denied) is a :class:`ServiceError`.
+    """
+    path = config.ledger.path
+    limits = config.limits
+
+    def attempt() -> Ledger:
+        return Ledger(
+            path,
+            outbox=config.tsdb is not None,
+            max_meters_per_gateway=limits.max_meters_per_gateway,
+            rejected=RejectedLimits(
+                max_bytes=limits.rejected_max_bytes,
+                retention_ms=int(limits.rejected_retention_days * 86_400_000),
+            ),
+            checks=checks,
+        )
+
+    backoff = Backoff(first_s=RESTART_MIN_S, max_s=LEDGER_RETRY_MAX_S)
+    reason: str | None = None
+    waiting: tuple[uvicorn.Server, asyncio.Task[None]] | None = None
+
+    def current() -> str:
+        return reason or ""
+
+    try:
+        while True:
+            try:
+                ledger = await asyncio.to_thread(attempt)
+            except sqlite3.Error as exc:
+                if not _no_room(exc):
+                    raise ServiceError(f"cannot open the ledger {path}: {exc}") from exc
+                if reason != f"cannot open the ledger: {exc}":
+                    reason = f"cannot open the ledger: {exc}"
+                    log.warning(
+                        "%s (%s); waiting for room, nothing is taken from the broker meanwhile", reason, path
+                    )
+                if waiting is None:
+                    server = _EmbeddedServer(
+                        uvicorn.Config(
+                            waiting_app(current),
+                            log_config=None,
+                            access_log=False,
+                            lifespan="off",
+                        )
+                    )
+                    # A duplicate of the socket: the stand-in closes it, the API proper serves the original.
+                    waiting = (
+                        server,
+                        asyncio.create_task(server.serve(sockets=[sock.dup()]), name="http-waiting"),
+                    )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff.next_delay())
+                if stop.is_set():
+                    return None
+            else:
+                if reason is not None:
+                    log.info("the ledger %s is open: starting", path)
+                return ledger
+    finally:
+        if waiting is not None:
+            waiting[0].should_exit = True
+            await waiting[1]
 
 
 async def _supervised(name: str, run: Callable[[], Awaitable[None]], metrics: CollectorMetrics) -> None:

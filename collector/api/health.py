@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from typing import Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, FastAPI, Response
 from pydantic import BaseModel, Field
 
 from collector.api.deps import Context
@@ -15,12 +16,15 @@ from collector.store import LedgerReader
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded", "failing"] = Field(
         description="ok; degraded = no MQTT connection, or the ledger cannot commit (ingestion paused, the "
-        "broker keeps the messages; the API still serves); failing = ledger unreadable"
+        "broker keeps the messages; the API still serves); failing = ledger unreadable, or not open yet "
+        "(a collector started on a full disk waits for room)"
     )
     mqtt_connected: bool
     ledger_ok: bool
     ledger_error: str | None = Field(
-        None, description="Why the ledger cannot commit (a full disk, say) while ingestion is paused for it"
+        None,
+        description="Why the ledger cannot commit (a full disk, say) while ingestion is paused for it, or "
+        "why it cannot be opened while the collector waits to start",
     )
 
 
@@ -44,3 +48,15 @@ def healthz(context: Context, response: Response) -> HealthOut:
     return HealthOut(
         status=status, mqtt_connected=mqtt_connected, ledger_ok=ledger_ok, ledger_error=ledger_error
     )
+
+
+def waiting_app(reason: Callable[[], str]) -> FastAPI:
+    """What answers while the collector waits to open its ledger (started on a full disk): ``/healthz``
+    alone, failing with the reason, so that monitoring sees why; the API proper needs the ledger."""
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.get("/healthz", status_code=503)
+    def waiting() -> HealthOut:
+        return HealthOut(status="failing", mqtt_connected=False, ledger_ok=False, ledger_error=reason())
+
+    return app

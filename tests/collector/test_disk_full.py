@@ -4,7 +4,8 @@ started again once the disk is full, so that the TSDB writer's outbox delete mee
 
 Each time: /healthz turns degraded naming the ledger's error, ingestion pauses (nothing is acknowledged, the
 broker keeps the messages) and the process never exits; once the disk has room again everything published is
-in the ledger exactly once (and in the TSDB).
+in the ledger exactly once (and in the TSDB). A collector started on the full disk waits for room instead of
+exiting, /healthz failing meanwhile, and then stores what its broker session queued, once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -214,5 +216,51 @@ def test_a_full_disk_pauses_ingestion_and_loses_nothing(tmp_path: Path, small_di
         print(
             f"\n{CYCLES} full disks, {stack.published} batches, {os.path.getsize(stack.ledger)} bytes of ledger"
         )
+    finally:
+        stack.close()
+
+
+def waiting_health(api: str) -> tuple[int, dict[str, Any]]:
+    """/healthz's status code and body, a 503 included."""
+    try:
+        return 200, get_json(f"{api}/healthz")
+    except urllib.error.HTTPError as exc:
+        body: dict[str, Any] = json.load(exc)
+        return exc.code, body
+
+
+def test_a_collector_started_on_a_full_disk_waits_for_room(tmp_path: Path, small_disk: Path) -> None:
+    """Started where its ledger cannot be created, the collector stays up (/healthz failing with the reason),
+    takes nothing from the broker, and once there is room stores everything its session queued, once."""
+    stack = Stack(tmp_path, small_disk, tsdb=False)  # its first run creates its session at the broker
+    try:
+        assert stack.collector.stop() == 0
+        for name in ("ledger.db", "ledger.db-wal", "ledger.db-shm"):
+            (small_disk / name).unlink(missing_ok=True)
+        filler = fill(small_disk)
+        stack.publish(30)  # queued at the broker for the collector's session
+        stack.collector = Process(
+            stack.collector.name, stack.collector.args, stack.collector.log_path
+        ).start()
+        code, health = wait_until(lambda: waiting_health(stack.api), 30, "the waiting collector's /healthz")
+        assert code == 503, health
+        assert health["status"] == "failing", health
+        assert "full" in health["ledger_error"], health
+        stack.publish(10)  # more while it waits
+        time.sleep(3)  # several tries to open the ledger
+        assert stack.collector.alive(), stack.collector.log()[-3000:]
+        assert waiting_health(stack.api)[0] == 503
+        filler.unlink()
+        wait_until(lambda: stack.stored() == stack.published, 60, "every queued batch once there is room")
+        assert waiting_health(stack.api)[0] == 200
+        wait_until(lambda: stack.health()["status"] == "ok", 30, "a healthy collector")
+        with LedgerReader(stack.ledger) as reader:
+            for m in range(METERS):
+                got = [r.ts for r in reader.readings(f"m{m}", 0, 2**62)]
+                assert got == [NOW_MS - 3_600_000 + seq * 1000 for seq in range(stack.published)], f"m{m}"
+            assert reader.missing_batches() == 0
+        log = stack.collector.log()
+        assert log.count("waiting for room") == 1, log[-3000:]
+        assert "Traceback" not in log
     finally:
         stack.close()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +108,36 @@ def test_an_api_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         result = CliRunner().invoke(app, ["run", "--config", str(config)])
     assert result.exit_code == 1
     assert f"the API cannot listen on 127.0.0.1:{port}" in result.output
+
+
+def _newer(path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("PRAGMA user_version = 999")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda path: path.write_bytes(b"not a database, " * 512), "file is not a database"),
+        (_newer, "newer than this release"),
+        (lambda path: path.mkdir(), "unable to open database file"),
+    ],
+    ids=["corrupt", "newer-schema", "cannot-open"],
+)
+def test_a_ledger_unusable_but_for_room_is_a_clear_error(
+    tmp_path: Path, make: Callable[[Path], object], message: str
+) -> None:
+    """Only a full disk makes start-up wait (tests/collector/test_disk_full.py); anything else exits 1."""
+    ledger = tmp_path / "k.db"
+    make(ledger)
+    config = tmp_path / "collector.yaml"
+    config.write_text(
+        f"mqtt:\n  port: {free_port()}\nledger:\n  path: {ledger}\napi:\n  port: {free_port()}\n"
+    )
+    result = CliRunner().invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 1
+    assert f"cannot open the ledger {ledger}" in result.output
+    assert message in result.output
 
 
 async def test_sigterm_ends_every_task_and_closes_what_it_opened(tmp_path: Path) -> None:
