@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -33,12 +34,12 @@ from app.processes import (
     VictoriaMetrics,
     free_port,
     get_json,
-    get_text,
     require_binary,
     wait_until,
 )
 from collector.store import LedgerReader
 from kilowatch.mqtt_contract import SCHEMA_VERSION, Channel, topic
+from tests.api_support import api_key
 
 pytestmark = pytest.mark.services
 
@@ -118,6 +119,7 @@ class Stack:
         args = [sys.executable, "-m", "app", "collector", "run", "--config", str(tmp_path / "collector.yaml")]
         self.collector = Process("collector", args, tmp_path / "collector.log").start()
         wait_until(lambda: self.health()["mqtt_connected"], 30, "the collector to connect")
+        self.key = api_key(self.ledger)  # for /metrics, made while the disk has room
         self.publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="disk-full-agent")
         self.publisher.connect(self.broker.host, self.broker.port)
         self.publisher.loop_start()
@@ -129,7 +131,12 @@ class Stack:
         return health
 
     def metric(self, name: str) -> float:
-        for line in get_text(f"{self.api}/metrics").splitlines():
+        request = urllib.request.Request(  # noqa: S310 - loopback
+            f"{self.api}/metrics", headers={"Authorization": f"Bearer {self.key}"}
+        )
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback
+            text = response.read().decode()
+        for line in text.splitlines():
             if line.startswith(name + " "):
                 return float(line.split()[1])
         return 0.0

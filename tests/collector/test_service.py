@@ -188,7 +188,8 @@ async def test_a_background_task_that_fails_is_started_again_and_the_service_sta
     await eventually(lambda: len(calls) == 3, "the ingest task to be started a third time")
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         assert (await client.get("/healthz")).json()["status"] == "degraded"  # no broker, not failing
-        text = (await client.get("/metrics")).text
+        key = api_key(config.ledger.path)
+        text = (await client.get("/metrics", headers={"Authorization": f"Bearer {key}"})).text
     assert 'kilowatch_collector_task_restarts_total{task="mqtt-ingest"} 2.0' in text
     assert not service.done()
     assert "task mqtt-ingest failed; starting it again" in caplog.text
