@@ -93,10 +93,7 @@ class AlertOut(BaseModel):
     last_seen: datetime = Field(description="Event time of the newest finding")
     count: int = Field(description="Findings merged into this alert")
     wasted_kwh: float
-    cost_vnd: float = Field(
-        description="The detectors' cost at the site's tariff; wasted_kwh x tariff_vnd_per_kwh if they gave none"
-    )
-    tariff_vnd_per_kwh: float = Field(description="The flat rate used when a finding carries no cost")
+    cost_vnd: float = Field(description="The detectors' cost of the waste at the site's tariff (sites file)")
     magnitude: float | None = Field(description="The rule's measure, e.g. kW above base load")
     message_vi: str
     message_en: str
@@ -124,7 +121,6 @@ class AlertOut(BaseModel):
             count=alert.count,
             wasted_kwh=alert.wasted_kwh,
             cost_vnd=alert.cost_vnd,
-            tariff_vnd_per_kwh=alert.tariff_vnd_per_kwh,
             magnitude=alert.magnitude,
             message_vi=message_vi,
             message_en=message_en,
@@ -182,7 +178,7 @@ class AlertStore:
 
     Args:
         path: The ledger's SQLite file; the alert tables are created if missing.
-        settings: Tariff and lateness threshold used by :meth:`apply`.
+        settings: Lateness threshold used by :meth:`apply`.
         channels: Names of the notification channels configured; each notification gets a row per channel.
         clock: Wall-clock time, UTC ms.
     """
@@ -257,9 +253,8 @@ class AlertStore:
             occurrence_start_ms=finding.start_ms,
             occurrence_kwh=finding.wasted_kwh,
             prior_kwh=0,
-            occurrence_vnd=self._cost(finding),
+            occurrence_vnd=finding.cost_vnd,
             prior_vnd=0,
-            tariff_vnd_per_kwh=self._settings.tariff_vnd_per_kwh,
             magnitude=finding.magnitude,
             finding_en=finding.message_en,
             finding_vi=finding.message_vi,
@@ -278,7 +273,7 @@ class AlertStore:
         prior = alert.prior_kwh + alert.occurrence_kwh if new_occurrence else alert.prior_kwh
         prior_vnd = alert.prior_vnd + alert.occurrence_vnd if new_occurrence else alert.prior_vnd
         kwh = finding.wasted_kwh if new_occurrence else max(alert.occurrence_kwh, finding.wasted_kwh)
-        vnd = self._cost(finding) if new_occurrence else max(alert.occurrence_vnd, self._cost(finding))
+        vnd = finding.cost_vnd if new_occurrence else max(alert.occurrence_vnd, finding.cost_vnd)
         ended = finding.end_ms is not None
         updated = alert.model_copy(
             update={
@@ -290,7 +285,6 @@ class AlertStore:
                 "prior_kwh": prior,
                 "occurrence_vnd": vnd,
                 "prior_vnd": prior_vnd,
-                "tariff_vnd_per_kwh": self._settings.tariff_vnd_per_kwh,
                 "magnitude": finding.magnitude,
                 "finding_en": finding.message_en,
                 "finding_vi": finding.message_vi,
@@ -303,12 +297,6 @@ class AlertStore:
             tx.drop_notifications(alert.id, "alert.opened")
             return ChangeKind.RESOLVED
         return ChangeKind.UPDATED
-
-    def _cost(self, finding: Finding) -> float:
-        """The finding's own cost (the detectors know the site's time-of-use bands), else the flat rate."""
-        if finding.cost_vnd > 0 or finding.wasted_kwh == 0:
-            return finding.cost_vnd
-        return finding.wasted_kwh * self._settings.tariff_vnd_per_kwh
 
     def acknowledge(self, alert_id: int) -> Alert:
         """Someone is on it: open -> acknowledged."""

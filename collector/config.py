@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import time
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
@@ -197,13 +197,6 @@ class ApiSettings(_Section):
 class AlertSettings(_Section):
     """How detectors' findings become alerts."""
 
-    tariff_vnd_per_kwh: float = Field(
-        2000,
-        gt=0,
-        description="Price put on a wasted kWh, VND, when a finding carries no cost of its own (the "
-        "detectors price waste by the site's time-of-use band): one flat rate (roughly EVN's average "
-        "business price)",
-    )
     late_after_s: int = Field(
         900,
         ge=0,
@@ -211,6 +204,17 @@ class AlertSettings(_Section):
         "it (event time; e.g. from a backlog a gateway flushed after an outage) is marked raised late; its "
         "messages say so",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_flat_tariff(cls, data: Any) -> Any:
+        """Prices come from one place, the sites file: a flat rate here would silently disagree with it."""
+        if isinstance(data, dict) and "tariff_vnd_per_kwh" in data:
+            raise ValueError(
+                "tariff_vnd_per_kwh is no longer read: findings are priced by sites.<site>.tariff "
+                "(VND per kWh per time-of-use band) in the sites file named by detection.sites; remove it"
+            )
+        return data
 
 
 class WebhookSettings(_Section):

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from collector.alerts import AlertStore
-from collector.config import AlertSettings
 from collector.detectors.findings import Detector, Finding
 from collector.store import Ledger
 from tests.collector_support import at
@@ -29,13 +28,17 @@ class FakeClock:
         return self.now_ms
 
 
+RATE_VND_PER_KWH = 2000
+"""What the findings of these tests cost a kWh unless a test gives the cost (detectors price by the sites file)."""
+
+
 def finding(
     *,
     start_ms: int = at(19),
     end_ms: int | None = None,
     detected_at: int | None = None,
     wasted_kwh: float = 3.0,
-    cost_vnd: float = 0.0,
+    cost_vnd: float | None = None,
     meter: str = "m1",
     site: str = "site1",
     detector: Detector = Detector.AFTER_HOURS,
@@ -50,19 +53,17 @@ def finding(
         end_ms=end_ms,
         detected_at=start_ms + 30 * 60_000 if detected_at is None else detected_at,
         wasted_kwh=wasted_kwh,
-        cost_vnd=cost_vnd,
+        cost_vnd=wasted_kwh * RATE_VND_PER_KWH if cost_vnd is None else cost_vnd,
         magnitude=6.0,
         message_en="6 kW left on after hours.",
         message_vi="6 kW vẫn chạy ngoài giờ làm việc.",
     )
 
 
-def open_store(
-    path: Path, clock: FakeClock, *, channels: tuple[str, ...] = (), tariff: float = 2000
-) -> AlertStore:
+def open_store(path: Path, clock: FakeClock, *, channels: tuple[str, ...] = ()) -> AlertStore:
     """An alert store in a ledger file, as the collector has it (the ledger creates the file first)."""
     Ledger(path).close()
-    return AlertStore(path, settings=AlertSettings(tariff_vnd_per_kwh=tariff), channels=channels, clock=clock)
+    return AlertStore(path, channels=channels, clock=clock)
 
 
 Received = list[tuple[dict[str, str], bytes]]

@@ -53,7 +53,6 @@ class Alert(BaseModel):
     prior_kwh: float = Field(description="What earlier occurrences of this alert wasted")
     occurrence_vnd: float = Field(description="What the newest occurrence's waste cost so far")
     prior_vnd: float = Field(description="What earlier occurrences' waste cost")
-    tariff_vnd_per_kwh: float
     magnitude: float | None
     finding_en: str
     finding_vi: str
@@ -92,7 +91,7 @@ _INSERTED = [name for name in Alert.model_fields if name != "id"]
 _INSERT = f"INSERT INTO alerts ({', '.join(_INSERTED)}) VALUES ({', '.join('?' * len(_INSERTED))})"  # noqa: S608
 _MERGED = [
     "status", "end_ms", "last_seen", "count", "occurrence_start_ms", "occurrence_kwh", "prior_kwh",
-    "occurrence_vnd", "prior_vnd", "tariff_vnd_per_kwh", "magnitude", "finding_en", "finding_vi", "resolved_at",
+    "occurrence_vnd", "prior_vnd", "magnitude", "finding_en", "finding_vi", "resolved_at",
 ]  # fmt: skip
 _MERGE = f"UPDATE alerts SET {', '.join(f'{name} = ?' for name in _MERGED)} WHERE id = ?"  # noqa: S608
 """Column names come from the model's fields, never from input."""

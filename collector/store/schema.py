@@ -267,7 +267,12 @@ INSERT INTO meter_owners SELECT meter_id, site, gateway, last_seen, 'first_seen'
 ALTER TABLE latest ADD COLUMN value_reasons TEXT NOT NULL DEFAULT '{}'
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# Prices come from the sites file alone: an alert's cost is its findings', no flat rate is kept beside it.
+_V5 = """
+ALTER TABLE alerts DROP COLUMN tariff_vnd_per_kwh
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 """``MIGRATIONS[v]`` takes ``user_version`` v to v + 1: statements separated by ``;`` (none inside one)."""
 
 SCHEMA_VERSION = len(MIGRATIONS)

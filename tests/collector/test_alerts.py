@@ -52,11 +52,11 @@ def test_a_finding_opens_an_alert_with_cost_and_both_languages(store: AlertStore
     assert en == "6 kW left on after hours. Wasted 3.0 kWh, about 6,000 VND."
 
 
-def test_a_findings_own_cost_wins_over_the_flat_tariff(store: AlertStore) -> None:
+def test_an_alert_costs_what_its_findings_cost_with_no_flat_rate_added(store: AlertStore) -> None:
     alert = store.apply(finding(wasted_kwh=3.0, cost_vnd=9100.0)).alert
     assert (alert.wasted_kwh, alert.cost_vnd) == (3.0, 9100.0)
     assert store.apply(finding(wasted_kwh=4.0, cost_vnd=12000.0)).alert.cost_vnd == 12000.0
-    assert store.apply(finding(start_ms=at(21), wasted_kwh=1.0)).alert.cost_vnd == 14000.0
+    assert store.apply(finding(start_ms=at(21), wasted_kwh=1.0, cost_vnd=0.0)).alert.cost_vnd == 12000.0
 
 
 def test_a_repeat_updates_the_open_alert_and_an_identical_replay_changes_nothing(store: AlertStore) -> None:
@@ -95,8 +95,8 @@ def test_one_open_alert_per_site_meter_detector_and_rule(store: AlertStore, tmp_
         db.execute(
             "INSERT INTO alerts (site, meter, detector, rule, status, start_ms, detected_at, raised_at,"
             " raised_late, last_seen, count, occurrence_start_ms, occurrence_kwh, prior_kwh, occurrence_vnd,"
-            " prior_vnd, tariff_vnd_per_kwh, finding_en, finding_vi)"
-            " VALUES ('site1', 'm1', 'after_hours', 'R4', 'acknowledged', 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1, '', '')"
+            " prior_vnd, finding_en, finding_vi)"
+            " VALUES ('site1', 'm1', 'after_hours', 'R4', 'acknowledged', 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, '', '')"
         )
 
 

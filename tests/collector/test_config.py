@@ -74,3 +74,15 @@ def test_the_cli_exits_2_with_the_problem(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["run", "--config", str(path)])
     assert result.exit_code == 2
     assert "collector.yaml:3 ledger.size: extra inputs are not permitted" in result.output
+
+
+def test_a_flat_alert_tariff_is_refused_with_where_prices_live_now(tmp_path: Path) -> None:
+    """Prices have one source, the sites file: the old flat rate is an error, not silently ignored."""
+    with pytest.raises(yamlconfig.ConfigError) as caught:
+        load_text(tmp_path, "ledger:\n  path: x.db\nalerts:\n  tariff_vnd_per_kwh: 2000\n")
+    [problem] = caught.value.problems
+    assert problem.startswith("collector.yaml:3 alerts: Value error, tariff_vnd_per_kwh is no longer read"), (
+        problem
+    )
+    assert "sites.<site>.tariff" in problem
+    assert "detection.sites" in problem

@@ -54,7 +54,6 @@ async def test_lists_alerts_with_cost_messages_and_utc_times(
         "count": 1,
         "wasted_kwh": 3.0,
         "cost_vnd": 6000.0,
-        "tariff_vnd_per_kwh": 2000.0,
         "magnitude": 6.0,
         "message_vi": "6 kW vẫn chạy ngoài giờ làm việc. Lãng phí 3.0 kWh, khoảng 6.000 đồng.",
         "message_en": "6 kW left on after hours. Wasted 3.0 kWh, about 6,000 VND.",

@@ -23,17 +23,19 @@ from tests.services import eventually
 
 def test_a_site_digest_lists_open_alerts_and_what_the_day_wasted(tmp_path: Path) -> None:
     clock = FakeClock(0)
-    with open_store(tmp_path / "kilowatch.db", clock, tariff=2500) as store:
+    with open_store(tmp_path / "kilowatch.db", clock) as store:
 
         def apply(found: Finding) -> Alert:
             clock.now_ms = found.detected_at  # raised live
             return store.apply(found).alert
 
-        morning = apply(finding(start_ms=at(1), end_ms=at(2), wasted_kwh=3.0))  # 08:00 local
-        evening = apply(finding(meter="m2", start_ms=at(10), wasted_kwh=2.0))  # 17:00 local
-        night = apply(finding(meter="m3", start_ms=at(18), wasted_kwh=1.0))  # 01:00 the day after
+        morning = apply(finding(start_ms=at(1), end_ms=at(2), wasted_kwh=3.0, cost_vnd=7500))  # 08:00 local
+        evening = apply(finding(meter="m2", start_ms=at(10), wasted_kwh=2.0, cost_vnd=5000))  # 17:00 local
+        night = apply(
+            finding(meter="m3", start_ms=at(18), wasted_kwh=1.0, cost_vnd=2500)
+        )  # 01:00 the day after
         store.acknowledge(night.id)
-        apply(finding(site="site2", start_ms=at(10), wasted_kwh=7.0))
+        apply(finding(site="site2", start_ms=at(10), wasted_kwh=7.0, cost_vnd=17500))
         assert store.sites_for_digest(date(2024, 5, 1)) == ["site1", "site2"]
         result = digest(store, "site1", date(2024, 5, 1))
     assert [a.id for a in result.day_alerts] == [evening.id, morning.id]

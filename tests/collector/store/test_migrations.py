@@ -53,6 +53,8 @@ def test_an_old_ledger_is_upgraded_in_place_and_its_rows_read(tmp_path: Path) ->
         ledger.ingest(batch(reading(at(10, 10), imp=101.0, power_w=4000.0), seq=1))
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(alerts)")}
+        assert "tariff_vnd_per_kwh" not in columns  # prices come from the sites file alone
     with LedgerReader(path) as r:
         assert [(x.ts, x.values["energy_import_kwh"]) for x in r.readings("m1", at(10), at(11))] == [
             (at(10), 100.0), (at(10, 5), 100.5), (at(10, 10), 101.0)
@@ -69,7 +71,12 @@ def test_an_old_ledger_is_upgraded_in_place_and_its_rows_read(tmp_path: Path) ->
         assert r.stored_batches() == 2
     with AlertStore(path) as store:
         [alert] = store.alerts(AlertQuery())
-        assert (alert.meter, alert.status, alert.occurrence_kwh) == ("m1", AlertStatus.OPEN, 3.0)
+        assert (alert.meter, alert.status, alert.occurrence_kwh, alert.cost_vnd) == (
+            "m1",
+            AlertStatus.OPEN,
+            3.0,
+            6000,
+        )
         assert store.acknowledge(alert.id).status is AlertStatus.ACKNOWLEDGED
 
 
