@@ -97,8 +97,9 @@ def webhook_receiver() -> Iterator[tuple[str, Received]]:
         server.server_close()
 
 
-def call(url: str, method: str = "GET") -> Any:
-    """A JSON API call on loopback."""
-    request = urllib.request.Request(url, method=method)  # noqa: S310 - loopback
+def call(url: str, method: str = "GET", *, key: str | None = None) -> Any:
+    """A JSON API call on loopback, with the API key `key` if given."""
+    headers = {} if key is None else {"Authorization": f"Bearer {key}"}
+    request = urllib.request.Request(url, method=method, headers=headers)  # noqa: S310 - loopback
     with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 - loopback
         return json.loads(response.read())

@@ -13,6 +13,7 @@ from pathlib import Path
 from app.processes import Process, free_port, wait_until
 from collector.alerts import AlertStore
 from tests.alert_support import call, finding
+from tests.api_support import api_key
 
 SECRET = "live-webhook-s3cret-42"  # noqa: S105 - the test receiver's
 
@@ -36,11 +37,12 @@ def test_the_running_collector_posts_an_alert_to_the_webhook_and_serves_it(
     base = f"http://127.0.0.1:{api_port}"
     try:
         wait_until(lambda: call(f"{base}/healthz")["ledger_ok"], 20, "the collector's API")
+        key = api_key(ledger)
         with AlertStore(ledger, channels=("webhook",)) as store:  # as a detector process would
             alert_id = store.apply(finding(wasted_kwh=3.0)).alert.id
         [(headers, body)] = wait_until(lambda: list(received), 20, "the webhook to receive the alert")
-        [listed] = call(f"{base}/api/v1/alerts?site=site1&status=open")
-        assert call(f"{base}/api/v1/alerts/{alert_id}/ack", "POST")["status"] == "acknowledged"
+        [listed] = call(f"{base}/api/v1/alerts?site=site1&status=open", key=key)
+        assert call(f"{base}/api/v1/alerts/{alert_id}/ack", "POST", key=key)["status"] == "acknowledged"
         assert collector.proc is not None
         collector.proc.send_signal(signal.SIGTERM)
         assert collector.proc.wait(timeout=20) == 0, collector.log()

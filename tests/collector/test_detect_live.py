@@ -45,6 +45,7 @@ from kilowatch.timebase import SLOT_MS
 from sim.generate import Run
 from sim.scenario import Scenario, load_scenario
 from tests.alert_support import FakeClock, call
+from tests.api_support import api_key
 
 SECRET = "live-detect-s3cret-4242"  # noqa: S105 - the test receiver's
 
@@ -266,6 +267,7 @@ def test_the_collector_alerts_on_after_hours_waste_in_a_flushed_backlog(
     collector = Process("collector", command, tmp_path / "collector.log").start()
     try:
         wait_until(lambda: call(f"{base}/healthz")["mqtt_connected"], 20, "the collector to subscribe")
+        key = api_key(tmp_path / "kilowatch.db")
         publish = subprocess.run(
             [
                 sys.executable,
@@ -295,7 +297,7 @@ def test_the_collector_alerts_on_after_hours_waste_in_a_flushed_backlog(
         [listed] = wait_until(
             lambda: [
                 a
-                for a in call(f"{base}/api/v1/alerts?detector=after_hours&meter=office.cooling")
+                for a in call(f"{base}/api/v1/alerts?detector=after_hours&meter=office.cooling", key=key)
                 if a["wasted_kwh"] > 200
             ],
             30,
@@ -393,12 +395,16 @@ def test_a_gateway_is_offline_from_its_last_will_to_its_next_birth(
 
     def offline_alerts() -> list[dict[str, Any]]:
         meter = urllib.parse.quote("office/gw-1", safe="")
-        listed: list[dict[str, Any]] = call(f"{base}/api/v1/alerts?detector=data_quality&meter={meter}")
+        listed: list[dict[str, Any]] = call(
+            f"{base}/api/v1/alerts?detector=data_quality&meter={meter}",
+            key=api_key(tmp_path / "kilowatch.db"),
+        )
         return listed
 
     collector = Process("collector", command, tmp_path / "collector.log").start()
     try:
         wait_until(lambda: call(f"{base}/healthz")["mqtt_connected"], 20, "the collector to subscribe")
+        key = api_key(tmp_path / "kilowatch.db")
         # The gateway: a real MQTT client whose connection dies without a goodbye, so the broker sends its will.
         gateway = subprocess.Popen(
             [
@@ -411,7 +417,11 @@ def test_a_gateway_is_offline_from_its_last_will_to_its_next_birth(
         assert gateway.stdin is not None
         gateway.stdin.write(status(GatewayState.ONLINE) + "\n")
         gateway.stdin.flush()
-        wait_until(lambda: call(f"{base}/api/v1/gateways")[0]["state"] == "online", 20, "the gateway's birth")
+        wait_until(
+            lambda: call(f"{base}/api/v1/gateways", key=key)[0]["state"] == "online",
+            20,
+            "the gateway's birth",
+        )
         gateway.kill()
         gateway.wait()
         [opened] = wait_until(offline_alerts, 20, "the gateway-offline alert")
