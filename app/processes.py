@@ -324,7 +324,8 @@ def write_collector_config(
     config: dict[str, Any] = {
         "mqtt": {"host": broker.host, "port": broker.port, "client_id": client_id},
         "ledger": {"path": str(ledger)},
-        "api": {"host": "127.0.0.1", "port": api_port},
+        # /metrics open on these loopback test and benchmark collectors; the API routes still need a key.
+        "api": {"host": "127.0.0.1", "port": api_port, "metrics_auth": "none"},
     }
     if retention_days is not None:
         config["plausibility"] = {"retention_days": retention_days}

@@ -308,7 +308,7 @@ def test_the_collector_survives_20000_fuzzed_payloads_and_keeps_every_valid_batc
             {
                 "mqtt": {"host": broker.host, "port": broker.port, "client_id": "fuzz-collector"},
                 "ledger": {"path": str(ledger)},
-                "api": {"host": "127.0.0.1", "port": api_port},
+                "api": {"host": "127.0.0.1", "port": api_port, "metrics_auth": "none"},
             }
         )
     )

@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
-from app.processes import Mosquitto, Process, free_port, wait_until
+from app.processes import Mosquitto, Process, free_port, get_json, wait_until
 from collector.intervals import STEP_SLACK_KWH
 from collector.store import RATED_HEADROOM
 from kilowatch.quantities import out_of_range
 from kilowatch.timebase import SLOT_HOURS
+from tests.api_support import api_key
 
 pytestmark = pytest.mark.services
 
@@ -34,9 +35,8 @@ def kilowatch(*args: str) -> list[str]:
     return [sys.executable, "-m", "app", *args]
 
 
-def get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-        return json.load(response)
+def get(url: str, key: str) -> Any:
+    return get_json(url, 5, key=key)
 
 
 def metric(api: str, name: str) -> float:
@@ -62,7 +62,7 @@ def chain(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[tuple[str, Path]]:
     ledger = tmp_path / "ledger.db"
     collector = {
         "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "client_id": "garbage-test"},
-        "ledger": {"path": str(ledger)}, "api": {"host": "127.0.0.1", "port": api_port},
+        "ledger": {"path": str(ledger)}, "api": {"host": "127.0.0.1", "port": api_port, "metrics_auth": "none"},
         "detection": {"sites": str(tmp_path / "sites.yaml")},
     }  # fmt: skip
     for name, config in (("agent", agent), ("sites", {"sites": sites}), ("collector", collector)):
@@ -78,7 +78,7 @@ def chain(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[tuple[str, Path]]:
         Process("collector", kilowatch("collector", "run", "-c", str(tmp_path / "collector.yaml")),
                 tmp_path / "collector.log").start()
     )  # fmt: skip
-    wait_until(lambda: get(f"{api}/healthz")["mqtt_connected"], 30, "the collector to connect")
+    wait_until(lambda: get_json(f"{api}/healthz", 5)["mqtt_connected"], 30, "the collector to connect")
     procs.append(
         Process("agent", kilowatch("agent", "run", "--config", str(tmp_path / "agent.yaml")),
                 tmp_path / "agent.log").start()
@@ -109,8 +109,9 @@ def test_garbage_is_never_good_nor_energy(chain: tuple[str, Path]) -> None:
     assert metric(api, 'kilowatch_collector_bad_values_total{reason="out_of_range"}') > 0
     assert metric(api, 'kilowatch_collector_bad_values_total{reason="counter_step"}') > 0
 
-    latest = get(f"{api}/api/v1/meters/garbage/latest")
+    key = api_key(ledger)
+    latest = get(f"{api}/api/v1/meters/garbage/latest", key)
     assert set(latest["value_reasons"]) <= set(latest["value_quality"])
     assert all(latest["value_quality"][name] == "bad" for name in latest["value_reasons"])
-    healthy = get(f"{api}/api/v1/meters/healthy/latest")
+    healthy = get(f"{api}/api/v1/meters/healthy/latest", key)
     assert (healthy["quality"], healthy["value_reasons"]) == ("good", {})

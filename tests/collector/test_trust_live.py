@@ -5,7 +5,6 @@ their own topics."""
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 import urllib.request
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.processes import Mosquitto, Process, free_port, wait_until, write_collector_config
+from app.processes import Mosquitto, Process, free_port, get_json, wait_until, write_collector_config
 from kilowatch.mqtt_contract import (
     SCHEMA_VERSION,
     Channel,
@@ -26,6 +25,7 @@ from kilowatch.mqtt_contract import (
     ReadingsBatch,
     topic,
 )
+from tests.api_support import api_key
 from tests.deploy.test_broker import COLLECTOR, GATEWAY, PASSWORDS, deploy
 from tests.services import TestCertificates as Certificates
 
@@ -42,10 +42,10 @@ class Collector:
         args = [sys.executable, "-m", "app", "collector", "run", "--config", str(config)]
         self.process = Process("collector", args, tmp_path / "collector.log").start()
         wait_until(lambda: self.metric("kilowatch_collector_mqtt_connected") == 1, 30, "the collector")
+        self.key = api_key(tmp_path / "ledger.db")
 
     def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.api + path, timeout=5) as response:  # noqa: S310 - loopback
-            return json.load(response)
+        return get_json(self.api + path, 5, key=self.key)
 
     def metric(self, name: str) -> float:
         try:
@@ -145,7 +145,7 @@ async def test_with_the_shipped_broker_config_a_gateway_cannot_write_a_provision
             "host": deployed.broker.host, "port": deployed.broker.port, "username": COLLECTOR,
             "password": PASSWORDS[COLLECTOR], "client_id": COLLECTOR,
         },
-        "ledger": {"path": str(tmp_path / "ledger.db")}, "api": {"host": "127.0.0.1", "port": api_port},
+        "ledger": {"path": str(tmp_path / "ledger.db")}, "api": {"host": "127.0.0.1", "port": api_port, "metrics_auth": "none"},
         "detection": {"sites": str(tmp_path / "sites.yaml")},
     }  # fmt: skip
     (tmp_path / "collector.yaml").write_text(yaml.safe_dump(config))

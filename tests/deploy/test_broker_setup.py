@@ -6,11 +6,9 @@ an expired client certificate is refused with the reason in the error."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +17,10 @@ from typing import Any
 import pytest
 import yaml
 
-from app.processes import Mosquitto, Process, TlsListener, free_port, wait_until
+from app.processes import Mosquitto, Process, TlsListener, free_port, get_json, wait_until
 from app.provision import SiteCa, issue_client_certificate, issue_server_certificate, new_site_ca
 from kilowatch.broker import BrokerSettings
+from tests.api_support import api_key
 from tests.deploy.test_broker import runnable_conf
 from tests.deploy.test_provision import gateway_settings, logs_in, refused
 
@@ -39,9 +38,8 @@ def run(*args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-        return json.load(response)
+def get(url: str, key: str) -> Any:
+    return get_json(url, 5, key=key)
 
 
 @dataclass
@@ -169,9 +167,11 @@ async def test_agent_to_collector_over_mutual_tls(mutual: Host) -> None:
         for proc in procs:
             proc.start()
         api = f"http://127.0.0.1:{api_port}/api/v1"
-        meters = wait_until(lambda: get(f"{api}/meters"), 60, "the agent's readings in the collector")
+        wait_until(lambda: (tmp / "ledger.db").exists(), 30, "the collector's ledger")
+        key = api_key(tmp / "ledger.db")
+        meters = wait_until(lambda: get(f"{api}/meters", key), 60, "the agent's readings in the collector")
         assert [(m["id"], m["site"], m["gateway"]) for m in meters] == [("main", "s1", "gw1")]
-        assert get(f"{api}/meters/main/latest")["quality"] == "good"
+        assert get(f"{api}/meters/main/latest", key)["quality"] == "good"
     finally:
         for proc in reversed(procs):
             proc.stop()

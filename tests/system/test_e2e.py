@@ -28,11 +28,13 @@ from app.processes import (
     Process,
     VictoriaMetrics,
     free_port,
+    get_json,
     require_binary,
     wait_until,
     write_collector_config,
 )
 from kilowatch.mqtt_contract import Channel, ReadingsBatch, subscription, topic
+from tests.api_support import api_key
 from tests.mbpoll import MbpollError, read_floats
 from tests.paths import REPO
 
@@ -54,8 +56,7 @@ def kilowatch(*args: str) -> list[str]:
 
 
 def get(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-        return json.load(response)
+    return get_json(url, 5)
 
 
 def metrics_text(api: str) -> str:
@@ -174,8 +175,9 @@ def stack(tmp_path: Path, mosquitto: Mosquitto, victoria: VictoriaMetrics) -> It
 
 def test_meter_to_api_end_to_end(stack: Stack, mosquitto: Mosquitto, victoria: VictoriaMetrics) -> None:
     api, procs = stack["api"], stack["procs"]
+    key = api_key(stack["tmp"] / "ledger.db")
     meters = wait_until(
-        lambda: len(m := get(f"{api}/api/v1/meters")) == len(METERS) and m,
+        lambda: len(m := get_json(f"{api}/api/v1/meters", 5, key=key)) == len(METERS) and m,
         60,
         "readings from all three meters",
     )
@@ -201,7 +203,7 @@ def test_meter_to_api_end_to_end(stack: Stack, mosquitto: Mosquitto, victoria: V
     wait_until(matched, 45, "a VictoriaMetrics point equal to what mbpoll reads", interval=1.0)
 
     # 2. The API's latest reading is stored in VictoriaMetrics with the same values.
-    latest = get(f"{api}/api/v1/meters/main/latest")
+    latest = get_json(f"{api}/api/v1/meters/main/latest", 5, key=key)
     assert latest["quality"] == "good"
     assert latest["clock"] == "synced"
     ts_ms = int(datetime.fromisoformat(latest["ts"]).timestamp() * 1000)
@@ -224,10 +226,10 @@ def test_meter_to_api_end_to_end(stack: Stack, mosquitto: Mosquitto, victoria: V
     now = datetime.now(UTC)
     window = {"from": (now - timedelta(hours=1)).isoformat(), "to": (now + timedelta(hours=1)).isoformat()}
     query = urllib.parse.urlencode(window)
-    intervals = get(f"{api}/api/v1/meters/main/intervals?{query}")["intervals"]
+    intervals = get_json(f"{api}/api/v1/meters/main/intervals?{query}", 5, key=key)["intervals"]
     total = sum(i["energy_import_kwh"] or 0 for i in intervals)
     # The ledger may hold a newer reading than the export taken just before; bound it both ways.
-    latest_energy = get(f"{api}/api/v1/meters/main/latest")["values"]["energy_import_kwh"]
+    latest_energy = get_json(f"{api}/api/v1/meters/main/latest", 5, key=key)["values"]["energy_import_kwh"]
     assert energy[-1] - energy[0] - 1e-6 <= total <= latest_energy - energy[0] + 1e-6
 
     # 4. What the agent put on the wire passes the published JSON Schema (the agent's side of the contract).
@@ -251,9 +253,11 @@ def test_meter_to_api_end_to_end(stack: Stack, mosquitto: Mosquitto, victoria: V
 
     for reason in ("invalid_json", "unsupported_schema_version", "topic_mismatch"):
         wait_until(partial(rejected_once, reason), 15, f"the collector to count a {reason} rejection")
-    after = get(f"{api}/api/v1/meters/main/latest")["ts"]
+    after = get_json(f"{api}/api/v1/meters/main/latest", 5, key=key)["ts"]
     wait_until(
-        lambda: get(f"{api}/api/v1/meters/main/latest")["ts"] > after, 15, "valid readings to keep flowing"
+        lambda: get_json(f"{api}/api/v1/meters/main/latest", 5, key=key)["ts"] > after,
+        15,
+        "valid readings to keep flowing",
     )
 
     # 6. Every part stops cleanly on SIGTERM.
