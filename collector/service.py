@@ -157,6 +157,7 @@ async def serve(config: CollectorConfig) -> None:
             ledger_path=config.ledger.path,
             metrics=metrics,
             mqtt_connected=lambda: ingestor.connected,
+            settings=config.api,
             sites=detection.sites if detection else None,
             ledger_error=lambda: ingestor.ledger_error,
         )
