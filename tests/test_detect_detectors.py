@@ -131,6 +131,17 @@ def test_idle_needs_twenty_minutes_in_a_shift_and_ten_outside() -> None:
     ]
 
 
+def test_idle_across_a_shift_end_is_judged_by_the_time_on_each_side() -> None:
+    straddling = (ms(2025, 6, 2, 13, 56), ms(2025, 6, 2, 14, 14))  # 4 min in the shift, 14 after it
+    in_shift = (ms(2025, 6, 3, 11, 0), ms(2025, 6, 3, 11, 18))  # 18 min, all in the shift
+    s = series(lambda t: machine(t, [straddling, in_shift]), ms(2025, 6, 2), ms(2025, 6, 4))
+    findings = idle.detect(context(Role.MACHINE, 10, calendar=SHIFTS), s)
+    # 4/20 of the allowance in the shift, 8 more minutes outside use the rest (4/20 + 8/10 = 1).
+    assert [(f.start_ms, f.end_ms, f.detected_at) for f in findings] == [
+        (straddling[0], straddling[1], straddling[0] + 12 * MINUTE)
+    ]
+
+
 def test_idle_survives_drift_and_noise() -> None:
     drifting = lambda t: 8.0 * (0.85 + 0.3 * ((t // MINUTE) % 97) / 97) if 6 <= hour(t) < 14 else 0.05  # noqa: E731
     s = series(drifting, ms(2025, 6, 2), ms(2025, 6, 3))
