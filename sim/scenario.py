@@ -126,6 +126,13 @@ class Schedule(_Spec):
     shifts: ShiftsSpec = ShiftsSpec()
 
 
+class Resolution(_Spec):
+    """The smallest step a meter's registers show (a real meter's, not the float the model computes)."""
+
+    power_w: float = Field(gt=0, description="step of the power registers, W (1: whole watts)")
+    energy_kwh: float = Field(gt=0, description="step of the energy counters, kWh (0.001: three decimals)")
+
+
 class MeterSpec(_Spec):
     id: Ident
     profile: str
@@ -136,6 +143,9 @@ class MeterSpec(_Spec):
     rated_kw: float = Field(gt=0)
     parts: tuple[Part, ...] = Field(("base", "lights", "cooling"), min_length=1, description="office only")
     large: bool = Field(False, description="machine only: the plant keeps it out of the peak bands")
+    resolution: Resolution | None = Field(
+        None, description="what the meter shows is rounded to these steps; none: the model's own precision"
+    )
 
     @field_validator("profile")
     @classmethod
