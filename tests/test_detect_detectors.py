@@ -218,7 +218,7 @@ def test_data_quality_silence_frozen_and_counter_reset() -> None:
     assert [(f.rule, f.start_ms, f.end_ms) for f in findings] == [
         ("no_data", silent[0], silent[1]),
         ("frozen", frozen[0], frozen[1]),
-        ("counter_reset", reset - MINUTE, reset),
+        ("counter_reset", reset - MINUTE, reset + MINUTE),
     ]
 
 
