@@ -4,10 +4,13 @@ that reaches the end of the data judged stays open and extends."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from collector.calendars import SiteCalendar
 from collector.detectors import data_quality
 from collector.detectors.common import Context
 from collector.detectors.config import MeterConfig, Role, SiteConfig
+from collector.detectors.run import detect_meter
 from collector.detectors.series import Sample, Series
 
 MINUTE = 60_000
@@ -61,3 +64,22 @@ def test_frozen_up_to_the_last_reading_stays_open_and_extends() -> None:
     assert rules(standby(180, frozen=range(60, 150))) == [
         ("frozen", START + 60 * MINUTE, START + 150 * MINUTE)
     ]
+
+
+def frozen_findings(series: Series) -> list[tuple[int, int | None]]:
+    return [(f.start_ms, f.end_ms) for f in detect_meter(CTX, series) if f.rule == "frozen"]
+
+
+def test_an_episode_that_comes_back_within_the_hold_off_is_one_alert() -> None:
+    def stuck_twice(minutes: int) -> Series:
+        first, second = standby(minutes, frozen=range(60, 80)), standby(minutes, frozen=range(95, 120))
+        keep = np.arange(first.ts.size) >= 90
+        return Series.from_arrays(
+            "s.m", first.ts, first.kw, np.where(keep, second.energy, first.energy),
+            poll_ms=MINUTE, start_ms=first.start_ms, end_ms=first.end_ms,
+            moving=np.where(keep[:, None], second.moving, first.moving),
+        )  # fmt: skip
+
+    assert frozen_findings(stuck_twice(4 * 60)) == [(START + 60 * MINUTE, START + 120 * MINUTE)]
+    # Cleared 20 minutes before the end of the data judged: it may yet come back, so it is still open.
+    assert frozen_findings(standby(140, frozen=range(60, 120))) == [(START + 60 * MINUTE, None)]

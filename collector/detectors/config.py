@@ -167,6 +167,13 @@ class Thresholds(_Model):
         Advertising(), description="R7, advertising lit through the evening peak"
     )
     data_quality: DataQuality = Field(DataQuality(), description="meters gone silent or frozen")
+    hold_off_min: float = Field(
+        30.0,
+        ge=0,
+        description="a rule's condition on a meter that comes back within this many minutes of clearing is "
+        "the same episode, one alert (no flood of alerts from a condition that flickers); an alert resolves "
+        "once its condition has stayed clear this long",
+    )
 
 
 class MeterConfig(_Model):
