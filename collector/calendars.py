@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kilowatch.calendars import (
     BANDS,
+    DECISION_963_2026,
     MONDAY_TO_SATURDAY,
     OFFICE_HOURS,
     TOU_CALENDARS,
@@ -70,8 +71,15 @@ class SiteCalendar(_Model):
     tou: tuple[TouCalendar | str, ...] = Field(
         ("circular-16-2014", "decision-963-2026"),
         description="Time-of-use calendars by effective date, named (circular-16-2014; decision-963-2026, "
-        "assumed in force from 2026-05-01) or your own {name, effective_from, peak, off_peak}; the one with "
-        "the latest effective_from not after a day applies",
+        "from tou_2026_from) or your own {name, effective_from, peak, off_peak}; the one with the latest "
+        "effective_from not after a day applies",
+    )
+    tou_2026_from: date | None = Field(
+        None,
+        description="The day the 2026 time-of-use bands (decision-963-2026) took effect for the site, as its "
+        f"EVN bill shows; null: not confirmed, {DECISION_963_2026.effective_from} assumed, and the log, the "
+        "daily report and /healthz say so",
+        examples=["2026-05-01"],
     )
     occupancy: WeeklyHours = Field(
         OFFICE_HOURS,
@@ -115,7 +123,22 @@ class SiteCalendar(_Model):
 
     @cached_property
     def _tou(self) -> list[TouCalendar]:
-        return [TOU_CALENDARS[e] if isinstance(e, str) else e for e in self.tou]
+        named = dict(TOU_CALENDARS)
+        if self.tou_2026_from is not None:
+            named[DECISION_963_2026.name] = DECISION_963_2026.model_copy(
+                update={"effective_from": self.tou_2026_from}
+            )
+        return [named[e] if isinstance(e, str) else e for e in self.tou]
+
+    @property
+    def tou_unconfirmed(self) -> str | None:
+        """A warning when the site's bands switch on the 2026 calendar's assumed date, not a confirmed one."""
+        if self.tou_2026_from is not None or DECISION_963_2026.name not in self.tou:
+            return None
+        return (
+            f"time-of-use bands switch to {DECISION_963_2026.name} on the assumed "
+            f"{DECISION_963_2026.effective_from}: set calendar.tou_2026_from to the date on the site's EVN bill"
+        )
 
     def tou_calendar(self, d: date) -> TouCalendar:
         """The calendar in force on `d` (the earliest one before any takes effect)."""

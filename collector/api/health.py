@@ -18,6 +18,9 @@ class HealthOut(BaseModel):
     )
     mqtt_connected: bool
     ledger_ok: bool
+    warnings: list[str] = Field(
+        default_factory=list, description="Settings not confirmed that detection depends on, per site"
+    )
 
 
 router = APIRouter(tags=["operations"])
@@ -36,4 +39,8 @@ def healthz(context: Context, response: Response) -> HealthOut:
     status: Literal["ok", "degraded", "failing"] = (
         "failing" if not ledger_ok else "ok" if mqtt_connected else "degraded"
     )
-    return HealthOut(status=status, mqtt_connected=mqtt_connected, ledger_ok=ledger_ok)
+    sites = context.sites.sites if context.sites is not None else {}
+    warnings = [
+        f"{site_id}: {w}" for site_id, s in sites.items() if (w := s.calendar.tou_unconfirmed) is not None
+    ]
+    return HealthOut(status=status, mqtt_connected=mqtt_connected, ledger_ok=ledger_ok, warnings=warnings)

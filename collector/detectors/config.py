@@ -204,6 +204,11 @@ class SiteConfig(_Model):
         Thresholds(), description="The detectors' thresholds (domain rules R4-R10)"
     )
     poll_s: float = Field(60.0, gt=0, description="The agents' poll interval for these meters, seconds")
+    notify_old_findings: bool = Field(
+        True,
+        description="Raise what the detectors find in a backlog older than detection.catch_up_days (marked "
+        "raised late); false: count and log those instead of alerting",
+    )
     meters: dict[str, MeterConfig] = Field(
         default_factory=dict,
         description="The meters to judge, by the meter ids the agents publish; the others are not judged",
