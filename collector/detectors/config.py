@@ -112,12 +112,20 @@ class Peak(_Model):
         "them, recent peak days)",
     )
     ratio: float = Field(1.1, gt=1, description="overuse: above ratio x that reference")
-    min_excess_share: float = Field(
-        0.1,
+    spread_factor: float = Field(
+        4.0,
         ge=0,
-        description="and above the reference by this share of the larger of rated kW and the usual daily high",
+        description="and, to begin in occupied hours without a switch seen, above the reference by this "
+        "many times the circuit's own day-to-day spread in the band (root mean square of how far its "
+        "comparable days drew above theirs)",
     )
-    min_intervals: int = Field(4, ge=1, description="for this many 15-min intervals: 4 = 1 hour")
+    min_excess_share: float = Field(
+        0.02,
+        ge=0,
+        description="and above the reference by this share of the larger of rated kW and the usual daily "
+        "high: a noise floor for circuits that draw next to nothing",
+    )
+    min_intervals: int = Field(2, ge=1, description="for this many 15-min intervals: 2 = 30 min")
     large_machine_min: float = Field(
         15.0, gt=0, description="alert when a `large` machine is loaded this many minutes in a peak band"
     )

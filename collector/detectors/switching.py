@@ -31,9 +31,9 @@ class Switching:
         rises = self.rise[self._within(start, end)]
         return float(np.nanmax(rises)) if np.isfinite(rises).any() else 0.0
 
-    def switched_on(self, start: int, end: int, least: float) -> list[tuple[int, int]]:
-        """[on, off) spans within [start, end) of load switched on: a rise of `least` kW or more, until a
-        fall of half that rise."""
+    def switched_on(self, start: int, end: int, least: float) -> list[tuple[int, int, float]]:
+        """[on, off) spans within [start, end) of load switched on, with the rise (kW) that began each:
+        a rise of `least` kW or more, until a fall of half that rise."""
         part = self._within(start, end)
         ts, rise, fall = self.ts[part], self.rise[part], self.fall[part]
         spans = []
@@ -42,6 +42,6 @@ class Switching:
             on = j + int(ons[0])
             offs = np.flatnonzero(fall[on + 1 :] >= rise[on] / 2)
             off = on + 1 + int(offs[0]) if offs.size else ts.size
-            spans.append((int(ts[on]), int(ts[off]) if off < ts.size else end))
+            spans.append((int(ts[on]), int(ts[off]) if off < ts.size else end, float(rise[on])))
             j = off + 1
         return spans
