@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from kilowatch.calendars import (
     BANDS,
     DECISION_963_2026,
-    MONDAY_TO_SATURDAY,
+    MONDAY_TO_FRIDAY,
     OFFICE_HOURS,
     TOU_CALENDARS,
     Band,
@@ -87,19 +87,12 @@ class SiteCalendar(_Model):
         "13:00-17:00), or the shifts of a plant",
     )
     permitted: WeeklyHours = Field(
-        WeeklyHours(
-            days=MONDAY_TO_SATURDAY,
-            windows=(
-                window("07:00", "07:30"),
-                window("11:30", "13:00"),
-                window("17:00", "22:00"),
-                window("07:00", "12:00"),
-            ),
-        ),
-        description="Neither occupied nor after hours: early arrivals, the lunch break, permitted overtime "
-        "on weekday evenings, Saturday mornings worked with permission. A site that never works late narrows "
-        "it. (Saturday evenings and weekday mornings before 07:30 fall inside these windows only where "
-        "`occupancy` does not already cover them.)",
+        WeeklyHours(days=MONDAY_TO_FRIDAY, windows=(window("07:00", "07:30"), window("11:30", "13:00"))),
+        description="Neither occupied nor after hours: early arrivals and the lunch break; permitted "
+        "overtime and Saturday mornings worked with permission only where the site declares them (an "
+        "undeclared evening is judged by its shape: one that ramps down as people leave is overtime, a "
+        "flat or cycling load left running is waste). (Windows count only where `occupancy` does not "
+        "already cover them.)",
     )
     public_holidays: bool = Field(True, description="Closed on Vietnamese public holidays (Tết included)")
     closed_days: tuple[date, ...] = Field((), description="Other closed days, e.g. [2026-09-01]")

@@ -105,8 +105,8 @@ async def test_daily_report_per_meter(client: httpx.AsyncClient) -> None:
     assert office["base_kw"] == pytest.approx(1.0)
     assert office["near_peak_kw"] == pytest.approx(10.0)
     assert office["base_to_peak"] == pytest.approx(0.1)
-    # after hours: neither occupied nor permitted (early arrival, lunch, overtime until 22:00)
-    assert office["after_hours_share"] == pytest.approx(9.0 / 109.5)
+    # after hours: neither occupied nor permitted (early arrival, lunch; the site declares no overtime)
+    assert office["after_hours_share"] == pytest.approx(14.0 / 109.5)
     assert office["cost_vnd"] == pytest.approx(23.0 * 4587 + 80.5 * 2666 + 6.0 * 1622)
     assert (office["alerts"], office["wasted_kwh"]) == (
         1,
@@ -151,7 +151,7 @@ def test_the_digest_carries_the_report(ledger_path: Path) -> None:
     assert [m.meter for m in day.report.meters] == ["office", "press"]
     assert day.message_en.splitlines()[-3:] == [
         "The day in figures:",
-        "- office: 109.5 kWh, 8% after hours, base/peak 0.10, 21% in peak bands",
+        "- office: 109.5 kWh, 13% after hours, base/peak 0.10, 21% in peak bands",
         "- press: 44.5 kWh, 0% after hours, base/peak 0.00, 7% in peak bands; idle 75% of the 07:30-11:30 shift",
     ]
     assert day.message_vi.splitlines()[-1] == (

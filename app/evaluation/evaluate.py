@@ -83,8 +83,15 @@ def site_config(site: SiteSpec, meters: Iterable[ExpandedMeter], poll_s: float) 
             windows=tuple(window(_hours(w.start), _hours(w.end)) for w in schedule.office.hours)
         )
     lighting = schedule.lighting
+    permitted: WeeklyHours = SiteCalendar.model_fields["permitted"].default
+    if site.kind == "office" and schedule.office.saturday_work > 0:
+        # A site that works Saturday mornings with permission declares them; overtime it need not.
+        permitted = WeeklyHours(
+            days=MONDAY_TO_SATURDAY, windows=(*permitted.windows, window("07:00", "12:00"))
+        )
     calendar = SiteCalendar(
         occupancy=occupancy,
+        permitted=permitted,
         coordinates=Coordinates(lat=site.coordinates.lat, lon=site.coordinates.lon),
         lighting=LightingWindow(
             mode="fixed" if lighting.mode == "fixed" else "astronomical",
