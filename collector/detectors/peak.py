@@ -305,21 +305,25 @@ class _Overuse:
 
     def switched_on(self, days: list[int], day: int, slot: int, *, closed: bool) -> float:
         """The kW of load switched on in the band (or its part outside occupied hours) and still on during
-        `slot` (0: none): a rise beyond the noise floor and the largest rise of that part of the band on
-        comparable days (a light that switches on there every evening is not extra), and half again the
-        largest of the day's own hour before the band (the minute-to-minute noise at today's level). The minute data
+        `slot` (0: none): a rise beyond the noise floor and, as a share of the load it rose from (noise
+        grows with the load), beyond the largest rise of that part of the band on comparable days (a
+        light that switches on there every evening is not extra) and half again the largest of the day's
+        own hour before the band (its minute-to-minute noise). The minute data
         show a switch that the day-to-day spread or an end-of-day ramp hides from quarter-hour means."""
         part = self.band_part(day, slot, closed=closed)
         if part is None:
             return 0.0
         if part not in self._switched:
+            floor = self.floor(day)
             usual = [
-                self.switching.largest_rise(*p) for d in days if (p := self.band_part(d, slot, closed=closed))
+                self.switching.largest_share(*p, floor)
+                for d in days
+                if (p := self.band_part(d, slot, closed=closed))
             ]
             first = day_start_ms(day) + self.bounds(day, slot)[0] * SLOT_MS
-            own = self.switching.largest_rise(first - _BEFORE_SLOTS * SLOT_MS, first)
-            least = self.floor(day) + max(statistics.median(usual) if usual else 0.0, _RISE * own, 0.0)
-            self._switched[part] = self.switching.switched_on(*part, least)
+            own = self.switching.largest_share(first - _BEFORE_SLOTS * SLOT_MS, first, floor)
+            share = max(statistics.median(usual) if usual else 0.0, _RISE * own)
+            self._switched[part] = self.switching.switched_on(*part, floor, share)
         start = day_start_ms(day) + slot * SLOT_MS
         return max(
             (r for on, off, r in self._switched[part] if on < start + SLOT_MS and start < off), default=0.0
