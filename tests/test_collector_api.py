@@ -201,12 +201,14 @@ async def test_healthz_reports_mqtt_and_ledger(
             "status": "degraded",
             "mqtt_connected": False,
             "ledger_ok": True,
+            "warnings": [],
         }
         connected = True
         assert (await client.get("/healthz")).json() == {
             "status": "ok",
             "mqtt_connected": True,
             "ledger_ok": True,
+            "warnings": [],
         }
     broken = tmp_path / "broken.db"
     Ledger(broken).close()

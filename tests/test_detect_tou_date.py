@@ -8,13 +8,17 @@ from pathlib import Path
 
 import pytest
 
+from collector.api.app import create_app
 from collector.calendars import SiteCalendar
 from collector.config import DetectionSettings
 from collector.detect_live import LiveDetection
 from collector.detectors.config import SiteConfig, Sites
+from collector.metrics import CollectorMetrics
 from collector.reports import SiteDay, summary_lines
+from collector.store import Ledger
 from kilowatch.calendars import Band
 from kilowatch.timebase import day_number
+from tests.api_support import api_client
 
 
 def evening_band(calendar: SiteCalendar, d: date) -> Band:
@@ -49,3 +53,20 @@ def test_an_unconfirmed_date_is_logged_and_in_the_daily_report(
     vi, en = summary_lines(report)
     assert en == [f"- Settings warning: {report.warnings[0]}"]
     assert vi[0].startswith("- Cảnh báo cấu hình:")
+
+
+async def test_healthz_names_the_sites_that_have_not_confirmed_the_date(tmp_path: Path) -> None:
+    Ledger(tmp_path / "kilowatch.db").close()
+    sites = Sites(
+        sites={"a": SiteConfig(), "b": SiteConfig(calendar=SiteCalendar(tou_2026_from=date(2026, 5, 1)))}
+    )
+    app = create_app(
+        ledger_path=tmp_path / "kilowatch.db",
+        metrics=CollectorMetrics(),
+        mqtt_connected=lambda: True,
+        sites=sites,
+    )
+    async with api_client(app) as client:
+        health = (await client.get("/healthz")).json()
+    assert health["status"] == "ok"
+    assert health["warnings"] == [f"a: {SiteCalendar().tou_unconfirmed}"]
