@@ -113,7 +113,7 @@ class Peak(_Model):
     )
     ratio: float = Field(1.1, gt=1, description="overuse: above ratio x that reference")
     spread_factor: float = Field(
-        4.0,
+        6.0,
         ge=0,
         description="and, to begin in occupied hours without a switch seen, above the reference by this "
         "many times the circuit's own day-to-day spread in the band (root mean square of how far its "

@@ -3,12 +3,12 @@ a configured demand limit approached.
 
 Overuse compares each peak-band interval with the *median* of the same interval on the last four same
 weekdays (or, lacking two, recent days), open or closed like the day judged (a machine with its usual
-high over the band instead), raised by the kW the same day's hour before the band already drew above
-theirs (a hot day: the air conditioning's temperature-driven rise carries into the band). An episode
+high over the band instead), scaled up by as much as the same day's hour before the band already drew
+above theirs (a hot day: the air conditioning's temperature-driven rise carries into the band). An episode
 lasts 30 min (domain.md) and begins in one of two ways:
 
 - equipment switched on in the band and still on, seen in the minute data as a rise larger than any on
-  the comparable days there and than the day's own noise before the band, adding at least the ratio's
+  the comparable days there and twice the day's own noise before the band, adding at least the ratio's
   share of the usual draw (a +15 % step is plain in the minutes however much the day wanders);
 - in occupied hours, a draw beyond the circuit's own day-to-day spread in that band (each comparable
   day judged against the others the same way), not a share of its rated kW.
@@ -111,6 +111,8 @@ def _comparable_days(ctx: Context, kw: dict[tuple[int, int], float], day: int, s
         return (d, slot) in kw and bool(ctx.calendar.occupied_slots(d)) == open_today
 
     same = [d for k in range(1, _SAME_WEEKDAY_WEEKS + 1) if alike(d := day - 7 * k)][:n]
+    if len(same) == n:
+        return same
     recent = [
         d
         for d in range(day - 1, day - _RECENT_DAYS, -1)
@@ -142,17 +144,16 @@ _RISE = 1.5
 """Outside occupied hours an episode without a switch seen must begin with a step up of the quarter-hour
 means this many times `_STEP_SHARE` of the circuit's typical kW above the usual step at that quarter
 hour: a circuit's day-to-day wander moves them by up to about one."""
-_MAX_SCALE = 1.5
-"""The hot-day adjustment moves a reference by at most this factor either way, so that load switched on
-before the band cannot hide much of itself."""
 
 
-def _bounded(adjusted: float, plain: float) -> float:
-    return min(max(adjusted, plain / _MAX_SCALE), plain * _MAX_SCALE)
-
-
+_SWITCH = 2.0
+"""A switch must rise this many times the largest rise of the day's own hour before the band."""
+_MIN_SPREAD = 0.04
+"""The least spread a circuit is credited with: a few comparable days understate it, and a hot day's
+adjustment misses by about this much."""
 _UNKNOWN_SPREAD = 0.1
-"""A circuit's relative spread while too few comparable days tell it."""
+"""A circuit's relative spread while fewer comparable days than `reference_days` tell it (three days
+judged against two others say little of it)."""
 _MACHINE_HIGH = 0.9
 """A machine's reference: this quantile of its load over the whole band on the comparable days."""
 
@@ -222,17 +223,16 @@ class _Overuse:
             self._befores[(day, first)] = _before_band(self.kw, day, first)
         return self._befores[(day, first)]
 
-    def warmer(self, day: int, slot: int, days: list[int]) -> float:
-        """The hot-day adjustment, kW: how much more `day` drew in the hour before the band than `days`
-        did there (air conditioning follows the day's temperature, before the band and in it). Carried
-        into the band as kW, not as a ratio: a warmer day adds to the cooling's need, which a ratio
-        taken at the lower morning level would overstate. Never less than usual (a late start is no
-        cooler day), and not for a machine, whose hour before says which jobs ran, not the weather."""
+    def scale(self, day: int, slot: int, days: list[int]) -> float:
+        """The hot-day adjustment: what `day` drew in the hour before the band over what `days` drew
+        there (air conditioning follows the day's temperature, before the band and in it; early in the
+        season a hot spell doubles it), at least 1 (a late start is no cooler day); 1 for a machine,
+        whose hour before says which jobs ran, not the weather."""
         before = self.before_band(day, slot)
         earlier = [b[0] for d in days if (b := self.before_band(d, slot)) is not None]
         if before is None or not earlier or self.ctx.config.role is Role.MACHINE:
-            return 0.0
-        return max(before[0] - statistics.median(earlier), 0.0)
+            return 1.0
+        return max(before[0] / max(statistics.median(earlier), 1e-9), 1.0)
 
     def plain(self, slot: int, days: list[int]) -> float:
         """The unscaled reference of `slot` from `days` (a machine: its usual high over the band)."""
@@ -244,7 +244,7 @@ class _Overuse:
         """(reference kW scaled for a hot day, unscaled) of `slot`, or None where it is not judged."""
         if len(days) >= 2:
             plain = self.plain(slot, days)
-            return _bounded(plain + self.warmer(day, slot, days), plain), plain
+            return plain * self.scale(day, slot, days), plain
         before = self.before_band(day, slot)
         if not self.ctx.calendar.occupied_slots(day) and before is not None:
             return before[0], before[0]  # a closed day: the hour before is its base load
@@ -261,7 +261,7 @@ class _Overuse:
         return self._spreads[(day, first)]
 
     def _spread(self, day: int, slot: int, days: list[int]) -> float:
-        if len(days) < 3:
+        if len(days) < self.settings.reference_days:
             return _UNKNOWN_SPREAD
         first, last = self.bounds(day, slot)
         above = []
@@ -269,10 +269,11 @@ class _Overuse:
             others = [e for e in days if e != d]
             for s in range(first, last + 1):
                 if (d, s) in self.kw and all((e, s) in self.kw for e in others):
-                    usual = self.plain(s, others)
-                    ref = _bounded(usual + self.warmer(d, s, others), usual)
+                    ref = self.plain(s, others) * self.scale(d, s, others)
                     above.append(max(self.kw[(d, s)] / max(ref, 1e-9) - 1.0, 0.0))
-        return math.sqrt(statistics.fmean(x * x for x in above)) if above else _UNKNOWN_SPREAD
+        return (
+            max(math.sqrt(statistics.fmean(x * x for x in above)), _MIN_SPREAD) if above else _UNKNOWN_SPREAD
+        )
 
     def over_spread(self, w: float, ref: float, day: int, slot: int, days: list[int]) -> bool:
         """Above the reference by the ratio, the noise floor and `spread_factor` times the spread."""
@@ -307,8 +308,8 @@ class _Overuse:
         """The kW of load switched on in the band (or its part outside occupied hours) and still on during
         `slot` (0: none): a rise beyond the noise floor and, as a share of the load it rose from (noise
         grows with the load), beyond the largest rise of that part of the band on comparable days (a
-        light that switches on there every evening is not extra) and half again the largest of the day's
-        own hour before the band (its minute-to-minute noise). The minute data
+        light that switches on there every evening is not extra) and twice the largest of the day's own
+        hour before the band (its minute-to-minute noise). The minute data
         show a switch that the day-to-day spread or an end-of-day ramp hides from quarter-hour means."""
         part = self.band_part(day, slot, closed=closed)
         if part is None:
@@ -322,7 +323,7 @@ class _Overuse:
             ]
             first = day_start_ms(day) + self.bounds(day, slot)[0] * SLOT_MS
             own = self.switching.largest_share(first - _BEFORE_SLOTS * SLOT_MS, first, floor)
-            share = max(statistics.median(usual) if usual else 0.0, _RISE * own)
+            share = max(statistics.median(usual) if usual else 0.0, _SWITCH * own)
             self._switched[part] = self.switching.switched_on(*part, floor, share)
         start = day_start_ms(day) + slot * SLOT_MS
         return max(
@@ -331,8 +332,8 @@ class _Overuse:
 
     def opens(self, w: float, refs: tuple[float, float], days: list[int], day: int, slot: int) -> bool:
         """Whether interval `slot` (drawing `w` against `refs`, hot-day adjusted and plain) can begin an
-        episode: load switched on that adds the ratio's share of the usual draw and leaves the circuit
-        above its reference, or, in occupied hours, a draw beyond the circuit's own spread. Outside
+        episode: load switched on that adds the ratio's share of the reference and of what the circuit
+        drew before it, and leaves the circuit above its reference, or, in occupied hours, a draw beyond the circuit's own spread. Outside
         them late departures and overtime draw more than usual too, but only ramp down or stay: there
         load must have been added, seen as a switch or as a step up from the band's last quarter hour
         before. A machine: drawing beyond its usual high by its spread and `_STEP_SHARE` of its size."""
@@ -344,7 +345,7 @@ class _Overuse:
             return w - ref > _STEP_SHARE * self.typical(day) and self.over_spread(w, ref, day, slot, days)
         occupied = slot in self.ctx.calendar.occupied_slots(day)
         rise = self.switched_on(days, day, slot, closed=not occupied)
-        if rise >= (self.settings.ratio - 1) * plain and w > min(ref, plain):
+        if rise >= (self.settings.ratio - 1) * max(ref, w - rise) and w > ref:
             return True
         if occupied:
             return self.over_spread(w, ref, day, slot, days)
