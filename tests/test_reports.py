@@ -12,6 +12,7 @@ import pytest
 
 from collector.alerts import AlertStore
 from collector.api.app import create_app
+from collector.calendars import SiteCalendar
 from collector.detectors.config import MeterConfig, Role, SiteConfig, Sites
 from collector.metrics import CollectorMetrics
 from collector.notifiers.digest import digest
@@ -149,11 +150,12 @@ def test_the_digest_carries_the_report(ledger_path: Path) -> None:
         day = digest(store, "s", DAY.date(), report("s", DAY.date()))
     assert day.report is not None
     assert [m.meter for m in day.report.meters] == ["office", "press"]
-    assert day.message_en.splitlines()[-3:] == [
+    assert day.message_en.splitlines()[-4:] == [
         "The day in figures:",
         "- office: 109.5 kWh, 13% after hours, base/peak 0.10, 21% in peak bands",
         "- press: 44.5 kWh, 0% after hours, base/peak 0.00, 7% in peak bands; idle 75% of the 07:30-11:30 shift",
+        f"- Settings warning: {SiteCalendar().tou_unconfirmed}",  # the site has not confirmed its 2026 date
     ]
-    assert day.message_vi.splitlines()[-1] == (
+    assert day.message_vi.splitlines()[-2] == (
         "- press: 44.5 kWh, ngoài giờ 0%, tải nền/tải đỉnh 0.00, giờ cao điểm 7%; chạy không tải 75% ca 07:30-11:30"
     )

@@ -142,7 +142,7 @@ def _states_by_reading(series: Series, settings: Idle, rated_kw: float) -> Itera
             state = candidate
             yield from ((pt, state) for pt, _ in pending)
             pending = []
-    yield from ((pt, state) for pt, _ in pending)
+    yield from ((pt, State.UNKNOWN) for pt, _ in pending)  # still within the dwell: not known yet
 
 
 @pytest.mark.parametrize("seed", range(12))
