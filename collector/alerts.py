@@ -3,7 +3,8 @@
 Lifecycle: open -> acknowledged -> resolved, resolved automatically when a finding says its condition
 cleared (``end_ms``); ``silenced_until`` holds back notifications, not the alert. One active (open or
 acknowledged) alert per (site, meter, detector, rule), enforced by a partial unique index: a repeat
-updates it. Applying a finding is idempotent, so detectors that replay history after a restart, a
+updates it, and later data about the occurrence a resolved alert ended with (a truer end, more waste)
+revise it rather than being taken for a replay. Applying a finding is idempotent, so detectors that replay history after a restart, a
 backlog or a backfill never duplicate an alert nor notify twice.
 
 The rows are kept by :class:`collector.store.AlertLedger`, on a connection of its own. Notifications are
@@ -214,11 +215,15 @@ class AlertStore:
         with self._ledger.transaction() as tx:
             active = tx.active(*key)
             if active is None:
-                replayed = tx.resolved_occurrence(*key, finding.start_ms)
-                if replayed is not None:
-                    return AlertChange(ChangeKind.UNCHANGED, replayed)
-                alert_id = tx.insert(self._new(finding, now))
-                kind = ChangeKind.RESOLVED if finding.end_ms is not None else ChangeKind.OPENED
+                resolved = tx.resolved_occurrence(*key, finding.start_ms)
+                if resolved is not None:
+                    kind = self._revise(tx, resolved, finding, now)
+                    if kind is ChangeKind.UNCHANGED:
+                        return AlertChange(kind, resolved)
+                    alert_id = resolved.id
+                else:
+                    alert_id = tx.insert(self._new(finding, now))
+                    kind = ChangeKind.RESOLVED if finding.end_ms is not None else ChangeKind.OPENED
             else:
                 alert_id = active.id
                 kind = self._merge(tx, active, finding, now)
@@ -263,6 +268,17 @@ class AlertStore:
             silence_reason=None,
             resolved_at=now if ended else None,
         )
+
+    def _revise(self, tx: AlertTransaction, alert: Alert, finding: Finding, now: int) -> ChangeKind:
+        """A finding of the occurrence a resolved alert ended with. One that ends no earlier revises it:
+        later data can show the condition lasted longer than the data judged before (a truer end, more
+        waste); not notified again. One still open, or ending earlier, is a replay of an older state:
+        nothing changes."""
+        if finding.end_ms is None or alert.end_ms is None or finding.end_ms < alert.end_ms:
+            return ChangeKind.UNCHANGED
+        if self._merge(tx, alert, finding, now) is ChangeKind.UNCHANGED:
+            return ChangeKind.UNCHANGED
+        return ChangeKind.UPDATED
 
     def _merge(self, tx: AlertTransaction, alert: Alert, finding: Finding, now: int) -> ChangeKind:
         """Fold a repeat into the active alert. A finding of the current occurrence carries its waste so

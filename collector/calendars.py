@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kilowatch.calendars import (
     BANDS,
-    MONDAY_TO_SATURDAY,
+    DECISION_963_2026,
+    MONDAY_TO_FRIDAY,
     OFFICE_HOURS,
     TOU_CALENDARS,
     Band,
@@ -70,8 +71,15 @@ class SiteCalendar(_Model):
     tou: tuple[TouCalendar | str, ...] = Field(
         ("circular-16-2014", "decision-963-2026"),
         description="Time-of-use calendars by effective date, named (circular-16-2014; decision-963-2026, "
-        "assumed in force from 2026-05-01) or your own {name, effective_from, peak, off_peak}; the one with "
-        "the latest effective_from not after a day applies",
+        "from tou_2026_from) or your own {name, effective_from, peak, off_peak}; the one with the latest "
+        "effective_from not after a day applies",
+    )
+    tou_2026_from: date | None = Field(
+        None,
+        description="The day the 2026 time-of-use bands (decision-963-2026) took effect for the site, as its "
+        f"EVN bill shows; null: not confirmed, {DECISION_963_2026.effective_from} assumed, and the log, the "
+        "daily report and /healthz say so",
+        examples=["2026-05-01"],
     )
     occupancy: WeeklyHours = Field(
         OFFICE_HOURS,
@@ -79,19 +87,12 @@ class SiteCalendar(_Model):
         "13:00-17:00), or the shifts of a plant",
     )
     permitted: WeeklyHours = Field(
-        WeeklyHours(
-            days=MONDAY_TO_SATURDAY,
-            windows=(
-                window("07:00", "07:30"),
-                window("11:30", "13:00"),
-                window("17:00", "22:00"),
-                window("07:00", "12:00"),
-            ),
-        ),
-        description="Neither occupied nor after hours: early arrivals, the lunch break, permitted overtime "
-        "on weekday evenings, Saturday mornings worked with permission. A site that never works late narrows "
-        "it. (Saturday evenings and weekday mornings before 07:30 fall inside these windows only where "
-        "`occupancy` does not already cover them.)",
+        WeeklyHours(days=MONDAY_TO_FRIDAY, windows=(window("07:00", "07:30"), window("11:30", "13:00"))),
+        description="Neither occupied nor after hours: early arrivals and the lunch break; permitted "
+        "overtime and Saturday mornings worked with permission only where the site declares them (an "
+        "undeclared evening is judged by its shape: one that ramps down as people leave is overtime, a "
+        "flat or cycling load left running is waste). (Windows count only where `occupancy` does not "
+        "already cover them.)",
     )
     public_holidays: bool = Field(True, description="Closed on Vietnamese public holidays (Tết included)")
     closed_days: tuple[date, ...] = Field((), description="Other closed days, e.g. [2026-09-01]")
@@ -115,7 +116,22 @@ class SiteCalendar(_Model):
 
     @cached_property
     def _tou(self) -> list[TouCalendar]:
-        return [TOU_CALENDARS[e] if isinstance(e, str) else e for e in self.tou]
+        named = dict(TOU_CALENDARS)
+        if self.tou_2026_from is not None:
+            named[DECISION_963_2026.name] = DECISION_963_2026.model_copy(
+                update={"effective_from": self.tou_2026_from}
+            )
+        return [named[e] if isinstance(e, str) else e for e in self.tou]
+
+    @property
+    def tou_unconfirmed(self) -> str | None:
+        """A warning when the site's bands switch on the 2026 calendar's assumed date, not a confirmed one."""
+        if self.tou_2026_from is not None or DECISION_963_2026.name not in self.tou:
+            return None
+        return (
+            f"time-of-use bands switch to {DECISION_963_2026.name} on the assumed "
+            f"{DECISION_963_2026.effective_from}: set calendar.tou_2026_from to the date on the site's EVN bill"
+        )
 
     def tou_calendar(self, d: date) -> TouCalendar:
         """The calendar in force on `d` (the earliest one before any takes effect)."""

@@ -342,8 +342,10 @@ class DetectionSettings(_Section):
         7,
         ge=1,
         le=400,
-        description="Days of event time judged each pass: findings that ended earlier are not raised. A "
-        "backlog older than this (a gateway flushing a longer outage) only feeds baselines",
+        description="Days of event time judged at each meter's first pass after the collector starts; later "
+        "passes judge from where the previous one ended, however far the data moved on (a backlog flushed "
+        "faster than the passes loses nothing; what is found late is marked raised late). Findings that "
+        "ended before the first pass's span only feed baselines and are counted in the log",
     )
 
     clock: Literal["wall", "data"] = Field(

@@ -39,8 +39,9 @@ from collector.detectors.run import DETECTORS_BY_ROLE, detect_meter
 from collector.detectors.series import Series
 from collector.metrics import CollectorMetrics
 from collector.store import LedgerReader
+from kilowatch.calendars import DECISION_963_2026
 from kilowatch.mqtt_contract import GatewayState
-from kilowatch.timebase import DAY_MS, bucket_start, day_start_ms, local_day
+from kilowatch.timebase import DAY_MS, bucket_start, day_start_ms, local_datetime, local_day
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,11 @@ class _Seen:
     fingerprint: tuple[int, int, bool] | None = None
     """(data horizon, readings in the window, silent) of the last judgement."""
     applied: dict[FindingKey, Finding] = field(default_factory=dict)
+    judged_until: int | None = None
+    """The data horizon of the last judgement: the next one judges from there at the latest, however far
+    the data moved on in between (a backlog flushed faster than the passes)."""
+    judged_before: int | None = None
+    """`judged_until` before the last judgement, restored if its findings could not all be applied."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,9 @@ class PassReport:
     judged: int
     findings: list[Finding]
     seconds: float
+    not_raised: int = 0
+    """Findings older than the span judged (history read for baselines at the first judgement of a meter
+    by this process), or older than ``catch_up_days`` at a site that asked not to be told of those."""
 
 
 def configured_meters(sites: Sites) -> list[Meter]:
@@ -114,10 +123,18 @@ class LiveDetection:
         self._by_site: dict[str, list[Meter]] = {}
         for meter in self._meters:
             self._by_site.setdefault(meter.ctx.site, []).append(meter)
+        unconfirmed = [site_id for site_id, site in sites.sites.items() if site.calendar.tou_unconfirmed]
+        if unconfirmed:
+            log.warning(
+                "%d sites (%s) have not confirmed calendar.tou_2026_from: their time-of-use bands switch to "
+                "%s on the assumed %s", len(unconfirmed), ", ".join(unconfirmed[:10]) + (", ..." if len(unconfirmed) > 10 else ""),
+                DECISION_963_2026.name, DECISION_963_2026.effective_from,
+            )  # fmt: skip
         self._seen: dict[str, _Seen] = {m.ctx.meter: _Seen() for m in self._meters}
         self._gateway_findings: dict[FindingKey, Finding] = {}
         """Gateway findings (clock steps, offline) applied by this process."""
         self._reader: LedgerReader | None = None
+        self._not_raised = 0
         self._lock = threading.Lock()
         self._stopping = False
 
@@ -147,6 +164,7 @@ class LiveDetection:
         with self._lock:
             db = self._connection()
             judged_meters: list[str] = []
+            self._not_raised = 0
             with db.snapshot():  # one snapshot per pass
                 try:
                     nows = self._data_clocks(db) if self._settings.clock == "data" else {}
@@ -167,7 +185,9 @@ class LiveDetection:
                         self.forget(name)
                     raise
             judged = len(judged_meters)
-        return PassReport(len(self._meters), judged, findings, time.perf_counter() - started)
+        return PassReport(
+            len(self._meters), judged, findings, time.perf_counter() - started, self._not_raised
+        )
 
     def _gateways(self, db: LedgerReader, now: int) -> list[Finding]:
         """Gateway findings on ``<site>/<gateway>`` not yet applied: spans in which its clock had stepped
@@ -221,12 +241,13 @@ class LiveDetection:
         if newest is None:
             return None
         horizon = bucket_start(min(newest + poll, now))
-        judged_from = horizon - self._settings.catch_up_days * DAY_MS
+        seen = self._seen[ctx.meter]
+        caught_up = horizon - self._settings.catch_up_days * DAY_MS
+        judged_from = caught_up if seen.judged_until is None else min(caught_up, seen.judged_until)
         start = day_start_ms(local_day(judged_from - self._settings.history_days * DAY_MS))
         silent_polls = ctx.thresholds.data_quality.silent_polls
         silent = not offline and now - (newest + poll) > silent_polls * poll
         count = db.count_readings(ctx.meter, start, horizon)
-        seen = self._seen[ctx.meter]
         fingerprint = (horizon, count, silent)
         if fingerprint == seen.fingerprint:
             return None
@@ -244,12 +265,21 @@ class LiveDetection:
             findings.append(ctx.finding(Detector.DATA_QUALITY, "no_data", episode))
         seen.applied = {k: f for k, f in seen.applied.items() if k[3] >= start or f.end_ms is None}
         seen.fingerprint = fingerprint
-        return [
-            f
-            for f in findings
-            if (f.end_ms is None or f.end_ms > judged_from)
-            and seen.applied.get((f.meter, f.detector, f.rule, f.start_ms)) != f
-        ]
+        seen.judged_before, seen.judged_until = seen.judged_until, horizon
+        fresh = [f for f in findings if seen.applied.get((f.meter, f.detector, f.rule, f.start_ms)) != f]
+        oldest = judged_from if ctx.site_config.notify_old_findings else max(judged_from, caught_up)
+        raised = [f for f in fresh if f.end_ms is None or f.end_ms > oldest]
+        if len(raised) < len(fresh):
+            for f in fresh:
+                if f.end_ms is not None and f.end_ms <= oldest:  # counted once, not again next pass
+                    seen.applied[(f.meter, f.detector, f.rule, f.start_ms)] = f
+            self._not_raised += len(fresh) - len(raised)
+            log.info(
+                "%s: %d findings that ended before %s not raised (before the span judged, or older than "
+                "catch_up_days at a site that asked not to be told of those)",
+                ctx.meter, len(fresh) - len(raised), local_datetime(oldest).isoformat(),
+            )  # fmt: skip
+        return raised
 
     def applied(self, finding: Finding) -> None:
         """The alert store took `finding`: do not apply it again unchanged."""
@@ -263,7 +293,9 @@ class LiveDetection:
     def forget(self, meter: str) -> None:
         """Judge the meter again at the next pass (its findings could not all be applied)."""
         if meter in self._seen:
-            self._seen[meter].fingerprint = None
+            seen = self._seen[meter]
+            seen.fingerprint = None
+            seen.judged_until = seen.judged_before
 
     async def run(self, submit: Callable[[Finding], Awaitable[AlertChange]]) -> None:
         """A pass every ``interval_s`` until cancelled; a pass that fails is logged and tried again."""

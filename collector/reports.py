@@ -76,6 +76,9 @@ class SiteDay(BaseModel):
     site: str
     day: date = Field(description="The calendar day (Vietnam time)")
     meters: list[MeterDay]
+    warnings: list[str] = Field(
+        default_factory=list, description="Settings the site has not confirmed that the figures depend on"
+    )
 
 
 def _share(part: float, whole: float) -> float | None:
@@ -179,7 +182,8 @@ def site_day(reader: LedgerReader, store: AlertStore, site_id: str, site: SiteCo
         meters.append(
             meter_day(ctx, day, reader.intervals(meter_id, start, end), began.get(meter_id, []), series)
         )
-    return SiteDay(site=site_id, day=day, meters=meters)
+    warnings = [w for w in (site.calendar.tou_unconfirmed,) if w is not None]
+    return SiteDay(site=site_id, day=day, meters=meters, warnings=warnings)
 
 
 Reporter = Callable[[str, date], SiteDay | None]
@@ -221,4 +225,7 @@ def summary_lines(report: SiteDay) -> tuple[list[str], list[str]]:
             f"base/peak {_ratio(m.base_to_peak)}, {_percent(m.peak_band_share)} in peak bands"
             + "".join(f"; idle {share} of the {shift} shift" for shift, share in idle)
         )
+    for warning in report.warnings:
+        vi.append(f"- Cảnh báo cấu hình: {warning}")
+        en.append(f"- Settings warning: {warning}")
     return vi, en

@@ -178,7 +178,7 @@ def simulated_meter(
     """The register state of `meter`, keyed the same way by `generate` and `serve` so both show one meter."""
     return SimulatedMeter(
         load, key=f"{scenario.seed}/{meter.id}", supply=f"{scenario.seed}/{meter.site_id}",
-        epoch=epoch, update_interval=update_interval,
+        epoch=epoch, update_interval=update_interval, resolution=meter.spec.resolution,
     )  # fmt: skip
 
 

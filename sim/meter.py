@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from sim.load_model import Demand, Floats, Grid, Times, grid, instants, seeded_rng
 from sim.loads import Load
+from sim.scenario import Resolution
 
 _PHASE_ANGLES = np.exp(1j * np.radians([0.0, -120.0, 120.0]))[:, None]
 """Unit phasors of L1, L2, L3 in a positive-sequence network."""
@@ -94,10 +95,19 @@ class SimulatedMeter:
         supply: The supply it hangs on (a site): meters of one supply see the same voltage swings.
         epoch: Simulated time at which the first update window starts (usually the clock's start).
         update_interval: Simulated seconds between register refreshes.
+        resolution: The steps its registers show (power rounded, counters truncated as a register
+            holding whole steps does); None: the model's own precision.
     """
 
     def __init__(
-        self, load: Load, *, key: str, supply: str, epoch: datetime, update_interval: float = 1.0
+        self,
+        load: Load,
+        *,
+        key: str,
+        supply: str,
+        epoch: datetime,
+        update_interval: float = 1.0,
+        resolution: Resolution | None = None,
     ) -> None:
         if not update_interval > 0:
             raise ValueError(f"update_interval must be positive, got {update_interval}")
@@ -106,6 +116,7 @@ class SimulatedMeter:
         self.supply = supply
         self.epoch = epoch
         self.update_interval = update_interval
+        self.resolution = resolution
         self._epoch_ms = int(instants(epoch)[0])
         rng = seeded_rng("counters", key)
         import_kwh = load.rated_w / 1000 * rng.uniform(1_500, 6_000)  # a few years of service
@@ -178,6 +189,23 @@ class SimulatedMeter:
             else:
                 values[name] = np.full(len(ticks), start)
         self._counters = {name: float(values[name][-1]) for name in self._counters}
+        if self.resolution is not None:
+            values = _shown(values, self.resolution)
         self._tick = int(ticks[-1])
         self._snapshot = {name: float(column[-1]) for name, column in values.items()}
         return values
+
+
+_POWERS = ("active_power", "reactive_power", "apparent_power")
+
+
+def _shown(values: Values, resolution: Resolution) -> Values:
+    """`values` as registers of `resolution` show them: powers rounded to their step, counters cut down to
+    theirs (a counter shows the whole steps it has counted), the rest as they are."""
+    shown = dict(values)
+    for name, column in values.items():
+        if name in COUNTERS:
+            shown[name] = np.floor(column / resolution.energy_kwh + 1e-9) * resolution.energy_kwh
+        elif name.startswith(_POWERS):
+            shown[name] = np.round(column / resolution.power_w) * resolution.power_w
+    return shown

@@ -126,6 +126,13 @@ class Schedule(_Spec):
     shifts: ShiftsSpec = ShiftsSpec()
 
 
+class Resolution(_Spec):
+    """The smallest step a meter's registers show (a real meter's, not the float the model computes)."""
+
+    power_w: float = Field(gt=0, description="step of the power registers, W (1: whole watts)")
+    energy_kwh: float = Field(gt=0, description="step of the energy counters, kWh (0.001: three decimals)")
+
+
 class MeterSpec(_Spec):
     id: Ident
     profile: str
@@ -141,6 +148,10 @@ class MeterSpec(_Spec):
         ge=0,
         lt=1,
         description="main only: it reads (own circuits + sub-meters) x (1 + losses), the cable losses between",
+    )
+
+    resolution: Resolution | None = Field(
+        None, description="what the meter shows is rounded to these steps; none: the model's own precision"
     )
 
     @model_validator(mode="after")

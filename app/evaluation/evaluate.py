@@ -83,8 +83,15 @@ def site_config(site: SiteSpec, meters: Iterable[ExpandedMeter], poll_s: float) 
             windows=tuple(window(_hours(w.start), _hours(w.end)) for w in schedule.office.hours)
         )
     lighting = schedule.lighting
+    permitted: WeeklyHours = SiteCalendar.model_fields["permitted"].default
+    if site.kind == "office" and schedule.office.saturday_work > 0:
+        # A site that works Saturday mornings with permission declares them; overtime it need not.
+        permitted = WeeklyHours(
+            days=MONDAY_TO_SATURDAY, windows=(*permitted.windows, window("07:00", "12:00"))
+        )
     calendar = SiteCalendar(
         occupancy=occupancy,
+        permitted=permitted,
         coordinates=Coordinates(lat=site.coordinates.lat, lon=site.coordinates.lon),
         lighting=LightingWindow(
             mode="fixed" if lighting.mode == "fixed" else "astronomical",
@@ -241,6 +248,13 @@ class Evaluation:
     labels: list[dict[str, Any]]
     scores: dict[Rule, Score]
     path: str = "in-process"
+    meters: int = 0
+    """Meters of the scenario, for the false alerts per meter-month."""
+
+    def false_per_meter_month(self, false_positives: int) -> float | None:
+        """`false_positives` per meter and 30 days judged (the goal: at most 1)."""
+        meter_months = self.meters * self.days / 30
+        return false_positives / meter_months if meter_months else None
 
 
 WARMUP_DAYS = 14
@@ -286,7 +300,7 @@ def evaluate(
             )
     site_of = {m.id: m.site_id for m in scenario.meters}
     scores = score(findings, labels, configs, (day_start_ms(day_number(run.start)), end), site_of)
-    return Evaluation(scenario.name, days, findings, labels, scores)
+    return Evaluation(scenario.name, days, findings, labels, scores, meters=len(scenario.meters))
 
 
 def _fmt(value: float | None, spec: str = ".2f") -> str:
@@ -297,7 +311,11 @@ def render(evaluation: Evaluation) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    title = f"{evaluation.scenario}, {evaluation.days} days, {evaluation.path}: {len(evaluation.findings)} findings"
+    false = sum(s.false_positives for s in evaluation.scores.values())
+    title = (
+        f"{evaluation.scenario}, {evaluation.days} days, {evaluation.path}: {len(evaluation.findings)} findings, "
+        f"{_fmt(evaluation.false_per_meter_month(false), '.3f')} false alerts per meter-month ({evaluation.meters} meters)"
+    )
     table = Table(title=title)
     for column in (
         "detector",
@@ -314,10 +332,11 @@ def render(evaluation: Evaluation) -> None:
     ):
         table.add_column(column, justify="left" if column in ("detector", "rule") else "right")
     table.add_column("median delay (min)", justify="right")
+    table.add_column("FP/meter-month", justify="right")
     for (detector, rule), s in evaluation.scores.items():
         table.add_row(
             detector.value, rule, str(s.labels), str(s.found), str(s.true_positives), str(s.false_positives),
             str(s.other), str(s.not_applicable), _fmt(s.precision), _fmt(s.recall), _fmt(s.f1),
-            _fmt(s.median_delay_min, ".0f"),
+            _fmt(s.median_delay_min, ".0f"), _fmt(evaluation.false_per_meter_month(s.false_positives), ".3f"),
         )  # fmt: skip
     Console(width=150).print(table)

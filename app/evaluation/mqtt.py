@@ -259,4 +259,12 @@ async def evaluate_via_mqtt(
     site_of = {m.id: m.site_id for m in scenario.meters}
     span = (round(run.labelled_from.timestamp() * 1000), round(run.end.timestamp() * 1000))
     scores = score(alerts, labels, configs, span, site_of)
-    return Evaluation(scenario.name, days, alerts, labels, scores, path="MQTT -> collector -> alerts")
+    return Evaluation(
+        scenario.name,
+        days,
+        alerts,
+        labels,
+        scores,
+        path="MQTT -> collector -> alerts",
+        meters=len(scenario.meters),
+    )

@@ -26,6 +26,9 @@ class HealthOut(BaseModel):
         description="Why the ledger cannot commit (a full disk, say) while ingestion is paused for it, or "
         "why it cannot be opened while the collector waits to start",
     )
+    warnings: list[str] = Field(
+        default_factory=list, description="Settings not confirmed that detection depends on, per site"
+    )
 
 
 router = APIRouter(tags=["operations"])
@@ -45,8 +48,16 @@ def healthz(context: Context, response: Response) -> HealthOut:
     status: Literal["ok", "degraded", "failing"] = (
         "failing" if not ledger_ok else "ok" if mqtt_connected and ledger_error is None else "degraded"
     )
+    sites = context.sites.sites if context.sites is not None else {}
+    warnings = [
+        f"{site_id}: {w}" for site_id, s in sites.items() if (w := s.calendar.tou_unconfirmed) is not None
+    ]
     return HealthOut(
-        status=status, mqtt_connected=mqtt_connected, ledger_ok=ledger_ok, ledger_error=ledger_error
+        status=status,
+        mqtt_connected=mqtt_connected,
+        ledger_ok=ledger_ok,
+        ledger_error=ledger_error,
+        warnings=warnings,
     )
 
 

@@ -87,6 +87,45 @@ class Context:
         return self.finding(detector, rule, episode, waste, excess)
 
 
+def one_per_episode(ctx: Context, findings: Sequence[Finding], end_ms: int) -> list[Finding]:
+    """`findings` of one meter with each rule's episodes that re-open within the hold-off
+    (``thresholds.hold_off_min``) of their end merged into one, and an episode that ended less than the
+    hold-off before `end_ms` (the end of the data judged) still open: whether it comes back is not known
+    yet. Event time only, so live data, a backlog and a replay merge alike."""
+    hold_off = round(ctx.thresholds.hold_off_min * 60_000)
+    by_rule: dict[tuple[Detector, str], list[Finding]] = {}
+    for f in sorted(findings, key=lambda f: f.start_ms):
+        episodes = by_rule.setdefault((f.detector, f.rule), [])
+        last = episodes[-1] if episodes else None
+        if last is not None and (last.end_ms is None or f.start_ms <= last.end_ms + hold_off):
+            episodes[-1] = _merged(ctx, last, f)
+        else:
+            episodes.append(f)
+    return [
+        f.model_copy(update={"end_ms": None}) if f.end_ms is not None and f.end_ms + hold_off > end_ms else f
+        for episodes in by_rule.values()
+        for f in episodes
+    ]
+
+
+def _merged(ctx: Context, first: Finding, then: Finding) -> Finding:
+    """One finding from `first` to the end of `then`, wasting what both did."""
+    kwh, vnd = first.wasted_kwh + then.wasted_kwh, first.cost_vnd + then.cost_vnd
+    sizes = [m for m in (first.magnitude, then.magnitude) if m is not None]
+    magnitude = max(sizes) if sizes else None
+    end = None if first.end_ms is None or then.end_ms is None else max(first.end_ms, then.end_ms)
+    en, vi = message(
+        first.detector, first.rule, meter=ctx.meter, since=local_datetime(first.start_ms).strftime("%Y-%m-%d %H:%M"),
+        kwh=kwh, vnd=vnd, magnitude=magnitude,
+    )  # fmt: skip
+    return first.model_copy(
+        update={
+            "end_ms": end, "wasted_kwh": round(kwh, 3), "cost_vnd": vnd, "magnitude": magnitude,
+            "message_en": en, "message_vi": vi,
+        }
+    )  # fmt: skip
+
+
 class Step(Enum):
     """How one step (a sample or an interval) bears on a condition."""
 

@@ -114,12 +114,20 @@ class Peak(_Model):
         "them, recent peak days)",
     )
     ratio: float = Field(1.1, gt=1, description="overuse: above ratio x that reference")
-    min_excess_share: float = Field(
-        0.1,
+    spread_factor: float = Field(
+        6.0,
         ge=0,
-        description="and above the reference by this share of the larger of rated kW and the usual daily high",
+        description="and, to begin in occupied hours without a switch seen, above the reference by this "
+        "many times the circuit's own day-to-day spread in the band (root mean square of how far its "
+        "comparable days drew above theirs)",
     )
-    min_intervals: int = Field(4, ge=1, description="for this many 15-min intervals: 4 = 1 hour")
+    min_excess_share: float = Field(
+        0.02,
+        ge=0,
+        description="and above the reference by this share of the larger of rated kW and the usual daily "
+        "high: a noise floor for circuits that draw next to nothing",
+    )
+    min_intervals: int = Field(2, ge=1, description="for this many 15-min intervals: 2 = 30 min")
     large_machine_min: float = Field(
         15.0, gt=0, description="alert when a `large` machine is loaded this many minutes in a peak band"
     )
@@ -169,6 +177,13 @@ class Thresholds(_Model):
         Advertising(), description="R7, advertising lit through the evening peak"
     )
     data_quality: DataQuality = Field(DataQuality(), description="meters gone silent or frozen")
+    hold_off_min: float = Field(
+        30.0,
+        ge=0,
+        description="a rule's condition on a meter that comes back within this many minutes of clearing is "
+        "the same episode, one alert (no flood of alerts from a condition that flickers); an alert resolves "
+        "once its condition has stayed clear this long",
+    )
 
 
 class MeterConfig(_Model):
@@ -204,6 +219,11 @@ class SiteConfig(_Model):
         Thresholds(), description="The detectors' thresholds (domain rules R4-R10)"
     )
     poll_s: float = Field(60.0, gt=0, description="The agents' poll interval for these meters, seconds")
+    notify_old_findings: bool = Field(
+        True,
+        description="Raise what the detectors find in a backlog older than detection.catch_up_days (marked "
+        "raised late); false: count and log those instead of alerting",
+    )
     meters: dict[str, MeterConfig] = Field(
         default_factory=dict,
         description="The meters to judge, by the meter ids the agents publish; the others are not judged",

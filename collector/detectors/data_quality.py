@@ -2,8 +2,9 @@
 backwards (reset or replaced meter), and spans a gateway's clock could not be trusted.
 
 These findings explain the gaps that suppress the other detectors, so a silence caused by an untrusted
-clock or frozen registers is reported once, as that, not again as a silent meter. A counter step is
-dated between the last reading before it and the first after.
+clock or frozen registers is reported once, as that, not again as a silent meter. A counter step spans
+the last reading before it to the end of the first after. A frozen stretch that reaches the last reading
+judged stays open: the next pass says whether it goes on.
 """
 
 from __future__ import annotations
@@ -21,20 +22,25 @@ def detect(ctx: Context, series: Series) -> list[Finding]:
     poll = series.poll_ms
     findings = []
     frozen = series.frozen()
-    explained = [*series.untrusted, *((a, b + poll) for a, b in frozen)]
+    explained = [*series.untrusted, *((a, b + poll) for a, b, _ in frozen)]
     for a, b in series.silences(settings.silent_polls):
         if any(u0 <= b and a <= u1 for u0, u1 in explained):
             continue
         ongoing = b >= series.end_ms
         episode = Episode(a, a + settings.silent_polls * poll, None if ongoing else b, 0, 0)
         findings.append(ctx.finding(Detector.DATA_QUALITY, "no_data", episode))
-    for a, b in frozen:
-        episode = Episode(a, a + (settings.frozen_polls - 1) * poll, b + poll, 0, 0)
+    last = int(series.ts[-1]) if series.ts.size else 0
+    for a, b, certain in frozen:
+        # Frozen up to the last reading judged, with no silence after it: it may well go on.
+        ongoing = b == last and b + (settings.silent_polls + 1) * poll >= series.end_ms
+        episode = Episode(a, certain, None if ongoing else b + poll, 0, 0)
         findings.append(ctx.finding(Detector.DATA_QUALITY, "frozen", episode))
     energy = series.energy
     backwards = np.flatnonzero(went_backwards(energy[:-1], energy[1:]))  # False where NaN
     for t0, t1 in zip(series.ts[backwards].tolist(), series.ts[backwards + 1].tolist(), strict=True):
-        findings.append(ctx.finding(Detector.DATA_QUALITY, "counter_reset", Episode(t0, t1, t1, 0, 0)))
+        # From the last reading before the step to the end of the first after it: the span it is in.
+        episode = Episode(t0, t1 + poll, t1 + poll, 0, 0)
+        findings.append(ctx.finding(Detector.DATA_QUALITY, "counter_reset", episode))
     return findings
 
 

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.detectors.series import Sample, Series
+from collector.detectors.series import MOVING, Sample, Series
 
 _JUMP_POLLS = 3
 """A forward step of more than this many polls that later comes back is a clock jump."""
@@ -67,7 +67,12 @@ def read_gateway(path: Path, poll_ms: int) -> GatewayData:
             if i in dropped or "active_power_w" not in values:
                 continue
             samples[r["meter"]].append(
-                Sample(r["ts"], values["active_power_w"] / 1000, values.get("energy_import_kwh"))
+                Sample(
+                    r["ts"],
+                    values["active_power_w"] / 1000,
+                    values.get("energy_import_kwh"),
+                    tuple(values.get(q) for q in MOVING),
+                )
             )
     site, gateway = path.parent.name, path.stem
     return GatewayData(site, gateway, dict(samples), spans)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from collector.detectors import advertising, after_hours, data_quality, idle, lighting, peak
-from collector.detectors.common import Context
+from collector.detectors.common import Context, one_per_episode
 from collector.detectors.config import Role
 from collector.detectors.findings import Detector, Finding
 from collector.detectors.series import Series
@@ -32,6 +32,9 @@ DETECTORS_BY_ROLE: dict[Role, tuple[Detector, ...]] = {
 
 
 def detect_meter(ctx: Context, series: Series) -> list[Finding]:
-    """Every finding of every detector that applies to the meter's role, in event-time order."""
+    """Every finding of every detector that applies to the meter's role, one per episode (see
+    :func:`one_per_episode`), in event-time order."""
     findings = [f for d in DETECTORS_BY_ROLE[ctx.config.role] for f in _MODULES[d](ctx, series)]
-    return sorted(findings, key=lambda f: (f.start_ms, f.detector, f.rule))
+    return sorted(
+        one_per_episode(ctx, findings, series.end_ms), key=lambda f: (f.start_ms, f.detector, f.rule)
+    )

@@ -18,10 +18,26 @@ from functools import cached_property
 import numpy as np
 import numpy.typing as npt
 
-from kilowatch.timebase import SLOT_MS
+from kilowatch.timebase import HOUR_MS, SLOT_MS
 
 MIN_COVERAGE = 0.5
 """An interval needs samples over at least half of it to count."""
+
+MOVING = (
+    "voltage_l1_v",
+    "voltage_l2_v",
+    "voltage_l3_v",
+    "frequency_hz",
+    "current_l1_a",
+    "current_l2_a",
+    "current_l3_a",
+)
+"""Measured quantities that move from one reading to the next on a live supply (a meter's registers that
+stopped updating repeat them exactly): what tells a frozen meter from a steady low load."""
+
+COUNTER_STEPS_TO_MOVE = 2
+"""A counter that should have counted this many of its steps over a run of repeated readings, yet did not,
+is stuck (one step may not be crossed yet, depending on where in its step the counter stood)."""
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -40,13 +56,17 @@ class Sample:
     ts: int
     kw: float
     energy_kwh: float | None = None
+    moving: tuple[float | None, ...] = ()
+    """The :data:`MOVING` quantities the reading carried, in that order (None where missing)."""
 
 
 @dataclass(eq=False)
 class Series:
     """One meter's good readings in event-time order over the observed span [start_ms, end_ms).
 
-    `ts` is strictly increasing; `energy` is NaN where the meter gave no energy reading."""
+    `ts` is strictly increasing; `energy` is NaN where the meter gave no energy reading; `moving` has a
+    row per reading and a column per :data:`MOVING` quantity known (none when only power and energy are),
+    NaN where missing."""
 
     meter: str
     ts: Ints
@@ -58,6 +78,7 @@ class Series:
     untrusted: list[tuple[int, int]] = field(default_factory=list)
     """Spans whose readings were dropped because the gateway clock could not be trusted."""
     frozen_polls: int = 5
+    moving: Floats = field(default_factory=lambda: np.empty((0, 0)))
 
     @classmethod
     def of(
@@ -74,13 +95,17 @@ class Series:
         """From samples in any arrival order: sorted by event time, a repeated timestamp kept once (the
         last to arrive)."""
         listed = list(samples)
+        width = max((len(s.moving) for s in listed), default=0)
+        moving = np.array(
+            [(*s.moving, *(None,) * (width - len(s.moving))) for s in listed], dtype=np.float64
+        ).reshape(len(listed), width)  # None becomes NaN
         return cls.from_arrays(
             meter,
             np.array([s.ts for s in listed], dtype=np.int64),
             np.array([s.kw for s in listed], dtype=np.float64),
             np.array([s.energy_kwh for s in listed], dtype=np.float64),  # None becomes NaN
             poll_ms=poll_ms, start_ms=start_ms, end_ms=end_ms, untrusted=untrusted,
-            frozen_polls=frozen_polls,
+            frozen_polls=frozen_polls, moving=moving,
         )  # fmt: skip
 
     @classmethod
@@ -96,45 +121,82 @@ class Series:
         end_ms: int | None = None,
         untrusted: Sequence[tuple[int, int]] = (),
         frozen_polls: int = 5,
+        moving: npt.ArrayLike | None = None,
     ) -> Series:
-        """From parallel arrays (energy NaN where missing), as a backfill reads them: the same rules as
-        :meth:`of` (sorted, the last of a repeated timestamp kept), without a Python object per reading."""
+        """From parallel arrays (energy NaN where missing; `moving` a row per reading, see the class), as a
+        backfill reads them: the same rules as :meth:`of` (sorted, the last of a repeated timestamp kept),
+        without a Python object per reading."""
         t = np.asarray(ts, dtype=np.int64)
         w = np.asarray(kw, dtype=np.float64)
         e = np.asarray(energy, dtype=np.float64)
+        m = np.empty((t.size, 0)) if moving is None else np.asarray(moving, dtype=np.float64)
         if t.size and not bool(np.all(t[1:] > t[:-1])):
             order = np.argsort(t, kind="stable")
-            t, w, e = t[order], w[order], e[order]
+            t, w, e, m = t[order], w[order], e[order], m[order]
             last = np.append(t[1:] != t[:-1], True)  # a stable sort leaves the last arrival last
-            t, w, e = t[last], w[last], e[last]
+            t, w, e, m = t[last], w[last], e[last], m[last]
         first = int(t[0]) if t.size else 0
         after = int(t[-1]) + poll_ms if t.size else 0
         return cls(
             meter, t, w, e, poll_ms, first if start_ms is None else start_ms,
-            after if end_ms is None else end_ms, list(untrusted), frozen_polls,
+            after if end_ms is None else end_ms, list(untrusted), frozen_polls, m,
         )  # fmt: skip
 
     @cached_property
-    def _frozen_runs(self) -> tuple[Ints, Ints]:
-        """(first, last) indexes of the frozen runs: see :meth:`frozen`."""
-        kw, energy = self.kw, self.energy
+    def energy_step(self) -> float:
+        """The smallest step the energy counter was seen to take (its resolution); inf if it never moved."""
+        steps = np.diff(self.energy)
+        steps = steps[steps > 0]  # NaN compares False
+        return float(steps.min()) if steps.size else float("inf")
+
+    @cached_property
+    def _frozen_runs(self) -> tuple[Ints, Ints, Ints]:
+        """(first, last, first index at which it is certain) of the frozen runs: see :meth:`frozen`."""
+        kw, energy, moving = self.kw, self.energy, self.moving
         same = (kw[1:] == kw[:-1]) & (energy[1:] == energy[:-1])  # NaN (no energy) never repeats
+        if moving.shape[1]:
+            a, b = moving[1:], moving[:-1]
+            same &= np.all((a == b) | (np.isnan(a) & np.isnan(b)), axis=1)
         starts, ends = run_bounds(kw.size, ~same)
         ends -= 1
-        keep = (ends - starts + 1 >= self.frozen_polls) & ~np.isnan(energy[starts]) & (kw[starts] != 0)
-        return starts[keep], ends[keep]
+        long = (ends - starts + 1 >= self.frozen_polls) & ~np.isnan(energy[starts])
+        starts, ends = starts[long], ends[long]
+        # Evidence the registers should have changed: a live supply's voltage, frequency or current...
+        if moving.shape[1]:
+            live = np.nan_to_num(np.abs(moving[starts])).max(axis=1, initial=0.0) > 0
+        else:
+            live = np.zeros(starts.size, dtype=np.bool_)
+        # ... or a counter that should have counted COUNTER_STEPS_TO_MOVE of its steps at this power.
+        power = np.abs(kw[starts])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            needed = np.where(power > 0, COUNTER_STEPS_TO_MOVE * self.energy_step / power * HOUR_MS, np.inf)
+        counted = self.ts[starts] + needed <= self.ts[ends]
+        first_long = starts + self.frozen_polls - 1
+        certain = np.where(
+            live,
+            first_long,
+            np.maximum(first_long, np.searchsorted(self.ts, self.ts[starts] + np.minimum(needed, 2**62))),
+        )
+        keep = live | counted
+        return starts[keep], ends[keep], certain[keep]
 
-    def frozen(self) -> list[tuple[int, int]]:
-        """[first, last] event times of runs of >= `frozen_polls` readings repeating the same power and
-        energy: a meter whose registers stopped updating. (Real power always moves a little; a circuit
-        switched off reads exactly 0 W with a still counter, which is not frozen.)"""
-        starts, ends = self._frozen_runs
-        return list(zip(self.ts[starts].tolist(), self.ts[ends].tolist(), strict=True))
+    def frozen(self) -> list[tuple[int, int, int]]:
+        """[first, last] event times of runs of >= `frozen_polls` readings repeating every quantity (power,
+        energy, and the :data:`MOVING` ones the meter reports), with the time of the reading from which the
+        run is certainly frozen: a meter whose registers stopped updating. Repeating alone proves
+        nothing at a low, steady load shown in whole watts with a counter that cannot count a step in that
+        time; a run is frozen only when a measured quantity of a live supply (voltage, frequency, current)
+        stands still too, or the counter should have counted :data:`COUNTER_STEPS_TO_MOVE` steps at this
+        power. (A circuit switched off and metered without voltage reads 0 W with a still counter: not
+        frozen.)"""
+        starts, ends, certain = self._frozen_runs
+        ts = self.ts
+        return list(zip(ts[starts].tolist(), ts[ends].tolist(), ts[certain].tolist(), strict=True))
 
     @cached_property
     def usable_arrays(self) -> tuple[Ints, Floats]:
         """(ts, kW) without frozen readings (untrusted ones never got in)."""
-        starts, ends = self._frozen_runs
+        starts, ends, _ = self._frozen_runs
         frozen = np.zeros(self.ts.size + 1, dtype=np.int64)
         frozen[starts] += 1  # runs are disjoint: no index repeats within either assignment
         frozen[ends + 1] -= 1

@@ -55,7 +55,8 @@ def state_codes(
     """(event time, state code) per usable reading, and an UNKNOWN one poll after the last reading before
     each silence. A state change needs the power past the other side's threshold by the hysteresis
     margin and held there for the dwell time; until then the old state stands (and the change is dated
-    from when it began).
+    from when it began). Readings at the end of the data still awaiting the dwell are UNKNOWN: whether
+    the state changed is not known yet, and saying so keeps live data and a backlog in agreement.
 
     Walks runs of readings whose power points the same way from every state, not readings: inside one,
     the state settles at once or switches when the dwell time is up."""
@@ -108,8 +109,8 @@ def state_codes(
             out[pending[0] : j + 1] = state
             pending = None
             k = j + 1
-    if pending is not None:
-        out[pending[0] :] = state
+    if pending is not None:  # a change still within its dwell at the end: not known yet which state
+        out[pending[0] :] = _UNKNOWN  # (later data settle it, dated from its start, the same either way)
     marks = ts[after_silence - 1] + series.poll_ms
     return np.insert(ts, after_silence, marks), np.insert(out, after_silence, _UNKNOWN)
 

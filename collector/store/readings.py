@@ -6,11 +6,12 @@ TSDB outbox); the counters and active power are also columns, for the interval a
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from collector.detectors.series import Sample
+from collector.detectors.series import MOVING, Sample
 from kilowatch.mqtt_contract import ClockState, Quality
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
 
@@ -41,8 +42,9 @@ _UPSERT_METER = (
     " first_seen = min(meters.first_seen, excluded.first_seen),"
     " last_seen = max(meters.last_seen, excluded.last_seen)"
 )
+_MOVING_PATHS = ", ".join(f"'$.{q}'" for q in MOVING)
 _POWER = (
-    f"SELECT ts, {ACTIVE_POWER}, {ENERGY_IMPORT} FROM readings"  # noqa: S608 - column names are constants
+    f'SELECT ts, {ACTIVE_POWER}, {ENERGY_IMPORT}, json_extract("values", {_MOVING_PATHS}) FROM readings'  # noqa: S608 - column names are constants
     f" WHERE meter_id = ? AND ts >= ? AND ts < ? AND {TRUSTED} AND {ACTIVE_POWER} IS NOT NULL ORDER BY ts"
 )
 
@@ -145,6 +147,10 @@ def upsert_meters(db: sqlite3.Connection, rows: list[tuple[str, MeterSeen]]) -> 
 
 
 def power_samples(db: sqlite3.Connection, meter_id: str, start_ms: int, end_ms: int) -> list[Sample]:
-    """The meter's readings with power in [start_ms, end_ms), oldest first, in kW: what the detectors
-    judge (never a reading stamped by an unsynchronised clock)."""
-    return [Sample(ts, w / 1000, e) for ts, w, e in db.execute(_POWER, (meter_id, start_ms, end_ms))]
+    """The meter's readings with power in [start_ms, end_ms), oldest first, in kW, with the quantities
+    that tell a frozen meter: what the detectors judge (never a reading stamped by an unsynchronised
+    clock)."""
+    return [
+        Sample(ts, w / 1000, e, tuple(json.loads(moving)))
+        for ts, w, e, moving in db.execute(_POWER, (meter_id, start_ms, end_ms))
+    ]

@@ -2,9 +2,10 @@
 following the people and the heat.
 
 Each day differs the way real offices do: the end of the day wanders by up to an hour, the lunch dip is
-deeper or shallower, some evenings have permitted overtime, some Saturday mornings are worked, public
-holidays (Tết included) and Sundays are closed, and hot spells raise air conditioning for days. The day's
-plan is shared by every meter of one site (one building keeps one timetable).
+deeper or shallower, some evenings have permitted overtime (which ramps down as people leave one by
+one), some Saturday mornings are worked, public holidays (Tết included) and Sundays are closed, and hot
+spells raise air conditioning for days. The day's plan is shared by every meter of one site (one
+building keeps one timetable).
 """
 
 from __future__ import annotations
@@ -96,13 +97,13 @@ def office_day(seed: int, site: str, schedule: OfficeSchedule, day: date) -> Off
     late = min(end + rng.uniform(1.5, 3.5), 21.5) if overtime else end + 1.5
     lights: Curve = (
         (0.0, 0.0), (a1 - 0.75, 0.0), (a1, 1.0), (b1, 1.0), (b1 + 0.25, 1 - dip), (a2 - 0.25, 1 - dip),
-        (a2, 1.0), (end, 1.0), (end + 0.5, 0.35 if overtime else 0.3), (late, 0.3 if overtime else 0.08),
+        (a2, 1.0), (end, 1.0), (end + 0.5, 0.35 if overtime else 0.3), (late, 0.1 if overtime else 0.08),
         (late + 0.5, 0.0), (24.0, 0.0),
     )  # fmt: skip
     cooling: Curve = (
         (0.0, 0.0), (a1 - 0.5, 0.0), (a1 + 0.25, 0.6), (b1, 0.8), (b1 + 0.25, 0.8 - 0.6 * dip),
         (a2 - 0.25, 0.8 - 0.6 * dip), (a2, 0.9), (a2 + 1.5, 1.0), (end - 0.5, 1.0), (end, 0.9),
-        (end + 0.5, 0.4 if overtime else 0.1), (late, 0.4 if overtime else 0.0), (late + 0.25, 0.0),
+        (end + 0.5, 0.4 if overtime else 0.1), (late, 0.05 if overtime else 0.0), (late + 0.25, 0.0),
         (24.0, 0.0),
     )  # fmt: skip
     spans = []

@@ -121,6 +121,19 @@ def test_the_condition_clearing_resolves_the_alert_and_a_later_one_opens_another
     assert tomorrow.alert.id != opened.id
 
 
+def test_later_data_extending_a_resolved_occurrence_revise_it_without_a_second_notice(
+    store: AlertStore, clock: FakeClock
+) -> None:
+    """A 1-day chunk of backlog ended the condition at 21:45; the next chunk shows it went on to 23:30."""
+    clock.now_ms = at(22)
+    first = store.apply(finding(end_ms=at(21, 45), wasted_kwh=2.0))
+    assert first.kind is ChangeKind.RESOLVED
+    longer = store.apply(finding(end_ms=at(23, 30), wasted_kwh=5.0))
+    assert (longer.kind, longer.alert.id, longer.notifies) == (ChangeKind.UPDATED, first.alert.id, False)
+    assert (longer.alert.end_ms, longer.alert.wasted_kwh) == (at(23, 30), 5.0)
+    assert store.apply(finding(end_ms=at(21, 45), wasted_kwh=2.0)).kind is ChangeKind.UNCHANGED  # stale
+
+
 def test_acknowledged_alerts_keep_updating_and_still_resolve(store: AlertStore, clock: FakeClock) -> None:
     alert = store.apply(finding()).alert
     clock.now_ms = at(19, 40)

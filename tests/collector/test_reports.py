@@ -12,6 +12,7 @@ import pytest
 
 from collector.alerts import AlertStore
 from collector.api.app import create_app
+from collector.calendars import SiteCalendar
 from collector.detectors.config import MeterConfig, Role, SiteConfig, Sites
 from collector.metrics import CollectorMetrics
 from collector.notifiers.digest import digest
@@ -105,8 +106,8 @@ async def test_daily_report_per_meter(client: httpx.AsyncClient) -> None:
     assert office["base_kw"] == pytest.approx(1.0)
     assert office["near_peak_kw"] == pytest.approx(10.0)
     assert office["base_to_peak"] == pytest.approx(0.1)
-    # after hours: neither occupied nor permitted (early arrival, lunch, overtime until 22:00)
-    assert office["after_hours_share"] == pytest.approx(9.0 / 109.5)
+    # after hours: neither occupied nor permitted (early arrival, lunch; the site declares no overtime)
+    assert office["after_hours_share"] == pytest.approx(14.0 / 109.5)
     assert office["cost_vnd"] == pytest.approx(23.0 * 4587 + 80.5 * 2666 + 6.0 * 1622)
     assert (office["alerts"], office["wasted_kwh"]) == (
         1,
@@ -149,11 +150,12 @@ def test_the_digest_carries_the_report(ledger_path: Path) -> None:
         day = digest(store, "s", DAY.date(), report("s", DAY.date()))
     assert day.report is not None
     assert [m.meter for m in day.report.meters] == ["office", "press"]
-    assert day.message_en.splitlines()[-3:] == [
+    assert day.message_en.splitlines()[-4:] == [
         "The day in figures:",
-        "- office: 109.5 kWh, 8% after hours, base/peak 0.10, 21% in peak bands",
+        "- office: 109.5 kWh, 13% after hours, base/peak 0.10, 21% in peak bands",
         "- press: 44.5 kWh, 0% after hours, base/peak 0.00, 7% in peak bands; idle 75% of the 07:30-11:30 shift",
+        f"- Settings warning: {SiteCalendar().tou_unconfirmed}",  # the site has not confirmed its 2026 date
     ]
-    assert day.message_vi.splitlines()[-1] == (
+    assert day.message_vi.splitlines()[-2] == (
         "- press: 44.5 kWh, ngoài giờ 0%, tải nền/tải đỉnh 0.00, giờ cao điểm 7%; chạy không tải 75% ca 07:30-11:30"
     )

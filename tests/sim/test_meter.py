@@ -13,6 +13,7 @@ from sim.clock import SimClock
 from sim.load_model import Demand, Grid, instants
 from sim.loads.office import building_meter
 from sim.meter import MAX_INTEGRATION_STEPS, SimulatedMeter, electrical_values
+from sim.scenario import Resolution
 
 MONDAY_0600_LOCAL = datetime(2025, 3, 2, 23, 0, tzinfo=UTC)
 
@@ -170,3 +171,19 @@ def test_clock_takes_any_timezone_and_refuses_naive_times_and_bad_speeds() -> No
         SimClock(datetime(2025, 3, 3, 7, 0))
     with pytest.raises(ValueError, match="speed"):
         SimClock(hanoi, speed=0)
+
+
+def test_a_meter_of_coarse_resolution_shows_whole_watts_and_whole_counter_steps() -> None:
+    coarse = SimulatedMeter(
+        building_meter(3, 1), key="3/unit-1", supply="3/building", epoch=MONDAY_0600_LOCAL,
+        resolution=Resolution(power_w=1, energy_kwh=0.001),
+    )  # fmt: skip
+    exact = meter_of(1, 3, epoch=MONDAY_0600_LOCAL)
+    for minute in range(0, 600, 7):
+        at = MONDAY_0600_LOCAL + timedelta(minutes=minute)
+        shown, true = coarse.read(at), exact.read(at)
+        assert shown["active_power_w"] == round(true["active_power_w"])
+        assert shown["energy_import_kwh"] == pytest.approx(
+            math.floor(true["energy_import_kwh"] * 1000) / 1000
+        )
+        assert shown["voltage_l1_v"] == true["voltage_l1_v"]

@@ -205,6 +205,7 @@ async def test_healthz_reports_mqtt_and_ledger(
             "mqtt_connected": False,
             "ledger_ok": True,
             "ledger_error": None,
+            "warnings": [],
         }
         connected = True
         assert (await client.get("/healthz")).json() == {
@@ -212,6 +213,7 @@ async def test_healthz_reports_mqtt_and_ledger(
             "mqtt_connected": True,
             "ledger_ok": True,
             "ledger_error": None,
+            "warnings": [],
         }
     broken = tmp_path / "broken.db"
     Ledger(broken).close()

@@ -48,13 +48,14 @@ def context(
     return Context("s", "s.m", MeterConfig(role=role, rated_kw=rated_kw, large=large), site)
 
 
-def office(t: int, waste: tuple[int, int] | None = None, overtime: bool = False) -> float:
-    """10 kW in office hours, 1 kW base at night, plus optional waste or permitted overtime."""
+def office(t: int, waste: tuple[int, int] | None = None, overtime: bool = False, flat: bool = False) -> float:
+    """10 kW in office hours, 1 kW base at night, plus optional waste, or an evening of overtime until
+    21:30 that ramps down as people leave (or, `flat`, stays at 6 kW: load left running)."""
     h = hour(t)
     weekday = datetime.fromtimestamp(t / 1000, VIETNAM_TZ).weekday()
     kw = 10.0 if weekday < 5 and (7.5 <= h < 11.5 or 13 <= h < 17) else 1.0 + 0.02 * ((t // MINUTE) % 5)
-    if overtime and weekday < 5 and 17 <= h < 21.5:
-        kw = 6.0
+    if (overtime or flat) and weekday < 5 and 17 <= h < 21.5:
+        kw = 6.0 if flat else 1.0 + 6.0 * (21.5 - h) / 4.5
     if waste and waste[0] <= t < waste[1]:
         kw += 5.0
     return kw
@@ -78,9 +79,20 @@ def test_after_hours_fires_and_clears() -> None:
     assert "lãng phí" in f.message_vi
 
 
-def test_after_hours_ignores_permitted_overtime_and_the_lunch_break() -> None:
+def test_after_hours_ignores_overtime_that_ramps_down_and_the_lunch_break() -> None:
     s = series(lambda t: office(t, overtime=True), START, END)
     assert after_hours.detect(context(Role.SUB_METER, 12), s) == []
+
+
+def test_a_flat_evening_load_is_waste_unless_the_site_declares_overtime() -> None:
+    s = series(lambda t: office(t, flat=True), START, END)
+    findings = after_hours.detect(context(Role.SUB_METER, 12), s)
+    # Each working evening: an hour's grace for a late end of day, then an hour flat before the alert.
+    assert [(hour(f.start_ms), hour(f.detected_at), hour(f.end_ms or END)) for f in findings] == [
+        (18.0, 19.0, 21.5)
+    ] * 3
+    declared = SiteCalendar(permitted=WeeklyHours(windows=(window("17:00", "22:00"),)))
+    assert after_hours.detect(context(Role.SUB_METER, 12, calendar=declared), s) == []
 
 
 def test_a_gap_suppresses_after_hours() -> None:
@@ -128,6 +140,17 @@ def test_idle_needs_twenty_minutes_in_a_shift_and_ten_outside() -> None:
     assert [(f.start_ms, f.end_ms, f.detected_at) for f in findings] == [
         (long[0], long[1], long[0] + 20 * MINUTE),
         (night[0], night[1], night[0] + 10 * MINUTE),
+    ]
+
+
+def test_idle_across_a_shift_end_is_judged_by_the_time_on_each_side() -> None:
+    straddling = (ms(2025, 6, 2, 13, 56), ms(2025, 6, 2, 14, 14))  # 4 min in the shift, 14 after it
+    in_shift = (ms(2025, 6, 3, 11, 0), ms(2025, 6, 3, 11, 18))  # 18 min, all in the shift
+    s = series(lambda t: machine(t, [straddling, in_shift]), ms(2025, 6, 2), ms(2025, 6, 4))
+    findings = idle.detect(context(Role.MACHINE, 10, calendar=SHIFTS), s)
+    # 4/20 of the allowance in the shift, 8 more minutes outside use the rest (4/20 + 8/10 = 1).
+    assert [(f.start_ms, f.end_ms, f.detected_at) for f in findings] == [
+        (straddling[0], straddling[1], straddling[0] + 12 * MINUTE)
     ]
 
 
@@ -207,7 +230,7 @@ def test_data_quality_silence_frozen_and_counter_reset() -> None:
     assert [(f.rule, f.start_ms, f.end_ms) for f in findings] == [
         ("no_data", silent[0], silent[1]),
         ("frozen", frozen[0], frozen[1]),
-        ("counter_reset", reset - MINUTE, reset),
+        ("counter_reset", reset - MINUTE, reset + MINUTE),
     ]
 
 

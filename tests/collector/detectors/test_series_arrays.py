@@ -38,11 +38,12 @@ def test_of_and_from_arrays_sort_and_keep_the_last_of_a_repeated_timestamp() -> 
 
 def test_frozen_runs_silences_and_intervals() -> None:
     kw = [2.0] * 10 + [5.0] * 5 + [0.0] * 6 + [3.0 + i / 100 for i in range(29)]
-    energy: list[float | None] = [float(i) for i in range(10)] + [9.0] * 5 + [9.0] * 6 + [None] * 29
+    energy: list[float | None] = [i / 100 for i in range(10)] + [0.09] * 5 + [0.09] * 6 + [None] * 29
     ts = [i * MINUTE for i in range(50)]
     del ts[30:35], kw[30:35], energy[30:35]  # five minutes silent at 00:30
     s = Series.of("m", map(Sample, ts, kw, energy), poll_ms=MINUTE, end_ms=60 * MINUTE)
-    assert s.frozen() == [(10 * MINUTE, 14 * MINUTE)]  # 0 kW with a still counter is switched off
+    # 5 kW owes the 0.01 kWh counter two steps within the run; 0 kW with a still counter is switched off.
+    assert s.frozen() == [(10 * MINUTE, 14 * MINUTE, 14 * MINUTE)]
     assert s.usable == ([t for t in ts if not 10 * MINUTE <= t <= 14 * MINUTE], kw[:10] + kw[15:])
     assert s.silences(3) == [
         (10 * MINUTE, 15 * MINUTE),
@@ -141,7 +142,7 @@ def _states_by_reading(series: Series, settings: Idle, rated_kw: float) -> Itera
             state = candidate
             yield from ((pt, state) for pt, _ in pending)
             pending = []
-    yield from ((pt, state) for pt, _ in pending)
+    yield from ((pt, State.UNKNOWN) for pt, _ in pending)  # still within the dwell: not known yet
 
 
 @pytest.mark.parametrize("seed", range(12))
