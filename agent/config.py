@@ -55,6 +55,13 @@ class MqttSettings(BrokerSettings):
     client_id: str | None = Field(
         None, max_length=64, description="MQTT client id; null means kilowatch-<site>-<gateway>"
     )
+    reconnect_max_s: float = Field(
+        8.0,
+        gt=0,
+        description="Longest wait between reconnection attempts: after three quick retries the wait "
+        "doubles up to this, with jitter, so the agent is back on average within half of it once the "
+        "broker returns, and many gateways arrive spread over it",
+    )
 
 
 class ClockMode(StrEnum):

@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QOS_AT_LEAST_ONCE = 1
+QUICK_RETRIES = 3
+"""Reconnection attempts at ``reconnect_min_s`` before the wait starts doubling: a broker restart is over
+in seconds."""
 READ_CHUNK = 64
 """Batches read from the spool at a time, per stream."""
 REFUSED_CREDENTIALS = {4, 5, 134, 135}
@@ -257,7 +260,9 @@ class Publisher:
         """Keep a session up until asked to stop; the broker being down is normal, not fatal."""
         import aiomqtt
 
-        backoff = Backoff(first_s=self.settings.reconnect_min_s, max_s=self.settings.reconnect_max_s)
+        backoff = Backoff(
+            first_s=self.settings.reconnect_min_s, max_s=self.settings.reconnect_max_s, quick=QUICK_RETRIES
+        )
         where = self.settings.address
         while not self._stop.is_set():
             try:
