@@ -7,8 +7,8 @@ circuit breaker per meter skips a meter that stopped answering, so a dead meter 
 own bounded budget, and less once the breaker opens. A lost port or connection is a bus problem, not a
 meter's: the rest of that cycle is reported unread and no breaker counts it.
 
-A meter whose last poll failed, or that has not answered since the agent started, is a suspect: it is
-polled after the others as a probe: silence is not retried (a garbled answer is). The probes of a cycle share the time
+A meter whose last poll failed is a suspect: it is polled after the others, as a probe, in which
+silence is not retried (a garbled answer is). The probes of a cycle share the time
 left before the next tick: each gets an equal share of what is left among the probes still due, at least
 :data:`PROBE_FLOOR` of its timeout and at most all of it; a probe that no longer fits waits for the next
 cycle, first in line (the first probe of a cycle is always made, so probes never stop altogether). So dead meters, however many, cannot make the live ones miss a tick, and a meter
@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from agent.breaker import Breaker, Transition
 from agent.bus_time import RtuTiming
 from agent.config import Bus, EffectiveTiming, RtuBus, RtuOverTcpBus
+from agent.decoder import PlanDecoder
 from agent.errors import AgentError, BusUnavailable, ModbusTimeout
 from agent.health import PLAUSIBLE_AGAIN_POLLS, MeterStats
 from agent.planner import Request, plan
@@ -73,6 +74,8 @@ class MeterSlot:
     requests: Sequence[Request]
     ratios: Ratios = field(default_factory=Ratios)
     """The meter's configured CT/VT ratios."""
+    decoder: PlanDecoder | None = None
+    """`requests` compiled for decoding; built from them when not given."""
     breaker: Breaker = field(default_factory=Breaker)
     health: MeterStats = field(default_factory=MeterStats)
     """Counts since the agent started, for the status topic and the metrics endpoint."""
@@ -82,14 +85,16 @@ class MeterSlot:
     good: int = 0
     skipped: int = 0
     """Since the last summary."""
-    answered: bool = False
-    """Whether the meter has answered since the agent started (until then it is a suspect)."""
     waiting: int = 0
     """Cycles its due probe has waited for time."""
 
+    def __post_init__(self) -> None:
+        if self.decoder is None:
+            self.decoder = PlanDecoder(self.profile, self.requests, self.ratios)
+
     @property
     def suspect(self) -> bool:
-        return bool(self.breaker.failures) or not self.answered
+        return bool(self.breaker.failures)
 
 
 def slots(bus: Bus) -> list[MeterSlot]:
@@ -231,19 +236,18 @@ class BusWorker:
                 slot.health.record_skip()
                 results[slot.id] = Poll.unread(slot.profile, "not polled: stopped answering, breaker open")
             else:
-                timing: EffectiveTiming | None = slot.timing
+                timing = slot.timing
                 if slot.suspect:
                     starved = starved_allowed and slot.waiting >= STARVED_CYCLES
                     starved_allowed &= not starved
                     left = math.inf if deadline is None else deadline - time.monotonic()
-                    timing = probe_timing(slot.timing, left, due, first=first, starved=starved)
+                    cut = probe_timing(slot.timing, left, due, first=first, starved=starved)
                     due -= 1
-                    if timing is None:
+                    if cut is None:
                         slot.waiting += 1
                         results[slot.id] = Poll.unread(slot.profile, "not polled: probe waits for time")
                         continue
-                    slot.waiting = 0
-                    first = False
+                    timing, slot.waiting, first = cut, 0, False
                 started = time.monotonic()
                 result = results[slot.id] = await self._poll(slot, timing, probe=slot.suspect)
                 down = next((f for f in result.failures if isinstance(f, BusUnavailable)), None)
@@ -266,7 +270,7 @@ class BusWorker:
     async def _poll(self, slot: MeterSlot, timing: EffectiveTiming, *, probe: bool) -> Poll:
         channel = _MeterChannel(self, timing, probe=probe)
         try:
-            return await poll(channel, slot.profile, slot.unit, slot.requests, slot.ratios)
+            return await poll(channel, slot.profile, slot.unit, slot.requests, slot.ratios, slot.decoder)
         except Exception:  # one meter's bug must not stop the others; logged with its traceback
             log.exception("meter %s on bus %s: unexpected error; no reading this cycle", slot.id, self.name)
             return Poll.unread(slot.profile, "internal error, see the agent's log")
@@ -288,7 +292,6 @@ class BusWorker:
         slot.polled += 1
         slot.good += not result.errors
         answered = not any(f.unreachable for f in result.failures)
-        slot.answered |= answered
         first = result.failures[0] if result.failures else None
         kind = None if first is None else type(first).__name__
         for failure in result.failures:

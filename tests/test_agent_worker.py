@@ -57,11 +57,11 @@ async def test_a_dead_meter_is_logged_once_then_skipped_while_the_others_read(
             values,
             Quality.GOOD,
         )
-        assert (dead.values, dead.quality, set(dead.value_quality)) == ({}, Quality.ERROR, set(values))
+        assert (dead.values, dead.quality, dead.value_quality) == ({}, Quality.ERROR, {})
     assert asked(reader, 1) == asked(reader, 3) == 10 * REQUESTS
-    # Threshold 3: asked in cycles 1-3, probed after skipping 1 then 2 cycles: cycles 5 and 8; never
-    # retried (it has not answered since the start: a suspect).
-    assert asked(reader, 2) == 5
+    # Threshold 3: asked in cycles 1-3, probed after skipping 1 then 2 cycles: cycles 5 and 8; retried
+    # only the first time (then it is a suspect).
+    assert asked(reader, 2) == FAST.retries + 1 + 4
     assert worker.meters[1].breaker.state is BreakerState.OPEN
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
@@ -180,8 +180,7 @@ async def test_a_suspect_goes_last_once_and_within_the_tick() -> None:
     patient = EffectiveTiming(timeout_s=10, retries=1, pause_after_connect_s=0, pause_between_requests_s=0)
     worker = BusWorker(name="b", reader=reader, meters=[slot("dead", 2, patient), slot("a", 1), slot("c", 3)])
     await worker.cycle(ClockState.SYNCED, deadline=time.monotonic() + 20)
-    # none has answered yet: all are probed, in order, and silence is not retried
-    assert [unit for unit, _ in reader.timeouts][:2] == [2, 1]
+    assert [unit for unit, _ in reader.timeouts][:2] == [2, 2]  # not a suspect yet: first, and retried
     reader.timeouts.clear()
     dead, a, c = await worker.cycle(ClockState.SYNCED, deadline=time.monotonic() + 8)
     assert [r.meter for r in (dead, a, c)] == ["dead", "a", "c"]  # readings keep the configured order
@@ -221,14 +220,17 @@ class Silence(MemoryReader):
 
 
 async def test_eight_dead_meters_cost_the_live_ones_no_tick(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The probes of many dead meters fit in what is left of each one-second cycle, on the worker's own
-    clock (simulated here); a revived meter is heard again within 5 cycles."""
+    """After the first cycle (where each dead meter costs its timeout and retry once), the probes of
+    many dead meters fit in what is left of each one-second cycle, on the worker's own clock (simulated
+    here); a revived meter is heard again within 5 cycles."""
     _, words = full_map(SDM)
     live, dead = range(1, 25), range(25, 33)
     reader = Silence({unit: words for unit in live})
     monkeypatch.setattr(bus_worker, "time", SimpleNamespace(monotonic=reader.monotonic, time=time.time))
     timing = EffectiveTiming(timeout_s=1.0, retries=1, pause_after_connect_s=0, pause_between_requests_s=0)
     worker = BusWorker(name="b", reader=reader, meters=[slot(f"m{u}", u, timing) for u in (*live, *dead)])
+    await worker.cycle(ClockState.SYNCED, deadline=reader.now + 0.95)
+    assert reader.now == pytest.approx(24 * REQUESTS * 0.002 + 8 * 2 * timing.timeout_s)
     probed: set[int] = set()
     for _ in range(30):
         started = reader.now
