@@ -354,7 +354,7 @@ class Publisher:
         in the envelope, as they are (no model objects: this runs every cycle); an older one is checked
         against the contract first (ValidationError)."""
         envelope = ReadingsBatch.model_construct(
-            schema_version=SCHEMA_VERSION,
+            schema_version=1,
             site=self.site,
             gateway=self.gateway,
             seq=batch.seq,

@@ -39,6 +39,9 @@ WRONG = "wrong-pw"
 READINGS = topic("s1", "g1", Channel.READINGS)
 
 
+SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "mqtt" / "readings-batch.schema.json"
+
+
 def reading(n: int) -> Reading:
     return Reading(
         meter="m1",
@@ -203,9 +206,7 @@ async def test_a_batch_spooled_by_this_process_goes_out_as_stored_and_fits_the_p
     finally:
         spool.close()
     doc = json.loads(sent)
-    schema = json.loads(
-        (Path(__file__).resolve().parent.parent / "docs/mqtt/readings-batch.schema.json").read_text()
-    )
+    schema = json.loads(SCHEMA.read_text())
     jsonschema.validate(doc, schema)
     assert b'"voltage_l1_v":221.964' in sent
     assert doc["readings"][1] | {"ts": 0, "mono_ms": 0} == {
