@@ -41,7 +41,7 @@ from agent.planner import Request, plan
 from agent.poller import Poll, poll, to_reading
 from agent.transport import RegisterReader
 from kilowatch.mqtt_contract import ClockState, GatewayEventKind, Quality, Reading
-from kilowatch.profiles import Profile, Ratios, Table, load_builtin
+from kilowatch.profiles import Profile, Ratios, Table
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def slots(bus: Bus) -> list[MeterSlot]:
     """The meters of a configured bus, each planned once for the bus's line (RTU) or its profile's."""
     out = []
     for meter in bus.meters:
-        profile = load_builtin(meter.profile)
+        profile = bus.profile_of(meter)
         timing = RtuTiming(line=bus.line) if isinstance(bus, RtuBus | RtuOverTcpBus) else None
         out.append(
             MeterSlot(

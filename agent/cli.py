@@ -334,11 +334,18 @@ def check(
     if problems:
         fail(f"{config}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems), EXIT_CONFIG)
     meters = [m for bus in report.buses for m in bus.meters]
-    busiest = max(report.buses, key=lambda b: b.share)
+    estimated = [b for b in report.buses if b.share is not None]
+    busiest = (
+        "no line-time estimate (Modbus TCP)"
+        if not estimated
+        else (
+            f"busiest bus {(b := max(estimated, key=lambda b: b.share or 0)).name} at {b.share or 0:.1%} of the "
+            f"{agent_config.poll_interval_s:g} s poll interval"
+        )
+    )
     typer.echo(
         f"ok {config}: {len(report.buses)} bus(es), {len(meters)} meter(s), {len(profile_ids)} profile(s), "
-        f"{sum(len(m.requests) for m in meters)} requests per cycle; busiest bus {busiest.name} at "
-        f"{busiest.share:.1%} of the {agent_config.poll_interval_s:g} s poll interval"
+        f"{sum(len(m.requests) for m in meters)} requests per cycle; {busiest}"
     )
 
 
