@@ -98,19 +98,28 @@ class MeterSlot:
 
 
 def slots(bus: Bus) -> list[MeterSlot]:
-    """The meters of a configured bus, each planned once for the bus's line (RTU) or its profile's."""
+    """The meters of a configured bus, each planned once for the bus's line (RTU) or its profile's.
+    Meters alike (profile, quantities, ratios) share one plan and decoder: 200 meters cost the memory of
+    a few."""
+    timing = RtuTiming(line=bus.line) if isinstance(bus, RtuBus | RtuOverTcpBus) else None
+    shared: dict[tuple[object, ...], tuple[Profile, list[Request], PlanDecoder]] = {}
     out = []
     for meter in bus.meters:
-        profile = bus.profile_of(meter)
-        timing = RtuTiming(line=bus.line) if isinstance(bus, RtuBus | RtuOverTcpBus) else None
+        key = (meter.profile, tuple(meter.quantities or bus.quantities or ()), meter.ct_ratio, meter.vt_ratio)
+        if key not in shared:
+            profile = bus.profile_of(meter)
+            requests = plan(profile, timing=timing)
+            shared[key] = profile, requests, PlanDecoder(profile, requests, meter.ratios)
+        profile, requests, decoder = shared[key]
         out.append(
             MeterSlot(
                 id=meter.id,
                 unit=meter.unit,
                 profile=profile,
                 timing=bus.timing_of(meter),
-                requests=plan(profile, timing=timing),
+                requests=requests,
                 ratios=meter.ratios,
+                decoder=decoder,
             )
         )
     return out
