@@ -79,7 +79,7 @@ RETRIES = 1
 WARMUP_CYCLES = 3
 STALL_S = 60.0
 """A poller that publishes nothing for this long has failed; its log is shown."""
-NAIVE_CHILD, IMPORTS_CHILD = "_naive", "_imports"
+NAIVE_CHILD = "_naive"
 
 
 def meter_id(unit: int) -> str:
@@ -291,6 +291,14 @@ class Arm:
     parse: Callable[[bytes], tuple[list[Seen], bool]]
     """A message -> the readings in it, and whether it ends a poll cycle."""
     quantities: int
+    spool: Path | None = None
+    """Deleted before each start, so no measurement replays another's backlog."""
+
+    def start(self, log: Path) -> Process:
+        if self.spool is not None:
+            for part in (self.spool, *(self.spool.with_name(self.spool.name + s) for s in ("-wal", "-shm"))):
+                part.unlink(missing_ok=True)
+        return Process(self.name, self.command, log).start()
 
 
 def parse_agent(payload: bytes) -> tuple[list[Seen], bool]:
@@ -327,7 +335,7 @@ async def running(broker: Mosquitto, arm: Arm, log: Path) -> AsyncIterator[tuple
 
     async with aiomqtt.Client(broker.host, broker.port, identifier=f"bench-watch-{arm.name}") as client:
         await client.subscribe(arm.topic, qos=1)
-        child = Process(arm.name, arm.command, log).start()
+        child = arm.start(log)
         assert child.proc is not None
         try:
             yield child.proc.pid, Messages(client, arm, child)
@@ -464,7 +472,7 @@ async def measure_recovery(
     from kilowatch.mqtt_contract import Channel, GatewayState, GatewayStatus, topic
 
     status_topic = topic(SITE, GATEWAY, Channel.STATUS)
-    child = Process(arm.name, arm.command, log).start()
+    child = arm.start(log)
     back: list[float | None] = []
     delivered: list[tuple[int, int]] = []
     try:
@@ -515,29 +523,20 @@ def print_recovery(name: str, figures: Recovery) -> None:
     print(f"{'':<4}{name:<44}{each:<24}{median:>8}   {outage}")
 
 
+IMPORTS = {
+    "agent": "import app.cli, agent.runner, aiomqtt",
+    "naive": "import asyncio, json, struct, aiomqtt, pymodbus.client",
+}
+"""What each poller imports to run (the agent: its command and its runtime)."""
+
+
 def import_rss(kind: str) -> float:
     """Peak RSS of a child that only imports what the agent (or the naive poller) needs to run."""
     import subprocess
 
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), IMPORTS_CHILD, kind],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(out.stdout)
-
-
-def imports_child(kind: str) -> None:
-    if kind == "agent":
-        import aiomqtt
-
-        import agent.runner  # noqa: F401
-        import app.cli  # noqa: F401
-    else:
-        import aiomqtt  # noqa: F401
-        import pymodbus.client  # noqa: F401
-    print(rss_mb("self"))
+    code = f"{IMPORTS[kind]}\nimport resource\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout) / 1024
 
 
 # --- the run --------------------------------------------------------------------------------------------
@@ -600,7 +599,10 @@ def arms(work: Path, broker: Mosquitto, modbus_port: int, timeout_s: float) -> t
             "--log-level",
             "WARNING",
         ]
-        return Arm(f"agent: kilowatch agent run, {count} quantities", command, readings, parse_agent, count)
+        spool = work / f"agent-spool-{'all' if quantities is None else len(quantities)}.db"
+        return Arm(
+            f"agent: kilowatch agent run, {count} quantities", command, readings, parse_agent, count, spool
+        )
 
     naive = Arm(
         f"naive: pymodbus+paho, {len(CORE_QUANTITIES)} quantities",
@@ -703,9 +705,6 @@ async def measure(work: Path, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    if sys.argv[1:2] == [IMPORTS_CHILD]:
-        imports_child(sys.argv[2])
-        return
     if sys.argv[1:2] == [NAIVE_CHILD]:
         spec = json.loads(sys.argv[2])
         spec["registers"] = [tuple(r) for r in spec["registers"]]
