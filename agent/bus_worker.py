@@ -8,11 +8,12 @@ own bounded budget, and less once the breaker opens. A lost port or connection i
 meter's: the rest of that cycle is reported unread and no breaker counts it.
 
 A meter whose last poll failed is a suspect: it is polled after the others, as a probe, in which
-silence is not retried (a garbled answer is). The probes of a cycle share the time
-left before the next tick: each gets an equal share of what is left among the probes still due, at least
-:data:`PROBE_FLOOR` of its timeout and at most all of it; a probe that no longer fits waits for the next
-cycle, first in line (the first probe of a cycle is always made, so probes never stop altogether). So dead meters, however many, cannot make the live ones miss a tick, and a meter
-that answers again is heard within a few cycles. A probe that has waited :data:`STARVED_CYCLES` cycles
+silence is not retried (a garbled answer is). The probes of a cycle share the time left before the next
+tick: each gets an equal share of what is left among the probes still due, at least :data:`PROBE_FLOOR`
+of its timeout and at most all of it; a probe that no longer fits waits for the next cycle, first in
+line (the first probe of a cycle is always made, so probes never stop altogether). So dead meters,
+however many, cannot make the live ones miss a tick, and a meter that answers again is heard within a
+few cycles. A probe that has waited :data:`STARVED_CYCLES` cycles
 gets its whole timeout anyway (one per cycle; that tick is lost): a slow meter on a saturated bus must
 still be able to answer and recover.
 

@@ -2,8 +2,9 @@
 
 Everything above this module (bus worker, poller, runner, CLI) depends only on :class:`RegisterReader`,
 so unit tests feed canned register maps without sockets. Three transports share one reader: Modbus TCP,
-Modbus RTU on a serial port, and RTU frames tunnelled through a serial server's TCP port. This is the one
-place where pymodbus exceptions become :mod:`agent.errors` exceptions.
+Modbus RTU on a serial port, and RTU frames tunnelled through a serial server's TCP port; Modbus TCP goes
+through the lean client of :mod:`agent.modbus_tcp`, the RTU framings through pymodbus. This is the one
+place where either's exceptions become :mod:`agent.errors` exceptions.
 
 A timeout of one unit never closes the port or connection: on a shared RS-485 line that would cost every
 other meter a reconnect. Only a lost link (port gone, connection reset) closes it, and the next read

@@ -534,9 +534,11 @@ def import_rss(kind: str) -> float:
     """Peak RSS of a child that only imports what the agent (or the naive poller) needs to run."""
     import subprocess
 
-    code = f"{IMPORTS[kind]}\nimport resource\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    # VmHWM, not ru_maxrss: that one counts the bench's own memory, copied into the child before exec
+    code = f"{IMPORTS[kind]}\nfrom pathlib import Path\nprint(Path('/proc/self/status').read_text())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout) / 1024
+    line = next(line for line in out.stdout.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 # --- the run --------------------------------------------------------------------------------------------
