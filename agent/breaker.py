@@ -13,8 +13,10 @@ from enum import StrEnum
 
 DEFAULT_THRESHOLD = 3
 """Failed polls in a row that open the breaker: one lost answer or a brief outage does not."""
-DEFAULT_MAX_SKIP = 32
-"""Most cycles skipped between probes: a meter that comes back is polled again within this many cycles."""
+DEFAULT_MAX_SKIP = 2
+"""Most cycles skipped between probes: a meter that comes back is polled again within this many cycles
+(plus those its probe waits for time, see :mod:`agent.bus_worker`). Probes are cheap, being capped by the
+time left in their cycle, so this stays short."""
 
 
 class BreakerState(StrEnum):
@@ -51,9 +53,14 @@ class Breaker:
     def state(self) -> BreakerState:
         return BreakerState.OPEN if self.skip else BreakerState.CLOSED
 
+    @property
+    def due(self) -> bool:
+        """Whether this cycle's :meth:`should_poll` will say yes."""
+        return not self._left
+
     def should_poll(self) -> bool:
         """Call once per cycle: whether this cycle polls the meter (always when closed; when open, only
-        once the skip has run out, as a probe)."""
+        once the skip has run out, as a probe; a probe not made stays due)."""
         if self._left:
             self._left -= 1
             return False

@@ -7,10 +7,15 @@ circuit breaker per meter skips a meter that stopped answering, so a dead meter 
 own bounded budget, and less once the breaker opens. A lost port or connection is a bus problem, not a
 meter's: the rest of that cycle is reported unread and no breaker counts it.
 
-A meter whose last poll failed is a suspect: it is polled after the others, without retries, and with
-its timeout cut to the time left before the next tick, so a dead meter cannot make the live ones miss a
-tick. When less than half its timeout is left it gets the whole timeout anyway (that tick is lost): a
-slow meter on a busy bus must still be able to answer and recover.
+A meter whose last poll failed is a suspect: it is polled after the others, as a probe, in which
+silence is not retried (a garbled answer is). The probes of a cycle share the time left before the next
+tick: each gets an equal share of what is left among the probes still due, at least :data:`PROBE_FLOOR`
+of its timeout and at most all of it; a probe that no longer fits waits for the next cycle, first in
+line (the first probe of a cycle is always made, so probes never stop altogether). So dead meters,
+however many, cannot make the live ones miss a tick, and a meter that answers again is heard within a
+few cycles. A probe that has waited :data:`STARVED_CYCLES` cycles
+gets its whole timeout anyway (one per cycle; that tick is lost): a slow meter on a saturated bus must
+still be able to answer and recover.
 
 Logs follow state, not cycles: a meter's problem is logged when it appears or changes and when it ends,
 a breaker when it opens or closes, and a summary per bus every few minutes while anything is wrong. So do
@@ -30,13 +35,14 @@ from dataclasses import dataclass, field, replace
 from agent.breaker import Breaker, Transition
 from agent.bus_time import RtuTiming
 from agent.config import Bus, EffectiveTiming, RtuBus, RtuOverTcpBus
-from agent.errors import AgentError, BusUnavailable
+from agent.decoder import PlanDecoder
+from agent.errors import AgentError, BusUnavailable, ModbusTimeout
 from agent.health import PLAUSIBLE_AGAIN_POLLS, MeterStats
 from agent.planner import Request, plan
 from agent.poller import Poll, poll, to_reading
 from agent.transport import RegisterReader
 from kilowatch.mqtt_contract import ClockState, GatewayEventKind, Quality, Reading
-from kilowatch.profiles import Profile, Ratios, Table, load_builtin
+from kilowatch.profiles import Profile, Ratios, Table
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +50,10 @@ SUMMARY_EVERY_S = 300.0
 """Seconds between a bus's summary log lines while any of its meters has a problem."""
 TICK_MARGIN = 0.05
 """Share of the poll interval kept free before the next tick, for decoding and publishing a cycle."""
+PROBE_FLOOR = 0.25
+"""Least share of its timeout a probe is given: a meter's normal answer comes well within it."""
+STARVED_CYCLES = 10
+"""Cycles a probe waits for time before it is given its whole timeout anyway."""
 
 Report = Callable[[GatewayEventKind, str], None]
 """Where a worker sends a gateway event (the spool, which publishes it): its kind and detail."""
@@ -65,6 +75,8 @@ class MeterSlot:
     requests: Sequence[Request]
     ratios: Ratios = field(default_factory=Ratios)
     """The meter's configured CT/VT ratios."""
+    decoder: PlanDecoder | None = None
+    """`requests` compiled for decoding; built from them when not given."""
     breaker: Breaker = field(default_factory=Breaker)
     health: MeterStats = field(default_factory=MeterStats)
     """Counts since the agent started, for the status topic and the metrics endpoint."""
@@ -74,46 +86,74 @@ class MeterSlot:
     good: int = 0
     skipped: int = 0
     """Since the last summary."""
+    waiting: int = 0
+    """Cycles its due probe has waited for time."""
+
+    def __post_init__(self) -> None:
+        if self.decoder is None:
+            self.decoder = PlanDecoder(self.profile, self.requests, self.ratios)
+
+    @property
+    def suspect(self) -> bool:
+        return bool(self.breaker.failures)
 
 
 def slots(bus: Bus) -> list[MeterSlot]:
-    """The meters of a configured bus, each planned once for the bus's line (RTU) or its profile's."""
+    """The meters of a configured bus, each planned once for the bus's line (RTU) or its profile's.
+    Meters alike (profile, quantities, ratios) share one plan and decoder: 200 meters cost the memory of
+    a few."""
+    timing = RtuTiming(line=bus.line) if isinstance(bus, RtuBus | RtuOverTcpBus) else None
+    shared: dict[tuple[object, ...], tuple[Profile, list[Request], PlanDecoder]] = {}
     out = []
     for meter in bus.meters:
-        profile = load_builtin(meter.profile)
-        timing = RtuTiming(line=bus.line) if isinstance(bus, RtuBus | RtuOverTcpBus) else None
+        key = (meter.profile, tuple(meter.quantities or bus.quantities or ()), meter.ct_ratio, meter.vt_ratio)
+        if key not in shared:
+            profile = bus.profile_of(meter)
+            requests = plan(profile, timing=timing)
+            shared[key] = profile, requests, PlanDecoder(profile, requests, meter.ratios)
+        profile, requests, decoder = shared[key]
         out.append(
             MeterSlot(
                 id=meter.id,
                 unit=meter.unit,
                 profile=profile,
                 timing=bus.timing_of(meter),
-                requests=plan(profile, timing=timing),
+                requests=requests,
                 ratios=meter.ratios,
+                decoder=decoder,
             )
         )
     return out
 
 
-def suspect_timing(timing: EffectiveTiming, left_s: float) -> EffectiveTiming:
-    """How patiently to poll a suspect with `left_s` seconds before the next tick: once, and only as
-    long as the tick allows unless that is under half its timeout (see the module's docstring)."""
-    timeout = min(timing.timeout_s, left_s) if left_s >= timing.timeout_s / 2 else timing.timeout_s
-    return replace(timing, timeout_s=timeout, retries=0)
+def probe_timing(
+    timing: EffectiveTiming, left_s: float, due: int, *, first: bool = False, starved: bool = False
+) -> EffectiveTiming | None:
+    """How patiently to probe a suspect with `left_s` seconds before the next tick and `due` probes
+    (this one included) still to make in it: for an equal share of the time left, at least
+    :data:`PROBE_FLOOR` of its timeout; None when that does not fit (it waits for the next cycle), unless
+    it is the cycle's `first`. A `starved` probe gets its whole timeout (see the module's docstring)."""
+    if starved:
+        return timing
+    floor = timing.timeout_s * PROBE_FLOOR
+    if left_s < floor and not first:
+        return None
+    return replace(timing, timeout_s=min(timing.timeout_s, max(left_s / due, floor)))
 
 
 class _MeterChannel:
     """A :class:`RegisterReader` for one meter that goes through its bus worker."""
 
-    def __init__(self, worker: BusWorker, timing: EffectiveTiming) -> None:
+    def __init__(self, worker: BusWorker, timing: EffectiveTiming, *, probe: bool = False) -> None:
         self._worker = worker
         self._timing = timing
+        self._probe = probe
 
     async def read(
         self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
     ) -> list[int]:
         timing = self._timing if timeout_s is None else replace(self._timing, timeout_s=timeout_s)
-        return await self._worker.request(timing, table, address, count, unit)
+        return await self._worker.request(timing, table, address, count, unit, probe=self._probe)
 
 
 class BusWorker:
@@ -156,9 +196,17 @@ class BusWorker:
         return _MeterChannel(self, timing)
 
     async def request(
-        self, timing: EffectiveTiming, table: Table, address: int, count: int, unit: int
+        self,
+        timing: EffectiveTiming,
+        table: Table,
+        address: int,
+        count: int,
+        unit: int,
+        *,
+        probe: bool = False,
     ) -> list[int]:
-        """One read and its retries, alone on the bus; retried only when the answer was lost or garbled."""
+        """One read and its retries, alone on the bus; retried only when the answer was lost or garbled
+        (for a `probe`, only when garbled)."""
         async with self._lock:
             for attempt in range(timing.retries + 1):
                 wait = self._quiet_since + timing.pause_between_requests_s - time.monotonic()
@@ -169,7 +217,11 @@ class BusWorker:
                 except AgentError as exc:
                     if unit in self._health:
                         self._health[unit].record_error(exc)
-                    if not exc.retryable or attempt == timing.retries:
+                    if (
+                        not exc.retryable
+                        or attempt == timing.retries
+                        or (probe and isinstance(exc, ModbusTimeout))
+                    ):
                         raise
                     log.debug("bus %s unit %d: %s; retrying", self.name, unit, exc)
                 finally:
@@ -182,8 +234,11 @@ class BusWorker:
         kept within it when they can be."""
         results: dict[str, Poll] = {}
         down: BusUnavailable | None = None
-        suspects = {slot.id for slot in self.meters if slot.breaker.failures}
-        for slot in sorted(self.meters, key=lambda slot: slot.id in suspects):
+        live = [slot for slot in self.meters if not slot.suspect]
+        probes = sorted((slot for slot in self.meters if slot.suspect), key=lambda slot: -slot.waiting)
+        due = sum(slot.breaker.due for slot in probes)
+        starved_allowed = first = True
+        for slot in live + probes:
             if down is not None:
                 results[slot.id] = Poll.unread(slot.profile, str(down))
             elif not slot.breaker.should_poll():
@@ -192,12 +247,19 @@ class BusWorker:
                 results[slot.id] = Poll.unread(slot.profile, "not polled: stopped answering, breaker open")
             else:
                 timing = slot.timing
-                if slot.id in suspects:
-                    timing = suspect_timing(
-                        timing, math.inf if deadline is None else deadline - time.monotonic()
-                    )
+                if slot.suspect:
+                    starved = starved_allowed and slot.waiting >= STARVED_CYCLES
+                    starved_allowed &= not starved
+                    left = math.inf if deadline is None else deadline - time.monotonic()
+                    cut = probe_timing(slot.timing, left, due, first=first, starved=starved)
+                    due -= 1
+                    if cut is None:
+                        slot.waiting += 1
+                        results[slot.id] = Poll.unread(slot.profile, "not polled: probe waits for time")
+                        continue
+                    timing, slot.waiting, first = cut, 0, False
                 started = time.monotonic()
-                result = results[slot.id] = await self._poll(slot, timing)
+                result = results[slot.id] = await self._poll(slot, timing, probe=slot.suspect)
                 down = next((f for f in result.failures if isinstance(f, BusUnavailable)), None)
                 if down is None:
                     self._account(slot, result)
@@ -215,9 +277,10 @@ class BusWorker:
         self._maybe_summarise()
         return [to_reading(results[slot.id], slot.profile, slot.id, clock) for slot in self.meters]
 
-    async def _poll(self, slot: MeterSlot, timing: EffectiveTiming) -> Poll:
+    async def _poll(self, slot: MeterSlot, timing: EffectiveTiming, *, probe: bool) -> Poll:
+        channel = _MeterChannel(self, timing, probe=probe)
         try:
-            return await poll(self.channel(timing), slot.profile, slot.unit, slot.requests, slot.ratios)
+            return await poll(channel, slot.profile, slot.unit, slot.requests, slot.ratios, slot.decoder)
         except Exception:  # one meter's bug must not stop the others; logged with its traceback
             log.exception("meter %s on bus %s: unexpected error; no reading this cycle", slot.id, self.name)
             return Poll.unread(slot.profile, "internal error, see the agent's log")

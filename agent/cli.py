@@ -10,14 +10,13 @@ import asyncio
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from agent.config import AgentConfig
 from agent.errors import AgentError, BusUnavailable
 from agent.poller import Poll, poll
-from agent.scan import ScanReport, scan, serial_links
 from agent.transport import Link, ModbusReader, SerialPortLink, TcpLink
 from kilowatch.cli_support import (
     EXIT_CONFIG,
@@ -31,6 +30,9 @@ from kilowatch.cli_support import (
 from kilowatch.profiles import Connection, Profile, Table, load_builtin
 from kilowatch.quantities import QUANTITIES
 from kilowatch.timebase import utc_datetime
+
+if TYPE_CHECKING:
+    from agent.scan import ScanReport
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -356,15 +358,24 @@ def check(
     if problems:
         fail(f"{config}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems), EXIT_CONFIG)
     meters = [m for bus in report.buses for m in bus.meters]
-    busiest = max(report.buses, key=lambda b: b.share)
+    estimated = [b for b in report.buses if b.share is not None]
+    busiest = (
+        "no line-time estimate (Modbus TCP)"
+        if not estimated
+        else (
+            f"busiest bus {(b := max(estimated, key=lambda b: b.share or 0)).name} at {b.share or 0:.1%} of the "
+            f"{agent_config.poll_interval_s:g} s poll interval"
+        )
+    )
     typer.echo(
         f"ok {config}: {len(report.buses)} bus(es), {len(meters)} meter(s), {len(profile_ids)} profile(s), "
-        f"{sum(len(m.requests) for m in meters)} requests per cycle; busiest bus {busiest.name} at "
-        f"{busiest.share:.1%} of the {agent_config.poll_interval_s:g} s poll interval"
+        f"{sum(len(m.requests) for m in meters)} requests per cycle; {busiest}"
     )
 
 
 def _scan_links(tcp: str | None, rtu: str | None, baud: str | None, parity: str | None) -> list[Link]:
+    from agent.scan import serial_links
+
     """The links `--tcp` or `--rtu` with its `--baud` and `--parity` lists ask for; ValueError if bad."""
     if (tcp is None) == (rtu is None):
         raise ValueError("give exactly one of --tcp HOST:PORT and --rtu DEVICE")
@@ -425,6 +436,7 @@ def scan_command(
     from rich.console import Console
     from rich.progress import Progress
 
+    from agent.scan import scan
     from kilowatch.profiles import builtin_ids
 
     try:

@@ -55,6 +55,13 @@ class MqttSettings(BrokerSettings):
     client_id: str | None = Field(
         None, max_length=64, description="MQTT client id; null means kilowatch-<site>-<gateway>"
     )
+    reconnect_max_s: float = Field(
+        8.0,
+        gt=0,
+        description="Longest wait between reconnection attempts: after three quick retries the wait "
+        "doubles up to this, with jitter, so the agent is back on average within half of it once the "
+        "broker returns, and many gateways arrive spread over it",
+    )
 
 
 class ClockMode(StrEnum):
@@ -169,6 +176,31 @@ def effective_timing(meter: Timing, bus: Timing, profile: Profile) -> EffectiveT
     return EffectiveTiming(**chosen)
 
 
+QUANTITIES = (
+    "The quantities to read (names as in `kilowatch profiles show`), all of the profile's by default; a "
+    "meter's list replaces its bus's. Fewer quantities, fewer registers: the read plan shrinks, and so do "
+    "the bus time, the CPU and the messages (`kilowatch agent plan` shows it)"
+)
+"""The description the meter's and the bus's `quantities` share."""
+
+
+def select(profile: Profile, quantities: list[str] | None) -> Profile:
+    """`profile` reduced to `quantities` (None: all) and the parameters they need, for planning and
+    decoding (its id unchanged: readings still name the profile)."""
+    if quantities is None:
+        return profile
+    wanted = set(quantities)
+    registers = [reg for reg in profile.registers if reg.quantity in wanted]
+    held = profile.ratio_registers
+    needed = {reg.scale_factor for reg in registers} | {
+        name
+        for name, flag in ((held.ct, "ct_scaled"), (held.vt, "vt_scaled"))
+        if any(getattr(reg, flag) for reg in registers)
+    }
+    parameters = [p for p in profile.parameters if p.name in needed]
+    return profile.model_copy(update={"registers": registers, "parameters": parameters})
+
+
 class Meter(_Strict):
     """One meter on a bus."""
 
@@ -191,6 +223,12 @@ class Meter(_Strict):
     )
     vt_ratio: float = Field(
         1.0, gt=0, description="Voltage transformer ratio, likewise for registers marked vt_scaled"
+    )
+    quantities: list[str] | None = Field(
+        None,
+        min_length=1,
+        description=QUANTITIES,
+        examples=[["voltage_l1_v", "current_l1_a", "active_power_w", "energy_import_kwh"]],
     )
 
     @property
@@ -230,9 +268,10 @@ class _BusBase(_Strict):
     meters: list[Meter] = Field(
         min_length=1,
         description="Meters on this bus, polled one request at a time. A meter that stops answering is "
-        "skipped for a growing number of cycles, then probed again",
+        "probed now and then, in the time the others leave in each cycle",
         examples=[[{"id": "main-incomer", "profile": "eastron-sdm630", "unit": 1}]],
     )
+    quantities: list[str] | None = Field(None, min_length=1, description=QUANTITIES)
 
     @model_validator(mode="before")
     @classmethod
@@ -263,8 +302,37 @@ class _BusBase(_Strict):
         _raise_if_any("Bus", errors)
         return self
 
+    @model_validator(mode="after")
+    def _quantities_known(self) -> Self:
+        """Every selected quantity is one the meter's profile maps (checked where the list is written)."""
+        errors = []
+        for i, meter in enumerate(self.meters):
+            where: tuple[str | int, ...] = (
+                ("meters", i, "quantities") if meter.quantities else ("quantities",)
+            )
+            mapped = {reg.quantity for reg in load_builtin(meter.profile).registers}
+            for j, name in enumerate(meter.quantities or self.quantities or []):
+                if name not in mapped:
+                    errors.append(
+                        InitErrorDetails(
+                            type=PydanticCustomError(
+                                "unmapped_quantity",
+                                "{name} is not a quantity of profile {profile}",
+                                {"name": name, "profile": meter.profile},
+                            ),
+                            loc=(*where, j),
+                            input=name,
+                        )
+                    )
+        _raise_if_any("Bus", errors)
+        return self
+
     def timing_of(self, meter: Meter) -> EffectiveTiming:
         return effective_timing(meter.timing, self.timing, load_builtin(meter.profile))
+
+    def profile_of(self, meter: Meter) -> Profile:
+        """The meter's profile reduced to the quantities it is read for."""
+        return select(load_builtin(meter.profile), meter.quantities or self.quantities)
 
 
 TRANSPORT = (

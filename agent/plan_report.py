@@ -1,8 +1,10 @@
 """What ``kilowatch agent plan`` and ``agent check`` report: each meter's requests and the bus time they cost.
 
 The estimate uses the bus's serial settings when it has them (RTU buses, RTU-over-TCP converters with a
-known baud rate); otherwise each meter's profile connection defaults, labelled as an assumption, since a
-Modbus TCP bus usually ends at a TCP-to-RS-485 gateway whose line speed the agent cannot see.
+known baud rate), otherwise each meter's profile connection defaults, labelled as an assumption. A Modbus
+TCP bus gets no estimate: a meter with Ethernet answers in milliseconds, and the serial line behind a
+TCP-to-RS-485 gateway is not something the agent can see (the serial model there was off by 30 times);
+its plan still lists the requests and their bytes, and it never counts as over its poll interval.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.bus_time import RtuTiming, SerialLine, rtu_read_bytes, tcp_read_bytes
 from agent.config import AgentConfig, Bus
 from agent.planner import plan, plan_time_s
-from kilowatch.profiles import Profile, load_builtin
+from kilowatch.profiles import Profile
 
-BaudSource = Literal["bus", "profile", "assumed"]
+BaudSource = Literal["bus", "profile", "assumed", "none"]
 """``bus``: the bus sets it; ``profile``: the agent opens its serial port at the profile's default;
-``assumed``: the line is behind a gateway or converter whose rate the config does not give."""
+``assumed``: the line is behind a converter whose rate the config does not give; ``none``: Modbus TCP, no
+serial line is modelled."""
+TCP_LINE = "Modbus TCP"
 
 
 class _Out(BaseModel):
@@ -32,31 +36,35 @@ class RequestPlan(_Out):
     quantities: list[str] = Field(description="Quantities (and parameters) decoded from the answer")
     request_bytes: int = Field(description="Bytes sent, in the bus's framing")
     response_bytes: int = Field(description="Bytes received, in the bus's framing")
-    time_s: float = Field(description="Estimated line time of this request")
+    time_s: float | None = Field(description="Estimated line time of this request; null on Modbus TCP")
 
 
 class MeterPlan(_Out):
     id: str
     unit: int
     profile: str
-    line: str = Field(description="Serial format the estimate assumes, e.g. '9600 8N1'")
+    line: str = Field(description="Serial format the estimate assumes, e.g. '9600 8N1', or 'Modbus TCP'")
     baud_source: BaudSource = Field(description="Where the baud rate of the estimate comes from")
     pause_s: float = Field(description="Pause kept before each request, included in time_s")
     requests: list[RequestPlan]
-    time_s: float = Field(description="Estimated line time of one poll of this meter")
+    time_s: float | None = Field(
+        description="Estimated line time of one poll of this meter; null on Modbus TCP"
+    )
 
 
 class BusPlan(_Out):
     name: str
     transport: str
     meters: list[MeterPlan]
-    time_s: float = Field(description="Estimated line time of one poll cycle of every meter")
+    time_s: float | None = Field(description="Estimated line time of one poll cycle of every meter")
     poll_interval_s: float
-    share: float = Field(description="time_s / poll_interval_s; above 1 the poll interval cannot be kept")
+    share: float | None = Field(
+        description="time_s / poll_interval_s; above 1 the poll interval cannot be kept; null on Modbus TCP"
+    )
 
     @property
     def over_budget(self) -> bool:
-        return self.share > 1
+        return self.share is not None and self.share > 1
 
     @property
     def known_line(self) -> bool:
@@ -75,7 +83,7 @@ def bus_line(bus: Bus, profile: Profile) -> tuple[SerialLine, BaudSource]:
     Read leniently (``getattr``) because only serial kinds of bus have a ``line`` and a ``baud``.
     """
     line: SerialLine | None = getattr(bus, "line", None)
-    if line is None:
+    if line is None:  # only the RTU-over-TCP and RTU kinds of bus reach here
         return SerialLine.of(profile.connection), "assumed"
     if getattr(bus, "baud", None) is not None:
         return line, "bus"
@@ -87,21 +95,22 @@ def agent_plan(config: AgentConfig, *, turnaround_s: float) -> AgentPlan:
     """Plan every meter of `config` and estimate each bus's line time per poll cycle."""
     buses = []
     for bus in config.buses:
-        frame = tcp_read_bytes if bus.transport == "tcp" else rtu_read_bytes
+        tcp = bus.transport == "tcp"
+        frame = tcp_read_bytes if tcp else rtu_read_bytes
         meters = []
         for meter in bus.meters:
-            profile = load_builtin(meter.profile)
-            line, source = bus_line(bus, profile)
+            profile = bus.profile_of(meter)
+            line, source = bus_line(bus, profile) if not tcp else (SerialLine.of(profile.connection), "none")
             timing = RtuTiming(
                 line=line, turnaround_s=turnaround_s, pause_s=bus.timing_of(meter).pause_between_requests_s
             )
-            requests = plan(profile, timing=timing)
+            requests = plan(profile, timing=timing)  # the planner's ranking, as the bus worker plans it
             meters.append(
                 MeterPlan(
                     id=meter.id,
                     unit=meter.unit,
                     profile=profile.id,
-                    line=str(line),
+                    line=TCP_LINE if tcp else str(line),
                     baud_source=source,
                     pause_s=timing.pause_s,
                     requests=[
@@ -112,14 +121,14 @@ def agent_plan(config: AgentConfig, *, turnaround_s: float) -> AgentPlan:
                             quantities=[reg.label for reg in r.registers],
                             request_bytes=frame(r.count)[0],
                             response_bytes=frame(r.count)[1],
-                            time_s=timing.read_s(r.count),
+                            time_s=None if tcp else timing.read_s(r.count),
                         )
                         for r in requests
                     ],
-                    time_s=plan_time_s(requests, timing),
+                    time_s=None if tcp else plan_time_s(requests, timing),
                 )
             )
-        total = sum(m.time_s for m in meters)
+        total = None if tcp else sum(m.time_s or 0.0 for m in meters)
         buses.append(
             BusPlan(
                 name=bus.name,
@@ -127,7 +136,7 @@ def agent_plan(config: AgentConfig, *, turnaround_s: float) -> AgentPlan:
                 meters=meters,
                 time_s=total,
                 poll_interval_s=config.poll_interval_s,
-                share=total / config.poll_interval_s,
+                share=None if total is None else total / config.poll_interval_s,
             )
         )
     return AgentPlan(turnaround_s=turnaround_s, buses=buses)
@@ -137,6 +146,7 @@ SOURCE_LABELS: dict[BaudSource, str] = {
     "bus": "baud from the bus",
     "profile": "baud from the profile's connection",
     "assumed": "baud assumed from the profile's connection",
+    "none": "no line-time estimate",
 }
 
 
@@ -149,21 +159,35 @@ def render(agent: AgentPlan) -> list[str]:
             where = SOURCE_LABELS[meter.baud_source]
             lines.append(f"  meter {meter.id}: unit {meter.unit}, {meter.profile}, {meter.line} ({where})")
             for r in meter.requests:
+                took = "" if r.time_s is None else f" {r.time_s * 1000:7.1f} ms"
                 lines.append(
-                    f"    FC{r.function:02d} {r.start} x{r.count:<3d} {r.time_s * 1000:7.1f} ms  "
-                    + ", ".join(r.quantities)
+                    f"    FC{r.function:02d} {r.start} x{r.count:<3d}{took}  " + ", ".join(r.quantities)
                 )
+            registers = sum(r.count for r in meter.requests)
+            if meter.time_s is None:
+                lines.append(f"    {len(meter.requests)} requests, {registers} registers per poll")
+                continue
             pauses = f" including {meter.pause_s * 1000:g} ms pause per request" if meter.pause_s else ""
-            lines.append(f"    {len(meter.requests)} requests, {meter.time_s * 1000:.1f} ms per poll{pauses}")
-        lines.append(
-            f"  bus total {bus.time_s * 1000:.1f} ms per cycle, {bus.share:.1%} of the "
-            f"{bus.poll_interval_s:g} s poll interval"
-        )
+            lines.append(
+                f"    {len(meter.requests)} requests, {registers} registers, {meter.time_s * 1000:.1f} ms per "
+                f"poll{pauses}"
+            )
+        requests = sum(len(m.requests) for m in bus.meters)
+        if bus.time_s is None or bus.share is None:
+            lines.append(
+                f"  bus total {requests} requests per cycle; no line-time estimate on Modbus TCP (a serial line "
+                "behind a gateway: describe it as rtu-over-tcp with its baud for one)"
+            )
+        else:
+            lines.append(
+                f"  bus total {requests} requests, {bus.time_s * 1000:.1f} ms per cycle, {bus.share:.1%} of the "
+                f"{bus.poll_interval_s:g} s poll interval"
+            )
     return lines
 
 
 def over_budget_message(bus: BusPlan) -> str:
     return (
-        f"bus {bus.name}: one poll cycle takes an estimated {bus.time_s:.3g} s, longer than the "
+        f"bus {bus.name}: one poll cycle takes an estimated {bus.time_s or 0:.3g} s, longer than the "
         f"{bus.poll_interval_s:g} s poll interval"
     )

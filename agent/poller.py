@@ -16,11 +16,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from agent.clock import boottime_ms, now_ms
+from agent.decoder import PlanDecoder
 from agent.errors import AgentError
 from agent.planner import Request, plan
 from agent.transport import RegisterReader
 from kilowatch.mqtt_contract import ClockState, Quality, Reading
-from kilowatch.profiles import Profile, Ratios, Register, Table
+from kilowatch.profiles import Profile, Ratios, Register
 from kilowatch.quantities import out_of_range
 
 NOT_AVAILABLE = "not available (NaN or sentinel value)"
@@ -54,32 +55,37 @@ async def poll(
     unit: int,
     requests: Sequence[Request] | None = None,
     ratios: Ratios | None = None,
+    decoder: PlanDecoder | None = None,
 ) -> Poll:
     """Read and decode every register of `profile` from `unit`; never raises an AgentError.
 
-    `requests` is the read plan when the caller keeps one (the bus worker plans each meter once);
-    `ratios` the meter's configured CT/VT ratios. Every answer is kept as words first, because a value
-    may need a parameter (a scale factor, a ratio) that another request reads.
+    `requests` is the read plan when the caller keeps one (the bus worker plans each meter once), and
+    `decoder` that plan compiled (:class:`agent.decoder.PlanDecoder`, built here when not given); `ratios`
+    the meter's configured CT/VT ratios. Every answer is kept as words first, because a value may need a
+    parameter (a scale factor, a ratio) that another request reads.
     """
     result = Poll(ts=now_ms())
     silent: AgentError | None = None
-    words: dict[tuple[Table, int], int] = {}
+    requests = plan(profile) if requests is None else requests
+    answers: list[list[int] | None] = []
     unread: dict[str, str] = {}
     """Parameter or quantity -> why its words are missing."""
-    for request in plan(profile) if requests is None else requests:
+    for request in requests:
+        answers.append(None)
         if silent is not None:
             unread.update((item.label, str(silent)) for item in request.registers)
             continue
         try:
-            answer = await reader.read(request.table, request.address, request.count, unit)
+            answers[-1] = await reader.read(request.table, request.address, request.count, unit)
         except AgentError as exc:
             result.failures.append(exc)
             unread.update((item.label, str(exc)) for item in request.registers)
             if exc.unreachable:
                 silent = exc
-            continue
-        words.update(((request.table, request.address + i), w) for i, w in enumerate(answer))
-    decoded = profile.decode(words, ratios)
+    decoded = (decoder or PlanDecoder(profile, requests, ratios)).decode(answers)
+    if silent is not None and not decoded:  # nothing answered: no need to go through the registers
+        result.errors = dict.fromkeys((reg.quantity for reg in profile.registers), str(silent))
+        return result
     for reg in profile.registers:
         value = decoded.get(reg.quantity)
         if value is not None:
@@ -105,14 +111,22 @@ def _ratio_parameters(profile: Profile, reg: Register) -> list[str | None]:
 
 def to_reading(result: Poll, profile: Profile, meter_id: str, clock_state: ClockState) -> Reading:
     """A poll as the wire :class:`Reading`; what could not be read gets per-value ERROR quality, what
-    decoded to an impossible value BAD quality and its reason."""
-    return Reading(
+    decoded to an impossible value BAD quality and its reason. A meter not read at all (no answer,
+    breaker open, bus down) is one ERROR reading without a list of its quantities: the contract's
+    "not read" reading, whose cause the agent logs once per change.
+
+    Built without validation: the poll already holds the contract's rules (known quantities, finite
+    values within their ranges, bad values apart), and this runs for every meter every cycle."""
+    unread = not result.values and not result.bad and len(result.errors) == len(profile.registers)
+    return Reading.model_construct(
         meter=meter_id,
         profile=profile.id,
         ts=result.ts,
         values=result.values,
         quality=Quality.ERROR if result.errors else Quality.BAD if result.bad else Quality.GOOD,
-        value_quality=dict.fromkeys(result.bad, Quality.BAD) | dict.fromkeys(result.errors, Quality.ERROR),
+        value_quality={}
+        if unread
+        else dict.fromkeys(result.bad, Quality.BAD) | dict.fromkeys(result.errors, Quality.ERROR),
         value_reasons=result.bad,
         clock=clock_state,
         mono_ms=result.mono_ms,

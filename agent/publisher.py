@@ -53,6 +53,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QOS_AT_LEAST_ONCE = 1
+QUICK_RETRIES = 3
+"""Reconnection attempts at ``reconnect_min_s`` before the wait starts doubling: a broker restart is over
+in seconds."""
 READ_CHUNK = 64
 """Batches read from the spool at a time, per stream."""
 REFUSED_CREDENTIALS = {4, 5, 134, 135}
@@ -156,6 +159,9 @@ class Publisher:
         self.clock_anchor: ClockAnchor | None = None
         """This boot's clock anchor, carried by every online status once the clock is synchronised."""
         self._status_changed = False
+        self._own_from = self.spool.last_seq + 1
+        """The first seq this process spools: earlier batches may predate a change of the contract, and
+        are checked against it before they are sent; later ones were built to it, and are sent as stored."""
 
     @property
     def pending(self) -> int:
@@ -257,7 +263,9 @@ class Publisher:
         """Keep a session up until asked to stop; the broker being down is normal, not fatal."""
         import aiomqtt
 
-        backoff = Backoff(first_s=self.settings.reconnect_min_s, max_s=self.settings.reconnect_max_s)
+        backoff = Backoff(
+            first_s=self.settings.reconnect_min_s, max_s=self.settings.reconnect_max_s, quick=QUICK_RETRIES
+        )
         where = self.settings.address
         while not self._stop.is_set():
             try:
@@ -341,18 +349,32 @@ class Publisher:
                         timeout=2,
                     )
 
+    def _batch_message(self, batch: SpooledBatch) -> bytes:
+        """The :class:`ReadingsBatch` of a spooled batch. One this process spooled is its stored readings
+        in the envelope, as they are (no model objects: this runs every cycle); an older one is checked
+        against the contract first (ValidationError)."""
+        envelope = ReadingsBatch.model_construct(
+            schema_version=1,
+            site=self.site,
+            gateway=self.gateway,
+            seq=batch.seq,
+            spool_id=self.spool.spool_id,
+            sent_at=now_ms(),
+            boot_id=batch.boot_id,
+            readings=[],
+        )
+        if batch.seq < self._own_from:
+            return (
+                ReadingsBatch.model_validate(envelope.model_dump() | {"readings": batch.readings})
+                .model_dump_json()
+                .encode()
+            )
+        head = envelope.model_dump_json(exclude={"readings"}).encode()
+        return head[:-1] + b',"readings":' + batch.payload + b"}"
+
     async def _send_batch(self, client: aiomqtt.Client, batch: SpooledBatch) -> None:
         try:
-            message = ReadingsBatch(
-                schema_version=SCHEMA_VERSION,
-                site=self.site,
-                gateway=self.gateway,
-                seq=batch.seq,
-                spool_id=self.spool.spool_id,
-                sent_at=now_ms(),
-                boot_id=batch.boot_id,
-                readings=batch.readings,
-            )
+            message = self._batch_message(batch)
         except ValidationError as exc:  # would block the queue at every start: keep it aside, go on
             log.error(
                 "spool %s: batch %d does not fit the MQTT contract (%s); kept in its unpublishable table",
@@ -362,7 +384,7 @@ class Publisher:
             )
             await asyncio.to_thread(self.spool.set_aside, batch.seq, str(exc))
             return
-        await client.publish(self.readings_topic, message.model_dump_json().encode(), qos=QOS_AT_LEAST_ONCE)
+        await client.publish(self.readings_topic, message, qos=QOS_AT_LEAST_ONCE)
         self.spool.ack(batch.seq)
         self.published += 1
 

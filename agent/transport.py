@@ -2,8 +2,9 @@
 
 Everything above this module (bus worker, poller, runner, CLI) depends only on :class:`RegisterReader`,
 so unit tests feed canned register maps without sockets. Three transports share one reader: Modbus TCP,
-Modbus RTU on a serial port, and RTU frames tunnelled through a serial server's TCP port. This is the one
-place where pymodbus exceptions become :mod:`agent.errors` exceptions.
+Modbus RTU on a serial port, and RTU frames tunnelled through a serial server's TCP port; Modbus TCP goes
+through the lean client of :mod:`agent.modbus_tcp`, the RTU framings through pymodbus. This is the one
+place where either's exceptions become :mod:`agent.errors` exceptions.
 
 A timeout of one unit never closes the port or connection: on a shared RS-485 line that would cost every
 other meter a reconnect. Only a lost link (port gone, connection reset) closes it, and the next read
@@ -30,12 +31,13 @@ from agent.errors import (
     ModbusTimeout,
     WrongUnit,
 )
+from agent.modbus_tcp import ModbusTcpClient, ModbusTcpException, ModbusTcpMalformed
 from kilowatch.profiles import Table
 
 if TYPE_CHECKING:
     from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
-    ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient
+    ModbusClient = AsyncModbusTcpClient | AsyncModbusSerialClient | ModbusTcpClient
 
 Trace = Callable[[bool, bytes], bytes]
 
@@ -114,21 +116,12 @@ class TcpLink:
         return f"{self.host}:{self.port}"
 
     def client(self, trace: Trace) -> ModbusClient:
-        from pymodbus import FramerType
-        from pymodbus.client import AsyncModbusTcpClient
-
-        return AsyncModbusTcpClient(
-            self.host,
-            port=self.port,
-            framer=FramerType.RTU if self.rtu_framing else FramerType.SOCKET,
-            timeout=BACKSTOP_TIMEOUT_S,
-            retries=0,
-            reconnect_delay=0,
-            trace_packet=trace,
-        )
+        """The lean client of :mod:`agent.modbus_tcp` (nothing to trace: a late answer is dropped by its
+        transaction id)."""
+        return ModbusTcpClient(self.host, self.port)
 
     def open_problem(self) -> str:
-        """Why opening failed (pymodbus only logs it): for TCP, refused or unreachable."""
+        """Why opening failed: for TCP, refused or unreachable."""
         return f"cannot connect to {self}"
 
 
@@ -137,6 +130,20 @@ class RtuOverTcpLink(TcpLink):
     """RTU frames through a serial server's TCP port (a converter in transparent / raw mode)."""
 
     rtu_framing: ClassVar[bool] = True
+
+    def client(self, trace: Trace) -> ModbusClient:
+        from pymodbus import FramerType
+        from pymodbus.client import AsyncModbusTcpClient
+
+        return AsyncModbusTcpClient(
+            self.host,
+            port=self.port,
+            framer=FramerType.RTU,
+            timeout=BACKSTOP_TIMEOUT_S,
+            retries=0,
+            reconnect_delay=0,
+            trace_packet=trace,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -276,9 +283,11 @@ class ModbusReader:
     async def read(
         self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
     ) -> list[int]:
+        client = await self._connected()
+        if isinstance(client, ModbusTcpClient):
+            return await self._read_tcp(client, table, address, count, unit, timeout_s)
         from pymodbus.exceptions import ModbusException, ModbusIOException
 
-        client = await self._connected()
         call = client.read_input_registers if table is Table.INPUT else client.read_holding_registers
         self._heard = b""
         try:
@@ -304,6 +313,28 @@ class ModbusReader:
                 self.bus, unit, address, f"asked for {count} registers, got {len(registers)}"
             )
         return registers
+
+    async def _read_tcp(
+        self,
+        client: ModbusTcpClient,
+        table: Table,
+        address: int,
+        count: int,
+        unit: int,
+        timeout_s: float | None,
+    ) -> list[int]:
+        try:
+            async with asyncio.timeout(timeout_s or self.unit_timeouts.get(unit, self.timeout_s)):
+                return await client.read_registers(table.function_code, address, count, unit)
+        except TimeoutError as exc:
+            raise ModbusTimeout(self.bus, unit, address) from exc
+        except ModbusTcpException as exc:
+            raise ModbusExceptionResponse(self.bus, unit, address, exc.code) from exc
+        except ModbusTcpMalformed as exc:
+            raise MalformedResponse(self.bus, unit, address, str(exc)) from exc
+        except OSError as exc:  # the connection is gone
+            self.close()
+            raise BusUnavailable(self.bus, f"{self.link}: {exc}") from exc
 
 
 class MemoryReader:

@@ -8,19 +8,22 @@ Every figure is printed beside a baseline measured in the same run, never assert
 2. estimated RTU bus time per cycle at 9600 8N1 (``agent.bus_time``): the agent's plan vs the best plan
    found by trying every way to split the registers into requests (independent of the planner's dynamic
    programming) vs one request per quantity;
-3. CPU per meter-poll (spooling and publishing included) and peak RSS of the real agent (``kilowatch agent
-   run`` in a child process, its SQLite spool file in the benchmark's temporary folder, committed every
-   ``commit_interval_s`` as configured) vs a naive poller (pymodbus, one request per quantity, one MQTT
-   message per meter, nothing on disk), both reading one ``kilowatch sim serve`` process (units 1-32,
-   Modbus TCP on loopback) and publishing to a real Mosquitto; CPU comes from /proc/<pid>/stat between two
-   cycles after a warm-up, so start-up is not counted, and the simulator's CPU never is;
-4. with one meter dead (``--fault N:dead``), how often the other 31 update, read from the readings topics,
-   for both pollers with the same timeout and retries.
+3. CPU per meter-poll (spooling and publishing included), RSS (after imports, and the peak while
+   running) and bytes per reading on the wire of the real agent (``kilowatch agent run`` in a child
+   process, its SQLite spool file in the benchmark's temporary folder), reading all 31 quantities of the
+   SDM630 and, through ``quantities:`` in its agent.yaml, the 11 the issue lists, vs a naive poller
+   (pymodbus, one request per quantity, one MQTT message per meter, nothing on disk) reading those 11; all
+   read one ``kilowatch sim serve`` process (units 1-32, Modbus TCP on loopback) and publish to a real
+   Mosquitto; CPU comes from /proc/<pid>/stat between two cycles after a warm-up, so start-up is not
+   counted, and the simulator's CPU never is;
+4. with one meter dead, then eight (``--fault N:dead``, from the start), how often the live meters
+   update, read from the readings topics, for both pollers with the same timeout and retries;
+5. recovery after a broker restart (``--restarts`` times, ``--outage-seconds`` each): seconds from the
+   broker listening again to the agent's online status (its first message of the new session), and the
+   readings of the outage delivered afterwards; the naive poller has no reconnection.
 
-The meters are read for what the issue lists (phase voltages and currents, total power, power factor,
-frequency, import and export energy): a reduced copy of the shipped SDM630 profile, written to a
-temporary profile folder that the agent child is pointed at (its only difference from ``kilowatch agent
-run``). The naive poller imports no kilowatch code, so its RSS is that of a small pymodbus script.
+The naive poller imports no kilowatch code, so its RSS is that of a small pymodbus script. The machine may
+be shared: CPU figures are comparable within one run, not across machines.
 """
 
 from __future__ import annotations
@@ -76,7 +79,7 @@ RETRIES = 1
 WARMUP_CYCLES = 3
 STALL_S = 60.0
 """A poller that publishes nothing for this long has failed; its log is shown."""
-AGENT_CHILD, NAIVE_CHILD = "_agent", "_naive"
+NAIVE_CHILD = "_naive"
 
 
 def meter_id(unit: int) -> str:
@@ -242,49 +245,37 @@ async def naive_poller(spec: NaiveSpec) -> None:
 # --- the agent (a child process) ------------------------------------------------------------------------
 
 
-def agent_child(profiles: Path, argv: list[str]) -> None:
-    """``kilowatch <argv>`` with the built-in profile folder replaced by `profiles`."""
-    import kilowatch.profiles
-
-    kilowatch.profiles.builtin_dir = lambda: profiles
-    from app.cli import app
-
-    app(argv)
-
-
-def write_agent_files(work: Path, broker: Mosquitto, modbus_port: int, timeout_s: float) -> Path:
-    """The bench profile in a profile folder of its own, and an agent.yaml polling it; returns the config."""
+def write_agent_config(
+    work: Path, broker: Mosquitto, modbus_port: int, timeout_s: float, quantities: Sequence[str] | None
+) -> Path:
+    """An agent.yaml polling the simulator's 32 SDM630s (all their quantities, or `quantities`)."""
     import yaml
 
-    profiles = work / "profiles"
-    profiles.mkdir()
-    profile = bench_profile()
-    (profiles / f"{profile.id}.yaml").write_text(yaml.safe_dump(profile.model_dump(mode="json")))
+    name = "all" if quantities is None else f"{len(quantities)}"
+    bus: dict[str, object] = {
+        "name": "sim",
+        "transport": "tcp",
+        "host": "127.0.0.1",
+        "port": modbus_port,
+        "timing": {"timeout_s": timeout_s, "retries": RETRIES},
+        "meters": [{"id": meter_id(u), "profile": "eastron-sdm630", "unit": u} for u in range(1, METERS + 1)],
+    }
+    if quantities is not None:
+        bus["quantities"] = list(quantities)
     config = {
         "site": SITE,
         "gateway": GATEWAY,
         "poll_interval_s": 1,
         "mqtt": {"host": broker.host, "port": broker.port},
-        "spool": {"path": str(work / "agent-spool.db")},
-        "buses": [
-            {
-                "name": "sim",
-                "transport": "tcp",
-                "host": "127.0.0.1",
-                "port": modbus_port,
-                "timing": {"timeout_s": timeout_s, "retries": RETRIES},
-                "meters": [
-                    {"id": meter_id(u), "profile": profile.id, "unit": u} for u in range(1, METERS + 1)
-                ],
-            }
-        ],
+        "spool": {"path": str(work / f"agent-spool-{name}.db")},
+        "buses": [bus],
     }
-    path = work / "agent.yaml"
+    path = work / f"agent-{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
 
 
-# --- 3 and 4: measuring a running poller ----------------------------------------------------------------
+# --- 3, 4 and 5: measuring a running poller -------------------------------------------------------------
 
 Seen = tuple[str, int, bool]
 """(meter, reading timestamp in ms, every quantity read)."""
@@ -299,6 +290,15 @@ class Arm:
     topic: str
     parse: Callable[[bytes], tuple[list[Seen], bool]]
     """A message -> the readings in it, and whether it ends a poll cycle."""
+    quantities: int
+    spool: Path | None = None
+    """Deleted before each start, so no measurement replays another's backlog."""
+
+    def start(self, log: Path) -> Process:
+        if self.spool is not None:
+            for part in (self.spool, *(self.spool.with_name(self.spool.name + s) for s in ("-wal", "-shm"))):
+                part.unlink(missing_ok=True)
+        return Process(self.name, self.command, log).start()
 
 
 def parse_agent(payload: bytes) -> tuple[list[Seen], bool]:
@@ -320,11 +320,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int | str, field: str = "VmHWM") -> float:
+    """A memory figure of /proc/<pid>/status in MiB: VmHWM the peak RSS, VmRSS the current one."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+    raise RuntimeError(f"no {field} in /proc/{pid}/status")
 
 
 @contextlib.asynccontextmanager
@@ -334,7 +335,7 @@ async def running(broker: Mosquitto, arm: Arm, log: Path) -> AsyncIterator[tuple
 
     async with aiomqtt.Client(broker.host, broker.port, identifier=f"bench-watch-{arm.name}") as client:
         await client.subscribe(arm.topic, qos=1)
-        child = Process(arm.name, arm.command, log).start()
+        child = arm.start(log)
         assert child.proc is not None
         try:
             yield child.proc.pid, Messages(client, arm, child)
@@ -343,16 +344,16 @@ async def running(broker: Mosquitto, arm: Arm, log: Path) -> AsyncIterator[tuple
 
 
 class Messages:
-    """A poller's messages, parsed, with the time each arrived."""
+    """A poller's messages, parsed, with the time each arrived and its size."""
 
     def __init__(self, client: aiomqtt.Client, arm: Arm, child: Process) -> None:
         self._messages = aiter(client.messages)
         self._arm = arm
         self._child = child
 
-    async def next(self, within_s: float = STALL_S) -> tuple[list[Seen], bool, float]:
-        """The next message's readings, whether it ends a cycle, and its arrival; TimeoutError if none
-        comes within `within_s` (a RuntimeError quoting the poller's log after STALL_S)."""
+    async def next(self, within_s: float = STALL_S) -> tuple[list[Seen], bool, float, int]:
+        """The next message's readings, whether it ends a cycle, its arrival and its bytes; TimeoutError
+        if none comes within `within_s` (a RuntimeError quoting the poller's log after STALL_S)."""
         try:
             message = await asyncio.wait_for(anext(self._messages), min(within_s, STALL_S))
         except TimeoutError:
@@ -363,14 +364,18 @@ class Messages:
             ) from None
         assert isinstance(message.payload, bytes | bytearray)
         seen, cycle_end = self._arm.parse(bytes(message.payload))
-        return seen, cycle_end, time.monotonic()
+        return seen, cycle_end, time.monotonic(), len(message.payload)
 
 
 @dataclass(frozen=True)
 class CpuFigures:
     cpu_s: float
     polls: int
+    rss_mb: float
     peak_rss_mb: float
+    bytes: int
+    """Payload bytes of the measured cycles' messages."""
+    readings: int
     incomplete: int
     """Readings in the measured cycles that lacked a quantity (should be 0: no meter is faulty)."""
 
@@ -378,19 +383,24 @@ class CpuFigures:
 async def measure_cpu(broker: Mosquitto, arm: Arm, log: Path, cycles: int) -> CpuFigures:
     """CPU between the end of the warm-up cycles and `cycles` cycles later."""
     async with running(broker, arm, log) as (pid, messages):
-        ended = incomplete = 0
+        ended = incomplete = size = readings = 0
         cpu0 = 0.0
         while ended < WARMUP_CYCLES + cycles:
-            seen, cycle_end, _ = await messages.next()
+            seen, cycle_end, _, length = await messages.next()
             if ended >= WARMUP_CYCLES:
                 incomplete += sum(not good for _, _, good in seen)
+                size += length
+                readings += len(seen)
             ended += cycle_end
             if cycle_end and ended == WARMUP_CYCLES:
                 cpu0 = cpu_seconds(pid)
         return CpuFigures(
             cpu_s=cpu_seconds(pid) - cpu0,
             polls=cycles * METERS,
-            peak_rss_mb=peak_rss_mb(pid),
+            rss_mb=rss_mb(pid, "VmRSS"),
+            peak_rss_mb=rss_mb(pid),
+            bytes=size,
+            readings=readings,
             incomplete=incomplete,
         )
 
@@ -398,49 +408,137 @@ async def measure_cpu(broker: Mosquitto, arm: Arm, log: Path, cycles: int) -> Cp
 async def watch_updates(broker: Mosquitto, arm: Arm, log: Path, seconds: float) -> list[tuple[float, Seen]]:
     """Every reading published during `seconds` from the first one, with its arrival time."""
     async with running(broker, arm, log) as (_, messages):
-        seen, _, first = await messages.next()
+        seen, _, first, _ = await messages.next()
         out = [(first, s) for s in seen]
         while (left := first + seconds - time.monotonic()) > 0:
             try:
-                seen, _, arrived = await messages.next(within_s=left)
+                seen, _, arrived, _ = await messages.next(within_s=left)
             except TimeoutError:
                 break
             out.extend((arrived, s) for s in seen)
         return out
 
 
-def print_cpu(rows: list[tuple[str, CpuFigures]]) -> None:
+def print_cpu(rows: list[tuple[Arm, CpuFigures]], imports: dict[str, float]) -> None:
     print(
-        f"{'':<4}{'poller':<44}{'cycles':>7}{'CPU s':>8}{'ms/meter-poll':>15}{'peak RSS MB':>13}{'incomplete':>12}"
+        f"{'':<4}{'poller':<44}{'cycles':>7}{'CPU s':>7}{'ms/meter-poll':>14}{'import MB':>10}{'RSS MB':>8}"
+        f"{'peak MB':>8}{'B/reading':>10}{'B/value':>8}{'incomplete':>11}"
     )
-    for name, f in rows:
+    for arm, f in rows:
         print(
-            f"{'':<4}{name:<44}{f.polls // METERS:>7}{f.cpu_s:>8.2f}{f.cpu_s / f.polls * 1000:>15.3f}"
-            f"{f.peak_rss_mb:>13.1f}{f.incomplete:>12}"
+            f"{'':<4}{arm.name:<44}{f.polls // METERS:>7}{f.cpu_s:>7.2f}{f.cpu_s / f.polls * 1000:>14.3f}"
+            f"{imports[arm.name.split(':')[0]]:>10.1f}{f.rss_mb:>8.1f}{f.peak_rss_mb:>8.1f}"
+            f"{f.bytes / f.readings:>10.0f}{f.bytes / f.readings / arm.quantities:>8.1f}{f.incomplete:>11}"
         )
 
 
-def print_updates(name: str, updates: list[tuple[float, Seen]], dead: str, seconds: float) -> None:
+def print_updates(name: str, updates: list[tuple[float, Seen]], dead: set[str], seconds: float) -> None:
     """Per live meter: updates (complete readings) in the window and the intervals between them, for the
-    whole window and for its second half (once the agent's breaker has had time to open)."""
+    whole window and for its second half (once the agent's breakers have had time to open)."""
     start = min(arrived for arrived, _ in updates)
     for label, since in (("whole", start), ("2nd half", start + seconds / 2)):
         span = start + seconds - since
         stamps: dict[str, list[int]] = defaultdict(list)
         for arrived, (meter, ts, good) in updates:
-            if meter != dead and good and arrived >= since:
+            if meter not in dead and good and arrived >= since:
                 stamps[meter].append(ts)
-        counts = [len(stamps[meter_id(u)]) for u in range(1, METERS + 1) if meter_id(u) != dead]
+        counts = [len(stamps[meter_id(u)]) for u in range(1, METERS + 1) if meter_id(u) not in dead]
         gaps = [(b - a) / 1000 for ts in stamps.values() for a, b in itertools.pairwise(sorted(ts))]
         mean = statistics.fmean(counts)
-        every = f"{span / mean:.2f}" if mean else "never"
+        rate = f"{mean / span:.2f}"
         longest = f"{max(gaps):.1f}" if gaps else f">{span:.0f}"
         within = f"{sum(g <= 1.5 for g in gaps) / len(gaps):.0%}" if gaps else "-"
         starved = sum(c == 0 for c in counts)
         print(
-            f"{'':<4}{name:<30}{label:<9}{span:>5.0f}{mean:>9.1f}{min(counts):>6}{every:>9}"
+            f"{'':<4}{name:<28}{len(dead):>5}  {label:<10}{span:>5.0f}{mean:>9.1f}{rate:>8}{min(counts):>6}"
             f"{longest:>9}{within:>9}{starved:>6}"
         )
+
+
+@dataclass(frozen=True)
+class Recovery:
+    back_s: list[float | None]
+    """Per restart: seconds from the broker listening again to the poller's first message."""
+    outage_readings: list[tuple[int, int]]
+    """Per restart: readings of one meter stamped during the outage that arrived, and cycles it lasted."""
+
+
+async def measure_recovery(
+    broker: Mosquitto, arm: Arm, log: Path, outage_s: float, restarts: int
+) -> Recovery:
+    """Restart the broker `restarts` times under a running poller; how soon it is back each time."""
+    import aiomqtt
+
+    from kilowatch.mqtt_contract import Channel, GatewayState, GatewayStatus, topic
+
+    status_topic = topic(SITE, GATEWAY, Channel.STATUS)
+    child = arm.start(log)
+    back: list[float | None] = []
+    delivered: list[tuple[int, int]] = []
+    try:
+        for _ in range(restarts):
+            await asyncio.sleep(5)  # polling and publishing
+            broker.stop()
+            stopped = time.time()
+            await asyncio.sleep(outage_s)
+            await asyncio.to_thread(broker.restart)
+            listening = time.time()
+            first: float | None = None
+            stamps: set[int] = set()
+            async with aiomqtt.Client(
+                broker.host, broker.port, identifier=f"bench-recovery-{arm.name}"
+            ) as client:
+                await client.subscribe(arm.topic, qos=1)
+                await client.subscribe(status_topic, qos=1)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(outage_s + 20):
+                        async for message in client.messages:
+                            assert isinstance(message.payload, bytes | bytearray)
+                            if str(message.topic) == status_topic:
+                                status = GatewayStatus.model_validate_json(message.payload)
+                                if status.state is GatewayState.ONLINE and first is None:
+                                    first = status.ts / 1000 - listening
+                                continue
+                            if first is None:  # the naive poller has no status: its first reading
+                                first = time.time() - listening
+                            for meter, ts, _ in arm.parse(bytes(message.payload))[0]:
+                                if meter == meter_id(1) and stopped * 1000 <= ts <= listening * 1000:
+                                    stamps.add(ts)
+                            if first is not None and len(stamps) >= int(listening - stopped):
+                                break
+            back.append(first)
+            delivered.append((len(stamps), int(listening - stopped)))
+            if not child.alive():
+                break
+    finally:
+        child.stop()
+    return Recovery(back, delivered)
+
+
+def print_recovery(name: str, figures: Recovery) -> None:
+    known = [b for b in figures.back_s if b is not None]
+    each = ", ".join("never" if b is None else f"{b:.1f}" for b in figures.back_s)
+    median = f"{statistics.median(known):.1f}" if len(known) == len(figures.back_s) else "-"
+    outage = ", ".join(f"{got}/{cycles}" for got, cycles in figures.outage_readings)
+    print(f"{'':<4}{name:<44}{each:<24}{median:>8}   {outage}")
+
+
+IMPORTS = {
+    "agent": "import app.cli, agent.runner, aiomqtt",
+    "naive": "import asyncio, json, struct, aiomqtt, pymodbus.client",
+}
+"""What each poller imports to run (the agent: its command and its runtime)."""
+
+
+def import_rss(kind: str) -> float:
+    """Peak RSS of a child that only imports what the agent (or the naive poller) needs to run."""
+    import subprocess
+
+    # VmHWM, not ru_maxrss: that one counts the bench's own memory, copied into the child before exec
+    code = f"{IMPORTS[kind]}\nfrom pathlib import Path\nprint(Path('/proc/self/status').read_text())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    line = next(line for line in out.stdout.splitlines() if line.startswith("VmHWM:"))
+    return int(line.split()[1]) / 1024
 
 
 # --- the run --------------------------------------------------------------------------------------------
@@ -471,10 +569,10 @@ def start_sim(work: Path, name: str, port: int, fault: list[str]) -> Process:
     return sim
 
 
-def arms(work: Path, broker: Mosquitto, modbus_port: int, timeout_s: float) -> tuple[Arm, Arm]:
+def arms(work: Path, broker: Mosquitto, modbus_port: int, timeout_s: float) -> tuple[Arm, Arm, Arm]:
     from kilowatch.mqtt_contract import Channel, topic
+    from kilowatch.profiles import load_builtin
 
-    config = write_agent_files(work, broker, modbus_port, timeout_s)
     profile = bench_profile()
     spec = NaiveSpec(
         modbus_host="127.0.0.1",
@@ -487,27 +585,35 @@ def arms(work: Path, broker: Mosquitto, modbus_port: int, timeout_s: float) -> t
         retries=RETRIES,
     )
     here = str(Path(__file__).resolve())
-    agent = Arm(
-        "agent",
-        [
+    readings = topic(SITE, GATEWAY, Channel.READINGS)
+
+    def agent(quantities: Sequence[str] | None) -> Arm:
+        config = write_agent_config(work, broker, modbus_port, timeout_s, quantities)
+        count = len(load_builtin("eastron-sdm630").registers) if quantities is None else len(quantities)
+        command = [
             sys.executable,
-            here,
-            AGENT_CHILD,
-            str(work / "profiles"),
+            "-m",
+            "app",
             "agent",
             "run",
             "--config",
             str(config),
             "--log-level",
             "WARNING",
-        ],
-        topic(SITE, GATEWAY, Channel.READINGS),
-        parse_agent,
-    )
+        ]
+        spool = work / f"agent-spool-{'all' if quantities is None else len(quantities)}.db"
+        return Arm(
+            f"agent: kilowatch agent run, {count} quantities", command, readings, parse_agent, count, spool
+        )
+
     naive = Arm(
-        "naive", [sys.executable, here, NAIVE_CHILD, json.dumps(asdict(spec))], f"{NAIVE_ROOT}/+", parse_naive
+        f"naive: pymodbus+paho, {len(CORE_QUANTITIES)} quantities",
+        [sys.executable, here, NAIVE_CHILD, json.dumps(asdict(spec))],
+        f"{NAIVE_ROOT}/+",
+        parse_naive,
+        len(CORE_QUANTITIES),
     )
-    return agent, naive
+    return agent(None), agent(CORE_QUANTITIES), naive
 
 
 def check_profile_fits_naive() -> None:
@@ -523,70 +629,84 @@ def check_profile_fits_naive() -> None:
         raise RuntimeError(f"the naive poller cannot decode {odd}")
 
 
-async def measure(work: Path, args: argparse.Namespace) -> None:
-    from agent.config import SpoolSettings
+EIGHT_DEAD = tuple(range(4, METERS + 1, 4))
+"""Units dead from the start in the eight-dead scenario, spread over the bus."""
 
+
+async def measure(work: Path, args: argparse.Namespace) -> None:
     check_profile_fits_naive()
     broker = Mosquitto.start(work / "mosquitto")
-    dead = meter_id(args.dead_unit)
     try:
         port = free_port()
-        agent, naive = arms(work, broker, port, args.timeout)
+        agent_all, agent_core, naive = arms(work, broker, port, args.timeout)
+        imports = {"agent": import_rss("agent"), "naive": import_rss("naive")}
         sim = start_sim(work, "sim", port, [])
         try:
             cpu = [
+                (arm, await measure_cpu(broker, arm, work / f"cpu-{i}.log", args.cycles))
+                for i, arm in enumerate((agent_all, agent_core, naive))
+            ]
+            recovery = [
                 (
-                    f"agent: kilowatch agent run ({len(bench_profile().registers)} quantities)",
-                    await measure_cpu(broker, agent, work / "agent.log", args.cycles),
-                ),
-                (
-                    "naive: pymodbus, 1 request per quantity",
-                    await measure_cpu(broker, naive, work / "naive.log", args.cycles),
-                ),
+                    arm,
+                    await measure_recovery(
+                        broker, arm, work / f"recovery-{i}.log", args.outage_seconds, restarts
+                    ),
+                )
+                for i, (arm, restarts) in enumerate(((agent_all, args.restarts), (naive, 1)))
             ]
         finally:
             sim.stop()
-        sim = start_sim(work, "sim-fault", port, ["--fault", f"{args.dead_unit}:dead"])
-        try:
-            updates = [
-                ("agent", await watch_updates(broker, agent, work / "agent-fault.log", args.fault_seconds)),
-                ("naive", await watch_updates(broker, naive, work / "naive-fault.log", args.fault_seconds)),
-            ]
-        finally:
-            sim.stop()
+        updates = []
+        for units in ((args.dead_unit,), EIGHT_DEAD):
+            faults = [f"--fault={unit}:dead" for unit in units]
+            sim = start_sim(work, f"sim-{len(units)}-dead", port, faults)
+            try:
+                for i, arm in enumerate((agent_all, naive)):
+                    log = work / f"fault-{len(units)}-{i}.log"
+                    seen = await watch_updates(broker, arm, log, args.fault_seconds)
+                    updates.append((arm, {meter_id(u) for u in units}, seen))
+            finally:
+                sim.stop()
     finally:
         broker.stop()
     print(
-        f"\n3. CPU per meter-poll including spooling and publishing (QoS 1 to Mosquitto) and peak RSS, {METERS} healthy "
-        f"meters every second over Modbus TCP (simulator in its own process, not counted); "
-        f"{WARMUP_CYCLES} warm-up cycles not counted"
+        f"\n3. CPU per meter-poll including spooling and publishing (QoS 1 to Mosquitto), RSS and bytes per "
+        f"reading, {METERS} healthy meters every second over Modbus TCP (simulator in its own process, not "
+        f"counted); {WARMUP_CYCLES} warm-up cycles not counted"
     )
-    spool = SpoolSettings()
+    print_cpu(cpu, imports)
     print(
-        f"    spooling included: the agent commits every batch to its SQLite spool (WAL, synchronous=FULL) in "
-        f"the temporary folder before publishing it; commit_interval_s {spool.commit_interval_s:g} as "
-        f"configured (the default), max_inflight {spool.max_inflight}"
+        "    import MB: peak RSS of a process that only imports what the poller runs (agent: app.cli, "
+        "agent.runner, aiomqtt; naive: pymodbus, aiomqtt); RSS MB: at the end, peak MB: highest while running"
     )
-    print_cpu(cpu)
-    print("    goals: <= 1 ms per meter-poll (existing Python agents: 2-7 ms), <= 40 MB RSS (they: 27-66 MB)")
+    print("    B/reading: payload bytes per meter reading on the wire (B/value: per quantity)")
+    print("    goals: <= 1 ms per meter-poll, <= 40 MB RSS with 32 meters")
     print(
-        f"\n4. unit {args.dead_unit} dead (never answers); the other {METERS - 1} meters' complete "
-        f"readings, timeout {args.timeout:g} s and {RETRIES} retry for both pollers"
+        f"\n4. dead meters (never answering, from the start): units {args.dead_unit}, then "
+        f"{','.join(map(str, EIGHT_DEAD))}; the live meters' complete readings, timeout {args.timeout:g} s "
+        f"and {RETRIES} retry for both pollers"
     )
     print(
-        f"{'':<4}{'poller':<30}{'window':<9}{'s':>5}{'updates':>9}{'min':>6}{'every s':>9}{'max gap':>9}{'<=1.5 s':>9}{'none':>6}"
+        f"{'':<4}{'poller':<28}{'dead':>5}  {'window':<10}{'s':>5}{'updates':>9}{'per s':>8}{'min':>6}"
+        f"{'max gap':>9}{'<=1.5 s':>9}{'none':>6}"
     )
-    for name, seen in updates:
-        print_updates(name, seen, dead, args.fault_seconds)
-    print("    updates: mean per live meter in the window (min: the worst meter); every s: window / updates;")
+    for arm, dead_ids, seen in updates:
+        print_updates(arm.name.split(",")[0], seen, dead_ids, args.fault_seconds)
+    print("    updates: mean per live meter in the window (min: the worst meter); per s: updates / window;")
     print("    max gap and <=1.5 s: over intervals between a meter's reading timestamps; none: live meters")
-    print("    without a single complete reading in the window; goal: every 1 s")
+    print("    without a single complete reading in the window; goal: >= 0.95 per s with 8 dead")
+    print(
+        f"\n5. broker restart: down {args.outage_seconds:g} s, then back on the same port; seconds from it "
+        f"listening again to the poller's first message (agent: its online status)"
+    )
+    print(f"{'':<4}{'poller':<44}{'each restart, s':<24}{'median':>8}   outage readings of m01 delivered")
+    for arm, figures in recovery:
+        print_recovery(arm.name, figures)
+    print("    goal: median <= 5 s, nothing lost; the naive poller exits when its broker goes away")
 
 
 def main() -> None:
-    if sys.argv[1:2] == [AGENT_CHILD]:
-        agent_child(Path(sys.argv[2]), sys.argv[3:])
-        return
     if sys.argv[1:2] == [NAIVE_CHILD]:
         spec = json.loads(sys.argv[2])
         spec["registers"] = [tuple(r) for r in spec["registers"]]
@@ -595,10 +715,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cycles", type=int, default=20, help="measured poll cycles per poller (default 20)")
     parser.add_argument(
-        "--fault-seconds", type=float, default=30, help="seconds watched with a dead meter (default 30)"
+        "--fault-seconds", type=float, default=30, help="seconds watched with dead meters (default 30)"
     )
     parser.add_argument("--dead-unit", type=int, default=16, choices=range(1, METERS + 1), metavar="1-32")
     parser.add_argument("--timeout", type=float, default=1.0, help="response timeout, both pollers (1 s)")
+    parser.add_argument("--outage-seconds", type=float, default=15, help="broker down per restart (15 s)")
+    parser.add_argument("--restarts", type=int, default=3, help="broker restarts under the agent (3)")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print_plans()

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.processes import Mosquitto, Process, VictoriaMetrics, free_port, wait_until, write_collector_config
-from bench.agent_bus import CORE_QUANTITIES, cpu_seconds, peak_rss_mb
+from bench.agent_bus import CORE_QUANTITIES, cpu_seconds, rss_mb
 
 if TYPE_CHECKING:
     from agent.spool import Spool
@@ -276,7 +276,7 @@ async def prefill(path: Path, batches: int, start_ms: int) -> float:
 def usage(process: Process) -> tuple[float, float]:
     """CPU seconds and peak RSS (MB) of a running child."""
     assert process.proc is not None
-    return cpu_seconds(process.proc.pid), peak_rss_mb(process.proc.pid)
+    return cpu_seconds(process.proc.pid), rss_mb(process.proc.pid)
 
 
 def metric(api: str, name: str) -> float:

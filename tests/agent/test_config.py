@@ -288,3 +288,34 @@ def test_a_bus_timeout_s_from_older_configs_still_works(tmp_path: Path) -> None:
     bus = yamlconfig.load(AgentConfig, path).buses[0]
     assert bus.timing == Timing(timeout_s=2.5)
     assert bus.timing_of(bus.meters[0]).timeout_s == 2.5
+
+
+def test_a_quantity_selection_names_quantities_of_the_profile_and_shrinks_it() -> None:
+    from pydantic import ValidationError
+
+    from agent.config import AgentConfig
+
+    def config(bus_quantities: list[str] | None, meter_quantities: list[str] | None) -> AgentConfig:
+        meter: dict[str, object] = {"id": "m1", "profile": "sdm630", "unit": 1}
+        if meter_quantities is not None:
+            meter["quantities"] = meter_quantities
+        bus: dict[str, object] = {"name": "b", "transport": "tcp", "host": "h", "meters": [meter]}
+        if bus_quantities is not None:
+            bus["quantities"] = bus_quantities
+        return AgentConfig.model_validate({"site": "s", "gateway": "g", "buses": [bus]})
+
+    bus = config(["voltage_l1_v", "energy_import_kwh"], None).buses[0]
+    assert [r.quantity for r in bus.profile_of(bus.meters[0]).registers] == [
+        "voltage_l1_v",
+        "energy_import_kwh",
+    ]
+    bus = config(["voltage_l1_v"], ["frequency_hz"]).buses[0]  # the meter's list replaces the bus's
+    assert [r.quantity for r in bus.profile_of(bus.meters[0]).registers] == ["frequency_hz"]
+    assert bus.profile_of(bus.meters[0]).id == "eastron-sdm630"
+    full = config(None, None).buses[0]
+    assert full.profile_of(full.meters[0]) == load_builtin("sdm630")
+    with pytest.raises(ValidationError) as info:
+        config(None, ["voltage_l1_v", "gas_m3"])
+    [error] = info.value.errors()
+    assert error["loc"] == ("buses", 0, "tcp", "meters", 0, "quantities", 1)
+    assert "gas_m3 is not a quantity of profile sdm630" in error["msg"]

@@ -39,6 +39,9 @@ WRONG = "wrong-pw"
 READINGS = topic("s1", "g1", Channel.READINGS)
 
 
+SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "mqtt" / "readings-batch.schema.json"
+
+
 def reading(n: int) -> Reading:
     return Reading(
         meter="m1",
@@ -169,3 +172,45 @@ async def test_credentials_work_and_are_never_logged(
     assert ReadingsBatch.model_validate_json(payload(message)).seq == 0
     assert PASSWORD not in caplog.text
     assert WRONG not in caplog.text
+
+
+async def test_a_batch_spooled_by_this_process_goes_out_as_stored_and_fits_the_published_schema(
+    tmp_path: Path,
+) -> None:
+    """The hot path sends the spooled readings in their envelope without model objects: the result is
+    the same message the models would make, and it validates against docs/mqtt's JSON Schema, with a
+    meter not read at all as one error reading and float32 values at their own precision."""
+    import json
+
+    import jsonschema
+
+    from agent.config import SpoolSettings
+    from agent.poller import Poll, to_reading
+    from agent.spool import Spool
+    from kilowatch.mqtt_contract import ClockState, ReadingsBatch
+    from kilowatch.profiles import load_builtin
+
+    sdm = load_builtin("eastron-sdm630")
+    spool = Spool(SpoolSettings(path=tmp_path / "spool.db"), boot_id=None)
+    try:
+        publisher = Publisher(MqttSettings(host="127.0.0.1"), site="s1", gateway="g1", spool=spool)
+        good = Poll(ts=now_ms(), values={"voltage_l1_v": 221.964, "frequency_hz": 50.0})
+        readings = [
+            to_reading(good, sdm, "m1", ClockState.SYNCED),
+            to_reading(Poll.unread(sdm, "no answer"), sdm, "m2", ClockState.SYNCED),
+        ]
+        spool.append(readings)
+        await spool.flush()
+        [batch], _ = await spool.read(-1)
+        sent = publisher._batch_message(batch)
+    finally:
+        spool.close()
+    doc = json.loads(sent)
+    schema = json.loads(SCHEMA.read_text())
+    jsonschema.validate(doc, schema)
+    assert b'"voltage_l1_v":221.964' in sent
+    assert doc["readings"][1] | {"ts": 0, "mono_ms": 0} == {
+        "meter": "m2", "profile": "eastron-sdm630", "ts": 0, "values": {}, "quality": "error",
+        "value_quality": {}, "value_reasons": {}, "clock": "synced", "mono_ms": 0,
+    }  # fmt: skip
+    assert ReadingsBatch.model_validate_json(sent).readings == readings

@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
+from agent import bus_worker
 from agent.breaker import BreakerState
-from agent.bus_worker import BusWorker, MeterSlot, next_tick, suspect_timing
+from agent.bus_worker import PROBE_FLOOR, STARVED_CYCLES, BusWorker, MeterSlot, next_tick, probe_timing
 from agent.config import BUILT_IN_TIMING, EffectiveTiming
 from agent.errors import BusUnavailable, CrcError, ModbusExceptionResponse
 from agent.planner import plan
@@ -54,16 +57,16 @@ async def test_a_dead_meter_is_logged_once_then_skipped_while_the_others_read(
             values,
             Quality.GOOD,
         )
-        assert (dead.values, dead.quality, set(dead.value_quality)) == ({}, Quality.ERROR, set(values))
+        assert (dead.values, dead.quality, dead.value_quality) == ({}, Quality.ERROR, {})
     assert asked(reader, 1) == asked(reader, 3) == 10 * REQUESTS
-    # Threshold 3: asked in cycles 1-3, probed after skipping 1, 2 then 4 cycles: cycles 5 and 8; retried
+    # Threshold 3: asked in cycles 1-3, probed after skipping 1 then 2 cycles: cycles 5 and 8; retried
     # only the first time (then it is a suspect).
     assert asked(reader, 2) == FAST.retries + 1 + 4
     assert worker.meters[1].breaker.state is BreakerState.OPEN
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == [
         "meter dead: bus 'memory' unit 2: no answer reading register 0x0000",
-        "meter dead: not answering for 3 polls; skipped for a growing number of cycles (up to 32) between probes",
+        "meter dead: not answering for 3 polls; skipped for a growing number of cycles (up to 2) between probes",
     ]
 
     reader.units[2] = words  # the meter is repaired; its next probe closes the breaker
@@ -188,11 +191,60 @@ async def test_a_suspect_goes_last_once_and_within_the_tick() -> None:
     assert 5 <= last < 8
 
 
-def test_a_suspect_keeps_its_whole_timeout_when_the_tick_leaves_too_little() -> None:
-    slow = EffectiveTiming(timeout_s=0.5, retries=2, pause_after_connect_s=0, pause_between_requests_s=0)
-    assert suspect_timing(slow, 0.3) == EffectiveTiming(
-        timeout_s=0.3, retries=0, pause_after_connect_s=0, pause_between_requests_s=0
-    )
-    assert suspect_timing(slow, 5).timeout_s == 0.5
-    assert suspect_timing(slow, 0.2).timeout_s == 0.5  # under half: waiting less would never hear it
-    assert suspect_timing(slow, -1.0).timeout_s == 0.5  # the cycle already overran its tick
+def test_probes_share_the_time_left_and_wait_when_it_runs_out() -> None:
+    slow = EffectiveTiming(timeout_s=1.0, retries=2, pause_after_connect_s=0, pause_between_requests_s=0)
+    assert probe_timing(slow, 5, 1) == slow
+    assert probe_timing(slow, 0.8, 2) == replace(slow, timeout_s=0.4)  # an equal share each
+    assert probe_timing(slow, 0.8, 8) == replace(slow, timeout_s=PROBE_FLOOR)  # at least the floor
+    assert probe_timing(slow, 0.2, 1) is None  # under the floor: next cycle
+    assert probe_timing(slow, -1.0, 1) is None  # the cycle already overran its tick
+    assert probe_timing(slow, 0.1, 3, first=True) == replace(slow, timeout_s=PROBE_FLOOR)  # one per cycle
+    assert probe_timing(slow, -1.0, 3, starved=True) == slow
+
+
+class Silence(MemoryReader):
+    """Meters on a simulated clock: an answer takes 2 ms, silence the whole timeout allowed."""
+
+    def __init__(self, units: dict[int, dict[tuple[Table, int], int]]) -> None:
+        super().__init__(units)
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def read(
+        self, table: Table, address: int, count: int, unit: int, *, timeout_s: float | None = None
+    ) -> list[int]:
+        self.now += (timeout_s or 0) if unit not in self.units else 0.002
+        return await super().read(table, address, count, unit)
+
+
+async def test_eight_dead_meters_cost_the_live_ones_no_tick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the first cycle (where each dead meter costs its timeout and retry once), the probes of
+    many dead meters fit in what is left of each one-second cycle, on the worker's own clock (simulated
+    here); a revived meter is heard again within 5 cycles."""
+    _, words = full_map(SDM)
+    live, dead = range(1, 25), range(25, 33)
+    reader = Silence({unit: words for unit in live})
+    monkeypatch.setattr(bus_worker, "time", SimpleNamespace(monotonic=reader.monotonic, time=time.time))
+    timing = EffectiveTiming(timeout_s=1.0, retries=1, pause_after_connect_s=0, pause_between_requests_s=0)
+    worker = BusWorker(name="b", reader=reader, meters=[slot(f"m{u}", u, timing) for u in (*live, *dead)])
+    await worker.cycle(ClockState.SYNCED, deadline=reader.now + 0.95)
+    assert reader.now == pytest.approx(24 * REQUESTS * 0.002 + 8 * 2 * timing.timeout_s)
+    probed: set[int] = set()
+    for _ in range(30):
+        started = reader.now
+        readings = await worker.cycle(ClockState.SYNCED, deadline=started + 0.95)
+        assert all(r.quality is Quality.GOOD for r in readings[:24])
+        assert reader.now - started <= 0.95 + PROBE_FLOOR  # at worst the cycle's first probe's floor
+        probed |= {unit for _, _, _, unit in reader.requests if unit in dead}
+    assert probed == set(dead)
+    assert max(s.waiting for s in worker.meters) < STARVED_CYCLES
+    reader.units[32] = words
+    for _ in range(5):
+        started = reader.now
+        readings = await worker.cycle(ClockState.SYNCED, deadline=started + 0.95)
+        if readings[-1].quality is Quality.GOOD:
+            break
+    else:
+        raise AssertionError("the revived meter was not heard within 5 cycles")
