@@ -28,6 +28,7 @@ from kilowatch.mqtt_contract import (
     topic,
 )
 from tests.agent_support import payload
+from tests.paths import REPO
 from tests.services import eventually
 
 pytestmark = pytest.mark.services
@@ -39,7 +40,7 @@ WRONG = "wrong-pw"
 READINGS = topic("s1", "g1", Channel.READINGS)
 
 
-SCHEMA = Path(__file__).resolve().parent.parent / "docs" / "mqtt" / "readings-batch.schema.json"
+SCHEMA = REPO / "docs" / "mqtt" / "readings-batch.schema.json"
 
 
 def reading(n: int) -> Reading:
