@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from pathlib import Path
-from types import TracebackType
 from typing import Literal, Self
 
 from pydantic import BaseModel, Field
@@ -28,6 +27,7 @@ from pydantic import BaseModel, Field
 from collector.config import AlertSettings
 from collector.detectors.findings import Detector, Finding
 from collector.store import Alert, AlertLedger, AlertQuery, AlertStatus, AlertTransaction, NotificationRow
+from collector.store.connection import Closing
 from kilowatch.timebase import DAY_MS, VIETNAM_TZ, day_number, day_start_ms, utc_datetime
 
 Clock = Callable[[], int]
@@ -172,7 +172,7 @@ class InvalidSilence(AlertError):
     """The silence asked for makes no sense (e.g. it ends in the past)."""
 
 
-class AlertStore:
+class AlertStore(Closing):
     """Alerts' lifecycle and their notifications, kept in the ledger's file (:class:`AlertLedger`).
 
     Methods are synchronous and serialised by the ledger's lock; async callers use ``asyncio.to_thread``.
@@ -199,14 +199,6 @@ class AlertStore:
 
     def close(self) -> None:
         self._ledger.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def apply(self, finding: Finding) -> AlertChange:
         """Open, update or resolve the alert of the finding's (site, meter, detector, rule)."""

@@ -12,8 +12,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from collector.store import connection
 
@@ -59,7 +57,7 @@ def _user(row: sqlite3.Row) -> UserRow:
     return UserRow(row["name"], row["role"], _sites(row["sites"]), row["password_hash"], row["created_at"])
 
 
-class AccessStore:
+class AccessStore(connection.Closing):
     """Users, keys and sessions on a connection of its own to the ledger's file (brought to the current
     schema if it is not). Methods are synchronous and serialised by a lock; async callers use a thread."""
 
@@ -72,14 +70,6 @@ class AccessStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
