@@ -46,8 +46,6 @@ from app.processes import (
     port_or_free,
     wait_for,
 )
-from collector.access import Access, AccessError, Role
-from collector.store.access import AccessStore
 from kilowatch.cli_support import fail
 
 MAIN = "main"
@@ -142,7 +140,11 @@ DEMO_KEY = "demo"
 
 def _credentials(ledger: Path) -> tuple[str, str]:
     """A fresh password for the admin user `DEMO_USER` and a new admin API key (the previous run's demo
-    keys are revoked): (password, key)."""
+    keys are revoked): (password, key). The collector's modules are imported here: the `kilowatch` command
+    of an agent-only install (no argon2, no numpy) imports this module too."""
+    from collector.access import Access, AccessError, Role
+    from collector.store.access import AccessStore
+
     password = secrets.token_urlsafe(12)
     now_ms = time.time_ns() // 1_000_000
     with AccessStore(ledger) as store:

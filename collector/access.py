@@ -17,23 +17,31 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Literal
-
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-
-from collector.store.access import AccessStore, KeyRow, UserRow
+from typing import TYPE_CHECKING, Literal
 
 KEY_PREFIX = "kw_"
 """API keys read ``kw_<id>_<secret>``: the id finds the row, the secret is checked against its hash."""
 
-_hasher = PasswordHasher()
+
+@functools.cache
+def _hasher() -> PasswordHasher:
+    """argon2 is imported on first use: the `kilowatch` command of an agent-only install imports this
+    module (the collector's CLI) without the collector's dependencies."""
+    from argon2 import PasswordHasher
+
+    return PasswordHasher()
 
 
 @functools.cache
 def _dummy_hash() -> str:
     """Checked when the user is unknown, so that a login takes as long whether the name exists or not."""
-    return _hasher.hash("no such user")
+    return _hasher().hash("no such user")
+
+
+if TYPE_CHECKING:
+    from argon2 import PasswordHasher
+
+    from collector.store.access import AccessStore, KeyRow, UserRow
 
 
 class Role(StrEnum):
@@ -93,7 +101,9 @@ def _digest(secret: str) -> str:
 
 
 def _principal(kind: Literal["user", "key"], row: UserRow | KeyRow, csrf: str | None = None) -> Principal:
-    name = row.name if isinstance(row, UserRow) else row.id
+    from collector.store.access import KeyRow  # at first use: see _hasher
+
+    name = row.id if isinstance(row, KeyRow) else row.name
     sites = None if row.sites is None else frozenset(row.sites)
     return Principal(kind=kind, name=name, role=Role(row.role), sites=sites, csrf_token=csrf)
 
@@ -118,7 +128,7 @@ class Access:
     ) -> None:
         if not name or not password:
             raise AccessError("a user needs a name and a password")
-        if not self.store.add_user(name, role.value, _scope(role, sites), _hasher.hash(password), now_ms):
+        if not self.store.add_user(name, role.value, _scope(role, sites), _hasher().hash(password), now_ms):
             raise AccessError(f"user {name!r} exists already")
 
     def remove_user(self, name: str) -> None:
@@ -128,7 +138,7 @@ class Access:
     def set_password(self, name: str, password: str) -> None:
         if not password:
             raise AccessError("the password is empty")
-        if not self.store.set_password(name, _hasher.hash(password)):
+        if not self.store.set_password(name, _hasher().hash(password)):
             raise AccessError(f"no user {name!r}")
 
     # Keys
@@ -164,8 +174,10 @@ class Access:
     def login(self, name: str, password: str, now_ms: int, lifetime_ms: int) -> NewSession | None:
         """A new session if the password is the user's; None otherwise (in the same time either way)."""
         user = self.store.user(name)
+        from argon2.exceptions import InvalidHashError, VerificationError
+
         try:
-            _hasher.verify(user.password_hash if user else _dummy_hash(), password)
+            _hasher().verify(user.password_hash if user else _dummy_hash(), password)
         except (VerificationError, InvalidHashError):
             return None
         if user is None:

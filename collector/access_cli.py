@@ -14,7 +14,6 @@ import typer
 
 from collector.access import Access, AccessError, Role
 from collector.config import CollectorConfig
-from collector.store.access import AccessStore
 from kilowatch.cli_support import fail, load_config
 
 ConfigOption = Annotated[
@@ -42,6 +41,8 @@ keys = typer.Typer(
 def _access(config: Path) -> Iterator[Access]:
     settings = load_config(CollectorConfig, config)
     settings.ledger.path.parent.mkdir(parents=True, exist_ok=True)
+    from collector.store.access import AccessStore  # numpy through the store: the collector's, not an agent's
+
     with AccessStore(settings.ledger.path) as store:
         try:
             yield Access(store)

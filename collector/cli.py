@@ -18,7 +18,6 @@ import typer
 
 from collector.access_cli import keys, users
 from collector.config import CollectorConfig
-from collector.detectors.config import Sites
 from kilowatch.cli_support import EXIT_CONFIG, LogLevel, fail, load_config, setup_logging
 from kilowatch.mqtt_contract import ID_PATTERN
 
@@ -56,6 +55,8 @@ def move_meter(
         if not re.fullmatch(ID_PATTERN, ident):
             fail(f"{kind} {ident!r} is not an id ({ID_PATTERN}); --to takes SITE/GATEWAY", EXIT_USAGE)
     if settings.detection.sites is not None:
+        from collector.detectors.config import Sites  # numpy and astral: the collector's, not an agent's
+
         sites = load_config(Sites, settings.detection.sites)
         for site_id, site_config in sites.sites.items():
             configured = site_config.meters.get(meter)
