@@ -41,7 +41,11 @@ class Collector:
         self.api = f"http://127.0.0.1:{api_port}"
         args = [sys.executable, "-m", "app", "collector", "run", "--config", str(config)]
         self.process = Process("collector", args, tmp_path / "collector.log").start()
-        wait_until(lambda: self.metric("kilowatch_collector_mqtt_connected") == 1, 30, "the collector")
+        try:
+            wait_until(lambda: self.metric("kilowatch_collector_mqtt_connected") == 1, 30, "the collector")
+        except BaseException:
+            self.process.stop()  # no fixture teardown runs when set-up fails
+            raise
         self.key = api_key(tmp_path / "ledger.db")
 
     def get(self, path: str) -> Any:
