@@ -81,7 +81,7 @@ def fill(ledger: Path, meters: int, days: int, end_ms: int) -> None:
                 (meter, site, f"gw-{site}", start_ms, end_ms - 1),
             )
             db.execute(
-                "INSERT INTO latest VALUES (?, ?, ?, 'good', '{}', 'synced')",
+                "INSERT INTO latest VALUES (?, ?, ?, 'good', '{}', 'synced', '{}')",
                 (meter, end_ms - 60_000, values),
             )
             db.executemany("INSERT INTO intervals VALUES (?, ?, ?, ?, ?, ?)", intervals(meter))
