@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from app.processes import Mosquitto, Process, TlsListener, free_port, get_json, wait_until
+from app.processes import Mosquitto, Process, TlsListener, free_port, get_json, port_open, wait_until
 from app.provision import SiteCa, issue_client_certificate, issue_server_certificate, new_site_ca
 from kilowatch.broker import BrokerSettings
 from tests.api_support import api_key
@@ -166,12 +166,19 @@ async def test_agent_to_collector_over_mutual_tls(mutual: Host) -> None:
     try:
         for proc in procs:
             proc.start()
+            if proc.name == "sim":  # the agent's first poll must find the meter answering
+                wait_until(lambda: port_open("127.0.0.1", modbus_port), 30, "the simulated meter")
         api = f"http://127.0.0.1:{api_port}/api/v1"
         wait_until(lambda: (tmp / "ledger.db").exists(), 30, "the collector's ledger")
         key = api_key(tmp / "ledger.db")
         meters = wait_until(lambda: get(f"{api}/meters", key), 60, "the agent's readings in the collector")
         assert [(m["id"], m["site"], m["gateway"]) for m in meters] == [("main", "s1", "gw1")]
-        assert get(f"{api}/meters/main/latest", key)["quality"] == "good"
+        latest = wait_until(
+            lambda: (row := get(f"{api}/meters/main/latest", key))["quality"] == "good" and row,
+            30,
+            "a good reading of the main meter",
+        )
+        assert latest["values"]["energy_import_kwh"] > 0, latest
     finally:
         for proc in reversed(procs):
             proc.stop()
