@@ -32,6 +32,7 @@ from collector.store.outbox import NotificationRow, TsdbOutboxRow
 from collector.store.owners import Binding, OwnerRow
 from collector.store.reader import LedgerReader
 from collector.store.readings import COUNTERS, LatestRow, MeterRow, ReadingRow
+from collector.store.retention import Pruned, RetentionPolicy
 from collector.store.schema import SCHEMA_VERSION, NewerLedger
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "NewerLedger",
     "NotificationRow",
     "OwnerRow",
+    "Pruned",
     "QuarantineReason",
     "QuarantineRow",
     "ReadingRejection",
@@ -75,6 +77,7 @@ __all__ = [
     "RejectedLimits",
     "RejectedMessage",
     "RejectedRow",
+    "RetentionPolicy",
     "SeqGapRow",
     "TsdbOutboxRow",
 ]

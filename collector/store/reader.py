@@ -23,7 +23,10 @@ from collector.store.readings import LatestRow, MeterRow, ReadingRow
 from kilowatch.mqtt_contract import ClockState, GatewayState, Quality, Reading
 from kilowatch.timebase import SLOT_MS
 
-_NEWEST_TRUSTED = f"SELECT max(ts) FROM readings WHERE meter_id = ? AND ts <= ? AND {readings.TRUSTED}"  # noqa: S608
+_NEWEST_TRUSTED = (
+    f"SELECT max(ts) FROM readings WHERE meter = {readings.METER_KEY} AND ts <= ? AND {readings.TRUSTED}"  # noqa: S608
+)
+_COUNT = f"SELECT count(*) FROM readings WHERE meter = {readings.METER_KEY} AND ts >= ? AND ts < ?"  # noqa: S608
 
 
 class LedgerReader(Closing):
@@ -90,20 +93,12 @@ class LedgerReader(Closing):
         return intervals.daily_energy(self._db, meter_id, first_day, end_day)
 
     def readings(self, meter_id: str, start_ms: int, end_ms: int) -> list[ReadingRow]:
-        """Stored readings with start_ms <= ts < end_ms, oldest first."""
-        rows = self._db.execute(
-            'SELECT meter_id, ts, "values", quality, clock FROM readings'
-            " WHERE meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts",
-            (meter_id, start_ms, end_ms),
-        ).fetchall()
-        return [ReadingRow(m, ts, json.loads(v), Quality(q), ClockState(c)) for m, ts, v, q, c in rows]
+        """Stored readings with start_ms <= ts < end_ms, oldest first (what the ledger keeps of them)."""
+        return readings.stored(self._db, meter_id, start_ms, end_ms)
 
     def count_readings(self, meter_id: str, start_ms: int, end_ms: int) -> int:
         """Stored readings (whatever their clock) with start_ms <= ts < end_ms."""
-        (count,) = self._db.execute(
-            "SELECT count(*) FROM readings WHERE meter_id = ? AND ts >= ? AND ts < ?",
-            (meter_id, start_ms, end_ms),
-        ).fetchone()
+        (count,) = self._db.execute(_COUNT, (meter_id, start_ms, end_ms)).fetchone()
         return int(count)
 
     def newest_trusted_ts(self, meter_id: str, until_ms: int = 2**62) -> int | None:

@@ -1,28 +1,36 @@
 """Readings, each meter's latest one, and the meters seen: rows and the writer's statements.
 
-A reading's values are stored as JSON in ``readings."values"`` (the TSDB's line protocol goes only to the
-TSDB outbox); the counters and active power are also columns, for the interval and detection queries.
+A reading keeps only what the ledger's readers use (see migration 6 in :mod:`collector.store.schema`):
+its counters and active power as columns, for the interval and detection queries, the quantities that tell
+a frozen meter (:data:`~collector.detectors.series.MOVING`) as float32s in one blob, and its quality and
+clock only when they are not good and synced. Every value goes to the TSDB (its outbox), and the newest
+reading of each meter is kept whole in ``latest``. A meter is a small integer in ``readings``
+(``meter_keys``).
 """
 
 from __future__ import annotations
 
-import json
+import math
 import sqlite3
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from collector.detectors.series import MOVING, Sample
-from kilowatch.mqtt_contract import ClockState, Quality
+from collector.store.schema import MOVING_FORMAT, pack_moving
+from kilowatch.mqtt_contract import ClockState, Quality, Reading
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
 
 COUNTERS = (ENERGY_IMPORT, ENERGY_EXPORT)
 """The cumulative counters intervals are computed from; also column names of `readings` and `intervals`."""
 
-TRUSTED = f"clock != '{ClockState.UNSYNCED.value}'"
+TRUSTED = f"(clock IS NULL OR clock != '{ClockState.UNSYNCED.value}')"
 """Readings whose time can be trusted (rows written before quarantine may be unsynchronised)."""
 
+METER_KEY = "(SELECT id FROM meter_keys WHERE meter_id = ?)"
+"""The key of the meter named by a parameter, in a statement on `readings`."""
+
 # Column names below come from constants, never from input.
-_COLUMNS = f'meter_id, ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, "values", quality, clock'
+_COLUMNS = f"meter, ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, moving, quality, clock"
 _INSERT = f"INSERT OR IGNORE INTO readings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 # Appended readings are known to be new (see the writer's meter states): a plain INSERT, which fails loudly
 # (and rolls the group back) rather than silently ignore a row should that knowledge ever be wrong.
@@ -42,15 +50,21 @@ _UPSERT_METER = (
     " first_seen = min(meters.first_seen, excluded.first_seen),"
     " last_seen = max(meters.last_seen, excluded.last_seen)"
 )
-_MOVING_PATHS = ", ".join(f"'$.{q}'" for q in MOVING)
 _POWER = (
-    f'SELECT ts, {ACTIVE_POWER}, {ENERGY_IMPORT}, json_extract("values", {_MOVING_PATHS}) FROM readings'  # noqa: S608 - column names are constants
-    f" WHERE meter_id = ? AND ts >= ? AND ts < ? AND {TRUSTED} AND {ACTIVE_POWER} IS NOT NULL ORDER BY ts"
+    f"SELECT ts, {ACTIVE_POWER}, {ENERGY_IMPORT}, moving FROM readings"  # noqa: S608 - column names are constants
+    f" WHERE meter = {METER_KEY} AND ts >= ? AND ts < ? AND {TRUSTED} AND {ACTIVE_POWER} IS NOT NULL ORDER BY ts"
 )
+_READINGS = (
+    f"SELECT ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, moving, quality, clock FROM readings"  # noqa: S608 - idem
+    f" WHERE meter = {METER_KEY} AND ts >= ? AND ts < ? ORDER BY ts"
+)
+_NO_MOVING = (None,) * len(MOVING)
 
-ReadingParams = tuple[str, int, float | None, float | None, float | None, str, str, str]
-"""A `readings` row as statement parameters: meter, ts, import, export, power, values JSON, quality, clock
-(a plain tuple: one is built per reading on the hot path)."""
+ReadingParams = tuple[
+    int, int, float | None, float | None, float | None, bytes | None, str | None, str | None
+]
+"""A `readings` row as statement parameters: meter key, ts, import, export, power, moving blob, quality
+and clock (None: good, synced); a plain tuple: one is built per reading on the hot path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +113,53 @@ class LatestParams(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ReadingRow:
+    """A stored reading as the ledger keeps it: `values` holds its counters, power and the
+    :data:`~collector.detectors.series.MOVING` quantities (as float32), not every quantity it carried."""
+
     meter_id: str
     ts: int
     values: dict[str, float]
     quality: Quality
     clock: ClockState
+
+
+class MeterKeys:
+    """The writer's cache of the meters' keys in ``meter_keys``; a key added in a transaction that rolls
+    back is gone with it, so the writer forgets them all then (:meth:`forget`)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, int] = {}
+
+    def key(self, db: sqlite3.Connection, meter: str) -> int:
+        """The meter's key, added when the meter is new."""
+        key = self._keys.get(meter)
+        if key is None:
+            row = db.execute("SELECT id FROM meter_keys WHERE meter_id = ?", (meter,)).fetchone()
+            if row is None:
+                row = db.execute(
+                    "INSERT INTO meter_keys (meter_id) VALUES (?) RETURNING id", (meter,)
+                ).fetchone()
+            key = self._keys[meter] = int(row[0])
+        return key
+
+    def forget(self) -> None:
+        self._keys.clear()
+
+
+def row(key: int, reading: Reading) -> ReadingParams:
+    """The `readings` row of a reading of the meter whose key is `key`."""
+    values = reading.values
+    quality, clock = reading.quality, reading.clock
+    return (
+        key,
+        reading.ts,
+        values.get(ENERGY_IMPORT),
+        values.get(ENERGY_EXPORT),
+        values.get(ACTIVE_POWER),
+        pack_moving(values),
+        None if quality is Quality.GOOD else quality.value,
+        None if clock is ClockState.SYNCED else clock.value,
+    )
 
 
 def values_json(formatted: list[tuple[str, str]]) -> str:
@@ -126,7 +182,7 @@ def insert(db: sqlite3.Connection, row: ReadingParams) -> bool:
 
 def newest_ts(db: sqlite3.Connection, meter: str) -> int | None:
     """ts of the meter's newest stored reading, whatever its clock."""
-    (newest,) = db.execute("SELECT max(ts) FROM readings WHERE meter_id = ?", (meter,)).fetchone()
+    (newest,) = db.execute(f"SELECT max(ts) FROM readings WHERE meter = {METER_KEY}", (meter,)).fetchone()  # noqa: S608
     return None if newest is None else int(newest)
 
 
@@ -151,6 +207,27 @@ def power_samples(db: sqlite3.Connection, meter_id: str, start_ms: int, end_ms: 
     that tell a frozen meter: what the detectors judge (never a reading stamped by an unsynchronised
     clock)."""
     return [
-        Sample(ts, w / 1000, e, tuple(json.loads(moving)))
+        Sample(ts, w / 1000, e, _NO_MOVING if moving is None else _unpack_moving(moving))
         for ts, w, e, moving in db.execute(_POWER, (meter_id, start_ms, end_ms))
     ]
+
+
+def stored(db: sqlite3.Connection, meter_id: str, start_ms: int, end_ms: int) -> list[ReadingRow]:
+    """The meter's stored readings with start_ms <= ts < end_ms, oldest first."""
+    rows = []
+    for ts, imp, exp, power, moving, quality, clock in db.execute(_READINGS, (meter_id, start_ms, end_ms)):
+        values = {
+            q: v for q, v in zip((*COUNTERS, ACTIVE_POWER), (imp, exp, power), strict=True) if v is not None
+        }
+        if moving is not None:
+            values |= {q: v for q, v in zip(MOVING, _unpack_moving(moving), strict=True) if v is not None}
+        rows.append(
+            ReadingRow(
+                meter_id, ts, values, Quality(quality or Quality.GOOD), ClockState(clock or ClockState.SYNCED)
+            )
+        )
+    return rows
+
+
+def _unpack_moving(blob: bytes) -> tuple[float | None, ...]:
+    return tuple(None if math.isnan(v) else v for v in MOVING_FORMAT.unpack(blob))
