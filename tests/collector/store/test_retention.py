@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from collector.config import CollectorConfig
-from collector.store import Ledger, LedgerReader, RetentionPolicy
+from collector.store import Ledger, LedgerReader, ReadingRejection, RetentionPolicy
 from kilowatch.mqtt_contract import SCHEMA_VERSION, ClockState, Quality, Reading, ReadingsBatch
 from kilowatch.timebase import DAY_MS
 
@@ -67,7 +67,7 @@ class Meters:
                     values=values,
                     quality=Quality.GOOD,
                     clock=ClockState.SYNCED,
-                )  # fmt: skip
+                )
             )
         self.seq += 1
         return ReadingsBatch(
@@ -114,7 +114,8 @@ def test_readings_keep_what_detection_reads(tmp_path: Path) -> None:
         [row] = reader.readings(first.meter, 0, 2**62)
         [sample] = reader.power_samples(first.meter, 0, 2**62)
         latest = reader.latest(first.meter)
-    assert latest is not None and latest.values == first.values  # /latest: every quantity
+    assert latest is not None
+    assert latest.values == first.values
     kept = {"energy_import_kwh", "energy_export_kwh", "active_power_w", "frequency_hz"}
     kept |= {f"{q}_{p}_{u}" for q, u in (("voltage", "v"), ("current", "a")) for p in ("l1", "l2", "l3")}
     assert row.values.keys() == kept
@@ -151,7 +152,8 @@ def test_under_retention_the_file_levels_off_and_detection_keeps_its_history(tmp
     per_day = (settled[-1] - settled[0]) / (len(settled) - 1)
     assert per_day <= 10 * 96 * 100 < sizes[0] / 10
     end = T0 + 6 * window_days * DAY_MS
-    assert refused.rejected_readings and refused.accepted == 0
+    assert refused.rejected_readings == {ReadingRejection.EXPIRED: 10}
+    assert refused.accepted == 0
     with LedgerReader(path) as reader:
         for meter in meters.names:
             samples = reader.power_samples(meter, 0, 2**62)
