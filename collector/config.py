@@ -71,9 +71,15 @@ class RetentionSettings(_Section):
         gt=0,
         le=36_600,
         description="Raw readings kept per meter, days back from its newest reading (event time). Detection, "
-        "reports and charts read them: it must exceed detection.history_days + catch_up_days + 2. A reading "
-        "arriving more than this less a day older than its meter's newest is refused (reason expired): it "
-        "could no longer be told from one already pruned",
+        "reports and charts read them: it must exceed detection.history_days + catch_up_days + 2",
+    )
+    compact_after_days: float = Field(
+        7,
+        ge=2,
+        description="Readings older than this many days (before their meter's newest) are packed into one "
+        "compressed block per meter and day (~30 instead of ~80 bytes a reading). A reading arriving more "
+        "than this less a day older than its meter's newest is refused (reason expired): the ledger could "
+        "no longer book its energy between its neighbours exactly",
     )
     batches_days: float = Field(
         60,

@@ -155,7 +155,8 @@ class CollectorMetrics:
         )
         self.pruned_rows = Counter(
             "kilowatch_collector_pruned_rows",
-            "Rows the ledger's retention deleted (ledger.retention), by table",
+            "Rows the ledger's retention deleted (ledger.retention), by table; packed: readings moved from rows "
+            "into compressed day blocks",
             ["table"],
             registry=r,
         )

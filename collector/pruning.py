@@ -82,7 +82,7 @@ class Pruner:
         now = self._clock()
         while True:
             step = await asyncio.to_thread(self._ledger.prune, now_ms=now, limit=STEP_ROWS)
-            for table in ("readings", "batches", "seq_gaps", "quarantine"):
+            for table in ("readings", "packed", "batches", "seq_gaps", "quarantine"):
                 report.add(table, getattr(step, table))
             if step.rows < STEP_ROWS:
                 break

@@ -250,6 +250,7 @@ def retention_policy(config: CollectorConfig) -> RetentionPolicy:
     retention = config.ledger.retention
     return RetentionPolicy(
         readings_ms=round(retention.readings_days * DAY_MS),
+        compact_after_ms=round(retention.compact_after_days * DAY_MS),
         batches_ms=round(retention.batches_days * DAY_MS),
         quarantine_ms=round(retention.quarantine_days * DAY_MS),
         resolved_alerts_ms=round(retention.resolved_alerts_days * DAY_MS),

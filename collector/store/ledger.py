@@ -95,8 +95,9 @@ class ReadingRejection(StrEnum):
     """A meter bound to another gateway (see :mod:`collector.store.owners`); a ``foreign_meter`` gateway
     event names it."""
     EXPIRED = "expired"
-    """Older than the ledger keeps its meter's readings (see :func:`collector.store.retention.too_old`):
-    it could no longer be told from one already stored and pruned."""
+    """Older than the ledger keeps its meter's readings in rows (see
+    :func:`collector.store.retention.too_old`): it could no longer be told from one already stored, nor
+    booked in intervals between its neighbours."""
 
 
 class BadValue(StrEnum):
@@ -523,7 +524,7 @@ class Ledger(Closing):
             if (
                 self._retention is not None
                 and state.newest_ts is not None
-                and retention.too_old(reading.ts, state.newest_ts, self._retention.readings_ms)
+                and retention.too_old(reading.ts, state.newest_ts, self._retention)
             ):
                 expired += 1
                 continue

@@ -10,15 +10,20 @@ reading of each meter is kept whole in ``latest``. A meter is a small integer in
 
 from __future__ import annotations
 
-import math
 import sqlite3
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from collector.detectors.series import MOVING, Sample
+from collector.store import blocks
+from collector.store.blocks import Block
 from collector.store.schema import MOVING_FORMAT, pack_moving
 from kilowatch.mqtt_contract import ClockState, Quality, Reading
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
+from kilowatch.timebase import DAY_MS
 
 COUNTERS = (ENERGY_IMPORT, ENERGY_EXPORT)
 """The cumulative counters intervals are computed from; also column names of `readings` and `intervals`."""
@@ -50,15 +55,27 @@ _UPSERT_METER = (
     " first_seen = min(meters.first_seen, excluded.first_seen),"
     " last_seen = max(meters.last_seen, excluded.last_seen)"
 )
-_POWER = (
-    f"SELECT ts, {ACTIVE_POWER}, {ENERGY_IMPORT}, moving FROM readings"  # noqa: S608 - column names are constants
-    f" WHERE meter = {METER_KEY} AND ts >= ? AND ts < ? AND {TRUSTED} AND {ACTIVE_POWER} IS NOT NULL ORDER BY ts"
-)
-_READINGS = (
-    f"SELECT ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, moving, quality, clock FROM readings"  # noqa: S608 - idem
+_HOT = (
+    f"SELECT ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, moving, quality, clock FROM readings"  # noqa: S608 - column names are constants
     f" WHERE meter = {METER_KEY} AND ts >= ? AND ts < ? ORDER BY ts"
 )
-_NO_MOVING = (None,) * len(MOVING)
+_COLD = (
+    f"SELECT data FROM reading_blocks WHERE meter = {METER_KEY} AND day_ms > ? AND day_ms < ? ORDER BY day_ms"  # noqa: S608
+)
+_COLD_COUNT = (
+    f"SELECT first_ts >= ?2 AND last_ts < ?3, readings, data FROM reading_blocks WHERE meter = {METER_KEY}"  # noqa: S608
+    f" AND day_ms > ?2 - {DAY_MS} AND day_ms < ?3"
+)
+_HOT_COUNT = f"SELECT count(*) FROM readings WHERE meter = {METER_KEY} AND ts >= ? AND ts < ?"  # noqa: S608
+_NEWEST = (
+    f"SELECT max(ts) FROM (SELECT max(ts) AS ts FROM readings WHERE meter = {METER_KEY}"  # noqa: S608
+    f" UNION ALL SELECT max(last_ts) FROM reading_blocks WHERE meter = {METER_KEY})"
+)
+_NEWEST_TRUSTED = f"SELECT max(ts) FROM readings WHERE meter = {METER_KEY} AND ts <= ? AND {TRUSTED}"  # noqa: S608
+_NEWEST_COLD = (
+    f"SELECT data FROM reading_blocks WHERE meter = {METER_KEY} AND day_ms <= ? ORDER BY day_ms DESC"  # noqa: S608
+)
+_NAN_MOVING = MOVING_FORMAT.pack(*[float("nan")] * len(MOVING))
 
 ReadingParams = tuple[
     int, int, float | None, float | None, float | None, bytes | None, str | None, str | None
@@ -182,8 +199,61 @@ def insert(db: sqlite3.Connection, row: ReadingParams) -> bool:
 
 def newest_ts(db: sqlite3.Connection, meter: str) -> int | None:
     """ts of the meter's newest stored reading, whatever its clock."""
-    (newest,) = db.execute(f"SELECT max(ts) FROM readings WHERE meter = {METER_KEY}", (meter,)).fetchone()  # noqa: S608
+    (newest,) = db.execute(_NEWEST, (meter, meter)).fetchone()
     return None if newest is None else int(newest)
+
+
+def newest_trusted_ts(db: sqlite3.Connection, meter: str, until_ms: int) -> int | None:
+    """ts of the meter's newest reading at or before `until_ms` not stamped by an unsynchronised clock."""
+    (newest,) = db.execute(_NEWEST_TRUSTED, (meter, until_ms)).fetchone()
+    if newest is not None:
+        return int(newest)
+    for (data,) in db.execute(_NEWEST_COLD, (meter, until_ms)):
+        block = blocks.decode(data)
+        found = np.flatnonzero((block.ts <= until_ms) & _trusted(block))
+        if found.size:
+            return int(block.ts[found[-1]])
+    return None
+
+
+def count(db: sqlite3.Connection, meter: str, start_ms: int, end_ms: int) -> int:
+    """Stored readings (whatever their clock) with start_ms <= ts < end_ms."""
+    (n,) = db.execute(_HOT_COUNT, (meter, start_ms, end_ms)).fetchone()
+    for inside, readings, data in db.execute(_COLD_COUNT, (meter, start_ms, end_ms)):
+        if inside:
+            n += readings
+        else:
+            ts = blocks.decode(data).ts
+            n += int(np.count_nonzero((ts >= start_ms) & (ts < end_ms)))
+    return int(n)
+
+
+def rows_block(rows: list[tuple[Any, ...]]) -> Block:
+    """A block of `readings` rows (ts, import, export, power, moving, quality, clock), in ts order."""
+    n = len(rows)
+    ts, imported, exported, power, moving, quality, clock = zip(*rows, strict=True) if rows else ((),) * 7
+    return Block(
+        np.array(ts, dtype=np.int64),
+        np.array(imported, dtype=np.float64),  # None becomes NaN
+        np.array(exported, dtype=np.float64),
+        np.array(power, dtype=np.float64),
+        np.frombuffer(b"".join(m or _NAN_MOVING for m in moving), "<f4").reshape(n, len(MOVING)),
+        list(quality),
+        list(clock),
+    )
+
+
+def history(db: sqlite3.Connection, meter: str, start_ms: int, end_ms: int) -> Block:
+    """The meter's stored readings with start_ms <= ts < end_ms, oldest first: the blocks of the days they
+    fall in, then the rows not packed yet."""
+    cold = [blocks.decode(data) for (data,) in db.execute(_COLD, (meter, start_ms - DAY_MS, end_ms))]
+    hot = rows_block(db.execute(_HOT, (meter, start_ms, end_ms)).fetchall())
+    joined = Block.join([*cold, hot])
+    return joined.where((joined.ts >= start_ms) & (joined.ts < end_ms)) if cold else joined
+
+
+def _trusted(block: Block) -> npt.NDArray[np.bool_]:
+    return np.array([c != ClockState.UNSYNCED.value for c in block.clock], dtype=np.bool_)
 
 
 def upsert_latest(db: sqlite3.Connection, rows: list[LatestParams]) -> None:
@@ -206,28 +276,30 @@ def power_samples(db: sqlite3.Connection, meter_id: str, start_ms: int, end_ms: 
     """The meter's readings with power in [start_ms, end_ms), oldest first, in kW, with the quantities
     that tell a frozen meter: what the detectors judge (never a reading stamped by an unsynchronised
     clock)."""
+    block = history(db, meter_id, start_ms, end_ms)
+    block = block.where(_trusted(block) & ~np.isnan(block.power))
+    moving = [tuple(None if v != v else v for v in row) for row in block.moving.tolist()]  # NaN: missing
+    energy = [None if e != e else e for e in block.imported.tolist()]
     return [
-        Sample(ts, w / 1000, e, _NO_MOVING if moving is None else _unpack_moving(moving))
-        for ts, w, e, moving in db.execute(_POWER, (meter_id, start_ms, end_ms))
+        Sample(ts, w / 1000, e, m)
+        for ts, w, e, m in zip(block.ts.tolist(), block.power.tolist(), energy, moving, strict=True)
     ]
 
 
 def stored(db: sqlite3.Connection, meter_id: str, start_ms: int, end_ms: int) -> list[ReadingRow]:
     """The meter's stored readings with start_ms <= ts < end_ms, oldest first."""
-    rows = []
-    for ts, imp, exp, power, moving, quality, clock in db.execute(_READINGS, (meter_id, start_ms, end_ms)):
-        values = {
-            q: v for q, v in zip((*COUNTERS, ACTIVE_POWER), (imp, exp, power), strict=True) if v is not None
-        }
-        if moving is not None:
-            values |= {q: v for q, v in zip(MOVING, _unpack_moving(moving), strict=True) if v is not None}
-        rows.append(
-            ReadingRow(
-                meter_id, ts, values, Quality(quality or Quality.GOOD), ClockState(clock or ClockState.SYNCED)
-            )
+    block = history(db, meter_id, start_ms, end_ms)
+    names = (*COUNTERS, ACTIVE_POWER, *MOVING)
+    columns = np.column_stack((block.imported, block.exported, block.power, block.moving)).tolist()
+    return [
+        ReadingRow(
+            meter_id,
+            ts,
+            {q: v for q, v in zip(names, values, strict=True) if v == v},  # NaN: missing
+            Quality(quality or Quality.GOOD),
+            ClockState(clock or ClockState.SYNCED),
         )
-    return rows
-
-
-def _unpack_moving(blob: bytes) -> tuple[float | None, ...]:
-    return tuple(None if math.isnan(v) else v for v in MOVING_FORMAT.unpack(blob))
+        for ts, values, quality, clock in zip(
+            block.ts.tolist(), columns, block.quality, block.clock, strict=True
+        )
+    ]

@@ -20,6 +20,11 @@ import sqlite3
 from dataclasses import dataclass
 
 from collector.intervals import MAX_SPREAD_MS
+from collector.store import blocks
+from collector.store.blocks import Block
+from collector.store.readings import rows_block
+from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
+from kilowatch.timebase import DAY_MS
 
 _STALE_METERS = """
 SELECT k.id, k.meter_id, l.ts - ?1 FROM latest l JOIN meter_keys k ON k.meter_id = l.meter_id
@@ -28,6 +33,29 @@ WHERE (SELECT min(ts) FROM readings WHERE meter = k.id) < l.ts - ?1
 _DROP_READINGS = """
 DELETE FROM readings WHERE meter = ?1 AND ts IN (SELECT ts FROM readings WHERE meter = ?1 AND ts < ?2 ORDER BY ts LIMIT ?3)
 """
+_DROP_BLOCKS = """
+DELETE FROM reading_blocks WHERE (meter, day_ms) IN (
+    SELECT b.meter, b.day_ms FROM reading_blocks b JOIN meter_keys k ON k.id = b.meter
+    JOIN latest l ON l.meter_id = k.meter_id WHERE b.last_ts < l.ts - ?1 LIMIT ?2
+) RETURNING readings
+"""
+# Each meter's oldest row, when it lies before the start of the UTC day `compact_after_ms` before its newest.
+_COMPACTABLE = f"""
+SELECT k.id, k.meter_id, o.ts - o.ts % {DAY_MS} FROM latest l JOIN meter_keys k ON k.meter_id = l.meter_id
+JOIN (SELECT meter, min(ts) AS ts FROM readings GROUP BY meter) o ON o.meter = k.id
+WHERE o.ts < l.ts - ?1 - (l.ts - ?1) % {DAY_MS}
+"""  # noqa: S608 - a constant
+_DAY_ROWS = f"""
+SELECT ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, moving, quality, clock FROM readings
+WHERE meter = ? AND ts < ? ORDER BY ts
+"""  # noqa: S608 - column names are constants
+_PACKED = "SELECT data FROM reading_blocks WHERE meter = ? AND day_ms = ?"
+_PACK = """
+INSERT INTO reading_blocks (meter, day_ms, first_ts, last_ts, readings, data) VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (meter, day_ms) DO UPDATE SET first_ts = excluded.first_ts, last_ts = excluded.last_ts,
+    readings = excluded.readings, data = excluded.data
+"""
+_DROP_DAY_ROWS = "DELETE FROM readings WHERE meter = ? AND ts < ?"
 _DROP_BATCHES = """
 DELETE FROM batches WHERE (site, gateway, spool, seq) IN (
     SELECT site, gateway, spool, seq FROM batches b WHERE received_at < ?1 AND seq < (
@@ -55,6 +83,9 @@ class RetentionPolicy:
 
     readings_ms: int
     """Raw readings, of each meter's own event time."""
+    compact_after_ms: int
+    """Rows of readings older than this (each meter's event time) are packed into day blocks; a reading
+    arriving older than this less a day is refused (:func:`too_old`)."""
     batches_ms: int
     """Batches seen and seq gaps, by when they were received."""
     quarantine_ms: int
@@ -68,27 +99,32 @@ class Pruned:
     """Rows one step deleted, by table."""
 
     readings: int = 0
+    """Raw readings deleted (rows and in blocks)."""
+    packed: int = 0
+    """Rows of readings packed into day blocks."""
     batches: int = 0
     seq_gaps: int = 0
     quarantine: int = 0
     meters: tuple[str, ...] = ()
-    """The meters whose readings were pruned."""
+    """The meters whose rows of readings were deleted or packed."""
 
     @property
     def rows(self) -> int:
-        return self.readings + self.batches + self.seq_gaps + self.quarantine
+        """Rows deleted or packed: the step's work."""
+        return self.readings + self.packed + self.batches + self.seq_gaps + self.quarantine
 
 
-def too_old(ts: int, newest_ts: int, readings_ms: int) -> bool:
+def too_old(ts: int, newest_ts: int, policy: RetentionPolicy) -> bool:
     """Whether a reading at `ts` of a meter whose newest stored reading is at `newest_ts` is too old to be
-    stored: within a day of what retention drops, its stored neighbours may be gone (a counter step longer
-    than MAX_SPREAD_MS is not energy: one no longer has both ends kept)."""
-    return ts < newest_ts - readings_ms + MAX_SPREAD_MS
+    stored: within MAX_SPREAD_MS of what is packed or dropped, its stored neighbours may be out of reach of
+    the interval upkeep (a counter step longer than that is not energy: one within it has both ends in
+    rows), and its (meter, ts) may have been stored and dropped."""
+    return ts < newest_ts - min(policy.compact_after_ms, policy.readings_ms) + MAX_SPREAD_MS
 
 
 def prune(db: sqlite3.Connection, policy: RetentionPolicy, *, now_ms: int, limit: int) -> Pruned:
-    """Delete at most about `limit` rows past their retention (readings first); a step that deletes fewer
-    than `limit` leaves nothing to prune as of `now_ms`."""
+    """Delete or pack at most about `limit` rows (a meter's day of readings is packed whole); a step that
+    does less than `limit` leaves nothing to do as of `now_ms`."""
     left = limit
     readings = 0
     meters: list[str] = []
@@ -99,13 +135,37 @@ def prune(db: sqlite3.Connection, policy: RetentionPolicy, *, now_ms: int, limit
         readings += dropped
         left -= dropped
         meters.append(meter)
+    if left > 0:
+        dropped = sum(n for (n,) in db.execute(_DROP_BLOCKS, (policy.readings_ms, left)).fetchall())
+        readings += dropped
+        left -= dropped
+    packed = 0
+    for key, meter, day_ms in db.execute(_COMPACTABLE, (policy.compact_after_ms,)).fetchall():
+        if left <= 0:
+            break
+        n = _pack_day(db, key, day_ms)
+        packed += n
+        left -= n
+        meters.append(meter)
     before = now_ms - policy.batches_ms
     batches = db.execute(_DROP_BATCHES, (before, max(left, 0))).rowcount
     left -= batches
     gaps = db.execute(_DROP_GAPS, (before, max(left, 0))).rowcount
     left -= gaps
     quarantine = db.execute(_DROP_QUARANTINE, (now_ms - policy.quarantine_ms, max(left, 0))).rowcount
-    return Pruned(readings, batches, gaps, quarantine, tuple(meters))
+    return Pruned(readings, packed, batches, gaps, quarantine, tuple(meters))
+
+
+def _pack_day(db: sqlite3.Connection, key: int, day_ms: int) -> int:
+    """Move the meter's rows of the UTC day from `day_ms` (and any older) into its block; returns how many."""
+    end = day_ms + DAY_MS
+    block = rows_block(db.execute(_DAY_ROWS, (key, end)).fetchall())
+    packed = db.execute(_PACKED, (key, day_ms)).fetchone()
+    whole = block if packed is None else Block.join([blocks.decode(packed[0]), block])
+    first, last = int(whole.ts[0]), int(whole.ts[-1])
+    db.execute(_PACK, (key, day_ms, first, last, len(whole), blocks.encode(whole)))
+    db.execute(_DROP_DAY_ROWS, (key, end))
+    return len(block)
 
 
 def prune_alerts(db: sqlite3.Connection, *, before_ms: int, limit: int) -> int:

@@ -280,6 +280,8 @@ ALTER TABLE alerts DROP COLUMN tariff_vnd_per_kwh
 # float32s in one blob, quality and clock only when not good/synced. Meters are interned as small integers.
 # Retention prunes batches by when they were received (collector.store.retention).
 # About 70 bytes a reading instead of ~620: small enough for a WITHOUT ROWID b-tree keyed by (meter, ts).
+# Readings older than a few days are packed by retention into one compressed block per meter and UTC day
+# (`reading_blocks`, see collector.store.blocks; ~30 bytes a reading): a rowid table, its rows being large.
 # `pack_moving` is a function :func:`migrate` gives the connection (SQL has no float32).
 _V6 = f"""
 CREATE TABLE meter_keys (
@@ -304,6 +306,15 @@ INSERT INTO readings_v6
     FROM readings r JOIN meter_keys k ON k.meter_id = r.meter_id;
 DROP TABLE readings;
 ALTER TABLE readings_v6 RENAME TO readings;
+CREATE TABLE reading_blocks (
+    meter INTEGER NOT NULL,
+    day_ms INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    readings INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (meter, day_ms)
+);
 CREATE INDEX batches_by_received ON batches (received_at)
 """  # noqa: S608 - column names are constants
 

@@ -88,20 +88,41 @@ def file_bytes(path: Path) -> int:
     return path.stat().st_size
 
 
-def test_a_meter_day_at_one_minute_costs_under_135_kb(tmp_path: Path) -> None:
-    """Measured 128.6 KB (readings 78 bytes each, intervals 5.5 KB, batches 5.7 KB at 20 meters a gateway),
-    against ~900 KB before migration 6; issue 13's goal of 100 KB needs readings packed in blocks."""
-    path, meters, days = tmp_path / "kilowatch.db", Meters(20), 2
-    with Ledger(path) as ledger:
-        meters.store(ledger, range(days * 1440))
+def prune_all(ledger: Ledger, now_ms: int) -> None:
+    while ledger.prune(now_ms=now_ms, limit=5000).rows >= 5000:
+        pass
+    while ledger.reclaim(256):
+        pass
+
+
+def test_a_meter_day_at_one_minute_costs_under_100_kb(tmp_path: Path) -> None:
+    """Readings in rows cost ~80 bytes each, in day blocks ~30: a ledger holding 9 days, the newest 2 in
+    rows, stays under 100 KB per meter-day, intervals and batches included."""
+    path, meters, days = tmp_path / "kilowatch.db", Meters(10), 9
+    policy = RetentionPolicy(
+        readings_ms=45 * DAY_MS, compact_after_ms=2 * DAY_MS, batches_ms=60 * DAY_MS,
+        quarantine_ms=60 * DAY_MS, resolved_alerts_ms=DAY_MS,
+    )  # fmt: skip
+    with Ledger(path, retention=policy) as ledger:
+        for day in range(days):
+            meters.store(ledger, range(day * 1440, (day + 1) * 1440))
+            prune_all(ledger, T0 + (day + 1) * DAY_MS)
     with sqlite3.connect(path) as db:
         (intervals,) = db.execute("SELECT count(*) FROM intervals").fetchone()
-    per_meter_day = file_bytes(path) / (20 * days)
+        (row_bytes,) = db.execute("SELECT sum(pgsize) FROM dbstat WHERE name = 'readings'").fetchone()
+        packed, blob_bytes = db.execute(
+            "SELECT sum(readings), sum(length(data)) FROM reading_blocks"
+        ).fetchone()
+        (in_rows,) = db.execute("SELECT count(*) FROM readings").fetchone()
+    per_meter_day = file_bytes(path) / (10 * days)
     print(
-        f"\nledger: {per_meter_day / 1000:.1f} KB per meter-day at 1-minute (20 quantities, intervals included)"
+        f"\nledger: {per_meter_day / 1000:.1f} KB per meter-day at 1-minute (20 quantities, {days} days, the "
+        f"newest 2 in rows, intervals and batches included); a reading costs {row_bytes / in_rows:.0f} bytes "
+        f"in rows, {blob_bytes / packed:.1f} in day blocks"
     )
-    assert intervals == 20 * days * 96
-    assert per_meter_day <= 135_000
+    assert intervals == 10 * days * 96
+    assert packed + in_rows == 10 * days * 1440  # none lost
+    assert per_meter_day <= 100_000
 
 
 def test_readings_keep_what_detection_reads(tmp_path: Path) -> None:
@@ -132,17 +153,15 @@ def test_under_retention_the_file_levels_off_and_detection_keeps_its_history(tmp
     last 2 days, intervals stay for ever; a reading older than the window is refused, not stored again."""
     path, meters, window_days = tmp_path / "kilowatch.db", Meters(10), 2
     policy = RetentionPolicy(
-        readings_ms=window_days * DAY_MS, batches_ms=DAY_MS, quarantine_ms=DAY_MS, resolved_alerts_ms=DAY_MS
-    )
+        readings_ms=window_days * DAY_MS, compact_after_ms=window_days * DAY_MS, batches_ms=DAY_MS,
+        quarantine_ms=DAY_MS, resolved_alerts_ms=DAY_MS,
+    )  # fmt: skip
     sizes = []
     with Ledger(path, retention=policy) as ledger:
         old = meters.batch(0)
         for day in range(6 * window_days):
             meters.store(ledger, range(day * 1440, (day + 1) * 1440))
-            while ledger.prune(now_ms=T0 + (day + 1) * DAY_MS, limit=500).rows == 500:
-                pass
-            while ledger.reclaim(256):
-                pass
+            prune_all(ledger, T0 + (day + 1) * DAY_MS)
             sizes.append(file_bytes(path))
         refused = ledger.ingest(old.model_copy(update={"seq": 0, "spool_id": "another"}))
     print("\nledger size at the end of each day (MB):", [round(s / 1e6, 2) for s in sizes])
