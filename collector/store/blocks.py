@@ -91,7 +91,7 @@ def _xor(
 
 
 def _shuffled(column: npt.NDArray[np.generic]) -> bytes:
-    return np.ascontiguousarray(column.view(np.uint8).reshape(column.size, -1).T).tobytes()
+    return np.ascontiguousarray(column.view(np.uint8).reshape(column.size, column.itemsize).T).tobytes()
 
 
 def _unshuffled(data: bytes, n: int, dtype: type[np.generic]) -> npt.NDArray[np.generic]:

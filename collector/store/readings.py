@@ -63,7 +63,8 @@ _COLD = (
     f"SELECT data FROM reading_blocks WHERE meter = {METER_KEY} AND day_ms > ? AND day_ms < ? ORDER BY day_ms"  # noqa: S608
 )
 _COLD_COUNT = (
-    f"SELECT first_ts >= ?2 AND last_ts < ?3, readings, data FROM reading_blocks WHERE meter = {METER_KEY}"  # noqa: S608
+    "SELECT first_ts >= ?2 AND last_ts < ?3, readings, data FROM reading_blocks"  # noqa: S608 - a constant
+    " WHERE meter = (SELECT id FROM meter_keys WHERE meter_id = ?1)"
     f" AND day_ms > ?2 - {DAY_MS} AND day_ms < ?3"
 )
 _HOT_COUNT = f"SELECT count(*) FROM readings WHERE meter = {METER_KEY} AND ts >= ? AND ts < ?"  # noqa: S608

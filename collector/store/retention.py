@@ -41,9 +41,11 @@ DELETE FROM reading_blocks WHERE (meter, day_ms) IN (
 """
 # Each meter's oldest row, when it lies before the start of the UTC day `compact_after_ms` before its newest.
 _COMPACTABLE = f"""
-SELECT k.id, k.meter_id, o.ts - o.ts % {DAY_MS} FROM latest l JOIN meter_keys k ON k.meter_id = l.meter_id
-JOIN (SELECT meter, min(ts) AS ts FROM readings GROUP BY meter) o ON o.meter = k.id
-WHERE o.ts < l.ts - ?1 - (l.ts - ?1) % {DAY_MS}
+SELECT id, meter_id, oldest - oldest % {DAY_MS} FROM (
+    SELECT k.id, k.meter_id, l.ts - ?1 - (l.ts - ?1) % {DAY_MS} AS cut,
+        (SELECT min(ts) FROM readings WHERE meter = k.id) AS oldest
+    FROM latest l JOIN meter_keys k ON k.meter_id = l.meter_id
+) WHERE oldest < cut
 """  # noqa: S608 - a constant
 _DAY_ROWS = f"""
 SELECT ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, moving, quality, clock FROM readings
@@ -140,13 +142,14 @@ def prune(db: sqlite3.Connection, policy: RetentionPolicy, *, now_ms: int, limit
         readings += dropped
         left -= dropped
     packed = 0
-    for key, meter, day_ms in db.execute(_COMPACTABLE, (policy.compact_after_ms,)).fetchall():
-        if left <= 0:
-            break
-        n = _pack_day(db, key, day_ms)
-        packed += n
-        left -= n
-        meters.append(meter)
+    while left > 0 and (days := db.execute(_COMPACTABLE, (policy.compact_after_ms,)).fetchall()):
+        for key, meter, day_ms in days:  # each meter's oldest day
+            if left <= 0:
+                break
+            n = _pack_day(db, key, day_ms)
+            packed += n
+            left -= n
+            meters.append(meter)
     before = now_ms - policy.batches_ms
     batches = db.execute(_DROP_BATCHES, (before, max(left, 0))).rowcount
     left -= batches
