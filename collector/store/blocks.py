@@ -19,6 +19,7 @@ import json
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -62,14 +63,16 @@ class Block:
 
     @staticmethod
     def join(blocks: list[Block]) -> Block:
-        """The blocks' readings in time order; of a ts in several, the last block's."""
+        """The blocks' readings (at least one block) in time order; of a ts in several, the last block's."""
         if len(blocks) == 1:
             return blocks[0]
-        ts = np.concatenate([b.ts for b in blocks]) if blocks else np.empty(0, np.int64)
+        ts = np.concatenate([b.ts for b in blocks])
         joined = Block(
             ts,
-            *(np.concatenate([getattr(b, c) for b in blocks]) if blocks else np.empty(0) for c in _FLOATS),
-            np.concatenate([b.moving for b in blocks]) if blocks else np.empty((0, _MOVING), np.float32),
+            np.concatenate([b.imported for b in blocks]),
+            np.concatenate([b.exported for b in blocks]),
+            np.concatenate([b.power for b in blocks]),
+            np.concatenate([b.moving for b in blocks]),
             [q for b in blocks for q in b.quality],
             [c for b in blocks for c in b.clock],
         )
@@ -80,14 +83,11 @@ class Block:
         return joined.where(order[last])
 
 
-_FLOATS = ("imported", "exported", "power")
-
-
-def _xor(
-    bits: npt.NDArray[np.uint64] | npt.NDArray[np.uint32],
-) -> npt.NDArray[np.uint64] | npt.NDArray[np.uint32]:
+def _xor(bits: npt.NDArray[np.unsignedinteger[Any]]) -> npt.NDArray[np.unsignedinteger[Any]]:
+    """Each value XOR the one before (the first as it is): :func:`numpy.bitwise_xor.accumulate` undoes it."""
     previous = np.concatenate((np.zeros(1, bits.dtype), bits[:-1]))
-    return np.bitwise_xor(bits, previous)
+    result: npt.NDArray[np.unsignedinteger[Any]] = np.bitwise_xor(bits, previous)
+    return result
 
 
 def _shuffled(column: npt.NDArray[np.generic]) -> bytes:
@@ -136,15 +136,20 @@ def decode(data: bytes) -> Block:
         at += size
         return column
 
+    def floats() -> Floats:
+        return np.bitwise_xor.accumulate(take(np.uint64)).view(np.float64)
+
     ts = np.cumsum(take(np.int64), dtype=np.int64)
-    floats = [np.bitwise_xor.accumulate(take(np.uint64)).view(np.float64) for _ in range(3)]
+    imported, exported, power = floats(), floats(), floats()
     moving = np.empty((n, _MOVING), dtype=np.float32)
     for i in range(_MOVING):
         moving[:, i] = np.bitwise_xor.accumulate(take(np.uint32)).view(np.float32)
     quality_codes, clock_codes = np.frombuffer(raw, np.uint8, n, at), np.frombuffer(raw, np.uint8, n, at + n)
     return Block(
         ts,
-        *floats,
+        imported,
+        exported,
+        power,
         moving,
         [None if c == 0 else qualities[c - 1] for c in quality_codes.tolist()],
         [None if c == 0 else clocks[c - 1] for c in clock_codes.tolist()],

@@ -38,8 +38,10 @@ def same(a: Block, b: Block) -> bool:
 
 def test_a_block_decodes_to_what_was_encoded() -> None:
     original = block([1_790_000_000_000 + i * 60_123 for i in range(5)], [2500.5, NAN, -3.25, 1e9, 0.0])
-    original = Block(*[getattr(original, f) for f in ("ts", "imported", "exported", "power", "moving")],
-                     [None, "bad", None, "stale", "bad"], original.clock)  # fmt: skip
+    original = Block(
+        original.ts, original.imported, original.exported, original.power, original.moving,
+        [None, "bad", None, "stale", "bad"], original.clock,
+    )  # fmt: skip
     assert same(decode(encode(original)), original)
     empty = block([], [])
     assert len(decode(encode(empty))) == 0
