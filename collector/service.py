@@ -1,5 +1,6 @@
-"""The running collector: MQTT ingestion, the TSDB writer, the HTTP API, notifications and (if enabled) the
-live detectors (:mod:`collector.detect_live`) as named tasks in one event loop.
+"""The running collector: MQTT ingestion, the TSDB writer, the HTTP API, notifications, the ledger's retention
+(:mod:`collector.pruning`) and (if enabled) the live detectors (:mod:`collector.detect_live`) as named tasks in
+one event loop.
 
 SIGTERM or SIGINT stops it gracefully: ingestion stops taking messages (what it has not committed is
 not acknowledged, so the broker keeps it for the next start), the TSDB writer gets a few seconds to

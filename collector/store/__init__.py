@@ -4,7 +4,7 @@ One SQLite file (WAL) holds the ledger and the alerts. :class:`Ledger` is the si
 data (one transaction per group of messages); :class:`AlertLedger` writes alerts and notifications on a
 connection of its own; :class:`LedgerReader` serves read-only queries. The schema and its versioned
 migrations are in :mod:`collector.store.schema`, the connections each role opens in
-:mod:`collector.store.connection`.
+:mod:`collector.store.connection`; what is forgotten and when in :mod:`collector.store.retention`.
 """
 
 from collector.store.alerts import Alert, AlertLedger, AlertQuery, AlertStatus, AlertTransaction
