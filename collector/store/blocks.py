@@ -1,8 +1,8 @@
 """A day of one meter's readings packed into one compressed blob (``reading_blocks.data``); no SQL here.
 
 Readings older than a few days (``ledger.retention.compact_after_days``) are no longer written to: the
-retention task moves them from ``readings`` (a row each, ~78 bytes) into a block per meter and UTC day
-(~30 bytes a reading). A block is columnar, so that what is alike lies together: timestamps as deltas,
+retention task moves them from ``readings`` (a row each, ~78 bytes) into a block per meter and local
+(Vietnam) day (~32 bytes a reading). A block is columnar, so that what is alike lies together: timestamps as deltas,
 each float column as the XOR of its bit pattern with the one before (consecutive readings of a meter share
 sign, exponent and leading digits, which this turns into zero bytes; exact, unlike a subtraction), every
 column byte-shuffled (its first bytes together, then its second...), then zlib. The same quantities as a

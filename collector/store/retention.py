@@ -24,7 +24,7 @@ from collector.store import blocks
 from collector.store.blocks import Block
 from collector.store.readings import rows_block
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
-from kilowatch.timebase import DAY_MS
+from kilowatch.timebase import DAY_MS, OFFSET_MS
 
 _STALE_METERS = """
 SELECT k.id, k.meter_id, l.ts - ?1 FROM latest l JOIN meter_keys k ON k.meter_id = l.meter_id
@@ -39,14 +39,15 @@ DELETE FROM reading_blocks WHERE (meter, day_ms) IN (
     JOIN latest l ON l.meter_id = k.meter_id WHERE b.last_ts < l.ts - ?1 LIMIT ?2
 ) RETURNING readings
 """
-# Each meter's oldest row, when it lies before the start of the UTC day `compact_after_ms` before its newest.
+# Each meter's oldest row, when it lies before the start of the local day `compact_after_ms` before its
+# newest (local days: detection and reports read from a local midnight, so a block is wholly in or out).
 _COMPACTABLE = f"""
-SELECT id, meter_id, oldest - oldest % {DAY_MS} FROM (
-    SELECT k.id, k.meter_id, l.ts - ?1 - (l.ts - ?1) % {DAY_MS} AS cut,
+SELECT id, meter_id, oldest - (oldest + {OFFSET_MS}) % {DAY_MS} FROM (
+    SELECT k.id, k.meter_id, l.ts - ?1 - (l.ts - ?1 + {OFFSET_MS}) % {DAY_MS} AS cut,
         (SELECT min(ts) FROM readings WHERE meter = k.id) AS oldest
     FROM latest l JOIN meter_keys k ON k.meter_id = l.meter_id
 ) WHERE oldest < cut
-"""  # noqa: S608 - a constant
+"""  # noqa: S608 - constants
 _DAY_ROWS = f"""
 SELECT ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, moving, quality, clock FROM readings
 WHERE meter = ? AND ts < ? ORDER BY ts
@@ -160,7 +161,8 @@ def prune(db: sqlite3.Connection, policy: RetentionPolicy, *, now_ms: int, limit
 
 
 def _pack_day(db: sqlite3.Connection, key: int, day_ms: int) -> int:
-    """Move the meter's rows of the UTC day from `day_ms` (and any older) into its block; returns how many."""
+    """Move the meter's rows of the local day from `day_ms` (and any older) into its block; returns how
+    many."""
     end = day_ms + DAY_MS
     block = rows_block(db.execute(_DAY_ROWS, (key, end)).fetchall())
     packed = db.execute(_PACKED, (key, day_ms)).fetchone()

@@ -280,7 +280,7 @@ ALTER TABLE alerts DROP COLUMN tariff_vnd_per_kwh
 # float32s in one blob, quality and clock only when not good/synced. Meters are interned as small integers.
 # Retention prunes batches by when they were received (collector.store.retention).
 # About 70 bytes a reading instead of ~620: small enough for a WITHOUT ROWID b-tree keyed by (meter, ts).
-# Readings older than a few days are packed by retention into one compressed block per meter and UTC day
+# Readings older than a few days are packed by retention into one compressed block per meter and local day
 # (`reading_blocks`, see collector.store.blocks; ~30 bytes a reading): a rowid table, its rows being large.
 # `pack_moving` is a function :func:`migrate` gives the connection (SQL has no float32).
 _V6 = f"""

@@ -50,8 +50,9 @@ def test_a_pass_prunes_packs_counts_and_logs(tmp_path: Path, caplog: pytest.LogC
         with caplog.at_level(logging.INFO, logger="collector.pruning"):
             report = asyncio.run(pruner.prune())
         remaining = alerts.alerts(AlertQuery())
-    # Kept: the 10 days before the newest reading (23:00 on the 30th), those before the 27th packed.
-    assert report.rows == {"readings": 19 * 24 + 23, "packed": 1 + 6 * 24, "batches": 25, "alerts": 1}
+    # Kept: the 10 days before the newest reading (23:00 UTC on the 30th); packed: those before the local
+    # midnight 3 days before it (17:00 UTC on the 27th).
+    assert report.rows == {"readings": 19 * 24 + 23, "packed": 1 + 6 * 24 + 17, "batches": 25, "alerts": 1}
     assert report.reclaimed_bytes > 0
     assert "retention: pruned" in caplog.text
     sample = metrics.registry.get_sample_value
