@@ -1,16 +1,18 @@
 """Retention: the rows the ledger forgets, in small steps, and the space SQLite gives back.
 
-Raw readings are kept for a window of each meter's own event time (its newest reading minus the window):
-a replayed or backfilled history is kept like live data, and a meter gone silent keeps its last window.
-The writer refuses a reading older than that window less a day (:func:`too_old`): its neighbours may be
-gone, and a reading whose (meter, ts) is no longer stored cannot be told from a new one, so it could be
-counted twice. 15-minute intervals and counter events are kept for ever. Bookkeeping is pruned by when the
+Raw readings are kept for a window of each meter's own event time (back from its newest reading): a
+replayed or backfilled history is kept like live data, and a meter gone silent keeps its last window. Rows
+older than `compact_after_ms` are packed into one block per meter and local day
+(:mod:`collector.store.blocks`), blocks older than `readings_ms` dropped. The writer refuses a reading
+within a day of what is packed or dropped (:func:`too_old`): the interval upkeep looks up a new reading's
+neighbours in rows only, and a reading whose (meter, ts) is no longer stored cannot be told from a new one,
+so it could be counted twice. 15-minute intervals and counter events are kept for ever. Bookkeeping is pruned by when the
 collector received it: batches (the newest of each spool stays, to number the next one), seq gaps,
 quarantined readings; and resolved alerts by when they were resolved. Refused messages have their own
 bounds (:class:`~collector.store.delivery.RejectedLimits`), and TSDB outbox rows and notifications are
 deleted once delivered.
 
-Every function here deletes at most `limit` rows, so the caller keeps each transaction short and ingest
+Every function here deletes (or packs) about `limit` rows at most, so the caller keeps each transaction short and ingest
 is never held up for long.
 """
 
