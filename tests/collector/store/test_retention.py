@@ -37,6 +37,8 @@ class Meters:
         self.imported = [self.rnd.uniform(1_000, 90_000) for _ in range(n)]
         self.exported = [self.rnd.uniform(10, 900) for _ in range(n)]
         self.seq = 0
+        self.sent: dict[str, list[tuple[int, float, float]]] = {meter: [] for meter in self.names}
+        """Per meter, (ts, kW, kWh imported) of each reading made."""
 
     def batch(self, minute: int) -> ReadingsBatch:
         rnd, ts = self.rnd, T0 + minute * MINUTE_MS
@@ -59,11 +61,13 @@ class Meters:
                 "energy_import_kwh": round(self.imported[i], 2),
                 "energy_export_kwh": round(self.exported[i], 2),
             }
+            stamped = ts + rnd.randint(0, 900)
+            self.sent[meter].append((stamped, power / 1000, values["energy_import_kwh"]))
             readings.append(
                 Reading(
                     meter=meter,
                     profile="eastron-sdm630",
-                    ts=ts + rnd.randint(0, 900),
+                    ts=stamped,
                     values=values,
                     quality=Quality.GOOD,
                     clock=ClockState.SYNCED,
@@ -123,6 +127,13 @@ def test_a_meter_day_at_one_minute_costs_under_100_kb(tmp_path: Path) -> None:
     assert intervals == 10 * days * 96
     assert packed + in_rows == 10 * days * 1440  # none lost
     assert per_meter_day <= 100_000
+    with LedgerReader(
+        path
+    ) as reader:  # what detection, reports and charts read: exact, blocks and rows alike
+        for meter in meters.names[:3]:
+            samples = reader.power_samples(meter, 0, 2**62)
+            assert [(s.ts, s.kw, s.energy_kwh) for s in samples] == meters.sent[meter]
+            assert reader.count_readings(meter, T0 + DAY_MS // 2, T0 + 8 * DAY_MS) == 7 * 1440 + 720
 
 
 def test_readings_keep_what_detection_reads(tmp_path: Path) -> None:
