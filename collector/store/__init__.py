@@ -4,7 +4,7 @@ One SQLite file (WAL) holds the ledger and the alerts. :class:`Ledger` is the si
 data (one transaction per group of messages); :class:`AlertLedger` writes alerts and notifications on a
 connection of its own; :class:`LedgerReader` serves read-only queries. The schema and its versioned
 migrations are in :mod:`collector.store.schema`, the connections each role opens in
-:mod:`collector.store.connection`.
+:mod:`collector.store.connection`; what is forgotten and when in :mod:`collector.store.retention`.
 """
 
 from collector.store.alerts import Alert, AlertLedger, AlertQuery, AlertStatus, AlertTransaction
@@ -32,6 +32,7 @@ from collector.store.outbox import NotificationRow, TsdbOutboxRow
 from collector.store.owners import Binding, OwnerRow
 from collector.store.reader import LedgerReader
 from collector.store.readings import COUNTERS, LatestRow, MeterRow, ReadingRow
+from collector.store.retention import Pruned, RetentionPolicy
 from collector.store.schema import SCHEMA_VERSION, NewerLedger
 
 __all__ = [
@@ -68,6 +69,7 @@ __all__ = [
     "NewerLedger",
     "NotificationRow",
     "OwnerRow",
+    "Pruned",
     "QuarantineReason",
     "QuarantineRow",
     "ReadingRejection",
@@ -75,6 +77,7 @@ __all__ = [
     "RejectedLimits",
     "RejectedMessage",
     "RejectedRow",
+    "RetentionPolicy",
     "SeqGapRow",
     "TsdbOutboxRow",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -9,6 +10,8 @@ from types import TracebackType
 from typing import Self
 
 from collector.store.schema import migrate
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a writer waits for the other one (ledger or alerts) to finish its transaction."""
@@ -62,6 +65,7 @@ class Closing(ABC):
 def open_writer(path: Path) -> sqlite3.Connection:
     """The ingest writer's connection: WAL, every commit fsynced, a large page cache; schema current."""
     db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # a new file: before its first table, or it has no effect
     db.execute("PRAGMA journal_mode=WAL")
     # WAL + synchronous=FULL: each commit (one per group of messages) fsyncs the WAL before the messages
     # are acknowledged, so not even a power cut can undo readings the broker was told are stored. NORMAL
@@ -71,7 +75,24 @@ def open_writer(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA cache_size=-65536")  # KiB: 64 MiB of page cache for the writer
     db.execute("PRAGMA temp_store=MEMORY")
     migrate(db, path)
+    _reclaimable(db, path)
     return db
+
+
+def _reclaimable(db: sqlite3.Connection, path: Path) -> None:
+    """Make a file written without incremental vacuum give back what pruning frees (see
+    :mod:`collector.store.retention`): a file switches only by being rewritten whole, once."""
+    (mode,) = db.execute("PRAGMA auto_vacuum").fetchone()
+    if mode == 2:  # INCREMENTAL
+        return
+    size = path.stat().st_size
+    log.warning(
+        "%s: rewriting the ledger once (VACUUM, %.0f MB; needs as much free disk) so that the space its "
+        "retention frees is given back",
+        path, size / 1e6,
+    )  # fmt: skip
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    db.execute("VACUUM")
 
 
 def open_side_writer(path: Path) -> sqlite3.Connection:
