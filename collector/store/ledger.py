@@ -506,7 +506,7 @@ class Ledger(Closing):
         new: list[_NewReading] = []
         resets = 0
         refused = 0
-        expired = 0
+        expired: list[Reading] = []
         foreign: dict[str, tuple[str, str]] = {}
         foreign_ts: list[int] = []
         bad: dict[BadValue, int] = {}
@@ -525,8 +525,8 @@ class Ledger(Closing):
                 self._retention is not None
                 and state.newest_ts is not None
                 and retention.too_old(reading.ts, state.newest_ts, self._retention)
-            ):
-                expired += 1
+            ):  # too late for the ledger's books; the TSDB, which keeps every reading, still gets it
+                expired.append(reading)
                 continue
             reading, too_fast, rebased = self._judge_counters(db, reading, state)
             formatted = line_protocol.formatted_values(reading.values)
@@ -548,6 +548,11 @@ class Ledger(Closing):
             _record_foreign(db, site, gateway, foreign, foreign_ts, received_at)
         points = (
             [line_protocol.line(site, gateway, r, formatted) for r, formatted, _ in new if formatted]
+            + [
+                line_protocol.line(site, gateway, r, formatted)
+                for r in expired
+                if (formatted := line_protocol.formatted_values(r.values))
+            ]
             if self._outbox
             else []
         )
@@ -556,11 +561,11 @@ class Ledger(Closing):
         rejected = {
             ReadingRejection.TOO_MANY_METERS: refused,
             ReadingRejection.FOREIGN_METER: len(foreign_ts),
-            ReadingRejection.EXPIRED: expired,
+            ReadingRejection.EXPIRED: len(expired),
         }
         return IngestResult(
             accepted=len(new),
-            duplicates=len(new_readings) - len(new) - refused - len(foreign_ts) - expired,
+            duplicates=len(new_readings) - len(new) - refused - len(foreign_ts) - len(expired),
             counter_resets=resets,
             outbox_rows=int(bool(points)),
             outbox_points=len(points),

@@ -161,18 +161,20 @@ def test_readings_keep_what_detection_reads(tmp_path: Path) -> None:
 
 def test_under_retention_the_file_levels_off_and_detection_keeps_its_history(tmp_path: Path) -> None:
     """Six retention windows of 2 days: the file stops growing after the first ones, each meter keeps its
-    last 2 days, intervals stay for ever; a reading older than the window is refused, not stored again."""
+    last 2 days, intervals stay for ever; a reading older than the window is refused by the ledger, not stored
+    again, and still goes to the TSDB (which keeps every reading)."""
     path, meters, window_days = tmp_path / "kilowatch.db", Meters(10), 2
     policy = RetentionPolicy(
         readings_ms=window_days * DAY_MS, compact_after_ms=window_days * DAY_MS, batches_ms=DAY_MS,
         quarantine_ms=DAY_MS, resolved_alerts_ms=DAY_MS,
     )  # fmt: skip
     sizes = []
-    with Ledger(path, retention=policy) as ledger:
+    with Ledger(path, retention=policy, outbox=True) as ledger:
         old = meters.batch(0)
         for day in range(6 * window_days):
             meters.store(ledger, range(day * 1440, (day + 1) * 1440))
             prune_all(ledger, T0 + (day + 1) * DAY_MS)
+            ledger.outbox_delete(2**62)  # as the TSDB writer does once VictoriaMetrics has them
             sizes.append(file_bytes(path))
         refused = ledger.ingest(old.model_copy(update={"seq": 0, "spool_id": "another"}))
     print("\nledger size at the end of each day (MB):", [round(s / 1e6, 2) for s in sizes])
@@ -184,6 +186,7 @@ def test_under_retention_the_file_levels_off_and_detection_keeps_its_history(tmp
     end = T0 + 6 * window_days * DAY_MS
     assert refused.rejected_readings == {ReadingRejection.EXPIRED: 10}
     assert refused.accepted == 0
+    assert refused.outbox_points == 10
     with LedgerReader(path) as reader:
         for meter in meters.names:
             samples = reader.power_samples(meter, 0, 2**62)
