@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import typer
 import typer.main
@@ -103,9 +104,9 @@ class _Commands(Mapping[str, Command]):
 class Parts(TyperGroup):
     """The root group, whose sub-commands come from :data:`PARTS` when first looked up."""
 
-    def __init__(self, **attrs: object) -> None:
-        super().__init__(**attrs)  # type: ignore[arg-type]
-        self.commands = _Commands()  # type: ignore[assignment]
+    def __init__(self, **attrs: Any) -> None:  # typer passes TyperGroup's keyword arguments
+        super().__init__(**attrs)
+        self.commands = _Commands()  # type: ignore[assignment]  # read-only: nothing adds to the root
 
 
 app = typer.Typer(name="kilowatch", cls=Parts, no_args_is_help=True, pretty_exceptions_enable=False)
