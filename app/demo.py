@@ -310,6 +310,7 @@ def demo(
 ) -> None:
     """Run simulator, broker, agent, collector and API together on loopback, and print the URLs."""
     workdir.mkdir(parents=True, exist_ok=True)
+    Children.stopped_on_sigterm()
     try:
         asyncio.run(_run(workdir, broker, api_port, duration, poll_interval))
     except KeyboardInterrupt:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -138,6 +139,12 @@ class Children:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.processes: list[Process] = []
+
+    @staticmethod
+    def stopped_on_sigterm() -> None:
+        """Take SIGTERM (systemd, `kill`, a timeout) as Ctrl-C, so that the program's way out stops its
+        children: by default SIGTERM ends Python at once and they keep running, ports and all."""
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     def start(self, name: str, *args: str) -> Process:
         return self.add(Process(name, list(args), self.workdir / f"{name}.log").start())

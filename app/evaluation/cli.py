@@ -85,6 +85,7 @@ def _through_mqtt(
     from rich.progress import Progress
 
     from app.evaluation.mqtt import EvalError, evaluate_via_mqtt
+    from app.processes import Children
 
     folder = workdir or Path(tempfile.mkdtemp(prefix="kilowatch-eval-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,6 +94,7 @@ def _through_mqtt(
         batches = gateways * ((warmup + days) * 86_400 // interval)
         task = bar.add_task("published", total=batches)
         kept = bar.add_task("stored by the collector", total=batches)
+        Children.stopped_on_sigterm()
         try:
             evaluation = asyncio.run(
                 evaluate_via_mqtt(
