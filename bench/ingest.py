@@ -63,7 +63,7 @@ from kilowatch.quantities import ACTIVE_POWER, ENERGY_IMPORT, QUANTITIES, Kind
 SITE, GATEWAY = "bench-site", "gw-bench"
 NAIVE_TOPIC = "bench-naive/{kind}/readings"  # outside the collector's subscription
 # Room for a whole backlog (UNBOUNDED_QUEUE) and a wide in-flight window.
-BROKER_CONF = f"{UNBOUNDED_QUEUE}\nmax_inflight_messages 100\n"
+BROKER_CONF = f"{UNBOUNDED_QUEUE}\nmax_inflight_messages 200\n"  # as deploy/mosquitto.conf
 POLL_S = 0.1
 STORED = "kilowatch_collector_readings_stored_total"
 

@@ -230,6 +230,11 @@ class Ledger(Closing):
         self._boot_offsets: dict[clock.BootKey, int] = {}
         """Each boot's offset from ``boot_clocks``, kept so a batch costs no look-up (forgotten on rollback)."""
         self._pending = _Pending()
+        self._inserted = 0
+        """Readings the running transaction has inserted."""
+        self.readings_stored = 0
+        """Readings inserted by the transactions committed since the ledger was opened: what was stored,
+        not what arrived (a redelivered reading the ledger had is not counted)."""
         with self._lock:
             self._db = connection.open_writer(self.path)
 
@@ -257,11 +262,13 @@ class Ledger(Closing):
                     raise LedgerUnwritable(str(exc)) from exc
                 raise
             self._pending = _Pending()
+            self._inserted = 0
             self._owners.clear()
             try:
                 yield self._db
                 self._flush(self._db)
                 self._db.execute("COMMIT")
+                self.readings_stored += self._inserted
             except BaseException as exc:
                 self._meters.clear()
                 self._meter_keys.forget()
@@ -539,6 +546,7 @@ class Ledger(Closing):
                 self._flush_readings(db)
                 if not readings.insert(db, row):
                     continue
+                self._inserted += 1
             new.append((reading, formatted, values_json))
             if reading.value_reasons:
                 _count_bad(bad, reading, too_fast)
@@ -683,13 +691,12 @@ class Ledger(Closing):
         the highest ts; of a transaction: the last message with the highest ts, as one upsert per message
         would leave it); first/last seen widen.
         """
-        by_meter: dict[str, list[_NewReading]] = {}
-        for item in new:
-            by_meter.setdefault(item[0].meter, []).append(item)
+        spans: dict[str, tuple[int, _NewReading]] = {}  # meter -> (its first ts, its newest new reading)
+        for item in new:  # in time order (see _store_readings)
+            span = spans.get(meter := item[0].meter)
+            spans[meter] = (item[0].ts if span is None else span[0], item)
         latest, meters = self._pending.latest, self._pending.meters
-        for meter, of_meter in by_meter.items():
-            newest, _, values = max(of_meter, key=lambda item: item[0].ts)
-            first = min(item[0].ts for item in of_meter)
+        for meter, (first, (newest, _, values)) in spans.items():
             kept = latest.get(meter)
             if kept is None or newest.ts > kept[0].ts:
                 latest[meter] = (newest, values)
@@ -706,6 +713,7 @@ class Ledger(Closing):
     def _flush_readings(self, db: sqlite3.Connection) -> None:
         if self._pending.readings:
             readings.append(db, self._pending.readings)
+            self._inserted += len(self._pending.readings)  # a plain INSERT each: all or an error
             self._pending.readings = []
 
     def _flush(self, db: sqlite3.Connection) -> None:
