@@ -192,11 +192,14 @@ async def through_collector(
     """The collector taking `messages` live; and the seconds until the TSDB had them all (with a TSDB)."""
     cpu0, started = cpu_seconds(collector.pid), time.perf_counter()
     await publish_all(broker, messages, topic(SITE, GATEWAY, Channel.READINGS))
-    while (stored := metric(collector.api, STORED)) < readings:
-        if time.perf_counter() - started > 600:
-            raise TimeoutError(f"after 600 s the ledger holds {stored:.0f} of {readings} readings")
-        await asyncio.sleep(POLL_S)
+    with LedgerReader(collector.ledger) as ledger:
+        while (stored := ledger.stored_batches()) < len(messages):
+            if time.perf_counter() - started > 600:
+                raise TimeoutError(f"after 600 s the ledger holds {stored} of {len(messages)} batches")
+            await asyncio.sleep(POLL_S)
     seconds, cpu = time.perf_counter() - started, cpu_seconds(collector.pid) - cpu0
+    if (counted := metric(collector.api, STORED)) != readings:
+        raise RuntimeError(f"the collector counts {counted:.0f} readings stored, not {readings}")
     name = "collector: checked, deduplicated, SQLite" + (" + outbox" if tsdb else "")
     if not tsdb:
         return Measured(name, readings, seconds, cpu), None
@@ -318,16 +321,18 @@ def drain(work: Path, readings: int, meters: int, names: list[str]) -> Drained:
         total = batches * meters
         started_ms = time.time_ns() // 1_000_000
         collector.start()
-        first: tuple[float, float] | None = None  # (CPU seconds, readings stored) when the first showed
-        while (stored := _stored_or_zero(collector.api)) < total:
-            if stored > 0 and first is None:
-                first = (cpu_seconds(collector.pid), stored)
-            if time.time_ns() // 1_000_000 - started_ms > 1_800_000:
-                raise TimeoutError(f"the backlog did not drain in 1800 s: {stored:.0f} of {total} stored")
-            time.sleep(POLL_S)
+        first: tuple[float, int] | None = None  # (CPU seconds, batches stored) when the first showed
+        wait_until(collector.ledger.exists, 60, "the ledger")
+        with LedgerReader(collector.ledger) as ledger:
+            while (stored := ledger.stored_batches()) < batches:
+                if stored > 0 and first is None:
+                    first = (cpu_seconds(collector.pid), stored)
+                if time.time_ns() // 1_000_000 - started_ms > 1_800_000:
+                    raise TimeoutError(f"the backlog did not drain in 1800 s: {stored} of {batches} batches")
+                time.sleep(POLL_S)
         cpu_s = cpu_seconds(collector.pid)
-        if first is None:  # drained between two polls
-            first = (0.0, 0.0)
+        if first is None:  # drained between two polls: the whole process, start-up included
+            first = (0.0, 0)
         with sqlite3.connect(f"{collector.ledger.absolute().as_uri()}?mode=ro", uri=True) as db:
             first_ms, last_ms = db.execute(
                 "SELECT min(received_at), max(received_at) FROM batches"
@@ -339,7 +344,7 @@ def drain(work: Path, readings: int, meters: int, names: list[str]) -> Drained:
         return Drained(
             readings=total,
             rate=(total - first_group) / max((last_ms - first_ms) / 1000, 1e-3),
-            per_cpu_s=(total - first[1]) / (cpu_s - first[0]),
+            per_cpu_s=(batches - first[1]) * meters / (cpu_s - first[0]),
             to_first_s=(first_ms - started_ms) / 1000,
             reconnects=collector.process.log().count("unavailable"),
             stored_metric=metric(collector.api, STORED),
@@ -348,13 +353,6 @@ def drain(work: Path, readings: int, meters: int, names: list[str]) -> Drained:
     finally:
         collector.stop()
         broker.stop()
-
-
-def _stored_or_zero(api: str) -> float:
-    try:
-        return metric(api, STORED)
-    except OSError:  # the API is not up yet
-        return 0.0
 
 
 def live(args: argparse.Namespace, names: list[str]) -> None:
