@@ -1,5 +1,6 @@
 """The collector as a child process against a real Mosquitto: killed (SIGKILL), stopped (SIGTERM) or
-with the broker restarted while an agent-like publisher sends, it ends up with every reading exactly once.
+with the broker restarted while an agent-like publisher sends, it ends up with every reading exactly once;
+and what it counts as stored is what its commits added to the ledger, redeliveries included.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ class Stack:
         )  # fmt: skip
         self.collector: Process | None = None
 
-    def start_collector(self) -> None:
-        args = [sys.executable, "-m", "app", "collector", "run", "--config", str(self.config)]
+    def start_collector(self, config: Path | None = None) -> None:
+        """Start the collector (with `config`: another collector.yaml, e.g. through a relay)."""
+        args = [sys.executable, "-m", "app", "collector", "run", "--config", str(config or self.config)]
         self.collector = Process("collector", args, self.tmp / "collector.log").start()
         wait_until(lambda: self.metrics()["kilowatch_collector_mqtt_connected"] == 1, 30, "the collector")
 
@@ -135,3 +137,86 @@ async def test_killed_stopped_or_with_the_broker_restarted_the_collector_loses_n
         assert reader.missing_batches() == 0
     log = stack.collector.log() if stack.collector else ""
     assert "Traceback" not in log
+
+
+class AckSwallower:
+    """A TCP relay in front of the broker that, once `swallowing`, no longer passes the client's bytes on:
+    the collector commits what it receives and acknowledges it, and the broker never hears of it, so it
+    redelivers all of it to the next connection of the session."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.broker = broker
+        self.swallowing = False
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._relays: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> AckSwallower:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for relay in self._relays:
+            relay.cancel()
+        await asyncio.gather(*self._relays, return_exceptions=True)
+
+    async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._relays.add(task)
+        broker_r, broker_w = await asyncio.open_connection(self.broker.host, self.broker.port)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, from_client: bool) -> None:
+            while data := await src.read(65536):
+                if not (from_client and self.swallowing):
+                    dst.write(data)
+                    await dst.drain()
+            dst.close()
+
+        await asyncio.gather(
+            pipe(client_r, broker_w, True), pipe(broker_r, client_w, False), return_exceptions=True
+        )
+
+
+async def test_the_stored_readings_metric_counts_what_the_commits_added_across_a_redelivery(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """A collector commits messages whose acknowledgements never reach the broker and is killed; the next
+    one gets them again (duplicates) with the rest. Each counts as stored exactly the rows it added."""
+    async with AckSwallower(stack.broker) as relay:
+        relayed = write_collector_config(
+            tmp_path / "relayed.yaml", Mosquitto(stack.broker.host, relay.port, stack.broker.process),
+            ledger=stack.ledger, api_port=int(stack.api.rsplit(":", 1)[1]), tsdb_url=None,
+            client_id="session-test", retention_days=36_600,
+        )  # fmt: skip
+        await asyncio.to_thread(stack.start_collector, relayed)
+        relay.swallowing = True
+        await publish(stack.broker, range(40))
+
+        def stored_by_first() -> float:  # the relayed collector's API is the stack's
+            return stack.metrics().get("kilowatch_collector_readings_stored_total", 0)
+
+        samples: list[tuple[float, int]] = []
+
+        def settled() -> bool:
+            """The metric and the ledger agree, as they did ten polls ago (nothing more is coming)."""
+            samples.append((stored_by_first(), len(stack.stored())))
+            return len(samples) > 10 and samples[-1] == samples[-11] and samples[-1][1] > 0
+
+        await eventually(settled, "the first collector to store what the broker sent", 60)
+        stored, rows_before = samples[-1]
+        assert stored == rows_before
+        assert await asyncio.to_thread(stack.signal_collector, signal.SIGKILL) == -signal.SIGKILL
+
+    await publish(stack.broker, range(40, 60))  # queued for the session meanwhile
+    await asyncio.to_thread(stack.start_collector)
+    want = sorted(expected(range(60)))
+    await eventually(lambda: len(stack.stored()) >= len(want), "every reading in the ledger", 60)
+    await asyncio.sleep(0.5)  # anything redelivered late would show now
+    assert sorted(stack.stored()) == want
+    metrics = stack.metrics()
+    assert metrics["kilowatch_collector_readings_duplicate_total"] > 0  # the redelivery happened
+    assert metrics["kilowatch_collector_readings_stored_total"] == len(want) - rows_before
