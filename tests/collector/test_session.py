@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -33,8 +34,12 @@ class Stack:
     def __init__(self, tmp_path: Path) -> None:
         self.tmp = tmp_path
         work = tmp_path / "mosquitto"
-        # As root Mosquitto drops privileges and could not write its database; queue without limit.
-        conf = f"persistence true\npersistence_location {work}/\nuser root\nmax_queued_messages 0\n"
+        # As root Mosquitto drops privileges and could not write its database; queue without limit; the
+        # in-flight window of deploy/mosquitto.conf.
+        conf = (
+            f"persistence true\npersistence_location {work}/\nuser root\nmax_queued_messages 0\n"
+            "max_inflight_messages 200\n"
+        )
         self.broker = Mosquitto.start(work, extra_conf=conf)
         self.api = f"http://127.0.0.1:{free_port()}"
         self.ledger = tmp_path / "ledger.db"
@@ -45,11 +50,13 @@ class Stack:
         )  # fmt: skip
         self.collector: Process | None = None
 
-    def start_collector(self, config: Path | None = None) -> None:
-        """Start the collector (with `config`: another collector.yaml, e.g. through a relay)."""
+    def start_collector(self, config: Path | None = None, *, wait: bool = True) -> None:
+        """Start the collector (with `config`: another collector.yaml, e.g. through a relay) and, with
+        `wait`, wait until it has subscribed."""
         args = [sys.executable, "-m", "app", "collector", "run", "--config", str(config or self.config)]
         self.collector = Process("collector", args, self.tmp / "collector.log").start()
-        wait_until(lambda: self.metrics()["kilowatch_collector_mqtt_connected"] == 1, 30, "the collector")
+        if wait:
+            wait_until(lambda: self.metrics()["kilowatch_collector_mqtt_connected"] == 1, 30, "the collector")
 
     def signal_collector(self, sig: signal.Signals) -> int:
         assert self.collector is not None
@@ -220,3 +227,26 @@ async def test_the_stored_readings_metric_counts_what_the_commits_added_across_a
     metrics = stack.metrics()
     assert metrics["kilowatch_collector_readings_duplicate_total"] > 0  # the redelivery happened
     assert metrics["kilowatch_collector_readings_stored_total"] == len(want) - rows_before
+
+
+async def test_the_session_set_up_waits_behind_a_queue_the_collector_cannot_take_yet(stack: Stack) -> None:
+    """More messages queued for the session than the collector holds at once, and a ledger it cannot write
+    for longer than the client's 10 s timeout: the SUBACK comes behind messages the collector does not read
+    yet. It waits for it instead of giving up and reconnecting, and stores everything once it can."""
+    await asyncio.to_thread(stack.start_collector)
+    assert await asyncio.to_thread(stack.signal_collector, signal.SIGTERM) == 0
+    await publish(stack.broker, range(300))  # more than its receive maximum (200)
+    other_writer = sqlite3.connect(stack.ledger, isolation_level=None)
+    other_writer.execute("BEGIN IMMEDIATE")  # the ingest writer cannot commit
+    try:
+        await asyncio.to_thread(stack.start_collector, wait=False)
+        await asyncio.sleep(12)  # longer than the client's default timeout (10 s)
+    finally:
+        other_writer.execute("ROLLBACK")
+        other_writer.close()
+    want = sorted(expected(range(300)))
+    await eventually(lambda: len(stack.stored()) >= len(want), "every reading in the ledger", 90)
+    assert sorted(stack.stored()) == want
+    log = stack.collector.log() if stack.collector else ""
+    assert "unavailable" not in log
+    assert "Traceback" not in log
