@@ -289,7 +289,9 @@ class Reading(_Message):
     def _check_consistent(self) -> None:
         if self.quality is Quality.GOOD and self.value_quality:
             raise ValueError("quality is 'good' but value_quality lists values that are not")
-        if sent := [n for n, q in self.value_quality.items() if q is Quality.BAD and n in self.values]:
+        if self.value_quality and (
+            sent := [n for n, q in self.value_quality.items() if q is Quality.BAD and n in self.values]
+        ):
             raise ValueError(f"values {sent} are marked bad: a bad value is not sent")
         if self.clock in (ClockState.SYNCED, ClockState.CORRECTED) and self.ts < TS_FLOOR_MS:
             raise ValueError(f"ts {self.ts} is before 2000-01-01 ({TS_FLOOR_MS}) on a {self.clock} clock")

@@ -630,7 +630,7 @@ class Ledger(Closing):
                 None if nxt is None else CounterStep(new, nxt).implausible(max_kw)
             )
             key = (reading.meter, quantity)
-            last = self._refused_counters.pop(key, None)
+            last = self._refused_counters.pop(key, None) if self._refused_counters else None
             if why is None:
                 continue
             if nxt is None and last is not None and last.ts < new.ts:
