@@ -5,9 +5,11 @@ Nothing is lost between the broker and the ledger: the collector keeps a persist
 committed. Messages are committed in groups (whatever has arrived, up to half the receive maximum) and
 then acknowledged in order: one transaction per group is what makes throughput, and it lets the broker
 send the next group meanwhile. A collector that dies before committing gets the group again; the ledger
-skips what it already has. The client holds at most the receive maximum of received, unacknowledged
+skips what it already has, and the metrics count what each commit inserted (counted in the worker thread
+right after it, so a connection lost meanwhile cannot skip them): ``kilowatch_collector_readings_stored_total``
+stays true across redeliveries. The client holds at most the receive maximum of received, unacknowledged
 messages: it stops reading the socket there (see :mod:`collector.mqtt_acks`), as the broker may send
-more.
+more; so the session's set-up waits for its SUBACK without a timeout (see :meth:`Ingestor._subscribe`).
 
 When the ledger cannot commit whatever it is given (a full disk, an I/O error:
 :class:`~collector.store.LedgerUnwritable`), ingestion pauses: nothing is acknowledged, the group is tried
