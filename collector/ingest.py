@@ -5,9 +5,11 @@ Nothing is lost between the broker and the ledger: the collector keeps a persist
 committed. Messages are committed in groups (whatever has arrived, up to half the receive maximum) and
 then acknowledged in order: one transaction per group is what makes throughput, and it lets the broker
 send the next group meanwhile. A collector that dies before committing gets the group again; the ledger
-skips what it already has. The client holds at most the receive maximum of received, unacknowledged
+skips what it already has, and the metrics count what each commit inserted (counted in the worker thread
+right after it, so a connection lost meanwhile cannot skip them): ``kilowatch_collector_readings_stored_total``
+stays true across redeliveries. The client holds at most the receive maximum of received, unacknowledged
 messages: it stops reading the socket there (see :mod:`collector.mqtt_acks`), as the broker may send
-more.
+more; so the session's set-up waits for its SUBACK without a timeout (see :meth:`Ingestor._subscribe`).
 
 When the ledger cannot commit whatever it is given (a full disk, an I/O error:
 :class:`~collector.store.LedgerUnwritable`), ingestion pauses: nothing is acknowledged, the group is tried
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -175,10 +178,18 @@ class Ingestor:
                 self._metrics.quarantined.labels(reason=reason.value).set(count)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
-        for channel in Channel:
-            topic = subscription(channel, root=self._settings.topic_root)
-            granted = await client.subscribe(topic, qos=1)
-            if any(code == _SUBSCRIBE_FAILED for code in granted):
+        """Every channel in one SUBSCRIBE, waiting for its SUBACK without a timeout.
+
+        The SUBACK comes behind whatever the broker sends the session first, and the client reads no
+        further than its receive maximum ahead of the ledger's commits (paused indefinitely on a full
+        disk). With a SUBSCRIBE per channel, the second SUBACK came behind thousands of queued messages and
+        the client's 10 s timeout ended the session set-up, again at each reconnection. A lost connection
+        still ends the wait: the consuming task fails and cancels it.
+        """
+        topics = [subscription(channel, root=self._settings.topic_root) for channel in Channel]
+        granted = await client.subscribe([(t, 1) for t in topics], timeout=math.inf)
+        for topic, code in zip(topics, granted, strict=True):
+            if code == _SUBSCRIBE_FAILED:
                 log.error("the broker refused the subscription to %s (check its ACL)", topic)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
@@ -242,11 +253,6 @@ class Ingestor:
                 await self.store(received[half:])
                 return
             stored = await asyncio.to_thread(self._dead_letter, *received[0], exc)
-        for item, result in zip(stored.items, stored.results, strict=True):
-            self._account(item, result)
-        for reason in stored.unstored:
-            self._metrics.rejected.labels(reason=reason).inc()
-        self._metrics.rejected_unstored.inc(len(stored.unstored))
         if self._on_commit is not None and any(r.outbox_rows for r in stored.results):
             self._on_commit()
 
@@ -269,19 +275,37 @@ class Ingestor:
                     )
                 else:
                     stored.unstored.append(rejected.reason.value)
+        return self._commit_and_account(stored, received_at)
+
+    def _commit_and_account(self, stored: _Stored, received_at: int) -> _Stored:
+        """Commit the items, then count what the commit did, in this worker thread: a caller cancelled
+        meanwhile (the connection lost while the commit ran, the messages redelivered later as duplicates)
+        cannot skip the counting of what was stored."""
+        before = self._ledger.readings_stored
         stored.results = self._ledger.store(stored.items, received_at=received_at)
+        self._metrics.stored_readings.inc(self._ledger.readings_stored - before)
+        for item, result in zip(stored.items, stored.results, strict=True):
+            self._account(item, result)
+        self._account_unstored(stored.unstored)
         return stored
+
+    def _account_unstored(self, reasons: list[str]) -> None:
+        """Refused messages only counted (their gateway was over its rate), by reason."""
+        for reason in reasons:
+            self._metrics.rejected.labels(reason=reason).inc()
+        self._metrics.rejected_unstored.inc(len(reasons))
 
     def _dead_letter(self, topic: str, payload: bytes, exc: Exception) -> _Stored:
         """Keep a message that could not be stored as refused, with the error that stopped it (within its
         gateway's rate of refused messages kept, like any other)."""
         received_at = _now_ms()
         if not self._reject_rate.admit(_source(topic, self._settings.topic_root), received_at):
-            return _Stored(unstored=[RejectReason.UNPROCESSABLE.value])
+            self._account_unstored([RejectReason.UNPROCESSABLE.value])
+            return _Stored()
         log.error("could not store a message on %s (%d bytes)", topic, len(payload), exc_info=exc)
         detail = f"{type(exc).__name__}: {exc}"[:_MAX_DETAIL]
         item = RejectedMessage(topic, RejectReason.UNPROCESSABLE.value, detail, payload)
-        return _Stored([item], self._ledger.store([item], received_at=received_at))
+        return self._commit_and_account(_Stored([item]), received_at)
 
     def _account(self, item: Item, result: IngestResult) -> None:
         """Metrics and logs for one committed message."""

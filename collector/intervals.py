@@ -14,7 +14,7 @@ Buckets are the 15-minute slots of :mod:`kilowatch.timebase`; what counts as goi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from kilowatch.counters import went_backwards
 from kilowatch.timebase import DAY_MS, SLOT_MS, bucket_start
@@ -43,17 +43,15 @@ def spread(start_ms: int, end_ms: int, amount: float) -> list[tuple[int, float]]
     return shares
 
 
-@dataclass(frozen=True)
-class CounterSample:
-    """One reading of one cumulative counter."""
+class CounterSample(NamedTuple):
+    """One reading of one cumulative counter (a named tuple: the ledger makes one per counter reading)."""
 
     ts: int
     value: float
 
 
-@dataclass(frozen=True)
-class CounterStep:
-    """Two consecutive readings of one counter."""
+class CounterStep(NamedTuple):
+    """Two consecutive readings of one counter (a named tuple, as CounterSample)."""
 
     start: CounterSample
     end: CounterSample

@@ -78,6 +78,12 @@ class CollectorMetrics:
         self.accepted_readings = Counter(
             "kilowatch_collector_readings_accepted", "Readings newly stored in the ledger", registry=r
         )
+        self.stored_readings = Counter(
+            "kilowatch_collector_readings_stored",
+            "Readings the ledger's committed transactions inserted: what was stored, counted at the commit, "
+            "never what arrived (a redelivered reading the ledger had is not counted)",
+            registry=r,
+        )
         self.duplicate_readings = Counter(
             "kilowatch_collector_readings_duplicate",
             "Readings ignored because the ledger already had that (meter, ts)",

@@ -162,11 +162,6 @@ class _MeterState:
     not loaded yet."""
 
 
-_NewReading = tuple[Reading, list[tuple[str, str]], str]
-"""A newly stored reading, its values formatted for the line protocol, and as JSON (a plain tuple: one is
-made per reading on the hot path)."""
-
-
 class _Pending:
     """What a transaction has still to write: appended readings (inserted with one executemany before
     anything reads ``readings``); what each (meter, bucket) gains, and each meter's newest new reading and
@@ -176,8 +171,8 @@ class _Pending:
         self.readings: list[ReadingParams] = []
         self.buckets: dict[tuple[str, int], BucketSums] = {}
         """(meter, bucket start) -> what the transaction adds to it."""
-        self.latest: dict[str, tuple[Reading, str]] = {}
-        """meter -> its newest new reading and its values as JSON."""
+        self.latest: dict[str, Reading] = {}
+        """meter -> its newest new reading."""
         self.meters: dict[str, MeterSeen] = {}
         """meter -> (site, gateway, profile) of its newest reading, first and last ts seen."""
 
@@ -230,6 +225,11 @@ class Ledger(Closing):
         self._boot_offsets: dict[clock.BootKey, int] = {}
         """Each boot's offset from ``boot_clocks``, kept so a batch costs no look-up (forgotten on rollback)."""
         self._pending = _Pending()
+        self._inserted = 0
+        """Readings the running transaction has inserted."""
+        self.readings_stored = 0
+        """Readings inserted by the transactions committed since the ledger was opened: what was stored,
+        not what arrived (a redelivered reading the ledger had is not counted)."""
         with self._lock:
             self._db = connection.open_writer(self.path)
 
@@ -257,11 +257,13 @@ class Ledger(Closing):
                     raise LedgerUnwritable(str(exc)) from exc
                 raise
             self._pending = _Pending()
+            self._inserted = 0
             self._owners.clear()
             try:
                 yield self._db
                 self._flush(self._db)
                 self._db.execute("COMMIT")
+                self.readings_stored += self._inserted
             except BaseException as exc:
                 self._meters.clear()
                 self._meter_keys.forget()
@@ -503,7 +505,7 @@ class Ledger(Closing):
         With checks, a reading of a meter bound to another gateway is refused (and a ``foreign_meter``
         event names it), and a counter rising faster than its meter can is kept as a bad value.
         """
-        new: list[_NewReading] = []
+        new: list[Reading] = []
         resets = 0
         refused = 0
         expired: list[Reading] = []
@@ -529,8 +531,6 @@ class Ledger(Closing):
                 expired.append(reading)
                 continue
             reading, too_fast, rebased = self._judge_counters(db, reading, state)
-            formatted = line_protocol.formatted_values(reading.values)
-            values_json = readings.values_json(formatted)
             row = readings.row(self._meter_keys.key(db, reading.meter), reading)
             if state.newest_ts is None or reading.ts > state.newest_ts:
                 pending.readings.append(row)
@@ -539,23 +539,17 @@ class Ledger(Closing):
                 self._flush_readings(db)
                 if not readings.insert(db, row):
                     continue
-            new.append((reading, formatted, values_json))
+                self._inserted += 1
+            new.append(reading)
             if reading.value_reasons:
                 _count_bad(bad, reading, too_fast)
             resets += self._add_to_intervals(db, reading, state, rebased)
         self._pend_meters(site, gateway, new)
         if foreign:
             _record_foreign(db, site, gateway, foreign, foreign_ts, received_at)
-        points = (
-            [line_protocol.line(site, gateway, r, formatted) for r, formatted, _ in new if formatted]
-            + [
-                line_protocol.line(site, gateway, r, formatted)
-                for r in expired
-                if (formatted := line_protocol.formatted_values(r.values))
-            ]
-            if self._outbox
-            else []
-        )
+        # The values are turned into text only where they go as text: the outbox's line protocol, and the
+        # JSON of each meter's latest reading (at flush); float.__repr__ of every value cost 13 % of ingest.
+        points = line_protocol.lines(site, gateway, [*new, *expired]) if self._outbox else []
         if points:
             outbox.add_points(db, points)
         rejected = {
@@ -622,7 +616,7 @@ class Ledger(Closing):
                 None if nxt is None else CounterStep(new, nxt).implausible(max_kw)
             )
             key = (reading.meter, quantity)
-            last = self._refused_counters.pop(key, None)
+            last = self._refused_counters.pop(key, None) if self._refused_counters else None
             if why is None:
                 continue
             if nxt is None and last is not None and last.ts < new.ts:
@@ -676,23 +670,22 @@ class Ledger(Closing):
             state.counters[quantity] = intervals.newest_sample(db, meter, quantity)
         return state.counters[quantity]
 
-    def _pend_meters(self, site: str, gateway: str, new: list[_NewReading]) -> None:
+    def _pend_meters(self, site: str, gateway: str, new: list[Reading]) -> None:
         """Note each meter's newest new reading (for `latest`) and where it is (for `meters`).
 
         Where a meter is (site, gateway, profile) follows its newest reading (of a message: the first with
         the highest ts; of a transaction: the last message with the highest ts, as one upsert per message
         would leave it); first/last seen widen.
         """
-        by_meter: dict[str, list[_NewReading]] = {}
-        for item in new:
-            by_meter.setdefault(item[0].meter, []).append(item)
+        spans: dict[str, tuple[int, Reading]] = {}  # meter -> (its first ts, its newest new reading)
+        for reading in new:  # in time order (see _store_readings)
+            span = spans.get(meter := reading.meter)
+            spans[meter] = (reading.ts if span is None else span[0], reading)
         latest, meters = self._pending.latest, self._pending.meters
-        for meter, of_meter in by_meter.items():
-            newest, _, values = max(of_meter, key=lambda item: item[0].ts)
-            first = min(item[0].ts for item in of_meter)
+        for meter, (first, newest) in spans.items():
             kept = latest.get(meter)
-            if kept is None or newest.ts > kept[0].ts:
-                latest[meter] = (newest, values)
+            if kept is None or newest.ts > kept.ts:
+                latest[meter] = newest
             where = meters.get(meter)
             if where is None:
                 meters[meter] = MeterSeen(site, gateway, newest.profile, first, newest.ts)
@@ -706,6 +699,7 @@ class Ledger(Closing):
     def _flush_readings(self, db: sqlite3.Connection) -> None:
         if self._pending.readings:
             readings.append(db, self._pending.readings)
+            self._inserted += len(self._pending.readings)  # a plain INSERT each: all or an error
             self._pending.readings = []
 
     def _flush(self, db: sqlite3.Connection) -> None:
@@ -721,13 +715,13 @@ class Ledger(Closing):
                     LatestParams(
                         meter,
                         reading.ts,
-                        values,
+                        readings.values_json(line_protocol.formatted_values(reading.values)),
                         reading.quality.value,
                         json.dumps({k: v.value for k, v in reading.value_quality.items()}),
                         reading.clock.value,
                         json.dumps(reading.value_reasons),
                     )
-                    for meter, (reading, values) in pending.latest.items()
+                    for meter, reading in pending.latest.items()
                 ],
             )
         if pending.meters:
