@@ -7,11 +7,11 @@ TSDB outbox); the counters and active power are also columns, for the interval a
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from collector.detectors.series import MOVING, Sample
+from collector.store.connection import Db, Dialect
 from kilowatch.mqtt_contract import ClockState, Quality
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
 
@@ -23,7 +23,7 @@ TRUSTED = f"clock != '{ClockState.UNSYNCED.value}'"
 
 # Column names below come from constants, never from input.
 _COLUMNS = f'meter_id, ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, "values", quality, clock'
-_INSERT = f"INSERT OR IGNORE INTO readings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT = f"INSERT INTO readings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"  # noqa: S608
 # Appended readings are known to be new (see the writer's meter states): a plain INSERT, which fails loudly
 # (and rolls the group back) rather than silently ignore a row should that knowledge ever be wrong.
 _APPEND = f"INSERT INTO readings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
@@ -36,17 +36,19 @@ _UPSERT_LATEST = (
 )
 _UPSERT_METER = (
     "INSERT INTO meters VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (meter_id) DO UPDATE SET"
-    " site = iif(excluded.last_seen >= meters.last_seen, excluded.site, meters.site),"
-    " gateway = iif(excluded.last_seen >= meters.last_seen, excluded.gateway, meters.gateway),"
-    " profile = iif(excluded.last_seen >= meters.last_seen, excluded.profile, meters.profile),"
-    " first_seen = min(meters.first_seen, excluded.first_seen),"
-    " last_seen = max(meters.last_seen, excluded.last_seen)"
+    " site = CASE WHEN excluded.last_seen >= meters.last_seen THEN excluded.site ELSE meters.site END,"
+    " gateway = CASE WHEN excluded.last_seen >= meters.last_seen THEN excluded.gateway ELSE meters.gateway END,"
+    " profile = CASE WHEN excluded.last_seen >= meters.last_seen THEN excluded.profile ELSE meters.profile END,"
+    " first_seen = CASE WHEN excluded.first_seen < meters.first_seen THEN excluded.first_seen"
+    " ELSE meters.first_seen END,"
+    " last_seen = CASE WHEN excluded.last_seen > meters.last_seen THEN excluded.last_seen ELSE meters.last_seen END"
 )
-_MOVING_PATHS = ", ".join(f"'$.{q}'" for q in MOVING)
-_POWER = (
-    f'SELECT ts, {ACTIVE_POWER}, {ENERGY_IMPORT}, json_extract("values", {_MOVING_PATHS}) FROM readings'  # noqa: S608 - column names are constants
+_VALUES = '"values"'
+_POWER = {
+    dialect: f"SELECT ts, {ACTIVE_POWER}, {ENERGY_IMPORT}, {dialect.json_array(_VALUES, MOVING)} FROM readings"  # noqa: S608 - column names are constants
     f" WHERE meter_id = ? AND ts >= ? AND ts < ? AND {TRUSTED} AND {ACTIVE_POWER} IS NOT NULL ORDER BY ts"
-)
+    for dialect in Dialect
+}
 
 ReadingParams = tuple[str, int, float | None, float | None, float | None, str, str, str]
 """A `readings` row as statement parameters: meter, ts, import, export, power, values JSON, quality, clock
@@ -115,42 +117,42 @@ def values_json(formatted: list[tuple[str, str]]) -> str:
     return "{" + ", ".join([f'"{name}": {text}' for name, text in formatted]) + "}"
 
 
-def append(db: sqlite3.Connection, rows: list[ReadingParams]) -> None:
+def append(db: Db, rows: list[ReadingParams]) -> None:
     db.executemany(_APPEND, rows)
 
 
-def insert(db: sqlite3.Connection, row: ReadingParams) -> bool:
+def insert(db: Db, row: ReadingParams) -> bool:
     """Store a reading unless its (meter, ts) is; True when it was new."""
     return db.execute(_INSERT, row).rowcount == 1
 
 
-def newest_ts(db: sqlite3.Connection, meter: str) -> int | None:
+def newest_ts(db: Db, meter: str) -> int | None:
     """ts of the meter's newest stored reading, whatever its clock."""
     (newest,) = db.execute("SELECT max(ts) FROM readings WHERE meter_id = ?", (meter,)).fetchone()
     return None if newest is None else int(newest)
 
 
-def upsert_latest(db: sqlite3.Connection, rows: list[LatestParams]) -> None:
+def upsert_latest(db: Db, rows: list[LatestParams]) -> None:
     """Each row replaces its meter's latest reading when it is newer."""
     db.executemany(_UPSERT_LATEST, rows)
 
 
-def gateway_meters(db: sqlite3.Connection, site: str, gateway: str) -> set[str]:
+def gateway_meters(db: Db, site: str, gateway: str) -> set[str]:
     """The meters whose newest reading came from the gateway."""
     rows = db.execute("SELECT meter_id FROM meters WHERE site = ? AND gateway = ?", (site, gateway))
     return {meter for (meter,) in rows}
 
 
-def upsert_meters(db: sqlite3.Connection, rows: list[tuple[str, MeterSeen]]) -> None:
+def upsert_meters(db: Db, rows: list[tuple[str, MeterSeen]]) -> None:
     """Where each meter is follows its newest reading; first/last seen widen."""
     db.executemany(_UPSERT_METER, [(meter, *seen) for meter, seen in rows])
 
 
-def power_samples(db: sqlite3.Connection, meter_id: str, start_ms: int, end_ms: int) -> list[Sample]:
+def power_samples(db: Db, meter_id: str, start_ms: int, end_ms: int) -> list[Sample]:
     """The meter's readings with power in [start_ms, end_ms), oldest first, in kW, with the quantities
     that tell a frozen meter: what the detectors judge (never a reading stamped by an unsynchronised
     clock)."""
     return [
         Sample(ts, w / 1000, e, tuple(json.loads(moving)))
-        for ts, w, e, moving in db.execute(_POWER, (meter_id, start_ms, end_ms))
+        for ts, w, e, moving in db.execute(_POWER[db.dialect], (meter_id, start_ms, end_ms))
     ]

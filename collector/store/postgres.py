@@ -1,0 +1,136 @@
+"""PostgreSQL connections for the store (psycopg 3), speaking the store's statements as they are written.
+
+The store writes its SQL once, with SQLite's placeholders; :func:`pg_sql` turns them into psycopg's
+(``?`` into ``%s``, ``:name`` into ``%(name)s``, a literal ``%`` doubled) once per statement. No library
+does this for the two paramstyles, and a tokenizer that skips quoted text is all it takes.
+
+Each connection runs in autocommit mode, as the SQLite ones do, so a transaction is an explicit
+``BEGIN ... COMMIT`` of its owner. A connection the server dropped (a restart, a terminated backend) is
+opened again at the next :meth:`PgDb.begin`; the transaction it was in is lost, which the caller learns from
+the error and may try again.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row, tuple_row
+
+from collector.store import pg_schema
+from collector.store.connection import Dialect, Postgres
+
+CONNECT_TIMEOUT_S = 10
+PARTITION_CHECK_MS = 3_600_000
+"""How often the writer makes sure the readings' partitions reach ahead of the clock."""
+
+_TOKEN = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?|(?<![:\w]):([A-Za-z_]\w*)|%")
+
+
+class LedgerUnreachable(psycopg.OperationalError):
+    """The PostgreSQL server cannot be reached or refuses the connection; the message names the ledger by
+    its URL without the password."""
+
+
+@functools.lru_cache(maxsize=512)
+def pg_sql(sql: str) -> str:
+    """`sql` with SQLite's placeholders as psycopg's; quoted text is left alone."""
+
+    def replace(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text == "?":
+            return "%s"
+        if text == "%":
+            return "%%"
+        if match.group(1) is not None:
+            return f"%({match.group(1)})s"
+        return text
+
+    return _TOKEN.sub(replace, sql)
+
+
+class PgDb:
+    """A psycopg connection as a :class:`~collector.store.connection.Db`."""
+
+    dialect: ClassVar[Dialect] = Dialect.POSTGRESQL
+
+    def __init__(self, where: Postgres, *, read_only: bool, mapping_rows: bool, partitions: bool) -> None:
+        self._where = where
+        self._read_only = read_only
+        self._mapping_rows = mapping_rows
+        self._partitions = partitions
+        self._partitions_checked_at = 0
+        self._conn = self._connect()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        options = "-c default_transaction_read_only=on" if self._read_only else ""
+        try:
+            conn: psycopg.Connection[Any] = psycopg.connect(
+                self._where.url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                application_name="kilowatch-collector",
+                options=options,
+                row_factory=dict_row if self._mapping_rows else tuple_row,
+            )
+        except psycopg.OperationalError as exc:
+            raise LedgerUnreachable(f"cannot connect to the ledger {self._where}: {exc}") from exc
+        return conn
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._conn.info.transaction_status in (
+            TransactionStatus.INTRANS,
+            TransactionStatus.INERROR,
+            TransactionStatus.ACTIVE,
+        )
+
+    def execute(self, sql: str, parameters: Any = None, /) -> psycopg.Cursor[Any]:
+        return self._conn.execute(pg_sql(sql), parameters or None)
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> psycopg.Cursor[Any]:
+        cursor = self._conn.cursor()
+        cursor.executemany(pg_sql(sql), parameters)
+        return cursor
+
+    def scalar(self, sql: str, parameters: Any = None) -> Any:
+        """The first column of the first row of `sql`'s result, whatever rows this connection reads as."""
+        row = self._conn.cursor(row_factory=tuple_row).execute(pg_sql(sql), parameters).fetchone()
+        return None if row is None else row[0]
+
+    def begin(self, *, write: bool = True) -> None:
+        """BEGIN (a read: one snapshot of the ledger); a connection the server dropped is opened again
+        first, and the writer adds the readings' partitions that time has made due."""
+        if self._conn.closed or self._conn.broken:
+            self._conn.close()
+            self._conn = self._connect()
+        if self._partitions:
+            now_ms = time.time_ns() // 1_000_000
+            if now_ms - self._partitions_checked_at >= PARTITION_CHECK_MS:
+                pg_schema.add_partitions(self, now_ms)
+                self._partitions_checked_at = now_ms
+        self._conn.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def open_writer(where: Postgres) -> PgDb:
+    db = PgDb(where, read_only=False, mapping_rows=False, partitions=True)
+    pg_schema.migrate(db, where)
+    return db
+
+
+def open_side_writer(where: Postgres, *, mapping_rows: bool) -> PgDb:
+    db = PgDb(where, read_only=False, mapping_rows=mapping_rows, partitions=False)
+    pg_schema.migrate(db, where)
+    return db
+
+
+def open_reader(where: Postgres) -> PgDb:
+    return PgDb(where, read_only=True, mapping_rows=False, partitions=False)

@@ -1,0 +1,61 @@
+"""Ledgers on both backends for the tests: a SQLite file, or a fresh database on the session's PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+from app.processes import PostgreSQL
+from collector.store.connection import Location, Postgres
+
+LedgerAt = Callable[[str], Location]
+"""``ledger_at(name)``: the ledger of that name for this test, empty when first asked for."""
+
+BACKENDS = ("sqlite", "postgresql")
+
+_numbers = itertools.count()
+
+
+def admin(server: PostgreSQL) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(server.url(), autocommit=True)
+
+
+@contextmanager
+def ledgers(backend: str, tmp_path: Path, server: Callable[[], PostgreSQL]) -> Iterator[LedgerAt]:
+    """Make ledgers on `backend` (`server` gives the PostgreSQL, started once); drop their databases after."""
+    made: dict[str, Location] = {}
+    databases: list[str] = []
+
+    def ledger_at(name: str) -> Location:
+        if name not in made:
+            if backend == "sqlite":
+                made[name] = tmp_path / f"{name}.db"
+            else:
+                database = f"ledger_{next(_numbers)}_{name.replace('-', '_')}"
+                with admin(server()) as db:
+                    db.execute(f'CREATE DATABASE "{database}"')
+                databases.append(database)
+                made[name] = Postgres(server().url(database))
+        return made[name]
+
+    try:
+        yield ledger_at
+    finally:
+        if databases:
+            with admin(server()) as db:
+                for database in databases:
+                    db.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def terminate_backends(server: PostgreSQL, database: str) -> int:
+    """End every session on `database` (what an administrator or a failover does); how many there were."""
+    with admin(server) as db:
+        rows = db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            (database,),
+        ).fetchall()
+    return len(rows)
