@@ -13,10 +13,11 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from collector.access import Access, Role
+from collector.store import Location
 from collector.store.access import AccessStore
 
 
-def api_key(ledger: Path, role: Role = Role.ADMIN, sites: list[str] | None = None) -> str:
+def api_key(ledger: Location, role: Role = Role.ADMIN, sites: list[str] | None = None) -> str:
     """A new API key with `role` on `sites` (None: every site), stored in the ledger at `ledger`."""
     with AccessStore(ledger) as store:
         _, key = Access(store).create_key("tests", role, sites, 0)
@@ -24,7 +25,7 @@ def api_key(ledger: Path, role: Role = Role.ADMIN, sites: list[str] | None = Non
 
 
 @asynccontextmanager
-async def api_client(app: FastAPI, ledger: Path | None = None) -> AsyncIterator[httpx.AsyncClient]:
+async def api_client(app: FastAPI, ledger: Location | None = None) -> AsyncIterator[httpx.AsyncClient]:
     """A client of `app` while its lifespan runs (httpx's transport alone does not run it), with a new
     admin API key stored in `ledger` (None: no credentials). HTTPS, so that the client sends Secure cookies;
     an application error is answered (500), not raised."""

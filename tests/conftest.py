@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,16 +45,22 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def ledger_at(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LedgerAt]:
+def ledger_at(backend: str, tmp_path: Path, postgresql_if: Callable[[], PostgreSQL]) -> Iterator[LedgerAt]:
     """Fresh ledgers on the test's backend: ``ledger_at(name)`` is a SQLite file in `tmp_path` or a new
     database on the session's PostgreSQL (started only when a test asks for it)."""
+    with ledgers(backend, tmp_path, postgresql_if) as ledger_at:
+        yield ledger_at
+
+
+@pytest.fixture
+def postgresql_if(request: pytest.FixtureRequest) -> Callable[[], PostgreSQL]:
+    """The session's PostgreSQL, started when first called (a test on SQLite never starts it)."""
 
     def server() -> PostgreSQL:
         found: PostgreSQL = request.getfixturevalue("postgresql")
         return found
 
-    with ledgers(backend, tmp_path, server) as ledger_at:
-        yield ledger_at
+    return server
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +50,16 @@ def ledgers(backend: str, tmp_path: Path, server: Callable[[], PostgreSQL]) -> I
             with admin(server()) as db:
                 for database in databases:
                     db.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def drop_database(server: PostgreSQL, ledger: Postgres) -> None:
+    """Drop `ledger`'s database, ending its sessions."""
+    with admin(server) as db:
+        db.execute(f'DROP DATABASE "{database_of(ledger)}" WITH (FORCE)')
+
+
+def database_of(ledger: Postgres) -> str:
+    return urllib.parse.urlsplit(ledger.url).path.lstrip("/")
 
 
 def terminate_backends(server: PostgreSQL, database: str) -> int:

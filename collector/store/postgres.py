@@ -32,11 +32,6 @@ PARTITION_CHECK_MS = 3_600_000
 _TOKEN = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?|(?<![:\w]):([A-Za-z_]\w*)|%")
 
 
-class LedgerUnreachable(psycopg.OperationalError):
-    """The PostgreSQL server cannot be reached or refuses the connection; the message names the ledger by
-    its URL without the password."""
-
-
 @functools.lru_cache(maxsize=512)
 def pg_sql(sql: str) -> str:
     """`sql` with SQLite's placeholders as psycopg's; quoted text is left alone."""
@@ -69,17 +64,16 @@ class PgDb:
 
     def _connect(self) -> psycopg.Connection[Any]:
         options = "-c default_transaction_read_only=on" if self._read_only else ""
-        try:
-            conn: psycopg.Connection[Any] = psycopg.connect(
-                self._where.url,
-                autocommit=True,
-                connect_timeout=CONNECT_TIMEOUT_S,
-                application_name="kilowatch-collector",
-                options=options,
-                row_factory=dict_row if self._mapping_rows else tuple_row,
-            )
-        except psycopg.OperationalError as exc:
-            raise LedgerUnreachable(f"cannot connect to the ledger {self._where}: {exc}") from exc
+        # libpq's errors name the host and port, never the password; callers name the ledger by
+        # str(Postgres), which leaves it out too.
+        conn: psycopg.Connection[Any] = psycopg.connect(
+            self._where.url,
+            autocommit=True,
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name="kilowatch-collector",
+            options=options,
+            row_factory=dict_row if self._mapping_rows else tuple_row,
+        )
         return conn
 
     @property

@@ -77,7 +77,7 @@ async def running(
     metrics = CollectorMetrics()
     with Ledger(tmp_path / "ledger.db") as ledger:
         ingestor = Ingestor(settings=MqttSettings(), ledger=ledger, metrics=metrics)
-        app = create_app(ledger_path=ledger.path, metrics=metrics, mqtt_connected=lambda: True)
+        app = create_app(ledger=ledger.path, metrics=metrics, mqtt_connected=lambda: True)
         async with api_client(app, ledger.path) as client:
             yield ingestor, ledger, metrics, client
 

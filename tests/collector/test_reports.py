@@ -83,7 +83,7 @@ def ledger_path(tmp_path: Path) -> Path:
 @pytest.fixture
 async def client(ledger_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
-        ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES
+        ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES
     )
     async with api_client(app, ledger_path) as client:
         yield client
@@ -133,7 +133,7 @@ async def test_unknown_site_or_no_detection(client: httpx.AsyncClient, tmp_path:
     response = await client.get("/api/v1/sites/nowhere/report")
     assert (response.status_code, response.json()["detail"]) == (404, "unknown site 'nowhere'")
     app = create_app(
-        ledger_path=tmp_path / "kilowatch.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True
+        ledger=tmp_path / "kilowatch.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True
     )
     async with api_client(app, tmp_path / "kilowatch.db") as bare:
         response = await bare.get("/api/v1/sites/s/report")

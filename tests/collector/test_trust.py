@@ -42,7 +42,7 @@ def ledger(tmp_path: Path) -> Ledger:
 
 @pytest.fixture
 async def client(ledger: Ledger) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ledger_path=ledger.path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+    app = create_app(ledger=ledger.path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
     async with api_client(app, ledger.path) as client:
         yield client
 
@@ -106,7 +106,7 @@ async def test_a_ledger_written_before_the_window_never_breaks_the_api(tmp_path:
     """A ledger from before the window (here: one written without checks) may hold a time past 9999."""
     with Ledger(tmp_path / "old.db") as old:
         old.ingest(batch(reading(INT64_MAX, imp=1.0)))
-    app = create_app(ledger_path=tmp_path / "old.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+    app = create_app(ledger=tmp_path / "old.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True)
     async with api_client(app, tmp_path / "old.db") as client:
         [meter] = (await client.get("/api/v1/meters")).json()
         assert (meter["first_seen"], meter["last_seen"]) == (None, None)

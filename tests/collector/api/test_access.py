@@ -71,7 +71,7 @@ SITES = Sites(sites={SITE: SiteConfig(meters={METER: MeterConfig(role=MeterRole.
 
 def make_app(ledger: Path, settings: ApiSettings | None = None) -> Any:
     return create_app(
-        ledger_path=ledger,
+        ledger=ledger,
         metrics=CollectorMetrics(),
         mqtt_connected=lambda: True,
         sites=SITES,

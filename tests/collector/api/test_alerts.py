@@ -26,7 +26,7 @@ def store(tmp_path: Path) -> Iterator[AlertStore]:
 @pytest.fixture
 async def client(store: AlertStore, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
-        ledger_path=tmp_path / "kilowatch.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True
+        ledger=tmp_path / "kilowatch.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True
     )
     async with api_client(app, tmp_path / "kilowatch.db") as client:
         yield client

@@ -24,7 +24,7 @@ async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     with Ledger(path):
         pass
     sites = Sites.model_validate({"sites": {"s": {"meters": {"m": {"role": "sub_meter", "rated_kw": 10}}}}})
-    app = create_app(ledger_path=path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=sites)
+    app = create_app(ledger=path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=sites)
     async with api_client(app, path) as client:
         yield client
 

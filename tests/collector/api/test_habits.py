@@ -41,7 +41,7 @@ def ledger(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def client(ledger: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ledger_path=ledger, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+    app = create_app(ledger=ledger, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
     app.dependency_overrides[now] = lambda: datetime(2024, 5, 1, 10, 50, tzinfo=UTC)
     async with api_client(app, ledger) as client:
         yield client

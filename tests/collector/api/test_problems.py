@@ -32,7 +32,7 @@ def ledger_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def client(ledger_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+    app = create_app(ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
     async with api_client(app, ledger_path) as client:
         yield client
 
@@ -155,7 +155,7 @@ async def test_openapi_declares_every_error_as_a_problem(client: httpx.AsyncClie
 
 
 async def test_the_lifespan_opens_the_alert_and_access_stores_once_and_closes_them(ledger_path: Path) -> None:
-    app = create_app(ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+    app = create_app(ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
     headers = {"Authorization": f"Bearer {api_key(ledger_path)}"}
     assert open_descriptors(ledger_path) == 0
     async with LifespanManager(app) as manager:
@@ -171,7 +171,7 @@ async def test_the_lifespan_opens_the_alert_and_access_stores_once_and_closes_th
 
 
 async def test_an_unexpected_error_is_a_500_problem_that_reveals_nothing(ledger_path: Path) -> None:
-    app = create_app(ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+    app = create_app(ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
 
     @app.get("/boom")
     def boom() -> None:

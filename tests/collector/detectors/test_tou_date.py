@@ -61,7 +61,7 @@ async def test_healthz_names_the_sites_that_have_not_confirmed_the_date(tmp_path
         sites={"a": SiteConfig(), "b": SiteConfig(calendar=SiteCalendar(tou_2026_from=date(2026, 5, 1)))}
     )
     app = create_app(
-        ledger_path=tmp_path / "kilowatch.db",
+        ledger=tmp_path / "kilowatch.db",
         metrics=CollectorMetrics(),
         mqtt_connected=lambda: True,
         sites=sites,
