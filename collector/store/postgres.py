@@ -5,9 +5,11 @@ The store writes its SQL once, with SQLite's placeholders; :func:`pg_sql` turns 
 does this for the two paramstyles, and a tokenizer that skips quoted text is all it takes.
 
 Each connection runs in autocommit mode, as the SQLite ones do, so a transaction is an explicit
-``BEGIN ... COMMIT`` of its owner. A connection the server dropped (a restart, a terminated backend) is
-opened again at the next :meth:`PgDb.begin`; the transaction it was in is lost, which the caller learns from
-the error and may try again.
+``BEGIN ... COMMIT`` of its owner. A connection the server dropped (a restart, a terminated backend), or
+that failed for a reason a new session may not meet (the server read-only, out of room, a revoked grant),
+is opened again before the next transaction or statement outside one; never inside a transaction, whose
+statements must not run without it. The caller learns from the error that its transaction is lost and may
+try it again.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row, tuple_row
 
 from collector.store import pg_schema
-from collector.store.connection import Dialect, Postgres
+from collector.store.connection import Dialect, Postgres, unwritable
 
 CONNECT_TIMEOUT_S = 10
 PARTITION_CHECK_MS = 3_600_000
@@ -60,6 +62,10 @@ class PgDb:
         self._mapping_rows = mapping_rows
         self._partitions = partitions
         self._partitions_checked_at = 0
+        self._began = False
+        """Inside a transaction this connection began (its statements must not move to a new session)."""
+        self._stale = False
+        """The last error says a new session may fare better."""
         self._conn = self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -85,30 +91,53 @@ class PgDb:
         )
 
     def execute(self, sql: str, parameters: Any = None, /) -> psycopg.Cursor[Any]:
-        return self._conn.execute(pg_sql(sql), parameters or None)
+        if sql.startswith("BEGIN"):
+            self._usable()
+            self._began = True
+        elif not self._began:
+            self._usable()
+        try:
+            return self._conn.execute(pg_sql(sql), parameters or None)
+        except psycopg.Error as exc:
+            self._stale = self._stale or unwritable(exc)
+            raise
+        finally:
+            if sql in ("COMMIT", "ROLLBACK"):
+                self._began = False
 
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> psycopg.Cursor[Any]:
+        if not self._began:
+            self._usable()
         cursor = self._conn.cursor()
-        cursor.executemany(pg_sql(sql), parameters)
+        try:
+            cursor.executemany(pg_sql(sql), parameters)
+        except psycopg.Error as exc:
+            self._stale = self._stale or unwritable(exc)
+            raise
         return cursor
+
+    def _usable(self) -> None:
+        if self._conn.closed or self._conn.broken or self._stale:
+            self._conn.close()
+            self._conn = self._connect()
+            self._stale = False
 
     def scalar(self, sql: str, parameters: Any = None) -> Any:
         """The first column of the first row of `sql`'s result, whatever rows this connection reads as."""
+        if not self._began:
+            self._usable()
         row = self._conn.cursor(row_factory=tuple_row).execute(pg_sql(sql), parameters).fetchone()
         return None if row is None else row[0]
 
     def begin(self, *, write: bool = True) -> None:
-        """BEGIN (a read: one snapshot of the ledger); a connection the server dropped is opened again
-        first, and the writer adds the readings' partitions that time has made due."""
-        if self._conn.closed or self._conn.broken:
-            self._conn.close()
-            self._conn = self._connect()
+        """BEGIN (a read: one snapshot of the ledger); the writer first adds the readings' partitions that
+        time has made due."""
         if self._partitions:
             now_ms = time.time_ns() // 1_000_000
             if now_ms - self._partitions_checked_at >= PARTITION_CHECK_MS:
                 pg_schema.add_partitions(self, now_ms)
                 self._partitions_checked_at = now_ms
-        self._conn.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        self.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def close(self) -> None:
         self._conn.close()
