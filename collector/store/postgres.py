@@ -36,7 +36,8 @@ _TOKEN = re.compile(r"'(?:[^']|'')*'|\"[^\"]*\"|\?|(?<![:\w]):([A-Za-z_]\w*)|%")
 
 @functools.lru_cache(maxsize=512)
 def pg_sql(sql: str) -> str:
-    """`sql` with SQLite's placeholders as psycopg's; quoted text is left alone."""
+    """`sql` with SQLite's placeholders as psycopg's; a ``?`` or ``:`` in quoted text is left alone (psycopg
+    reads every ``%``, quoted or not, so each is doubled)."""
 
     def replace(match: re.Match[str]) -> str:
         text = match.group(0)
@@ -46,7 +47,7 @@ def pg_sql(sql: str) -> str:
             return "%%"
         if match.group(1) is not None:
             return f"%({match.group(1)})s"
-        return text
+        return text.replace("%", "%%")
 
     return _TOKEN.sub(replace, sql)
 
@@ -132,12 +133,16 @@ class PgDb:
     def begin(self, *, write: bool = True) -> None:
         """BEGIN (a read: one snapshot of the ledger); the writer first adds the readings' partitions that
         time has made due."""
+        self.keep_partitions()
+        self.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+
+    def keep_partitions(self) -> None:
+        """The writer's: add the readings' partitions that time has made due (checked hourly)."""
         if self._partitions:
             now_ms = time.time_ns() // 1_000_000
             if now_ms - self._partitions_checked_at >= PARTITION_CHECK_MS:
                 pg_schema.add_partitions(self, now_ms)
                 self._partitions_checked_at = now_ms
-        self.execute("BEGIN" if write else "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
 
     def close(self) -> None:
         self._conn.close()
@@ -146,6 +151,7 @@ class PgDb:
 def open_writer(where: Postgres) -> PgDb:
     db = PgDb(where, read_only=False, mapping_rows=False, partitions=True)
     pg_schema.migrate(db, where)
+    db.keep_partitions()
     return db
 
 
