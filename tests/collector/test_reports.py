@@ -82,9 +82,7 @@ def ledger_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def client(ledger_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(
-        ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES
-    )
+    app = create_app(ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES)
     async with api_client(app, ledger_path) as client:
         yield client
 

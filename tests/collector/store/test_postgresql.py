@@ -139,7 +139,9 @@ def test_readings_go_to_their_months_partition_and_odd_times_to_the_default_one(
 def test_the_writer_keeps_partitions_ahead_of_the_clock(ledger_at_pg: Callable[[str], Postgres]) -> None:
     where = ledger_at_pg("ledger")
     Ledger(where).close()
-    months = query(where, "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'readings\\_y%%'")
+    months = query(
+        where, "SELECT relname FROM pg_class WHERE relkind = 'r' AND relname LIKE 'readings\\_y%%'"
+    )
     assert len(months) == pg_schema.MONTHS_AHEAD + 1
     assert query(where, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'readings'::regclass") == [
         (pg_schema.MONTHS_AHEAD + 2,)  # and the default one

@@ -52,9 +52,7 @@ def ledger_path(tmp_path: Path) -> Path:
 @pytest.fixture
 async def browser(ledger_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     """A client without an API key, as a browser is."""
-    app = create_app(
-        ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES
-    )
+    app = create_app(ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES)
     async with api_client(app) as client:
         yield client
 
