@@ -139,8 +139,7 @@ class AlertTransaction:
 
     def insert(self, alert: Alert) -> int:
         """Store a new alert (its `id` is ignored); returns the id it got."""
-        (alert_id,) = self._db.execute(_INSERT, _params(alert, _INSERTED)).fetchone()
-        return int(alert_id)
+        return int(self._db.execute(_INSERT, _params(alert, _INSERTED)).fetchone()["id"])
 
     def merge(self, alert: Alert) -> None:
         """Write what a merged finding changes (status, end, occurrence, waste, wording, count)."""
