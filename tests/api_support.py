@@ -9,11 +9,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import psycopg
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from collector.access import Access, Role
-from collector.store import Location
+from collector.store import Location, Postgres
 from collector.store.access import AccessStore
 
 
@@ -39,6 +40,20 @@ async def api_client(app: FastAPI, ledger: Location | None = None) -> AsyncItera
         ) as client,
     ):
         yield client
+
+
+def open_connections(ledger: Location) -> int:
+    """How many connections to `ledger` are open: this process's file descriptors on a SQLite file, the
+    sessions on a PostgreSQL database (whoever opened them: the tests open theirs one at a time)."""
+    if isinstance(ledger, Postgres):
+        with psycopg.connect(ledger.url) as db:
+            row = db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+    return open_descriptors(ledger)
 
 
 def open_descriptors(path: Path) -> int:

@@ -52,6 +52,11 @@ def ledgers(backend: str, tmp_path: Path, server: Callable[[], PostgreSQL]) -> I
                     db.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
+def ledger_settings(where: Location) -> dict[str, str]:
+    """The collector configuration's `ledger` section for `where`."""
+    return {"url": where.url} if isinstance(where, Postgres) else {"path": str(where)}
+
+
 def drop_database(server: PostgreSQL, ledger: Postgres) -> None:
     """Drop `ledger`'s database, ending its sessions."""
     with admin(server) as db:
