@@ -9,9 +9,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
 from app.processes import PostgreSQL
 from collector.alerts import AlertStore
+from collector.cli import app as collector_cli
 from collector.store import SCHEMA_VERSION, Ledger, LedgerReader, NewerLedger, Postgres, pg_schema, postgres
 from collector.store.connection import redact
 from collector.store.postgres import pg_sql
@@ -162,3 +164,15 @@ def test_a_url_is_shown_without_its_password() -> None:
     )
     assert str(Postgres("postgresql://kw:s3cret@db/ledger")) == "postgresql://kw@db/ledger"
     assert "s3cret" not in repr(Postgres("postgresql://kw:s3cret@db/ledger"))
+
+
+@pytest.mark.parametrize("command", ["backup", "restore"])
+def test_backup_and_restore_send_a_postgresql_ledger_to_pg_dump(tmp_path: Path, command: str) -> None:
+    config = tmp_path / "collector.yaml"
+    config.write_text("ledger:\n  url: postgresql://kw:s3cret@db.example.vn/kilowatch\n")
+    args = ["backup", "--out", str(tmp_path / "copy.db")] if command == "backup" else ["restore", "copy.db"]
+    result = CliRunner().invoke(collector_cli, [*args, "--config", str(config)])
+    assert result.exit_code == 2, result.output
+    assert "postgresql://kw@db.example.vn/kilowatch" in result.output
+    assert "pg_dump" in result.output
+    assert "s3cret" not in result.output
