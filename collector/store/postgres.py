@@ -17,12 +17,12 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import RowMaker, tuple_row
 
 from collector.store import pg_schema
 from collector.store.connection import Dialect, Postgres, unwritable
@@ -52,6 +52,30 @@ def pg_sql(sql: str) -> str:
     return _TOKEN.sub(replace, sql)
 
 
+class MappingRow(tuple[Any, ...]):
+    """A row read by position or by column name, and turned into a dict by ``dict(row)``: what
+    ``sqlite3.Row`` is to the store's code that reads rows by name."""
+
+    names: tuple[str, ...] = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(self.names.index(key) if isinstance(key, str) else key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def mapping_row(cursor: psycopg.Cursor[Any]) -> RowMaker[MappingRow]:
+    names = tuple(column.name for column in cursor.description or ())
+
+    def make(values: Sequence[Any]) -> MappingRow:
+        row = MappingRow(values)
+        row.names = names
+        return row
+
+    return make
+
+
 class PgDb:
     """A psycopg connection as a :class:`~collector.store.connection.Db`."""
 
@@ -79,7 +103,7 @@ class PgDb:
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name="kilowatch-collector",
             options=options,
-            row_factory=dict_row if self._mapping_rows else tuple_row,
+            row_factory=mapping_row if self._mapping_rows else tuple_row,
         )
         return conn
 
