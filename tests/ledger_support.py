@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import sqlite3
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,6 +14,7 @@ import psycopg
 
 from app.processes import PostgreSQL
 from collector.store.connection import Location, Postgres
+from collector.store.postgres import pg_sql
 
 LedgerAt = Callable[[str], Location]
 """``ledger_at(name)``: the ledger of that name for this test, empty when first asked for."""
@@ -50,6 +53,16 @@ def ledgers(backend: str, tmp_path: Path, server: Callable[[], PostgreSQL]) -> I
             with admin(server()) as db:
                 for database in databases:
                     db.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+
+
+def execute(where: Location, sql: str, params: tuple[object, ...] = ()) -> None:
+    """Run one statement (SQLite's placeholders) on the ledger, on a connection of its own, and commit."""
+    if isinstance(where, Postgres):
+        with psycopg.connect(where.url) as pg:
+            pg.execute(pg_sql(sql), params)
+    else:
+        with contextlib.closing(sqlite3.connect(where)) as db, db:
+            db.execute(sql, params)
 
 
 def ledger_settings(where: Location) -> dict[str, str]:
