@@ -31,7 +31,7 @@ from collector.config import CollectorConfig, DetectionSettings
 from collector.detect_live import LiveDetection
 from collector.detectors.config import load_sites
 from collector.detectors.findings import Detector, Finding
-from collector.store import AlertQuery, AlertStatus, Ledger
+from collector.store import AlertQuery, AlertStatus, Ledger, Location
 from kilowatch import yamlconfig
 from kilowatch.mqtt_contract import (
     SCHEMA_VERSION,
@@ -233,9 +233,9 @@ def _after_hours(received: list[tuple[dict[str, str], bytes]]) -> list[tuple[dic
 
 
 def detecting_collector(
-    ledger_at: LedgerAt, tmp_path: Path, mosquitto: Mosquitto, notify: dict[str, Any]
+    ledger: Location, tmp_path: Path, mosquitto: Mosquitto, notify: dict[str, Any]
 ) -> tuple[list[str], str]:
-    """(command, API base URL) of a collector judging the SITES above, configured in `tmp_path`."""
+    """(command, API base URL) of a collector on `ledger` judging the SITES above, configured in `tmp_path`."""
     api_port = free_port()
     sites = tmp_path / "sites.yaml"
     sites.write_text(SITES)
@@ -244,7 +244,7 @@ def detecting_collector(
         yaml.safe_dump(
             {
                 "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "client_id": "collector-detect"},
-                "ledger": ledger_settings(ledger_at("kilowatch")),
+                "ledger": ledger_settings(ledger),
                 "api": {"host": "127.0.0.1", "port": api_port},
                 "notify": notify,
                 "detection": {"enabled": True, "sites": str(sites), "interval_s": 0.5},
@@ -269,7 +269,7 @@ def test_the_collector_alerts_on_after_hours_waste_in_a_flushed_backlog(
         "retry_min_s": 0.1,
         "digest_at": None,
     }
-    command, base = detecting_collector(ledger_at, tmp_path, mosquitto, notify)
+    command, base = detecting_collector(ledger_at("kilowatch"), tmp_path, mosquitto, notify)
     collector = Process("collector", command, tmp_path / "collector.log").start()
     try:
         wait_until(lambda: call(f"{base}/healthz")["mqtt_connected"], 20, "the collector to subscribe")
@@ -391,7 +391,7 @@ def test_a_stepped_gateway_clock_is_reported_once_and_its_readings_judged_at_the
 def test_a_gateway_is_offline_from_its_last_will_to_its_next_birth(
     ledger_at: LedgerAt, tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    command, base = detecting_collector(ledger_at, tmp_path, mosquitto, {"digest_at": None})
+    command, base = detecting_collector(ledger_at("kilowatch"), tmp_path, mosquitto, {"digest_at": None})
     name = topic("office", "gw-1", Channel.STATUS)
 
     def status(state: GatewayState) -> str:
