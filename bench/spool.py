@@ -290,10 +290,13 @@ def ledger_counts(ledger: Path) -> tuple[int, int]:
     db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
     try:
         backlog = db.execute(
-            "SELECT count(*) FROM readings WHERE meter_id BETWEEN ? AND ?",
+            "SELECT count(*) FROM readings JOIN meter_keys k ON k.id = readings.meter WHERE k.meter_id BETWEEN ? AND ?",
             (meter_id(0), meter_id(METERS - 1)),
         ).fetchone()[0]
-        live = db.execute("SELECT count(*) FROM readings WHERE meter_id = ?", (LIVE_METER,)).fetchone()[0]
+        live = db.execute(
+            "SELECT count(*) FROM readings JOIN meter_keys k ON k.id = readings.meter WHERE k.meter_id = ?",
+            (LIVE_METER,),
+        ).fetchone()[0]
     finally:
         db.close()
     return int(backlog), int(live)

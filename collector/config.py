@@ -65,6 +65,42 @@ class MqttSettings(BrokerSettings):
     )
 
 
+class RetentionSettings(_Section):
+    """How long the ledger keeps what would otherwise grow for ever (15-minute intervals are kept for ever;
+    the TSDB keeps every raw quantity)."""
+
+    readings_days: float = Field(
+        45,
+        gt=0,
+        le=36_600,
+        description="Raw readings kept per meter, days back from its newest reading (event time). Detection, "
+        "reports and charts read them: it must exceed detection.history_days + catch_up_days + 2",
+    )
+    compact_after_days: float = Field(
+        7,
+        ge=2,
+        description="Readings older than this many days (before their meter's newest) are packed into one "
+        "compressed block per meter and day (~30 instead of ~80 bytes a reading). A reading arriving more "
+        "than this less a day older than its meter's newest is refused (reason expired): the ledger could "
+        "no longer book its energy between its neighbours exactly",
+    )
+    batches_days: float = Field(
+        60,
+        gt=0,
+        description="Batches seen (redelivery detection) and seq gaps kept, days after they were received; "
+        "keep it above the agents' spool.max_age_s",
+    )
+    quarantine_days: float = Field(
+        60, gt=0, description="Quarantined readings kept, days after they were received"
+    )
+    resolved_alerts_days: float = Field(
+        400, gt=0, description="Resolved alerts (and any notification of theirs still queued) kept, days"
+    )
+    interval_s: float = Field(
+        600, gt=0, le=86_400, description="Seconds between pruning passes (each in short transactions)"
+    )
+
+
 class LedgerSettings(_Section):
     """The ledger: meters, readings' energy counters, 15-minute intervals, alerts, rejected messages. A SQLite
     file (the default) or a PostgreSQL database (`url`)."""
@@ -102,6 +138,11 @@ class LedgerSettings(_Section):
         from collector.store.connection import Postgres  # the store (numpy, psycopg) only when it is opened
 
         return self.path if self.url is None else Postgres(self.url.get_secret_value())
+
+    retention: RetentionSettings = Field(
+        default_factory=RetentionSettings,
+        description="What the ledger forgets, and when (see the README's sizing formula)",
+    )
 
 
 class LimitsSettings(_Section):
@@ -429,3 +470,17 @@ class CollectorConfig(_Section):
     detection: DetectionSettings = Field(
         default_factory=DetectionSettings, description="Detectors run on the ledger's readings"
     )
+
+    @model_validator(mode="after")
+    def _readings_outlast_detection(self) -> Self:
+        """Detection reads catch_up_days + history_days back from a day's start; refused readings come
+        within a day of the retention."""
+        detection, keep = self.detection, self.ledger.retention.readings_days
+        needed = detection.history_days + detection.catch_up_days + 2
+        if keep <= needed:
+            raise ValueError(
+                f"ledger.retention.readings_days ({keep:g}) must exceed detection.history_days "
+                f"({detection.history_days}) + detection.catch_up_days ({detection.catch_up_days}) + 2 = "
+                f"{needed}: detection reads that far back"
+            )
+        return self

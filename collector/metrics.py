@@ -153,6 +153,18 @@ class CollectorMetrics:
         self.mqtt_connected = Gauge(
             "kilowatch_collector_mqtt_connected", "1 while connected to the MQTT broker", registry=r
         )
+        self.pruned_rows = Counter(
+            "kilowatch_collector_pruned_rows",
+            "Rows the ledger's retention deleted (ledger.retention), by table; packed: readings moved from rows "
+            "into compressed day blocks",
+            ["table"],
+            registry=r,
+        )
+        self.reclaimed_bytes = Counter(
+            "kilowatch_collector_reclaimed_bytes",
+            "Bytes of the ledger's file given back to the file system after pruning (incremental vacuum)",
+            registry=r,
+        )
         self.detection_passes = Counter(
             "kilowatch_collector_detection_passes",
             "Detection passes over the configured meters (failed ones included)",

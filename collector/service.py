@@ -1,5 +1,6 @@
-"""The running collector: MQTT ingestion, the TSDB writer, the HTTP API, notifications and (if enabled) the
-live detectors (:mod:`collector.detect_live`) as named tasks in one event loop.
+"""The running collector: MQTT ingestion, the TSDB writer, the HTTP API, notifications, the ledger's retention
+(:mod:`collector.pruning`) and (if enabled) the live detectors (:mod:`collector.detect_live`) as named tasks in
+one event loop.
 
 SIGTERM or SIGINT stops it gracefully: ingestion stops taking messages (what it has not committed is
 not acknowledged, so the broker keeps it for the next start), the TSDB writer gets a few seconds to
@@ -39,12 +40,23 @@ from collector.ingest import Ingestor
 from collector.metrics import CollectorMetrics
 from collector.notifiers.dispatch import Notifications, channels
 from collector.notifiers.monthly import ledger_monthly_reporter
+from collector.pruning import Pruner
 from collector.reports import ledger_reporter
-from collector.store import RATED_HEADROOM, DatabaseError, IngestChecks, Ledger, Location, RejectedLimits
+from collector.store import (
+    RATED_HEADROOM,
+    AlertLedger,
+    DatabaseError,
+    IngestChecks,
+    Ledger,
+    Location,
+    RejectedLimits,
+    RetentionPolicy,
+)
 from collector.tsdb import TsdbWriter
 from kilowatch import __version__
 from kilowatch.backoff import Backoff
 from kilowatch.sdnotify import supervise
+from kilowatch.timebase import DAY_MS
 from kilowatch.yamlconfig import ConfigError
 
 log = logging.getLogger(__name__)
@@ -140,7 +152,8 @@ async def serve(config: CollectorConfig) -> None:
         sock = stack.enter_context(_listen(api.host, api.port))
         stop = asyncio.Event()
         stack.enter_context(_stop_on_signals(stop))
-        ledger = await _open_ledger(config, checks, sock, stop)
+        policy = retention_policy(config)
+        ledger = await _open_ledger(config, checks, policy, sock, stop)
         if ledger is None:
             log.info("stopped before the ledger could be opened")
             return
@@ -203,7 +216,16 @@ async def serve(config: CollectorConfig) -> None:
         writer_task = start("tsdb-writer", writer.run) if writer else None
         notify_task = start("notifications", notifications.run) if senders else None
         detect_task = start("detection", lambda: detection.run(notifications.submit)) if detection else None
-        workers = {t for t in (ingest_task, api_task, writer_task, notify_task, detect_task) if t is not None}
+        pruner = Pruner(
+            ledger=ledger,
+            alerts=stack.enter_context(AlertLedger(config.ledger.location)),
+            policy=policy,
+            interval_s=config.ledger.retention.interval_s,
+            metrics=metrics,
+        )
+        prune_task = start("retention", pruner.run)
+        tasks = (ingest_task, api_task, writer_task, notify_task, detect_task, prune_task)
+        workers = {t for t in tasks if t is not None}
         workers.add(asyncio.create_task(supervise(), name="systemd-notify"))  # READY=1, watchdog pings
         stopping = asyncio.create_task(stop.wait(), name="stop-signal")
         try:
@@ -243,8 +265,23 @@ def _no_room(exc: Exception) -> bool:
     return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
 
 
+def retention_policy(config: CollectorConfig) -> RetentionPolicy:
+    retention = config.ledger.retention
+    return RetentionPolicy(
+        readings_ms=round(retention.readings_days * DAY_MS),
+        compact_after_ms=round(retention.compact_after_days * DAY_MS),
+        batches_ms=round(retention.batches_days * DAY_MS),
+        quarantine_ms=round(retention.quarantine_days * DAY_MS),
+        resolved_alerts_ms=round(retention.resolved_alerts_days * DAY_MS),
+    )
+
+
 async def _open_ledger(
-    config: CollectorConfig, checks: IngestChecks, sock: socket.socket, stop: asyncio.Event
+    config: CollectorConfig,
+    checks: IngestChecks,
+    policy: RetentionPolicy,
+    sock: socket.socket,
+    stop: asyncio.Event,
 ) -> Ledger | None:
     """The ledger (created and migrated if need be); None if `stop` is set before it could be opened.
 
@@ -267,6 +304,7 @@ async def _open_ledger(
                 retention_ms=int(limits.rejected_retention_days * 86_400_000),
             ),
             checks=checks,
+            retention=policy,
         )
 
     backoff = Backoff(first_s=RESTART_MIN_S, max_s=LEDGER_RETRY_MAX_S)

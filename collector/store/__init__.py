@@ -6,7 +6,7 @@ database (:class:`Postgres`; readings partitioned by month), the same store code
 data (one transaction per group of messages); :class:`AlertLedger` writes alerts and notifications on a
 connection of its own; :class:`LedgerReader` serves read-only queries. The schema and its versioned
 migrations are in :mod:`collector.store.schema`, the connections each role opens in
-:mod:`collector.store.connection`.
+:mod:`collector.store.connection`; what is forgotten and when in :mod:`collector.store.retention`.
 """
 
 from collector.store.alerts import Alert, AlertLedger, AlertQuery, AlertStatus, AlertTransaction
@@ -34,6 +34,7 @@ from collector.store.outbox import NotificationRow, TsdbOutboxRow
 from collector.store.owners import Binding, OwnerRow
 from collector.store.reader import LedgerReader
 from collector.store.readings import COUNTERS, LatestRow, MeterRow, ReadingRow
+from collector.store.retention import Pruned, RetentionPolicy
 from collector.store.schema import SCHEMA_VERSION, NewerLedger
 
 __all__ = [
@@ -73,6 +74,7 @@ __all__ = [
     "NotificationRow",
     "OwnerRow",
     "Postgres",
+    "Pruned",
     "QuarantineReason",
     "QuarantineRow",
     "ReadingRejection",
@@ -80,6 +82,7 @@ __all__ = [
     "RejectedLimits",
     "RejectedMessage",
     "RejectedRow",
+    "RetentionPolicy",
     "SeqGapRow",
     "TsdbOutboxRow",
 ]

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from collector.detectors.findings import Detector
-from collector.store import connection, outbox
+from collector.store import connection, outbox, retention
 from collector.store.connection import Closing, Db, Location, location
 from collector.store.outbox import NotificationRow
 
@@ -245,6 +245,11 @@ class AlertLedger(Closing):
     def next_due(self, channel: str) -> int | None:
         with self._lock:
             return outbox.next_notification_due(self._db, channel)
+
+    def prune_resolved(self, *, before_ms: int, limit: int) -> int:
+        """Forget at most `limit` alerts resolved before `before_ms` (retention), in one transaction."""
+        with self.transaction():
+            return retention.prune_alerts(self._db, before_ms=before_ms, limit=limit)
 
     def delivered(self, row_id: int) -> None:
         with self.transaction():

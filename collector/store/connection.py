@@ -8,10 +8,11 @@ functions); the few expressions that differ come from the connection's :class:`D
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import urllib.parse
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any, ClassVar, Protocol, Self
 import psycopg
 
 from collector.store.schema import migrate
+
+log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
 """How long a writer waits for the other one (ledger or alerts) to finish its transaction."""
@@ -77,15 +80,6 @@ class Dialect(StrEnum):
 
     SQLITE = "sqlite"
     POSTGRESQL = "postgresql"
-
-    def json_array(self, column: str, keys: Sequence[str]) -> str:
-        """The values of `keys` in the JSON object `column` (text), as a JSON array (text; null for a key
-        that is missing)."""
-        if self is Dialect.SQLITE:
-            paths = ", ".join(f"'$.{key}'" for key in keys)
-            return f"json_extract({column}, {paths})"
-        picked = ", ".join(f"CAST({column} AS json) -> '{key}'" for key in keys)
-        return f"CAST(json_build_array({picked}) AS text)"
 
     def octet_length(self, column: str) -> str:
         """Bytes of a text or blob column."""
@@ -205,6 +199,7 @@ def open_writer(where: Location) -> Db:
 
         return postgres.open_writer(where)
     db = _sqlite(where, mapping_rows=False)
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # a new file: before its first table, or it has no effect
     db.execute("PRAGMA journal_mode=WAL")
     # WAL + synchronous=FULL: each commit (one per group of messages) fsyncs the WAL before the messages
     # are acknowledged, so not even a power cut can undo readings the broker was told are stored. NORMAL
@@ -214,7 +209,24 @@ def open_writer(where: Location) -> Db:
     db.execute("PRAGMA cache_size=-65536")  # KiB: 64 MiB of page cache for the writer
     db.execute("PRAGMA temp_store=MEMORY")
     migrate(db, where)
+    _reclaimable(db, where)
     return db
+
+
+def _reclaimable(db: sqlite3.Connection, path: Path) -> None:
+    """Make a file written without incremental vacuum give back what pruning frees (see
+    :mod:`collector.store.retention`): a file switches only by being rewritten whole, once."""
+    (mode,) = db.execute("PRAGMA auto_vacuum").fetchone()
+    if mode == 2:  # INCREMENTAL
+        return
+    size = path.stat().st_size
+    log.warning(
+        "%s: rewriting the ledger once (VACUUM, %.0f MB; needs as much free disk) so that the space its "
+        "retention frees is given back",
+        path, size / 1e6,
+    )  # fmt: skip
+    db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    db.execute("VACUUM")
 
 
 def open_side_writer(where: Location, *, mapping_rows: bool = False) -> Db:

@@ -7,23 +7,24 @@ from enum import StrEnum
 
 from collector.intervals import CounterSample, CounterStep
 from collector.store.connection import Db
-from collector.store.readings import COUNTERS, TRUSTED
+from collector.store.readings import COUNTERS, METER_KEY, TRUSTED
 from kilowatch.quantities import ENERGY_EXPORT, ENERGY_IMPORT
 from kilowatch.timebase import DAY_MS, OFFSET_MS, day_start_ms
 
 # Column names below come from the COUNTERS constant, never from input.
+_METER = "(SELECT id FROM meter_keys WHERE meter_id = :meter)"
 _NEIGHBOURS = {
     q: f"""
-    SELECT * FROM (SELECT ts, {q} FROM readings WHERE meter_id = :meter AND {q} IS NOT NULL AND {TRUSTED}
+    SELECT * FROM (SELECT ts, {q} FROM readings WHERE meter = {_METER} AND {q} IS NOT NULL AND {TRUSTED}
                    AND ts < :ts ORDER BY ts DESC LIMIT 1) AS prev
     UNION ALL
-    SELECT * FROM (SELECT ts, {q} FROM readings WHERE meter_id = :meter AND {q} IS NOT NULL AND {TRUSTED}
+    SELECT * FROM (SELECT ts, {q} FROM readings WHERE meter = {_METER} AND {q} IS NOT NULL AND {TRUSTED}
                    AND ts > :ts ORDER BY ts LIMIT 1) AS next
     """  # noqa: S608
     for q in COUNTERS
 }
 _NEWEST = {
-    q: f"SELECT ts, {q} FROM readings WHERE meter_id = ? AND {q} IS NOT NULL AND {TRUSTED}"  # noqa: S608
+    q: f"SELECT ts, {q} FROM readings WHERE meter = {METER_KEY} AND {q} IS NOT NULL AND {TRUSTED}"  # noqa: S608
     " ORDER BY ts DESC LIMIT 1"
     for q in COUNTERS
 }

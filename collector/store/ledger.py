@@ -43,7 +43,17 @@ from typing import Literal
 
 from collector import line_protocol
 from collector.intervals import CounterSample, CounterStep
-from collector.store import clock, connection, delivery, gateways, intervals, outbox, owners, readings
+from collector.store import (
+    clock,
+    connection,
+    delivery,
+    gateways,
+    intervals,
+    outbox,
+    owners,
+    readings,
+    retention,
+)
 from collector.store.checks import IngestChecks
 from collector.store.clock import QuarantineReason
 from collector.store.connection import (
@@ -60,6 +70,7 @@ from collector.store.gateways import CollectorEventKind
 from collector.store.intervals import BucketSums, CounterEvent, CounterEventKind
 from collector.store.reader import LedgerReader
 from collector.store.readings import COUNTERS, LatestParams, MeterSeen, ReadingParams
+from collector.store.retention import RetentionPolicy
 from kilowatch.clock import redate
 from kilowatch.mqtt_contract import (
     INT64_MAX,
@@ -70,7 +81,7 @@ from kilowatch.mqtt_contract import (
     Reading,
     ReadingsBatch,
 )
-from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
+from kilowatch.quantities import ACTIVE_POWER
 from kilowatch.timebase import bucket_start
 
 Item = ReadingsBatch | GatewayStatus | GatewayEvent | RejectedMessage
@@ -90,6 +101,10 @@ class ReadingRejection(StrEnum):
     FOREIGN_METER = "foreign_meter"
     """A meter bound to another gateway (see :mod:`collector.store.owners`); a ``foreign_meter`` gateway
     event names it."""
+    EXPIRED = "expired"
+    """Older than the ledger keeps its meter's readings in rows (see
+    :func:`collector.store.retention.too_old`): it could no longer be told from one already stored, nor
+    booked in intervals between its neighbours."""
 
 
 class BadValue(StrEnum):
@@ -185,6 +200,8 @@ class Ledger(Closing):
         rejected: How much of the refused messages is kept.
         checks: Time window, meter owners and counter rates to hold readings to; None: none (a ledger fed
             by a trusted replay, or a test of the bookkeeping alone).
+        retention: What :meth:`prune` forgets; readings older than it keeps are refused. None: nothing is
+            pruned.
     """
 
     def __init__(
@@ -195,8 +212,10 @@ class Ledger(Closing):
         max_meters_per_gateway: int | None = None,
         rejected: RejectedLimits = RejectedLimits(),  # noqa: B008 - frozen
         checks: IngestChecks | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.where = location(where)
+        self._retention = retention
         self._checks = checks
         self._owners: dict[str, tuple[str, str]] = {}
         """Meter owners looked up in this transaction (a move by another process shows at the next)."""
@@ -214,6 +233,7 @@ class Ledger(Closing):
         self._rejected_pruned_at = 0
         self._lock = threading.Lock()
         self._meters: dict[str, _MeterState] = {}
+        self._meter_keys = readings.MeterKeys()
         self._boot_offsets: dict[clock.BootKey, int] = {}
         """Each boot's offset from ``boot_clocks``, kept so a batch costs no look-up (forgotten on rollback)."""
         self._pending = _Pending()
@@ -252,6 +272,7 @@ class Ledger(Closing):
                 self._db.execute("COMMIT")
             except BaseException as exc:
                 self._meters.clear()
+                self._meter_keys.forget()
                 self._boot_offsets.clear()
                 self._gateway_meters.clear()
                 self._rejected_bytes = None
@@ -306,6 +327,23 @@ class Ledger(Closing):
         """Forget TSDB outbox rows up to `last_id`, once the TSDB has taken them."""
         with self._transaction() as db:
             outbox.points_delivered(db, last_id)
+
+    def prune(self, *, now_ms: int, limit: int) -> retention.Pruned:
+        """One short transaction of retention (see :mod:`collector.store.retention`): at most about `limit`
+        rows deleted; fewer: nothing is left to prune."""
+        if self._retention is None:
+            return retention.Pruned()
+        with self._transaction() as db:
+            pruned = retention.prune(db, self._retention, now_ms=now_ms, limit=limit)
+        with self._lock:
+            for meter in pruned.meters:  # its newest counter samples may have gone
+                self._meters.pop(meter, None)
+        return pruned
+
+    def reclaim(self, pages: int) -> int:
+        """Give up to `pages` free pages back to the file system; returns how many bytes."""
+        with self._lock:
+            return retention.reclaim(self._db, pages)
 
     def _store_item(self, db: Db, item: Item, received_at: int) -> IngestResult:
         if isinstance(item, ReadingsBatch):
@@ -476,6 +514,7 @@ class Ledger(Closing):
         new: list[_NewReading] = []
         resets = 0
         refused = 0
+        expired: list[Reading] = []
         foreign: dict[str, tuple[str, str]] = {}
         foreign_ts: list[int] = []
         bad: dict[BadValue, int] = {}
@@ -490,20 +529,17 @@ class Ledger(Closing):
                 foreign_ts.append(reading.ts)
                 continue
             state = self._meter_state(db, reading.meter)
+            if (
+                self._retention is not None
+                and state.newest_ts is not None
+                and retention.too_old(reading.ts, state.newest_ts, self._retention)
+            ):  # too late for the ledger's books; the TSDB, which keeps every reading, still gets it
+                expired.append(reading)
+                continue
             reading, too_fast, rebased = self._judge_counters(db, reading, state)
             formatted = line_protocol.formatted_values(reading.values)
             values_json = readings.values_json(formatted)
-            values = reading.values
-            row = (
-                reading.meter,
-                reading.ts,
-                values.get(ENERGY_IMPORT),
-                values.get(ENERGY_EXPORT),
-                values.get(ACTIVE_POWER),
-                values_json,
-                reading.quality.value,
-                reading.clock.value,
-            )
+            row = readings.row(self._meter_keys.key(db, reading.meter), reading)
             if state.newest_ts is None or reading.ts > state.newest_ts:
                 pending.readings.append(row)
                 state.newest_ts = reading.ts
@@ -520,6 +556,11 @@ class Ledger(Closing):
             _record_foreign(db, site, gateway, foreign, foreign_ts, received_at)
         points = (
             [line_protocol.line(site, gateway, r, formatted) for r, formatted, _ in new if formatted]
+            + [
+                line_protocol.line(site, gateway, r, formatted)
+                for r in expired
+                if (formatted := line_protocol.formatted_values(r.values))
+            ]
             if self._outbox
             else []
         )
@@ -528,10 +569,11 @@ class Ledger(Closing):
         rejected = {
             ReadingRejection.TOO_MANY_METERS: refused,
             ReadingRejection.FOREIGN_METER: len(foreign_ts),
+            ReadingRejection.EXPIRED: len(expired),
         }
         return IngestResult(
             accepted=len(new),
-            duplicates=len(new_readings) - len(new) - refused - len(foreign_ts),
+            duplicates=len(new_readings) - len(new) - refused - len(foreign_ts) - len(expired),
             counter_resets=resets,
             outbox_rows=int(bool(points)),
             outbox_points=len(points),

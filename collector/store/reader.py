@@ -23,8 +23,6 @@ from collector.store.readings import LatestRow, MeterRow, ReadingRow
 from kilowatch.mqtt_contract import ClockState, GatewayState, Quality, Reading
 from kilowatch.timebase import SLOT_MS
 
-_NEWEST_TRUSTED = f"SELECT max(ts) FROM readings WHERE meter_id = ? AND ts <= ? AND {readings.TRUSTED}"  # noqa: S608
-
 
 class LedgerReader(Closing):
     """Queries on a read-only connection of its own."""
@@ -90,26 +88,16 @@ class LedgerReader(Closing):
         return intervals.daily_energy(self._db, meter_id, first_day, end_day)
 
     def readings(self, meter_id: str, start_ms: int, end_ms: int) -> list[ReadingRow]:
-        """Stored readings with start_ms <= ts < end_ms, oldest first."""
-        rows = self._db.execute(
-            'SELECT meter_id, ts, "values", quality, clock FROM readings'
-            " WHERE meter_id = ? AND ts >= ? AND ts < ? ORDER BY ts",
-            (meter_id, start_ms, end_ms),
-        ).fetchall()
-        return [ReadingRow(m, ts, json.loads(v), Quality(q), ClockState(c)) for m, ts, v, q, c in rows]
+        """Stored readings with start_ms <= ts < end_ms, oldest first (what the ledger keeps of them)."""
+        return readings.stored(self._db, meter_id, start_ms, end_ms)
 
     def count_readings(self, meter_id: str, start_ms: int, end_ms: int) -> int:
         """Stored readings (whatever their clock) with start_ms <= ts < end_ms."""
-        (count,) = self._db.execute(
-            "SELECT count(*) FROM readings WHERE meter_id = ? AND ts >= ? AND ts < ?",
-            (meter_id, start_ms, end_ms),
-        ).fetchone()
-        return int(count)
+        return readings.count(self._db, meter_id, start_ms, end_ms)
 
     def newest_trusted_ts(self, meter_id: str, until_ms: int = 2**62) -> int | None:
         """ts of the meter's newest reading at or before `until_ms` not stamped by an unsynchronised clock."""
-        (ts,) = self._db.execute(_NEWEST_TRUSTED, (meter_id, until_ms)).fetchone()
-        return None if ts is None else int(ts)
+        return readings.newest_trusted_ts(self._db, meter_id, until_ms)
 
     def power_samples(self, meter_id: str, start_ms: int, end_ms: int) -> list[Sample]:
         return readings.power_samples(self._db, meter_id, start_ms, end_ms)

@@ -1,28 +1,41 @@
 """Readings, each meter's latest one, and the meters seen: rows and the writer's statements.
 
-A reading's values are stored as JSON in ``readings."values"`` (the TSDB's line protocol goes only to the
-TSDB outbox); the counters and active power are also columns, for the interval and detection queries.
+A reading keeps only what the ledger's readers use (see migration 6 in :mod:`collector.store.schema`):
+its counters and active power as columns, for the interval and detection queries, the quantities that tell
+a frozen meter (:data:`~collector.detectors.series.MOVING`) as float32s in one blob, and its quality and
+clock only when they are not good and synced. Every value goes to the TSDB (its outbox), and the newest
+reading of each meter is kept whole in ``latest``. A meter is a small integer in ``readings``
+(``meter_keys``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
 
 from collector.detectors.series import MOVING, Sample
-from collector.store.connection import Db, Dialect
-from kilowatch.mqtt_contract import ClockState, Quality
+from collector.store import blocks
+from collector.store.blocks import Block
+from collector.store.connection import Db
+from collector.store.schema import MOVING_FORMAT, pack_moving
+from kilowatch.mqtt_contract import ClockState, Quality, Reading
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
+from kilowatch.timebase import DAY_MS
 
 COUNTERS = (ENERGY_IMPORT, ENERGY_EXPORT)
 """The cumulative counters intervals are computed from; also column names of `readings` and `intervals`."""
 
-TRUSTED = f"clock != '{ClockState.UNSYNCED.value}'"
+TRUSTED = f"(clock IS NULL OR clock != '{ClockState.UNSYNCED.value}')"
 """Readings whose time can be trusted (rows written before quarantine may be unsynchronised)."""
 
+METER_KEY = "(SELECT id FROM meter_keys WHERE meter_id = ?)"
+"""The key of the meter named by a parameter, in a statement on `readings`."""
+
 # Column names below come from constants, never from input.
-_COLUMNS = f'meter_id, ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, "values", quality, clock'
+_COLUMNS = f"meter, ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, moving, quality, clock"
 _INSERT = f"INSERT INTO readings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"  # noqa: S608
 # Appended readings are known to be new (see the writer's meter states): a plain INSERT, which fails loudly
 # (and rolls the group back) rather than silently ignore a row should that knowledge ever be wrong.
@@ -43,16 +56,34 @@ _UPSERT_METER = (
     " ELSE meters.first_seen END,"
     " last_seen = CASE WHEN excluded.last_seen > meters.last_seen THEN excluded.last_seen ELSE meters.last_seen END"
 )
-_VALUES = '"values"'
-_POWER = {
-    dialect: f"SELECT ts, {ACTIVE_POWER}, {ENERGY_IMPORT}, {dialect.json_array(_VALUES, MOVING)} FROM readings"  # noqa: S608 - column names are constants
-    f" WHERE meter_id = ? AND ts >= ? AND ts < ? AND {TRUSTED} AND {ACTIVE_POWER} IS NOT NULL ORDER BY ts"
-    for dialect in Dialect
-}
+_HOT = (
+    f"SELECT ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, moving, quality, clock FROM readings"  # noqa: S608 - column names are constants
+    f" WHERE meter = {METER_KEY} AND ts >= ? AND ts < ? ORDER BY ts"
+)
+_COLD = (
+    f"SELECT data FROM reading_blocks WHERE meter = {METER_KEY} AND day_ms > ? AND day_ms < ? ORDER BY day_ms"  # noqa: S608
+)
+_COLD_COUNT = (
+    "SELECT first_ts >= :start AND last_ts < :end, readings, data FROM reading_blocks"  # noqa: S608 - a constant
+    " WHERE meter = (SELECT id FROM meter_keys WHERE meter_id = :meter)"
+    f" AND day_ms > :start - {DAY_MS} AND day_ms < :end"
+)
+_HOT_COUNT = f"SELECT count(*) FROM readings WHERE meter = {METER_KEY} AND ts >= ? AND ts < ?"  # noqa: S608
+_NEWEST = (
+    f"SELECT max(ts) FROM (SELECT max(ts) AS ts FROM readings WHERE meter = {METER_KEY}"  # noqa: S608
+    f" UNION ALL SELECT max(last_ts) FROM reading_blocks WHERE meter = {METER_KEY})"
+)
+_NEWEST_TRUSTED = f"SELECT max(ts) FROM readings WHERE meter = {METER_KEY} AND ts <= ? AND {TRUSTED}"  # noqa: S608
+_NEWEST_COLD = (
+    f"SELECT data FROM reading_blocks WHERE meter = {METER_KEY} AND day_ms <= ? ORDER BY day_ms DESC"  # noqa: S608
+)
+_NAN_MOVING = MOVING_FORMAT.pack(*[float("nan")] * len(MOVING))
 
-ReadingParams = tuple[str, int, float | None, float | None, float | None, str, str, str]
-"""A `readings` row as statement parameters: meter, ts, import, export, power, values JSON, quality, clock
-(a plain tuple: one is built per reading on the hot path)."""
+ReadingParams = tuple[
+    int, int, float | None, float | None, float | None, bytes | None, str | None, str | None
+]
+"""A `readings` row as statement parameters: meter key, ts, import, export, power, moving blob, quality
+and clock (None: good, synced); a plain tuple: one is built per reading on the hot path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,11 +132,53 @@ class LatestParams(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ReadingRow:
+    """A stored reading as the ledger keeps it: `values` holds its counters, power and the
+    :data:`~collector.detectors.series.MOVING` quantities (as float32), not every quantity it carried."""
+
     meter_id: str
     ts: int
     values: dict[str, float]
     quality: Quality
     clock: ClockState
+
+
+class MeterKeys:
+    """The writer's cache of the meters' keys in ``meter_keys``; a key added in a transaction that rolls
+    back is gone with it, so the writer forgets them all then (:meth:`forget`)."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, int] = {}
+
+    def key(self, db: Db, meter: str) -> int:
+        """The meter's key, added when the meter is new."""
+        key = self._keys.get(meter)
+        if key is None:
+            row = db.execute("SELECT id FROM meter_keys WHERE meter_id = ?", (meter,)).fetchone()
+            if row is None:
+                row = db.execute(
+                    "INSERT INTO meter_keys (meter_id) VALUES (?) RETURNING id", (meter,)
+                ).fetchone()
+            key = self._keys[meter] = int(row[0])
+        return key
+
+    def forget(self) -> None:
+        self._keys.clear()
+
+
+def row(key: int, reading: Reading) -> ReadingParams:
+    """The `readings` row of a reading of the meter whose key is `key`."""
+    values = reading.values
+    quality, clock = reading.quality, reading.clock
+    return (
+        key,
+        reading.ts,
+        values.get(ENERGY_IMPORT),
+        values.get(ENERGY_EXPORT),
+        values.get(ACTIVE_POWER),
+        pack_moving(values),
+        None if quality is Quality.GOOD else quality.value,
+        None if clock is ClockState.SYNCED else clock.value,
+    )
 
 
 def values_json(formatted: list[tuple[str, str]]) -> str:
@@ -128,8 +201,61 @@ def insert(db: Db, row: ReadingParams) -> bool:
 
 def newest_ts(db: Db, meter: str) -> int | None:
     """ts of the meter's newest stored reading, whatever its clock."""
-    (newest,) = db.execute("SELECT max(ts) FROM readings WHERE meter_id = ?", (meter,)).fetchone()
+    (newest,) = db.execute(_NEWEST, (meter, meter)).fetchone()
     return None if newest is None else int(newest)
+
+
+def newest_trusted_ts(db: Db, meter: str, until_ms: int) -> int | None:
+    """ts of the meter's newest reading at or before `until_ms` not stamped by an unsynchronised clock."""
+    (newest,) = db.execute(_NEWEST_TRUSTED, (meter, until_ms)).fetchone()
+    if newest is not None:
+        return int(newest)
+    for (data,) in db.execute(_NEWEST_COLD, (meter, until_ms)):
+        block = blocks.decode(data)
+        found = np.flatnonzero((block.ts <= until_ms) & _trusted(block))
+        if found.size:
+            return int(block.ts[found[-1]])
+    return None
+
+
+def count(db: Db, meter: str, start_ms: int, end_ms: int) -> int:
+    """Stored readings (whatever their clock) with start_ms <= ts < end_ms."""
+    (n,) = db.execute(_HOT_COUNT, (meter, start_ms, end_ms)).fetchone()
+    for inside, readings, data in db.execute(_COLD_COUNT, {"meter": meter, "start": start_ms, "end": end_ms}):
+        if inside:
+            n += readings
+        else:
+            ts = blocks.decode(data).ts
+            n += int(np.count_nonzero((ts >= start_ms) & (ts < end_ms)))
+    return int(n)
+
+
+def rows_block(rows: list[tuple[Any, ...]]) -> Block:
+    """A block of `readings` rows (ts, import, export, power, moving, quality, clock), in ts order."""
+    n = len(rows)
+    ts, imported, exported, power, moving, quality, clock = zip(*rows, strict=True) if rows else ((),) * 7
+    return Block(
+        np.array(ts, dtype=np.int64),
+        np.array(imported, dtype=np.float64),  # None becomes NaN
+        np.array(exported, dtype=np.float64),
+        np.array(power, dtype=np.float64),
+        np.frombuffer(b"".join(m or _NAN_MOVING for m in moving), "<f4").reshape(n, len(MOVING)),
+        list(quality),
+        list(clock),
+    )
+
+
+def history(db: Db, meter: str, start_ms: int, end_ms: int) -> Block:
+    """The meter's stored readings with start_ms <= ts < end_ms, oldest first: the blocks of the days they
+    fall in, then the rows not packed yet."""
+    cold = [blocks.decode(data) for (data,) in db.execute(_COLD, (meter, start_ms - DAY_MS, end_ms))]
+    hot = rows_block(db.execute(_HOT, (meter, start_ms, end_ms)).fetchall())
+    joined = Block.join([*cold, hot])
+    return joined.where((joined.ts >= start_ms) & (joined.ts < end_ms)) if cold else joined
+
+
+def _trusted(block: Block) -> npt.NDArray[np.bool_]:
+    return np.array([c != ClockState.UNSYNCED.value for c in block.clock], dtype=np.bool_)
 
 
 def upsert_latest(db: Db, rows: list[LatestParams]) -> None:
@@ -152,7 +278,30 @@ def power_samples(db: Db, meter_id: str, start_ms: int, end_ms: int) -> list[Sam
     """The meter's readings with power in [start_ms, end_ms), oldest first, in kW, with the quantities
     that tell a frozen meter: what the detectors judge (never a reading stamped by an unsynchronised
     clock)."""
+    block = history(db, meter_id, start_ms, end_ms)
+    block = block.where(_trusted(block) & ~np.isnan(block.power))
+    moving = [tuple(None if v != v else v for v in row) for row in block.moving.tolist()]  # NaN: missing
+    energy = [None if e != e else e for e in block.imported.tolist()]
     return [
-        Sample(ts, w / 1000, e, tuple(json.loads(moving)))
-        for ts, w, e, moving in db.execute(_POWER[db.dialect], (meter_id, start_ms, end_ms))
+        Sample(ts, w / 1000, e, m)
+        for ts, w, e, m in zip(block.ts.tolist(), block.power.tolist(), energy, moving, strict=True)
+    ]
+
+
+def stored(db: Db, meter_id: str, start_ms: int, end_ms: int) -> list[ReadingRow]:
+    """The meter's stored readings with start_ms <= ts < end_ms, oldest first."""
+    block = history(db, meter_id, start_ms, end_ms)
+    names = (*COUNTERS, ACTIVE_POWER, *MOVING)
+    columns = np.column_stack((block.imported, block.exported, block.power, block.moving)).tolist()
+    return [
+        ReadingRow(
+            meter_id,
+            ts,
+            {q: v for q, v in zip(names, values, strict=True) if v == v},  # NaN: missing
+            Quality(quality or Quality.GOOD),
+            ClockState(clock or ClockState.SYNCED),
+        )
+        for ts, values, quality, clock in zip(
+            block.ts.tolist(), columns, block.quality, block.clock, strict=True
+        )
     ]

@@ -616,7 +616,9 @@ def test_legacy_unsynced_rows_are_not_a_counters_newest_sample(ledger_at: Ledger
     with Ledger(path) as ledger:
         ledger.ingest(batch(reading(at(10, 0), imp=10.0)))
         ledger._db.execute(
-            "INSERT INTO readings VALUES ('m1', ?, 99.0, NULL, NULL, '{}', 'good', 'unsynced')", (at(10, 20),)
+            "INSERT INTO readings SELECT id, ?, 99.0, NULL, NULL, NULL, NULL, 'unsynced' FROM meter_keys"
+            " WHERE meter_id = 'm1'",
+            (at(10, 20),),
         )
     with Ledger(path) as ledger:
         ledger.ingest(batch(reading(at(10, 10), imp=10.5)))  # before the unsynced one: loads the state

@@ -209,7 +209,9 @@ def ledger_readings(path: Path) -> dict[str, list[int]]:
     yield readings without any, which no served poll matches)."""
     with sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True) as db:
         rows = db.execute(
-            "SELECT meter_id, ts FROM readings WHERE \"values\" != '{}' ORDER BY meter_id, ts"
+            "SELECT k.meter_id, r.ts FROM readings r JOIN meter_keys k ON k.id = r.meter"
+            " WHERE coalesce(r.energy_import_kwh, r.energy_export_kwh, r.active_power_w, r.moving) IS NOT NULL"
+            " ORDER BY k.meter_id, r.ts"
         ).fetchall()
     out: dict[str, list[int]] = defaultdict(list)
     for meter, ts in rows:

@@ -3,6 +3,7 @@ in place, its rows readable and writable by the store."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -102,3 +103,35 @@ def test_a_ledger_from_a_newer_release_is_refused(tmp_path: Path) -> None:
         Ledger(path)
     with pytest.raises(NewerLedger):
         AlertStore(path)
+
+
+def test_migration_6_keeps_what_detection_reads_and_switches_to_incremental_vacuum(tmp_path: Path) -> None:
+    """Readings of an old ledger move to the compact rows: counters and power exact, the quantities that
+    tell a frozen meter as float32; the file is rewritten once so that retention can give space back."""
+    path = old_ledger(tmp_path / "kilowatch.db")
+    values = {
+        "energy_import_kwh": 101.25,
+        "active_power_w": 2500.5,
+        "voltage_l1_v": 230.1,
+        "current_l2_a": 4.2,
+    }
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO readings VALUES ('m1', ?, 101.25, NULL, 2500.5, ?, 'stale', 'unknown')",
+            (at(10, 8), json.dumps(values | {"power_factor": 0.9})),
+        )
+        assert db.execute("PRAGMA auto_vacuum").fetchone() == (0,)
+    Ledger(path).close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA auto_vacuum").fetchone() == (2,)  # incremental
+    with LedgerReader(path) as r:
+        *_, row = r.readings("m1", at(10), at(11))
+        samples = r.power_samples("m1", at(10), at(11))
+    assert (row.ts, row.quality, row.clock) == (at(10, 8), "stale", "unknown")
+    assert row.values.keys() == values.keys()  # power_factor is the TSDB's alone
+    assert (row.values["energy_import_kwh"], row.values["active_power_w"]) == (101.25, 2500.5)
+    assert row.values["voltage_l1_v"] == pytest.approx(230.1, rel=1e-7)
+    assert [s.ts for s in samples] == [at(10), at(10, 5), at(10, 8)]
+    assert samples[-1].moving[0] == row.values["voltage_l1_v"]
+    assert samples[-1].moving[5] == row.values["current_l2_a"]
+    assert samples[0].moving == (None,) * 7  # the old row carried none of them
