@@ -71,7 +71,7 @@ _COLD_COUNT = (
 _HOT_COUNT = f"SELECT count(*) FROM readings WHERE meter = {METER_KEY} AND ts >= ? AND ts < ?"  # noqa: S608
 _NEWEST = (
     f"SELECT max(ts) FROM (SELECT max(ts) AS ts FROM readings WHERE meter = {METER_KEY}"  # noqa: S608
-    f" UNION ALL SELECT max(last_ts) FROM reading_blocks WHERE meter = {METER_KEY})"
+    f" UNION ALL SELECT max(last_ts) FROM reading_blocks WHERE meter = {METER_KEY}) AS newest"
 )
 _NEWEST_TRUSTED = f"SELECT max(ts) FROM readings WHERE meter = {METER_KEY} AND ts <= ? AND {TRUSTED}"  # noqa: S608
 _NEWEST_COLD = (
