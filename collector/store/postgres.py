@@ -122,7 +122,7 @@ class PgDb:
         elif not self._began:
             self._usable()
         try:
-            return self._conn.execute(pg_sql(sql), parameters or None)
+            return self._conn.execute(pg_sql(sql), () if parameters is None else parameters)
         except psycopg.Error as exc:
             self._stale = self._stale or unwritable(exc)
             raise
@@ -151,7 +151,11 @@ class PgDb:
         """The first column of the first row of `sql`'s result, whatever rows this connection reads as."""
         if not self._began:
             self._usable()
-        row = self._conn.cursor(row_factory=tuple_row).execute(pg_sql(sql), parameters).fetchone()
+        row = (
+            self._conn.cursor(row_factory=tuple_row)
+            .execute(pg_sql(sql), () if parameters is None else parameters)
+            .fetchone()
+        )
         return None if row is None else row[0]
 
     def begin(self, *, write: bool = True) -> None:

@@ -150,6 +150,17 @@ def test_the_writer_keeps_partitions_ahead_of_the_clock(ledger_at_pg: Callable[[
     ]
 
 
+@pg_only
+def test_a_statement_without_parameters_keeps_its_percent_signs(
+    ledger_at_pg: Callable[[str], Postgres],
+) -> None:
+    db = postgres.open_reader(ledger_at_pg("ledger"))
+    try:
+        assert db.execute("SELECT 7 % 3, '100%'").fetchone() == (1, "100%")
+    finally:
+        db.close()
+
+
 def test_sqlite_placeholders_become_psycopgs_and_quoted_text_is_left_alone() -> None:
     assert pg_sql("SELECT * FROM t WHERE a = ? AND b = :b AND c LIKE 'x?%' AND \"d:e\" = 1") == (
         "SELECT * FROM t WHERE a = %s AND b = %(b)s AND c LIKE 'x?%%' AND \"d:e\" = 1"
