@@ -69,8 +69,9 @@ def unwritable(exc: BaseException) -> bool:
     """Whether `exc` is the backend saying the ledger cannot be written (not something about the data)."""
     if isinstance(exc, psycopg.Error):
         state = exc.sqlstate
-        # No SQLSTATE: the connection itself failed (refused, closed, timed out) before any server answer.
-        return state is None or state[:2] in _PG_UNWRITABLE_CLASSES or state in _PG_UNWRITABLE_STATES
+        if state is None:  # no answer from the server: the connection failed, or psycopg refused the data
+            return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
+        return state[:2] in _PG_UNWRITABLE_CLASSES or state in _PG_UNWRITABLE_STATES
     code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
     return code is not None and code & 0xFF in _UNWRITABLE
 

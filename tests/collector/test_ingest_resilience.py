@@ -23,6 +23,8 @@ from kilowatch.mqtt_contract import (
     Channel,
     ClockAnchor,
     ClockState,
+    GatewayEvent,
+    GatewayEventKind,
     GatewayState,
     GatewayStatus,
     Reading,
@@ -35,6 +37,7 @@ from tests.services import eventually
 
 READINGS = topic("site1", "gw1", Channel.READINGS)
 STATUS = topic("site1", "gw1", Channel.STATUS)
+EVENTS = topic("site1", "gw1", Channel.EVENTS)
 
 
 class Running:
@@ -166,6 +169,35 @@ async def test_a_gateway_flooding_garbage_is_counted_but_only_so_much_is_kept(
     assert unstored + kept == 301
     # Within one minute 10 of gw1 and gw2's one; a minute boundary during the test may admit 10 more.
     assert kept in (11, 21)
+
+
+@pytest.mark.services
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_text_postgresql_cannot_hold_is_dead_lettered_never_a_stall(
+    mosquitto: Mosquitto, start: Callable[..., Running]
+) -> None:
+    """PostgreSQL's text holds no NUL character, which the contract lets an event's detail carry: psycopg
+    refuses it before the server sees it. That is the message's fault, not an unwritable ledger: it is
+    dead-lettered (payload kept) and the batches around it are stored; ingestion never pauses for it."""
+    running = start(mosquitto)
+    await eventually(lambda: running.ingestor.connected, "the ingestor to subscribe")
+    event = GatewayEvent(
+        schema_version=SCHEMA_VERSION, site="site1", gateway="gw1", ts=at(10), readings=0,
+        kind=GatewayEventKind.SPOOL_CORRUPT, detail="recovered\x00 0 batches",
+    )  # fmt: skip
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="agent") as client:
+        for seq in range(10):
+            await client.publish(
+                READINGS, batch(reading(at(10, seq), imp=float(seq)), seq=seq).model_dump_json(), qos=1
+            )
+            if seq == 5:
+                await client.publish(EVENTS, event.model_dump_json(), qos=1)
+    await eventually(lambda: running.stored() == 10, "every valid batch")
+    await eventually(lambda: running.rejected(RejectReason.UNPROCESSABLE) == 1, "the event dead-lettered")
+    [(reason, detail)] = running.kept()
+    assert reason == "unprocessable"
+    assert "NUL" in detail
+    assert running.sample("kilowatch_collector_ledger_writable") == 1
 
 
 def test_meters_beyond_the_gateways_limit_are_refused_and_counted(ledger_at: LedgerAt) -> None:
