@@ -357,7 +357,7 @@ class PostgreSQL:
         datadir = home / "data"
         subprocess.run(
             [*_as_postgres(), str(bindir / "initdb"), "-D", str(datadir), "-U", POSTGRESQL_USER, "-E", "UTF8",
-             "--locale=C", f"--pwfile={home / 'pwfile'}", "--auth-local=trust", "--auth-host=scram-sha-256",
+             "--locale=C.UTF-8", f"--pwfile={home / 'pwfile'}", "--auth-local=trust", "--auth-host=scram-sha-256",
              "--no-sync"],
             check=True, capture_output=True, timeout=120,
         )  # fmt: skip
