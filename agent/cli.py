@@ -278,8 +278,10 @@ def run(
     ] = LogLevel.INFO,
 ) -> None:
     """Poll the configured meters and publish their readings until SIGTERM or Ctrl-C."""
+    from agent.runner import one_malloc_arena
     from agent.runner import run as run_agent
 
+    one_malloc_arena()
     agent_config = load_config(AgentConfig, config).relative_to(config.parent)
     setup_logging(log_level)
     asyncio.run(run_agent(agent_config))

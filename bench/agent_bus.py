@@ -16,6 +16,10 @@ Every figure is printed beside a baseline measured in the same run, never assert
    read one ``kilowatch sim serve`` process (units 1-32, Modbus TCP on loopback) and publish to a real
    Mosquitto; CPU comes from /proc/<pid>/stat between two cycles after a warm-up, so start-up is not
    counted, and the simulator's CPU never is;
+3b. RSS with more meters (``--rss-meters``, 32 and 200 by default): the agent reading all 31 quantities of
+   each meter on buses of 32 meters (each bus its own connection to one simulator serving them all), vs the
+   naive poller reading 11 quantities of the same meters, each after a warm-up; and the RSS of a process
+   that only imports what the agent runs;
 4. with one meter dead, then eight (``--fault N:dead``, from the start), how often the live meters
    update, read from the readings topics, for both pollers with the same timeout and retries;
 5. recovery after a broker restart (``--restarts`` times, ``--outage-seconds`` each): seconds from the
@@ -58,6 +62,10 @@ if TYPE_CHECKING:
 # poller's program, whose memory must not include them.
 
 METERS = 32
+BUS_METERS = 32
+"""Meters per bus (one connection each) when the agent reads more than METERS."""
+RSS_WARMUP_S = 10.0
+"""Seconds of polling before the RSS figures of 3b are taken."""
 CORE_QUANTITIES = (
     "voltage_l1_v",
     "voltage_l2_v",
@@ -245,30 +253,48 @@ async def naive_poller(spec: NaiveSpec) -> None:
 # --- the agent (a child process) ------------------------------------------------------------------------
 
 
+def agent_files_name(quantities: Sequence[str] | None, meters: int) -> str:
+    """What names an agent run's config and spool files."""
+    name = "all" if quantities is None else f"{len(quantities)}"
+    return name if meters == METERS else f"{name}-{meters}-meters"
+
+
 def write_agent_config(
-    work: Path, broker: Mosquitto, modbus_port: int, timeout_s: float, quantities: Sequence[str] | None
+    work: Path,
+    broker: Mosquitto,
+    modbus_port: int,
+    timeout_s: float,
+    quantities: Sequence[str] | None,
+    meters: int = METERS,
 ) -> Path:
-    """An agent.yaml polling the simulator's 32 SDM630s (all their quantities, or `quantities`)."""
+    """An agent.yaml polling the simulator's first `meters` SDM630s, BUS_METERS per bus (all their
+    quantities, or `quantities`)."""
     import yaml
 
-    name = "all" if quantities is None else f"{len(quantities)}"
-    bus: dict[str, object] = {
-        "name": "sim",
-        "transport": "tcp",
-        "host": "127.0.0.1",
-        "port": modbus_port,
-        "timing": {"timeout_s": timeout_s, "retries": RETRIES},
-        "meters": [{"id": meter_id(u), "profile": "eastron-sdm630", "unit": u} for u in range(1, METERS + 1)],
-    }
-    if quantities is not None:
-        bus["quantities"] = list(quantities)
+    name = agent_files_name(quantities, meters)
+    buses: list[dict[str, object]] = []
+    for first in range(1, meters + 1, BUS_METERS):
+        bus: dict[str, object] = {
+            "name": "sim" if first == 1 else f"sim-{first}",
+            "transport": "tcp",
+            "host": "127.0.0.1",
+            "port": modbus_port,
+            "timing": {"timeout_s": timeout_s, "retries": RETRIES},
+            "meters": [
+                {"id": meter_id(u), "profile": "eastron-sdm630", "unit": u}
+                for u in range(first, min(first + BUS_METERS, meters + 1))
+            ],
+        }
+        if quantities is not None:
+            bus["quantities"] = list(quantities)
+        buses.append(bus)
     config = {
         "site": SITE,
         "gateway": GATEWAY,
         "poll_interval_s": 1,
         "mqtt": {"host": broker.host, "port": broker.port},
         "spool": {"path": str(work / f"agent-spool-{name}.db")},
-        "buses": [bus],
+        "buses": buses,
     }
     path = work / f"agent-{name}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -419,6 +445,41 @@ async def watch_updates(broker: Mosquitto, arm: Arm, log: Path, seconds: float) 
         return out
 
 
+@dataclass(frozen=True)
+class MemoryFigures:
+    meters: int
+    rss_mb: float
+    peak_rss_mb: float
+    update_rate: float
+    """Readings per meter per second after the warm-up (1.0: every meter every second)."""
+
+
+async def measure_memory(
+    broker: Mosquitto, arm: Arm, log: Path, meters: int, seconds: float
+) -> MemoryFigures:
+    """RSS after RSS_WARMUP_S of polling, then `seconds` more; and how often each meter was read meanwhile."""
+    async with running(broker, arm, log) as (pid, messages):
+        await messages.next()
+        counted_from = time.monotonic() + RSS_WARMUP_S
+        readings = 0
+        while (left := counted_from + seconds - time.monotonic()) > 0:
+            try:
+                seen, _, arrived, _ = await messages.next(within_s=left)
+            except TimeoutError:
+                break
+            readings += len(seen) if arrived >= counted_from else 0
+        return MemoryFigures(meters, rss_mb(pid, "VmRSS"), rss_mb(pid), readings / meters / seconds)
+
+
+def print_memory(rows: list[tuple[Arm, MemoryFigures]], imports: dict[str, float]) -> None:
+    print(f"{'':<4}{'poller':<44}{'meters':>7}{'per s':>7}{'import MB':>10}{'RSS MB':>8}{'peak MB':>8}")
+    for arm, f in rows:
+        print(
+            f"{'':<4}{arm.name:<44}{f.meters:>7}{f.update_rate:>7.2f}{imports[arm.name.split(':')[0]]:>10.1f}"
+            f"{f.rss_mb:>8.1f}{f.peak_rss_mb:>8.1f}"
+        )
+
+
 def print_cpu(rows: list[tuple[Arm, CpuFigures]], imports: dict[str, float]) -> None:
     print(
         f"{'':<4}{'poller':<44}{'cycles':>7}{'CPU s':>7}{'ms/meter-poll':>14}{'import MB':>10}{'RSS MB':>8}"
@@ -524,10 +585,10 @@ def print_recovery(name: str, figures: Recovery) -> None:
 
 
 IMPORTS = {
-    "agent": "import app.cli, agent.runner, aiomqtt",
+    "agent": "import app.cli, agent.cli, agent.runner, aiomqtt",
     "naive": "import asyncio, json, struct, aiomqtt, pymodbus.client",
 }
-"""What each poller imports to run (the agent: its command and its runtime)."""
+"""What each poller imports to run (the agent: `kilowatch agent run`, its runtime and MQTT client)."""
 
 
 def import_rss(kind: str) -> float:
@@ -544,7 +605,7 @@ def import_rss(kind: str) -> float:
 # --- the run --------------------------------------------------------------------------------------------
 
 
-def start_sim(work: Path, name: str, port: int, fault: list[str]) -> Process:
+def start_sim(work: Path, name: str, port: int, fault: list[str], meters: int = METERS) -> Process:
     sim = Process(
         name,
         [
@@ -556,7 +617,7 @@ def start_sim(work: Path, name: str, port: int, fault: list[str]) -> Process:
             "--profile",
             "eastron-sdm630",
             "--units",
-            f"1-{METERS}",
+            f"1-{meters}",
             "--tcp",
             f"127.0.0.1:{port}",
             *fault,
@@ -569,7 +630,10 @@ def start_sim(work: Path, name: str, port: int, fault: list[str]) -> Process:
     return sim
 
 
-def arms(work: Path, broker: Mosquitto, modbus_port: int, timeout_s: float) -> tuple[Arm, Arm, Arm]:
+def arms(
+    work: Path, broker: Mosquitto, modbus_port: int, timeout_s: float, meters: int = METERS
+) -> tuple[Arm, Arm, Arm]:
+    """The agent with all quantities and with the issue's 11, and the naive poller, reading `meters`."""
     from kilowatch.mqtt_contract import Channel, topic
     from kilowatch.profiles import load_builtin
 
@@ -579,7 +643,7 @@ def arms(work: Path, broker: Mosquitto, modbus_port: int, timeout_s: float) -> t
         modbus_port=modbus_port,
         mqtt_host=broker.host,
         mqtt_port=broker.port,
-        units=list(range(1, METERS + 1)),
+        units=list(range(1, meters + 1)),
         registers=[(r.quantity, r.address) for r in profile.registers],
         timeout_s=timeout_s,
         retries=RETRIES,
@@ -588,7 +652,7 @@ def arms(work: Path, broker: Mosquitto, modbus_port: int, timeout_s: float) -> t
     readings = topic(SITE, GATEWAY, Channel.READINGS)
 
     def agent(quantities: Sequence[str] | None) -> Arm:
-        config = write_agent_config(work, broker, modbus_port, timeout_s, quantities)
+        config = write_agent_config(work, broker, modbus_port, timeout_s, quantities, meters)
         count = len(load_builtin("eastron-sdm630").registers) if quantities is None else len(quantities)
         command = [
             sys.executable,
@@ -601,7 +665,7 @@ def arms(work: Path, broker: Mosquitto, modbus_port: int, timeout_s: float) -> t
             "--log-level",
             "WARNING",
         ]
-        spool = work / f"agent-spool-{'all' if quantities is None else len(quantities)}.db"
+        spool = work / f"agent-spool-{agent_files_name(quantities, meters)}.db"
         return Arm(
             f"agent: kilowatch agent run, {count} quantities", command, readings, parse_agent, count, spool
         )
@@ -668,6 +732,16 @@ async def measure(work: Path, args: argparse.Namespace) -> None:
                     updates.append((arm, {meter_id(u) for u in units}, seen))
             finally:
                 sim.stop()
+        memory = []
+        for meters in args.rss_meters:
+            sim = start_sim(work, f"sim-{meters}-meters", port, [], meters)
+            try:
+                agent_n, _, naive_n = arms(work, broker, port, args.timeout, meters)
+                for i, arm in enumerate((agent_n, naive_n)):
+                    log = work / f"rss-{meters}-{i}.log"
+                    memory.append((arm, await measure_memory(broker, arm, log, meters, args.rss_seconds)))
+            finally:
+                sim.stop()
     finally:
         broker.stop()
     print(
@@ -678,10 +752,18 @@ async def measure(work: Path, args: argparse.Namespace) -> None:
     print_cpu(cpu, imports)
     print(
         "    import MB: peak RSS of a process that only imports what the poller runs (agent: app.cli, "
-        "agent.runner, aiomqtt; naive: pymodbus, aiomqtt); RSS MB: at the end, peak MB: highest while running"
+        "agent.cli, agent.runner, aiomqtt; naive: pymodbus, aiomqtt); RSS MB: at the end, peak MB: highest "
+        "while running"
     )
     print("    B/reading: payload bytes per meter reading on the wire (B/value: per quantity)")
     print("    goals: <= 1 ms per meter-poll, <= 40 MB RSS with 32 meters")
+    print(
+        f"\n3b. RSS by meter count: the agent's buses have {BUS_METERS} meters each (one connection each), the "
+        f"naive poller one connection; after {RSS_WARMUP_S:g} s of polling and {args.rss_seconds:g} s more"
+    )
+    print_memory(memory, imports)
+    print("    per s: readings per meter per second in those last seconds (1.00: every meter every second)")
+    print("    goals: <= 40 MB RSS with 32 meters, <= 45 MB with 200")
     print(
         f"\n4. dead meters (never answering, from the start): units {args.dead_unit}, then "
         f"{','.join(map(str, EIGHT_DEAD))}; the live meters' complete readings, timeout {args.timeout:g} s "
@@ -721,6 +803,18 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=1.0, help="response timeout, both pollers (1 s)")
     parser.add_argument("--outage-seconds", type=float, default=15, help="broker down per restart (15 s)")
     parser.add_argument("--restarts", type=int, default=3, help="broker restarts under the agent (3)")
+    parser.add_argument(
+        "--rss-meters",
+        type=int,
+        nargs="+",
+        default=[METERS, 200],
+        choices=range(1, 248),
+        metavar="1-247",
+        help=f"meter counts whose RSS 3b measures ({METERS} 200)",
+    )
+    parser.add_argument(
+        "--rss-seconds", type=float, default=10, help="seconds measured after the warm-up in 3b (10 s)"
+    )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     print_plans()

@@ -77,7 +77,7 @@ class _PinnedNameContext(ssl.SSLContext):
 class TlsSettings(BaseModel):
     """TLS to the broker: the section's presence turns it on (mqtts://, port 8883 unless set)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # built on first use
 
     ca_file: Path | None = Field(
         None,
@@ -219,7 +219,7 @@ def _client_class() -> type[aiomqtt.Client]:
 class BrokerSettings(BaseModel):
     """Broker address, credentials and reconnection policy, shared by agent and collector configs."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)  # built on first use
 
     host: str = Field("127.0.0.1", min_length=1, description="MQTT broker host name or address")
     port: int = Field(

@@ -179,7 +179,8 @@ _TRUSTED_TS_FLOOR: dict[str, JsonValue] = {
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: built on first use, so each side holds the validators of the messages it handles
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Reading(_Message):

@@ -54,7 +54,8 @@ class Table(StrEnum):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # defer_build: built on first use (a profile's test vectors and fingerprints are not used by the agent run)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
 
 class Connection(_Strict):

@@ -28,3 +28,41 @@ def test_kilowatch_help_imports_no_heavy_library() -> None:
 @pytest.mark.parametrize("module", ["agent.runner", "agent.cli", "agent.publisher", "agent.transport"])
 def test_agent_needs_no_collector_library(module: str) -> None:
     assert imported_after(f"import {module}", COLLECTOR_ONLY) == []
+
+
+RUN_PATH = """
+import typer
+import typer.main
+from app.cli import app
+root = typer.main.get_command(app)
+group = root.get_command(typer.Context(root), "agent")
+group.get_command(typer.Context(group), "run")
+import agent.runner
+"""
+"""What `kilowatch agent run` imports before it polls: the command found as click finds it, and the runtime."""
+
+NOT_FOR_THE_RUN = (
+    "collector", "sim", "app.demo", "app.evaluation", "app.provision_cli", "app.schemas_cli", "app.processes",
+    "kilowatch.profiles_cli", "agent.scan", "agent.plan_report", "agent.doctor", "pymodbus", "rich",
+)  # fmt: skip
+"""Modules the running agent has no use for: other parts' commands, the agent's other commands, pymodbus
+(a Modbus TCP bus needs none; an RTU bus imports it when it opens) and rich (tables of the other commands)."""
+
+
+def test_the_agent_run_imports_nothing_it_does_not_run() -> None:
+    assert imported_after(RUN_PATH, NOT_FOR_THE_RUN) == []
+
+
+def test_the_agent_run_builds_no_model_validator_at_import() -> None:
+    """The config, profile and MQTT models build their validators on first use, so a process holds only
+    those it uses."""
+    code = RUN_PATH + (
+        "from agent.config import AgentConfig, Meter\nfrom kilowatch.profiles import Profile, TestVector\n"
+        "from kilowatch.mqtt_contract import GatewayEvent, ReadingsBatch\nfrom kilowatch.broker import BrokerSettings\n"
+        "models = (AgentConfig, Meter, Profile, TestVector, GatewayEvent, ReadingsBatch, BrokerSettings)\n"
+        "print(','.join(m.__name__ for m in models if m.__pydantic_complete__))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == ""
