@@ -11,6 +11,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from app.processes import wait_until
 from collector.alerts import AlertStore
 from collector.api.app import create_app
 from collector.metrics import CollectorMetrics
@@ -159,17 +160,22 @@ async def test_the_lifespan_opens_the_alert_and_access_stores_once_and_closes_th
 ) -> None:
     app = create_app(ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
     headers = {"Authorization": f"Bearer {api_key(ledger_path)}"}
-    assert open_connections(ledger_path) == 0
+
+    def connections(n: int) -> None:
+        """Wait for `n` open connections: a PostgreSQL session ends a moment after its client closed it."""
+        wait_until(lambda: open_connections(ledger_path) == n, 10, f"{n} open connections")
+
+    connections(0)
     async with LifespanManager(app) as manager:
-        assert open_connections(ledger_path) == 2
+        connections(2)
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://collector", headers=headers
         ) as client:
             assert (await client.get("/api/v1/alerts")).json() == []
             assert (await client.get("/api/v1/alerts")).json() == []
-        assert open_connections(ledger_path) == 2
-    assert open_connections(ledger_path) == 0
+        connections(2)
+    connections(0)
 
 
 async def test_an_unexpected_error_is_a_500_problem_that_reveals_nothing(ledger_path: Location) -> None:
