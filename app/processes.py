@@ -415,17 +415,18 @@ def write_collector_config(
     path: Path,
     broker: Mosquitto,
     *,
-    ledger: Path,
+    ledger: Path | str,
     api_port: int,
     tsdb_url: str | None,
     client_id: str,
     retention_days: int | None = None,
 ) -> Path:
-    """A collector.yaml pointing at `broker` (and a TSDB when given), for tests and benchmarks;
-    `retention_days` widens the window of plausible times for data stamped in the past."""
+    """A collector.yaml pointing at `broker` (and a TSDB when given), for tests and benchmarks, with its
+    ledger in the SQLite file `ledger` or the PostgreSQL database at the URL `ledger`; `retention_days`
+    widens the window of plausible times for data stamped in the past."""
     config: dict[str, Any] = {
         "mqtt": {"host": broker.host, "port": broker.port, "client_id": client_id},
-        "ledger": {"path": str(ledger)},
+        "ledger": {"path": str(ledger)} if isinstance(ledger, Path) else {"url": ledger},
         # /metrics open on these loopback test and benchmark collectors; the API routes still need a key.
         "api": {"host": "127.0.0.1", "port": api_port, "metrics_auth": "none"},
     }

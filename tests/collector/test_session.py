@@ -15,9 +15,10 @@ import aiomqtt
 import pytest
 
 from app.processes import Mosquitto, Process, free_port, port_open, wait_until, write_collector_config
-from collector.store import LedgerReader
+from collector.store import LedgerReader, Location
 from kilowatch.mqtt_contract import Channel, topic
 from tests.collector_support import at, batch, reading
+from tests.ledger_support import LedgerAt
 from tests.services import eventually
 
 pytestmark = pytest.mark.services
@@ -29,16 +30,16 @@ SPOOL = "c0ffee00"
 class Stack:
     """A persistent Mosquitto (restartable on its port) and a collector process (restartable)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, ledger: Location) -> None:
         self.tmp = tmp_path
         work = tmp_path / "mosquitto"
         # As root Mosquitto drops privileges and could not write its database; queue without limit.
         conf = f"persistence true\npersistence_location {work}/\nuser root\nmax_queued_messages 0\n"
         self.broker = Mosquitto.start(work, extra_conf=conf)
         self.api = f"http://127.0.0.1:{free_port()}"
-        self.ledger = tmp_path / "ledger.db"
+        self.ledger = ledger
         self.config = write_collector_config(
-            tmp_path / "collector.yaml", self.broker, ledger=self.ledger,
+            tmp_path / "collector.yaml", self.broker, ledger=ledger if isinstance(ledger, Path) else ledger.url,
             api_port=int(self.api.rsplit(":", 1)[1]), tsdb_url=None, client_id="session-test",
             retention_days=36_600,  # the readings are stamped in 2024
         )  # fmt: skip
@@ -83,8 +84,8 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    running = Stack(tmp_path)
+def stack(tmp_path: Path, ledger_at: LedgerAt) -> Iterator[Stack]:
+    running = Stack(tmp_path, ledger_at("ledger"))
     yield running
     running.close()
 
