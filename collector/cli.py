@@ -138,7 +138,7 @@ def monthly(
 
 
 ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Collector configuration: its ledger.path is the ledger")
+    Path, typer.Option("--config", "-c", help="Collector configuration: its ledger section names the ledger")
 ]
 
 
