@@ -55,7 +55,7 @@ def _base_load(seed: int, meter: ExpandedMeter) -> Load | None:
         (m, a) = schedule.office.hours
         office_schedule = OfficeSchedule(
             ((hours(m.start), hours(m.end)), (hours(a.start), hours(a.end))),
-            schedule.office.saturday_work, schedule.office.overtime,
+            schedule.office.saturday_work, schedule.office.overtime, frozenset(schedule.office.holidays_worked),
         )  # fmt: skip
         return office(seed, meter.site_id, key, rated_w, spec.parts, office_schedule)
     if spec.model == "lighting_cabinet":

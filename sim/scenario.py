@@ -17,7 +17,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kilowatch import yamlconfig
-from kilowatch.calendars import OFFICE_HOURS
+from kilowatch.calendars import OFFICE_HOURS, is_public_holiday
 from kilowatch.mqtt_contract import Ident
 from kilowatch.profiles import MAX_UNIT, builtin_ids, load_builtin
 from sim.anomalies import BLIP_MAX_S, GATEWAY_FAULTS, LOAD_EFFECTS, AnomalyKind
@@ -68,12 +68,24 @@ class OfficeSpec(_Spec):
     hours: tuple[Window, Window] = _OFFICE_HOURS
     saturday_work: float = Field(0.15, ge=0, le=1)
     overtime: float = Field(0.2, ge=0, le=1)
+    holidays_worked: list[date] = Field(
+        default_factory=list,
+        description="public holidays whose morning the site works with permission; its calendar declares "
+        "them as working days",
+    )
 
     @model_validator(mode="after")
     def _morning_before_afternoon(self) -> Self:
         if self.hours[1].start < self.hours[0].end:
             raise ValueError("the afternoon window starts before the morning one ends")
         return self
+
+    @field_validator("holidays_worked")
+    @classmethod
+    def _public_holidays(cls, days: list[date]) -> list[date]:
+        if others := [d.isoformat() for d in days if not is_public_holiday(d)]:
+            raise ValueError(f"not Vietnamese public holidays: {', '.join(others)}")
+        return days
 
 
 class DimStep(_Spec):

@@ -92,6 +92,7 @@ def site_config(site: SiteSpec, meters: Iterable[ExpandedMeter], poll_s: float) 
     calendar = SiteCalendar(
         occupancy=occupancy,
         permitted=permitted,
+        working_days=tuple(schedule.office.holidays_worked),  # declared, as a site working a holiday does
         coordinates=Coordinates(lat=site.coordinates.lat, lon=site.coordinates.lon),
         lighting=LightingWindow(
             mode="fixed" if lighting.mode == "fixed" else "astronomical",

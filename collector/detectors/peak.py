@@ -9,7 +9,9 @@ lasts 30 min (domain.md) and begins in one of two ways:
 
 - equipment switched on in the band and still on, seen in the minute data as a rise larger than any on
   the comparable days there and twice the day's own noise before the band, adding at least the ratio's
-  share of the usual draw (a +15 % step is plain in the minutes however much the day wanders);
+  share of the usual draw and leaving the circuit above its reference by half the rise (a +15 % step is
+  plain in the minutes however much the day wanders; a job resuming on a plant's main meter only brings
+  it back to its usual draw);
 - in occupied hours, a draw beyond the circuit's own day-to-day spread in that band (each comparable
   day judged against the others the same way), not a share of its rated kW.
 
@@ -333,7 +335,10 @@ class _Overuse:
     def opens(self, w: float, refs: tuple[float, float], days: list[int], day: int, slot: int) -> bool:
         """Whether interval `slot` (drawing `w` against `refs`, hot-day adjusted and plain) can begin an
         episode: load switched on that adds the ratio's share of the reference and of what the circuit
-        drew before it, and leaves the circuit above its reference, or, in occupied hours, a draw beyond the circuit's own spread. Outside
+        drew before it, and leaves the circuit above its reference (and its plain one by half the rise:
+        a job resuming after a pause, on a plant's main meter, brings the circuit back to its usual draw,
+        which a worked Saturday morning's lights then keep a few per cent above), or, in occupied
+        hours, a draw beyond the circuit's own spread. Outside
         them late departures and overtime draw more than usual too, but only ramp down or stay: there
         load must have been added, seen as a switch or as a step up from the band's last quarter hour
         before. A machine: drawing beyond its usual high by its spread and `_STEP_SHARE` of its size."""
@@ -345,7 +350,9 @@ class _Overuse:
             return w - ref > _STEP_SHARE * self.typical(day) and self.over_spread(w, ref, day, slot, days)
         occupied = slot in self.ctx.calendar.occupied_slots(day)
         rise = self.switched_on(days, day, slot, closed=not occupied)
-        if rise >= (self.settings.ratio - 1) * max(ref, w - rise) and w > ref:
+        if rise >= (self.settings.ratio - 1) * max(ref, w - rise) and w > max(
+            ref, min(ref, plain) + rise / 2
+        ):
             return True
         if occupied:
             return self.over_spread(w, ref, day, slot, days)

@@ -3,8 +3,9 @@ following the people and the heat.
 
 Each day differs the way real offices do: the end of the day wanders by up to an hour, the lunch dip is
 deeper or shallower, some evenings have permitted overtime (which ramps down as people leave one by
-one), some Saturday mornings are worked, public holidays (Tết included) and Sundays are closed, and hot
-spells raise air conditioning for days. The day's plan is shared by every meter of one site (one
+one), some Saturday mornings are worked, public holidays (Tết included) and Sundays are closed (but for
+a holiday the site declares it works, a morning like a Saturday's), and hot spells raise air
+conditioning for days. The day's plan is shared by every meter of one site (one
 building keeps one timetable).
 """
 
@@ -60,6 +61,8 @@ class OfficeSchedule:
     """Chance that a Saturday morning is worked (with permission)."""
     overtime: float = 0.2
     """Chance that a working day has an evening of permitted overtime."""
+    holidays_worked: frozenset[date] = frozenset()
+    """Public holidays whose morning the site works with permission (and declares as working days)."""
 
 
 @dataclass(frozen=True)
@@ -75,21 +78,28 @@ class OfficeDay:
 _CLOSED = OfficeDay(lights=((0.0, 0.0), (24.0, 0.0)), cooling=((0.0, 0.0), (24.0, 0.0)))
 
 
+def _morning(start: float, end: float, kind: str) -> OfficeDay:
+    """A morning worked with permission from `start` to `end` by part of the staff, ramping down over
+    half an hour as they leave; labelled `kind`."""
+    return OfficeDay(
+        lights=((0.0, 0.0), (start - 0.5, 0.0), (start, 0.45), (end, 0.45), (end + 0.5, 0.0), (24.0, 0.0)),
+        cooling=((0.0, 0.0), (start - 0.25, 0.0), (start + 0.25, 0.35), (end, 0.35), (end + 0.5, 0.0), (24.0, 0.0)),
+        spans=((kind, start - 0.5, end + 0.5),),
+    )  # fmt: skip
+
+
 @cache
 def office_day(seed: int, site: str, schedule: OfficeSchedule, day: date) -> OfficeDay:
-    """The plan of `day` at `site`: closed, a Saturday morning, or a working day with its own end and lunch."""
+    """The plan of `day` at `site`: closed, a morning worked (a Saturday's, or a declared holiday's), or a
+    working day with its own end and lunch."""
     rng = seeded_rng("office-day", seed, site, day.isoformat())
     (a1, b1), (a2, b2) = schedule.hours
-    if is_public_holiday(day) or day.weekday() == 6:
+    if is_public_holiday(day):
+        return _morning(a1, b1, "holiday_work") if day in schedule.holidays_worked else _CLOSED
+    if day.weekday() == 6:
         return _CLOSED
     if day.weekday() == 5:
-        if rng.random() >= schedule.saturday_work:
-            return _CLOSED
-        return OfficeDay(
-            lights=((0.0, 0.0), (a1 - 0.5, 0.0), (a1, 0.45), (b1, 0.45), (b1 + 0.5, 0.0), (24.0, 0.0)),
-            cooling=((0.0, 0.0), (a1 - 0.25, 0.0), (a1 + 0.25, 0.35), (b1, 0.35), (b1 + 0.5, 0.0), (24.0, 0.0)),
-            spans=(("saturday_work", a1 - 0.5, b1 + 0.5),),
-        )  # fmt: skip
+        return _CLOSED if rng.random() >= schedule.saturday_work else _morning(a1, b1, "saturday_work")
     shift = rng.triangular(-0.25, 1.0, 0.0)  # the end of day wanders, later more often than earlier
     dip = rng.uniform(0.5, 0.85)  # lunch: lights off in most rooms, some stay
     end = b2 + shift

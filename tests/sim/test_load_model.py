@@ -16,7 +16,7 @@ from sim.load_model import Times, combine, grid, instants, interpolate
 from sim.loads import Load, Mode
 from sim.loads.advertising import AdvertisingSchedule, advertising
 from sim.loads.machine import ShiftSchedule, State, machine
-from sim.loads.office import building_meter, office, office_day
+from sim.loads.office import OfficeSchedule, building_meter, office, office_day
 from sim.loads.street_lighting import LightingSchedule, SwitchMode, night, street_lighting
 from sim.weather import hot_spell
 
@@ -78,6 +78,22 @@ def test_office_is_busy_in_office_hours_and_closed_on_sundays_and_tet() -> None:
     assert not is_workday(tet.date())
     lights, cooling, _ = building.levels(at(tet, 10))
     assert (lights[0], cooling[0]) == (0.0, 0.0)
+
+
+def test_a_holiday_is_closed_unless_the_site_works_its_morning() -> None:
+    """30/4 closed; declared worked, its morning is worked like a Saturday's and ramps down by 12:00."""
+    holiday = date(2025, 4, 30)
+    closed = building_meter(5, 1)
+    worked = office(
+        5, "site", "lights", 20_000, ("lights",), OfficeSchedule(holidays_worked=frozenset({holiday}))
+    )
+    assert office_day(5, "site", closed.schedule, holiday).spans == ()
+    plan = office_day(5, "site", worked.schedule, holiday)
+    assert plan.spans == (("holiday_work", 7.0, 12.0),)
+    day = datetime(2025, 4, 30, tzinfo=VIETNAM_TZ)
+    lights = [float(worked.levels(at(day, h))[0][0]) for h in (6.5, 9.0, 11.75, 14.0)]
+    assert (lights[0], lights[1], lights[3]) == (0.0, 0.45, 0.0)
+    assert 0.0 < lights[2] < 0.45  # ramping down as they leave
 
 
 def test_the_end_of_day_wanders_and_overtime_and_saturday_work_are_labelled() -> None:

@@ -64,6 +64,8 @@ def test_the_shipped_scenarios_validate() -> None:
         ("kind: office\n", "kind: office\n    colour: red\n", "sites[0].colour: extra inputs are not permitted"),
         ("meter: office.ac,", "meter: office.ac, sites: [office],", "sites narrows where count places an anomaly: give count with it"),
         ("meter: office.ac,", "count: 1, sites: [plant],", "anomalies[0].sites: no site 'plant'"),
+        ("kind: office\n", "kind: office\n    schedule: {office: {holidays_worked: [2025-04-30, 2025-06-03]}}\n",
+         "sites[0].schedule.office.holidays_worked: Value error, not Vietnamese public holidays: 2025-06-03"),
     ],
 )  # fmt: skip
 def test_a_bad_scenario_is_refused_naming_file_key_and_problem(

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from app.evaluation.evaluate import KIND_RULES, evaluate, score
+from datetime import date
+
+from app.evaluation.evaluate import KIND_RULES, evaluate, scenario_sites, score
 from collector.detectors.config import MeterConfig, Role
 from collector.detectors.findings import Detector, Finding
+from kilowatch.timebase import day_number
 from sim.scenario import load_scenario
 
 H = 3_600_000
@@ -69,3 +72,12 @@ def test_a_short_generated_scenario_is_scored_consistently() -> None:
     assert lit.labels == 1
     assert lit.found == 1
     assert lit.true_positives >= 1
+
+
+def test_a_holiday_morning_the_site_works_is_declared_a_working_day() -> None:
+    """The simulated department works 2/9 (National Day) morning; the settings it would have say so, and
+    the day is occupied, not after hours; 1/9 stays closed."""
+    calendar = scenario_sites(load_scenario("office-lang-son"), 60).sites["so-cong-thuong"].calendar
+    assert calendar.working_days == (date(2025, 9, 2),)
+    assert calendar.occupied_slots(day_number(date(2025, 9, 2)))
+    assert not calendar.occupied_slots(day_number(date(2025, 9, 1)))

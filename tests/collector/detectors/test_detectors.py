@@ -281,6 +281,26 @@ def test_peak_overuse_finds_load_switched_on_as_the_day_ramps_down() -> None:
     assert [(f.rule, f.start_ms, f.end_ms) for f in findings] == [("overuse", extra[0], extra[1])]
 
 
+def test_peak_overuse_ignores_a_job_resuming_on_a_plant_main_meter() -> None:
+    """A plant's main meter carries its machines: 80 kW through the morning band, with a 30 kW job that
+    pauses for a quarter hour every day. One Thursday the morning's lights add 4 kW and the job pauses
+    longer, deeper, and resumes at 10:08: a larger switch than on the comparable days that leaves the
+    circuit only 5 % above them, back at its usual draw plus the lights. Not overuse."""
+    odd = ms(2025, 6, 12)
+
+    def kw(t: int) -> float:
+        h, weekday = hour(t), datetime.fromtimestamp(t / 1000, VIETNAM_TZ).weekday()
+        noise = 0.02 * ((t // MINUTE) % 5)
+        if weekday >= 5 or not 7.5 <= h < 17:
+            return 5.0 + noise
+        if odd <= t < odd + 86_400_000:
+            return (45.0 if 10 <= h < 10 + 8 / 60 else 84.0) + noise
+        return (50.0 if 9.75 <= h < 10 else 80.0) + noise
+
+    s = series(kw, START, ms(2025, 6, 13))
+    assert peak.detect(context(Role.OFFICE_MAIN, 20), s) == []
+
+
 def test_peak_overuse_after_a_holiday_week_keeps_the_working_days_scale() -> None:
     """A circuit rated far below what it carries (20 kW by day, rated 2), back from the 30/4 - 1/5
     holidays: it lingers at 20-21 kW past 17:00 (a late departure on a warm day). The minimum excess is
