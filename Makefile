@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Real services the tests start themselves (never mocked, never skipped); Chromium for the web app's browser test.
-APT_PACKAGES := mosquitto mosquitto-clients victoria-metrics mbpoll socat chromium chromium-driver
-TOOLS := mosquitto mosquitto_pub victoria-metrics mbpoll socat chromium chromedriver
+# PostgreSQL: the second ledger backend (its server binaries are off PATH; pg_ctlcluster comes with them).
+APT_PACKAGES := mosquitto mosquitto-clients victoria-metrics mbpoll socat chromium chromium-driver postgresql
+TOOLS := mosquitto mosquitto_pub victoria-metrics mbpoll socat chromium chromedriver pg_ctlcluster
 
 .PHONY: demo test lint system-deps wheelhouse clean
 

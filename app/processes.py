@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import pwd
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -25,7 +29,7 @@ from typing import Any
 
 import yaml
 
-INSTALL_HINT = "run `make test` (as root it installs: apt-get install mosquitto mosquitto-clients victoria-metrics mbpoll socat)"
+INSTALL_HINT = "run `make test` (as root it installs: apt-get install mosquitto mosquitto-clients victoria-metrics mbpoll socat postgresql)"
 UNBOUNDED_QUEUE = "max_queued_messages 0"
 """Mosquitto configuration for a subscriber that must get a whole backlog: the default cap of 1,000 queued
 messages silently drops the rest of one published faster than the collector stores it."""
@@ -316,21 +320,120 @@ class VictoriaMetrics:
         self.process.stop()
 
 
+POSTGRESQL_USER = "kilowatch"
+"""The superuser a test or demo PostgreSQL is initialised with (its password is random, per server)."""
+
+
+def postgresql_bindir() -> Path:
+    """The newest PostgreSQL server that Debian installed (its binaries are not on PATH)."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name)
+    )
+    if not found:
+        raise RuntimeError(f"postgresql is not installed; {INSTALL_HINT}")
+    return found[-1].parent
+
+
+@dataclass
+class PostgreSQL:
+    """A PostgreSQL server of its own in a temporary directory, on a free loopback port, with password
+    (SCRAM) authentication on TCP.
+
+    ``initdb`` and ``postgres`` refuse to run as root: as root they run as the ``postgres`` user (Debian's
+    package creates it), in a directory that user owns.
+    """
+
+    port: int
+    password: str
+    datadir: Path
+    process: Process
+    _bindir: Path = field(repr=False)
+
+    @classmethod
+    def start(cls, workdir: Path) -> PostgreSQL:
+        bindir = postgresql_bindir()
+        workdir.mkdir(parents=True, exist_ok=True)
+        # The data directory lives outside `workdir`: pytest's temporary folders are private to their user.
+        home = Path(tempfile.mkdtemp(prefix="kilowatch-postgresql-"))
+        password = secrets.token_urlsafe(16)
+        (home / "pwfile").write_text(password + "\n")
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            for path in (home, home / "pwfile"):
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+        datadir = home / "data"
+        subprocess.run(
+            [*_as_postgres(), str(bindir / "initdb"), "-D", str(datadir), "-U", POSTGRESQL_USER, "-E", "UTF8",
+             "--locale=C.UTF-8", f"--pwfile={home / 'pwfile'}", "--auth-local=trust", "--auth-host=scram-sha-256",
+             "--no-sync"],
+            check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+        server = cls(
+            free_port(), password, datadir, Process("postgresql", [], workdir / "postgresql.log"), bindir
+        )
+        server._run()
+        return server
+
+    def _run(self) -> None:
+        # fsync off: a test server's data never has to survive a power cut, and the suite runs faster.
+        self.process.args = [
+            *_as_postgres(), str(self._bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
+            "-k", str(self.datadir.parent), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+            "-c", "max_connections=300", "-c", "shared_buffers=64MB",
+        ]  # fmt: skip
+        self.process.start()
+        wait_until(self.ready, 30, "postgresql to accept connections")
+
+    def ready(self) -> bool:
+        if not self.process.alive():
+            raise RuntimeError(f"postgresql exited at start:\n{self.process.log()}")
+        probe = [str(self._bindir / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)]
+        return subprocess.run(probe, check=False, timeout=10).returncode == 0
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://{POSTGRESQL_USER}:{self.password}@127.0.0.1:{self.port}/{database}"
+
+    def stop(self) -> None:
+        """A fast shutdown: open sessions are ended, their transactions rolled back."""
+        if self.process.alive():
+            subprocess.run(
+                [*_as_postgres(), str(self._bindir / "pg_ctl"), "stop", "-D", str(self.datadir), "-m", "fast",
+                 "-w"],
+                check=False, capture_output=True, timeout=60,
+            )  # fmt: skip
+        self.process.stop()
+
+    def restart(self) -> None:
+        """Stop and start again on the same port, with the same data."""
+        self.stop()
+        self._run()
+
+    def remove(self) -> None:
+        """Stop and delete the data."""
+        self.stop()
+        shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+def _as_postgres() -> list[str]:
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
 def write_collector_config(
     path: Path,
     broker: Mosquitto,
     *,
-    ledger: Path,
+    ledger: Path | str,
     api_port: int,
     tsdb_url: str | None,
     client_id: str,
     retention_days: int | None = None,
 ) -> Path:
-    """A collector.yaml pointing at `broker` (and a TSDB when given), for tests and benchmarks;
-    `retention_days` widens the window of plausible times for data stamped in the past."""
+    """A collector.yaml pointing at `broker` (and a TSDB when given), for tests and benchmarks, with its
+    ledger in the SQLite file `ledger` or the PostgreSQL database at the URL `ledger`; `retention_days`
+    widens the window of plausible times for data stamped in the past."""
     config: dict[str, Any] = {
         "mqtt": {"host": broker.host, "port": broker.port, "client_id": client_id},
-        "ledger": {"path": str(ledger)},
+        "ledger": {"path": str(ledger)} if isinstance(ledger, Path) else {"url": ledger},
         # /metrics open on these loopback test and benchmark collectors; the API routes still need a key.
         "api": {"host": "127.0.0.1", "port": api_port, "metrics_auth": "none"},
     }

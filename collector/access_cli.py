@@ -40,10 +40,12 @@ keys = typer.Typer(
 @contextmanager
 def _access(config: Path) -> Iterator[Access]:
     settings = load_config(CollectorConfig, config)
-    settings.ledger.path.parent.mkdir(parents=True, exist_ok=True)
+    ledger = settings.ledger.location
+    if isinstance(ledger, Path):
+        ledger.parent.mkdir(parents=True, exist_ok=True)
     from collector.store.access import AccessStore  # numpy through the store: the collector's, not an agent's
 
-    with AccessStore(settings.ledger.path) as store:
+    with AccessStore(ledger) as store:
         try:
             yield Access(store)
         except AccessError as exc:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from collector.config import AlertSettings
 from collector.detectors.findings import Detector, Finding
 from collector.store import Alert, AlertLedger, AlertQuery, AlertStatus, AlertTransaction, NotificationRow
-from collector.store.connection import Closing
+from collector.store.connection import Closing, Location
 from kilowatch.timebase import DAY_MS, VIETNAM_TZ, day_number, day_start_ms, utc_datetime
 
 Clock = Callable[[], int]
@@ -178,7 +178,7 @@ class AlertStore(Closing):
     Methods are synchronous and serialised by the ledger's lock; async callers use ``asyncio.to_thread``.
 
     Args:
-        path: The ledger's SQLite file; the alert tables are created if missing.
+        where: The ledger (a SQLite file or a PostgreSQL database); the alert tables are created if missing.
         settings: Lateness threshold used by :meth:`apply`.
         channels: Names of the notification channels configured; each notification gets a row per channel.
         clock: Wall-clock time, UTC ms.
@@ -186,7 +186,7 @@ class AlertStore(Closing):
 
     def __init__(
         self,
-        path: Path | str,
+        where: Path | str | Location,
         *,
         settings: AlertSettings | None = None,
         channels: Sequence[str] = (),
@@ -195,7 +195,7 @@ class AlertStore(Closing):
         self._settings = settings or AlertSettings()
         self._channels = tuple(channels)
         self._clock = clock
-        self._ledger = AlertLedger(path)
+        self._ledger = AlertLedger(where)
 
     def close(self) -> None:
         self._ledger.close()

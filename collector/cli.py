@@ -69,7 +69,7 @@ def move_meter(
     setup_logging(LogLevel.INFO)
     from collector.store import Ledger
 
-    with Ledger(settings.ledger.path) as ledger:
+    with Ledger(settings.ledger.location) as ledger:
         previous = ledger.move_meter(meter, site, gateway, at=time.time_ns() // 1_000_000)
     was = "no gateway" if previous is None else f"{previous.site}/{previous.gateway}"
     log.warning("meter %s moved from %s to %s/%s", meter, was, site, gateway)
@@ -125,10 +125,11 @@ def monthly(
     sites = load_config(Sites, settings.detection.sites)
     if not sites.units:
         fail(f"{settings.detection.sites}: no units to report", EXIT_CONFIG)
-    if not settings.ledger.path.exists():
-        fail(f"{settings.ledger.path}: no ledger")
+    ledger = settings.ledger.location
+    if isinstance(ledger, Path) and not ledger.exists():
+        fail(f"{ledger}: no ledger")
     try:
-        with LedgerReader(settings.ledger.path) as reader:
+        with LedgerReader(ledger) as reader:
             content = workbook(month_reports(reader, sites, first.year, first.month))
     except TemperatureError as exc:
         fail(f"reporting.temperature_file: {exc}", EXIT_CONFIG)
@@ -137,8 +138,20 @@ def monthly(
 
 
 ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="Collector configuration: its ledger.path is the ledger")
+    Path, typer.Option("--config", "-c", help="Collector configuration: its ledger section names the ledger")
 ]
+
+
+def _sqlite_ledger(config: Path, command: str) -> Path:
+    """The configured SQLite ledger; a PostgreSQL one has the server's own tools (pg_dump, pg_restore)."""
+    settings = load_config(CollectorConfig, config).ledger
+    if settings.url is not None:
+        fail(
+            f"{command}: {config} names a PostgreSQL ledger ({settings.location}); back it up with pg_dump "
+            "(pg_dump --format=custom) and restore it with pg_restore, which copy a running database consistently",
+            EXIT_USAGE,
+        )
+    return settings.path
 
 
 @app.command()
@@ -165,7 +178,7 @@ def backup(
         raise typer.BadParameter("give one of them", param_hint="--out/--dir")
     if keep is not None and folder is None:
         raise typer.BadParameter("--keep needs --dir", param_hint="--keep")
-    ledger = load_config(CollectorConfig, config).ledger.path
+    ledger = _sqlite_ledger(config, "backup")
     expired: list[Path] = []
     try:
         if out is not None:
@@ -192,7 +205,7 @@ def restore(
     from collector.store.backup import BackupError
     from collector.store.backup import restore as put_back
 
-    ledger = load_config(CollectorConfig, config).ledger.path
+    ledger = _sqlite_ledger(config, "restore")
     try:
         found = put_back(backup_file, ledger, replace=force)
     except BackupError as exc:

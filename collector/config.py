@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from datetime import time
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from kilowatch.broker import BrokerSettings
 from kilowatch.mqtt_contract import TimeWindow
+
+if TYPE_CHECKING:
+    from collector.store.connection import Postgres
 
 
 class _Section(BaseModel):
@@ -99,13 +102,43 @@ class RetentionSettings(_Section):
 
 
 class LedgerSettings(_Section):
-    """The SQLite ledger: meters, readings' energy counters, 15-minute intervals, rejected messages."""
+    """The ledger: meters, readings' energy counters, 15-minute intervals, alerts, rejected messages. A SQLite
+    file (the default) or a PostgreSQL database (`url`)."""
 
     path: Path = Field(
         Path("kilowatch.db"),
         description="SQLite file: meters, energy counters, 15-minute intervals, alerts, rejected messages "
-        "(created if missing; relative to the working folder)",
+        "(created if missing; relative to the working folder); leave it out when `url` is given",
     )
+    url: SecretStr | None = Field(
+        None,
+        description="A PostgreSQL database instead of the SQLite file: postgresql://user:password@host:port/dbname "
+        "(libpq's URL; the password may instead come from PGPASSWORD or ~/.pgpass). The database must exist "
+        "and the user own it or be granted CREATE on it; the collector creates and upgrades the tables when it "
+        "starts. Logs and errors show the URL without its password",
+        examples=["postgresql://kilowatch@db.example.vn:5432/kilowatch"],
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and urlsplit(url.get_secret_value()).scheme not in ("postgresql", "postgres"):
+            raise ValueError("must be a postgresql:// URL")
+        return url
+
+    @model_validator(mode="after")
+    def _one_ledger(self) -> Self:
+        if self.url is not None and "path" in self.model_fields_set:
+            raise ValueError("give either path (a SQLite file) or url (a PostgreSQL database), not both")
+        return self
+
+    @property
+    def location(self) -> Path | Postgres:
+        """The ledger the store opens."""
+        from collector.store.connection import Postgres  # the store (numpy, psycopg) only when it is opened
+
+        return self.path if self.url is None else Postgres(self.url.get_secret_value())
+
     retention: RetentionSettings = Field(
         default_factory=RetentionSettings,
         description="What the ledger forgets, and when (see the README's sizing formula)",
@@ -410,7 +443,9 @@ class CollectorConfig(_Section):
         description="The MQTT broker the gateways publish readings to",
         examples=[{"host": "127.0.0.1"}],
     )
-    ledger: LedgerSettings = Field(default_factory=LedgerSettings, description="The SQLite ledger")
+    ledger: LedgerSettings = Field(
+        default_factory=LedgerSettings, description="The ledger: a SQLite file, or a PostgreSQL database"
+    )
     tsdb: TsdbSettings | None = Field(
         None,
         description="Raw readings to a TSDB that takes the InfluxDB v2 write API (InfluxDB 2/3, "

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -38,7 +37,8 @@ from collector.detectors.findings import Detector, Finding
 from collector.detectors.run import DETECTORS_BY_ROLE, detect_meter
 from collector.detectors.series import Series
 from collector.metrics import CollectorMetrics
-from collector.store import LedgerReader
+from collector.store import DatabaseError, LedgerReader, Location
+from collector.store.connection import location
 from kilowatch.calendars import DECISION_963_2026
 from kilowatch.mqtt_contract import GatewayState
 from kilowatch.timebase import DAY_MS, bucket_start, day_start_ms, local_datetime, local_day
@@ -97,7 +97,7 @@ class LiveDetection:
     """Judges the configured meters on the ledger in `path`; see the module docstring.
 
     Args:
-        path: The ledger's SQLite file (opened read-only).
+        where: The ledger (a SQLite file or a PostgreSQL database; opened read-only).
         sites: Who is judged and by which settings.
         settings: Pass interval and the spans read.
         clock: Wall-clock time, UTC ms (only to tell a silent meter and to ignore readings from the future);
@@ -107,14 +107,14 @@ class LiveDetection:
 
     def __init__(
         self,
-        path: Path | str,
+        where: Path | str | Location,
         sites: Sites,
         settings: DetectionSettings,
         *,
         clock: Clock = wall_clock_ms,
         metrics: CollectorMetrics | None = None,
     ) -> None:
-        self._path = Path(path)
+        self._where = location(where)
         self.sites = sites
         self._metrics = metrics
         self._meters = configured_meters(sites)
@@ -144,7 +144,7 @@ class LiveDetection:
 
     def _connection(self) -> LedgerReader:
         if self._reader is None:
-            self._reader = LedgerReader(self._path)
+            self._reader = LedgerReader(self._where)
         return self._reader
 
     def close(self) -> None:
@@ -343,7 +343,7 @@ class LiveDetection:
             self._metrics.detection_passes.inc()
         try:
             return await asyncio.to_thread(self.scan)
-        except sqlite3.Error as exc:
+        except DatabaseError as exc:
             log.warning("detection pass could not read the ledger: %s; trying again next pass", exc)
         except Exception:  # a detector's bug must not stop ingestion: say so loudly, try again next pass
             log.exception("detection pass failed; trying again next pass")

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +40,15 @@ import aiomqtt
 from collector import mqtt_acks
 from collector.config import LimitsSettings, MqttSettings
 from collector.metrics import CollectorMetrics, RejectReason
-from collector.store import IngestResult, Item, Ledger, LedgerUnwritable, ReadingRejection, RejectedMessage
+from collector.store import (
+    DatabaseError,
+    IngestResult,
+    Item,
+    Ledger,
+    LedgerUnwritable,
+    ReadingRejection,
+    RejectedMessage,
+)
 from collector.validate import Rejected, parse_message
 from kilowatch.backoff import Backoff
 from kilowatch.mqtt_contract import Channel, GatewayEvent, GatewayEventKind, ReadingsBatch, subscription
@@ -160,7 +167,7 @@ class Ingestor:
                     log.info("connected to MQTT broker %s", self._settings.address)
             except* aiomqtt.MqttError as group:
                 reason = str(group.exceptions[0])
-            except* sqlite3.Error as group:
+            except* DatabaseError as group:
                 reason = f"the ledger failed ({group.exceptions[0]}); nothing was acknowledged, the broker keeps it"
             finally:
                 self._set_connected(False)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date, datetime
-from pathlib import Path
 
 from pydantic import BaseModel, Field
 
@@ -26,7 +25,7 @@ from collector.detectors.common import Context, quantile
 from collector.detectors.config import Role, SiteConfig, Sites
 from collector.detectors.series import Series
 from collector.detectors.states import STATES, State, state_codes
-from collector.store import Alert, AlertQuery, IntervalRow, LedgerReader
+from collector.store import Alert, AlertQuery, IntervalRow, LedgerReader, Location
 from kilowatch.calendars import Band
 from kilowatch.timebase import (
     DAY_MS,
@@ -190,13 +189,13 @@ Reporter = Callable[[str, date], SiteDay | None]
 """A site's report of a day, None for a site detection does not judge."""
 
 
-def ledger_reporter(path: Path, sites: Sites) -> Reporter:
-    """Reports from the ledger file at `path`, each on connections of its own (any thread)."""
+def ledger_reporter(ledger: Location, sites: Sites) -> Reporter:
+    """Reports from `ledger`, each on connections of its own (any thread)."""
 
     def report(site: str, day: date) -> SiteDay | None:
         if site not in sites.sites:
             return None
-        with LedgerReader(path) as reader, AlertStore(path) as store:
+        with LedgerReader(ledger) as reader, AlertStore(ledger) as store:
             return site_day(reader, store, site, sites.sites[site], day)
 
     return report

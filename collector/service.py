@@ -24,8 +24,10 @@ import signal
 import socket
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import uvicorn
 
 from collector.alerts import AlertStore
@@ -40,7 +42,16 @@ from collector.notifiers.dispatch import Notifications, channels
 from collector.notifiers.monthly import ledger_monthly_reporter
 from collector.pruning import Pruner
 from collector.reports import ledger_reporter
-from collector.store import RATED_HEADROOM, AlertLedger, IngestChecks, Ledger, RejectedLimits, RetentionPolicy
+from collector.store import (
+    RATED_HEADROOM,
+    AlertLedger,
+    DatabaseError,
+    IngestChecks,
+    Ledger,
+    Location,
+    RejectedLimits,
+    RetentionPolicy,
+)
 from collector.tsdb import TsdbWriter
 from kilowatch import __version__
 from kilowatch.backoff import Backoff
@@ -98,7 +109,7 @@ async def _detection(config: CollectorConfig, metrics: CollectorMetrics) -> Live
         sites = await asyncio.to_thread(load_sites, settings.sites)
     except ConfigError as exc:
         raise ServiceError(f"detection settings: {exc}") from exc
-    detection = LiveDetection(config.ledger.path, sites, settings, metrics=metrics)
+    detection = LiveDetection(config.ledger.location, sites, settings, metrics=metrics)
     log.info(
         "detection: %d meters of %d sites from %s, a pass every %g s",
         len(detection.meters), len(sites.sites), settings.sites, settings.interval_s,
@@ -158,7 +169,7 @@ async def serve(config: CollectorConfig) -> None:
             limits=limits,
         )
         app = create_app(
-            ledger_path=config.ledger.path,
+            ledger=config.ledger.location,
             metrics=metrics,
             mqtt_connected=lambda: ingestor.connected,
             settings=config.api,
@@ -171,22 +182,22 @@ async def serve(config: CollectorConfig) -> None:
             __version__,
             api.host,
             api.port,
-            config.ledger.path.absolute(),
+            _shown(config.ledger.location),
             f"TSDB {writer.url}" if writer else "no TSDB",
             config.mqtt.address,
         )
 
         senders = channels(config.notify)
         alert_store = stack.enter_context(
-            AlertStore(config.ledger.path, settings=config.alerts, channels=[c.name for c in senders])
+            AlertStore(config.ledger.location, settings=config.alerts, channels=[c.name for c in senders])
         )
         notifications = Notifications(
             store=alert_store,
             channels=senders,
             settings=config.notify,
-            reporter=ledger_reporter(config.ledger.path, detection.sites) if detection else None,
+            reporter=ledger_reporter(config.ledger.location, detection.sites) if detection else None,
             monthly=(
-                ledger_monthly_reporter(config.ledger.path, detection.sites)
+                ledger_monthly_reporter(config.ledger.location, detection.sites)
                 if detection and detection.sites.units
                 else None
             ),
@@ -207,7 +218,7 @@ async def serve(config: CollectorConfig) -> None:
         detect_task = start("detection", lambda: detection.run(notifications.submit)) if detection else None
         pruner = Pruner(
             ledger=ledger,
-            alerts=stack.enter_context(AlertLedger(config.ledger.path)),
+            alerts=stack.enter_context(AlertLedger(config.ledger.location)),
             policy=policy,
             interval_s=config.ledger.retention.interval_s,
             metrics=metrics,
@@ -240,9 +251,16 @@ async def serve(config: CollectorConfig) -> None:
     log.info("stopped")
 
 
-def _no_room(exc: sqlite3.Error) -> bool:
-    """Whether SQLite failed for lack of room (worth waiting for), not for a file that is damaged, of a
-    newer schema or forbidden (those need someone: the service exits)."""
+def _shown(ledger: Location) -> str:
+    """The ledger as logs name it: the file's absolute path, or the URL without its password."""
+    return str(ledger.absolute() if isinstance(ledger, Path) else ledger)
+
+
+def _no_room(exc: Exception) -> bool:
+    """Whether the ledger failed for lack of room (worth waiting for), not for a file that is damaged, of a
+    newer schema or forbidden, or a server that cannot be reached (those need someone: the service exits)."""
+    if isinstance(exc, psycopg.Error):
+        return exc.sqlstate == "53100"  # disk_full
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
 
@@ -270,9 +288,10 @@ async def _open_ledger(
     On a full disk it waits instead of exiting: it tries again with backoff, logs the reason when it
     changes, and answers ``/healthz`` as failing with it on the API's socket meanwhile. Nothing subscribes
     to the broker before the ledger is open, so nothing is acknowledged and the broker keeps the messages.
-    Any other error (damaged file, newer schema, permission denied) is a :class:`ServiceError`.
+    Any other error (damaged file, newer schema, permission denied, a PostgreSQL server that cannot be
+    reached) is a :class:`ServiceError`.
     """
-    path = config.ledger.path
+    path = config.ledger.location
     limits = config.limits
 
     def attempt() -> Ledger:
@@ -299,7 +318,7 @@ async def _open_ledger(
         while True:
             try:
                 ledger = await asyncio.to_thread(attempt)
-            except sqlite3.Error as exc:
+            except DatabaseError as exc:
                 if not _no_room(exc):
                     raise ServiceError(f"cannot open the ledger {path}: {exc}") from exc
                 if reason != f"cannot open the ledger: {exc}":

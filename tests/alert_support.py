@@ -9,12 +9,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 from collector.alerts import AlertStore
 from collector.detectors.findings import Detector, Finding
-from collector.store import Ledger
+from collector.store import Ledger, Location
 from tests.collector_support import at
 
 
@@ -60,8 +59,8 @@ def finding(
     )
 
 
-def open_store(path: Path, clock: FakeClock, *, channels: tuple[str, ...] = ()) -> AlertStore:
-    """An alert store in a ledger file, as the collector has it (the ledger creates the file first)."""
+def open_store(path: Location, clock: FakeClock, *, channels: tuple[str, ...] = ()) -> AlertStore:
+    """An alert store in a ledger, as the collector has it (the ledger creates it first)."""
     Ledger(path).close()
     return AlertStore(path, channels=channels, clock=clock)
 

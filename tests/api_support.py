@@ -9,14 +9,16 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import psycopg
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 
 from collector.access import Access, Role
+from collector.store import Location, Postgres
 from collector.store.access import AccessStore
 
 
-def api_key(ledger: Path, role: Role = Role.ADMIN, sites: list[str] | None = None) -> str:
+def api_key(ledger: Location, role: Role = Role.ADMIN, sites: list[str] | None = None) -> str:
     """A new API key with `role` on `sites` (None: every site), stored in the ledger at `ledger`."""
     with AccessStore(ledger) as store:
         _, key = Access(store).create_key("tests", role, sites, 0)
@@ -24,7 +26,7 @@ def api_key(ledger: Path, role: Role = Role.ADMIN, sites: list[str] | None = Non
 
 
 @asynccontextmanager
-async def api_client(app: FastAPI, ledger: Path | None = None) -> AsyncIterator[httpx.AsyncClient]:
+async def api_client(app: FastAPI, ledger: Location | None = None) -> AsyncIterator[httpx.AsyncClient]:
     """A client of `app` while its lifespan runs (httpx's transport alone does not run it), with a new
     admin API key stored in `ledger` (None: no credentials). HTTPS, so that the client sends Secure cookies;
     an application error is answered (500), not raised."""
@@ -38,6 +40,20 @@ async def api_client(app: FastAPI, ledger: Path | None = None) -> AsyncIterator[
         ) as client,
     ):
         yield client
+
+
+def open_connections(ledger: Location) -> int:
+    """How many connections to `ledger` are open: this process's file descriptors on a SQLite file, the
+    sessions on a PostgreSQL database (whoever opened them: the tests open theirs one at a time)."""
+    if isinstance(ledger, Postgres):
+        with psycopg.connect(ledger.url) as db:
+            row = db.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid()"
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+    return open_descriptors(ledger)
 
 
 def open_descriptors(path: Path) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI
@@ -35,6 +34,7 @@ from collector.api.deps import ApiContext, ApiState, viewer
 from collector.config import ApiSettings
 from collector.detectors.config import Sites
 from collector.metrics import CollectorMetrics
+from collector.store import Location
 from collector.store.access import AccessStore
 from collector.web import pages
 from kilowatch import __version__
@@ -66,16 +66,16 @@ def _documentation(app: _App) -> None:
 
 def create_app(
     *,
-    ledger_path: Path,
+    ledger: Location,
     metrics: CollectorMetrics,
     mqtt_connected: Callable[[], bool],
     sites: Sites | None = None,
     settings: ApiSettings | None = None,
     ledger_error: Callable[[], str | None] = lambda: None,
 ) -> FastAPI:
-    """The API over the ledger at `ledger_path` (which must exist: the :class:`Ledger` creates it)."""
+    """The API over `ledger` (which must exist: the :class:`Ledger` creates it)."""
     context = ApiContext(
-        ledger_path=ledger_path,
+        ledger=ledger,
         metrics=metrics,
         mqtt_connected=mqtt_connected,
         settings=settings or ApiSettings(),
@@ -87,9 +87,9 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[ApiState]:
         """One alert store and one access store for every request while the server runs (their locks
         serialise them), closed when the server stops."""
-        store = await asyncio.to_thread(AlertStore, context.ledger_path)
+        store = await asyncio.to_thread(AlertStore, context.ledger)
         try:
-            access = await asyncio.to_thread(AccessStore, context.ledger_path)
+            access = await asyncio.to_thread(AccessStore, context.ledger)
             try:
                 yield ApiState(context=context, alerts=store, access=Access(access))
             finally:

@@ -20,7 +20,6 @@ import hmac
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Annotated, TypedDict
 
 from fastapi import Depends, Request
@@ -32,7 +31,7 @@ from collector.api.problems import Forbidden, Unauthorized
 from collector.config import ApiSettings
 from collector.detectors.config import Sites
 from collector.metrics import CollectorMetrics
-from collector.store import LedgerReader
+from collector.store import LedgerReader, Location
 from kilowatch.timebase import to_ms
 
 
@@ -40,7 +39,8 @@ from kilowatch.timebase import to_ms
 class ApiContext:
     """What the routes need from the running collector."""
 
-    ledger_path: Path
+    ledger: Location
+    """The ledger (a SQLite file or a PostgreSQL database)."""
     metrics: CollectorMetrics
     mqtt_connected: Callable[[], bool]
     settings: ApiSettings
@@ -77,7 +77,7 @@ async def _access(request: Request) -> Access:
 
 
 def _reader(context: Annotated[ApiContext, Depends(_context)]) -> Iterator[LedgerReader]:
-    with LedgerReader(context.ledger_path) as reader:
+    with LedgerReader(context.ledger) as reader:
         yield reader
 
 

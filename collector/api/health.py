@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 from typing import Literal
 
@@ -10,7 +9,7 @@ from fastapi import APIRouter, FastAPI, Response
 from pydantic import BaseModel, Field
 
 from collector.api.deps import Context
-from collector.store import LedgerReader
+from collector.store import DatabaseError, LedgerReader
 
 
 class HealthOut(BaseModel):
@@ -37,9 +36,9 @@ router = APIRouter(tags=["operations"])
 @router.get("/healthz", responses={503: {"model": HealthOut, "description": "The ledger is unreadable"}})
 def healthz(context: Context, response: Response) -> HealthOut:
     try:
-        with LedgerReader(context.ledger_path) as reader:
+        with LedgerReader(context.ledger) as reader:
             ledger_ok = reader.ping()
-    except sqlite3.Error:
+    except DatabaseError:
         ledger_ok = False
     mqtt_connected = context.mqtt_connected()
     ledger_error = context.ledger_error()

@@ -33,7 +33,7 @@ def daily_report(
     require_site(principal, site)
     if context.sites is None:
         raise NotFound("no sites: detection is not configured (detection.sites in collector.yaml)")
-    report = ledger_reporter(context.ledger_path, context.sites)(
+    report = ledger_reporter(context.ledger, context.sites)(
         site, day or now.astimezone(VIETNAM_TZ).date() - timedelta(days=1)
     )
     if report is None:

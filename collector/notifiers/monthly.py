@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -14,7 +13,7 @@ from pydantic import BaseModel, Field
 from collector.alerts import AlertStore
 from collector.detectors.config import Sites
 from collector.saving.export import month_reports, workbook
-from collector.store import LedgerReader
+from collector.store import LedgerReader, Location
 from kilowatch.timebase import VIETNAM_TZ, to_ms, utc_datetime
 
 EMAIL = "email"
@@ -46,14 +45,14 @@ def _percent(share: float | None) -> str:
     return "-" if share is None else f"{share:+.1%}"
 
 
-def ledger_monthly_reporter(path: Path, sites: Sites) -> MonthlyReporter:
-    """The e-mails from the ledger file at `path`, on a connection of their own (any thread)."""
+def ledger_monthly_reporter(ledger: Location, sites: Sites) -> MonthlyReporter:
+    """The e-mails from `ledger`, on a connection of their own (any thread)."""
 
     def notices(year: int, month: int) -> list[MonthlyReportNotice]:
         managed = {unit_id: unit for unit_id, unit in sites.units.items() if unit.manager_email}
         if not managed:
             return []
-        with LedgerReader(path) as reader:
+        with LedgerReader(ledger) as reader:
             reports = month_reports(reader, sites, year, month)
         out = []
         for unit_id, unit in managed.items():

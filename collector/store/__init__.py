@@ -1,6 +1,8 @@
 """The collector's storage: the only package of the collector that speaks SQL.
 
-One SQLite file (WAL) holds the ledger and the alerts. :class:`Ledger` is the single writer of ingested
+One database holds the ledger and the alerts: a SQLite file (WAL; the embedded default) or a PostgreSQL
+database (:class:`Postgres`; readings partitioned by month), the same store code on both (see
+:mod:`collector.store.connection`). :class:`Ledger` is the single writer of ingested
 data (one transaction per group of messages); :class:`AlertLedger` writes alerts and notifications on a
 connection of its own; :class:`LedgerReader` serves read-only queries. The schema and its versioned
 migrations are in :mod:`collector.store.schema`, the connections each role opens in
@@ -10,7 +12,7 @@ migrations are in :mod:`collector.store.schema`, the connections each role opens
 from collector.store.alerts import Alert, AlertLedger, AlertQuery, AlertStatus, AlertTransaction
 from collector.store.checks import DEFAULT_MAX_KW, RATED_HEADROOM, IngestChecks
 from collector.store.clock import ClockStepSpan, QuarantineReason, QuarantineRow
-from collector.store.connection import LedgerUnwritable
+from collector.store.connection import DatabaseError, LedgerUnwritable, Location, Postgres
 from collector.store.delivery import (
     MAX_REJECTED_PAYLOAD,
     RejectedLimits,
@@ -53,6 +55,7 @@ __all__ = [
     "CollectorEventKind",
     "CounterEvent",
     "CounterEventKind",
+    "DatabaseError",
     "DayEnergy",
     "GatewayEventRow",
     "GatewayRow",
@@ -65,10 +68,12 @@ __all__ = [
     "Ledger",
     "LedgerReader",
     "LedgerUnwritable",
+    "Location",
     "MeterRow",
     "NewerLedger",
     "NotificationRow",
     "OwnerRow",
+    "Postgres",
     "Pruned",
     "QuarantineReason",
     "QuarantineRow",

@@ -6,14 +6,15 @@ Only hashes of secrets are stored: :mod:`collector.access` makes and checks them
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from collector.store import connection
+from collector.store.connection import Db, Location, location
 
 
 @dataclass(frozen=True)
@@ -53,28 +54,26 @@ def _sites_json(sites: list[str] | None) -> str | None:
     return None if sites is None else json.dumps(sorted(sites))
 
 
-def _user(row: sqlite3.Row) -> UserRow:
+def _user(row: Mapping[str, Any]) -> UserRow:
     return UserRow(row["name"], row["role"], _sites(row["sites"]), row["password_hash"], row["created_at"])
 
 
 class AccessStore(connection.Closing):
-    """Users, keys and sessions on a connection of its own to the ledger's file (brought to the current
-    schema if it is not). Methods are synchronous and serialised by a lock; async callers use a thread."""
+    """Users, keys and sessions on a connection of their own to the ledger (brought to the current schema if
+    it is not). Methods are synchronous and serialised by a lock; async callers use a thread."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, where: Path | str | Location) -> None:
         self._lock = threading.Lock()
-        self._db = connection.open_side_writer(Path(path))
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db = connection.open_side_writer(location(where), mapping_rows=True)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[Db]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.begin()
             try:
                 yield self._db
                 self._db.execute("COMMIT")
@@ -83,7 +82,7 @@ class AccessStore(connection.Closing):
                     self._db.execute("ROLLBACK")
                 raise
 
-    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[Mapping[str, Any]]:
         with self._lock:
             return self._db.execute(sql, params).fetchall()
 
@@ -119,7 +118,7 @@ class AccessStore(connection.Closing):
             changed = db.execute(
                 "UPDATE access_users SET password_hash = ? WHERE name = ?", (password_hash, name)
             ).rowcount
-            db.execute("DELETE FROM access_sessions WHERE user = ?", (name,))
+            db.execute('DELETE FROM access_sessions WHERE "user" = ?', (name,))
             return changed == 1
 
     # API keys
@@ -142,7 +141,7 @@ class AccessStore(connection.Closing):
         return [self._key(row) for row in self._query("SELECT * FROM access_keys ORDER BY created_at, id")]
 
     @staticmethod
-    def _key(row: sqlite3.Row) -> KeyRow:
+    def _key(row: Mapping[str, Any]) -> KeyRow:
         return KeyRow(
             row["id"],
             row["name"],
@@ -171,7 +170,7 @@ class AccessStore(connection.Closing):
         with self._transaction() as db:
             db.execute("DELETE FROM access_sessions WHERE expires_at <= ?", (now_ms,))
             db.execute(
-                "INSERT INTO access_sessions (token_hash, user, csrf_token, created_at, expires_at)"
+                'INSERT INTO access_sessions (token_hash, "user", csrf_token, created_at, expires_at)'
                 " VALUES (?, ?, ?, ?, ?)",
                 (token_hash, user, csrf_token, now_ms, expires_at),
             )
@@ -179,7 +178,7 @@ class AccessStore(connection.Closing):
     def session(self, token_hash: str, now_ms: int) -> SessionRow | None:
         """The unexpired session with this token hash, with its user."""
         rows = self._query(
-            "SELECT u.*, s.csrf_token, s.expires_at FROM access_sessions s JOIN access_users u ON u.name = s.user"
+            'SELECT u.*, s.csrf_token, s.expires_at FROM access_sessions s JOIN access_users u ON u.name = s."user"'
             " WHERE s.token_hash = ? AND s.expires_at > ?",
             (token_hash, now_ms),
         )

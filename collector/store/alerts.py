@@ -7,9 +7,8 @@ other. What an alert's lifecycle does with these rows is :class:`collector.alert
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from collector.detectors.findings import Detector
 from collector.store import connection, outbox, retention
-from collector.store.connection import Closing
+from collector.store.connection import Closing, Db, Location, location
 from collector.store.outbox import NotificationRow
 
 
@@ -88,7 +87,9 @@ class AlertQuery:
 
 
 _INSERTED = [name for name in Alert.model_fields if name != "id"]
-_INSERT = f"INSERT INTO alerts ({', '.join(_INSERTED)}) VALUES ({', '.join('?' * len(_INSERTED))})"  # noqa: S608
+_INSERT = (
+    f"INSERT INTO alerts ({', '.join(_INSERTED)}) VALUES ({', '.join('?' * len(_INSERTED))}) RETURNING id"  # noqa: S608
+)
 _MERGED = [
     "status", "end_ms", "last_seen", "count", "occurrence_start_ms", "occurrence_kwh", "prior_kwh",
     "occurrence_vnd", "prior_vnd", "magnitude", "finding_en", "finding_vi", "resolved_at",
@@ -97,7 +98,7 @@ _MERGE = f"UPDATE alerts SET {', '.join(f'{name} = ?' for name in _MERGED)} WHER
 """Column names come from the model's fields, never from input."""
 
 
-def _alert(row: sqlite3.Row) -> Alert:
+def _alert(row: Mapping[str, Any]) -> Alert:
     return Alert.model_validate(dict(row))
 
 
@@ -109,7 +110,7 @@ def _params(alert: Alert, names: list[str]) -> list[Any]:
 class AlertTransaction:
     """The statements of one :meth:`AlertLedger.transaction`."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: Db) -> None:
         self._db = db
 
     def get(self, alert_id: int) -> Alert | None:
@@ -138,9 +139,7 @@ class AlertTransaction:
 
     def insert(self, alert: Alert) -> int:
         """Store a new alert (its `id` is ignored); returns the id it got."""
-        cursor = self._db.execute(_INSERT, _params(alert, _INSERTED))
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid
+        return int(self._db.execute(_INSERT, _params(alert, _INSERTED)).fetchone()["id"])
 
     def merge(self, alert: Alert) -> None:
         """Write what a merged finding changes (status, end, occurrence, waste, wording, count)."""
@@ -170,12 +169,19 @@ class AlertTransaction:
 
     def mark_digest_day(self, day: str, at_ms: int) -> bool:
         """Record that `day`'s digests are queued; False when they were before."""
-        return self._db.execute("INSERT OR IGNORE INTO digest_days VALUES (?, ?)", (day, at_ms)).rowcount == 1
+        return (
+            self._db.execute(
+                "INSERT INTO digest_days VALUES (?, ?) ON CONFLICT DO NOTHING", (day, at_ms)
+            ).rowcount
+            == 1
+        )
 
     def mark_report_month(self, month: str, at_ms: int) -> bool:
         """Record that `month`'s report e-mails are queued; False when they were before."""
         return (
-            self._db.execute("INSERT OR IGNORE INTO report_months VALUES (?, ?)", (month, at_ms)).rowcount
+            self._db.execute(
+                "INSERT INTO report_months VALUES (?, ?) ON CONFLICT DO NOTHING", (month, at_ms)
+            ).rowcount
             == 1
         )
 
@@ -184,13 +190,13 @@ class AlertLedger(Closing):
     """The alert tables on a connection of their own; methods are serialised by a lock.
 
     Args:
-        path: The ledger's SQLite file; brought to the current schema if it is not.
+        where: The ledger (a SQLite file or a PostgreSQL database); brought to the current schema if it
+            is not.
     """
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, where: Path | str | Location) -> None:
         self._lock = threading.Lock()
-        self._db = connection.open_side_writer(Path(path))
-        self._db.row_factory = sqlite3.Row
+        self._db = connection.open_side_writer(location(where), mapping_rows=True)
 
     def close(self) -> None:
         with self._lock:
@@ -198,9 +204,9 @@ class AlertLedger(Closing):
 
     @contextmanager
     def transaction(self) -> Iterator[AlertTransaction]:
-        """BEGIN IMMEDIATE ... COMMIT; ROLLBACK on any failure."""
+        """BEGIN (IMMEDIATE) ... COMMIT; ROLLBACK on any failure."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.begin()
             try:
                 yield AlertTransaction(self._db)
                 self._db.execute("COMMIT")

@@ -3,11 +3,11 @@ the quarantine of readings waiting to be re-dated."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
+from collector.store.connection import Db
 from kilowatch.mqtt_contract import INT64_MAX, ClockAnchor, Reading
 
 BootKey = tuple[str, str, str]
@@ -53,7 +53,7 @@ class QuarantineRow:
     received_at: int
 
 
-def anchor_offset(db: sqlite3.Connection, key: BootKey) -> int | None:
+def anchor_offset(db: Db, key: BootKey) -> int | None:
     """The boot's clock offset (UTC minus boottime) its gateway announced once synchronised, if it did."""
     row = db.execute(
         "SELECT offset_ms FROM clock_anchors WHERE site = ? AND gateway = ? AND boot_id = ?", key
@@ -61,29 +61,30 @@ def anchor_offset(db: sqlite3.Connection, key: BootKey) -> int | None:
     return None if row is None else int(row[0])
 
 
-def record_anchor(db: sqlite3.Connection, site: str, gateway: str, anchor: ClockAnchor) -> None:
+def record_anchor(db: Db, site: str, gateway: str, anchor: ClockAnchor) -> None:
     db.execute(
-        "INSERT OR REPLACE INTO clock_anchors VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO clock_anchors VALUES (?, ?, ?, ?, ?) ON CONFLICT (site, gateway, boot_id)"
+        " DO UPDATE SET offset_ms = excluded.offset_ms, synced_at = excluded.synced_at",
         (site, gateway, anchor.boot_id, anchor.offset_ms, anchor.synced_at),
     )
 
 
-def boot_offset(db: sqlite3.Connection, key: BootKey, seen_ms: int) -> int:
+def boot_offset(db: Db, key: BootKey, seen_ms: int) -> int:
     """The boot's offset kept from its first synchronised reading; `seen_ms` becomes it if none is kept."""
-    db.execute("INSERT OR IGNORE INTO boot_clocks VALUES (?, ?, ?, ?)", (*key, seen_ms))
+    db.execute("INSERT INTO boot_clocks VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", (*key, seen_ms))
     row = db.execute(
         "SELECT offset_ms FROM boot_clocks WHERE site = ? AND gateway = ? AND boot_id = ?", key
     ).fetchone()
     return int(row[0])
 
 
-def record_step(db: sqlite3.Connection, key: BootKey, start: int, end: int, step_ms: int) -> bool:
+def record_step(db: Db, key: BootKey, start: int, end: int, step_ms: int) -> bool:
     """Fold the span [start, end] of re-dated readings (the clock `step_ms` off) into the boot's clock
     steps; True when it began a new span."""
     rows = db.execute(
         "DELETE FROM clock_steps WHERE site = ? AND gateway = ? AND boot_id = ? AND start_ts <= ? AND end_ts >= ?"
         " RETURNING start_ts, end_ts",
-        (*key, min(end + _STEP_MERGE_MS, INT64_MAX), max(start - _STEP_MERGE_MS, 0)),  # SQLite's int64
+        (*key, min(end + _STEP_MERGE_MS, INT64_MAX), max(start - _STEP_MERGE_MS, 0)),  # the ledger's int64
     ).fetchall()
     for a, b in rows:
         start, end = min(start, a), max(end, b)
@@ -92,7 +93,7 @@ def record_step(db: sqlite3.Connection, key: BootKey, start: int, end: int, step
 
 
 def quarantine(
-    db: sqlite3.Connection,
+    db: Db,
     site: str,
     gateway: str,
     boot_id: str | None,
@@ -102,16 +103,16 @@ def quarantine(
 ) -> bool:
     """Keep an unsynchronised reading aside; False when it already is (a resend)."""
     cursor = db.execute(
-        "INSERT OR IGNORE INTO quarantine"
+        "INSERT INTO quarantine"
         " (site, gateway, boot_id, mono_ms, meter_id, ts, reading, reason, received_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (site, gateway, boot_id, reading.mono_ms, reading.meter, reading.ts, reading.model_dump_json(),
          reason.value, received_at),
     )  # fmt: skip
     return cursor.rowcount == 1
 
 
-def release(db: sqlite3.Connection, key: BootKey) -> list[Reading]:
+def release(db: Db, key: BootKey) -> list[Reading]:
     """Take the boot's readings that await its anchor (and have a monotonic time) out of quarantine."""
     rows = db.execute(
         "DELETE FROM quarantine WHERE site = ? AND gateway = ? AND boot_id = ? AND mono_ms IS NOT NULL"

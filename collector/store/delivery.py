@@ -3,8 +3,9 @@ messages."""
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
+
+from collector.store.connection import Db, Dialect
 
 MAX_REJECTED_PAYLOAD = 4096
 """Bytes of a rejected payload kept: an excerpt to recognise it by (the reason's detail says where it is
@@ -57,15 +58,19 @@ class SeqGapRow:
     detected_at: int
 
 
-def seen(db: sqlite3.Connection, key: BatchKey, seq: int) -> bool:
+def seen(db: Db, key: BatchKey, seq: int) -> bool:
     row = db.execute(
         "SELECT 1 FROM batches WHERE site = ? AND gateway = ? AND spool = ? AND seq = ?", (*key, seq)
     ).fetchone()
     return row is not None
 
 
-def record_batch(db: sqlite3.Connection, key: BatchKey, seq: int, readings: int, received_at: int) -> None:
-    db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?)", (*key, seq, readings, received_at))
+def record_batch(db: Db, key: BatchKey, seq: int, readings: int, received_at: int) -> None:
+    db.execute(
+        "INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (site, gateway, spool, seq)"
+        " DO UPDATE SET readings = excluded.readings, received_at = excluded.received_at",
+        (*key, seq, readings, received_at),
+    )
 
 
 MAX_SEQ_JUMP = 1_000_000
@@ -82,7 +87,7 @@ class SeqJump:
     seq: int
 
 
-def track_seq(db: sqlite3.Connection, key: BatchKey, seq: int, received_at: int) -> int | SeqJump:
+def track_seq(db: Db, key: BatchKey, seq: int, received_at: int) -> int | SeqJump:
     """Record the gap a new seq reveals, or close the one a late seq fills; returns the change in missing
     batches, or the :class:`SeqJump` it is (no gap recorded).
 
@@ -112,7 +117,7 @@ def track_seq(db: sqlite3.Connection, key: BatchKey, seq: int, received_at: int)
     return -1
 
 
-def reject(db: sqlite3.Connection, message: RejectedMessage, received_at: int) -> None:
+def reject(db: Db, message: RejectedMessage, received_at: int) -> None:
     db.execute(
         "INSERT INTO rejected (received_at, topic, reason, detail, payload, payload_size)"
         " VALUES (?, ?, ?, ?, ?, ?)",
@@ -121,19 +126,23 @@ def reject(db: sqlite3.Connection, message: RejectedMessage, received_at: int) -
     )  # fmt: skip
 
 
-_ROW_BYTES = "length(CAST(payload AS BLOB)) + length(CAST(detail AS BLOB)) + length(CAST(topic AS BLOB))"
-_REJECTED_BYTES = f"SELECT coalesce(sum({_ROW_BYTES}), 0) FROM rejected"  # noqa: S608 - constants only
-_DROP_EXPIRED = f"DELETE FROM rejected WHERE received_at < ? RETURNING {_ROW_BYTES}"  # noqa: S608 - idem
-_DROP_OLDEST = (
-    "DELETE FROM rejected WHERE id <= (SELECT id FROM"  # noqa: S608 - idem
-    f" (SELECT id, sum({_ROW_BYTES}) OVER (ORDER BY id) AS upto FROM rejected)"
-    f" WHERE upto >= ? ORDER BY id LIMIT 1) RETURNING {_ROW_BYTES}"
-)
+_ROW_BYTES = {d: " + ".join(d.octet_length(c) for c in ("payload", "detail", "topic")) for d in Dialect}
+_REJECTED_BYTES = {d: f"SELECT coalesce(sum({b}), 0) FROM rejected" for d, b in _ROW_BYTES.items()}  # noqa: S608 - constants only
+_DROP_EXPIRED = {
+    d: f"DELETE FROM rejected WHERE received_at < ? RETURNING {b}"  # noqa: S608 - idem
+    for d, b in _ROW_BYTES.items()
+}
+_DROP_OLDEST = {
+    d: "DELETE FROM rejected WHERE id <= (SELECT id FROM"  # noqa: S608 - idem
+    f" (SELECT id, sum({b}) OVER (ORDER BY id) AS upto FROM rejected) AS kept"
+    f" WHERE upto >= ? ORDER BY id LIMIT 1) RETURNING {b}"
+    for d, b in _ROW_BYTES.items()
+}
 
 
-def rejected_bytes(db: sqlite3.Connection) -> int:
+def rejected_bytes(db: Db) -> int:
     """What the kept refused messages weigh, as :class:`RejectedLimits` counts it."""
-    (total,) = db.execute(_REJECTED_BYTES).fetchone()
+    (total,) = db.execute(_REJECTED_BYTES[db.dialect]).fetchone()
     return int(total)
 
 
@@ -143,10 +152,10 @@ def row_bytes(message: RejectedMessage) -> int:
     return kept + len(message.detail.encode()) + len(message.topic.encode())
 
 
-def drop_rejected(db: sqlite3.Connection, *, at_least_bytes: int, before_ms: int) -> int:
+def drop_rejected(db: Db, *, at_least_bytes: int, before_ms: int) -> int:
     """Drop the kept refused messages received before `before_ms`, then the oldest others until at least
     `at_least_bytes` are gone in all; returns the bytes dropped."""
-    dropped: int = sum(n for (n,) in db.execute(_DROP_EXPIRED, (before_ms,)))
+    dropped: int = sum(n for (n,) in db.execute(_DROP_EXPIRED[db.dialect], (before_ms,)))
     if dropped < at_least_bytes:
-        dropped += sum(n for (n,) in db.execute(_DROP_OLDEST, (at_least_bytes - dropped,)))
+        dropped += sum(n for (n,) in db.execute(_DROP_OLDEST[db.dialect], (at_least_bytes - dropped,)))
     return dropped

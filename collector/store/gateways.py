@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
 
+from collector.store.connection import Db
 from kilowatch.mqtt_contract import GatewayEvent, GatewayEventKind, GatewayState, GatewayStatus
 
 
@@ -48,7 +48,7 @@ class GatewayEventRow:
     received_at: int
 
 
-def record_status(db: sqlite3.Connection, status: GatewayStatus, received_at: int) -> None:
+def record_status(db: Db, status: GatewayStatus, received_at: int) -> None:
     """The last status to arrive wins (a last will is older than the birth it follows); a change of state
     is also kept in ``gateway_states``."""
     previous = db.execute(
@@ -56,22 +56,24 @@ def record_status(db: sqlite3.Connection, status: GatewayStatus, received_at: in
     ).fetchone()
     if previous is None or previous[0] != status.state.value:
         db.execute(
-            "INSERT OR IGNORE INTO gateway_states VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO gateway_states VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (status.site, status.gateway, received_at, status.state.value, status.ts),
         )
     db.execute(
-        "INSERT OR REPLACE INTO gateways VALUES (?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO gateways VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, gateway) DO UPDATE SET"
+        " state = excluded.state, ts = excluded.ts, agent_version = excluded.agent_version,"
+        " meters = excluded.meters, received_at = excluded.received_at",
         (status.site, status.gateway, status.state.value, status.ts, status.agent_version,
          json.dumps(status.meters), received_at),
     )  # fmt: skip
 
 
-def record_event(db: sqlite3.Connection, event: GatewayEvent, received_at: int) -> bool:
+def record_event(db: Db, event: GatewayEvent, received_at: int) -> bool:
     """Keep a gateway event; False when it already is (a resend)."""
     cursor = db.execute(
-        "INSERT OR IGNORE INTO gateway_events"
+        "INSERT INTO gateway_events"
         " (site, gateway, ts, kind, readings, oldest_ts, newest_ts, detail, received_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (event.site, event.gateway, event.ts, event.kind.value, event.readings, event.oldest_ts,
          event.newest_ts, event.detail, received_at),
     )  # fmt: skip
@@ -79,7 +81,7 @@ def record_event(db: sqlite3.Connection, event: GatewayEvent, received_at: int) 
 
 
 def record_collector_event(
-    db: sqlite3.Connection,
+    db: Db,
     site: str,
     gateway: str,
     kind: CollectorEventKind,
@@ -92,9 +94,9 @@ def record_collector_event(
 ) -> None:
     """Keep what the collector noticed about a gateway at `at` (collector clock), beside its own events."""
     db.execute(
-        "INSERT OR IGNORE INTO gateway_events"
+        "INSERT INTO gateway_events"
         " (site, gateway, ts, kind, readings, oldest_ts, newest_ts, detail, received_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (site, gateway, at, kind.value, readings, oldest_ts, newest_ts, detail, at),
     )
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 
 from collector.intervals import CounterSample, CounterStep
+from collector.store.connection import Db
 from collector.store.readings import COUNTERS, METER_KEY, TRUSTED
 from kilowatch.quantities import ENERGY_EXPORT, ENERGY_IMPORT
 from kilowatch.timebase import DAY_MS, OFFSET_MS, day_start_ms
@@ -16,10 +16,10 @@ _METER = "(SELECT id FROM meter_keys WHERE meter_id = :meter)"
 _NEIGHBOURS = {
     q: f"""
     SELECT * FROM (SELECT ts, {q} FROM readings WHERE meter = {_METER} AND {q} IS NOT NULL AND {TRUSTED}
-                   AND ts < :ts ORDER BY ts DESC LIMIT 1)
+                   AND ts < :ts ORDER BY ts DESC LIMIT 1) AS prev
     UNION ALL
     SELECT * FROM (SELECT ts, {q} FROM readings WHERE meter = {_METER} AND {q} IS NOT NULL AND {TRUSTED}
-                   AND ts > :ts ORDER BY ts LIMIT 1)
+                   AND ts > :ts ORDER BY ts LIMIT 1) AS next
     """  # noqa: S608
     for q in COUNTERS
 }
@@ -28,16 +28,25 @@ _NEWEST = {
     " ORDER BY ts DESC LIMIT 1"
     for q in COUNTERS
 }
-# What one transaction adds to one bucket, in one statement: each energy (NULL: no step covers the bucket
-# in this transaction), the largest kW and the number of samples. Taking a step out can leave rounding
-# residue; energy is never negative, so it stops at 0. SQLite's max(a, b) is NULL when either is: an
-# energy the transaction does not touch keeps its value, and max_kw keeps the known one.
+
+
+def _added(q: str) -> str:
+    """Counter `q`'s bucket energy plus the transaction's (:q NULL: no step covers the bucket in this
+    transaction, it keeps its value). Taking a step out can leave rounding residue; energy is never
+    negative, so it stops at 0."""
+    total = f"coalesce(intervals.{q}, 0.0) + :{q}"
+    return f"{q} = CASE WHEN :{q} IS NULL THEN intervals.{q} WHEN {total} < 0 THEN 0.0 ELSE {total} END"
+
+
+# What one transaction adds to one bucket, in one statement: each energy, the largest kW (NULL: none
+# known) and the number of samples.
 _ADD_TO_BUCKET = (
     f"INSERT INTO intervals (meter_id, start_ms, {ENERGY_IMPORT}, {ENERGY_EXPORT}, max_kw, samples)"  # noqa: S608
-    " VALUES (?1, ?2, max(?3, 0.0), max(?4, 0.0), ?5, ?6) ON CONFLICT (meter_id, start_ms) DO UPDATE SET"
-    f" {ENERGY_IMPORT} = coalesce(max(coalesce({ENERGY_IMPORT}, 0.0) + ?3, 0.0), {ENERGY_IMPORT}),"
-    f" {ENERGY_EXPORT} = coalesce(max(coalesce({ENERGY_EXPORT}, 0.0) + ?4, 0.0), {ENERGY_EXPORT}),"
-    " max_kw = coalesce(max(max_kw, ?5), max_kw, ?5), samples = samples + ?6"
+    f" VALUES (:meter, :start, {', '.join(f'CASE WHEN :{q} < 0 THEN 0.0 ELSE :{q} END' for q in COUNTERS)},"
+    " :kw, :samples) ON CONFLICT (meter_id, start_ms) DO UPDATE SET"
+    f" {', '.join(_added(q) for q in COUNTERS)},"
+    " max_kw = CASE WHEN intervals.max_kw IS NULL OR :kw > intervals.max_kw THEN coalesce(:kw, intervals.max_kw)"
+    " ELSE intervals.max_kw END, samples = intervals.samples + :samples"
 )
 
 
@@ -66,11 +75,11 @@ class DayEnergy:
 _DAILY = (
     f"SELECT meter_id, (start_ms + {OFFSET_MS}) / {DAY_MS} AS day, sum({ENERGY_IMPORT}), count({ENERGY_IMPORT})"  # noqa: S608
     f" FROM intervals WHERE meter_id = ? AND start_ms >= ? AND start_ms < ? AND {ENERGY_IMPORT} IS NOT NULL"
-    " GROUP BY day ORDER BY day"
+    " GROUP BY meter_id, day ORDER BY day"
 )
 
 
-def daily_energy(db: sqlite3.Connection, meter: str, first_day: int, end_day: int) -> list[DayEnergy]:
+def daily_energy(db: Db, meter: str, first_day: int, end_day: int) -> list[DayEnergy]:
     """The meter's days from local day `first_day` up to `end_day` (exclusive) that have any energy."""
     rows = db.execute(_DAILY, (meter, day_start_ms(first_day), day_start_ms(end_day))).fetchall()
     return [DayEnergy(m, int(day), float(kwh), int(n)) for m, day, kwh, n in rows]
@@ -121,14 +130,14 @@ class CounterEvent:
         return cls(meter_id, quantity, kind, step.start.ts, step.start.value, step.end.ts, step.end.value)
 
 
-def newest_sample(db: sqlite3.Connection, meter: str, quantity: str) -> CounterSample | None:
+def newest_sample(db: Db, meter: str, quantity: str) -> CounterSample | None:
     """The meter's newest trusted stored sample of a counter."""
     row = db.execute(_NEWEST[quantity], (meter,)).fetchone()
     return None if row is None else CounterSample(*row)
 
 
 def neighbours(
-    db: sqlite3.Connection, meter: str, quantity: str, ts: int
+    db: Db, meter: str, quantity: str, ts: int
 ) -> tuple[CounterSample | None, CounterSample | None]:
     """The trusted stored samples of a counter just before and just after `ts`."""
     prev = nxt = None
@@ -140,18 +149,25 @@ def neighbours(
     return prev, nxt
 
 
-def add_to_buckets(db: sqlite3.Connection, buckets: dict[tuple[str, int], BucketSums]) -> None:
+def add_to_buckets(db: Db, buckets: dict[tuple[str, int], BucketSums]) -> None:
     """Add what a transaction summed to each (meter, bucket start)."""
     db.executemany(
         _ADD_TO_BUCKET,
         [
-            (meter, start, sums.energy_import_kwh, sums.energy_export_kwh, sums.max_kw, sums.samples)
+            {
+                "meter": meter,
+                "start": start,
+                ENERGY_IMPORT: sums.energy_import_kwh,
+                ENERGY_EXPORT: sums.energy_export_kwh,
+                "kw": sums.max_kw,
+                "samples": sums.samples,
+            }
             for (meter, start), sums in buckets.items()
         ],
     )
 
 
-def insert_event(db: sqlite3.Connection, event: CounterEvent) -> None:
+def insert_event(db: Db, event: CounterEvent) -> None:
     db.execute(
         "INSERT INTO counter_events VALUES (?, ?, ?, ?, ?, ?, ?)",
         (event.meter_id, event.quantity, event.kind.value, event.prev_ts, event.prev_value, event.ts,
@@ -159,7 +175,7 @@ def insert_event(db: sqlite3.Connection, event: CounterEvent) -> None:
     )  # fmt: skip
 
 
-def delete_event(db: sqlite3.Connection, event: CounterEvent) -> None:
+def delete_event(db: Db, event: CounterEvent) -> None:
     db.execute(
         "DELETE FROM counter_events WHERE meter_id = ? AND quantity = ? AND ts = ?",
         (event.meter_id, event.quantity, event.ts),

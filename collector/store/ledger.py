@@ -1,4 +1,4 @@
-"""The ledger's writer: the collector's durable record in SQLite (WAL), written in one place.
+"""The ledger's writer: the collector's durable record (SQLite in WAL mode, or PostgreSQL), written in one place.
 
 :class:`Ledger` is the single writer. Its methods are synchronous and serialised by a lock; async
 callers run them with ``asyncio.to_thread``. Readers open :class:`~collector.store.reader.LedgerReader`.
@@ -33,7 +33,6 @@ transaction; the TSDB writer drains it.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -57,7 +56,15 @@ from collector.store import (
 )
 from collector.store.checks import IngestChecks
 from collector.store.clock import QuarantineReason
-from collector.store.connection import Closing, LedgerUnwritable, unwritable
+from collector.store.connection import (
+    Closing,
+    DatabaseError,
+    Db,
+    LedgerUnwritable,
+    Location,
+    location,
+    unwritable,
+)
 from collector.store.delivery import RejectedLimits, RejectedMessage, SeqJump
 from collector.store.gateways import CollectorEventKind
 from collector.store.intervals import BucketSums, CounterEvent, CounterEventKind
@@ -181,7 +188,7 @@ class Ledger(Closing):
     """The single writer. Creates the file and its tables when missing, upgrades an older one.
 
     Args:
-        path: The SQLite file.
+        where: The SQLite file or the PostgreSQL database.
         outbox: Also record stored readings in the TSDB outbox (a TSDB is configured).
         max_meters_per_gateway: Readings of a meter new to a gateway that has this many are refused and
             counted (None: no limit); what one gateway's credentials can add to the ledger stays bounded.
@@ -194,7 +201,7 @@ class Ledger(Closing):
 
     def __init__(
         self,
-        path: Path | str,
+        where: Path | str | Location,
         *,
         outbox: bool = False,
         max_meters_per_gateway: int | None = None,
@@ -202,7 +209,7 @@ class Ledger(Closing):
         checks: IngestChecks | None = None,
         retention: RetentionPolicy | None = None,
     ) -> None:
-        self.path = Path(path)
+        self.where = location(where)
         self._retention = retention
         self._checks = checks
         self._owners: dict[str, tuple[str, str]] = {}
@@ -231,7 +238,7 @@ class Ledger(Closing):
         """Readings inserted by the transactions committed since the ledger was opened: what was stored,
         not what arrived (a redelivered reading the ledger had is not counted)."""
         with self._lock:
-            self._db = connection.open_writer(self.path)
+            self._db = connection.open_writer(self.where)
 
     def close(self) -> None:
         """Close once any running transaction has finished."""
@@ -239,20 +246,21 @@ class Ledger(Closing):
             self._db.close()
 
     def reader(self) -> LedgerReader:
-        return LedgerReader(self.path)
+        return LedgerReader(self.where)
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, writing what is pending first; on any failure ROLLBACK and forget
+    def _transaction(self) -> Iterator[Db]:
+        """BEGIN (IMMEDIATE) ... COMMIT, writing what is pending first; on any failure ROLLBACK and forget
         the in-memory meter states, which may describe rows that are no longer there.
 
-        Raises :class:`LedgerUnwritable` (chained from SQLite's error) when the file cannot be written now
-        (disk full, I/O error, locked), whatever the transaction held; any other error is the data's.
+        Raises :class:`LedgerUnwritable` (chained from the backend's error) when the ledger cannot be
+        written now (disk full, I/O error, locked; a PostgreSQL server down or refusing writes), whatever the
+        transaction held; any other error is the data's.
         """
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+                self._db.begin()
+            except DatabaseError as exc:
                 if unwritable(exc):  # another writer holds the file past the busy timeout, say
                     raise LedgerUnwritable(str(exc)) from exc
                 raise
@@ -274,7 +282,7 @@ class Ledger(Closing):
                 try:
                     if self._db.in_transaction:  # a failed COMMIT may have rolled back already
                         self._db.execute("ROLLBACK")
-                except sqlite3.Error as failed:
+                except DatabaseError as failed:
                     raise LedgerUnwritable(f"{exc}; and the rollback failed: {failed}") from failed
                 if unwritable(exc):
                     raise LedgerUnwritable(str(exc)) from exc
@@ -339,7 +347,7 @@ class Ledger(Closing):
         with self._lock:
             return retention.reclaim(self._db, pages)
 
-    def _store_item(self, db: sqlite3.Connection, item: Item, received_at: int) -> IngestResult:
+    def _store_item(self, db: Db, item: Item, received_at: int) -> IngestResult:
         if isinstance(item, ReadingsBatch):
             return self._ingest(db, item, received_at)
         if isinstance(item, GatewayStatus):
@@ -351,7 +359,7 @@ class Ledger(Closing):
             self._rejected_bytes += delivery.row_bytes(item)
         return IngestResult()
 
-    def _keep_rejected_within_limits(self, db: sqlite3.Connection, now_ms: int) -> None:
+    def _keep_rejected_within_limits(self, db: Db, now_ms: int) -> None:
         """Drop the oldest refused messages beyond the byte budget (down to 90% of it, so that this runs
         once per many rejections, not at each) and, once a minute, those past their retention."""
         limits = self._rejected_limits
@@ -366,7 +374,7 @@ class Ledger(Closing):
         )
         self._rejected_pruned_at = now_ms
 
-    def _ingest(self, db: sqlite3.Connection, batch: ReadingsBatch, received_at: int) -> IngestResult:
+    def _ingest(self, db: Db, batch: ReadingsBatch, received_at: int) -> IngestResult:
         """A batch: skipped whole when seen; else its trusted readings stored, unsynchronised ones
         re-dated (anchor known) or quarantined.
 
@@ -471,7 +479,7 @@ class Ledger(Closing):
 
     def _in_window(
         self,
-        db: sqlite3.Connection,
+        db: Db,
         site: str,
         gateway: str,
         boot_id: str | None,
@@ -492,7 +500,7 @@ class Ledger(Closing):
         return kept
 
     def _store_readings(
-        self, db: sqlite3.Connection, site: str, gateway: str, new_readings: list[Reading], received_at: int
+        self, db: Db, site: str, gateway: str, new_readings: list[Reading], received_at: int
     ) -> IngestResult:
         """Trusted readings into readings, meters, latest, intervals and the outbox.
 
@@ -567,7 +575,7 @@ class Ledger(Closing):
             bad_values=bad,
         )
 
-    def _owner(self, db: sqlite3.Connection, site: str, gateway: str, meter: str, at: int) -> tuple[str, str]:
+    def _owner(self, db: Db, site: str, gateway: str, meter: str, at: int) -> tuple[str, str]:
         """The (site, gateway) the meter belongs to: provisioned, else bound; a meter of nobody yet is
         bound to this gateway (unless the sites file puts it in another site)."""
         if self._checks is None:
@@ -590,7 +598,7 @@ class Ledger(Closing):
         return known
 
     def _judge_counters(
-        self, db: sqlite3.Connection, reading: Reading, state: _MeterState
+        self, db: Db, reading: Reading, state: _MeterState
     ) -> tuple[Reading, set[str], set[str]]:
         """The reading with every counter that rose faster than its meter can (from the stored reading
         before it, or to the one after) made a bad value; the counters so refused, and those taken up
@@ -639,7 +647,7 @@ class Ledger(Closing):
         )
         return judged, set(refused), rebased
 
-    def _meter_admitted(self, db: sqlite3.Connection, site: str, gateway: str, meter: str) -> bool:
+    def _meter_admitted(self, db: Db, site: str, gateway: str, meter: str) -> bool:
         """Whether a reading of `meter` may be stored for the gateway: a meter it has reported, or a new
         one while it has reported fewer than ``max_meters_per_gateway`` (asked before a new meter is bound
         to it, so that ids beyond the limit cost nothing; a foreign meter it reports counts against it)."""
@@ -656,15 +664,13 @@ class Ledger(Closing):
         known.add(meter)
         return True
 
-    def _meter_state(self, db: sqlite3.Connection, meter: str) -> _MeterState:
+    def _meter_state(self, db: Db, meter: str) -> _MeterState:
         state = self._meters.get(meter)
         if state is None:
             state = self._meters[meter] = _MeterState(readings.newest_ts(db, meter))
         return state
 
-    def _newest_sample(
-        self, db: sqlite3.Connection, meter: str, state: _MeterState, quantity: str
-    ) -> CounterSample | None:
+    def _newest_sample(self, db: Db, meter: str, state: _MeterState, quantity: str) -> CounterSample | None:
         if quantity not in state.counters:
             self._flush_readings(db)
             state.counters[quantity] = intervals.newest_sample(db, meter, quantity)
@@ -696,13 +702,13 @@ class Ledger(Closing):
             else:
                 meters[meter] = where._replace(first_seen=min(first, where.first_seen))
 
-    def _flush_readings(self, db: sqlite3.Connection) -> None:
+    def _flush_readings(self, db: Db) -> None:
         if self._pending.readings:
             readings.append(db, self._pending.readings)
             self._inserted += len(self._pending.readings)  # a plain INSERT each: all or an error
             self._pending.readings = []
 
-    def _flush(self, db: sqlite3.Connection) -> None:
+    def _flush(self, db: Db) -> None:
         """Write what the transaction has pending (before it commits)."""
         pending = self._pending
         self._flush_readings(db)
@@ -735,9 +741,7 @@ class Ledger(Closing):
             sums = self._pending.buckets[key] = BucketSums()
         return sums
 
-    def _add_to_intervals(
-        self, db: sqlite3.Connection, reading: Reading, state: _MeterState, rebased: set[str]
-    ) -> int:
+    def _add_to_intervals(self, db: Db, reading: Reading, state: _MeterState, rebased: set[str]) -> int:
         """Fold a newly stored trusted reading into its meter's intervals and counter events.
 
         The reading is a sample of its bucket. For each counter it carries, the step between its stored
@@ -782,7 +786,7 @@ class Ledger(Closing):
         return resets
 
     def _apply_step(
-        self, db: sqlite3.Connection, meter_id: str, quantity: str, step: CounterStep, sign: Literal[1, -1]
+        self, db: Db, meter_id: str, quantity: str, step: CounterStep, sign: Literal[1, -1]
     ) -> int:
         """Add (sign 1) or take out (sign -1) a step's energy and its counter event; returns its resets.
 
@@ -800,13 +804,13 @@ class Ledger(Closing):
             intervals.delete_event(db, event)
         return sign * (event.kind is CounterEventKind.RESET)
 
-    def _boot_offset(self, db: sqlite3.Connection, boot: clock.BootKey, seen_ms: int) -> int:
+    def _boot_offset(self, db: Db, boot: clock.BootKey, seen_ms: int) -> int:
         """The boot's clock offset when no anchor gave it: the first synchronised reading's, kept."""
         if boot not in self._boot_offsets:
             self._boot_offsets[boot] = clock.boot_offset(db, boot, seen_ms)
         return self._boot_offsets[boot]
 
-    def _record_status(self, db: sqlite3.Connection, status: GatewayStatus, received_at: int) -> IngestResult:
+    def _record_status(self, db: Db, status: GatewayStatus, received_at: int) -> IngestResult:
         """Keep the status; its clock anchor re-dates the boot's quarantined readings."""
         gateways.record_status(db, status, received_at)
         anchor = status.clock_anchor
@@ -850,7 +854,7 @@ def _redated(reading: Reading, offset_ms: int) -> Reading | None:
 
 
 def _hold(
-    db: sqlite3.Connection,
+    db: Db,
     boot: tuple[str, str, str | None],
     reading: Reading,
     reason: QuarantineReason,
@@ -871,7 +875,7 @@ def _count_bad(bad: dict[BadValue, int], reading: Reading, too_fast: set[str]) -
 
 
 def _record_foreign(
-    db: sqlite3.Connection,
+    db: Db,
     site: str,
     gateway: str,
     foreign: dict[str, tuple[str, str]],

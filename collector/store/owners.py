@@ -3,9 +3,10 @@ sites file or on first sight, and moves only by an explicit command (``kilowatch
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
+
+from collector.store.connection import Db
 
 
 class Binding(StrEnum):
@@ -29,7 +30,7 @@ class OwnerRow:
     how: Binding
 
 
-def owner(db: sqlite3.Connection, meter: str) -> OwnerRow | None:
+def owner(db: Db, meter: str) -> OwnerRow | None:
     row = db.execute("SELECT * FROM meter_owners WHERE meter_id = ?", (meter,)).fetchone()
     if row is None:
         return None
@@ -37,12 +38,12 @@ def owner(db: sqlite3.Connection, meter: str) -> OwnerRow | None:
     return OwnerRow(meter_id, site, gateway, since, Binding(how))
 
 
-def bind(
-    db: sqlite3.Connection, meter: str, site: str, gateway: str, since: int, how: Binding
-) -> OwnerRow | None:
+def bind(db: Db, meter: str, site: str, gateway: str, since: int, how: Binding) -> OwnerRow | None:
     """Bind the meter to (site, gateway); returns the binding it replaced, if any."""
     previous = owner(db, meter)
     db.execute(
-        "INSERT OR REPLACE INTO meter_owners VALUES (?, ?, ?, ?, ?)", (meter, site, gateway, since, how.value)
+        "INSERT INTO meter_owners VALUES (?, ?, ?, ?, ?) ON CONFLICT (meter_id) DO UPDATE SET"
+        " site = excluded.site, gateway = excluded.gateway, since = excluded.since, how = excluded.how",
+        (meter, site, gateway, since, how.value),
     )
     return previous

@@ -14,7 +14,7 @@ from pathlib import Path
 from collector.detectors.series import Sample
 from collector.store import connection, gateways, intervals, outbox, readings
 from collector.store.clock import ClockStepSpan, QuarantineReason, QuarantineRow
-from collector.store.connection import Closing
+from collector.store.connection import Closing, Location, location
 from collector.store.delivery import RejectedRow, SeqGapRow
 from collector.store.gateways import GatewayEventRow, GatewayRow, GatewayStateChange
 from collector.store.intervals import CounterEvent, CounterEventKind, DayEnergy, IntervalRow
@@ -27,16 +27,16 @@ from kilowatch.timebase import SLOT_MS
 class LedgerReader(Closing):
     """Queries on a read-only connection of its own."""
 
-    def __init__(self, path: Path | str) -> None:
-        self._db = connection.open_reader(Path(path))
+    def __init__(self, where: Path | str | Location) -> None:
+        self._db = connection.open_reader(location(where))
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
-        """The queries inside see one state of the file (a read transaction)."""
-        self._db.execute("BEGIN")
+        """The queries inside see one state of the ledger (a read transaction)."""
+        self._db.begin(write=False)
         try:
             yield
         finally:
@@ -139,9 +139,10 @@ class LedgerReader(Closing):
 
     def quarantine(self, meter_id: str | None = None, limit: int = 100) -> list[QuarantineRow]:
         """Quarantined readings (of one meter, or all), oldest stamp first."""
+        where, params = ("", [limit]) if meter_id is None else ("WHERE meter_id = ?", [meter_id, limit])
         rows = self._db.execute(
-            "SELECT * FROM quarantine WHERE ?1 IS NULL OR meter_id = ?1 ORDER BY ts, id LIMIT ?2",
-            (meter_id, limit),
+            f"SELECT * FROM quarantine {where} ORDER BY ts, id LIMIT ?",  # noqa: S608 - a fixed clause
+            params,
         ).fetchall()
         return [
             QuarantineRow(i, s, g, b, m, meter, ts, Reading.model_validate_json(r), QuarantineReason(q), at)

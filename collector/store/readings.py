@@ -10,7 +10,6 @@ reading of each meter is kept whole in ``latest``. A meter is a small integer in
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -20,6 +19,7 @@ import numpy.typing as npt
 from collector.detectors.series import MOVING, Sample
 from collector.store import blocks
 from collector.store.blocks import Block
+from collector.store.connection import Db
 from collector.store.schema import MOVING_FORMAT, pack_moving
 from kilowatch.mqtt_contract import ClockState, Quality, Reading
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
@@ -36,7 +36,7 @@ METER_KEY = "(SELECT id FROM meter_keys WHERE meter_id = ?)"
 
 # Column names below come from constants, never from input.
 _COLUMNS = f"meter, ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, moving, quality, clock"
-_INSERT = f"INSERT OR IGNORE INTO readings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT = f"INSERT INTO readings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"  # noqa: S608
 # Appended readings are known to be new (see the writer's meter states): a plain INSERT, which fails loudly
 # (and rolls the group back) rather than silently ignore a row should that knowledge ever be wrong.
 _APPEND = f"INSERT INTO readings ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
@@ -49,11 +49,12 @@ _UPSERT_LATEST = (
 )
 _UPSERT_METER = (
     "INSERT INTO meters VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (meter_id) DO UPDATE SET"
-    " site = iif(excluded.last_seen >= meters.last_seen, excluded.site, meters.site),"
-    " gateway = iif(excluded.last_seen >= meters.last_seen, excluded.gateway, meters.gateway),"
-    " profile = iif(excluded.last_seen >= meters.last_seen, excluded.profile, meters.profile),"
-    " first_seen = min(meters.first_seen, excluded.first_seen),"
-    " last_seen = max(meters.last_seen, excluded.last_seen)"
+    " site = CASE WHEN excluded.last_seen >= meters.last_seen THEN excluded.site ELSE meters.site END,"
+    " gateway = CASE WHEN excluded.last_seen >= meters.last_seen THEN excluded.gateway ELSE meters.gateway END,"
+    " profile = CASE WHEN excluded.last_seen >= meters.last_seen THEN excluded.profile ELSE meters.profile END,"
+    " first_seen = CASE WHEN excluded.first_seen < meters.first_seen THEN excluded.first_seen"
+    " ELSE meters.first_seen END,"
+    " last_seen = CASE WHEN excluded.last_seen > meters.last_seen THEN excluded.last_seen ELSE meters.last_seen END"
 )
 _HOT = (
     f"SELECT ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, moving, quality, clock FROM readings"  # noqa: S608 - column names are constants
@@ -63,14 +64,14 @@ _COLD = (
     f"SELECT data FROM reading_blocks WHERE meter = {METER_KEY} AND day_ms > ? AND day_ms < ? ORDER BY day_ms"  # noqa: S608
 )
 _COLD_COUNT = (
-    "SELECT first_ts >= ?2 AND last_ts < ?3, readings, data FROM reading_blocks"  # noqa: S608 - a constant
-    " WHERE meter = (SELECT id FROM meter_keys WHERE meter_id = ?1)"
-    f" AND day_ms > ?2 - {DAY_MS} AND day_ms < ?3"
+    "SELECT first_ts >= :start AND last_ts < :end, readings, data FROM reading_blocks"  # noqa: S608 - a constant
+    " WHERE meter = (SELECT id FROM meter_keys WHERE meter_id = :meter)"
+    f" AND day_ms > :start - {DAY_MS} AND day_ms < :end"
 )
 _HOT_COUNT = f"SELECT count(*) FROM readings WHERE meter = {METER_KEY} AND ts >= ? AND ts < ?"  # noqa: S608
 _NEWEST = (
     f"SELECT max(ts) FROM (SELECT max(ts) AS ts FROM readings WHERE meter = {METER_KEY}"  # noqa: S608
-    f" UNION ALL SELECT max(last_ts) FROM reading_blocks WHERE meter = {METER_KEY})"
+    f" UNION ALL SELECT max(last_ts) FROM reading_blocks WHERE meter = {METER_KEY}) AS newest"
 )
 _NEWEST_TRUSTED = f"SELECT max(ts) FROM readings WHERE meter = {METER_KEY} AND ts <= ? AND {TRUSTED}"  # noqa: S608
 _NEWEST_COLD = (
@@ -148,7 +149,7 @@ class MeterKeys:
     def __init__(self) -> None:
         self._keys: dict[str, int] = {}
 
-    def key(self, db: sqlite3.Connection, meter: str) -> int:
+    def key(self, db: Db, meter: str) -> int:
         """The meter's key, added when the meter is new."""
         key = self._keys.get(meter)
         if key is None:
@@ -189,22 +190,22 @@ def values_json(formatted: list[tuple[str, str]]) -> str:
     return "{" + ", ".join([f'"{name}": {text}' for name, text in formatted]) + "}"
 
 
-def append(db: sqlite3.Connection, rows: list[ReadingParams]) -> None:
+def append(db: Db, rows: list[ReadingParams]) -> None:
     db.executemany(_APPEND, rows)
 
 
-def insert(db: sqlite3.Connection, row: ReadingParams) -> bool:
+def insert(db: Db, row: ReadingParams) -> bool:
     """Store a reading unless its (meter, ts) is; True when it was new."""
     return db.execute(_INSERT, row).rowcount == 1
 
 
-def newest_ts(db: sqlite3.Connection, meter: str) -> int | None:
+def newest_ts(db: Db, meter: str) -> int | None:
     """ts of the meter's newest stored reading, whatever its clock."""
     (newest,) = db.execute(_NEWEST, (meter, meter)).fetchone()
     return None if newest is None else int(newest)
 
 
-def newest_trusted_ts(db: sqlite3.Connection, meter: str, until_ms: int) -> int | None:
+def newest_trusted_ts(db: Db, meter: str, until_ms: int) -> int | None:
     """ts of the meter's newest reading at or before `until_ms` not stamped by an unsynchronised clock."""
     (newest,) = db.execute(_NEWEST_TRUSTED, (meter, until_ms)).fetchone()
     if newest is not None:
@@ -217,10 +218,10 @@ def newest_trusted_ts(db: sqlite3.Connection, meter: str, until_ms: int) -> int 
     return None
 
 
-def count(db: sqlite3.Connection, meter: str, start_ms: int, end_ms: int) -> int:
+def count(db: Db, meter: str, start_ms: int, end_ms: int) -> int:
     """Stored readings (whatever their clock) with start_ms <= ts < end_ms."""
     (n,) = db.execute(_HOT_COUNT, (meter, start_ms, end_ms)).fetchone()
-    for inside, readings, data in db.execute(_COLD_COUNT, (meter, start_ms, end_ms)):
+    for inside, readings, data in db.execute(_COLD_COUNT, {"meter": meter, "start": start_ms, "end": end_ms}):
         if inside:
             n += readings
         else:
@@ -244,7 +245,7 @@ def rows_block(rows: list[tuple[Any, ...]]) -> Block:
     )
 
 
-def history(db: sqlite3.Connection, meter: str, start_ms: int, end_ms: int) -> Block:
+def history(db: Db, meter: str, start_ms: int, end_ms: int) -> Block:
     """The meter's stored readings with start_ms <= ts < end_ms, oldest first: the blocks of the days they
     fall in, then the rows not packed yet."""
     cold = [blocks.decode(data) for (data,) in db.execute(_COLD, (meter, start_ms - DAY_MS, end_ms))]
@@ -257,23 +258,23 @@ def _trusted(block: Block) -> npt.NDArray[np.bool_]:
     return np.array([c != ClockState.UNSYNCED.value for c in block.clock], dtype=np.bool_)
 
 
-def upsert_latest(db: sqlite3.Connection, rows: list[LatestParams]) -> None:
+def upsert_latest(db: Db, rows: list[LatestParams]) -> None:
     """Each row replaces its meter's latest reading when it is newer."""
     db.executemany(_UPSERT_LATEST, rows)
 
 
-def gateway_meters(db: sqlite3.Connection, site: str, gateway: str) -> set[str]:
+def gateway_meters(db: Db, site: str, gateway: str) -> set[str]:
     """The meters whose newest reading came from the gateway."""
     rows = db.execute("SELECT meter_id FROM meters WHERE site = ? AND gateway = ?", (site, gateway))
     return {meter for (meter,) in rows}
 
 
-def upsert_meters(db: sqlite3.Connection, rows: list[tuple[str, MeterSeen]]) -> None:
+def upsert_meters(db: Db, rows: list[tuple[str, MeterSeen]]) -> None:
     """Where each meter is follows its newest reading; first/last seen widen."""
     db.executemany(_UPSERT_METER, [(meter, *seen) for meter, seen in rows])
 
 
-def power_samples(db: sqlite3.Connection, meter_id: str, start_ms: int, end_ms: int) -> list[Sample]:
+def power_samples(db: Db, meter_id: str, start_ms: int, end_ms: int) -> list[Sample]:
     """The meter's readings with power in [start_ms, end_ms), oldest first, in kW, with the quantities
     that tell a frozen meter: what the detectors judge (never a reading stamped by an unsynchronised
     clock)."""
@@ -287,7 +288,7 @@ def power_samples(db: sqlite3.Connection, meter_id: str, start_ms: int, end_ms: 
     ]
 
 
-def stored(db: sqlite3.Connection, meter_id: str, start_ms: int, end_ms: int) -> list[ReadingRow]:
+def stored(db: Db, meter_id: str, start_ms: int, end_ms: int) -> list[ReadingRow]:
     """The meter's stored readings with start_ms <= ts < end_ms, oldest first."""
     block = history(db, meter_id, start_ms, end_ms)
     names = (*COUNTERS, ACTIVE_POWER, *MOVING)

@@ -18,37 +18,39 @@ is never held up for long.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 
 from collector.intervals import MAX_SPREAD_MS
 from collector.store import blocks
 from collector.store.blocks import Block
+from collector.store.connection import Db, Dialect
 from collector.store.readings import rows_block
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
 from kilowatch.timebase import DAY_MS, OFFSET_MS
 
 _STALE_METERS = """
-SELECT k.id, k.meter_id, l.ts - ?1 FROM latest l JOIN meter_keys k ON k.meter_id = l.meter_id
-WHERE (SELECT min(ts) FROM readings WHERE meter = k.id) < l.ts - ?1
+SELECT k.id, k.meter_id, l.ts - :window FROM latest l JOIN meter_keys k ON k.meter_id = l.meter_id
+WHERE (SELECT min(ts) FROM readings WHERE meter = k.id) < l.ts - :window
 """
 _DROP_READINGS = """
-DELETE FROM readings WHERE meter = ?1 AND ts IN (SELECT ts FROM readings WHERE meter = ?1 AND ts < ?2 ORDER BY ts LIMIT ?3)
+DELETE FROM readings WHERE meter = :meter AND ts IN (
+    SELECT ts FROM readings WHERE meter = :meter AND ts < :before ORDER BY ts LIMIT :limit
+)
 """
 _DROP_BLOCKS = """
 DELETE FROM reading_blocks WHERE (meter, day_ms) IN (
     SELECT b.meter, b.day_ms FROM reading_blocks b JOIN meter_keys k ON k.id = b.meter
-    JOIN latest l ON l.meter_id = k.meter_id WHERE b.last_ts < l.ts - ?1 LIMIT ?2
+    JOIN latest l ON l.meter_id = k.meter_id WHERE b.last_ts < l.ts - :window LIMIT :limit
 ) RETURNING readings
 """
 # Each meter's oldest row, when it lies before the start of the local day `compact_after_ms` before its
 # newest (local days: detection and reports read from a local midnight, so a block is wholly in or out).
 _COMPACTABLE = f"""
 SELECT id, meter_id, oldest - (oldest + {OFFSET_MS}) % {DAY_MS} FROM (
-    SELECT k.id, k.meter_id, l.ts - ?1 - (l.ts - ?1 + {OFFSET_MS}) % {DAY_MS} AS cut,
+    SELECT k.id, k.meter_id, l.ts - :after - (l.ts - :after + {OFFSET_MS}) % {DAY_MS} AS cut,
         (SELECT min(ts) FROM readings WHERE meter = k.id) AS oldest
     FROM latest l JOIN meter_keys k ON k.meter_id = l.meter_id
-) WHERE oldest < cut
+) AS m WHERE oldest < cut
 """  # noqa: S608 - constants
 _DAY_ROWS = f"""
 SELECT ts, {ENERGY_IMPORT}, {ENERGY_EXPORT}, {ACTIVE_POWER}, moving, quality, clock FROM readings
@@ -63,14 +65,14 @@ ON CONFLICT (meter, day_ms) DO UPDATE SET first_ts = excluded.first_ts, last_ts 
 _DROP_DAY_ROWS = "DELETE FROM readings WHERE meter = ? AND ts < ?"
 _DROP_BATCHES = """
 DELETE FROM batches WHERE (site, gateway, spool, seq) IN (
-    SELECT site, gateway, spool, seq FROM batches b WHERE received_at < ?1 AND seq < (
+    SELECT site, gateway, spool, seq FROM batches b WHERE received_at < :before AND seq < (
         SELECT max(seq) FROM batches n WHERE n.site = b.site AND n.gateway = b.gateway AND n.spool = b.spool
-    ) LIMIT ?2
+    ) LIMIT :limit
 )
 """
 _DROP_GAPS = """
 DELETE FROM seq_gaps WHERE (site, gateway, spool, first_seq) IN (
-    SELECT site, gateway, spool, first_seq FROM seq_gaps WHERE detected_at < ?1 LIMIT ?2
+    SELECT site, gateway, spool, first_seq FROM seq_gaps WHERE detected_at < :before LIMIT :limit
 )
 """
 _DROP_QUARANTINE = (
@@ -127,25 +129,27 @@ def too_old(ts: int, newest_ts: int, policy: RetentionPolicy) -> bool:
     return ts < newest_ts - min(policy.compact_after_ms, policy.readings_ms) + MAX_SPREAD_MS
 
 
-def prune(db: sqlite3.Connection, policy: RetentionPolicy, *, now_ms: int, limit: int) -> Pruned:
+def prune(db: Db, policy: RetentionPolicy, *, now_ms: int, limit: int) -> Pruned:
     """Delete or pack at most about `limit` rows (a meter's day of readings is packed whole); a step that
     does less than `limit` leaves nothing to do as of `now_ms`."""
     left = limit
     readings = 0
     meters: list[str] = []
-    for key, meter, before in db.execute(_STALE_METERS, (policy.readings_ms,)).fetchall():
+    for key, meter, before in db.execute(_STALE_METERS, {"window": policy.readings_ms}).fetchall():
         if left <= 0:
             break
-        dropped = db.execute(_DROP_READINGS, (key, before, left)).rowcount
+        dropped = db.execute(_DROP_READINGS, {"meter": key, "before": before, "limit": left}).rowcount
         readings += dropped
         left -= dropped
         meters.append(meter)
     if left > 0:
-        dropped = sum(n for (n,) in db.execute(_DROP_BLOCKS, (policy.readings_ms, left)).fetchall())
+        dropped = sum(
+            n for (n,) in db.execute(_DROP_BLOCKS, {"window": policy.readings_ms, "limit": left}).fetchall()
+        )
         readings += dropped
         left -= dropped
     packed = 0
-    while left > 0 and (days := db.execute(_COMPACTABLE, (policy.compact_after_ms,)).fetchall()):
+    while left > 0 and (days := db.execute(_COMPACTABLE, {"after": policy.compact_after_ms}).fetchall()):
         for key, meter, day_ms in days:  # each meter's oldest day
             if left <= 0:
                 break
@@ -154,15 +158,15 @@ def prune(db: sqlite3.Connection, policy: RetentionPolicy, *, now_ms: int, limit
             left -= n
             meters.append(meter)
     before = now_ms - policy.batches_ms
-    batches = db.execute(_DROP_BATCHES, (before, max(left, 0))).rowcount
+    batches = db.execute(_DROP_BATCHES, {"before": before, "limit": max(left, 0)}).rowcount
     left -= batches
-    gaps = db.execute(_DROP_GAPS, (before, max(left, 0))).rowcount
+    gaps = db.execute(_DROP_GAPS, {"before": before, "limit": max(left, 0)}).rowcount
     left -= gaps
     quarantine = db.execute(_DROP_QUARANTINE, (now_ms - policy.quarantine_ms, max(left, 0))).rowcount
     return Pruned(readings, packed, batches, gaps, quarantine, tuple(meters))
 
 
-def _pack_day(db: sqlite3.Connection, key: int, day_ms: int) -> int:
+def _pack_day(db: Db, key: int, day_ms: int) -> int:
     """Move the meter's rows of the local day from `day_ms` (and any older) into its block; returns how
     many."""
     end = day_ms + DAY_MS
@@ -175,7 +179,7 @@ def _pack_day(db: sqlite3.Connection, key: int, day_ms: int) -> int:
     return len(block)
 
 
-def prune_alerts(db: sqlite3.Connection, *, before_ms: int, limit: int) -> int:
+def prune_alerts(db: Db, *, before_ms: int, limit: int) -> int:
     """Delete at most `limit` alerts resolved before `before_ms`, with any notification of theirs still
     queued; returns how many."""
     ids = [(alert_id,) for (alert_id,) in db.execute(_DROP_ALERTS, (before_ms, limit)).fetchall()]
@@ -183,9 +187,12 @@ def prune_alerts(db: sqlite3.Connection, *, before_ms: int, limit: int) -> int:
     return len(ids)
 
 
-def reclaim(db: sqlite3.Connection, pages: int) -> int:
+def reclaim(db: Db, pages: int) -> int:
     """Give back to the file system up to `pages` free pages (incremental vacuum: the file shrinks at the
-    next checkpoint); returns how many bytes."""
+    next checkpoint); returns how many bytes. SQLite only: PostgreSQL's autovacuum makes what is deleted
+    reusable within its tables, and dropping a month's partition of readings gives its space back."""
+    if db.dialect is Dialect.POSTGRESQL:
+        return 0
     (free_before,) = db.execute("PRAGMA freelist_count").fetchone()
     db.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
     (free_after,) = db.execute("PRAGMA freelist_count").fetchone()

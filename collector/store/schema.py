@@ -329,7 +329,7 @@ class NewerLedger(sqlite3.DatabaseError):
     """The file was written by a newer release; this code does not know its schema. A database error, so
     callers that report a ledger they cannot open (``sqlite3.Error``) report this one too."""
 
-    def __init__(self, path: Path, version: int) -> None:
+    def __init__(self, path: Path | str, version: int) -> None:
         super().__init__(
             f"{path}: ledger schema version {version} is newer than this release's {SCHEMA_VERSION}"
         )

@@ -77,8 +77,8 @@ async def running(
     metrics = CollectorMetrics()
     with Ledger(tmp_path / "ledger.db") as ledger:
         ingestor = Ingestor(settings=MqttSettings(), ledger=ledger, metrics=metrics)
-        app = create_app(ledger_path=ledger.path, metrics=metrics, mqtt_connected=lambda: True)
-        async with api_client(app, ledger.path) as client:
+        app = create_app(ledger=ledger.where, metrics=metrics, mqtt_connected=lambda: True)
+        async with api_client(app, ledger.where) as client:
             yield ingestor, ledger, metrics, client
 
 
@@ -221,7 +221,8 @@ async def test_a_synced_clock_that_steps_away_is_caught_by_monotonic_time_and_re
         (at(10, 4), "corrected"),
         (at(10, 5, 5), "synced"),
     ]
-    with sqlite3.connect(ledger.path) as db:
+    assert isinstance(ledger.where, Path)
+    with sqlite3.connect(ledger.where) as db:
         steps = db.execute("SELECT gateway, boot_id, start_ts, end_ts, step_ms FROM clock_steps").fetchall()
     assert steps == [("gw1", BOOT, at(10, 2), at(10, 4), hour)]
     assert value(metrics, "kilowatch_collector_readings_clock_stepped_total") == 3

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
-from pathlib import Path
 
+import psycopg
 import pytest
 
 from collector.alerts import (
@@ -21,6 +21,7 @@ from collector.detectors.findings import Detector
 from collector.store import AlertQuery, AlertStatus
 from tests.alert_support import FakeClock, finding, open_store
 from tests.collector_support import at
+from tests.ledger_support import LedgerAt, execute
 
 
 @pytest.fixture
@@ -29,8 +30,8 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[AlertStore]:
-    with open_store(tmp_path / "kilowatch.db", clock, channels=("webhook", "email")) as store:
+def store(ledger_at: LedgerAt, clock: FakeClock) -> Iterator[AlertStore]:
+    with open_store(ledger_at("kilowatch"), clock, channels=("webhook", "email")) as store:
         yield store
 
 
@@ -78,7 +79,7 @@ def test_a_new_occurrence_before_the_alert_resolves_adds_to_its_waste(store: Ale
     assert store.apply(finding(start_ms=at(19), wasted_kwh=9.0)).kind is ChangeKind.UNCHANGED
 
 
-def test_one_open_alert_per_site_meter_detector_and_rule(store: AlertStore, tmp_path: Path) -> None:
+def test_one_open_alert_per_site_meter_detector_and_rule(store: AlertStore, ledger_at: LedgerAt) -> None:
     ids = {
         store.apply(f).alert.id
         for f in (
@@ -91,12 +92,14 @@ def test_one_open_alert_per_site_meter_detector_and_rule(store: AlertStore, tmp_
         )
     }
     assert len(ids) == 5
-    with sqlite3.connect(tmp_path / "kilowatch.db") as db, pytest.raises(sqlite3.IntegrityError):
-        db.execute(
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.UniqueViolation)):
+        execute(
+            ledger_at("kilowatch"),
             "INSERT INTO alerts (site, meter, detector, rule, status, start_ms, detected_at, raised_at,"
             " raised_late, last_seen, count, occurrence_start_ms, occurrence_kwh, prior_kwh, occurrence_vnd,"
             " prior_vnd, finding_en, finding_vi)"
-            " VALUES ('site1', 'm1', 'after_hours', 'R4', 'acknowledged', 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, '', '')"
+            " VALUES ('site1', 'm1', 'after_hours', 'R4', 'acknowledged', 0, 0, 0, ?, 0, 1, 0, 0, 0, 0, 0, '', '')",
+            (False,),
         )
 
 

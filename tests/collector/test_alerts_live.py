@@ -14,21 +14,25 @@ from app.processes import Process, free_port, wait_until
 from collector.alerts import AlertStore
 from tests.alert_support import call, finding
 from tests.api_support import api_key
+from tests.ledger_support import LedgerAt, ledger_settings
 
 SECRET = "live-webhook-s3cret-42"  # noqa: S105 - the test receiver's
 
 
 def test_the_running_collector_posts_an_alert_to_the_webhook_and_serves_it(
-    tmp_path: Path, hook: tuple[str, list[tuple[dict[str, str], bytes]]]
+    tmp_path: Path, ledger_at: LedgerAt, hook: tuple[str, list[tuple[dict[str, str], bytes]]]
 ) -> None:
     hook_url, received = hook
     api_port = free_port()
-    ledger = tmp_path / "kilowatch.db"
+    ledger = ledger_at("kilowatch")
     config = tmp_path / "collector.yaml"
-    config.write_text(
-        f"mqtt:\n  port: {free_port()}\nledger:\n  path: {ledger}\napi:\n  port: {api_port}\n"
-        f"notify:\n  webhook:\n    url: {hook_url}\n    secret: {SECRET}\n  poll_s: 0.2\n  retry_min_s: 0.1\n"
-    )
+    settings = {
+        "mqtt": {"port": free_port()},
+        "ledger": ledger_settings(ledger),
+        "api": {"port": api_port},
+        "notify": {"webhook": {"url": hook_url, "secret": SECRET}, "poll_s": 0.2, "retry_min_s": 0.1},
+    }
+    config.write_text(json.dumps(settings))  # JSON is YAML
     collector = Process(
         "collector",
         [sys.executable, "-c", "from collector.cli import app; app()", "run", "--config", str(config)],

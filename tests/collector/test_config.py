@@ -34,6 +34,13 @@ def test_a_tsdb_section_with_a_token(tmp_path: Path) -> None:
     assert "s3cret" not in config.model_dump_json()
 
 
+def test_a_postgresql_ledger_is_named_without_its_password(tmp_path: Path) -> None:
+    config = load_text(tmp_path, "ledger:\n  url: postgresql://kw:s3cret@db:5432/kilowatch\n")
+    assert str(config.ledger.location) == "postgresql://kw@db:5432/kilowatch"
+    assert "s3cret" not in repr(config)
+    assert "s3cret" not in repr(config.ledger.location)
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -59,6 +66,14 @@ def test_a_tsdb_section_with_a_token(tmp_path: Path) -> None:
             "collector.yaml:2 tsdb.url: 'http://***@influx': Value error, the URL must not carry credential",
         ),
         ("mqtt:\n  topic_root: kilowatch/#\n", "collector.yaml:2 mqtt.topic_root: 'kilowatch/#'"),
+        (
+            "ledger:\n  url: mysql://u:hunter2@db/x\n",
+            "collector.yaml:2 ledger.url: 'mysql://***@db/x': Value error, must be a postgresql:// URL",
+        ),
+        (
+            "ledger:\n  path: k.db\n  url: postgresql://u:hunter2@db/x\n",
+            "collector.yaml:1 ledger: Value error, give either path (a SQLite file) or url (a PostgreSQL database)",
+        ),
     ],
 )
 def test_errors_name_the_line_and_the_key(tmp_path: Path, text: str, problem: str) -> None:

@@ -31,7 +31,7 @@ from collector.config import CollectorConfig, DetectionSettings
 from collector.detect_live import LiveDetection
 from collector.detectors.config import load_sites
 from collector.detectors.findings import Detector, Finding
-from collector.store import AlertQuery, AlertStatus, Ledger
+from collector.store import AlertQuery, AlertStatus, Ledger, Location
 from kilowatch import yamlconfig
 from kilowatch.mqtt_contract import (
     SCHEMA_VERSION,
@@ -46,6 +46,7 @@ from sim.generate import Run
 from sim.scenario import Scenario, load_scenario
 from tests.alert_support import FakeClock, call
 from tests.api_support import api_key
+from tests.ledger_support import LedgerAt, ledger_settings
 
 SECRET = "live-detect-s3cret-4242"  # noqa: S105 - the test receiver's
 
@@ -122,7 +123,9 @@ def test_detection_needs_a_sites_file(tmp_path: Path) -> None:
         yamlconfig.load(CollectorConfig, path)
 
 
-def test_a_backlog_gives_what_live_data_gives_and_a_restart_repeats_nothing(tmp_path: Path) -> None:
+def test_a_backlog_gives_what_live_data_gives_and_a_restart_repeats_nothing(
+    ledger_at: LedgerAt, tmp_path: Path
+) -> None:
     spec = load_scenario(scenario(tmp_path))
     run, sent = batches(spec, DAYS, INTERVAL_S)
     sites = scenario_sites(spec, INTERVAL_S)
@@ -130,14 +133,14 @@ def test_a_backlog_gives_what_live_data_gives_and_a_restart_repeats_nothing(tmp_
     clock = FakeClock(end_ms)
     settings = DetectionSettings(enabled=True, sites=Path("unused.yaml"))
 
-    backlog = tmp_path / "backlog.db"
+    backlog = ledger_at("backlog")
     with Ledger(backlog) as ledger:
         ledger.store(sent, received_at=end_ms)
     at_once = LiveDetection(backlog, sites, settings, clock=clock)
     flushed = at_once.scan().findings
     at_once.close()
 
-    live = tmp_path / "live.db"
+    live = ledger_at("live")
     seen: dict[tuple[str, Detector, str, int], Finding] = {}
     detector = LiveDetection(live, sites, settings, clock=clock)
     with Ledger(live) as ledger:
@@ -162,11 +165,11 @@ def test_a_backlog_gives_what_live_data_gives_and_a_restart_repeats_nothing(tmp_
     again.close()
 
 
-def test_a_silent_meter_is_suppressed_and_reported_once(tmp_path: Path) -> None:
+def test_a_silent_meter_is_suppressed_and_reported_once(ledger_at: LedgerAt, tmp_path: Path) -> None:
     spec = load_scenario(scenario(tmp_path))
     run, sent = batches(spec, DAYS, INTERVAL_S)
     end_ms = round(run.end.timestamp() * 1000)
-    path = tmp_path / "kilowatch.db"
+    path = ledger_at("kilowatch")
     with Ledger(path) as ledger:
         ledger.store(sent, received_at=end_ms)
     clock = FakeClock(end_ms)
@@ -188,11 +191,11 @@ def test_a_silent_meter_is_suppressed_and_reported_once(tmp_path: Path) -> None:
     detector.close()
 
 
-def test_findings_become_alerts_once(tmp_path: Path) -> None:
+def test_findings_become_alerts_once(ledger_at: LedgerAt, tmp_path: Path) -> None:
     spec = load_scenario(scenario(tmp_path))
     run, sent = batches(spec, DAYS, INTERVAL_S)
     end_ms = round(run.end.timestamp() * 1000)
-    path = tmp_path / "kilowatch.db"
+    path = ledger_at("kilowatch")
     with Ledger(path) as ledger:
         ledger.store(sent, received_at=end_ms)
     clock = FakeClock(end_ms + 2 * 86_400_000)
@@ -230,9 +233,9 @@ def _after_hours(received: list[tuple[dict[str, str], bytes]]) -> list[tuple[dic
 
 
 def detecting_collector(
-    tmp_path: Path, mosquitto: Mosquitto, notify: dict[str, Any]
+    ledger: Location, tmp_path: Path, mosquitto: Mosquitto, notify: dict[str, Any]
 ) -> tuple[list[str], str]:
-    """(command, API base URL) of a collector judging the SITES above, configured in `tmp_path`."""
+    """(command, API base URL) of a collector on `ledger` judging the SITES above, configured in `tmp_path`."""
     api_port = free_port()
     sites = tmp_path / "sites.yaml"
     sites.write_text(SITES)
@@ -241,7 +244,7 @@ def detecting_collector(
         yaml.safe_dump(
             {
                 "mqtt": {"host": mosquitto.host, "port": mosquitto.port, "client_id": "collector-detect"},
-                "ledger": {"path": str(tmp_path / "kilowatch.db")},
+                "ledger": ledger_settings(ledger),
                 "api": {"host": "127.0.0.1", "port": api_port},
                 "notify": notify,
                 "detection": {"enabled": True, "sites": str(sites), "interval_s": 0.5},
@@ -254,7 +257,10 @@ def detecting_collector(
 
 
 def test_the_collector_alerts_on_after_hours_waste_in_a_flushed_backlog(
-    tmp_path: Path, mosquitto: Mosquitto, hook: tuple[str, list[tuple[dict[str, str], bytes]]]
+    ledger_at: LedgerAt,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    hook: tuple[str, list[tuple[dict[str, str], bytes]]],
 ) -> None:
     hook_url, received = hook
     notify = {
@@ -263,11 +269,11 @@ def test_the_collector_alerts_on_after_hours_waste_in_a_flushed_backlog(
         "retry_min_s": 0.1,
         "digest_at": None,
     }
-    command, base = detecting_collector(tmp_path, mosquitto, notify)
+    command, base = detecting_collector(ledger_at("kilowatch"), tmp_path, mosquitto, notify)
     collector = Process("collector", command, tmp_path / "collector.log").start()
     try:
         wait_until(lambda: call(f"{base}/healthz")["mqtt_connected"], 20, "the collector to subscribe")
-        key = api_key(tmp_path / "kilowatch.db")
+        key = api_key(ledger_at("kilowatch"))
         publish = subprocess.run(
             [
                 sys.executable,
@@ -342,6 +348,7 @@ def test_the_collector_alerts_on_after_hours_waste_in_a_flushed_backlog(
 
 
 def test_a_stepped_gateway_clock_is_reported_once_and_its_readings_judged_at_their_true_time(
+    ledger_at: LedgerAt,
     tmp_path: Path,
 ) -> None:
     spec = load_scenario(scenario(tmp_path))
@@ -365,7 +372,7 @@ def test_a_stepped_gateway_clock_is_reported_once_and_its_readings_judged_at_the
     settings = DetectionSettings(enabled=True, sites=Path("unused.yaml"), clock="data")
     found = {}
     for name, messages in (("plain", sent), ("stepped", [as_the_agent_sends(b) for b in sent])):
-        path = tmp_path / f"{name}.db"
+        path = ledger_at(f"{name}")
         with Ledger(path) as ledger:
             ledger.store(messages, received_at=0)
         far_later = FakeClock(end_ms + 400 * 86_400_000)  # the data clock ignores the wall clock
@@ -382,9 +389,9 @@ def test_a_stepped_gateway_clock_is_reported_once_and_its_readings_judged_at_the
 
 
 def test_a_gateway_is_offline_from_its_last_will_to_its_next_birth(
-    tmp_path: Path, mosquitto: Mosquitto
+    ledger_at: LedgerAt, tmp_path: Path, mosquitto: Mosquitto
 ) -> None:
-    command, base = detecting_collector(tmp_path, mosquitto, {"digest_at": None})
+    command, base = detecting_collector(ledger_at("kilowatch"), tmp_path, mosquitto, {"digest_at": None})
     name = topic("office", "gw-1", Channel.STATUS)
 
     def status(state: GatewayState) -> str:
@@ -397,14 +404,14 @@ def test_a_gateway_is_offline_from_its_last_will_to_its_next_birth(
         meter = urllib.parse.quote("office/gw-1", safe="")
         listed: list[dict[str, Any]] = call(
             f"{base}/api/v1/alerts?detector=data_quality&meter={meter}",
-            key=api_key(tmp_path / "kilowatch.db"),
+            key=api_key(ledger_at("kilowatch")),
         )
         return listed
 
     collector = Process("collector", command, tmp_path / "collector.log").start()
     try:
         wait_until(lambda: call(f"{base}/healthz")["mqtt_connected"], 20, "the collector to subscribe")
-        key = api_key(tmp_path / "kilowatch.db")
+        key = api_key(ledger_at("kilowatch"))
         # The gateway: a real MQTT client whose connection dies without a goodbye, so the broker sends its will.
         gateway = subprocess.Popen(
             [

@@ -29,9 +29,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from app.processes import UNBOUNDED_QUEUE, Mosquitto, Process, free_port, get_text, wait_until
 from collector.config import LimitsSettings
 from collector.metrics import RejectReason
-from collector.store import LedgerReader
+from collector.store import LedgerReader, Location
 from collector.validate import Rejected, parse_message
 from kilowatch.mqtt_contract import SCHEMA_VERSION, Channel, topic
+from tests.ledger_support import LedgerAt, ledger_settings
 
 pytestmark = pytest.mark.services
 
@@ -295,19 +296,21 @@ class RssWatch:
             thread.join()
 
 
-def test_the_collector_survives_20000_fuzzed_payloads_and_keeps_every_valid_batch(tmp_path: Path) -> None:
+def test_the_collector_survives_20000_fuzzed_payloads_and_keeps_every_valid_batch(
+    tmp_path: Path, ledger_at: LedgerAt
+) -> None:
     retained, main = generate(seed=16)
     assert len(main.messages) >= PAYLOADS
     broker = Mosquitto.start(tmp_path / "mosquitto", extra_conf=UNBOUNDED_QUEUE)
     api_port = free_port()
     api = f"http://127.0.0.1:{api_port}"
-    ledger = tmp_path / "ledger.db"
+    ledger = ledger_at("ledger")
     config = tmp_path / "collector.yaml"
     config.write_text(
         yaml.safe_dump(
             {
                 "mqtt": {"host": broker.host, "port": broker.port, "client_id": "fuzz-collector"},
-                "ledger": {"path": str(ledger)},
+                "ledger": ledger_settings(ledger),
                 "api": {"host": "127.0.0.1", "port": api_port, "metrics_auth": "none"},
             }
         )
@@ -366,7 +369,7 @@ def refusals(samples: dict[str, float]) -> dict[str, int]:
     return {r.value: int(samples.get(f'{name}{{reason="{r.value}"}}', 0)) for r in RejectReason}
 
 
-def stored_good(ledger: Path) -> int:
+def stored_good(ledger: Location) -> int:
     with LedgerReader(ledger) as reader:
         return sum(
             len(reader.readings(f"ok-gw-ok-{g}-{m}", 0, 2**62))
@@ -375,7 +378,7 @@ def stored_good(ledger: Path) -> int:
         )
 
 
-def dead_letters(ledger: Path) -> list[tuple[str, str]]:
+def dead_letters(ledger: Location) -> list[tuple[str, str]]:
     with LedgerReader(ledger) as reader:
         return [
             (row.topic, row.detail) for row in reader.rejected(limit=10_000) if row.reason == "unprocessable"

@@ -19,6 +19,7 @@ from collector.metrics import CollectorMetrics, RejectReason
 from collector.store import Ledger
 from kilowatch.mqtt_contract import SCHEMA_VERSION, Channel, GatewayState, GatewayStatus, ReadingsBatch, topic
 from tests.collector_support import at, batch, reading
+from tests.ledger_support import LedgerAt
 from tests.services import eventually
 
 pytestmark = pytest.mark.services
@@ -44,12 +45,12 @@ class Running:
 
 
 @pytest.fixture
-async def start_ingestor(tmp_path: Path) -> AsyncIterator[Callable[[str, int], Running]]:
+async def start_ingestor(ledger_at: LedgerAt) -> AsyncIterator[Callable[[str, int], Running]]:
     """Starts an ingestor (fast reconnects) on a fresh ledger; stops it before any broker fixture stops."""
     started: list[tuple[Running, asyncio.Task[None]]] = []
 
     def start(host: str, port: int) -> Running:
-        ledger = Ledger(tmp_path / "ledger.db")
+        ledger = Ledger(ledger_at("ledger"))
         metrics = CollectorMetrics()
         ingestor = Ingestor(
             settings=MqttSettings(

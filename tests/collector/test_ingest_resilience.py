@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import aiomqtt
 import pytest
@@ -24,17 +23,21 @@ from kilowatch.mqtt_contract import (
     Channel,
     ClockAnchor,
     ClockState,
+    GatewayEvent,
+    GatewayEventKind,
     GatewayState,
     GatewayStatus,
     Reading,
     topic,
 )
 from tests.collector_support import at, batch, reading
+from tests.ledger_support import LedgerAt
 from tests.paths import REPO
 from tests.services import eventually
 
 READINGS = topic("site1", "gw1", Channel.READINGS)
 STATUS = topic("site1", "gw1", Channel.STATUS)
+EVENTS = topic("site1", "gw1", Channel.EVENTS)
 
 
 class Running:
@@ -57,14 +60,14 @@ class Running:
 
 
 @pytest.fixture
-async def start(tmp_path: Path) -> AsyncIterator[Callable[..., Running]]:
+async def start(ledger_at: LedgerAt) -> AsyncIterator[Callable[..., Running]]:
     """Starts an ingestor on a fresh ledger; stops it (and closes the ledger) at the end."""
     started: list[tuple[Running, asyncio.Task[None]]] = []
 
     def run(
         mosquitto: Mosquitto, limits: LimitsSettings | None = None, ledger: Ledger | None = None
     ) -> Running:
-        ledger = ledger or Ledger(tmp_path / "ledger.db")
+        ledger = ledger or Ledger(ledger_at("ledger"))
         metrics = CollectorMetrics()
         settings = MqttSettings(host=mosquitto.host, port=mosquitto.port, client_id="resilience-test")
         ingestor = Ingestor(
@@ -168,8 +171,37 @@ async def test_a_gateway_flooding_garbage_is_counted_but_only_so_much_is_kept(
     assert kept in (11, 21)
 
 
-def test_meters_beyond_the_gateways_limit_are_refused_and_counted(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "ledger.db", max_meters_per_gateway=3)
+@pytest.mark.services
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+async def test_text_postgresql_cannot_hold_is_dead_lettered_never_a_stall(
+    mosquitto: Mosquitto, start: Callable[..., Running]
+) -> None:
+    """PostgreSQL's text holds no NUL character, which the contract lets an event's detail carry: psycopg
+    refuses it before the server sees it. That is the message's fault, not an unwritable ledger: it is
+    dead-lettered (payload kept) and the batches around it are stored; ingestion never pauses for it."""
+    running = start(mosquitto)
+    await eventually(lambda: running.ingestor.connected, "the ingestor to subscribe")
+    event = GatewayEvent(
+        schema_version=SCHEMA_VERSION, site="site1", gateway="gw1", ts=at(10), readings=0,
+        kind=GatewayEventKind.SPOOL_CORRUPT, detail="recovered\x00 0 batches",
+    )  # fmt: skip
+    async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="agent") as client:
+        for seq in range(10):
+            await client.publish(
+                READINGS, batch(reading(at(10, seq), imp=float(seq)), seq=seq).model_dump_json(), qos=1
+            )
+            if seq == 5:
+                await client.publish(EVENTS, event.model_dump_json(), qos=1)
+    await eventually(lambda: running.stored() == 10, "every valid batch")
+    await eventually(lambda: running.rejected(RejectReason.UNPROCESSABLE) == 1, "the event dead-lettered")
+    [(reason, detail)] = running.kept()
+    assert reason == "unprocessable"
+    assert "NUL" in detail
+    assert running.sample("kilowatch_collector_ledger_writable") == 1
+
+
+def test_meters_beyond_the_gateways_limit_are_refused_and_counted(ledger_at: LedgerAt) -> None:
+    ledger = Ledger(ledger_at("ledger"), max_meters_per_gateway=3)
     first = ledger.ingest(batch(*(reading(at(10), meter=f"m{m}", imp=1.0) for m in range(5)), seq=1))
     assert (first.accepted, first.rejected_readings) == (3, {ReadingRejection.TOO_MANY_METERS: 2})
     # The admitted meters go on, the others stay out; another gateway has a limit of its own.
@@ -185,16 +217,16 @@ def test_meters_beyond_the_gateways_limit_are_refused_and_counted(tmp_path: Path
         assert sorted(m.meter_id for m in r.meters()) == ["m0", "m1", "m2", "x1"]
     ledger.close()
     # A restarted collector counts the gateway's meters from the ledger.
-    ledger = Ledger(tmp_path / "ledger.db", max_meters_per_gateway=3)
+    ledger = Ledger(ledger_at("ledger"), max_meters_per_gateway=3)
     assert ledger.ingest(batch(reading(at(11), meter="m4", imp=1.0), seq=3)).accepted == 0
     assert ledger.ingest(batch(reading(at(11), meter="m1", imp=3.0), seq=4)).accepted == 1
     ledger.close()
 
 
-def test_refused_messages_are_kept_within_a_byte_budget_and_a_retention(tmp_path: Path) -> None:
+def test_refused_messages_are_kept_within_a_byte_budget_and_a_retention(ledger_at: LedgerAt) -> None:
     day = 86_400_000
     budget = 200_000
-    ledger = Ledger(tmp_path / "ledger.db", rejected=RejectedLimits(max_bytes=budget, retention_ms=2 * day))
+    ledger = Ledger(ledger_at("ledger"), rejected=RejectedLimits(max_bytes=budget, retention_ms=2 * day))
     payload = b"x" * 10_000  # 4 KiB of it is kept
     for n in range(200):
         ledger.store([RejectedMessage(READINGS, "invalid_json", f"#{n}", payload)], received_at=at(0) + n)
@@ -220,12 +252,12 @@ def test_the_payload_limit_matches_the_shipped_brokers_packet_limit() -> None:
     assert LimitsSettings().max_payload_bytes == int(packet_limit)
 
 
-def test_monotonic_times_at_the_int64_extremes_are_quarantined_not_an_overflow(tmp_path: Path) -> None:
+def test_monotonic_times_at_the_int64_extremes_are_quarantined_not_an_overflow(ledger_at: LedgerAt) -> None:
     """Found by the fuzz test: a valid batch whose mono_ms (or a status whose clock anchor) sits at the
     contract's int64 extremes would re-date a reading past what SQLite holds (OverflowError). Such a
     reading is quarantined as implausible_time instead, and the rest of the batch is stored."""
     boot = "0f0f0f0f-0000-4000-8000-000000000000"
-    ledger = Ledger(tmp_path / "ledger.db")
+    ledger = Ledger(ledger_at("ledger"))
 
     def at_mono(ts: int, mono_ms: int, meter: str = "m1", clock: ClockState = ClockState.SYNCED) -> Reading:
         return reading(ts, meter=meter, imp=1.0, clock=clock).model_copy(update={"mono_ms": mono_ms})

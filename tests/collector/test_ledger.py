@@ -6,7 +6,6 @@ import json
 import random
 import sqlite3
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
@@ -24,11 +23,13 @@ from collector.store import (
     QuarantineReason,
     RejectedMessage,
 )
+from collector.store.connection import Db
 from collector.store.readings import values_json
 from kilowatch.mqtt_contract import SCHEMA_VERSION, ClockState, GatewayState, GatewayStatus, Reading
 from kilowatch.quantities import QUANTITIES
 from kilowatch.timebase import SLOT_MS
 from tests.collector_support import at, batch, reading
+from tests.ledger_support import LedgerAt
 
 IntervalTuple = tuple[int, float | None, float | None, float | None, int]
 """(start_ms, import kWh, export kWh, max kW, samples) of one bucket."""
@@ -37,8 +38,8 @@ MeterState = tuple[list[IntervalTuple], list[CounterEvent], LatestRow | None, Me
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(tmp_path / "ledger.db")
+def ledger(ledger_at: LedgerAt) -> Ledger:
+    return Ledger(ledger_at("ledger"))
 
 
 def intervals(ledger: Ledger, meter: str = "m1") -> list[IntervalTuple]:
@@ -120,11 +121,11 @@ def test_one_batch_fills_meters_latest_readings_and_intervals(ledger: Ledger) ->
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_any_arrival_order_gives_the_in_order_result(tmp_path: Path, seed: int) -> None:
-    in_order = Ledger(tmp_path / "in-order.db")
+def test_any_arrival_order_gives_the_in_order_result(ledger_at: LedgerAt, seed: int) -> None:
+    in_order = Ledger(ledger_at("in-order"))
     for i, r in enumerate(MORNING):
         in_order.ingest(batch(r, seq=i))
-    shuffled = Ledger(tmp_path / f"shuffled-{seed}.db")
+    shuffled = Ledger(ledger_at(f"shuffled-{seed}"))
     readings = MORNING.copy()
     random.Random(seed).shuffle(readings)
     resets = 0
@@ -242,11 +243,11 @@ def test_a_gateways_last_status_to_arrive_wins(ledger: Ledger) -> None:
 
 
 def test_the_reader_is_read_only_and_sees_committed_data(ledger: Ledger) -> None:
-    reader = LedgerReader(ledger.path)
+    reader = LedgerReader(ledger.where)
     ledger.ingest(batch(reading(at(10), imp=1.0)))
     assert reader.ping()
     assert len(reader.meters()) == 1
-    with pytest.raises(Exception, match="readonly"):
+    with pytest.raises(Exception, match=r"readonly|read-only"):
         reader._db.execute("DELETE FROM meters")
     reader.close()
 
@@ -274,8 +275,8 @@ def test_steps_longer_than_a_day_are_gaps_in_no_interval(ledger: Ledger) -> None
     ]
 
 
-def test_a_reading_between_two_splits_their_step_as_if_it_had_come_in_order(tmp_path: Path) -> None:
-    late = Ledger(tmp_path / "late.db")
+def test_a_reading_between_two_splits_their_step_as_if_it_had_come_in_order(ledger_at: LedgerAt) -> None:
+    late = Ledger(ledger_at("late"))
     late.ingest(batch(reading(at(10, 0), imp=10.0), reading(at(11, 0), imp=14.0)))
     assert [imp for _, imp, *_ in intervals(late)] == [1.0, 1.0, 1.0, 1.0, None]
     late.ingest(batch(reading(at(10, 20), imp=13.0)))  # 3 kWh in the first 20 minutes, 1 in the other 40
@@ -289,7 +290,7 @@ def test_a_reading_between_two_splits_their_step_as_if_it_had_come_in_order(tmp_
     ]
     assert [imp for _, imp, *_ in rows[:4]] == pytest.approx([2.25, 0.75 + 0.25, 0.375, 0.375])
     assert rows[4][1] is None  # a sample, no step after it yet
-    in_order = Ledger(tmp_path / "in-order.db")
+    in_order = Ledger(ledger_at("in-order"))
     for ts, imp in ((at(10, 0), 10.0), (at(10, 20), 13.0), (at(11, 0), 14.0)):
         in_order.ingest(batch(reading(ts, imp=imp)))
     assert_same_intervals(rows, intervals(in_order))
@@ -302,8 +303,8 @@ def test_a_bucket_a_split_leaves_with_nothing_reads_zero_not_no_data(ledger: Led
     assert [imp for _, imp, *_ in intervals(ledger)] == [1.0, 0.0, None]
 
 
-def test_a_reading_that_splits_a_reset_keeps_the_reset_count_exact(tmp_path: Path) -> None:
-    ledger = Ledger(tmp_path / "late.db")
+def test_a_reading_that_splits_a_reset_keeps_the_reset_count_exact(ledger_at: LedgerAt) -> None:
+    ledger = Ledger(ledger_at("late"))
     assert (
         ledger.ingest(batch(reading(at(10, 0), imp=500.0), reading(at(10, 30), imp=2.0))).counter_resets == 1
     )
@@ -317,7 +318,7 @@ def test_a_reading_that_splits_a_reset_keeps_the_reset_count_exact(tmp_path: Pat
     assert ledger.ingest(batch(reading(at(10, 20), imp=1.0))).counter_resets == 0
     assert [(e.prev_ts, e.ts) for e in events(ledger)] == [(at(10, 0), at(10, 10)), (at(10, 10), at(10, 20))]
     assert [imp for _, imp, *_ in intervals(ledger)] == [0.0, pytest.approx(1.0), None]
-    in_order = Ledger(tmp_path / "in-order.db")
+    in_order = Ledger(ledger_at("in-order"))
     resets = sum(
         in_order.ingest(batch(reading(ts, imp=imp))).counter_resets
         for ts, imp in ((at(10, 0), 500.0), (at(10, 10), 300.0), (at(10, 20), 1.0), (at(10, 30), 2.0))
@@ -379,7 +380,7 @@ def test_duplicates_within_one_batch_keep_the_first_and_are_counted(ledger: Ledg
     assert intervals(ledger) == expected
 
 
-def test_an_hour_of_one_second_readings_sums_to_the_counter_deltas(tmp_path: Path) -> None:
+def test_an_hour_of_one_second_readings_sums_to_the_counter_deltas(ledger_at: LedgerAt) -> None:
     """Two meters polled every second, as a gateway sends them; then the same readings shuffled."""
     rng = random.Random(7)
     series: dict[str, list[tuple[int, float, float, float]]] = {}
@@ -398,7 +399,7 @@ def test_an_hour_of_one_second_readings_sums_to_the_counter_deltas(tmp_path: Pat
             for ts, imp, exp, power in rows[first:last]
         ]
 
-    in_order = Ledger(tmp_path / "in-order.db")
+    in_order = Ledger(ledger_at("in-order"))
     for second in range(0, 3600, 10):  # a batch every 10 s with both meters' readings
         in_order.ingest(batch(*readings(second, second + 10)))
     for meter, rows in series.items():
@@ -414,7 +415,7 @@ def test_an_hour_of_one_second_readings_sums_to_the_counter_deltas(tmp_path: Pat
         total = sum(imp for _, imp, *_ in got if imp is not None)
         assert total == pytest.approx(rows[-1][1] - rows[0][1], rel=1e-9)
         assert events(in_order, meter) == []
-    shuffled = Ledger(tmp_path / "shuffled.db")
+    shuffled = Ledger(ledger_at("shuffled"))
     late = readings(0, 3600)
     rng.shuffle(late)
     for start in range(0, len(late), 500):
@@ -488,25 +489,25 @@ def assert_same_ledgers(got: Ledger, want: Ledger) -> None:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_appending_gives_what_the_general_path_gives_in_any_order_and_grouping(
-    tmp_path: Path, seed: int
+    ledger_at: LedgerAt, seed: int
 ) -> None:
     rng = random.Random(seed)
     readings = sorted(random_readings(seed), key=lambda r: r.ts)
     # In order, batches of up to 40 readings: nearly every reading takes the append path.
-    in_order = Ledger(tmp_path / "in-order.db")
+    in_order = Ledger(ledger_at("in-order"))
     in_order_resets = sum(in_order.ingest(batch(*c)).counter_resets for c in chunks(readings, rng, 40))
     # The same, several batches per transaction, as the ingestor commits them.
-    grouped = Ledger(tmp_path / "grouped.db")
+    grouped = Ledger(ledger_at("grouped"))
     batches = [batch(*c) for c in chunks(readings, rng, 20)]
     for first in range(0, len(batches), 5):
         grouped.store(batches[first : first + 5], received_at=0)
     # In order, but a fresh Ledger (nothing remembered) for every batch: each state is loaded from the file.
-    cold_path = tmp_path / "cold.db"
+    cold_path = ledger_at("cold")
     for c in chunks(readings, rng, 40):
         with Ledger(cold_path) as cold:
             cold.ingest(batch(*c))
     # Shuffled, small batches: mostly the general path (neighbour look-ups), with appends in between.
-    shuffled = Ledger(tmp_path / "shuffled.db")
+    shuffled = Ledger(ledger_at("shuffled"))
     late = readings.copy()
     rng.shuffle(late)
     shuffled_resets = sum(shuffled.ingest(batch(*c)).counter_resets for c in chunks(late, rng, 4))
@@ -524,22 +525,22 @@ class _Crash(Exception):
 
 @pytest.mark.parametrize("when", ["mid-group", "at-commit"])
 def test_a_rolled_back_group_is_forgotten_by_the_writer_too(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+    ledger_at: LedgerAt, monkeypatch: pytest.MonkeyPatch, when: str
 ) -> None:
     """The readings of a group that failed are not stored, and the writer must not remember them as the
     newest of their meter: the next readings would take a phantom as their previous neighbour."""
     readings = sorted(random_readings(11), key=lambda r: r.ts)
     parts = chunks(readings, random.Random(3), 60)
-    reference = Ledger(tmp_path / "reference.db")
+    reference = Ledger(ledger_at("reference"))
     for part in parts:
         reference.ingest(batch(*part))
 
-    ledger = Ledger(tmp_path / "ledger.db")
+    ledger = Ledger(ledger_at("ledger"))
     for part in parts[:2]:
         ledger.ingest(batch(*part))
     real_flush = Ledger._flush
 
-    def failing_flush(self: Ledger, db: sqlite3.Connection) -> None:
+    def failing_flush(self: Ledger, db: Db) -> None:
         real_flush(self, db)
         raise sqlite3.OperationalError("disk I/O error")
 
@@ -566,12 +567,12 @@ def test_a_rolled_back_group_is_forgotten_by_the_writer_too(
     assert_same_ledgers(ledger, reference)
 
 
-StoreItem = Callable[[Ledger, sqlite3.Connection, Item, int], IngestResult]
+StoreItem = Callable[[Ledger, Db, Item, int], IngestResult]
 """Ledger._store_item, as taken from the class."""
 
 
 def _crash_on_rejected(store_item: StoreItem) -> StoreItem:
-    def crash(self: Ledger, db: sqlite3.Connection, item: Item, received_at: int) -> IngestResult:
+    def crash(self: Ledger, db: Db, item: Item, received_at: int) -> IngestResult:
         if isinstance(item, RejectedMessage):
             raise _Crash
         return store_item(self, db, item, received_at)
@@ -579,7 +580,7 @@ def _crash_on_rejected(store_item: StoreItem) -> StoreItem:
     return crash
 
 
-def test_one_transaction_of_several_messages_leaves_what_one_per_message_leaves(tmp_path: Path) -> None:
+def test_one_transaction_of_several_messages_leaves_what_one_per_message_leaves(ledger_at: LedgerAt) -> None:
     """latest and meters are upserted once per transaction: the message with a meter's newest reading
     says where it is, as if each message had been committed on its own (m1's 10:10 in the third message
     is a duplicate, its 10:12 the newest)."""
@@ -594,9 +595,9 @@ def test_one_transaction_of_several_messages_leaves_what_one_per_message_leaves(
         ),
         batch(reading(at(10, 7), imp=1.5), reading(at(10, 4), meter="m2", imp=4.5), gateway="gw4"),
     ]
-    one_by_one = Ledger(tmp_path / "one.db")
+    one_by_one = Ledger(ledger_at("one"))
     results = [one_by_one.ingest(m) for m in messages]
-    together = Ledger(tmp_path / "together.db")
+    together = Ledger(ledger_at("together"))
     assert together.store(messages, received_at=0) == results
     assert_same_ledgers(together, one_by_one)
     with together.reader() as r:
@@ -608,10 +609,10 @@ def test_one_transaction_of_several_messages_leaves_what_one_per_message_leaves(
     assert latest.values == {"energy_import_kwh": 2.5}
 
 
-def test_legacy_unsynced_rows_are_not_a_counters_newest_sample(tmp_path: Path) -> None:
+def test_legacy_unsynced_rows_are_not_a_counters_newest_sample(ledger_at: LedgerAt) -> None:
     """Ledgers written before quarantine hold unsynchronised readings; what the writer loads from the file
     must skip them as the neighbour look-ups do."""
-    path = tmp_path / "ledger.db"
+    path = ledger_at("ledger")
     with Ledger(path) as ledger:
         ledger.ingest(batch(reading(at(10, 0), imp=10.0)))
         ledger._db.execute(

@@ -15,6 +15,7 @@ from collector.pruning import STEP_ROWS, Pruner
 from collector.store import Alert, AlertLedger, AlertQuery, AlertStatus, Ledger, LedgerReader, RetentionPolicy
 from kilowatch.timebase import DAY_MS
 from tests.collector_support import at, batch, reading
+from tests.ledger_support import LedgerAt
 
 NOW = at(12, day=31)
 POLICY = RetentionPolicy(
@@ -34,8 +35,8 @@ def alert(resolved_at: int | None) -> Alert:
     )  # fmt: skip
 
 
-def test_a_pass_prunes_packs_counts_and_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = tmp_path / "kilowatch.db"
+def test_a_pass_prunes_packs_counts_and_logs(ledger_at: LedgerAt, caplog: pytest.LogCaptureFixture) -> None:
+    path = ledger_at("kilowatch")
     metrics = CollectorMetrics()
     with Ledger(path, retention=POLICY) as ledger, AlertLedger(path) as alerts:
         for day in range(1, 31):  # a reading an hour for 30 days, a batch a day
@@ -53,7 +54,8 @@ def test_a_pass_prunes_packs_counts_and_logs(tmp_path: Path, caplog: pytest.LogC
     # Kept: the 10 days before the newest reading (23:00 UTC on the 30th); packed: those before the local
     # midnight 3 days before it (17:00 UTC on the 27th).
     assert report.rows == {"readings": 19 * 24 + 23, "packed": 1 + 6 * 24 + 17, "batches": 25, "alerts": 1}
-    assert report.reclaimed_bytes > 0
+    # SQLite gives the freed pages back; PostgreSQL's autovacuum keeps them for reuse.
+    assert (report.reclaimed_bytes > 0) is isinstance(path, Path)
     assert "retention: pruned" in caplog.text
     sample = metrics.registry.get_sample_value
     assert sample("kilowatch_collector_pruned_rows_total", {"table": "readings"}) == 19 * 24 + 23
@@ -67,8 +69,8 @@ def test_a_pass_prunes_packs_counts_and_logs(tmp_path: Path, caplog: pytest.LogC
         assert reader.stored_batches() == 5
 
 
-def test_one_step_does_a_bounded_amount_of_work(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "kilowatch.db", retention=POLICY) as ledger:
+def test_one_step_does_a_bounded_amount_of_work(ledger_at: LedgerAt) -> None:
+    with Ledger(ledger_at("kilowatch"), retention=POLICY) as ledger:
         readings = [reading(at(0, day=1) + i * 60_000, imp=i / 10) for i in range(3 * STEP_ROWS)]
         ledger.ingest(batch(*readings, reading(at(0, day=30), imp=1e4)))
         steps = []

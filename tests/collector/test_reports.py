@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,11 +16,12 @@ from collector.detectors.config import MeterConfig, Role, SiteConfig, Sites
 from collector.metrics import CollectorMetrics
 from collector.notifiers.digest import digest
 from collector.reports import ledger_reporter
-from collector.store import Ledger
+from collector.store import Ledger, Location
 from kilowatch.timebase import VIETNAM_TZ
 from tests.alert_support import finding
 from tests.api_support import api_client
 from tests.collector_support import batch, reading
+from tests.ledger_support import LedgerAt
 
 DAY = datetime(2025, 6, 3, tzinfo=VIETNAM_TZ)  # a Tuesday, Circular 16's bands: peak 09:30-11:30, 17:00-20:00
 
@@ -69,8 +69,8 @@ SITES = Sites(
 
 
 @pytest.fixture
-def ledger_path(tmp_path: Path) -> Path:
-    path = tmp_path / "kilowatch.db"
+def ledger_path(ledger_at: LedgerAt) -> Location:
+    path = ledger_at("kilowatch")
     with Ledger(path) as ledger:
         ingest(ledger, "office", office)
         ingest(ledger, "press", press)
@@ -81,10 +81,8 @@ def ledger_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def client(ledger_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(
-        ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES
-    )
+async def client(ledger_path: Location) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES)
     async with api_client(app, ledger_path) as client:
         yield client
 
@@ -129,13 +127,11 @@ async def test_a_partial_day_says_so(client: httpx.AsyncClient) -> None:
     assert office["base_to_peak"] == pytest.approx(1.0)
 
 
-async def test_unknown_site_or_no_detection(client: httpx.AsyncClient, tmp_path: Path) -> None:
+async def test_unknown_site_or_no_detection(client: httpx.AsyncClient, ledger_at: LedgerAt) -> None:
     response = await client.get("/api/v1/sites/nowhere/report")
     assert (response.status_code, response.json()["detail"]) == (404, "unknown site 'nowhere'")
-    app = create_app(
-        ledger_path=tmp_path / "kilowatch.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True
-    )
-    async with api_client(app, tmp_path / "kilowatch.db") as bare:
+    app = create_app(ledger=ledger_at("kilowatch"), metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+    async with api_client(app, ledger_at("kilowatch")) as bare:
         response = await bare.get("/api/v1/sites/s/report")
     assert response.status_code == 404
     assert "detection is not configured" in response.json()["detail"]
@@ -143,7 +139,7 @@ async def test_unknown_site_or_no_detection(client: httpx.AsyncClient, tmp_path:
     assert bad.status_code == 422
 
 
-def test_the_digest_carries_the_report(ledger_path: Path) -> None:
+def test_the_digest_carries_the_report(ledger_path: Location) -> None:
     report = ledger_reporter(ledger_path, SITES)
     assert report("elsewhere", DAY.date()) is None
     with AlertStore(ledger_path) as store:

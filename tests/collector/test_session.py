@@ -6,6 +6,7 @@ and what it counts as stored is what its commits added to the ledger, redeliveri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import sqlite3
 import sys
@@ -14,12 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
+import psycopg
 import pytest
 
 from app.processes import Mosquitto, Process, free_port, port_open, wait_until, write_collector_config
-from collector.store import LedgerReader
+from collector.store import LedgerReader, Location
 from kilowatch.mqtt_contract import Channel, topic
 from tests.collector_support import at, batch, reading
+from tests.ledger_support import LedgerAt
 from tests.services import eventually
 
 pytestmark = pytest.mark.services
@@ -31,7 +34,7 @@ SPOOL = "c0ffee00"
 class Stack:
     """A persistent Mosquitto (restartable on its port) and a collector process (restartable)."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, ledger: Location) -> None:
         self.tmp = tmp_path
         work = tmp_path / "mosquitto"
         # As root Mosquitto drops privileges and could not write its database; queue without limit; the
@@ -42,9 +45,10 @@ class Stack:
         )
         self.broker = Mosquitto.start(work, extra_conf=conf)
         self.api = f"http://127.0.0.1:{free_port()}"
-        self.ledger = tmp_path / "ledger.db"
+        self.ledger = ledger
+        self.ledger_setting = ledger if isinstance(ledger, Path) else ledger.url
         self.config = write_collector_config(
-            tmp_path / "collector.yaml", self.broker, ledger=self.ledger,
+            tmp_path / "collector.yaml", self.broker, ledger=self.ledger_setting,
             api_port=int(self.api.rsplit(":", 1)[1]), tsdb_url=None, client_id="session-test",
             retention_days=36_600,  # the readings are stamped in 2024
         )  # fmt: skip
@@ -99,8 +103,8 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    running = Stack(tmp_path)
+def stack(tmp_path: Path, ledger_at: LedgerAt) -> Iterator[Stack]:
+    running = Stack(tmp_path, ledger_at("ledger"))
     yield running
     running.close()
 
@@ -202,7 +206,7 @@ def relayed(stack: Stack, relay: Relay, tmp_path: Path) -> Path:
     """A collector.yaml like the stack's, its broker reached through `relay`."""
     return write_collector_config(
         tmp_path / "relayed.yaml", Mosquitto(stack.broker.host, relay.port, stack.broker.process),
-        ledger=stack.ledger, api_port=int(stack.api.rsplit(":", 1)[1]), tsdb_url=None,
+        ledger=stack.ledger_setting, api_port=int(stack.api.rsplit(":", 1)[1]), tsdb_url=None,
         client_id="session-test", retention_days=36_600,
     )  # fmt: skip
 
@@ -256,17 +260,29 @@ async def test_the_session_set_up_waits_behind_a_queue_the_collector_cannot_take
         relay.open.clear()  # its connection waits while the ledger is opened, then taken by another writer
         await asyncio.to_thread(stack.start_collector, relayed(stack, relay, tmp_path), wait=False)
         await eventually(stack.answers, "the collector's API (its ledger open)", 30)
-        other_writer = sqlite3.connect(stack.ledger, isolation_level=None)
-        other_writer.execute("BEGIN IMMEDIATE")  # the ingest writer cannot commit
-        try:
+        with writes_blocked(stack.ledger):
             relay.open.set()
             await asyncio.sleep(12)  # longer than the client's default timeout (10 s)
-        finally:
-            other_writer.execute("ROLLBACK")
-            other_writer.close()
         want = sorted(expected(range(300)))
         await eventually(lambda: len(stack.stored()) >= len(want), "every reading in the ledger", 90)
     assert sorted(stack.stored()) == want
     log = stack.collector.log() if stack.collector else ""
     assert "unavailable" not in log
     assert "task mqtt-ingest failed" not in log  # (the retention task may fail on the lock and start again)
+
+
+@contextlib.contextmanager
+def writes_blocked(ledger: Location) -> Iterator[None]:
+    """Another writer holds the ledger: the collector's ingest cannot commit until it lets go."""
+    if isinstance(ledger, Path):
+        with contextlib.closing(sqlite3.connect(ledger, isolation_level=None)) as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            finally:
+                db.execute("ROLLBACK")
+    else:
+        with psycopg.connect(ledger.url) as db:  # one transaction, rolled back on the way out
+            db.execute("LOCK TABLE readings, batches, meters IN EXCLUSIVE MODE")  # reads still pass
+            yield
+            db.rollback()

@@ -4,6 +4,7 @@ reported; and the API stays up whatever got in."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from kilowatch.mqtt_contract import INT64_MAX, GatewayEvent, GatewayStatus, Qual
 from kilowatch.timebase import SLOT_MS
 from tests.api_support import api_client
 from tests.collector_support import at, batch, reading
+from tests.ledger_support import LedgerAt, ledger_settings
 
 NOW = at(12)
 """When every message of these tests is received."""
@@ -36,14 +38,14 @@ CHECKS = IngestChecks(max_kw={"m1": 100.0})
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(tmp_path / "kilowatch.db", checks=CHECKS)
+def ledger(ledger_at: LedgerAt) -> Ledger:
+    return Ledger(ledger_at("kilowatch"), checks=CHECKS)
 
 
 @pytest.fixture
 async def client(ledger: Ledger) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ledger_path=ledger.path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
-    async with api_client(app, ledger.path) as client:
+    app = create_app(ledger=ledger.where, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+    async with api_client(app, ledger.where) as client:
         yield client
 
 
@@ -68,7 +70,7 @@ def test_a_reading_from_the_future_is_quarantined_and_pins_nothing(ledger: Ledge
     assert future.quarantined == {QuarantineReason.IMPLAUSIBLE_TIME: 1}
     assert (early.accepted, future.accepted, late.accepted) == (1, 0, 1)
     assert late.counter_resets == 0
-    with LedgerReader(ledger.path) as reader:
+    with LedgerReader(ledger.where) as reader:
         latest = reader.latest("m1")
         assert latest is not None
         assert latest.ts == at(11, 1)
@@ -84,7 +86,7 @@ def test_a_bad_first_time_of_a_boot_does_not_become_its_clock_reference(ledger: 
     [result] = ledger.store([batch(first, real).model_copy(update={"boot_id": boot})], received_at=NOW)
     assert (result.accepted, result.clock_stepped) == (1, 0)
     assert result.quarantined == {QuarantineReason.IMPLAUSIBLE_TIME: 1}
-    with LedgerReader(ledger.path) as reader:
+    with LedgerReader(ledger.where) as reader:
         latest = reader.latest("m1")
         assert latest is not None
         assert latest.ts == at(11)
@@ -102,12 +104,12 @@ async def test_times_outside_the_window_never_break_the_api(
     assert (await client.get("/api/v1/meters/m1/latest")).json()["ts"] == "2024-05-01T11:00:00Z"
 
 
-async def test_a_ledger_written_before_the_window_never_breaks_the_api(tmp_path: Path) -> None:
+async def test_a_ledger_written_before_the_window_never_breaks_the_api(ledger_at: LedgerAt) -> None:
     """A ledger from before the window (here: one written without checks) may hold a time past 9999."""
-    with Ledger(tmp_path / "old.db") as old:
+    with Ledger(ledger_at("old")) as old:
         old.ingest(batch(reading(INT64_MAX, imp=1.0)))
-    app = create_app(ledger_path=tmp_path / "old.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True)
-    async with api_client(app, tmp_path / "old.db") as client:
+    app = create_app(ledger=ledger_at("old"), metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+    async with api_client(app, ledger_at("old")) as client:
         [meter] = (await client.get("/api/v1/meters")).json()
         assert (meter["first_seen"], meter["last_seen"]) == (None, None)
         assert (await client.get("/api/v1/meters/m1/latest")).json()["ts"] is None
@@ -140,7 +142,7 @@ async def test_a_counter_rising_faster_than_its_meter_can_is_a_bad_value_not_ene
     assert [sum(r.bad_values.values()) for r in results] == [0, 0, 1, 0, 1, 0]
     assert results[2].bad_values == {BadValue.COUNTER_STEP: 1}
     assert results[4].bad_values == {BadValue.OUT_OF_RANGE: 1}
-    with LedgerReader(ledger.path) as reader:
+    with LedgerReader(ledger.where) as reader:
         [interval] = reader.intervals("m1", at(11), at(12))
         assert interval.energy_import_kwh == pytest.approx(3.0)
         assert reader.counter_events("m1") == []
@@ -165,7 +167,7 @@ def test_a_replaced_meter_is_taken_up_once_it_counts_plausibly(ledger: Ledger) -
     one refused reading, then a reset; its energy from then on is booked."""
     for minute, value in enumerate([100.0, 101.0, 80_000.0, 80_001.0, 80_002.0]):
         ingest(ledger, batch(reading(at(11, minute), imp=value)))
-    with LedgerReader(ledger.path) as reader:
+    with LedgerReader(ledger.where) as reader:
         [interval] = reader.intervals("m1", at(11), at(12))
         assert interval.energy_import_kwh == pytest.approx(2.0)
         [event] = reader.counter_events("m1")
@@ -177,7 +179,7 @@ def test_no_interval_exceeds_what_the_meter_can_deliver(ledger: Ledger) -> None:
     values = [100.0, 3e9, 100.5, 1e11, 7.0, 101.0, 4e5, 102.0, 102.5, 9e8, 103.0]
     for minute, value in enumerate(values):
         ingest(ledger, batch(reading(at(11, minute * 2), imp=value)))
-    with LedgerReader(ledger.path) as reader:
+    with LedgerReader(ledger.where) as reader:
         for interval in reader.intervals("m1", at(10), at(13)):
             bound = 100.0 * SLOT_MS / 3_600_000 + STEP_SLACK_KWH * interval.samples
             assert (interval.energy_import_kwh or 0.0) <= bound
@@ -190,7 +192,7 @@ def test_a_meter_is_bound_to_the_gateway_it_was_first_seen_from(ledger: Ledger) 
     )
     assert spoof.accepted == 0
     assert spoof.rejected_readings == {ReadingRejection.FOREIGN_METER: 1}
-    with LedgerReader(ledger.path) as reader:
+    with LedgerReader(ledger.where) as reader:
         meter = reader.meter("m2")
         assert meter is not None
         assert meter.gateway == "gw-02"
@@ -199,9 +201,9 @@ def test_a_meter_is_bound_to_the_gateway_it_was_first_seen_from(ledger: Ledger) 
         assert "m2 (bound to site1/gw-02)" in event.detail
 
 
-def test_a_provisioned_meter_takes_readings_from_its_gateway_only(tmp_path: Path) -> None:
+def test_a_provisioned_meter_takes_readings_from_its_gateway_only(ledger_at: LedgerAt) -> None:
     checks = IngestChecks(provisioned={"m1": ("site1", "gw-02"), "m3": ("site2", None)})
-    with Ledger(tmp_path / "kilowatch.db", checks=checks) as ledger:
+    with Ledger(ledger_at("kilowatch"), checks=checks) as ledger:
         [first, other_site, own] = ledger.store(
             [
                 batch(reading(at(11), meter="m1", imp=1.0), gateway="gw-01"),
@@ -218,7 +220,7 @@ def test_a_provisioned_meter_takes_readings_from_its_gateway_only(tmp_path: Path
 def test_move_meter_rebinds_and_is_kept_as_an_event(ledger: Ledger, tmp_path: Path) -> None:
     ingest(ledger, batch(reading(at(11), meter="m2", imp=5.0), gateway="gw-02"))
     config = tmp_path / "collector.yaml"
-    config.write_text(f"ledger:\n  path: {ledger.path}\n")
+    config.write_text(json.dumps({"ledger": ledger_settings(ledger.where)}))  # JSON is YAML
     result = CliRunner().invoke(collector_cli, ["move-meter", "m2", "--to", "site1/gw-01", "-c", str(config)])
     assert result.exit_code == 0, result.output
     [moved] = ledger.store([batch(reading(at(11, 1), meter="m2", imp=5.5), gateway="gw-01")], received_at=NOW)
@@ -227,7 +229,7 @@ def test_move_meter_rebinds_and_is_kept_as_an_event(ledger: Ledger, tmp_path: Pa
         [batch(reading(at(11, 2), meter="m2", imp=6.0), gateway="gw-02")], received_at=NOW
     )
     assert old_gateway.rejected_readings == {ReadingRejection.FOREIGN_METER: 1}
-    with LedgerReader(ledger.path) as reader:
+    with LedgerReader(ledger.where) as reader:
         kinds = [(e.gateway, e.kind) for e in reader.gateway_events()]
     assert ("gw-01", CollectorEventKind.METER_MOVED) in kinds
     bad = CliRunner().invoke(collector_cli, ["move-meter", "m2", "--to", "nogateway", "-c", str(config)])
@@ -241,7 +243,7 @@ def test_a_seq_jump_is_a_new_numbering_and_a_late_first_seq_a_gap(ledger: Ledger
     assert jump.missing_batches == 0
     assert jump.seq_jump is not None
     assert jump.accepted == 1
-    with LedgerReader(ledger.path) as reader:
+    with LedgerReader(ledger.where) as reader:
         assert reader.missing_batches() == 30
         [gap] = reader.seq_gaps()
         assert (gap.first_seq, gap.last_seq) == (0, 29)
@@ -253,12 +255,12 @@ def test_a_seq_jump_is_a_new_numbering_and_a_late_first_seq_a_gap(ledger: Ledger
 def test_a_first_seq_beyond_the_bound_is_an_event_not_a_gap(ledger: Ledger) -> None:
     [first] = ledger.store([spooled(reading(at(11), imp=1.0), seq=10**15)], received_at=NOW)
     assert (first.missing_batches, first.accepted) == (0, 1)
-    with LedgerReader(ledger.path) as reader:
+    with LedgerReader(ledger.where) as reader:
         assert reader.missing_batches() == 0
         [event] = reader.gateway_events()
         assert "is its first" in event.detail
 
 
 def _stored(ledger: Ledger) -> list[ReadingRow]:
-    with LedgerReader(ledger.path) as reader:
+    with LedgerReader(ledger.where) as reader:
         return list(reader.readings("m1", 0, 2**62))

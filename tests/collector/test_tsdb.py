@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from collector.store import Ledger
 from collector.tsdb import TsdbWriter
 from kilowatch.mqtt_contract import Channel, ClockState, Quality, Reading, ReadingsBatch, topic
 from tests.collector_support import at, batch, reading
+from tests.ledger_support import LedgerAt
 from tests.services import eventually
 
 A = batch(
@@ -70,10 +70,10 @@ async def store(ingestor: Ingestor, *batches: ReadingsBatch) -> None:
 
 @pytest.mark.services
 async def test_points_arrive_in_victoria_metrics(
-    tmp_path: Path, victoria: VictoriaMetrics, run_writer: Callable[[TsdbWriter], None]
+    ledger_at: LedgerAt, victoria: VictoriaMetrics, run_writer: Callable[[TsdbWriter], None]
 ) -> None:
     metrics = CollectorMetrics()
-    with Ledger(tmp_path / "ledger.db", outbox=True) as ledger:
+    with Ledger(ledger_at("ledger"), outbox=True) as ledger:
         writer = TsdbWriter(settings=TsdbSettings(url=victoria.url), metrics=metrics, ledger=ledger)
         ingestor = Ingestor(settings=MqttSettings(), ledger=ledger, metrics=metrics, on_commit=writer.wake)
         run_writer(writer)
@@ -118,7 +118,7 @@ def restart(vm: VictoriaMetrics) -> VictoriaMetrics:
 
 @pytest.mark.services
 async def test_a_tsdb_that_is_down_loses_nothing_and_gets_every_point_once(
-    tmp_path: Path,
+    ledger_at: LedgerAt,
     victoria: VictoriaMetrics,
     run_writer: Callable[[TsdbWriter], None],
     caplog: pytest.LogCaptureFixture,
@@ -134,7 +134,7 @@ async def test_a_tsdb_that_is_down_loses_nothing_and_gets_every_point_once(
         retry_max_s=0.2,
     )
     minutes = range(40)
-    with Ledger(tmp_path / "ledger.db", outbox=True) as ledger:
+    with Ledger(ledger_at("ledger"), outbox=True) as ledger:
         writer = TsdbWriter(settings=settings, metrics=metrics, ledger=ledger)
         ingestor = Ingestor(settings=MqttSettings(), ledger=ledger, metrics=metrics, on_commit=writer.wake)
         await store(ingestor, batch(reading(at(9), imp=1.0, power_w=1.0), seq=100))
@@ -167,8 +167,8 @@ async def test_a_tsdb_that_is_down_loses_nothing_and_gets_every_point_once(
     assert "s3cret" not in caplog.text
 
 
-async def test_without_a_tsdb_nothing_waits_in_an_outbox(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "ledger.db") as ledger:
+async def test_without_a_tsdb_nothing_waits_in_an_outbox(ledger_at: LedgerAt) -> None:
+    with Ledger(ledger_at("ledger")) as ledger:
         ingestor = Ingestor(settings=MqttSettings(), ledger=ledger, metrics=CollectorMetrics())
         await store(ingestor, A)
         with ledger.reader() as r:

@@ -9,7 +9,7 @@ import pytest
 
 COLLECTOR_ONLY = (
     "fastapi", "uvicorn", "influxdb_client", "prometheus_client", "amqtt", "aiohttp", "argon2", "jinja2",
-    "cryptography", "openpyxl", "numpy", "holidays", "astral",
+    "cryptography", "openpyxl", "numpy", "holidays", "astral", "psycopg",
 )  # fmt: skip
 
 

@@ -4,6 +4,7 @@ the users and keys commands."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ from collector.config import ApiSettings
 from collector.detectors.config import MeterConfig, SiteConfig, Sites
 from collector.detectors.config import Role as MeterRole
 from collector.metrics import CollectorMetrics
-from collector.store import Ledger
+from collector.store import Ledger, Location, Postgres
 from collector.store.access import AccessStore
 from kilowatch.mqtt_contract import (
     SCHEMA_VERSION,
@@ -35,6 +36,7 @@ from kilowatch.mqtt_contract import (
 from tests.alert_support import finding
 from tests.api_support import api_client, api_key
 from tests.collector_support import at, batch, reading
+from tests.ledger_support import LedgerAt
 
 SITE = "site-a"
 METER = "meter-a"
@@ -44,10 +46,10 @@ OPEN = {("/healthz", "get"), ("/api/v1/session", "post")}
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Path:
+def ledger(ledger_at: LedgerAt) -> Location:
     """A ledger with one of everything, all on `SITE`: meter, readings, a quarantined reading, a missing
     batch, a gateway's status and event, an alert; and a manager user of `SITE`."""
-    path = tmp_path / "kilowatch.db"
+    path = ledger_at("kilowatch")
     with Ledger(path) as ledger:
         spool = {"spool_id": "0123abcd"}
         for seq, clock in ((1, ClockState.SYNCED), (5, ClockState.SYNCED), (6, ClockState.UNSYNCED)):
@@ -69,9 +71,9 @@ def ledger(tmp_path: Path) -> Path:
 SITES = Sites(sites={SITE: SiteConfig(meters={METER: MeterConfig(role=MeterRole.SUB_METER, rated_kw=10)})})
 
 
-def make_app(ledger: Path, settings: ApiSettings | None = None) -> Any:
+def make_app(ledger: Location, settings: ApiSettings | None = None) -> Any:
     return create_app(
-        ledger_path=ledger,
+        ledger=ledger,
         metrics=CollectorMetrics(),
         mqtt_connected=lambda: True,
         sites=SITES,
@@ -80,7 +82,7 @@ def make_app(ledger: Path, settings: ApiSettings | None = None) -> Any:
 
 
 @pytest.fixture
-async def client(ledger: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def client(ledger: Location) -> AsyncIterator[httpx.AsyncClient]:
     """A client without credentials."""
     async with api_client(make_app(ledger)) as client:
         yield client
@@ -107,7 +109,7 @@ async def call(
 
 
 async def test_every_route_refuses_anonymous_wrong_revoked_and_other_site_callers(
-    client: httpx.AsyncClient, ledger: Path
+    client: httpx.AsyncClient, ledger: Location
 ) -> None:
     document = (
         await client.get("/openapi.json", headers={"Authorization": f"Bearer {api_key(ledger)}"})
@@ -153,7 +155,7 @@ async def test_a_cookie_without_session_and_the_openapi_document_itself_are_refu
 
 
 async def test_roles_viewer_reads_manager_acts_on_its_own_site(
-    client: httpx.AsyncClient, ledger: Path
+    client: httpx.AsyncClient, ledger: Location
 ) -> None:
     viewer = {"Authorization": f"Bearer {api_key(ledger, Role.VIEWER, [SITE])}"}
     manager = {"Authorization": f"Bearer {api_key(ledger, Role.MANAGER, [SITE, 'site-b'])}"}
@@ -173,7 +175,7 @@ async def test_roles_viewer_reads_manager_acts_on_its_own_site(
     )
 
 
-async def test_metrics_may_be_open_by_setting(ledger: Path) -> None:
+async def test_metrics_may_be_open_by_setting(ledger: Location) -> None:
     async with api_client(make_app(ledger, ApiSettings(metrics_auth="none"))) as client:
         assert (await client.get("/metrics")).status_code == 200
         assert (await client.get("/api/v1/meters")).status_code == 401
@@ -217,7 +219,7 @@ async def test_session_login_csrf_and_logout(client: httpx.AsyncClient) -> None:
 
 
 async def test_a_password_change_or_removal_ends_the_users_sessions(
-    client: httpx.AsyncClient, ledger: Path
+    client: httpx.AsyncClient, ledger: Location
 ) -> None:
     await client.post("/api/v1/session", json={"username": "mai", "password": PASSWORD})
     assert (await client.get("/api/v1/meters")).status_code == 200
@@ -232,7 +234,7 @@ async def test_a_password_change_or_removal_ends_the_users_sessions(
 
 
 async def test_secrets_are_in_no_log_and_no_answer(
-    client: httpx.AsyncClient, ledger: Path, caplog: pytest.LogCaptureFixture
+    client: httpx.AsyncClient, ledger: Location, caplog: pytest.LogCaptureFixture
 ) -> None:
     key = api_key(ledger)
     secret = key.partition("_")[2].partition("_")[2]
@@ -255,9 +257,11 @@ async def test_secrets_are_in_no_log_and_no_answer(
     assert all(h.startswith("$argon2id$") for h in stored[-1:])
 
 
-def test_users_and_keys_commands(tmp_path: Path) -> None:
+def test_users_and_keys_commands(tmp_path: Path, ledger_at: LedgerAt) -> None:
+    where = ledger_at("kilowatch")
     config = tmp_path / "collector.yaml"
-    config.write_text(f"ledger:\n  path: {tmp_path / 'kilowatch.db'}\n")
+    ledger = {"url": where.url} if isinstance(where, Postgres) else {"path": str(where)}
+    config.write_text(json.dumps({"ledger": ledger}))  # JSON is YAML
     runner = CliRunner()
 
     def run(*args: str, stdin: str | None = None) -> str:
@@ -298,7 +302,7 @@ def test_users_and_keys_commands(tmp_path: Path) -> None:
     assert run("keys", "list").endswith("\trevoked\n")
     again = runner.invoke(collector_cli, ["keys", "revoke", key_id, "--config", str(config)])
     assert again.exit_code == 1
-    with AccessStore(tmp_path / "kilowatch.db") as store:
+    with AccessStore(where) as store:
         access = Access(store)
         assert access.key_principal(key) is None
         assert access.login("an", "pw-two", 0, 1000) is not None

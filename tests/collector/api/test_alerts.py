@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,20 +14,19 @@ from collector.metrics import CollectorMetrics
 from tests.alert_support import FakeClock, finding, open_store
 from tests.api_support import api_client
 from tests.collector_support import at
+from tests.ledger_support import LedgerAt
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[AlertStore]:
-    with open_store(tmp_path / "kilowatch.db", FakeClock(at(19, 31))) as store:
+def store(ledger_at: LedgerAt) -> Iterator[AlertStore]:
+    with open_store(ledger_at("kilowatch"), FakeClock(at(19, 31))) as store:
         yield store
 
 
 @pytest.fixture
-async def client(store: AlertStore, tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(
-        ledger_path=tmp_path / "kilowatch.db", metrics=CollectorMetrics(), mqtt_connected=lambda: True
-    )
-    async with api_client(app, tmp_path / "kilowatch.db") as client:
+async def client(store: AlertStore, ledger_at: LedgerAt) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(ledger=ledger_at("kilowatch"), metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+    async with api_client(app, ledger_at("kilowatch")) as client:
         yield client
 
 

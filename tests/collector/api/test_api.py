@@ -9,17 +9,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.processes import PostgreSQL
 from collector.api.app import create_app
 from collector.metrics import CollectorMetrics, RejectReason
-from collector.store import Ledger
+from collector.store import Ledger, Location
 from kilowatch.mqtt_contract import ClockState, Quality, Reading
 from tests.api_support import api_client
 from tests.collector_support import at, batch, reading
+from tests.ledger_support import LedgerAt, drop_database
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Iterator[Ledger]:
-    with Ledger(tmp_path / "ledger.db") as ledger:
+def ledger(ledger_at: LedgerAt) -> Iterator[Ledger]:
+    with Ledger(ledger_at("ledger")) as ledger:
         yield ledger
 
 
@@ -29,16 +31,14 @@ def metrics() -> CollectorMetrics:
 
 
 def api(
-    ledger_path: Path, metrics: CollectorMetrics, mqtt_connected: Callable[[], bool]
+    where: Location, metrics: CollectorMetrics, mqtt_connected: Callable[[], bool]
 ) -> AbstractAsyncContextManager[httpx.AsyncClient]:
-    return api_client(
-        create_app(ledger_path=ledger_path, metrics=metrics, mqtt_connected=mqtt_connected), ledger_path
-    )
+    return api_client(create_app(ledger=where, metrics=metrics, mqtt_connected=mqtt_connected), where)
 
 
 @pytest.fixture
 async def client(ledger: Ledger, metrics: CollectorMetrics) -> AsyncIterator[httpx.AsyncClient]:
-    async with api(ledger.path, metrics, lambda: True) as client:
+    async with api(ledger.where, metrics, lambda: True) as client:
         yield client
 
 
@@ -196,10 +196,10 @@ async def test_a_bad_range_is_a_422(
 
 
 async def test_healthz_reports_mqtt_and_ledger(
-    ledger: Ledger, metrics: CollectorMetrics, tmp_path: Path
+    ledger: Ledger, metrics: CollectorMetrics, ledger_at: LedgerAt, postgresql_if: Callable[[], PostgreSQL]
 ) -> None:
     connected = False
-    async with api(ledger.path, metrics, lambda: connected) as client:
+    async with api(ledger.where, metrics, lambda: connected) as client:
         assert (await client.get("/healthz")).json() == {
             "status": "degraded",
             "mqtt_connected": False,
@@ -215,10 +215,14 @@ async def test_healthz_reports_mqtt_and_ledger(
             "ledger_error": None,
             "warnings": [],
         }
-    broken = tmp_path / "broken.db"
+    broken = ledger_at("broken")
     Ledger(broken).close()
     async with api(broken, metrics, lambda: True) as client:
-        broken.write_bytes(b"not a database" * 512)  # the file is damaged while the server runs
+        # The ledger goes while the server runs: its file is damaged, its database dropped.
+        if isinstance(broken, Path):
+            broken.write_bytes(b"not a database" * 512)
+        else:
+            drop_database(postgresql_if(), broken)
         response = await client.get("/healthz")
     assert response.status_code == 503
     assert response.json()["status"] == "failing"

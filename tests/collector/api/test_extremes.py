@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,18 +12,19 @@ from collector.detectors.config import Sites
 from collector.metrics import CollectorMetrics
 from collector.store import Ledger
 from tests.api_support import api_client
+from tests.ledger_support import LedgerAt
 
 PROBLEM_JSON = "application/problem+json"
 BIG = str(2**63)
 
 
 @pytest.fixture
-async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    path = tmp_path / "kilowatch.db"
+async def client(ledger_at: LedgerAt) -> AsyncIterator[httpx.AsyncClient]:
+    path = ledger_at("kilowatch")
     with Ledger(path):
         pass
     sites = Sites.model_validate({"sites": {"s": {"meters": {"m": {"role": "sub_meter", "rated_kw": 10}}}}})
-    app = create_app(ledger_path=path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=sites)
+    app = create_app(ledger=path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=sites)
     async with api_client(app, path) as client:
         yield client
 

@@ -7,7 +7,6 @@ import io
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
@@ -16,17 +15,18 @@ from collector.alerts import AlertStore
 from collector.api.app import create_app
 from collector.api.deps import now
 from collector.metrics import CollectorMetrics
-from collector.store import Ledger
+from collector.store import Ledger, Location
 from tests.alert_support import finding
 from tests.api_support import api_client
 from tests.collector_support import at, batch, reading
+from tests.ledger_support import LedgerAt
 
 INTERVALS = "/api/v1/meters/m1/intervals?from=2024-05-01T10:00:00Z&to=2024-05-01T11:00:00Z"
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Path:
-    path = tmp_path / "kilowatch.db"
+def ledger(ledger_at: LedgerAt) -> Location:
+    path = ledger_at("kilowatch")
     with Ledger(path) as ledger:
         ledger.ingest(
             batch(reading(at(10), imp=100.0, exp=1.0, power_w=4000), reading(at(10, 20), imp=101.0))
@@ -40,8 +40,8 @@ def ledger(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def client(ledger: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ledger_path=ledger, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+async def client(ledger: Location) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(ledger=ledger, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
     app.dependency_overrides[now] = lambda: datetime(2024, 5, 1, 10, 50, tzinfo=UTC)
     async with api_client(app, ledger) as client:
         yield client

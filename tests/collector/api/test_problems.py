@@ -5,34 +5,35 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 
+from app.processes import wait_until
 from collector.alerts import AlertStore
 from collector.api.app import create_app
 from collector.metrics import CollectorMetrics
-from collector.store import Ledger
+from collector.store import Ledger, Location
 from tests.alert_support import finding
-from tests.api_support import api_client, api_key, open_descriptors
+from tests.api_support import api_client, api_key, open_connections
+from tests.ledger_support import LedgerAt
 
 PROBLEM_JSON = "application/problem+json"
 
 
 @pytest.fixture
-def ledger_path(tmp_path: Path) -> Path:
-    path = tmp_path / "kilowatch.db"
+def ledger_path(ledger_at: LedgerAt) -> Location:
+    path = ledger_at("kilowatch")
     with Ledger(path):
         pass
     return path
 
 
 @pytest.fixture
-async def client(ledger_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+async def client(ledger_path: Location) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
     async with api_client(app, ledger_path) as client:
         yield client
 
@@ -72,7 +73,7 @@ async def test_a_wrong_method_keeps_its_allow_header(client: httpx.AsyncClient) 
 
 
 async def test_a_second_acknowledgement_is_a_409_problem(
-    client: httpx.AsyncClient, ledger_path: Path
+    client: httpx.AsyncClient, ledger_path: Location
 ) -> None:
     with AlertStore(ledger_path) as store:
         alert_id = store.apply(finding()).alert.id
@@ -101,7 +102,7 @@ async def test_invalid_parameters_are_one_422_problem_listing_each(client: httpx
     assert body["detail"] == f"query.from: {first['msg']}; query.limit: {second['msg']}"
 
 
-async def test_an_invalid_body_is_a_422_problem(client: httpx.AsyncClient, ledger_path: Path) -> None:
+async def test_an_invalid_body_is_a_422_problem(client: httpx.AsyncClient, ledger_path: Location) -> None:
     with AlertStore(ledger_path) as store:
         alert_id = store.apply(finding()).alert.id
     response = await client.post(f"/api/v1/alerts/{alert_id}/silence", json={"until": "2099-01-01T00:00Z"})
@@ -154,24 +155,31 @@ async def test_openapi_declares_every_error_as_a_problem(client: httpx.AsyncClie
     assert all(content == problem_content for content in errors.values()), errors
 
 
-async def test_the_lifespan_opens_the_alert_and_access_stores_once_and_closes_them(ledger_path: Path) -> None:
-    app = create_app(ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+async def test_the_lifespan_opens_the_alert_and_access_stores_once_and_closes_them(
+    ledger_path: Location,
+) -> None:
+    app = create_app(ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
     headers = {"Authorization": f"Bearer {api_key(ledger_path)}"}
-    assert open_descriptors(ledger_path) == 0
+
+    def connections(n: int) -> None:
+        """Wait for `n` open connections: a PostgreSQL session ends a moment after its client closed it."""
+        wait_until(lambda: open_connections(ledger_path) == n, 10, f"{n} open connections")
+
+    connections(0)
     async with LifespanManager(app) as manager:
-        assert open_descriptors(ledger_path) == 2
+        connections(2)
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(
             transport=transport, base_url="http://collector", headers=headers
         ) as client:
             assert (await client.get("/api/v1/alerts")).json() == []
             assert (await client.get("/api/v1/alerts")).json() == []
-        assert open_descriptors(ledger_path) == 2
-    assert open_descriptors(ledger_path) == 0
+        connections(2)
+    connections(0)
 
 
-async def test_an_unexpected_error_is_a_500_problem_that_reveals_nothing(ledger_path: Path) -> None:
-    app = create_app(ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
+async def test_an_unexpected_error_is_a_500_problem_that_reveals_nothing(ledger_path: Location) -> None:
+    app = create_app(ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True)
 
     @app.get("/boom")
     def boom() -> None:

@@ -17,48 +17,57 @@ from schemathesis import checks
 from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
 
-from app.processes import Process, free_port, wait_until
+from app.processes import PostgreSQL, Process, free_port, wait_until
 from collector.alerts import AlertStore
 from collector.store import Ledger
 from tests.alert_support import finding
 from tests.api_support import api_key
 from tests.collector_support import at, batch, reading
+from tests.ledger_support import BACKENDS, ledger_settings, ledgers
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    """A collector process over a ledger with a meter, its intervals and an alert; its URL and the
-    headers of an admin key."""
+@pytest.fixture(scope="module", params=BACKENDS)
+def live(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """A collector process over a ledger (on each backend) with a meter, its intervals and an alert; its URL
+    and the headers of an admin key."""
     workdir = tmp_path_factory.mktemp("schemathesis")
-    ledger = workdir / "kilowatch.db"
-    with Ledger(ledger) as store:
-        store.ingest(batch(reading(at(10), imp=100.0, power_w=4000), reading(at(10, 20), imp=101.0)))
-    with AlertStore(ledger) as alerts:
-        alerts.apply(finding())
-    headers = {"Authorization": f"Bearer {api_key(ledger)}"}
-    port = free_port()
-    config = workdir / "collector.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "mqtt": {"host": "127.0.0.1", "port": free_port()},  # no broker: the API serves anyway
-                "ledger": {"path": str(ledger)},
-                "api": {"host": "127.0.0.1", "port": port},
-            }
+
+    def server() -> PostgreSQL:
+        found: PostgreSQL = request.getfixturevalue("postgresql")
+        return found
+
+    with ledgers(str(request.param), workdir, server) as ledger_at:
+        ledger = ledger_at("kilowatch")
+        with Ledger(ledger) as store:
+            store.ingest(batch(reading(at(10), imp=100.0, power_w=4000), reading(at(10, 20), imp=101.0)))
+        with AlertStore(ledger) as alerts:
+            alerts.apply(finding())
+        headers = {"Authorization": f"Bearer {api_key(ledger)}"}
+        port = free_port()
+        config = workdir / "collector.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "mqtt": {"host": "127.0.0.1", "port": free_port()},  # no broker: the API serves anyway
+                    "ledger": ledger_settings(ledger),
+                    "api": {"host": "127.0.0.1", "port": port},
+                }
+            )
         )
-    )
-    collector = Process(
-        "collector",
-        [sys.executable, "-m", "app", "collector", "run", "--config", str(config)],
-        workdir / "collector.log",
-    ).start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200, 30, "the collector's API")
-        yield base, headers
-    finally:
-        collector.stop()
-    assert "Traceback" not in collector.log(), collector.log()
+        collector = Process(
+            "collector",
+            [sys.executable, "-m", "app", "collector", "run", "--config", str(config)],
+            workdir / "collector.log",
+        ).start()
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until(lambda: httpx.get(f"{base}/healthz").status_code == 200, 30, "the collector's API")
+            yield base, headers
+        finally:
+            collector.stop()
+        assert "Traceback" not in collector.log(), collector.log()
 
 
 CHECKS = [

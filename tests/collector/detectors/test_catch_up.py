@@ -20,6 +20,7 @@ from kilowatch.timebase import DAY_MS
 from sim.generate import Run
 from sim.scenario import Scenario
 from tests.alert_support import FakeClock
+from tests.ledger_support import LedgerAt
 
 SCENARIO = """\
 name: frozen-saturday
@@ -43,7 +44,7 @@ INTERVAL_S = 300
 
 @pytest.mark.parametrize("notify", [True, False])
 def test_a_finding_older_than_the_catch_up_window_is_raised_late_or_counted(
-    tmp_path: Path, notify: bool
+    ledger_at: LedgerAt, notify: bool
 ) -> None:
     scenario = Scenario.model_validate(yaml.safe_load(SCENARIO))
     run = Run(scenario, start=scenario.start, days=4, interval_s=INTERVAL_S)
@@ -56,7 +57,7 @@ def test_a_finding_older_than_the_catch_up_window_is_raised_late_or_counted(
         sites={k: s.model_copy(update={"notify_old_findings": notify}) for k, s in sites.sites.items()}
     )
     settings = DetectionSettings(enabled=True, sites=Path("unused.yaml"), catch_up_days=1, clock="data")
-    path = tmp_path / "kilowatch.db"
+    path = ledger_at("kilowatch")
     clock = FakeClock(0)
     detection = LiveDetection(path, sites, settings, clock=clock)
     with Ledger(path) as ledger, AlertStore(path, clock=clock) as store:

@@ -17,12 +17,13 @@ from collector.config import DetectionSettings
 from collector.detect_live import LiveDetection
 from collector.detectors.config import Sites
 from collector.detectors.findings import Detector
-from collector.store import AlertQuery, Ledger
+from collector.store import AlertQuery, Ledger, Location
 from kilowatch.mqtt_contract import ReadingsBatch
 from kilowatch.timebase import DAY_MS, HOUR_MS
 from sim.generate import Run
 from sim.scenario import SCENARIO_DIR, load_scenario
 from tests.alert_support import FakeClock
+from tests.ledger_support import LedgerAt
 
 DAYS = 4
 INTERVAL_S = 300
@@ -53,7 +54,7 @@ def deliveries(sent: list[ReadingsBatch], begin_ms: int, chunk_ms: int) -> list[
 
 
 def alerts(
-    path: Path, sites: Sites, chunks: Sequence[list[ReadingsBatch]], restart_at: int | None = None
+    path: Location, sites: Sites, chunks: Sequence[list[ReadingsBatch]], restart_at: int | None = None
 ) -> set[AlertKey]:
     settings = DetectionSettings(enabled=True, sites=Path("unused.yaml"), clock="data")
     clock = FakeClock(0)
@@ -74,7 +75,7 @@ def alerts(
 
 
 @pytest.mark.parametrize("name", sorted(path.stem for path in SCENARIO_DIR.glob("*.yaml")))
-def test_live_backlog_and_restart_give_the_same_alerts(name: str, tmp_path: Path) -> None:
+def test_live_backlog_and_restart_give_the_same_alerts(name: str, ledger_at: LedgerAt) -> None:
     spec = load_scenario(name)
     run = Run(spec, start=spec.start, days=DAYS, interval_s=INTERVAL_S)
     gateways = sampled(run)
@@ -93,9 +94,9 @@ def test_live_backlog_and_restart_give_the_same_alerts(name: str, tmp_path: Path
         }
     )
     begin = round(run.begin.timestamp() * 1000)
-    live = alerts(tmp_path / "live.db", sites, deliveries(sent, begin, HOUR_MS))
+    live = alerts(ledger_at("live"), sites, deliveries(sent, begin, HOUR_MS))
     assert live, "the scenario gives some alerts in its first days"
-    assert alerts(tmp_path / "day.db", sites, deliveries(sent, begin, DAY_MS)) == live
-    assert alerts(tmp_path / "3day.db", sites, deliveries(sent, begin, 3 * DAY_MS)) == live
+    assert alerts(ledger_at("day"), sites, deliveries(sent, begin, DAY_MS)) == live
+    assert alerts(ledger_at("3day"), sites, deliveries(sent, begin, 3 * DAY_MS)) == live
     hourly = deliveries(sent, begin, HOUR_MS)
-    assert alerts(tmp_path / "restart.db", sites, hourly, restart_at=len(hourly) // 2) == live
+    assert alerts(ledger_at("restart"), sites, hourly, restart_at=len(hourly) // 2) == live

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from pathlib import Path
 
 import pytest
 
@@ -19,6 +18,7 @@ from collector.store import Ledger
 from kilowatch.calendars import Band
 from kilowatch.timebase import day_number
 from tests.api_support import api_client
+from tests.ledger_support import LedgerAt
 
 
 def evening_band(calendar: SiteCalendar, d: date) -> Band:
@@ -39,13 +39,13 @@ def test_the_2026_bands_start_on_the_date_the_site_confirmed() -> None:
 
 
 def test_an_unconfirmed_date_is_logged_and_in_the_daily_report(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ledger_at: LedgerAt, caplog: pytest.LogCaptureFixture
 ) -> None:
     sites = Sites(
         sites={"a": SiteConfig(), "b": SiteConfig(calendar=SiteCalendar(tou_2026_from=date(2026, 5, 1)))}
     )
     with caplog.at_level(logging.WARNING):
-        LiveDetection(tmp_path / "kilowatch.db", sites, DetectionSettings()).close()
+        LiveDetection(ledger_at("kilowatch"), sites, DetectionSettings()).close()
     assert "1 sites (a) have not confirmed calendar.tou_2026_from" in caplog.text
     report = SiteDay(
         site="a", day=date(2026, 5, 4), meters=[], warnings=[SiteCalendar().tou_unconfirmed or ""]
@@ -55,13 +55,13 @@ def test_an_unconfirmed_date_is_logged_and_in_the_daily_report(
     assert vi[0].startswith("- Cảnh báo cấu hình:")
 
 
-async def test_healthz_names_the_sites_that_have_not_confirmed_the_date(tmp_path: Path) -> None:
-    Ledger(tmp_path / "kilowatch.db").close()
+async def test_healthz_names_the_sites_that_have_not_confirmed_the_date(ledger_at: LedgerAt) -> None:
+    Ledger(ledger_at("kilowatch")).close()
     sites = Sites(
         sites={"a": SiteConfig(), "b": SiteConfig(calendar=SiteCalendar(tou_2026_from=date(2026, 5, 1)))}
     )
     app = create_app(
-        ledger_path=tmp_path / "kilowatch.db",
+        ledger=ledger_at("kilowatch"),
         metrics=CollectorMetrics(),
         mqtt_connected=lambda: True,
         sites=sites,

@@ -254,7 +254,7 @@ def _check_use(got: dict[str, Any], want: Expected) -> None:
 @pytest.fixture
 async def client(province: Province) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(
-        ledger_path=province.ledger,
+        ledger=province.ledger,
         metrics=CollectorMetrics(),
         mqtt_connected=lambda: True,
         sites=province.sites,
@@ -505,7 +505,7 @@ async def test_each_manager_is_mailed_their_units_workbook_once(
 async def test_without_units_the_reports_are_not_found(tmp_path: Path) -> None:
     Ledger(tmp_path / "kilowatch.db").close()
     app = create_app(
-        ledger_path=tmp_path / "kilowatch.db",
+        ledger=tmp_path / "kilowatch.db",
         metrics=CollectorMetrics(),
         mqtt_connected=lambda: True,
         sites=Sites(sites={}),

@@ -13,6 +13,7 @@ from collector.config import CollectorConfig
 from collector.store import Ledger, LedgerReader, ReadingRejection, RetentionPolicy
 from kilowatch.mqtt_contract import SCHEMA_VERSION, ClockState, Quality, Reading, ReadingsBatch
 from kilowatch.timebase import DAY_MS
+from tests.ledger_support import LedgerAt
 
 MINUTE_MS = 60_000
 
@@ -136,8 +137,8 @@ def test_a_meter_day_at_one_minute_costs_under_100_kb(tmp_path: Path) -> None:
             assert reader.count_readings(meter, T0 + DAY_MS // 2, T0 + 8 * DAY_MS) == 7 * 1440 + 720
 
 
-def test_readings_keep_what_detection_reads(tmp_path: Path) -> None:
-    path, meters = tmp_path / "kilowatch.db", Meters(1)
+def test_readings_keep_what_detection_reads(ledger_at: LedgerAt) -> None:
+    path, meters = ledger_at("kilowatch"), Meters(1)
     with Ledger(path) as ledger:
         batch = meters.batch(0)
         first = batch.readings[0]

@@ -41,7 +41,7 @@ METERS = ("office.main", "office.cooling")
 @pytest.fixture
 def collector(tmp_path: Path, mosquitto: Mosquitto) -> Iterator[str]:
     """The API's base URL of a collector that has stored the scenario's three days and its alert."""
-    command, base = detecting_collector(tmp_path, mosquitto, {"digest_at": None})
+    command, base = detecting_collector(tmp_path / "kilowatch.db", tmp_path, mosquitto, {"digest_at": None})
     broker = f"mqtt://{mosquitto.host}:{mosquitto.port}"
     with AccessStore(tmp_path / "kilowatch.db") as store:
         Access(store).add_user(USER, PASSWORD, Role.MANAGER, [SITE], 0)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,13 +16,14 @@ from collector.api.app import create_app
 from collector.detectors.config import MeterConfig, SiteConfig, Sites
 from collector.detectors.config import Role as SiteRole
 from collector.metrics import CollectorMetrics
-from collector.store import Ledger
+from collector.store import Ledger, Location
 from collector.store.access import AccessStore
 from collector.web import i18n, pages
 from collector.web.auth import safe_next
 from tests.alert_support import finding
 from tests.api_support import api_client
 from tests.collector.test_reports import DAY, ingest, local_ms, office
+from tests.ledger_support import LedgerAt
 
 SITES = Sites(
     sites={
@@ -35,8 +35,8 @@ PASSWORD = "correct horse battery"  # noqa: S105 - the test users'
 
 
 @pytest.fixture
-def ledger_path(tmp_path: Path) -> Path:
-    path = tmp_path / "kilowatch.db"
+def ledger_path(ledger_at: LedgerAt) -> Location:
+    path = ledger_at("kilowatch")
     with Ledger(path) as ledger:
         ingest(ledger, "office", office)
     with AlertStore(path) as store:
@@ -50,11 +50,9 @@ def ledger_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def browser(ledger_path: Path) -> AsyncIterator[httpx.AsyncClient]:
+async def browser(ledger_path: Location) -> AsyncIterator[httpx.AsyncClient]:
     """A client without an API key, as a browser is."""
-    app = create_app(
-        ledger_path=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES
-    )
+    app = create_app(ledger=ledger_path, metrics=CollectorMetrics(), mqtt_connected=lambda: True, sites=SITES)
     async with api_client(app) as client:
         yield client
 
