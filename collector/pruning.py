@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collector.metrics import CollectorMetrics
-from collector.store import AlertLedger, Ledger, RetentionPolicy
+from collector.store import AlertLedger, DatabaseError, Ledger, LedgerUnwritable, RetentionPolicy
+from collector.store.connection import unwritable
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,12 @@ class Pruner:
 
     async def run(self) -> None:
         while True:
-            await self.prune()
+            try:
+                await self.prune()
+            except LedgerUnwritable as exc:  # a full disk, a lock held past the busy timeout: ingest waits
+                log.warning(
+                    "retention: pass put off to the next one (the ledger cannot be written now: %s)", exc
+                )
             await asyncio.sleep(self._interval_s)
 
     async def prune(self) -> PassReport:
@@ -88,7 +94,7 @@ class Pruner:
                 break
         before = now - self._policy.resolved_alerts_ms
         while True:
-            n = await asyncio.to_thread(self._alerts.prune_resolved, before_ms=before, limit=STEP_ROWS)
+            n = await asyncio.to_thread(self._prune_resolved, before)
             report.add("alerts", n)
             if n < STEP_ROWS:
                 break
@@ -104,3 +110,11 @@ class Pruner:
                 report.reclaimed_bytes / 1e6, time.perf_counter() - started,
             )  # fmt: skip
         return report
+
+    def _prune_resolved(self, before_ms: int) -> int:
+        try:
+            return self._alerts.prune_resolved(before_ms=before_ms, limit=STEP_ROWS)
+        except DatabaseError as exc:
+            if unwritable(exc):
+                raise LedgerUnwritable(str(exc)) from exc
+            raise

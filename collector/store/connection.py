@@ -200,7 +200,8 @@ def open_writer(where: Location) -> Db:
 
         return postgres.open_writer(where)
     db = _sqlite(where, mapping_rows=False)
-    db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # a new file: before its first table, or it has no effect
+    if db.execute("PRAGMA page_count").fetchone()[0] == 0:  # a new file: before its first table, or it has
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # no effect (and on a file in use it waits for its lock)
     db.execute("PRAGMA journal_mode=WAL")
     # WAL + synchronous=FULL: each commit (one per group of messages) fsyncs the WAL before the messages
     # are acknowledged, so not even a power cut can undo readings the broker was told are stored. NORMAL

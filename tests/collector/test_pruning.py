@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,37 @@ def test_one_step_does_a_bounded_amount_of_work(ledger_at: LedgerAt) -> None:
             steps.append(step.rows)
         assert steps == [STEP_ROWS, STEP_ROWS, STEP_ROWS]
         assert step.readings == 0
+
+
+def test_a_pass_the_ledger_cannot_take_now_waits_for_the_next(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another writer holds the SQLite file past the busy timeout: the writer still opens it (a current file
+    needs no lock), the pass is put off with a warning instead of ending the task, and the next pass prunes."""
+    path = tmp_path / "kilowatch.db"
+    Ledger(path).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    with Ledger(path, retention=POLICY) as ledger, AlertLedger(path) as alerts:
+        pruner = Pruner(
+            ledger=ledger, alerts=alerts, policy=POLICY, interval_s=0.1, metrics=CollectorMetrics(),
+            clock=lambda: NOW,
+        )  # fmt: skip
+
+        async def two_passes() -> None:
+            task = asyncio.create_task(pruner.run())
+            while "put off" not in caplog.text:
+                assert not task.done(), task
+                await asyncio.sleep(0.1)
+            holder.execute("ROLLBACK")
+            ledger.store([batch(reading(at(0, day=1)), reading(at(0, day=30)), seq=1)], received_at=NOW)
+            while "retention: pruned" not in caplog.text:
+                assert not task.done(), task
+                await asyncio.sleep(0.1)
+            task.cancel()
+
+        with caplog.at_level(logging.INFO, logger="collector.pruning"):
+            asyncio.run(two_passes())
+        with LedgerReader(path) as reader:
+            assert reader.count_readings("m1", 0, 2**62) == 1  # the day-30 one; day 1 is past retention
+    holder.close()
