@@ -162,7 +162,7 @@ class CollectorMetrics:
         self.pruned_rows = Counter(
             "kilowatch_collector_pruned_rows",
             "Rows the ledger's retention deleted (ledger.retention), by table; packed: readings moved from rows "
-            "into compressed day blocks",
+            "into compressed day blocks; partitions: emptied month partitions of readings dropped (PostgreSQL)",
             ["table"],
             registry=r,
         )

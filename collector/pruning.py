@@ -3,8 +3,10 @@
 Each step is one short transaction of the ledger's writer (at most :data:`STEP_ROWS` rows), run on a
 thread; ingest takes the writer between steps, so it never waits for a whole pass. A pass ends when a step
 finds less than a full step to delete; then resolved alerts go the same way on the alerts' connection, and
-freed pages are given back to the file system :data:`RECLAIM_PAGES` at a time. What a pass deleted is
-logged (only when it deleted anything) and counted in ``kilowatch_collector_pruned_rows_total``.
+freed pages are given back to the file system :data:`RECLAIM_PAGES` at a time. On PostgreSQL the month
+partitions of readings the pass emptied are dropped (table ``partitions``, each named in the log). What a
+pass deleted is logged (only when it deleted anything) and counted in
+``kilowatch_collector_pruned_rows_total``.
 """
 
 from __future__ import annotations
@@ -92,6 +94,14 @@ class Pruner:
                 report.add(table, getattr(step, table))
             if step.rows < STEP_ROWS:
                 break
+        try:
+            dropped = await asyncio.to_thread(self._ledger.drop_partitions, now_ms=now)
+        except LedgerUnwritable as exc:  # readings locked by a long reader past the lock timeout, say
+            log.warning("retention: emptied partitions left to the next pass (%s)", exc)
+            dropped = []
+        if dropped:
+            log.info("retention: dropped the emptied partitions of readings %s", ", ".join(dropped))
+            report.add("partitions", len(dropped))
         before = now - self._policy.resolved_alerts_ms
         while True:
             n = await asyncio.to_thread(self._prune_resolved, before)

@@ -60,6 +60,7 @@ from collector.store.connection import (
     Closing,
     DatabaseError,
     Db,
+    Dialect,
     LedgerUnwritable,
     Location,
     location,
@@ -341,6 +342,14 @@ class Ledger(Closing):
             for meter in pruned.meters:  # its newest counter samples may have gone
                 self._meters.pop(meter, None)
         return pruned
+
+    def drop_partitions(self, *, now_ms: int) -> list[str]:
+        """PostgreSQL: drop in one short transaction the readings' month partitions retention has emptied
+        (:func:`collector.store.retention.drop_partitions`); returns their names. SQLite has no partitions."""
+        if self._retention is None or self._db.dialect is not Dialect.POSTGRESQL:
+            return []
+        with self._transaction() as db:
+            return retention.drop_partitions(db, self._retention, now_ms=now_ms)
 
     def reclaim(self, pages: int) -> int:
         """Give up to `pages` free pages back to the file system; returns how many bytes."""

@@ -11,19 +11,21 @@ transaction under an advisory lock, so two starting together do it once).
 retention can drop a month instead of deleting its rows. The writer keeps partitions for the current month
 and the next :data:`MONTHS_AHEAD` (checked hourly); a reading of any other time (a backlog older than the
 ledger, a wrong clock) lands in ``readings_default`` and is never refused. A month that had rows in the
-default partition takes them along when its partition is made.
+default partition takes them along when its partition is made. Retention drops the month partitions it has
+emptied (:func:`drop_partitions`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import TYPE_CHECKING
 
 from collector.store.schema import SCHEMA_VERSION, NewerLedger
 from kilowatch.quantities import ACTIVE_POWER, ENERGY_EXPORT, ENERGY_IMPORT
 
 if TYPE_CHECKING:
-    from collector.store.connection import Postgres
+    from collector.store.connection import Db, Postgres
     from collector.store.postgres import PgDb
 
 BASE_VERSION = 6
@@ -336,6 +338,45 @@ def month_bounds(year: int, month: int) -> tuple[int, int]:
 
 def partition_name(year: int, month: int) -> str:
     return f"readings_y{year:04d}m{month:02d}"
+
+
+_MONTH_PARTITION = re.compile(r"readings_y(\d{4})m(\d{2})")
+_PARTITIONS = """
+SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+WHERE i.inhparent = 'readings'::regclass ORDER BY c.relname
+"""
+DROP_LOCK_TIMEOUT = "1s"
+"""How long dropping a partition waits for the readers of ``readings`` (it locks the whole table, and every
+reader and writer that comes after waits behind it meanwhile)."""
+
+
+def drop_partitions(db: Db, *, before_ms: int) -> list[str]:
+    """In the caller's transaction, drop the readings' month partitions whose month ends by `before_ms` and
+    that hold no row (never the default partition); returns their names.
+
+    ``readings`` is locked before a partition found empty is looked at again and dropped, so a row cannot
+    come into it in between (another writer's, a backfill); a row of that month written later lands in the
+    default partition. The lock waits :data:`DROP_LOCK_TIMEOUT` at most (then the transaction fails as
+    unwritable), and is taken only when there is an empty partition to drop.
+    """
+    empty = []
+    for (name,) in db.execute(_PARTITIONS).fetchall():
+        month = _MONTH_PARTITION.fullmatch(name)
+        ended = month is not None and month_bounds(int(month[1]), int(month[2]))[1] <= before_ms
+        if ended and _empty(db, name):
+            empty.append(name)
+    if not empty:
+        return []
+    db.execute(f"SET LOCAL lock_timeout = '{DROP_LOCK_TIMEOUT}'")
+    db.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+    dropped = [name for name in empty if _empty(db, name)]
+    for name in dropped:
+        db.execute(f"DROP TABLE {name}")
+    return dropped
+
+
+def _empty(db: Db, name: str) -> bool:
+    return db.execute(f"SELECT 1 FROM {name} LIMIT 1").fetchone() is None  # noqa: S608 - a partition's name
 
 
 def add_partitions(db: PgDb, now_ms: int) -> list[str]:

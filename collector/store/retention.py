@@ -12,6 +12,10 @@ quarantined readings; and resolved alerts by when they were resolved. Refused me
 bounds (:class:`~collector.store.delivery.RejectedLimits`), and TSDB outbox rows and notifications are
 deleted once delivered.
 
+On PostgreSQL, the month partitions of ``readings`` wholly before the oldest row any meter may still hold
+are dropped once empty (:func:`drop_partitions`): packing empties them, and a table dropped gives its space
+back where deleted rows only leave it for reuse.
+
 Every function here deletes (or packs) about `limit` rows at most, so the caller keeps each transaction short and ingest
 is never held up for long.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from collector.intervals import MAX_SPREAD_MS
-from collector.store import blocks
+from collector.store import blocks, pg_schema
 from collector.store.blocks import Block
 from collector.store.connection import Db, Dialect
 from collector.store.readings import rows_block
@@ -177,6 +181,23 @@ def _pack_day(db: Db, key: int, day_ms: int) -> int:
     db.execute(_PACK, (key, day_ms, first, last, len(whole), blocks.encode(whole)))
     db.execute(_DROP_DAY_ROWS, (key, end))
     return len(block)
+
+
+def drop_partitions(db: Db, policy: RetentionPolicy, *, now_ms: int) -> list[str]:
+    """PostgreSQL only: drop the readings' month partitions that end by the oldest time any meter may still
+    hold rows (and before the current month) and hold none; returns their names.
+
+    That time is the local midnight before the newest reading of the meter heard from longest ago, less the
+    shorter of the packing and dropping windows: :func:`prune` leaves no meter a row before it. A meter's
+    readings that old are refused (:func:`too_old`), so none can come into those months but a new meter's,
+    which lands in the default partition.
+    """
+    (newest,) = db.execute("SELECT min(ts) FROM latest").fetchone()
+    if newest is None:
+        return []
+    cut = newest - min(policy.compact_after_ms, policy.readings_ms)
+    oldest = cut - (cut + OFFSET_MS) % DAY_MS
+    return pg_schema.drop_partitions(db, before_ms=min(oldest, now_ms))
 
 
 def prune_alerts(db: Db, *, before_ms: int, limit: int) -> int:

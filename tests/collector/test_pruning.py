@@ -8,12 +8,24 @@ import logging
 import sqlite3
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from collector.detectors.findings import Detector
 from collector.metrics import CollectorMetrics
 from collector.pruning import STEP_ROWS, Pruner
-from collector.store import Alert, AlertLedger, AlertQuery, AlertStatus, Ledger, LedgerReader, RetentionPolicy
+from collector.store import (
+    Alert,
+    AlertLedger,
+    AlertQuery,
+    AlertStatus,
+    Ledger,
+    LedgerReader,
+    Postgres,
+    RetentionPolicy,
+    pg_schema,
+    postgres,
+)
 from kilowatch.timebase import DAY_MS
 from tests.collector_support import at, batch, reading
 from tests.ledger_support import LedgerAt
@@ -68,6 +80,60 @@ def test_a_pass_prunes_packs_counts_and_logs(ledger_at: LedgerAt, caplog: pytest
         assert (kept[0].ts, kept[-1].ts) == (at(23, day=20), at(23, day=30))
         assert reader.newest_trusted_ts("m1", at(12, day=23)) == at(12, day=23)  # in a block
         assert reader.stored_batches() == 5
+
+
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_on_postgresql_a_pass_drops_the_month_partitions_it_emptied(
+    ledger_at: LedgerAt, caplog: pytest.LogCaptureFixture
+) -> None:
+    where = ledger_at("kilowatch")
+    assert isinstance(where, Postgres)
+    writer = postgres.open_writer(where)
+    for month_ms in (at(0, day=15) - 120 * DAY_MS, at(0, day=15) - 30 * DAY_MS):  # January to June 2024
+        pg_schema.add_partitions(writer, month_ms)
+    writer.close()
+    # m1 reads every 6 hours from mid-January to the 30th of May; m2 fell silent on the 10th of March.
+    m1 = [at(0, day=15) - 121 * DAY_MS + i * DAY_MS // 4 for i in range(4 * 136)]
+    m2 = [ts for ts in m1 if ts <= at(0, day=10) - 61 * DAY_MS]
+    metrics = CollectorMetrics()
+    with Ledger(where, retention=POLICY) as ledger, AlertLedger(where) as alerts:
+        ledger.ingest(
+            batch(
+                *(reading(ts, imp=i, power_w=1000.0) for i, ts in enumerate(m1)),
+                *(reading(ts, meter="m2", imp=i, power_w=1000.0) for i, ts in enumerate(m2)),
+                seq=1,
+            )
+        )
+        pruner = Pruner(
+            ledger=ledger, alerts=alerts, policy=POLICY, interval_s=600, metrics=metrics, clock=lambda: NOW
+        )
+        with caplog.at_level(logging.INFO, logger="collector.pruning"):
+            with psycopg.connect(where.url) as long_read:  # holds readings past the drop's lock timeout
+                long_read.execute("SELECT count(*) FROM readings")
+                first = asyncio.run(pruner.prune())
+            report = asyncio.run(pruner.prune())
+    # The first pass packs all it should and leaves the partitions it emptied to the next one.
+    assert first.rows["packed"] > 0
+    assert "partitions" not in first.rows
+    assert "emptied partitions left to the next pass" in caplog.text
+    # Packing emptied January to April, but m2 may still hold rows from early March: only the months wholly
+    # before that go. March holds m2's rows; April is empty but not wholly before them; May is m1's.
+    assert report.rows == {"partitions": 2}
+    assert "dropped the emptied partitions of readings readings_y2024m01, readings_y2024m02" in caplog.text
+    sample = metrics.registry.get_sample_value
+    assert sample("kilowatch_collector_pruned_rows_total", {"table": "partitions"}) == 2
+    with psycopg.connect(where.url) as db:
+        names = db.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'readings'::regclass AND c.relname LIKE 'readings_y2024%' ORDER BY 1"
+        ).fetchall()
+        (held,) = db.execute("SELECT count(*) FROM readings_y2024m03").fetchone() or (0,)
+    assert [name for (name,) in names] == [f"readings_y2024m{month:02d}" for month in (3, 4, 5, 6)]
+    assert held > 0
+    with LedgerReader(where) as reader:  # every reading within retention is still there
+        for meter, stamps in (("m1", m1), ("m2", m2)):
+            kept = [s.ts for s in reader.power_samples(meter, 0, 2**62)]
+            assert kept == [ts for ts in stamps if ts >= stamps[-1] - POLICY.readings_ms]
 
 
 def test_one_step_does_a_bounded_amount_of_work(ledger_at: LedgerAt) -> None:

@@ -138,6 +138,34 @@ def test_readings_go_to_their_months_partition_and_odd_times_to_the_default_one(
 
 
 @pg_only
+def test_only_an_empty_month_partition_ending_by_the_bound_is_dropped(
+    ledger_at_pg: Callable[[str], Postgres],
+) -> None:
+    where = ledger_at_pg("ledger")
+    now_ms = 1_581_724_800_000  # 2020-02-15
+    db = postgres.open_writer(where)
+    pg_schema.add_partitions(db, now_ms)  # February to April 2020
+    with Ledger(where) as ledger:  # a reading in March, one in 2005
+        ledger.ingest(batch(reading(now_ms + 30 * DAY_MS, imp=1.0), reading(OLD, imp=0.5), seq=1))
+
+    def drop(before_ms: int) -> list[str]:
+        db.begin()
+        dropped = pg_schema.drop_partitions(db, before_ms=before_ms)
+        db.execute("COMMIT")
+        return dropped
+
+    march, april = pg_schema.month_bounds(2020, 3)
+    may = pg_schema.month_bounds(2020, 4)[1]
+    assert drop(march - 1) == []  # February has not ended by then
+    assert drop(april) == ["readings_y2020m02"]  # March holds a reading; April ends later
+    assert drop(may + 400 * DAY_MS) == ["readings_y2020m04"]  # March still holds it; never the default
+    db.close()
+    assert query(where, "SELECT tableoid::regclass::text, ts FROM readings ORDER BY ts") == [
+        ("readings_default", OLD), ("readings_y2020m03", now_ms + 30 * DAY_MS)
+    ]  # fmt: skip
+
+
+@pg_only
 def test_the_writer_keeps_partitions_ahead_of_the_clock(ledger_at_pg: Callable[[str], Postgres]) -> None:
     where = ledger_at_pg("ledger")
     Ledger(where).close()
