@@ -81,8 +81,8 @@ class RetentionSettings(_Section):
         ge=2,
         description="Readings older than this many days (before their meter's newest) are packed into one "
         "compressed block per meter and day (~30 instead of ~80 bytes a reading). A reading arriving more "
-        "than this less a day older than its meter's newest is refused (reason expired): the ledger could "
-        "no longer book its energy between its neighbours exactly",
+        "than this less a day older than its meter's newest is kept out of the ledger (counted as expired; "
+        "it still goes to the TSDB): the ledger could no longer book its energy between its neighbours exactly",
     )
     batches_days: float = Field(
         60,

@@ -88,7 +88,8 @@ def _write_configs(
             "host": host, "port": port, "client_id": f"kilowatch-eval-{scenario.name}-{time.time_ns()}",
             "session_expiry_s": 0,  # a one-off run: leave no session behind on a shared broker
         },
-        "ledger": {"path": str(workdir / "ledger.db")},
+        # a one-off replay: keep every reading, as far back as detection catches up
+        "ledger": {"path": str(workdir / "ledger.db"), "retention": {"readings_days": 36_600}},
         "api": {"host": "127.0.0.1", "port": api_port, "metrics_auth": "none"},  # loopback, one-off
         "detection": {
             "enabled": True, "sites": str(sites), "interval_s": _PASS_S, "catch_up_days": days + 1,
