@@ -21,6 +21,8 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import SkipJsonSchema, models_json_schema
 from starlette.exceptions import HTTPException
 
+from collector.store import UnstorableValue
+
 PROBLEM_JSON = "application/problem+json"
 _SCHEMAS = "#/components/schemas/"
 
@@ -127,6 +129,15 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     return _response(request, HTTPStatus.INTERNAL_SERVER_ERROR, "the collector failed to answer; see its log")
 
 
+async def _unstorable_value(request: Request, exc: Exception) -> JSONResponse:
+    """Text the ledger cannot hold (a NUL character on PostgreSQL) is the request's fault, not the server's."""
+    return _response(
+        request,
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        "the request holds a value the ledger cannot hold or compare",
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     return _response(request, exc.status_code, str(exc.detail), headers=exc.headers)
@@ -144,6 +155,8 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    for unstorable in UnstorableValue:
+        app.add_exception_handler(unstorable, _unstorable_value)
     app.add_exception_handler(Exception, _internal_error)
 
 

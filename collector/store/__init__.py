@@ -12,7 +12,7 @@ migrations are in :mod:`collector.store.schema`, the connections each role opens
 from collector.store.alerts import Alert, AlertLedger, AlertQuery, AlertStatus, AlertTransaction
 from collector.store.checks import DEFAULT_MAX_KW, RATED_HEADROOM, IngestChecks
 from collector.store.clock import ClockStepSpan, QuarantineReason, QuarantineRow
-from collector.store.connection import DatabaseError, LedgerUnwritable, Location, Postgres
+from collector.store.connection import DatabaseError, LedgerUnwritable, Location, Postgres, UnstorableValue
 from collector.store.delivery import (
     MAX_REJECTED_PAYLOAD,
     RejectedLimits,
@@ -85,4 +85,5 @@ __all__ = [
     "RetentionPolicy",
     "SeqGapRow",
     "TsdbOutboxRow",
+    "UnstorableValue",
 ]

@@ -55,6 +55,8 @@ _PG_UNWRITABLE_STATES = frozenset({"25006", "42501", "55P03"})
 """read-only transaction (a standby), insufficient privilege (a revoked grant), lock not available."""
 
 DatabaseError: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+UnstorableValue: tuple[type[Exception], ...] = (sqlite3.DataError, psycopg.DataError)
+"""A value the backend cannot hold or compare, whatever its state (PostgreSQL's text has no NUL character)."""
 """What either backend raises for a ledger it cannot open, read or write."""
 
 

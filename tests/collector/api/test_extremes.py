@@ -73,3 +73,23 @@ async def test_ordinary_times_still_pass(client: httpx.AsyncClient) -> None:
     )
     assert response.status_code == 404  # the meter has sent nothing: the range itself was accepted
     assert response.json()["detail"] == "unknown meter 'm'"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body"),
+    [
+        ("GET", "/api/v1/meters/m%00/latest", None),
+        ("GET", "/api/v1/alerts?meter=m%00", None),
+        ("POST", "/api/v1/session", {"username": "admin\x00", "password": "x"}),
+    ],
+)
+async def test_a_nul_character_is_never_a_500(
+    client: httpx.AsyncClient, backend: str, method: str, url: str, body: dict[str, str] | None
+) -> None:
+    """SQLite holds and compares a NUL (nothing matches: 404, 401, an empty list); PostgreSQL's text cannot,
+    and the request is refused as unprocessable instead of failing the server."""
+    response = await client.request(method, url, json=body)
+    assert response.status_code < 500, response.text
+    if backend == "postgresql":
+        assert response.status_code == 422, response.text
+        assert response.headers["content-type"] == PROBLEM_JSON
