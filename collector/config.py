@@ -63,6 +63,19 @@ class MqttSettings(BrokerSettings):
         description="MQTT 5: unacknowledged messages the broker may send at once; the collector commits up "
         "to half of them per ledger transaction (3.1.1: the broker's max_inflight_messages rules)",
     )
+    share_group: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[^/+#$\s]+$",
+        description="Replicas: collectors with the same share_group (and each its own client_id) split the "
+        "messages between them (an MQTT shared subscription, $share/<group>/...) and write one PostgreSQL "
+        "ledger (ledger.url); each site is judged, the TSDB outbox drained, notifications sent and retention "
+        "run by one replica at a time, taken over by another when it dies. The broker keeps a stopped "
+        "replica's share of the messages in its session until it is back: restart it (systemd does), or "
+        "start a collector with its client_id to drain it. null: one collector takes every message",
+        examples=["kilowatch"],
+    )
 
 
 class RetentionSettings(_Section):
@@ -470,6 +483,15 @@ class CollectorConfig(_Section):
     detection: DetectionSettings = Field(
         default_factory=DetectionSettings, description="Detectors run on the ledger's readings"
     )
+
+    @model_validator(mode="after")
+    def _replicas_share_postgresql(self) -> Self:
+        if self.mqtt.share_group is not None and self.ledger.url is None:
+            raise ValueError(
+                "mqtt.share_group (replicas) needs a PostgreSQL ledger (ledger.url): replicas cannot share a "
+                "SQLite file"
+            )
+        return self
 
     @model_validator(mode="after")
     def _readings_outlast_detection(self) -> Self:

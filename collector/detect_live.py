@@ -17,6 +17,11 @@ Findings go to :meth:`Notifications.submit` (the alert store decides opened/upda
 alert raised late when its ``detected_at`` is old, and queues notifications); one already applied
 unchanged by this process is not applied again. The reading and the detectors run on a worker thread
 with a read-only connection of their own, so ingestion is never held up.
+
+With replicas (``sites_held``), a process judges only the sites whose lease it holds, asked before each pass
+and every :data:`~collector.replicas.LEASE_RETRY_S` between passes (a pass starts at once for a site taken
+over). A site it gains or loses is judged as after a restart: from the ledger, over the whole judged span;
+the alert store keeps what the other replica applied, so nothing is raised twice.
 """
 
 from __future__ import annotations
@@ -103,6 +108,8 @@ class LiveDetection:
         clock: Wall-clock time, UTC ms (only to tell a silent meter and to ignore readings from the future);
             with ``settings.clock`` "data", the newest reading of the meter's gateway stands in for it.
         metrics: Where passes, judged meters and applied findings are counted.
+        sites_held: With replicas: claims the sites' leases, returns those this process holds.
+        retry_s: With replicas: how often sites are claimed between passes.
     """
 
     def __init__(
@@ -113,8 +120,14 @@ class LiveDetection:
         *,
         clock: Clock = wall_clock_ms,
         metrics: CollectorMetrics | None = None,
+        sites_held: Callable[[], Awaitable[set[str]]] | None = None,
+        retry_s: float = 10.0,
     ) -> None:
         self._where = location(where)
+        self._sites_held = sites_held
+        self._retry_s = retry_s
+        self._held: set[str] | None = None
+        """The sites this process judges (None: every site, no replicas)."""
         self.sites = sites
         self._metrics = metrics
         self._meters = configured_meters(sites)
@@ -173,6 +186,8 @@ class LiveDetection:
                     for meter in self._meters:
                         if self._stopping:
                             break
+                        if self._held is not None and meter.ctx.site not in self._held:
+                            continue
                         fresh = self._judge(
                             db, meter, nows.get(meter.ctx.meter, now), meter.ctx.meter in offline
                         )
@@ -195,6 +210,8 @@ class LiveDetection:
         it was offline, from its last will to its next birth (wall clock, as the collector saw them)."""
         findings = []
         for site_id, meters in self._by_site.items():
+            if self._held is not None and site_id not in self._held:
+                continue
             ctx = meters[0].ctx
             poll = max(m.poll_ms for m in meters)
             spans = [
@@ -302,11 +319,46 @@ class LiveDetection:
         try:
             while True:
                 await self.run_once(submit)
-                await asyncio.sleep(self._settings.interval_s)
+                await self._until_next_pass()
         finally:
             await asyncio.to_thread(self.close)
 
+    async def _until_next_pass(self) -> None:
+        """Wait ``interval_s``; with replicas, claiming sites meanwhile and ending the wait when one is gained."""
+        if self._sites_held is None:
+            await asyncio.sleep(self._settings.interval_s)
+            return
+        loop = asyncio.get_running_loop()
+        due = loop.time() + self._settings.interval_s
+        while (left := due - loop.time()) > 0:
+            await asyncio.sleep(min(left, self._retry_s))
+            if await self._claim_sites():
+                return
+
+    async def _claim_sites(self) -> bool:
+        """With replicas: take the sites' leases; a site gained or lost is forgotten (judged afresh when it
+        is held again). Whether a site was gained."""
+        if self._sites_held is None:
+            return False
+        held = await self._sites_held()
+        before = self._held or set()
+        changed = held ^ before
+        if changed:
+            for meter in self._meters:
+                if meter.ctx.site in changed:
+                    self._seen[meter.ctx.meter] = _Seen()
+            self._gateway_findings = {
+                k: f for k, f in self._gateway_findings.items() if k[0].split("/")[0] not in changed
+            }
+            if held - before:
+                log.info("detection: this replica judges %s now", ", ".join(sorted(held - before)))
+            if before - held:
+                log.info("detection: this replica no longer judges %s", ", ".join(sorted(before - held)))
+        self._held = held
+        return bool(held - before)
+
     async def run_once(self, submit: Callable[[Finding], Awaitable[AlertChange]]) -> PassReport | None:
+        await self._claim_sites()
         report = await self._scan()
         if report is None:
             return None

@@ -183,6 +183,16 @@ class Ingestor:
             self._metrics.missing_batches.set(reader.missing_batches())
             for reason, count in reader.quarantine_counts().items():
                 self._metrics.quarantined.labels(reason=reason.value).set(count)
+            rows, points = reader.outbox_backlog()
+        self._metrics.tsdb_outbox_rows.set(rows)
+        self._metrics.tsdb_outbox_points.set(points)
+
+    async def keep_gauges(self, every_s: float) -> None:
+        """With replicas: the ledger's gauges (missing batches, quarantine, TSDB backlog) read again every
+        `every_s`, since the other replicas' commits and TSDB writer move them too."""
+        while True:
+            await asyncio.sleep(every_s)
+            await asyncio.to_thread(self._load_gauges)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         """Every channel in one SUBSCRIBE, waiting for its SUBACK without a timeout.
@@ -193,7 +203,12 @@ class Ingestor:
         the client's 10 s timeout ended the session set-up, again at each reconnection. A lost connection
         still ends the wait: the consuming task fails and cancels it.
         """
-        topics = [subscription(channel, root=self._settings.topic_root) for channel in Channel]
+        group = self._settings.share_group
+        topics = [
+            subscription(channel, root=self._settings.topic_root) if group is None
+            else f"$share/{group}/{subscription(channel, root=self._settings.topic_root)}"
+            for channel in Channel
+        ]  # fmt: skip
         granted = await client.subscribe([(t, 1) for t in topics], timeout=math.inf)
         for topic, code in zip(topics, granted, strict=True):
             if code == _SUBSCRIBE_FAILED:

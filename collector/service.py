@@ -41,6 +41,7 @@ from collector.metrics import CollectorMetrics
 from collector.notifiers.dispatch import Notifications, channels
 from collector.notifiers.monthly import ledger_monthly_reporter
 from collector.pruning import Pruner
+from collector.replicas import LEASE_RETRY_S, SiteLeases, while_held
 from collector.reports import ledger_reporter
 from collector.store import (
     RATED_HEADROOM,
@@ -49,9 +50,11 @@ from collector.store import (
     IngestChecks,
     Ledger,
     Location,
+    Postgres,
     RejectedLimits,
     RetentionPolicy,
 )
+from collector.store.leases import Leases
 from collector.tsdb import TsdbWriter
 from kilowatch import __version__
 from kilowatch.backoff import Backoff
@@ -70,6 +73,11 @@ RESTART_MAX_S = 60.0
 
 LEDGER_RETRY_MAX_S = 30.0
 """The longest wait between two tries to open the ledger on a full disk at start."""
+
+OUTBOX_POLL_S = 1.0
+GAUGES_S = 30.0
+"""With replicas: how often the TSDB writer looks at the outbox and the ledger's gauges are read again
+(the other replicas' commits move them)."""
 
 
 class ServiceError(Exception):
@@ -100,8 +108,11 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def _detection(config: CollectorConfig, metrics: CollectorMetrics) -> LiveDetection | None:
-    """The live detectors if enabled; ServiceError naming the file, key and problem if their settings are bad."""
+async def _detection(
+    config: CollectorConfig, metrics: CollectorMetrics, leases: Leases | None
+) -> LiveDetection | None:
+    """The live detectors if enabled; ServiceError naming the file, key and problem if their settings are bad.
+    With replicas (`leases`), only the sites this replica holds are judged."""
     settings = config.detection
     if not settings.enabled or settings.sites is None:
         return None
@@ -109,7 +120,14 @@ async def _detection(config: CollectorConfig, metrics: CollectorMetrics) -> Live
         sites = await asyncio.to_thread(load_sites, settings.sites)
     except ConfigError as exc:
         raise ServiceError(f"detection settings: {exc}") from exc
-    detection = LiveDetection(config.ledger.location, sites, settings, metrics=metrics)
+    detection = LiveDetection(
+        config.ledger.location,
+        sites,
+        settings,
+        metrics=metrics,
+        sites_held=None if leases is None else SiteLeases(leases, sites.sites).claim,
+        retry_s=LEASE_RETRY_S,
+    )
     log.info(
         "detection: %d meters of %d sites from %s, a pass every %g s",
         len(detection.meters), len(sites.sites), settings.sites, settings.interval_s,
@@ -158,9 +176,23 @@ async def serve(config: CollectorConfig) -> None:
             log.info("stopped before the ledger could be opened")
             return
         stack.push_async_callback(asyncio.to_thread, ledger.close)
+        location = config.ledger.location
+        leases = None
+        if config.mqtt.share_group is not None and isinstance(location, Postgres):
+            leases = Leases(location)
+            stack.push_async_callback(asyncio.to_thread, leases.close)
         metrics = CollectorMetrics()
-        detection = await _detection(config, metrics)
-        writer = TsdbWriter(settings=config.tsdb, metrics=metrics, ledger=ledger) if config.tsdb else None
+        detection = await _detection(config, metrics, leases)
+        writer = (
+            TsdbWriter(
+                settings=config.tsdb,
+                metrics=metrics,
+                ledger=ledger,
+                poll_s=None if leases is None else OUTBOX_POLL_S,
+            )
+            if config.tsdb
+            else None
+        )
         ingestor = Ingestor(
             settings=config.mqtt,
             ledger=ledger,
@@ -211,10 +243,17 @@ async def serve(config: CollectorConfig) -> None:
         def start(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
             return asyncio.create_task(_supervised(name, run, metrics), name=name)
 
+        def start_once(name: str, run: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
+            """A job one replica runs at a time (any job, when there are no replicas)."""
+            if leases is None:
+                return start(name, run)
+            held = leases
+            return start(name, lambda: while_held(held, name, run))
+
         ingest_task = start("mqtt-ingest", ingestor.run)
         api_task = asyncio.create_task(server.serve(sockets=[sock]), name="http-api")
-        writer_task = start("tsdb-writer", writer.run) if writer else None
-        notify_task = start("notifications", notifications.run) if senders else None
+        writer_task = start_once("tsdb-writer", writer.run) if writer else None
+        notify_task = start_once("notifications", notifications.run) if senders else None
         detect_task = start("detection", lambda: detection.run(notifications.submit)) if detection else None
         pruner = Pruner(
             ledger=ledger,
@@ -223,8 +262,9 @@ async def serve(config: CollectorConfig) -> None:
             interval_s=config.ledger.retention.interval_s,
             metrics=metrics,
         )
-        prune_task = start("retention", pruner.run)
-        tasks = (ingest_task, api_task, writer_task, notify_task, detect_task, prune_task)
+        prune_task = start_once("retention", pruner.run)
+        gauges_task = start("ledger-gauges", lambda: ingestor.keep_gauges(GAUGES_S)) if leases else None
+        tasks = (ingest_task, api_task, writer_task, notify_task, detect_task, prune_task, gauges_task)
         workers = {t for t in tasks if t is not None}
         workers.add(asyncio.create_task(supervise(), name="systemd-notify"))  # READY=1, watchdog pings
         stopping = asyncio.create_task(stop.wait(), name="stop-signal")
@@ -233,7 +273,12 @@ async def serve(config: CollectorConfig) -> None:
             log.info("stopping: %s", "signal received" if stopping in done else "a task ended")
             ingest_task.cancel()
             server.should_exit = True
-            if writer is not None and writer_task is not None and not writer_task.done():
+            if (
+                writer is not None
+                and writer_task is not None
+                and not writer_task.done()
+                and (leases is None or leases.holds("tsdb-writer"))
+            ):
                 try:
                     await asyncio.wait_for(writer.drain(), DRAIN_TIMEOUT_S)
                 except TimeoutError:
@@ -305,6 +350,7 @@ async def _open_ledger(
             ),
             checks=checks,
             retention=policy,
+            shared=config.mqtt.share_group is not None,
         )
 
     backoff = Backoff(first_s=RESTART_MIN_S, max_s=LEDGER_RETRY_MAX_S)

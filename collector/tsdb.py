@@ -13,6 +13,7 @@ again, and never stops for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import aiohttp
@@ -43,10 +44,20 @@ class TsdbWriter:
         metrics: Counters and the backlog gauges to update.
         ledger: Whose outbox to drain (rows are read on a read-only connection of its own). Its backlog is
             counted here, once, so create the writer before ingestion starts.
+        poll_s: With replicas: also look at the outbox this often (other replicas' commits do not wake this
+            writer); None: only when woken.
     """
 
-    def __init__(self, *, settings: TsdbSettings, metrics: CollectorMetrics, ledger: Ledger) -> None:
+    def __init__(
+        self,
+        *,
+        settings: TsdbSettings,
+        metrics: CollectorMetrics,
+        ledger: Ledger,
+        poll_s: float | None = None,
+    ) -> None:
         self._settings = settings
+        self._poll_s = poll_s
         self._metrics = metrics
         self._ledger = ledger
         self._backoff = Backoff(first_s=settings.retry_min_s, max_s=settings.retry_max_s)
@@ -90,7 +101,8 @@ class TsdbWriter:
             chunk = await asyncio.to_thread(reader.outbox, self._settings.max_points_per_write)
             if not chunk:
                 self._empty.set()
-                await self._wake.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
                 continue
             if not await self._write(write_api, chunk):
                 await asyncio.sleep(self._backoff.next_delay())

@@ -28,6 +28,12 @@ the boot's first reading) is caught by the readings' monotonic time: they are re
 span goes to ``clock_steps``, which detection reports as an untrusted clock. With a TSDB
 configured, every newly stored reading is also written, as line protocol, to ``tsdb_outbox`` in the same
 transaction; the TSDB writer drains it.
+
+Replicas: several collectors may write one PostgreSQL ledger (``shared``). Each transaction then first takes
+the write locks of the gateways and meters its messages touch (:mod:`collector.store.leases`), in key
+order, and reads each meter's state from the ledger instead of remembering it across transactions: a
+gateway's batches may be committed by either replica, in either order, and each sees what the other
+committed before it.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ from collector.store import (
     delivery,
     gateways,
     intervals,
+    leases,
     outbox,
     owners,
     readings,
@@ -198,6 +205,7 @@ class Ledger(Closing):
             by a trusted replay, or a test of the bookkeeping alone).
         retention: What :meth:`prune` forgets; readings older than it keeps are refused. None: nothing is
             pruned.
+        shared: Other collectors (replicas) write the same PostgreSQL ledger (see the module docstring).
     """
 
     def __init__(
@@ -209,8 +217,10 @@ class Ledger(Closing):
         rejected: RejectedLimits = RejectedLimits(),  # noqa: B008 - frozen
         checks: IngestChecks | None = None,
         retention: RetentionPolicy | None = None,
+        shared: bool = False,
     ) -> None:
         self.where = location(where)
+        self._shared = shared
         self._retention = retention
         self._checks = checks
         self._owners: dict[str, tuple[str, str]] = {}
@@ -250,9 +260,10 @@ class Ledger(Closing):
         return LedgerReader(self.where)
 
     @contextmanager
-    def _transaction(self) -> Iterator[Db]:
+    def _transaction(self, locks: Sequence[int] = ()) -> Iterator[Db]:
         """BEGIN (IMMEDIATE) ... COMMIT, writing what is pending first; on any failure ROLLBACK and forget
-        the in-memory meter states, which may describe rows that are no longer there.
+        the in-memory meter states, which may describe rows that are no longer there. A shared ledger's
+        transaction takes the write `locks` first and starts with no meter state remembered.
 
         Raises :class:`LedgerUnwritable` (chained from the backend's error) when the ledger cannot be
         written now (disk full, I/O error, locked; a PostgreSQL server down or refusing writes), whatever the
@@ -269,15 +280,17 @@ class Ledger(Closing):
             self._inserted = 0
             self._owners.clear()
             try:
+                if self._shared:
+                    self._forget()
+                    if locks and self._db.dialect is Dialect.POSTGRESQL:
+                        self._db.execute(leases.WRITE_LOCKS, (list(locks),))
                 yield self._db
                 self._flush(self._db)
                 self._db.execute("COMMIT")
                 self.readings_stored += self._inserted
             except BaseException as exc:
-                self._meters.clear()
+                self._forget()
                 self._meter_keys.forget()
-                self._boot_offsets.clear()
-                self._gateway_meters.clear()
                 self._rejected_bytes = None
                 self._pending = _Pending()
                 try:
@@ -289,9 +302,16 @@ class Ledger(Closing):
                     raise LedgerUnwritable(str(exc)) from exc
                 raise
 
+    def _forget(self) -> None:
+        """Forget what the writer remembers of meters and gateways (their keys excepted: they never change)."""
+        self._meters.clear()
+        self._boot_offsets.clear()
+        self._gateway_meters.clear()
+
     def store(self, items: Sequence[Item], *, received_at: int) -> list[IngestResult]:
         """Store a group of messages in one transaction (all or none); one result per item, in order."""
-        with self._transaction() as db:
+        locks = _write_locks(items) if self._shared else ()
+        with self._transaction(locks) as db:
             results = [self._store_item(db, item, received_at) for item in items]
             self._keep_rejected_within_limits(db, received_at)
             return results
@@ -313,7 +333,8 @@ class Ledger(Closing):
     def move_meter(self, meter: str, site: str, gateway: str, *, at: int) -> owners.OwnerRow | None:
         """Bind `meter` to (site, gateway) from now on (its readings from any other gateway are refused),
         with a ``meter_moved`` event for that gateway; returns the binding it replaced, if any."""
-        with self._transaction() as db:
+        locks = leases.write_lock_keys([(site, gateway)], [meter]) if self._shared else ()
+        with self._transaction(locks) as db:
             previous = owners.bind(db, meter, site, gateway, at, owners.Binding.MOVED)
             was = "no gateway" if previous is None else f"{previous.site}/{previous.gateway}"
             gateways.record_collector_event(
@@ -372,6 +393,10 @@ class Ledger(Closing):
         """Drop the oldest refused messages beyond the byte budget (down to 90% of it, so that this runs
         once per many rejections, not at each) and, once a minute, those past their retention."""
         limits = self._rejected_limits
+        if self._shared and now_ms - self._rejected_pruned_at >= 60_000:
+            self._rejected_bytes = (
+                None  # counted again once a minute: other replicas keep refused messages too
+            )
         if self._rejected_bytes is None:
             self._rejected_bytes = delivery.rejected_bytes(db)
         over = self._rejected_bytes - limits.max_bytes
@@ -849,6 +874,15 @@ class Ledger(Closing):
             outbox_points=stored.outbox_points,
             rejected_readings=stored.rejected_readings,
         )
+
+
+def _write_locks(items: Sequence[Item]) -> list[int]:
+    """The write locks of a group: each gateway sending and each meter read in it."""
+    senders = {
+        (i.site, i.gateway) for i in items if isinstance(i, ReadingsBatch | GatewayStatus | GatewayEvent)
+    }
+    meters = {r.meter for i in items if isinstance(i, ReadingsBatch) for r in i.readings}
+    return leases.write_lock_keys(senders, meters)
 
 
 def _ts(reading: Reading) -> int:
