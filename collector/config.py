@@ -440,6 +440,15 @@ class DetectionSettings(_Section):
         "history) the end of the newest reading of the meter's gateway, so that old data is not taken for "
         "meters gone silent (a whole gateway gone quiet is then told by its last will only)",
     )
+    gap_wait_s: float = Field(
+        120.0,
+        ge=0,
+        le=86_400,
+        description="A gateway whose batches arrived with a gap in their seq (the rest still on their way: a "
+        "replica restarting, a backlog sent out of order) has its meters judged once the gap closes, or once it "
+        "is this many seconds old (the batches are lost): judging across the hole would end an episode that "
+        "the missing data continues",
+    )
 
     @model_validator(mode="after")
     def _sites_when_enabled(self) -> Self:

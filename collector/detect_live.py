@@ -7,7 +7,8 @@ judged span (``catch_up_days``) plus the history its baselines learn from (``his
 restart, a backlog flushed after an outage and live data all give the same findings: nothing the
 detectors know lives only in memory. The judged span ends at the meter's *data horizon*, the end of its
 last complete interval, never at the wall clock: a meter whose data stops is not judged across the gap
-(an episode under way stays open rather than being cleared by missing data), and once it has been
+(an episode under way stays open rather than being cleared by missing data; nor is it judged while its
+gateway's batches have a gap not yet filled: see ``gap_wait_s``), and once it has been
 silent for more than ``silent_polls`` polls a ``no_data`` finding says so; it resolves when readings
 come back. Spans in which a gateway's clock had stepped (the ledger's ``clock_steps``) are reported as
 ``untrusted_clock`` on ``<site>/<gateway>``, and a gateway whose last will arrived as ``gateway_offline``
@@ -183,10 +184,13 @@ class LiveDetection:
                     nows = self._data_clocks(db) if self._settings.clock == "data" else {}
                     now = max(nows.values(), default=0) if nows else self._clock()
                     offline = db.offline_meters()
+                    awaiting = self._awaiting(db)
                     for meter in self._meters:
                         if self._stopping:
                             break
                         if self._held is not None and meter.ctx.site not in self._held:
+                            continue
+                        if meter.ctx.meter in awaiting:
                             continue
                         fresh = self._judge(
                             db, meter, nows.get(meter.ctx.meter, now), meter.ctx.meter in offline
@@ -203,6 +207,16 @@ class LiveDetection:
         return PassReport(
             len(self._meters), judged, findings, time.perf_counter() - started, self._not_raised
         )
+
+    def _awaiting(self, db: LedgerReader) -> set[str]:
+        """Meters not judged now: their gateway's batches arrived with a gap younger than ``gap_wait_s``
+        (see :class:`~collector.config.DetectionSettings`)."""
+        if self._settings.gap_wait_s <= 0:
+            return set()
+        gateways = db.gateways_awaiting(self._clock() - round(self._settings.gap_wait_s * 1000))
+        if not gateways:
+            return set()
+        return {meter for meter, gateway in db.meter_gateways().items() if gateway in gateways}
 
     def _gateways(self, db: LedgerReader, now: int) -> list[Finding]:
         """Gateway findings on ``<site>/<gateway>`` not yet applied: spans in which its clock had stepped

@@ -161,6 +161,13 @@ class LedgerReader(Closing):
         rows = self._db.execute("SELECT * FROM seq_gaps ORDER BY site, gateway, spool, first_seq").fetchall()
         return [SeqGapRow(s, g, sp or None, first, last, at) for s, g, sp, first, last, at in rows]
 
+    def gateways_awaiting(self, since_ms: int) -> set[str]:
+        """``<site>/<gateway>`` of each gateway with a seq gap detected at or after `since_ms` (wall clock)."""
+        rows = self._db.execute(
+            "SELECT DISTINCT site, gateway FROM seq_gaps WHERE detected_at >= ?", (since_ms,)
+        )
+        return {f"{site}/{gateway}" for site, gateway in rows}
+
     def missing_batches(self) -> int:
         """Batches in every open seq gap."""
         (n,) = self._db.execute("SELECT coalesce(sum(last_seq - first_seq + 1), 0) FROM seq_gaps").fetchone()

@@ -30,13 +30,14 @@ def pg_ledger_at(tmp_path: Path, postgresql_if: Callable[[], PostgreSQL]) -> Ite
         yield ledger_at
 
 
-def scenario_batches(tmp_path: Path) -> list[ReadingsBatch]:
+def scenario_batches(tmp_path: Path, days: int = 2) -> list[ReadingsBatch]:
+    """The live detection test's office at 1-minute, Friday on (its after-hours waste is on the third day)."""
     path = tmp_path / "scenario.yaml"
     path.write_text(SCENARIO)
     spec = load_scenario(path)
-    run = Run(spec, start=spec.start, days=2, interval_s=60)
+    run = Run(spec, start=spec.start, days=days, interval_s=60)
     return [
-        ReadingsBatch.model_validate_json(line)
+        ReadingsBatch.model_validate_json(line).model_copy(update={"spool_id": "5900100f"})  # as an agent's
         for site, gateway in sorted(run.gateways)
         for line in run.batches(site, gateway)
     ]
