@@ -39,7 +39,9 @@ from tests.api_support import api_key
 pytestmark = pytest.mark.services
 
 METERS = ("m1", "m2")
-START_MS = (int(time.time() * 1000) // SLOT_MS - 8) * SLOT_MS  # two hours ago, on a slot boundary
+START_MS = (int(time.time() * 1000) // SLOT_MS - 12) * SLOT_MS
+"""Three hours ago, on a slot boundary: the last batch, 130 minutes on, is in the past at any minute of the slot
+(from two hours back it reached up to 10 minutes into the future, which the time window refuses)."""
 STEP_MS = 10_000
 PER_BATCH = 6  # a minute of readings per meter in each batch
 
