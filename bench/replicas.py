@@ -115,17 +115,7 @@ def run(work: Path, server: PostgreSQL, broker: Mosquitto, replicas: int, messag
         settings = yaml.safe_load(config.read_text())
         settings["mqtt"]["share_group"] = database
         config.write_text(yaml.safe_dump(settings))
-        args = [
-            sys.executable,
-            "-m",
-            "app",
-            "collector",
-            "run",
-            "--config",
-            str(config),
-            "--log-level",
-            "WARNING",
-        ]
+        args = [sys.executable, "-m", "app", "collector", "run", "--config", str(config), "--log-level", "WARNING"]  # fmt: skip
         collectors.append(
             (Process(database, args, work / f"{database}-{n}.log").start(), f"http://127.0.0.1:{port}")
         )
