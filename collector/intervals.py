@@ -29,13 +29,16 @@ registers (a meter counting whole kWh may show +1 a second after the last one)."
 def spread(start_ms: int, end_ms: int, amount: float) -> list[tuple[int, float]]:
     """Share `amount`, accrued from `start_ms` to `end_ms`, over the buckets that span covers.
 
-    Each bucket gets the fraction of the span that falls inside it.
+    Each bucket gets the fraction of the span that falls inside it; a span within one bucket (most steps
+    between two readings) gives it the whole amount.
     """
     if end_ms <= start_ms:
         raise ValueError(f"span must move forward: start {start_ms} >= end {end_ms}")
+    bucket = bucket_start(start_ms)
+    if end_ms <= bucket + SLOT_MS:
+        return [(bucket, amount)]
     span = end_ms - start_ms
     shares = []
-    bucket = bucket_start(start_ms)
     while bucket < end_ms:
         overlap = min(bucket + SLOT_MS, end_ms) - max(bucket, start_ms)
         shares.append((bucket, amount * overlap / span))
