@@ -42,10 +42,12 @@ def parse_message(topic: str, payload: bytes, *, root: str) -> Message:
             raise Rejected(RejectReason.BAD_TOPIC, f"topic {kind} {ident!r} does not match {ID_PATTERN}")
     model = CHANNEL_MESSAGES[channel]
     try:
-        # The common case in one step: pydantic parses and validates the bytes (no Python dict between).
-        message = model.model_validate_json(payload)
+        # The common case in one step: pydantic parses and validates the bytes (no Python dict between), in
+        # strict mode, where every value's physical range is checked in Rust too (see Reading.values).
+        message = model.model_validate_json(payload, strict=True)
     except ValidationError:
-        # Something is wrong: say what, the same way whatever the fast path tripped on.
+        # Something is wrong, or a value is impossible (the lax model makes it bad): say what, the same way
+        # whatever the fast path tripped on.
         message = _validate_slowly(model, payload)
     if (message.site, message.gateway) != (site, gateway):
         raise Rejected(

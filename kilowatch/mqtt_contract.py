@@ -170,6 +170,45 @@ class _ByQuantity:
         return handler(core_schema.dict_schema(core_schema.str_schema(), schema.get("values_schema")))
 
 
+class _InRange(_ByQuantity):
+    """A reading's values. Strict validation (the collector's fast path, see
+    :func:`collector.validate.parse_message`) holds each to its quantity's physical range in pydantic-core,
+    as a typed dict of the vocabulary of bounded, finite floats: no Python per value. A value outside fails
+    it. Lax validation (the fallback, and every Python caller) takes the dict of :class:`_ByQuantity` and
+    marks it :class:`_OutOfRange` when a value is, for :class:`Reading` to make those values bad."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        in_range = core_schema.typed_dict_schema(
+            {
+                q.name: core_schema.typed_dict_field(
+                    core_schema.float_schema(ge=q.minimum, le=q.maximum, allow_inf_nan=False), required=False
+                )
+                for q in QUANTITIES.values()
+            },
+            extra_behavior="forbid",
+        )
+        checked = core_schema.no_info_after_validator_function(
+            _marked, super().__get_pydantic_core_schema__(source, handler)
+        )
+        return core_schema.lax_or_strict_schema(lax_schema=checked, strict_schema=in_range)
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        assert schema["type"] == "lax-or-strict"
+        assert schema["lax_schema"]["type"] == "function-after"
+        return super().__get_pydantic_json_schema__(schema["lax_schema"]["schema"], handler)
+
+
+class _OutOfRange(dict[str, float]):
+    """Values of which some are not finite or outside their physical range (lax validation only): what
+    :class:`Reading`'s validator makes bad."""
+
+
+def _marked(values: dict[str, float]) -> dict[str, float]:
+    return values if _all_in_range(values) else _OutOfRange(values)
+
+
 @lru_cache(maxsize=1024)
 def _bounds(names: tuple[str, ...]) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The physical minimums and maximums of these quantities, in this order (a gateway sends the same names
@@ -232,7 +271,7 @@ class Reading(_Message):
         description="Event time: when the meter was read, UTC, milliseconds since the epoch; not before "
         f"2000-01-01 ({TS_FLOOR_MS}) unless `clock` is unsynced or unknown",
     )
-    values: Annotated[dict[str, float], _ByQuantity()] = Field(
+    values: Annotated[dict[str, float], _InRange()] = Field(
         description="Good (and stale) values by canonical quantity name, each within its quantity's "
         "physical range; unreadable and bad values are absent",
         json_schema_extra=_QUANTITY_RANGES,
@@ -260,9 +299,10 @@ class Reading(_Message):
     @model_validator(mode="after")
     def _checked(self) -> Reading:
         """Impossible values made bad; ValueError if the reading contradicts itself."""
-        if not _all_in_range(self.values):
+        if type(self.values) is _OutOfRange:
             self._make_impossible_values_bad()
-        self._check_consistent()
+        if self.value_quality or self.ts < TS_FLOOR_MS:  # else nothing to contradict (the common case)
+            self._check_consistent()
         return self
 
     def _make_impossible_values_bad(self) -> None:

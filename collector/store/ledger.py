@@ -572,7 +572,7 @@ class Ledger(Closing):
             ):  # too late for the ledger's books; the TSDB, which keeps every reading, still gets it
                 expired.append(reading)
                 continue
-            reading, too_fast, rebased = self._judge_counters(db, reading, state)
+            reading, too_fast, rebased, appended = self._judge_counters(db, reading, state)
             row = readings.row(self._meter_keys.key(db, reading.meter), reading)
             if state.newest_ts is None or reading.ts > state.newest_ts:
                 pending.readings.append(row)
@@ -585,7 +585,7 @@ class Ledger(Closing):
             new.append(reading)
             if reading.value_reasons:
                 _count_bad(bad, reading, too_fast)
-            resets += self._add_to_intervals(db, reading, state, rebased)
+            resets += self._add_to_intervals(db, reading, state, rebased, appended)
         self._pend_meters(site, gateway, new)
         if foreign:
             _record_foreign(db, site, gateway, foreign, foreign_ts, received_at)
@@ -633,33 +633,38 @@ class Ledger(Closing):
 
     def _judge_counters(
         self, db: Db, reading: Reading, state: _MeterState
-    ) -> tuple[Reading, set[str], set[str]]:
+    ) -> tuple[Reading, set[str], set[str], dict[str, CounterStep]]:
         """The reading with every counter that rose faster than its meter can (from the stored reading
-        before it, or to the one after) made a bad value; the counters so refused, and those taken up
+        before it, or to the one after) made a bad value; the counters so refused, those taken up
         afresh (a meter that goes on counting plausibly from its refused value was replaced or re-based:
-        that step is booked as a reset, not as energy)."""
+        that step is booked as a reset, not as energy), and the plausible steps from each counter's newest
+        stored sample to a reading newer than it (what :meth:`_add_to_intervals` books, not made twice)."""
         if self._checks is None:
-            return reading, set(), set()
+            return reading, set(), set(), {}
         max_kw = self._checks.meter_max_kw(reading.meter)
         refused: dict[str, str] = {}
         rebased: set[str] = set()
+        appended: dict[str, CounterStep] = {}
         for quantity in COUNTERS:
             value = reading.values.get(quantity)
             if value is None:
                 continue
             new = CounterSample(reading.ts, value)
             newest = self._newest_sample(db, reading.meter, state, quantity)
-            if newest is None or reading.ts > newest.ts:
+            if newer := newest is None or reading.ts > newest.ts:
                 prev, nxt = newest, None
             else:
                 self._flush_readings(db)
                 prev, nxt = intervals.neighbours(db, reading.meter, quantity, reading.ts)
-            why = (None if prev is None else CounterStep(prev, new).implausible(max_kw)) or (
+            step = None if prev is None else CounterStep(prev, new)
+            why = (None if step is None else step.implausible(max_kw)) or (
                 None if nxt is None else CounterStep(new, nxt).implausible(max_kw)
             )
             key = (reading.meter, quantity)
             last = self._refused_counters.pop(key, None) if self._refused_counters else None
             if why is None:
+                if newer and step is not None:
+                    appended[quantity] = step
                 continue
             if nxt is None and last is not None and last.ts < new.ts:
                 from_last = CounterStep(last, new)
@@ -669,7 +674,7 @@ class Ledger(Closing):
             self._refused_counters[key] = new
             refused[quantity] = f"{why} (kept out of intervals)"
         if not refused:
-            return reading, set(), rebased
+            return reading, set(), rebased, appended
         quality = Quality.BAD if reading.quality in (Quality.GOOD, Quality.STALE) else reading.quality
         judged = reading.model_copy(
             update={
@@ -679,7 +684,7 @@ class Ledger(Closing):
                 "quality": quality,
             }
         )
-        return judged, set(refused), rebased
+        return judged, set(refused), rebased, appended
 
     def _meter_admitted(self, db: Db, site: str, gateway: str, meter: str) -> bool:
         """Whether a reading of `meter` may be stored for the gateway: a meter it has reported, or a new
@@ -717,12 +722,12 @@ class Ledger(Closing):
         the highest ts; of a transaction: the last message with the highest ts, as one upsert per message
         would leave it); first/last seen widen.
         """
-        spans: dict[str, tuple[int, Reading]] = {}  # meter -> (its first ts, its newest new reading)
-        for reading in new:  # in time order (see _store_readings)
-            span = spans.get(meter := reading.meter)
-            spans[meter] = (reading.ts if span is None else span[0], reading)
+        # In time order (see _store_readings): a meter's last reading is its newest, its first its oldest.
+        newest_of = {reading.meter: reading for reading in new}
+        first_of = {reading.meter: reading.ts for reading in reversed(new)}
         latest, meters = self._pending.latest, self._pending.meters
-        for meter, (first, newest) in spans.items():
+        for meter, newest in newest_of.items():
+            first = first_of[meter]
             kept = latest.get(meter)
             if kept is None or newest.ts > kept.ts:
                 latest[meter] = newest
@@ -775,14 +780,21 @@ class Ledger(Closing):
             sums = self._pending.buckets[key] = BucketSums()
         return sums
 
-    def _add_to_intervals(self, db: Db, reading: Reading, state: _MeterState, rebased: set[str]) -> int:
+    def _add_to_intervals(
+        self,
+        db: Db,
+        reading: Reading,
+        state: _MeterState,
+        rebased: set[str],
+        appended: dict[str, CounterStep],
+    ) -> int:
         """Fold a newly stored trusted reading into its meter's intervals and counter events.
 
         The reading is a sample of its bucket. For each counter it carries, the step between its stored
         neighbours (if it lands between two) is taken out and the steps from the previous reading to it and
         from it to the next are put in. A reading newer than the counter's newest stored sample has that
-        sample as its previous neighbour and no next one: no look-up. Returns the change in the number of
-        resets.
+        sample as its previous neighbour and no next one: no look-up (and its step, when judged already,
+        comes in `appended`). Returns the change in the number of resets.
         """
         meter, ts = reading.meter, reading.ts
         sums = self._bucket(meter, ts)
@@ -795,6 +807,10 @@ class Ledger(Closing):
         for quantity in COUNTERS:
             value = reading.values.get(quantity)
             if value is None:
+                continue
+            if (step := appended.get(quantity)) is not None:
+                state.counters[quantity] = step.end
+                resets += self._apply_step(db, meter, quantity, step, 1)
                 continue
             new = CounterSample(ts, value)
             newest = self._newest_sample(db, meter, state, quantity)

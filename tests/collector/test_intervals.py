@@ -26,6 +26,10 @@ def test_a_span_over_three_buckets_is_shared_in_proportion() -> None:
     assert sum(share for _, share in shares) == pytest.approx(6.0)
 
 
+def test_a_span_within_one_bucket_gives_it_the_whole_amount() -> None:
+    assert spread(at(10, 1), at(10, 14, 59), 0.7) == [(at(10), 0.7)]
+
+
 def test_a_span_must_move_forward() -> None:
     with pytest.raises(ValueError, match="forward"):
         spread(at(10), at(10), 1.0)

@@ -9,10 +9,12 @@ import random
 import struct
 
 import pytest
+from pydantic import ValidationError
 
 from collector.metrics import RejectReason
 from collector.validate import Rejected, parse_message
-from kilowatch.mqtt_contract import Channel, ReadingsBatch, topic
+from kilowatch.mqtt_contract import Channel, Quality, ReadingsBatch, topic
+from kilowatch.quantities import QUANTITIES
 from tests.collector_support import at, batch, reading
 
 READINGS = topic("site1", "gw1", Channel.READINGS)
@@ -87,6 +89,35 @@ def test_edge_cases_are_accepted_or_refused_as_before(old: str, new: str) -> Non
     assert old in BASE
     payload = BASE.replace(old, new, 1).encode()
     assert parsed(payload) == two_steps(payload)
+
+
+def with_value(name: str, value: float) -> bytes:
+    doc = json.loads(BASE)
+    doc["readings"][0]["values"][name] = value
+    return json.dumps(doc).encode()
+
+
+@pytest.mark.parametrize("name", list(QUANTITIES))
+def test_the_fast_path_holds_every_value_to_its_physical_range_and_a_value_outside_is_made_bad(
+    name: str,
+) -> None:
+    """Strict validation (the fast path) checks each quantity's range in pydantic-core, so a reading costs
+    no Python per value; a value outside fails it, and the lax validation after it makes that value bad
+    with its reason, as the two-step path does."""
+    q = QUANTITIES[name]
+    for value in (q.minimum, q.maximum):
+        payload = with_value(name, value)
+        assert ReadingsBatch.model_validate_json(payload, strict=True) == two_steps(payload)
+    for value in (q.minimum - max(1.0, abs(q.minimum)), q.maximum + max(1.0, abs(q.maximum))):
+        payload = with_value(name, value)
+        with pytest.raises(ValidationError, match=name):
+            ReadingsBatch.model_validate_json(payload, strict=True)
+        got = parsed(payload)
+        assert got is not None
+        assert got == two_steps(payload)
+        assert name not in got.readings[0].values
+        assert got.readings[0].value_quality[name] is Quality.BAD
+        assert "outside the physical range" in got.readings[0].value_reasons[name]
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig", "utf-32"])
