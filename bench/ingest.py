@@ -1,7 +1,7 @@
 """Ingest benchmark: readings per second and per CPU-second, MQTT publisher -> Mosquitto -> a consumer -> SQLite.
 
 Run from the repository root: ``.venv/bin/python bench/ingest.py [--batches 2000] [--meters 32]
-[--quantities 20] [--tsdb] [--backlog 400000 [--backlog-reference 20000]]``.
+[--quantities 20] [--tsdb] [--backlog 400000 [--backlog-reference 20000]] [--replicas]``.
 
 It starts its own Mosquitto (and VictoriaMetrics with ``--tsdb``) on free loopback ports and publishes
 SDM630-shaped readings batches (``--quantities`` of the profile's quantities, plausible values, one batch =
@@ -24,6 +24,9 @@ broker for it and the collector started again; how fast it drains them (from its
 from the ledger's batch receipt times) and at what CPU cost, beside a reference backlog
 (``--backlog-reference``, default 20,000) drained the same way in the same run, with the reconnections
 its log shows and ``kilowatch_collector_readings_stored_total`` against what the ledger holds.
+``--replicas``: then the same messages, spread over 8 gateways, to one collector and to two replicas on one
+PostgreSQL ledger (see bench/replicas.py).
+
 Figures are printed, never asserted.
 """
 
@@ -415,6 +418,9 @@ def main() -> None:
     parser.add_argument("--tsdb", action="store_true", help="the collector also writes to VictoriaMetrics")
     parser.add_argument("--backlog", type=int, help="readings to queue for the collector and drain")
     parser.add_argument(
+        "--replicas", action="store_true", help="then one collector against two replicas on PostgreSQL"
+    )
+    parser.add_argument(
         "--backlog-reference", type=int, default=20_000, help="the backlog to compare with (default 20000)"
     )
     hidden = argparse.SUPPRESS  # how the benchmark starts its naive subscribers
@@ -432,6 +438,10 @@ def main() -> None:
         backlog(args, names)
     else:
         live(args, names)
+    if args.replicas:
+        from bench.replicas import GATEWAYS, compare  # imported here: it builds on this module
+
+        compare(args.batches, GATEWAYS, args.meters, names)
 
 
 if __name__ == "__main__":

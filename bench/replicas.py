@@ -1,7 +1,8 @@
 """Replicas benchmark: one collector against two replicas (``mqtt.share_group``) writing one PostgreSQL ledger.
 
 Run from the repository root: ``.venv/bin/python bench/replicas.py [--batches 2000] [--gateways 8]
-[--meters 4] [--quantities 20]``.
+[--meters 32] [--quantities 20]``, or as part of ``bench/ingest.py --replicas`` (the same messages as its live
+run, spread over 8 gateways).
 
 It starts its own PostgreSQL and Mosquitto, and publishes the same readings batches (bench/ingest.py's
 payloads, spread over ``--gateways`` gateways of ``--meters`` meters each, interleaved as many gateways send
@@ -37,6 +38,7 @@ from collector.store import LedgerReader, Postgres
 from kilowatch.mqtt_contract import Channel, topic
 
 SITE = "bench-site"
+GATEWAYS = 8
 
 
 def spread(messages: list[bytes], gateways: int) -> list[tuple[str, bytes]]:
@@ -143,17 +145,10 @@ def run(work: Path, server: PostgreSQL, broker: Mosquitto, replicas: int, messag
     return Measured(f"{name}, PostgreSQL", readings, seconds, cpu), server_cpu
 
 
-def main() -> None:
-    logging.getLogger("mqtt").setLevel(logging.ERROR)
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=2000, help="batches to publish (default 2000)")
-    parser.add_argument("--gateways", type=int, default=8, help="gateways sending them (default 8)")
-    parser.add_argument("--meters", type=int, default=4, help="readings per batch (default 4)")
-    parser.add_argument("--quantities", type=int, default=20, help="quantities per reading (default 20)")
-    args = parser.parse_args()
-    names = quantities(args.quantities)
-    messages = spread(payloads(args.batches, args.meters, names), args.gateways)
-    readings = args.batches * args.meters
+def compare(batches: int, gateways: int, meters: int, names: list[str]) -> None:
+    """One collector, then two replicas, taking the same messages; their figures printed."""
+    messages = spread(payloads(batches, meters, names), gateways)
+    readings = batches * meters
     rows: list[tuple[Measured, float]] = []
     with tempfile.TemporaryDirectory(prefix="kilowatch-bench-") as tmp:
         work = Path(tmp)
@@ -165,7 +160,7 @@ def main() -> None:
         finally:
             broker.stop()
             server.remove()
-    print(f"{args.batches} batches from {args.gateways} gateways x {args.meters} readings x {len(names)} quantities;"
+    print(f"replicas: {batches} batches from {gateways} gateways x {meters} readings x {len(names)} quantities;"
           f" {os.cpu_count()} cores shared by all")  # fmt: skip
     print(f"{HEADER}{'server CPU s':>14}")
     for measured, server_cpu in rows:
@@ -173,6 +168,19 @@ def main() -> None:
     (one, _), (two, _) = rows
     print(f"2 replicas / 1 collector: {(two.readings / two.seconds) / (one.readings / one.seconds):.2f}x readings/s, "
           f"{(two.readings / two.cpu_s) / (one.readings / one.cpu_s):.2f}x readings per collector CPU-second")  # fmt: skip
+
+
+def main() -> None:
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=2000, help="batches to publish (default 2000)")
+    parser.add_argument(
+        "--gateways", type=int, default=GATEWAYS, help=f"gateways sending them (default {GATEWAYS})"
+    )
+    parser.add_argument("--meters", type=int, default=32, help="readings per batch (default 32)")
+    parser.add_argument("--quantities", type=int, default=20, help="quantities per reading (default 20)")
+    args = parser.parse_args()
+    compare(args.batches, args.gateways, args.meters, quantities(args.quantities))
 
 
 if __name__ == "__main__":
