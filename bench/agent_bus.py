@@ -586,10 +586,11 @@ def print_recovery(name: str, figures: Recovery) -> None:
 
 
 IMPORTS = {
-    "agent": "import app.cli, agent.cli, agent.runner, aiomqtt",
+    "agent": "import agent.__main__, aiomqtt",
     "naive": "import asyncio, json, struct, aiomqtt, pymodbus.client",
 }
-"""What each poller imports to run (the agent: `kilowatch agent run`, its runtime and MQTT client)."""
+"""What each poller imports to run (the agent: ``python -m agent``, which `kilowatch agent run` execs, and its
+MQTT client)."""
 
 
 def import_rss(kind: str) -> float:
@@ -762,9 +763,9 @@ async def measure(work: Path, args: argparse.Namespace) -> None:
         )
         print_cpu(cpu, imports)
         print(
-            "    import MB: peak RSS of a process that only imports what the poller runs (agent: app.cli, "
-            "agent.cli, agent.runner, aiomqtt; naive: pymodbus, aiomqtt); RSS MB: at the end, peak MB: highest "
-            "while running"
+            "    import MB: peak RSS of a process that only imports what the poller runs (agent: agent.__main__, "
+            "which `kilowatch agent run` execs, and aiomqtt; naive: pymodbus, aiomqtt); RSS MB: at the end, "
+            "peak MB: highest while running"
         )
         print("    B/reading: payload bytes per meter reading on the wire (B/value: per quantity)")
         print("    goals: <= 1 ms per meter-poll, <= 40 MB RSS with 32 meters")

@@ -165,11 +165,17 @@ async def test_run_publishes_real_readings_and_goes_offline_on_sigterm(
     sim: SimServer, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     async with agent_and_subscriber(sim, mosquitto, tmp_path) as (sub, agent, batch):
+        cmdline = await asyncio.to_thread(Path(f"/proc/{agent.pid}/cmdline").read_bytes)
         agent.send_signal(signal.SIGTERM)
         batches, statuses = await until_offline(sub)
         code = await asyncio.wait_for(agent.wait(), 30)
     log = (tmp_path / "agent.log").read_text()
     assert code == 0, log
+    assert cmdline.split(b"\0")[1:4] == [
+        b"-P",
+        b"-m",
+        b"agent",
+    ]  # the command execs the runtime alone, in the same process
     main, absent, hvac = batch.readings
     assert [r.meter for r in batch.readings] == ["main", "absent", "hvac"]
     assert (main.quality, hvac.quality, main.clock) == (Quality.GOOD, Quality.GOOD, ClockState.UNSYNCED)
