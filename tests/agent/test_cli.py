@@ -198,3 +198,32 @@ async def test_a_killed_agent_is_reported_offline_by_its_last_will(
         _, statuses = await until_offline(sub)
     assert statuses[-1].state is GatewayState.OFFLINE
     assert "stopped" not in (tmp_path / "agent.log").read_text()  # it never had the chance to say goodbye
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        ([], "--config FILE is required"),
+        (["--config", "agent.yaml", "--log-level", "verbose"], "--log-level 'VERBOSE' is not one of"),
+        (["--config", "agent.yaml", "extra"], "unexpected argument 'extra'"),
+        (["--config", "agent.yaml", "--verbose"], "option --verbose not recognized"),
+    ],
+)
+async def test_the_runtime_refuses_bad_options_with_its_usage(args: list[str], problem: str) -> None:
+    """`python -m agent` (what `kilowatch agent run` execs) parses its own options."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert (process.returncode, out) == (2, b"")
+    assert err.decode().startswith("usage: python -m agent --config FILE")
+    assert problem in err.decode()
+
+
+async def test_the_runtime_explains_its_options() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "--help", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    assert "-c, --config FILE" in out.decode()
