@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -278,13 +280,12 @@ def run(
     ] = LogLevel.INFO,
 ) -> None:
     """Poll the configured meters and publish their readings until SIGTERM or Ctrl-C."""
-    from agent.runner import one_malloc_arena
-    from agent.runner import run as run_agent
-
-    one_malloc_arena()
-    agent_config = load_config(AgentConfig, config).relative_to(config.parent)
-    setup_logging(log_level)
-    asyncio.run(run_agent(agent_config))
+    # The runtime in this process, without typer and click: see agent/__main__.py. -P: a folder named
+    # agent in the working directory must not stand in for the installed package.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    command = ["-P", "-m", "agent", "--config", str(config), "--log-level", log_level.value]
+    os.execv(sys.executable, [sys.executable, *command])  # noqa: S606 - our interpreter, fixed arguments
 
 
 @app.command()

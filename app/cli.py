@@ -1,8 +1,9 @@
 """The `kilowatch` command: one entry point, one sub-command group per part of the product.
 
-Each part's module is imported when that part is invoked (or when help lists it), so the agent's process
-(`kilowatch agent run`) does not hold the collector's, the simulator's or the demo's modules (about 1.3 MB of
-a gateway's memory; tests/system/test_packaging.py checks it). Each group's module also imports its heavy
+Each part's module is imported when that part is invoked (or when help lists it), so a command loads only
+its own part: `kilowatch agent run` finds its command without the collector's, the simulator's or the demo's
+modules (tests/system/test_packaging.py checks it), then execs the agent's runtime alone (``python -m
+agent``, see agent/__main__.py). Each group's module also imports its heavy
 dependencies inside the commands, so a gateway with only the `agent` extra installed can run
 `kilowatch agent ...` without FastAPI or InfluxDB libraries.
 """

@@ -1,6 +1,7 @@
 """Agent bus benchmark: 32 SDM630-class meters polled every second, the agent beside a naive poller.
 
-Run from the repository root: ``.venv/bin/python bench/agent_bus.py [--cycles 20] [--fault-seconds 30]``.
+Run from the repository root: ``.venv/bin/python bench/agent_bus.py [--cycles 20] [--fault-seconds 30]``;
+``--only rss`` (or any of cpu, rss, faults, recovery) makes only those measurements of 3-5.
 
 Every figure is printed beside a baseline measured in the same run, never asserted:
 
@@ -585,10 +586,11 @@ def print_recovery(name: str, figures: Recovery) -> None:
 
 
 IMPORTS = {
-    "agent": "import app.cli, agent.cli, agent.runner, aiomqtt",
+    "agent": "import agent.__main__, aiomqtt",
     "naive": "import asyncio, json, struct, aiomqtt, pymodbus.client",
 }
-"""What each poller imports to run (the agent: `kilowatch agent run`, its runtime and MQTT client)."""
+"""What each poller imports to run (the agent: ``python -m agent``, which `kilowatch agent run` execs, and its
+MQTT client)."""
 
 
 def import_rss(kind: str) -> float:
@@ -693,36 +695,45 @@ def check_profile_fits_naive() -> None:
         raise RuntimeError(f"the naive poller cannot decode {odd}")
 
 
+PARTS = ("cpu", "rss", "faults", "recovery")
+"""The measurements of a running poller, by --only name: 3, 3b, 4 and 5."""
+
 EIGHT_DEAD = tuple(range(4, METERS + 1, 4))
 """Units dead from the start in the eight-dead scenario, spread over the bus."""
 
 
 async def measure(work: Path, args: argparse.Namespace) -> None:
     check_profile_fits_naive()
+    parts = set(args.only)
     broker = Mosquitto.start(work / "mosquitto")
     try:
         port = free_port()
         agent_all, agent_core, naive = arms(work, broker, port, args.timeout)
         imports = {"agent": import_rss("agent"), "naive": import_rss("naive")}
-        sim = start_sim(work, "sim", port, [])
-        try:
-            cpu = [
-                (arm, await measure_cpu(broker, arm, work / f"cpu-{i}.log", args.cycles))
-                for i, arm in enumerate((agent_all, agent_core, naive))
-            ]
-            recovery = [
-                (
-                    arm,
-                    await measure_recovery(
-                        broker, arm, work / f"recovery-{i}.log", args.outage_seconds, restarts
-                    ),
-                )
-                for i, (arm, restarts) in enumerate(((agent_all, args.restarts), (naive, 1)))
-            ]
-        finally:
-            sim.stop()
+        cpu: list[tuple[Arm, CpuFigures]] = []
+        recovery: list[tuple[Arm, Recovery]] = []
+        if {"cpu", "recovery"} & parts:
+            sim = start_sim(work, "sim", port, [])
+            try:
+                if "cpu" in parts:
+                    cpu = [
+                        (arm, await measure_cpu(broker, arm, work / f"cpu-{i}.log", args.cycles))
+                        for i, arm in enumerate((agent_all, agent_core, naive))
+                    ]
+                if "recovery" in parts:
+                    recovery = [
+                        (
+                            arm,
+                            await measure_recovery(
+                                broker, arm, work / f"recovery-{i}.log", args.outage_seconds, restarts
+                            ),
+                        )
+                        for i, (arm, restarts) in enumerate(((agent_all, args.restarts), (naive, 1)))
+                    ]
+            finally:
+                sim.stop()
         updates = []
-        for units in ((args.dead_unit,), EIGHT_DEAD):
+        for units in ((args.dead_unit,), EIGHT_DEAD) if "faults" in parts else ():
             faults = [f"--fault={unit}:dead" for unit in units]
             sim = start_sim(work, f"sim-{len(units)}-dead", port, faults)
             try:
@@ -733,7 +744,7 @@ async def measure(work: Path, args: argparse.Namespace) -> None:
             finally:
                 sim.stop()
         memory = []
-        for meters in args.rss_meters:
+        for meters in args.rss_meters if "rss" in parts else ():
             sim = start_sim(work, f"sim-{meters}-meters", port, [], meters)
             try:
                 agent_n, _, naive_n = arms(work, broker, port, args.timeout, meters)
@@ -744,48 +755,58 @@ async def measure(work: Path, args: argparse.Namespace) -> None:
                 sim.stop()
     finally:
         broker.stop()
-    print(
-        f"\n3. CPU per meter-poll including spooling and publishing (QoS 1 to Mosquitto), RSS and bytes per "
-        f"reading, {METERS} healthy meters every second over Modbus TCP (simulator in its own process, not "
-        f"counted); {WARMUP_CYCLES} warm-up cycles not counted"
-    )
-    print_cpu(cpu, imports)
-    print(
-        "    import MB: peak RSS of a process that only imports what the poller runs (agent: app.cli, "
-        "agent.cli, agent.runner, aiomqtt; naive: pymodbus, aiomqtt); RSS MB: at the end, peak MB: highest "
-        "while running"
-    )
-    print("    B/reading: payload bytes per meter reading on the wire (B/value: per quantity)")
-    print("    goals: <= 1 ms per meter-poll, <= 40 MB RSS with 32 meters")
-    print(
-        f"\n3b. RSS by meter count: the agent's buses have {BUS_METERS} meters each (one connection each), the "
-        f"naive poller one connection; after {RSS_WARMUP_S:g} s of polling and {args.rss_seconds:g} s more"
-    )
-    print_memory(memory, imports)
-    print("    per s: readings per meter per second in those last seconds (1.00: every meter every second)")
-    print("    goals: <= 40 MB RSS with 32 meters, <= 45 MB with 200")
-    print(
-        f"\n4. dead meters (never answering, from the start): units {args.dead_unit}, then "
-        f"{','.join(map(str, EIGHT_DEAD))}; the live meters' complete readings, timeout {args.timeout:g} s "
-        f"and {RETRIES} retry for both pollers"
-    )
-    print(
-        f"{'':<4}{'poller':<28}{'dead':>5}  {'window':<10}{'s':>5}{'updates':>9}{'per s':>8}{'min':>6}"
-        f"{'max gap':>9}{'<=1.5 s':>9}{'none':>6}"
-    )
-    for arm, dead_ids, seen in updates:
-        print_updates(arm.name.split(",")[0], seen, dead_ids, args.fault_seconds)
-    print("    updates: mean per live meter in the window (min: the worst meter); per s: updates / window;")
-    print("    max gap and <=1.5 s: over intervals between a meter's reading timestamps; none: live meters")
-    print("    without a single complete reading in the window; goal: >= 0.95 per s with 8 dead")
-    print(
-        f"\n5. broker restart: down {args.outage_seconds:g} s, then back on the same port; seconds from it "
-        f"listening again to the poller's first message (agent: its online status)"
-    )
-    print(f"{'':<4}{'poller':<44}{'each restart, s':<24}{'median':>8}   outage readings of m01 delivered")
-    for arm, figures in recovery:
-        print_recovery(arm.name, figures)
-    print("    goal: median <= 5 s, nothing lost; the naive poller exits when its broker goes away")
+    if cpu:
+        print(
+            f"\n3. CPU per meter-poll including spooling and publishing (QoS 1 to Mosquitto), RSS and bytes per "
+            f"reading, {METERS} healthy meters every second over Modbus TCP (simulator in its own process, not "
+            f"counted); {WARMUP_CYCLES} warm-up cycles not counted"
+        )
+        print_cpu(cpu, imports)
+        print(
+            "    import MB: peak RSS of a process that only imports what the poller runs (agent: agent.__main__, "
+            "which `kilowatch agent run` execs, and aiomqtt; naive: pymodbus, aiomqtt); RSS MB: at the end, "
+            "peak MB: highest while running"
+        )
+        print("    B/reading: payload bytes per meter reading on the wire (B/value: per quantity)")
+        print("    goals: <= 1 ms per meter-poll, <= 40 MB RSS with 32 meters")
+    if memory:
+        print(
+            f"\n3b. RSS by meter count: the agent's buses have {BUS_METERS} meters each (one connection each), the "
+            f"naive poller one connection; after {RSS_WARMUP_S:g} s of polling and {args.rss_seconds:g} s more"
+        )
+        print_memory(memory, imports)
+        print(
+            "    per s: readings per meter per second in those last seconds (1.00: every meter every second)"
+        )
+        print("    goals: <= 40 MB RSS with 32 meters, <= 45 MB with 200")
+    if updates:
+        print(
+            f"\n4. dead meters (never answering, from the start): units {args.dead_unit}, then "
+            f"{','.join(map(str, EIGHT_DEAD))}; the live meters' complete readings, timeout {args.timeout:g} s "
+            f"and {RETRIES} retry for both pollers"
+        )
+        print(
+            f"{'':<4}{'poller':<28}{'dead':>5}  {'window':<10}{'s':>5}{'updates':>9}{'per s':>8}{'min':>6}"
+            f"{'max gap':>9}{'<=1.5 s':>9}{'none':>6}"
+        )
+        for arm, dead_ids, seen in updates:
+            print_updates(arm.name.split(",")[0], seen, dead_ids, args.fault_seconds)
+        print(
+            "    updates: mean per live meter in the window (min: the worst meter); per s: updates / window;"
+        )
+        print(
+            "    max gap and <=1.5 s: over intervals between a meter's reading timestamps; none: live meters"
+        )
+        print("    without a single complete reading in the window; goal: >= 0.95 per s with 8 dead")
+    if recovery:
+        print(
+            f"\n5. broker restart: down {args.outage_seconds:g} s, then back on the same port; seconds from it "
+            f"listening again to the poller's first message (agent: its online status)"
+        )
+        print(f"{'':<4}{'poller':<44}{'each restart, s':<24}{'median':>8}   outage readings of m01 delivered")
+        for arm, figures in recovery:
+            print_recovery(arm.name, figures)
+        print("    goal: median <= 5 s, nothing lost; the naive poller exits when its broker goes away")
 
 
 def main() -> None:
@@ -814,6 +835,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--rss-seconds", type=float, default=10, help="seconds measured after the warm-up in 3b (10 s)"
+    )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        default=list(PARTS),
+        choices=PARTS,
+        help="the measurements of a running poller to make (default all: " + " ".join(PARTS) + ")",
     )
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}")

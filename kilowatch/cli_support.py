@@ -1,4 +1,8 @@
-"""Small helpers every sub-command shares: turning known errors into exit codes and messages."""
+"""Small helpers every sub-command shares: turning known errors into exit codes and messages.
+
+typer is imported only when a command fails: the agent's runtime (``python -m agent``) uses this module
+without the CLI's libraries.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
-import typer
 from pydantic import BaseModel
 
 from kilowatch import yamlconfig
@@ -20,6 +23,8 @@ EXIT_CONFIG = 2
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
+    import typer
+
     typer.secho(message, err=True, fg=typer.colors.RED)
     raise typer.Exit(code)
 
@@ -29,7 +34,12 @@ def load_config(model: type[M], path: Path) -> M:
     try:
         return yamlconfig.load(model, path)
     except yamlconfig.ConfigError as exc:
-        fail(f"{path}: invalid configuration\n" + "\n".join(f"  {p}" for p in exc.problems), EXIT_CONFIG)
+        fail(config_problems(path, exc), EXIT_CONFIG)
+
+
+def config_problems(path: Path, exc: yamlconfig.ConfigError) -> str:
+    """What :func:`load_config` says of an unusable file: its name, then one line per problem."""
+    return f"{path}: invalid configuration\n" + "\n".join(f"  {p}" for p in exc.problems)
 
 
 class LogLevel(StrEnum):

@@ -165,11 +165,17 @@ async def test_run_publishes_real_readings_and_goes_offline_on_sigterm(
     sim: SimServer, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
     async with agent_and_subscriber(sim, mosquitto, tmp_path) as (sub, agent, batch):
+        cmdline = await asyncio.to_thread(Path(f"/proc/{agent.pid}/cmdline").read_bytes)
         agent.send_signal(signal.SIGTERM)
         batches, statuses = await until_offline(sub)
         code = await asyncio.wait_for(agent.wait(), 30)
     log = (tmp_path / "agent.log").read_text()
     assert code == 0, log
+    assert cmdline.split(b"\0")[1:4] == [
+        b"-P",
+        b"-m",
+        b"agent",
+    ]  # the command execs the runtime alone, in the same process
     main, absent, hvac = batch.readings
     assert [r.meter for r in batch.readings] == ["main", "absent", "hvac"]
     assert (main.quality, hvac.quality, main.clock) == (Quality.GOOD, Quality.GOOD, ClockState.UNSYNCED)
@@ -192,3 +198,32 @@ async def test_a_killed_agent_is_reported_offline_by_its_last_will(
         _, statuses = await until_offline(sub)
     assert statuses[-1].state is GatewayState.OFFLINE
     assert "stopped" not in (tmp_path / "agent.log").read_text()  # it never had the chance to say goodbye
+
+
+@pytest.mark.parametrize(
+    ("args", "problem"),
+    [
+        ([], "--config FILE is required"),
+        (["--config", "agent.yaml", "--log-level", "verbose"], "--log-level 'VERBOSE' is not one of"),
+        (["--config", "agent.yaml", "extra"], "unexpected argument 'extra'"),
+        (["--config", "agent.yaml", "--verbose"], "option --verbose not recognized"),
+    ],
+)
+async def test_the_runtime_refuses_bad_options_with_its_usage(args: list[str], problem: str) -> None:
+    """`python -m agent` (what `kilowatch agent run` execs) parses its own options."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert (process.returncode, out) == (2, b"")
+    assert err.decode().startswith("usage: python -m agent --config FILE")
+    assert problem in err.decode()
+
+
+async def test_the_runtime_explains_its_options() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "--help", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0
+    assert "-c, --config FILE" in out.decode()

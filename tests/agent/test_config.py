@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from agent.cli import app
 from agent.config import (
     BUILT_IN_TIMING,
     AgentConfig,
@@ -191,13 +191,20 @@ def test_password_is_a_secret(tmp_path: Path) -> None:
     assert config.mqtt.password.get_secret_value() == "hunter2"
 
 
-def test_agent_run_exits_2_with_the_problem(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command", [["app", "agent", "run"], ["agent"]], ids=["kilowatch agent run", "agent"]
+)
+def test_agent_run_exits_2_with_the_problem(tmp_path: Path, command: list[str]) -> None:
+    """`kilowatch agent run` execs `python -m agent`: both report a bad file the same way."""
     path = tmp_path / "agent.yaml"
     path.write_text(HEADER + "      - {id: m1, profile: sdm630, unit: 0}\n")
-    result = CliRunner().invoke(app, ["run", "--config", str(path)])
-    assert result.exit_code == 2
+    result = subprocess.run(
+        [sys.executable, "-m", *command, "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"{path}: invalid configuration\n")
     assert (
-        "agent.yaml:8 buses[0].meters[0].unit: 0: Input should be greater than or equal to 1" in result.output
+        "agent.yaml:8 buses[0].meters[0].unit: 0: Input should be greater than or equal to 1" in result.stderr
     )
 
 

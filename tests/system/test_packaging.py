@@ -30,16 +30,18 @@ def test_agent_needs_no_collector_library(module: str) -> None:
     assert imported_after(f"import {module}", COLLECTOR_ONLY) == []
 
 
-RUN_PATH = """
+FINDING_THE_RUN = """
 import typer
 import typer.main
 from app.cli import app
 root = typer.main.get_command(app)
 group = root.get_command(typer.Context(root), "agent")
 group.get_command(typer.Context(group), "run")
-import agent.runner
 """
-"""What `kilowatch agent run` imports before it polls: the command found as click finds it, and the runtime."""
+"""What `kilowatch agent run` imports before it execs the runtime: the command found as click finds it."""
+
+RUNTIME = "import agent.__main__\n"
+"""What the running agent imports: ``python -m agent``, which `kilowatch agent run` execs."""
 
 NOT_FOR_THE_RUN = (
     "collector", "sim", "app.demo", "app.evaluation", "app.provision_cli", "app.schemas_cli", "app.processes",
@@ -48,15 +50,22 @@ NOT_FOR_THE_RUN = (
 """Modules the running agent has no use for: other parts' commands, the agent's other commands, pymodbus
 (a Modbus TCP bus needs none; an RTU bus imports it when it opens) and rich (tables of the other commands)."""
 
+THE_CLI = ("app", "app.cli", "agent.cli", "typer", "click")
+"""The `kilowatch` command's modules and libraries, which the runtime leaves behind."""
+
+
+def test_finding_the_agent_run_imports_no_other_part() -> None:
+    assert imported_after(FINDING_THE_RUN, NOT_FOR_THE_RUN) == []
+
 
 def test_the_agent_run_imports_nothing_it_does_not_run() -> None:
-    assert imported_after(RUN_PATH, NOT_FOR_THE_RUN) == []
+    assert imported_after(RUNTIME, (*NOT_FOR_THE_RUN, *THE_CLI)) == []
 
 
 def test_the_agent_run_builds_no_model_validator_at_import() -> None:
     """The config, profile and MQTT models build their validators on first use, so a process holds only
     those it uses."""
-    code = RUN_PATH + (
+    code = RUNTIME + (
         "from agent.config import AgentConfig, Meter\nfrom kilowatch.profiles import Profile, TestVector\n"
         "from kilowatch.mqtt_contract import GatewayEvent, ReadingsBatch\nfrom kilowatch.broker import BrokerSettings\n"
         "models = (AgentConfig, Meter, Profile, TestVector, GatewayEvent, ReadingsBatch, BrokerSettings)\n"
