@@ -122,8 +122,11 @@ def run(work: Path, server: PostgreSQL, broker: Mosquitto, replicas: int, messag
             (Process(database, args, work / f"{database}-{n}.log").start(), f"http://127.0.0.1:{port}")
         )
     try:
-        for _, api in collectors:
-            wait_until(functools.partial(connected, api), 60, "a replica")
+        for process, api in collectors:
+            try:
+                wait_until(functools.partial(connected, api), 60, "a replica")
+            except TimeoutError as exc:
+                raise RuntimeError(f"a replica did not subscribe:\n{process.log()[-3000:]}") from exc
         pids = [p.proc.pid for p, _ in collectors if p.proc is not None]
         assert server.process.proc is not None
         server_pids = descendants(server.process.proc.pid)

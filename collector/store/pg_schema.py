@@ -297,7 +297,7 @@ def _statements(script: str) -> list[str]:
 
 def version(db: PgDb) -> int | None:
     """The ledger's schema version; None for a database without the ledger's tables."""
-    if db.scalar("SELECT to_regclass('kilowatch_schema')") is None:
+    if not _exists(db, "kilowatch_schema"):
         return None
     return int(db.scalar("SELECT version FROM kilowatch_schema"))
 
@@ -387,7 +387,7 @@ def add_partitions(db: PgDb, now_ms: int) -> list[str]:
         ((today.year * 12 + today.month - 1 + ahead) // 12, (today.month - 1 + ahead) % 12 + 1)
         for ahead in range(MONTHS_AHEAD + 1)
     ]
-    missing = [m for m in months if _regclass(db, partition_name(*m)) is None]
+    missing = [m for m in months if not _exists(db, partition_name(*m))]
     if not missing:
         return []
     db.execute("BEGIN")
@@ -396,7 +396,7 @@ def add_partitions(db: PgDb, now_ms: int) -> list[str]:
         made = []
         for year, month in missing:
             name = partition_name(year, month)
-            if _regclass(db, name) is not None:  # another writer made it meanwhile
+            if _exists(db, name):  # another writer made it meanwhile
                 continue
             start, end = month_bounds(year, month)
             db.execute(f"CREATE TABLE {name} (LIKE readings INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
@@ -415,6 +415,9 @@ def add_partitions(db: PgDb, now_ms: int) -> list[str]:
     return made
 
 
-def _regclass(db: PgDb, name: str) -> str | None:
-    found = db.scalar("SELECT to_regclass(?)", (name,))
-    return None if found is None else str(found)
+def _exists(db: PgDb, name: str) -> bool:
+    """Whether table `name` exists in the ledger's schema, as of now: read from pg_class, not with
+    ``to_regclass``, whose cached catalog an advisory lock does not refresh (a table another connection made
+    while this one waited for the lock went unseen, and making it again failed)."""
+    sql = "SELECT count(*) FROM pg_catalog.pg_class WHERE relname = ? AND relnamespace = current_schema()::regnamespace"
+    return int(db.scalar(sql, (name,))) > 0
