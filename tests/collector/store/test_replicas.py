@@ -137,25 +137,29 @@ def test_a_lease_is_held_by_one_replica_and_passes_on_when_its_session_ends(
         b.close()
 
 
+def open_together(where: Location, replicas: int) -> list[BaseException]:
+    """Open `replicas` shared writers of `where` at the same moment; what they raised."""
+    start = threading.Barrier(replicas)
+    opened: list[Ledger] = []
+    failures: list[BaseException] = []
+
+    def open_ledger() -> None:
+        start.wait()
+        try:
+            opened.append(Ledger(where, shared=True))
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=open_ledger) for _ in range(replicas)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for ledger in opened:
+        ledger.close()
+    return failures
+
+
 def test_replicas_starting_together_on_an_empty_database_make_the_ledger_once(pg_ledger_at: LedgerAt) -> None:
     for attempt in range(3):
-        where = pg_ledger_at(f"empty-{attempt}")
-        start = threading.Barrier(4)
-        opened: list[Ledger] = []
-        failures: list[BaseException] = []
-
-        def open_ledger(where: Location = where, start: threading.Barrier = start) -> None:
-            start.wait()
-            try:
-                opened.append(Ledger(where, shared=True))
-            except BaseException as exc:
-                failures.append(exc)
-
-        threads = [threading.Thread(target=open_ledger) for _ in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        for ledger in opened:
-            ledger.close()
-        assert not failures, failures
+        assert open_together(pg_ledger_at(f"empty-{attempt}"), 4) == []
