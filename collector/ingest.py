@@ -29,6 +29,7 @@ exponential backoff and jitter, and the rest of the collector (the API) keeps ru
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -189,10 +190,12 @@ class Ingestor:
 
     async def keep_gauges(self, every_s: float) -> None:
         """With replicas: the ledger's gauges (missing batches, quarantine, TSDB backlog) read again every
-        `every_s`, since the other replicas' commits and TSDB writer move them too."""
+        `every_s`, since the other replicas' commits and TSDB writer move them too. A ledger that cannot be
+        read keeps them as they are until the next time (ingestion says why it pauses)."""
         while True:
             await asyncio.sleep(every_s)
-            await asyncio.to_thread(self._load_gauges)
+            with contextlib.suppress(*DatabaseError):
+                await asyncio.to_thread(self._load_gauges)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         """Every channel in one SUBSCRIBE, waiting for its SUBACK without a timeout.

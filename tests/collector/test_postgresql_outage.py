@@ -59,9 +59,16 @@ def payload(seq: int) -> bytes:
     return json.dumps(batch).encode()
 
 
-def write_config(tmp_path: Path, broker: Mosquitto, url: str, port: int) -> Path:
+def write_config(
+    tmp_path: Path, broker: Mosquitto, url: str, port: int, share_group: str | None = None
+) -> Path:
     config = {
-        "mqtt": {"host": broker.host, "port": broker.port, "client_id": "postgresql-test"},
+        "mqtt": {
+            "host": broker.host,
+            "port": broker.port,
+            "client_id": "postgresql-test",
+            "share_group": share_group,
+        },
         "ledger": {"url": url},
         "api": {"host": "127.0.0.1", "port": port},
     }
@@ -77,13 +84,13 @@ def collector_args(config: Path) -> list[str]:
 class Stack:
     """Mosquitto, a collector on the PostgreSQL ledger, and an agent's publisher."""
 
-    def __init__(self, tmp_path: Path, server: PostgreSQL) -> None:
+    def __init__(self, tmp_path: Path, server: PostgreSQL, share_group: str | None = None) -> None:
         self.server = server
         self.ledger = Postgres(server.url("ledger"))
         self.broker = Mosquitto.start(tmp_path / "mosquitto", extra_conf=UNBOUNDED_QUEUE)
         port = free_port()
         self.api = f"http://127.0.0.1:{port}"
-        config = write_config(tmp_path, self.broker, self.ledger.url, port)
+        config = write_config(tmp_path, self.broker, self.ledger.url, port, share_group)
         self.collector = Process("collector", collector_args(config), tmp_path / "collector.log").start()
         wait_until(lambda: self.health()["mqtt_connected"], 30, "the collector to connect")
         self.publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="postgresql-agent")
@@ -146,10 +153,12 @@ def test_a_postgresql_down_at_start_stops_the_collector_naming_it_without_the_pa
     assert server.password not in output
 
 
+@pytest.mark.parametrize("share_group", [None, "kilowatch"], ids=["collector", "replica"])
 def test_postgresql_going_away_mid_stream_loses_nothing_and_counts_nothing_twice(
-    tmp_path: Path, server: PostgreSQL
+    tmp_path: Path, server: PostgreSQL, share_group: str | None
 ) -> None:
-    stack = Stack(tmp_path, server)
+    """Also as a replica (a share group): its leases and the jobs under them wait for the server too."""
+    stack = Stack(tmp_path, server, share_group)
     try:
         stack.publish(20)
         stack.all_stored_once("before")
@@ -175,6 +184,7 @@ def test_postgresql_going_away_mid_stream_loses_nothing_and_counts_nothing_twice
     log = stack.collector.log()
     assert "the ledger cannot commit" in log
     assert server.password not in log
+    assert "starting it again" not in log  # no task failed for the outage
 
 
 def test_a_postgresql_that_refuses_writes_pauses_ingestion_until_it_takes_them(
