@@ -148,6 +148,22 @@ def alerts(ledger: Location) -> list[tuple[object, ...]]:
     )
 
 
+def settled(
+    read: Callable[[], list[tuple[object, ...]]], what: str, quiet_s: float = 5.0
+) -> list[tuple[object, ...]]:
+    """What `read` returns once it is not empty and has not changed for `quiet_s` (ten detection passes)."""
+    deadline = time.monotonic() + 120
+    last, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = read()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif last and time.monotonic() - since >= quiet_s:
+            return last
+    raise TimeoutError(f"{what} did not settle in 120 s: {last}")
+
+
 def test_replicas_killed_mid_stream_lose_nothing_and_raise_the_alerts_of_one_collector(
     tmp_path: Path, pg_ledger_at: LedgerAt
 ) -> None:
@@ -162,9 +178,7 @@ def test_replicas_killed_mid_stream_lose_nothing_and_raise_the_alerts_of_one_col
         single.start()
         publish(broker, batches)
         wait_until(lambda: stored(single_ledger) == (len(batches), readings), 120, "the single collector")
-        reference = wait_until(lambda: alerts(single_ledger), 60, "the single collector's alerts")
-        time.sleep(3)  # a few more passes: the alerts are final
-        reference = alerts(single_ledger)
+        reference = settled(lambda: alerts(single_ledger), "the single collector's alerts")
     finally:
         single.stop()
         broker.stop()
