@@ -181,16 +181,18 @@ class LiveDetection:
             self._not_raised = 0
             with db.snapshot():  # one snapshot per pass
                 try:
-                    nows = self._data_clocks(db) if self._settings.clock == "data" else {}
+                    awaiting = self._awaiting(db)
+                    by_data = self._settings.clock == "data"
+                    gateway_of = db.meter_gateways() if by_data or awaiting else {}
+                    nows = self._data_clocks(db, gateway_of) if by_data else {}
                     now = max(nows.values(), default=0) if nows else self._clock()
                     offline = db.offline_meters()
-                    awaiting = self._awaiting(db)
                     for meter in self._meters:
                         if self._stopping:
                             break
                         if self._held is not None and meter.ctx.site not in self._held:
                             continue
-                        if meter.ctx.meter in awaiting:
+                        if gateway_of.get(meter.ctx.meter) in awaiting:
                             continue
                         fresh = self._judge(
                             db, meter, nows.get(meter.ctx.meter, now), meter.ctx.meter in offline
@@ -209,14 +211,11 @@ class LiveDetection:
         )
 
     def _awaiting(self, db: LedgerReader) -> set[str]:
-        """Meters not judged now: their gateway's batches arrived with a gap younger than ``gap_wait_s``
-        (see :class:`~collector.config.DetectionSettings`)."""
+        """Gateways whose meters are not judged now: their batches arrived with a gap younger than
+        ``gap_wait_s`` (see :class:`~collector.config.DetectionSettings`)."""
         if self._settings.gap_wait_s <= 0:
             return set()
-        gateways = db.gateways_awaiting(self._clock() - round(self._settings.gap_wait_s * 1000))
-        if not gateways:
-            return set()
-        return {meter for meter, gateway in db.meter_gateways().items() if gateway in gateways}
+        return db.gateways_awaiting(self._clock() - round(self._settings.gap_wait_s * 1000))
 
     def _gateways(self, db: LedgerReader, now: int) -> list[Finding]:
         """Gateway findings on ``<site>/<gateway>`` not yet applied: spans in which its clock had stepped
@@ -249,10 +248,9 @@ class LiveDetection:
                     findings.append(finding)
         return findings
 
-    def _data_clocks(self, db: LedgerReader) -> dict[str, int]:
+    def _data_clocks(self, db: LedgerReader, gateway_of: dict[str, str]) -> dict[str, int]:
         """Per configured meter, "now" when replaying history: the end of the newest poll of any meter of
-        its gateway (gateways flush their backlogs each at its own pace)."""
-        gateway_of = db.meter_gateways()
+        its gateway (`gateway_of`: meter -> gateway; gateways flush their backlogs each at its own pace)."""
         newest: dict[str, int] = {}
         for m in self._meters:
             ts = db.newest_trusted_ts(m.ctx.meter)

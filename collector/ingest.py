@@ -29,7 +29,6 @@ exponential backoff and jitter, and the rest of the collector (the API) keeps ru
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -154,7 +153,7 @@ class Ingestor:
 
     async def run(self) -> None:
         """Forever: connect, subscribe, commit and acknowledge messages; on failure wait and retry."""
-        await asyncio.to_thread(self._load_gauges)
+        await asyncio.to_thread(self.load_gauges)
         while True:
             reason = "the connection ended"
             try:
@@ -178,24 +177,12 @@ class Ingestor:
             )
             await asyncio.sleep(wait)
 
-    def _load_gauges(self) -> None:
+    def load_gauges(self) -> None:
         """Start the gauges from what the ledger holds; commits move them from there."""
         with self._ledger.reader() as reader:
             self._metrics.missing_batches.set(reader.missing_batches())
             for reason, count in reader.quarantine_counts().items():
                 self._metrics.quarantined.labels(reason=reason.value).set(count)
-            rows, points = reader.outbox_backlog()
-        self._metrics.tsdb_outbox_rows.set(rows)
-        self._metrics.tsdb_outbox_points.set(points)
-
-    async def keep_gauges(self, every_s: float) -> None:
-        """With replicas: the ledger's gauges (missing batches, quarantine, TSDB backlog) read again every
-        `every_s`, since the other replicas' commits and TSDB writer move them too. A ledger that cannot be
-        read keeps them as they are until the next time (ingestion says why it pauses)."""
-        while True:
-            await asyncio.sleep(every_s)
-            with contextlib.suppress(*DatabaseError):
-                await asyncio.to_thread(self._load_gauges)
 
     async def _subscribe(self, client: aiomqtt.Client) -> None:
         """Every channel in one SUBSCRIBE, waiting for its SUBACK without a timeout.
@@ -207,11 +194,8 @@ class Ingestor:
         still ends the wait: the consuming task fails and cancels it.
         """
         group = self._settings.share_group
-        topics = [
-            subscription(channel, root=self._settings.topic_root) if group is None
-            else f"$share/{group}/{subscription(channel, root=self._settings.topic_root)}"
-            for channel in Channel
-        ]  # fmt: skip
+        shared = "" if group is None else f"$share/{group}/"
+        topics = [shared + subscription(channel, root=self._settings.topic_root) for channel in Channel]
         granted = await client.subscribe([(t, 1) for t in topics], timeout=math.inf)
         for topic, code in zip(topics, granted, strict=True):
             if code == _SUBSCRIBE_FAILED:

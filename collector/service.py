@@ -263,7 +263,7 @@ async def serve(config: CollectorConfig) -> None:
             metrics=metrics,
         )
         prune_task = start_once("retention", pruner.run)
-        gauges_task = start("ledger-gauges", lambda: ingestor.keep_gauges(GAUGES_S)) if leases else None
+        gauges_task = start("ledger-gauges", lambda: _keep_gauges(ingestor, writer)) if leases else None
         tasks = (ingest_task, api_task, writer_task, notify_task, detect_task, prune_task, gauges_task)
         workers = {t for t in tasks if t is not None}
         workers.add(asyncio.create_task(supervise(), name="systemd-notify"))  # READY=1, watchdog pings
@@ -294,6 +294,18 @@ async def serve(config: CollectorConfig) -> None:
         cause = task.exception() if not task.cancelled() else None
         raise ServiceError(f"task {task.get_name()} stopped unexpectedly: {cause!r}") from cause
     log.info("stopped")
+
+
+async def _keep_gauges(ingestor: Ingestor, writer: TsdbWriter | None) -> None:
+    """With replicas: the ledger's gauges (missing batches, quarantine, the TSDB backlog) read again every
+    GAUGES_S, since the other replicas' commits and TSDB writer move them too. A ledger that cannot be read
+    keeps them as they are until the next time (ingestion says why it pauses)."""
+    while True:
+        await asyncio.sleep(GAUGES_S)
+        with contextlib.suppress(*DatabaseError):
+            await asyncio.to_thread(ingestor.load_gauges)
+            if writer is not None:
+                await asyncio.to_thread(writer.count_backlog)
 
 
 def _shown(ledger: Location) -> str:

@@ -65,10 +65,14 @@ class TsdbWriter:
         self._empty = asyncio.Event()
         self._failing = False
         # Before any commit can move them: the ingestor adds to these gauges, the writer takes away.
-        with ledger.reader() as reader:
+        self.count_backlog()
+
+    def count_backlog(self) -> None:
+        """Set the backlog gauges to what the outbox holds."""
+        with self._ledger.reader() as reader:
             rows, points = reader.outbox_backlog()
-        metrics.tsdb_outbox_rows.set(rows)
-        metrics.tsdb_outbox_points.set(points)
+        self._metrics.tsdb_outbox_rows.set(rows)
+        self._metrics.tsdb_outbox_points.set(points)
 
     @property
     def url(self) -> str:

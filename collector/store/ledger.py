@@ -394,9 +394,8 @@ class Ledger(Closing):
         once per many rejections, not at each) and, once a minute, those past their retention."""
         limits = self._rejected_limits
         if self._shared and now_ms - self._rejected_pruned_at >= 60_000:
-            self._rejected_bytes = (
-                None  # counted again once a minute: other replicas keep refused messages too
-            )
+            # Counted again once a minute: other replicas keep refused messages too.
+            self._rejected_bytes = None
         if self._rejected_bytes is None:
             self._rejected_bytes = delivery.rejected_bytes(db)
         over = self._rejected_bytes - limits.max_bytes
