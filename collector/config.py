@@ -109,6 +109,12 @@ class RetentionSettings(_Section):
     resolved_alerts_days: float = Field(
         400, gt=0, description="Resolved alerts (and any notification of theirs still queued) kept, days"
     )
+    gateway_events_days: float = Field(
+        90,
+        gt=0,
+        description="Gateway events (spool losses, implausible and foreign meters, new spool numberings) kept, "
+        "days after they were received",
+    )
     interval_s: float = Field(
         600, gt=0, le=86_400, description="Seconds between pruning passes (each in short transactions)"
     )

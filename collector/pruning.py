@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collector.metrics import CollectorMetrics
-from collector.store import AlertLedger, DatabaseError, Ledger, LedgerUnwritable, RetentionPolicy
-from collector.store.connection import unwritable
+from collector.store import AlertLedger, Ledger, LedgerUnwritable, RetentionPolicy
+from collector.store.connection import unwritable_raised
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class Pruner:
         now = self._clock()
         while True:
             step = await asyncio.to_thread(self._ledger.prune, now_ms=now, limit=STEP_ROWS)
-            for table in ("readings", "packed", "batches", "seq_gaps", "quarantine"):
+            for table in ("readings", "packed", "batches", "seq_gaps", "quarantine", "gateway_events"):
                 report.add(table, getattr(step, table))
             if step.rows < STEP_ROWS:
                 break
@@ -122,9 +122,5 @@ class Pruner:
         return report
 
     def _prune_resolved(self, before_ms: int) -> int:
-        try:
+        with unwritable_raised():
             return self._alerts.prune_resolved(before_ms=before_ms, limit=STEP_ROWS)
-        except DatabaseError as exc:
-            if unwritable(exc):
-                raise LedgerUnwritable(str(exc)) from exc
-            raise

@@ -330,6 +330,7 @@ def retention_policy(config: CollectorConfig) -> RetentionPolicy:
         batches_ms=round(retention.batches_days * DAY_MS),
         quarantine_ms=round(retention.quarantine_days * DAY_MS),
         resolved_alerts_ms=round(retention.resolved_alerts_days * DAY_MS),
+        gateway_events_ms=round(retention.gateway_events_days * DAY_MS),
     )
 
 

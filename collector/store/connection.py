@@ -13,6 +13,7 @@ import sqlite3
 import urllib.parse
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -55,9 +56,9 @@ _PG_UNWRITABLE_STATES = frozenset({"25006", "42501", "55P03"})
 """read-only transaction (a standby), insufficient privilege (a revoked grant), lock not available."""
 
 DatabaseError: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+"""What either backend raises for a ledger it cannot open, read or write."""
 UnstorableValue: tuple[type[Exception], ...] = (sqlite3.DataError, psycopg.DataError)
 """A value the backend cannot hold or compare, whatever its state (PostgreSQL's text has no NUL character)."""
-"""What either backend raises for a ledger it cannot open, read or write."""
 
 
 class LedgerUnwritable(Exception):
@@ -76,6 +77,18 @@ def unwritable(exc: BaseException) -> bool:
         return state[:2] in _PG_UNWRITABLE_CLASSES or state in _PG_UNWRITABLE_STATES
     code = getattr(exc, "sqlite_errorcode", None) if isinstance(exc, sqlite3.Error) else None
     return code is not None and code & 0xFF in _UNWRITABLE
+
+
+@contextmanager
+def unwritable_raised() -> Iterator[None]:
+    """A backend error that says the ledger cannot be written now re-raised as :class:`LedgerUnwritable`
+    (chained from it), for the caller to keep what it was storing and try again; any other as it is."""
+    try:
+        yield
+    except DatabaseError as exc:
+        if unwritable(exc):
+            raise LedgerUnwritable(str(exc)) from exc
+        raise
 
 
 class Dialect(StrEnum):

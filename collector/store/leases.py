@@ -94,17 +94,6 @@ class Leases:
                 raise
             return self._held & wanted
 
-    def release(self, names: Iterable[str]) -> None:
-        """Give up the leases of `names` this replica holds (another may take them at once)."""
-        with self._lock:
-            try:
-                for name in sorted(self._held & set(names)):
-                    self._held.discard(name)
-                    if self._conn is not None and not self._conn.closed:
-                        self._conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LEASES, lock_key(name)))
-            except psycopg.Error:  # the session is gone, and its leases with it
-                self._close()
-
     def holds(self, name: str) -> bool:
         return name in self._held
 

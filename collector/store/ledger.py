@@ -71,7 +71,7 @@ from collector.store.connection import (
     LedgerUnwritable,
     Location,
     location,
-    unwritable,
+    unwritable_raised,
 )
 from collector.store.delivery import RejectedLimits, RejectedMessage, SeqJump
 from collector.store.gateways import CollectorEventKind
@@ -270,12 +270,8 @@ class Ledger(Closing):
         transaction held; any other error is the data's.
         """
         with self._lock:
-            try:
+            with unwritable_raised():  # another writer holds the file past the busy timeout, say
                 self._db.begin()
-            except DatabaseError as exc:
-                if unwritable(exc):  # another writer holds the file past the busy timeout, say
-                    raise LedgerUnwritable(str(exc)) from exc
-                raise
             self._pending = _Pending()
             self._inserted = 0
             self._owners.clear()
@@ -298,9 +294,8 @@ class Ledger(Closing):
                         self._db.execute("ROLLBACK")
                 except DatabaseError as failed:
                     raise LedgerUnwritable(f"{exc}; and the rollback failed: {failed}") from failed
-                if unwritable(exc):
-                    raise LedgerUnwritable(str(exc)) from exc
-                raise
+                with unwritable_raised():
+                    raise
 
     def _forget(self) -> None:
         """Forget what the writer remembers of meters and gateways (their keys excepted: they never change)."""

@@ -8,7 +8,7 @@ within a day of what is packed or dropped (:func:`too_old`): the interval upkeep
 neighbours in rows only, and a reading whose (meter, ts) is no longer stored cannot be told from a new one,
 so it could be counted twice. 15-minute intervals and counter events are kept for ever. Bookkeeping is pruned by when the
 collector received it: batches (the newest of each spool stays, to number the next one), seq gaps,
-quarantined readings; and resolved alerts by when they were resolved. Refused messages have their own
+quarantined readings, gateway events; and resolved alerts by when they were resolved. Refused messages have their own
 bounds (:class:`~collector.store.delivery.RejectedLimits`), and TSDB outbox rows and notifications are
 deleted once delivered.
 
@@ -82,6 +82,10 @@ DELETE FROM seq_gaps WHERE (site, gateway, spool, first_seq) IN (
 _DROP_QUARANTINE = (
     "DELETE FROM quarantine WHERE id IN (SELECT id FROM quarantine WHERE received_at < ? ORDER BY id LIMIT ?)"
 )
+_DROP_EVENTS = (
+    "DELETE FROM gateway_events WHERE id IN (SELECT id FROM gateway_events WHERE received_at < ? ORDER BY id"
+    " LIMIT ?)"
+)
 _DROP_ALERTS = (
     "DELETE FROM alerts WHERE id IN (SELECT id FROM alerts WHERE status = 'resolved' AND resolved_at < ?"
     " ORDER BY id LIMIT ?) RETURNING id"
@@ -103,6 +107,9 @@ class RetentionPolicy:
     """Quarantined readings, by when they were received."""
     resolved_alerts_ms: int
     """Resolved alerts, by when they were resolved."""
+    gateway_events_ms: int
+    """Gateway events (the gateways' own and what the collector noticed of them), by when they were
+    received: a gateway that keeps sending events, or readings of meters not its own, adds a row each time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +123,16 @@ class Pruned:
     batches: int = 0
     seq_gaps: int = 0
     quarantine: int = 0
+    gateway_events: int = 0
     meters: tuple[str, ...] = ()
     """The meters whose rows of readings were deleted or packed."""
 
     @property
     def rows(self) -> int:
         """Rows deleted or packed: the step's work."""
-        return self.readings + self.packed + self.batches + self.seq_gaps + self.quarantine
+        return (
+            self.readings + self.packed + self.batches + self.seq_gaps + self.quarantine + self.gateway_events
+        )
 
 
 def too_old(ts: int, newest_ts: int, policy: RetentionPolicy) -> bool:
@@ -167,7 +177,9 @@ def prune(db: Db, policy: RetentionPolicy, *, now_ms: int, limit: int) -> Pruned
     gaps = db.execute(_DROP_GAPS, {"before": before, "limit": max(left, 0)}).rowcount
     left -= gaps
     quarantine = db.execute(_DROP_QUARANTINE, (now_ms - policy.quarantine_ms, max(left, 0))).rowcount
-    return Pruned(readings, packed, batches, gaps, quarantine, tuple(meters))
+    left -= quarantine
+    events = db.execute(_DROP_EVENTS, (now_ms - policy.gateway_events_ms, max(left, 0))).rowcount
+    return Pruned(readings, packed, batches, gaps, quarantine, events, tuple(meters))
 
 
 def _pack_day(db: Db, key: int, day_ms: int) -> int:

@@ -26,6 +26,7 @@ from collector.store import (
     pg_schema,
     postgres,
 )
+from kilowatch.mqtt_contract import SCHEMA_VERSION, GatewayEvent, GatewayEventKind
 from kilowatch.timebase import DAY_MS
 from tests.collector_support import at, batch, reading
 from tests.ledger_support import LedgerAt
@@ -33,7 +34,7 @@ from tests.ledger_support import LedgerAt
 NOW = at(12, day=31)
 POLICY = RetentionPolicy(
     readings_ms=10 * DAY_MS, compact_after_ms=3 * DAY_MS, batches_ms=5 * DAY_MS, quarantine_ms=5 * DAY_MS,
-    resolved_alerts_ms=20 * DAY_MS,
+    resolved_alerts_ms=20 * DAY_MS, gateway_events_ms=8 * DAY_MS,
 )  # fmt: skip
 
 
@@ -48,13 +49,21 @@ def alert(resolved_at: int | None) -> Alert:
     )  # fmt: skip
 
 
+def spool_evicted(day: int) -> GatewayEvent:
+    return GatewayEvent(
+        schema_version=SCHEMA_VERSION, site="site1", gateway="gw1", ts=at(11, day=day),
+        kind=GatewayEventKind.SPOOL_EVICTED, readings=10, oldest_ts=at(9, day=day), newest_ts=at(10, day=day),
+        detail="spool over 100 MB: evicted the oldest batches",
+    )  # fmt: skip
+
+
 def test_a_pass_prunes_packs_counts_and_logs(ledger_at: LedgerAt, caplog: pytest.LogCaptureFixture) -> None:
     path = ledger_at("kilowatch")
     metrics = CollectorMetrics()
     with Ledger(path, retention=POLICY) as ledger, AlertLedger(path) as alerts:
-        for day in range(1, 31):  # a reading an hour for 30 days, a batch a day
+        for day in range(1, 31):  # a reading an hour for 30 days, a batch and a gateway event a day
             readings = [reading(at(h, day=day), imp=day * 24 + h, power_w=1000.0) for h in range(24)]
-            ledger.store([batch(*readings, seq=day)], received_at=at(12, day=day))
+            ledger.store([batch(*readings, seq=day), spool_evicted(day)], received_at=at(12, day=day))
         with alerts.transaction() as transaction:
             for resolved in (at(20, day=5), at(20, day=25), None):
                 transaction.insert(alert(resolved))
@@ -66,7 +75,10 @@ def test_a_pass_prunes_packs_counts_and_logs(ledger_at: LedgerAt, caplog: pytest
         remaining = alerts.alerts(AlertQuery())
     # Kept: the 10 days before the newest reading (23:00 UTC on the 30th); packed: those before the local
     # midnight 3 days before it (17:00 UTC on the 27th).
-    assert report.rows == {"readings": 19 * 24 + 23, "packed": 1 + 6 * 24 + 17, "batches": 25, "alerts": 1}
+    # Gateway events: those received more than 8 days before NOW (noon on the 31st).
+    assert report.rows == {
+        "readings": 19 * 24 + 23, "packed": 1 + 6 * 24 + 17, "batches": 25, "gateway_events": 22, "alerts": 1
+    }  # fmt: skip
     # SQLite gives the freed pages back; PostgreSQL's autovacuum keeps them for reuse.
     assert (report.reclaimed_bytes > 0) is isinstance(path, Path)
     assert "retention: pruned" in caplog.text
@@ -80,6 +92,7 @@ def test_a_pass_prunes_packs_counts_and_logs(ledger_at: LedgerAt, caplog: pytest
         assert (kept[0].ts, kept[-1].ts) == (at(23, day=20), at(23, day=30))
         assert reader.newest_trusted_ts("m1", at(12, day=23)) == at(12, day=23)  # in a block
         assert reader.stored_batches() == 5
+        assert sorted(e.ts for e in reader.gateway_events()) == [at(11, day=day) for day in range(23, 31)]
 
 
 @pytest.mark.parametrize("backend", ["postgresql"], indirect=True)

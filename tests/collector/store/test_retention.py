@@ -106,7 +106,7 @@ def test_a_meter_day_at_one_minute_costs_under_100_kb(tmp_path: Path) -> None:
     path, meters, days = tmp_path / "kilowatch.db", Meters(10), 9
     policy = RetentionPolicy(
         readings_ms=45 * DAY_MS, compact_after_ms=2 * DAY_MS, batches_ms=60 * DAY_MS,
-        quarantine_ms=60 * DAY_MS, resolved_alerts_ms=DAY_MS,
+        quarantine_ms=60 * DAY_MS, resolved_alerts_ms=DAY_MS, gateway_events_ms=DAY_MS,
     )  # fmt: skip
     with Ledger(path, retention=policy) as ledger:
         for day in range(days):
@@ -167,7 +167,7 @@ def test_under_retention_the_file_levels_off_and_detection_keeps_its_history(tmp
     path, meters, window_days = tmp_path / "kilowatch.db", Meters(10), 2
     policy = RetentionPolicy(
         readings_ms=window_days * DAY_MS, compact_after_ms=window_days * DAY_MS, batches_ms=DAY_MS,
-        quarantine_ms=DAY_MS, resolved_alerts_ms=DAY_MS,
+        quarantine_ms=DAY_MS, resolved_alerts_ms=DAY_MS, gateway_events_ms=DAY_MS,
     )  # fmt: skip
     sizes = []
     with Ledger(path, retention=policy, outbox=True) as ledger:
