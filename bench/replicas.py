@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -107,6 +108,7 @@ def run(work: Path, server: PostgreSQL, broker: Mosquitto, replicas: int, messag
     with psycopg.connect(server.url(), autocommit=True) as admin:
         admin.execute(f"CREATE DATABASE {database}")
     ledger = server.url(database)
+    group = secrets.token_hex(16)
     collectors = []
     for n in range(replicas):
         port = free_port()
@@ -115,7 +117,7 @@ def run(work: Path, server: PostgreSQL, broker: Mosquitto, replicas: int, messag
             client_id=f"bench-{database}-{n}",
         )  # fmt: skip
         settings = yaml.safe_load(config.read_text())
-        settings["mqtt"]["share_group"] = database
+        settings["mqtt"]["share_group"] = group
         config.write_text(yaml.safe_dump(settings))
         args = [sys.executable, "-m", "app", "collector", "run", "--config", str(config), "--log-level", "WARNING"]  # fmt: skip
         collectors.append(

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self
@@ -17,6 +18,10 @@ from kilowatch.mqtt_contract import TimeWindow
 
 if TYPE_CHECKING:
     from collector.store.connection import Postgres
+
+
+SHARE_GROUP = re.compile(r"[A-Za-z0-9_-]{16,64}")
+"""What a replicas' share group may be: a secret no gateway can guess."""
 
 
 class _Section(BaseModel):
@@ -63,19 +68,30 @@ class MqttSettings(BrokerSettings):
         description="MQTT 5: unacknowledged messages the broker may send at once; the collector commits up "
         "to half of them per ledger transaction (3.1.1: the broker's max_inflight_messages rules)",
     )
-    share_group: str | None = Field(
+    share_group: SecretStr | None = Field(
         None,
-        min_length=1,
-        max_length=64,
-        pattern=r"^[^/+#$\s]+$",
         description="Replicas: collectors with the same share_group (and each its own client_id) split the "
         "messages between them (an MQTT shared subscription, $share/<group>/...) and write one PostgreSQL "
         "ledger (ledger.url); each site is judged, the TSDB outbox drained, notifications sent and retention "
         "run by one replica at a time, taken over by another when it dies. The broker keeps a stopped "
         "replica's share of the messages in its session until it is back: restart it (systemd does), or "
-        "start a collector with its client_id to drain it. null: one collector takes every message",
-        examples=["kilowatch"],
+        "start a collector with its client_id to drain it. A secret (never logged) of 16 to 64 letters, "
+        "digits, - and _, e.g. from `openssl rand -hex 16`: Mosquitto 2.0 lets any login join a shared "
+        "subscription and drops the messages it then picks that login for but may not deliver to it, so a "
+        "gateway that knew the group could take every gateway's messages away from the collectors. null: "
+        "one collector takes every message",
+        examples=["3f9c2a7d51e04b8c9a6d0e2f4b7c1a58"],
     )
+
+    @field_validator("share_group")
+    @classmethod
+    def _secret_group(cls, group: SecretStr | None) -> SecretStr | None:
+        if group is not None and not SHARE_GROUP.fullmatch(group.get_secret_value()):
+            raise ValueError(
+                "must be a secret of 16 to 64 letters, digits, - and _ (e.g. from `openssl rand -hex 16`): "
+                "any broker login that knew it could join the group and take messages from the collectors"
+            )
+        return group
 
 
 class RetentionSettings(_Section):

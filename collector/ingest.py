@@ -194,12 +194,13 @@ class Ingestor:
         still ends the wait: the consuming task fails and cancels it.
         """
         group = self._settings.share_group
-        shared = "" if group is None else f"$share/{group}/"
-        topics = [shared + subscription(channel, root=self._settings.topic_root) for channel in Channel]
-        granted = await client.subscribe([(t, 1) for t in topics], timeout=math.inf)
+        shared = "" if group is None else f"$share/{group.get_secret_value()}/"
+        topics = [subscription(channel, root=self._settings.topic_root) for channel in Channel]
+        granted = await client.subscribe([(shared + t, 1) for t in topics], timeout=math.inf)
         for topic, code in zip(topics, granted, strict=True):
             if code == _SUBSCRIBE_FAILED:
-                log.error("the broker refused the subscription to %s (check its ACL)", topic)
+                named = topic if group is None else f"$share/<share_group>/{topic}"  # the group is a secret
+                log.error("the broker refused the subscription to %s (check its ACL)", named)
 
     async def _consume(self, client: aiomqtt.Client) -> None:
         """Group what has arrived, commit it, then acknowledge it in order; repeat."""

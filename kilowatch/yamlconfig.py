@@ -90,7 +90,8 @@ def line_of(path: Path, loc: tuple[int | str, ...]) -> int | None:
         return None
 
 
-_SECRET_KEY = re.compile(r"password|token|secret|key", re.IGNORECASE)
+_SECRET_KEY = re.compile(r"password|token|secret|key|share_group", re.IGNORECASE)
+"""Keys whose values may be secrets (a replicas' share group is one: collector.config.SHARE_GROUP)."""
 _URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 
 

@@ -41,6 +41,15 @@ def test_a_postgresql_ledger_is_named_without_its_password(tmp_path: Path) -> No
     assert "s3cret" not in repr(config.ledger.location)
 
 
+def test_a_replicas_share_group_is_a_secret(tmp_path: Path) -> None:
+    group = "3f9c2a7d51e04b8c9a6d0e2f4b7c1a58"
+    config = load_text(tmp_path, f"mqtt:\n  share_group: {group}\nledger:\n  url: postgresql://u@db/x\n")
+    assert config.mqtt.share_group is not None
+    assert config.mqtt.share_group.get_secret_value() == group
+    assert group not in repr(config)
+    assert group not in config.model_dump_json()
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
@@ -69,6 +78,10 @@ def test_a_postgresql_ledger_is_named_without_its_password(tmp_path: Path) -> No
         (
             "ledger:\n  url: mysql://u:hunter2@db/x\n",
             "collector.yaml:2 ledger.url: 'mysql://***@db/x': Value error, must be a postgresql:// URL",
+        ),
+        (
+            "mqtt:\n  share_group: hunter2hunter2\nledger:\n  url: postgresql://u@db/x\n",
+            "collector.yaml:2 mqtt.share_group: (value hidden): Value error, must be a secret of 16 to 64 letters",
         ),
         (
             "ledger:\n  path: k.db\n  url: postgresql://u:hunter2@db/x\n",

@@ -10,6 +10,7 @@ appears in what the collector logs or answers.
 from __future__ import annotations
 
 import json
+import secrets
 import subprocess
 import sys
 import time
@@ -153,7 +154,7 @@ def test_a_postgresql_down_at_start_stops_the_collector_naming_it_without_the_pa
     assert server.password not in output
 
 
-@pytest.mark.parametrize("share_group", [None, "kilowatch"], ids=["collector", "replica"])
+@pytest.mark.parametrize("share_group", [None, secrets.token_hex(16)], ids=["collector", "replica"])
 def test_postgresql_going_away_mid_stream_loses_nothing_and_counts_nothing_twice(
     tmp_path: Path, server: PostgreSQL, share_group: str | None
 ) -> None:

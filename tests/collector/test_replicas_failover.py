@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import signal
 import sys
 import time
@@ -39,6 +40,7 @@ sites:
       office.cooling: {role: sub_meter, rated_kw: 60}
 """
 KILLS = 6
+SHARE_GROUP = secrets.token_hex(16)
 SITE_TAKEN = "detection: this replica judges office now"
 
 
@@ -59,7 +61,7 @@ class Collector:
         sites.write_text(SITES)
         mqtt_settings: dict[str, Any] = {"host": broker.host, "port": broker.port, "client_id": name}
         if share:
-            mqtt_settings["share_group"] = "kilowatch"
+            mqtt_settings["share_group"] = SHARE_GROUP
         self.config = tmp_path / f"{name}.yaml"
         self.config.write_text(
             yaml.safe_dump(
@@ -223,3 +225,4 @@ def test_replicas_killed_mid_stream_lose_nothing_and_raise_the_alerts_of_one_col
     for replica in replicas:
         assert len(replica.runs) > KILLS // 2
         assert "Traceback" not in replica.logs(), replica.logs()[-5000:]
+        assert SHARE_GROUP not in replica.logs()  # a secret
