@@ -286,8 +286,9 @@ async def _watch(
         with contextlib.suppress(OSError, ValueError, KeyError):
             latest = get_json(f"{base}/api/v1/meters/{meter}/latest", key=key)
             values = latest["values"]
+            at = datetime.fromisoformat(latest["ts"])  # to the second: the API gives ms when there are some
             typer.echo(
-                f"{latest['ts']}  {meter}: {values['active_power_w'] / 1000:.2f} kW, "
+                f"{at:%Y-%m-%d %H:%M:%S} UTC  {meter}: {values['active_power_w'] / 1000:.2f} kW, "
                 f"{values['energy_import_kwh']:.3f} kWh imported"
             )
             shown = True

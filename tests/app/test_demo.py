@@ -34,7 +34,9 @@ def test_demo_runs_every_part_and_prints_the_urls(tmp_path: Path, broker: str) -
     assert "Log in to the web app as 'admin' with password '" in out
     for path in ("/api/v1/meters", "/api/v1/meters/main/latest", "/api/v1/meters/main/intervals", "/docs"):
         assert f"http://127.0.0.1:{port}{path}\n" in out
-    assert re.search(r"main: \d+\.\d\d kW, \d+\.\d{3} kWh imported", out), out
+    assert re.search(
+        r"\n\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC  main: \d+\.\d\d kW, \d+\.\d{3} kWh imported\n", out
+    ), out
     assert (tmp_path / "ledger.db").stat().st_size > 0
     for log in ("agent.log", "collector.log", "sim.log"):
         assert "Traceback" not in (tmp_path / log).read_text(), log
