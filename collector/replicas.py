@@ -24,11 +24,11 @@ a dead replica's jobs are taken over within this (plus the server noticing the d
 process, whose socket the kernel closes)."""
 
 
-async def claim(leases: Leases, names: Iterable[str]) -> set[str]:
-    """The leases of `names` this replica holds after trying to take the others; none while the database
-    cannot be reached (logged)."""
+async def claim(leases: Leases, names: Iterable[str], *, shared_out: bool = False) -> set[str]:
+    """The leases of `names` this replica holds after trying to take the others (`shared_out`: at most its
+    share, see :meth:`Leases.claim`); none while the database cannot be reached (logged)."""
     try:
-        return await asyncio.to_thread(leases.claim, list(names))
+        return await asyncio.to_thread(leases.claim, list(names), shared_out=shared_out)
     except DatabaseError as exc:
         log.warning("leases: the ledger cannot be reached (%s); this replica holds none until it can", exc)
         return set()
@@ -59,13 +59,14 @@ async def while_held(leases: Leases, name: str, run: Callable[[], Awaitable[None
 
 
 class SiteLeases:
-    """Which sites this replica judges: it claims the sites at each detection pass and between passes,
-    every :data:`LEASE_RETRY_S`, those no replica holds."""
+    """Which sites this replica judges: at each detection pass and between passes, every
+    :data:`LEASE_RETRY_S`, its share of the sites (their number over the replicas present, rounded up), taken
+    from those no replica holds; it gives up any over its share when another replica starts."""
 
     def __init__(self, leases: Leases, sites: Iterable[str]) -> None:
         self._leases = leases
         self._names = {f"site:{site}": site for site in sites}
 
     async def claim(self) -> set[str]:
-        held = await claim(self._leases, self._names)
+        held = await claim(self._leases, self._names, shared_out=True)
         return {self._names[name] for name in held}

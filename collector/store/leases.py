@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 LEASES = 0x6B776C31  # "kwl1": a replica's leases
 WRITES = 0x6B777731  # "kww1": a transaction's gateways and meters
+PRESENT = 0x6B777031  # "kwp1": held shared by every replica's lease connection, to count them
 CONNECT_TIMEOUT_S = 10
 KEEPALIVE_S = 10
 """TCP keepalive idle/interval on the lease connection: a server that vanished is noticed within ~30 s, and
@@ -38,6 +39,13 @@ WRITE_LOCKS = (
 )
 """Takes a transaction's write locks, held until it ends, in the order of the sorted keys given (as
 :func:`write_lock_keys` makes them): two transactions wanting the same keys queue instead of deadlocking."""
+
+
+_PRESENT_COUNT = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid AND objid = 0"
+    " AND objsubid = 2 AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+"""How many replicas' lease connections are open on this database (each holds PRESENT, shared)."""
 
 
 def write_lock_keys(gateways: Iterable[tuple[str, str]], meters: Iterable[str]) -> list[int]:
@@ -72,18 +80,29 @@ class Leases:
                 keepalives_interval=KEEPALIVE_S,
                 keepalives_count=2,
             )
+            self._conn.execute("SELECT pg_advisory_lock_shared(%s, 0)", (PRESENT,))
         return self._conn
 
-    def claim(self, names: Iterable[str]) -> set[str]:
+    def claim(self, names: Iterable[str], *, shared_out: bool = False) -> set[str]:
         """Take the leases of `names` that no other replica holds; returns those of `names` this replica
-        holds now. A lost connection loses every lease (the server released them): it is opened again and
-        they are tried again; a server that cannot be reached holds none (psycopg's error is raised)."""
+        holds now. `shared_out`: hold at most this replica's share of `names` (their number over the replicas
+        present, rounded up), giving up any over it for the others to take at their next claim. A lost
+        connection loses every lease (the server released them): it is opened again and they are tried again;
+        a server that cannot be reached holds none (psycopg's error is raised)."""
         wanted = set(names)
         with self._lock:
             try:
                 conn = self._connection()
-                conn.execute("SELECT 1")  # the session, and with it the leases, still there
+                row = conn.execute(_PRESENT_COUNT, (PRESENT,)).fetchone()  # the session is still there
+                present = row[0] if row is not None and isinstance(row[0], int) else 1
+                most = -(-len(wanted) // max(1, present)) if shared_out else len(wanted)
+                for name in sorted(self._held & wanted)[most:]:
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", (LEASES, lock_key(name)))
+                    self._held.discard(name)
+                    log.info("gave up %s: over this replica's share, for another to take", name)
                 for name in sorted(wanted - self._held):
+                    if len(self._held & wanted) >= most:
+                        break
                     row = conn.execute(
                         "SELECT pg_try_advisory_lock(%s, %s)", (LEASES, lock_key(name))
                     ).fetchone()

@@ -135,6 +135,31 @@ def test_a_lease_is_held_by_one_replica_and_passes_on_when_its_session_ends(
         b.close()
 
 
+def test_sites_are_shared_out_between_the_replicas_present(pg_ledger_at: LedgerAt) -> None:
+    where = pg_ledger_at("shares")
+    assert isinstance(where, Postgres)
+    Ledger(where).close()
+    sites = [f"site:{i}" for i in range(6)]
+    a, b, c = Leases(where), Leases(where), Leases(where)
+    try:
+        assert a.claim(sites, shared_out=True) == set(sites)  # alone: every site
+        assert b.claim(sites, shared_out=True) == set()  # a second replica: a holds them all
+        assert len(a.claim(sites, shared_out=True)) == 3  # a gives up what is over its share
+        assert len(b.claim(sites, shared_out=True)) == 3  # and b takes it
+        assert c.claim(sites, shared_out=True) == set()  # a third
+        counts = [len(r.claim(sites, shared_out=True)) for r in (a, b, c)]
+        assert counts == [2, 2, 2]
+        assert a.claim(["tsdb-writer"]) == {"tsdb-writer"}  # other leases are not shared out
+        c.close()  # a replica gone: the others take its share at their next claim
+        held = [a.claim(sites, shared_out=True), b.claim(sites, shared_out=True)]
+        assert [len(h) for h in held] == [3, 3]
+        assert held[0] | held[1] == set(sites)
+    finally:
+        a.close()
+        b.close()
+        c.close()
+
+
 def open_together(where: Location, replicas: int) -> list[BaseException]:
     """Open `replicas` shared writers of `where` at the same moment; what they raised."""
     start = threading.Barrier(replicas)
