@@ -1,7 +1,7 @@
 """Two collector replicas on one PostgreSQL ledger behind a real Mosquitto's shared subscription, one of them
 killed with SIGKILL again and again while a gateway's backlog streams in: nothing lost, nothing counted twice,
 the books and the alerts of a single collector given the same messages, and the site's judging taken over by
-the survivor each time its holder dies."""
+the survivor each time its holder dies. And the sites shared out between the replicas present."""
 
 from __future__ import annotations
 
@@ -39,6 +39,10 @@ sites:
       office.main: {role: office_main, rated_kw: 40}
       office.cooling: {role: sub_meter, rated_kw: 60}
 """
+FOUR_SITES = "sites:\n" + "".join(
+    f"  site-{i}:\n    poll_s: 60\n    meters:\n      site-{i}.main: {{role: office_main, rated_kw: 40}}\n"
+    for i in range(4)
+)
 KILLS = 6
 SHARE_GROUP = secrets.token_hex(16)
 SITE_TAKEN = "detection: this replica judges office now"
@@ -53,12 +57,20 @@ def pg_ledger_at(tmp_path: Path, postgresql_if: Callable[[], PostgreSQL]) -> Ite
 class Collector:
     """`kilowatch collector run` on a ledger, judging the office; started again after each kill."""
 
-    def __init__(self, name: str, tmp_path: Path, broker: Mosquitto, ledger: Location, share: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        tmp_path: Path,
+        broker: Mosquitto,
+        ledger: Location,
+        share: bool,
+        sites_yaml: str = SITES,
+    ) -> None:
         self.name = name
         self._tmp = tmp_path
         self.base = f"http://127.0.0.1:{free_port()}"
         sites = tmp_path / "sites.yaml"
-        sites.write_text(SITES)
+        sites.write_text(sites_yaml)
         mqtt_settings: dict[str, Any] = {"host": broker.host, "port": broker.port, "client_id": name}
         if share:
             mqtt_settings["share_group"] = SHARE_GROUP
@@ -98,6 +110,18 @@ class Collector:
 
     def judges_the_site(self) -> bool:
         return SITE_TAKEN in self.process.log()
+
+    def judged(self) -> set[str]:
+        """The sites this replica judges now, as its log says."""
+        held: set[str] = set()
+        for line in self.process.log().splitlines():
+            _, gained, names = line.partition("this replica judges ")
+            if gained:
+                held |= set(names.removesuffix(" now").split(", "))
+            _, lost, names = line.partition("this replica no longer judges ")
+            if lost:
+                held -= set(names.split(", "))
+        return held
 
     def logs(self) -> str:
         return "".join(run.log() for run in self.runs)
@@ -226,3 +250,23 @@ def test_replicas_killed_mid_stream_lose_nothing_and_raise_the_alerts_of_one_col
         assert len(replica.runs) > KILLS // 2
         assert "Traceback" not in replica.logs(), replica.logs()[-5000:]
         assert SHARE_GROUP not in replica.logs()  # a secret
+
+
+def test_a_replica_that_starts_takes_its_share_of_the_sites(tmp_path: Path, pg_ledger_at: LedgerAt) -> None:
+    """The first replica judges every site; a second one that starts takes half of them over, and the first
+    gives them up: each site is judged by one replica."""
+    ledger = pg_ledger_at("shares")
+    broker = Mosquitto.start(tmp_path / "mosquitto")
+    a, b = (
+        Collector(f"replica-{n}", tmp_path, broker, ledger, share=True, sites_yaml=FOUR_SITES) for n in "ab"
+    )
+    try:
+        a.start()
+        wait_until(lambda: len(a.judged()) == 4, 60, "replica-a to judge every site")
+        b.start()
+        wait_until(lambda: len(a.judged()) == len(b.judged()) == 2, 60, "the sites shared out")
+        assert a.judged() | b.judged() == {f"site-{i}" for i in range(4)}
+    finally:
+        a.stop()
+        b.stop()
+        broker.stop()
