@@ -70,6 +70,14 @@ def books(where: Location) -> tuple[object, ...]:
         )
 
 
+def run_together(threads: list[threading.Thread]) -> None:
+    """Start every thread, then wait for them all."""
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
 def test_two_shared_writers_of_one_gateway_keep_the_books_one_writer_keeps(
     tmp_path: Path, pg_ledger_at: LedgerAt
 ) -> None:
@@ -99,11 +107,7 @@ def test_two_shared_writers_of_one_gateway_keep_the_books_one_writer_keeps(
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=write, args=(w, s)) for w, s in zip(writers, shares, strict=True)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together([threading.Thread(target=write, args=(w, s)) for w, s in zip(writers, shares, strict=True)])
     for writer in writers:
         writer.close()
     assert not failures, failures
@@ -173,11 +177,7 @@ def open_together(where: Location, replicas: int) -> list[BaseException]:
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=open_ledger) for _ in range(replicas)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_together([threading.Thread(target=open_ledger) for _ in range(replicas)])
     for ledger in opened:
         ledger.close()
     return failures
