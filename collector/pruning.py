@@ -90,8 +90,8 @@ class Pruner:
         now = self._clock()
         while True:
             step = await asyncio.to_thread(self._ledger.prune, now_ms=now, limit=STEP_ROWS)
-            for table in ("readings", "packed", "batches", "seq_gaps", "quarantine", "gateway_events"):
-                report.add(table, getattr(step, table))
+            for table, n in step.by_table().items():
+                report.add(table, n)
             if step.rows < STEP_ROWS:
                 break
         try:

@@ -127,12 +127,18 @@ class Pruned:
     meters: tuple[str, ...] = ()
     """The meters whose rows of readings were deleted or packed."""
 
+    def by_table(self) -> dict[str, int]:
+        """Rows deleted or packed, by table (packed: the rows of readings moved into day blocks)."""
+        return {table: getattr(self, table) for table in _COUNTED}
+
     @property
     def rows(self) -> int:
         """Rows deleted or packed: the step's work."""
-        return (
-            self.readings + self.packed + self.batches + self.seq_gaps + self.quarantine + self.gateway_events
-        )
+        return sum(self.by_table().values())
+
+
+_COUNTED = ("readings", "packed", "batches", "seq_gaps", "quarantine", "gateway_events")
+"""The fields of :class:`Pruned` that count rows."""
 
 
 def too_old(ts: int, newest_ts: int, policy: RetentionPolicy) -> bool:
